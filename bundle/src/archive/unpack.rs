@@ -1,0 +1,299 @@
+//! Streaming, capped unpacking of `bundle.tar.zst` into memory.
+//!
+//! The zstd decoder feeds tar through [`Capped`], which counts decoded bytes and fails the read
+//! that would cross the cap, so neither the tar parser nor this code ever holds more than the cap.
+//! A file's declared size is checked against the remaining budget before its buffer is allocated.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read};
+
+use super::{ArchiveError, Bundle, EntryProblem, Limit, Limits, MANIFEST_PATH, MIB, check_path};
+use crate::manifest::Manifest;
+
+/// The zstd frame magic number, little-endian.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Largest zstd window accepted: 2^25 = 32 MiB, the decoder's memory per unpack. `zstd -19`
+/// (Alga's SDK) uses 2^23 and levels up to 20 stay within 2^25; only `--ultra -21/-22` or
+/// `--long` need more, and those bundles are refused as corrupt rather than letting a bundle
+/// choose a 128 MiB+ allocation.
+const WINDOW_LOG_MAX: u32 = 25;
+
+/// Below this many decoded bytes the ratio cap does not apply: a tiny bundle is mostly tar
+/// headers and zero padding, which compresses far beyond any sensible ratio.
+const RATIO_GRACE_BYTES: u64 = MIB;
+
+/// Unpacks a whole bundle into memory, enforcing `limits` while decoding.
+pub fn unpack(bytes: &[u8], limits: &Limits) -> Result<Bundle, ArchiveError> {
+    walk(bytes, limits, &|_| true)
+}
+
+/// Validates every entry of a bundle exactly as [`unpack`] does but keeps only the manifest, then
+/// parses it. Publish uses this: the manifest comes from the bundle, and a bundle accepted at
+/// publish is one every worker can unpack.
+pub fn read_manifest(bytes: &[u8], limits: &Limits) -> Result<Manifest, ArchiveError> {
+    let bundle = walk(bytes, limits, &|path| {
+        path == MANIFEST_PATH
+            || path
+                .split_once('/')
+                .is_some_and(|(_, rest)| rest == MANIFEST_PATH)
+    })?;
+    bundle.manifest()
+}
+
+/// The decoded-byte cap and which limit it comes from.
+#[derive(Clone, Copy)]
+struct Budget {
+    cap: u64,
+    binding: Limit,
+    limit: u64,
+}
+
+impl Budget {
+    fn new(compressed_len: u64, limits: &Limits) -> Budget {
+        let ratio_cap = compressed_len
+            .saturating_mul(limits.max_ratio)
+            .max(RATIO_GRACE_BYTES);
+        if ratio_cap < limits.max_unpacked_bytes {
+            Budget {
+                cap: ratio_cap,
+                binding: Limit::Ratio,
+                limit: limits.max_ratio,
+            }
+        } else {
+            Budget {
+                cap: limits.max_unpacked_bytes,
+                binding: Limit::UnpackedBytes,
+                limit: limits.max_unpacked_bytes,
+            }
+        }
+    }
+
+    fn exceeded(&self) -> ArchiveError {
+        ArchiveError::TooLarge {
+            what: self.binding,
+            limit: self.limit,
+        }
+    }
+}
+
+/// Counts bytes read and refuses to deliver more than `cap` of them.
+struct Capped<'a, R> {
+    inner: R,
+    read: &'a Cell<u64>,
+    cap: u64,
+}
+
+impl<R: Read> Read for Capped<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let so_far = self.read.get();
+        // Allow one byte past the cap so that reaching it exactly is distinguishable from
+        // crossing it.
+        let allowed = self.cap.saturating_add(1).saturating_sub(so_far);
+        if allowed == 0 {
+            return Err(io::Error::other("bundle decompressed size cap exceeded"));
+        }
+        let len = buf
+            .len()
+            .min(usize::try_from(allowed).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..len])?;
+        self.read.set(so_far + n as u64);
+        if self.read.get() > self.cap {
+            return Err(io::Error::other("bundle decompressed size cap exceeded"));
+        }
+        Ok(n)
+    }
+}
+
+/// Tracks every path seen so duplicates and file/directory clashes are refused.
+#[derive(Default)]
+struct Tree {
+    files: BTreeSet<String>,
+    dirs: BTreeSet<String>,
+}
+
+impl Tree {
+    fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+        path.match_indices('/').map(move |(i, _)| &path[..i])
+    }
+
+    fn add_file(&mut self, path: &str) -> Result<(), EntryProblem> {
+        if self.files.contains(path) {
+            return Err(EntryProblem::Duplicate);
+        }
+        if self.dirs.contains(path) || Tree::ancestors(path).any(|a| self.files.contains(a)) {
+            return Err(EntryProblem::FileDirConflict);
+        }
+        self.dirs.extend(Tree::ancestors(path).map(str::to_owned));
+        self.files.insert(path.to_owned());
+        Ok(())
+    }
+
+    fn add_dir(&mut self, path: &str) -> Result<(), EntryProblem> {
+        if self.files.contains(path) || Tree::ancestors(path).any(|a| self.files.contains(a)) {
+            return Err(EntryProblem::FileDirConflict);
+        }
+        self.dirs.extend(Tree::ancestors(path).map(str::to_owned));
+        self.dirs.insert(path.to_owned());
+        Ok(())
+    }
+}
+
+fn forbidden(path: &str, reason: EntryProblem) -> ArchiveError {
+    ArchiveError::ForbiddenEntry {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+/// Walks every entry, checking all of them, and keeps the contents of files `keep` selects.
+fn walk(
+    bytes: &[u8],
+    limits: &Limits,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Bundle, ArchiveError> {
+    let compressed_len = bytes.len() as u64;
+    if compressed_len > limits.max_archive_bytes {
+        return Err(ArchiveError::TooLarge {
+            what: Limit::ArchiveBytes,
+            limit: limits.max_archive_bytes,
+        });
+    }
+    if !bytes.starts_with(&ZSTD_MAGIC) {
+        return Err(ArchiveError::Corrupt("not a zstd stream".into()));
+    }
+    let budget = Budget::new(compressed_len, limits);
+    let decoded = Cell::new(0u64);
+    // Any I/O error after the cap was crossed is the cap, whatever tar made of it.
+    let fail = |e: io::Error| {
+        if decoded.get() > budget.cap {
+            budget.exceeded()
+        } else {
+            ArchiveError::Corrupt(e.to_string())
+        }
+    };
+
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(bytes).map_err(fail)?;
+    decoder.window_log_max(WINDOW_LOG_MAX).map_err(fail)?;
+    let mut archive = tar::Archive::new(Capped {
+        inner: decoder,
+        read: &decoded,
+        cap: budget.cap,
+    });
+
+    let mut tree = Tree::default();
+    let mut files = BTreeMap::new();
+    let mut entries_seen = 0usize;
+    for entry in archive.entries().map_err(fail)? {
+        let mut entry = entry.map_err(fail)?;
+        entries_seen += 1;
+        if entries_seen > limits.max_files {
+            return Err(ArchiveError::TooLarge {
+                what: Limit::Files,
+                limit: limits.max_files as u64,
+            });
+        }
+        let raw_path = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw_path).into_owned();
+        let kind = entry.header().entry_type();
+        let is_dir = match kind {
+            tar::EntryType::Regular => false,
+            tar::EntryType::Directory => true,
+            // A pax global header (`git archive` writes one) describes the archive, not a file.
+            tar::EntryType::XGlobalHeader => continue,
+            tar::EntryType::Symlink => return Err(forbidden(&shown, EntryProblem::Symlink)),
+            tar::EntryType::Link => return Err(forbidden(&shown, EntryProblem::Hardlink)),
+            tar::EntryType::Char | tar::EntryType::Block => {
+                return Err(forbidden(&shown, EntryProblem::Device));
+            }
+            tar::EntryType::Fifo => return Err(forbidden(&shown, EntryProblem::Fifo)),
+            other => {
+                return Err(forbidden(
+                    &shown,
+                    EntryProblem::UnsupportedType(other.as_byte()),
+                ));
+            }
+        };
+        let raw =
+            std::str::from_utf8(&raw_path).map_err(|_| forbidden(&shown, EntryProblem::NotUtf8))?;
+        let Some(path) = check_path(raw, is_dir).map_err(|p| forbidden(&shown, p))? else {
+            continue;
+        };
+        if is_dir {
+            tree.add_dir(&path).map_err(|p| forbidden(&path, p))?;
+            continue;
+        }
+        tree.add_file(&path).map_err(|p| forbidden(&path, p))?;
+
+        let size = entry.size();
+        if size > limits.max_file_bytes {
+            return Err(ArchiveError::TooLarge {
+                what: Limit::FileBytes,
+                limit: limits.max_file_bytes,
+            });
+        }
+        if decoded.get().saturating_add(size) > budget.cap {
+            return Err(budget.exceeded());
+        }
+        let read = if keep(&path) {
+            // Bounded by the checks above, so this allocation is within the cap.
+            let capacity = usize::try_from(size).map_err(|_| budget.exceeded())?;
+            let mut data = Vec::with_capacity(capacity);
+            entry.read_to_end(&mut data).map_err(fail)?;
+            let n = data.len() as u64;
+            files.insert(path.clone(), data);
+            n
+        } else {
+            io::copy(&mut entry, &mut io::sink()).map_err(fail)?
+        };
+        if read != size {
+            return Err(ArchiveError::Corrupt(format!(
+                "entry `{path}` is truncated"
+            )));
+        }
+    }
+    // Read what follows the end-of-archive marker (record padding, usually) so the zstd frame's
+    // checksum is verified; it counts against the cap like everything else.
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(fail)?;
+    Ok(Bundle {
+        files: lift_wrapped(files, &tree.files),
+    })
+}
+
+/// Alga's finalize also finds `<dir>/manifest.json`. When there is no root manifest and every
+/// file sits under one top-level directory that holds a manifest, strip that directory.
+fn lift_wrapped(
+    files: BTreeMap<String, Vec<u8>>,
+    all_files: &BTreeSet<String>,
+) -> BTreeMap<String, Vec<u8>> {
+    if all_files.contains(MANIFEST_PATH) {
+        return files;
+    }
+    let Some(first) = all_files.iter().next() else {
+        return files;
+    };
+    let Some((top, _)) = first.split_once('/') else {
+        return files;
+    };
+    let prefix = format!("{top}/");
+    let wrapped = all_files.contains(&format!("{prefix}{MANIFEST_PATH}"))
+        && all_files.iter().all(|p| p.starts_with(&prefix));
+    if !wrapped {
+        return files;
+    }
+    files
+        .into_iter()
+        .filter_map(|(path, data)| Some((path.strip_prefix(&prefix)?.to_owned(), data)))
+        .collect()
+}
+
+#[cfg(test)]
+pub(super) mod tests_support {
+    use std::cell::Cell;
+    use std::io::Read;
+
+    pub fn capped<'a, R: Read + 'a>(inner: R, read: &'a Cell<u64>, cap: u64) -> impl Read + 'a {
+        super::Capped { inner, read, cap }
+    }
+}

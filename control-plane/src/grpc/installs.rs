@@ -1,0 +1,250 @@
+//! `annex.v1.Installs`: changes by the operator role; reads and Resolve also
+//! by the edge and control-plane roles. Workers have no access.
+
+use annex_ops::Role;
+use annex_ops::tls::require;
+use annex_proto::domain::{TenantId, string_map};
+use annex_proto::pb::{self, installs_server::Installs};
+use tonic::{Request, Response, Status};
+
+use super::registry::{endpoint_pb, ui_pb};
+use super::{from_ts, status, ts};
+use crate::ControlPlane;
+use crate::installs::{InstallSpec, SecretsUpdate};
+use crate::store::InstallView;
+
+const READERS: &[Role] = &[Role::Operator, Role::Edge, Role::ControlPlane];
+const WRITERS: &[Role] = &[Role::Operator];
+
+#[derive(Debug, Clone)]
+pub struct InstallsService(pub ControlPlane);
+
+fn install_ref(r: Option<pb::InstallRef>) -> Result<(TenantId, String), Status> {
+    let r = r.unwrap_or_default();
+    Ok((TenantId::parse(&r.tenant_id).map_err(status)?, r.extension))
+}
+
+#[tonic::async_trait]
+impl Installs for InstallsService {
+    async fn install(
+        &self,
+        req: Request<pb::InstallRequest>,
+    ) -> Result<Response<pb::InstallInfo>, Status> {
+        require(&req, WRITERS)?;
+        let r = req.into_inner();
+        let spec = InstallSpec {
+            tenant: TenantId::parse(&r.tenant_id).map_err(status)?,
+            extension: r.extension,
+            version: Some(r.version).filter(|v| !v.trim().is_empty()),
+            config: string_map("config", r.config).map_err(status)?,
+            egress_allowlist: r.egress_allowlist,
+        };
+        let view = self.0.install(spec).await.map_err(status)?;
+        Ok(Response::new(info_pb(&view)))
+    }
+
+    async fn upgrade(
+        &self,
+        req: Request<pb::UpgradeRequest>,
+    ) -> Result<Response<pb::InstallInfo>, Status> {
+        require(&req, WRITERS)?;
+        let r = req.into_inner();
+        let tenant = TenantId::parse(&r.tenant_id).map_err(status)?;
+        let view = self
+            .0
+            .upgrade(
+                &tenant,
+                &r.extension,
+                &r.version,
+                r.disable_missing_schedules,
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(info_pb(&view)))
+    }
+
+    async fn uninstall(&self, req: Request<pb::InstallRef>) -> Result<Response<pb::Empty>, Status> {
+        require(&req, WRITERS)?;
+        let (tenant, ext) = install_ref(Some(req.into_inner()))?;
+        self.0.uninstall(&tenant, &ext).await.map_err(status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn enable(
+        &self,
+        req: Request<pb::InstallRef>,
+    ) -> Result<Response<pb::InstallInfo>, Status> {
+        require(&req, WRITERS)?;
+        let (tenant, ext) = install_ref(Some(req.into_inner()))?;
+        let view = self
+            .0
+            .set_enabled(&tenant, &ext, true)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(info_pb(&view)))
+    }
+
+    async fn disable(
+        &self,
+        req: Request<pb::InstallRef>,
+    ) -> Result<Response<pb::InstallInfo>, Status> {
+        require(&req, WRITERS)?;
+        let (tenant, ext) = install_ref(Some(req.into_inner()))?;
+        let view = self
+            .0
+            .set_enabled(&tenant, &ext, false)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(info_pb(&view)))
+    }
+
+    async fn get_install(
+        &self,
+        req: Request<pb::InstallRef>,
+    ) -> Result<Response<pb::InstallInfo>, Status> {
+        require(&req, READERS)?;
+        let (tenant, ext) = install_ref(Some(req.into_inner()))?;
+        let view = self.0.view(&tenant, &ext).await.map_err(status)?;
+        Ok(Response::new(info_pb(&view)))
+    }
+
+    async fn list_installs(
+        &self,
+        req: Request<pb::ListInstallsRequest>,
+    ) -> Result<Response<pb::ListInstallsResponse>, Status> {
+        require(&req, READERS)?;
+        let tenant = TenantId::parse(&req.into_inner().tenant_id).map_err(status)?;
+        let views = self.0.list_installs(&tenant).await.map_err(status)?;
+        Ok(Response::new(pb::ListInstallsResponse {
+            installs: views.iter().map(info_pb).collect(),
+        }))
+    }
+
+    async fn get_config(
+        &self,
+        req: Request<pb::InstallRef>,
+    ) -> Result<Response<pb::InstallConfig>, Status> {
+        require(&req, READERS)?;
+        let (tenant, ext) = install_ref(Some(req.into_inner()))?;
+        let view = self.0.view(&tenant, &ext).await.map_err(status)?;
+        Ok(Response::new(config_pb(&view)))
+    }
+
+    async fn set_config(
+        &self,
+        req: Request<pb::SetConfigRequest>,
+    ) -> Result<Response<pb::InstallConfig>, Status> {
+        require(&req, WRITERS)?;
+        let r = req.into_inner();
+        let (tenant, ext) = install_ref(r.install)?;
+        let config = string_map("config", r.config).map_err(status)?;
+        let view = self
+            .0
+            .set_config(&tenant, &ext, config)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(config_pb(&view)))
+    }
+
+    async fn set_secrets(
+        &self,
+        req: Request<pb::SetSecretsRequest>,
+    ) -> Result<Response<pb::SecretsMetadata>, Status> {
+        require(&req, WRITERS)?;
+        let r = req.into_inner();
+        let (tenant, ext) = install_ref(r.install)?;
+        let update = SecretsUpdate {
+            values: string_map("secrets", r.secrets).map_err(status)?,
+            clear: r.clear,
+            expires_at: from_ts(r.expires_at.as_ref()).map_err(status)?,
+        };
+        let (view, version) = self
+            .0
+            .set_secrets(&tenant, &ext, update)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SecretsMetadata {
+            install_id: view.install.id.to_string(),
+            has_envelope: version.is_some(),
+            secrets_version: version.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_secret_keys(
+        &self,
+        req: Request<pb::InstallRef>,
+    ) -> Result<Response<pb::SecretKeys>, Status> {
+        require(&req, WRITERS)?;
+        let (tenant, ext) = install_ref(Some(req.into_inner()))?;
+        let (keys, version) = self.0.secret_keys(&tenant, &ext).await.map_err(status)?;
+        Ok(Response::new(pb::SecretKeys {
+            keys,
+            secrets_version: version.unwrap_or_default(),
+        }))
+    }
+
+    async fn resolve(
+        &self,
+        req: Request<pb::ResolveRequest>,
+    ) -> Result<Response<pb::ResolvedInstall>, Status> {
+        require(&req, READERS)?;
+        let r = req.into_inner();
+        let tenant = TenantId::parse(&r.tenant_id).map_err(status)?;
+        let view = self
+            .0
+            .resolve(&tenant, &r.extension)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ResolvedInstall {
+            install: Some(info_pb(&view)),
+            endpoints: view.version.endpoints.iter().map(endpoint_pb).collect(),
+            ui: view.version.ui.as_ref().map(ui_pb),
+            config: view.install.config.clone().into_iter().collect(),
+            secret_envelope: view.secrets.as_ref().map(|s| pb::SecretEnvelope {
+                ciphertext_b64: s.ciphertext.clone(),
+                algorithm: s.algorithm.clone(),
+                key_path: s.key_path.clone().unwrap_or_default(),
+                mount: s.mount.clone().unwrap_or_default(),
+                version: s.version.clone(),
+                expires_at: s.expires_at.and_then(ts),
+            }),
+            signature: view.version.bundle.signature.clone(),
+            signing_key_id: view.version.bundle.signing_key_id.clone(),
+        }))
+    }
+}
+
+fn config_pb(view: &InstallView) -> pb::InstallConfig {
+    pb::InstallConfig {
+        install_id: view.install.id.to_string(),
+        config: view.install.config.clone().into_iter().collect(),
+        version: view.install.config_version.clone(),
+    }
+}
+
+pub(crate) fn info_pb(view: &InstallView) -> pb::InstallInfo {
+    let i = &view.install;
+    pb::InstallInfo {
+        install_id: i.id.to_string(),
+        tenant_id: i.tenant_id.clone(),
+        registry_id: i.registry_id.to_string(),
+        version_id: i.version_id.to_string(),
+        version: view.version.version.clone(),
+        publisher: view.extension.publisher.clone(),
+        name: view.extension.name.clone(),
+        slug: view.extension.slug(),
+        content_hash: view.version.bundle.content_hash.clone(),
+        granted_caps: i.granted_caps.clone(),
+        enabled: i.is_active(),
+        status: i.status.as_str().to_owned(),
+        config_version: i.config_version.clone(),
+        secrets_version: view
+            .secrets
+            .as_ref()
+            .map(|s| s.version.clone())
+            .unwrap_or_default(),
+        egress_allowlist: i.egress_allowlist.clone(),
+        created_at: ts(i.created_at),
+        updated_at: ts(i.updated_at),
+    }
+}

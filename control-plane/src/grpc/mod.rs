@@ -1,0 +1,35 @@
+//! gRPC surface of the control plane: each service decodes protobuf into
+//! validated values, checks the caller's role for the method, calls the
+//! domain logic on [`ControlPlane`](crate::ControlPlane) and encodes the
+//! answer. No logic lives here beyond that.
+
+pub mod installs;
+pub mod registry;
+pub mod trust;
+
+use annex_proto::pb;
+use chrono::{DateTime, TimeZone, Utc};
+
+pub(crate) fn ts(t: DateTime<Utc>) -> Option<pb::Timestamp> {
+    Some(pb::Timestamp {
+        unix_ms: t.timestamp_millis(),
+    })
+}
+
+pub(crate) fn from_ts(
+    t: Option<&pb::Timestamp>,
+) -> Result<Option<DateTime<Utc>>, annex_proto::AnnexError> {
+    match t {
+        None => Ok(None),
+        Some(t) => Utc
+            .timestamp_millis_opt(t.unix_ms)
+            .single()
+            .map(Some)
+            .ok_or_else(|| annex_proto::AnnexError::invalid("timestamp out of range")),
+    }
+}
+
+/// Runs a domain call and turns its error into a status.
+pub(crate) fn status(err: annex_proto::AnnexError) -> tonic::Status {
+    tonic::Status::from(err)
+}

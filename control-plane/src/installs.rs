@@ -1,0 +1,355 @@
+//! Per-tenant installs: install, upgrade, uninstall, enable and disable;
+//! capability grants; config; sealed secrets; and resolve, which turns
+//! (tenant, install id | registry id | slug) into the active install with what
+//! an execution needs.
+//!
+//! A version's signature is checked again at install and upgrade: a key that
+//! was revoked or expired since publish blocks new installs of its bundles.
+
+use std::collections::BTreeMap;
+
+use annex_proto::domain::TenantId;
+use annex_proto::pb::InstallInvalidation;
+use annex_proto::{AnnexError, ErrorCode};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::ControlPlane;
+use crate::registry::selector;
+use crate::seal;
+use crate::store::{InstallView, NewInstall, SecretsRow};
+
+/// An install request, validated.
+#[derive(Debug, Clone)]
+pub struct InstallSpec {
+    pub tenant: TenantId,
+    pub extension: String,
+    /// None: the newest version that is not deprecated.
+    pub version: Option<String>,
+    pub config: BTreeMap<String, String>,
+    pub egress_allowlist: Vec<String>,
+}
+
+/// A secrets update, validated.
+#[derive(Debug, Clone)]
+pub struct SecretsUpdate {
+    pub values: BTreeMap<String, String>,
+    pub clear: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl ControlPlane {
+    pub async fn install(&self, spec: InstallSpec) -> Result<InstallView, AnnexError> {
+        let ext = self.find_extension(&spec.extension).await?;
+        let version = match spec
+            .version
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
+            Some(v) => {
+                let version = self.find_version(&ext.id.to_string(), v).await?;
+                if version.deprecated {
+                    return Err(AnnexError::new(
+                        ErrorCode::VersionDeprecated,
+                        format!("version {v} is deprecated and cannot be installed"),
+                    ));
+                }
+                version
+            }
+            None => self
+                .store
+                .list_versions(ext.id)
+                .await?
+                .into_iter()
+                .find(|v| !v.deprecated)
+                .ok_or_else(|| {
+                    AnnexError::new(
+                        ErrorCode::VersionNotFound,
+                        format!("{} has no installable version", ext.slug()),
+                    )
+                })?,
+        };
+        self.verify_version(&version).await?;
+        let egress_allowlist = self.check_egress(spec.egress_allowlist)?;
+        let row = self
+            .store
+            .upsert_install(NewInstall {
+                tenant_id: spec.tenant.to_string(),
+                registry_id: ext.id,
+                version_id: version.id,
+                granted_caps: annex_bundle::capability::granted(&version.capabilities),
+                config: spec.config,
+                egress_allowlist,
+            })
+            .await?;
+        tracing::info!(
+            tenant = %spec.tenant, install = %row.id, extension = %ext.id,
+            version = %version.version, "extension installed"
+        );
+        self.changed("install", &row.tenant_id, row.id, row.registry_id);
+        self.view(&spec.tenant, &row.id.to_string()).await
+    }
+
+    pub async fn upgrade(
+        &self,
+        tenant: &TenantId,
+        extension: &str,
+        version: &str,
+        _disable_missing_schedules: bool,
+    ) -> Result<InstallView, AnnexError> {
+        let current = self.view(tenant, extension).await?;
+        let target = self
+            .find_version(&current.extension.id.to_string(), version)
+            .await?;
+        self.verify_version(&target).await?;
+        // Schedules are remapped here once the scheduler stores them (the
+        // fleet issue); until then an install has none to orphan.
+        let row = self
+            .store
+            .set_install_version(
+                current.install.id,
+                target.id,
+                annex_bundle::capability::granted(&target.capabilities),
+            )
+            .await?;
+        tracing::info!(
+            tenant = %tenant, install = %row.id, from = %current.version.version,
+            to = %target.version, "install upgraded"
+        );
+        self.changed("upgrade", &row.tenant_id, row.id, row.registry_id);
+        self.view(tenant, &row.id.to_string()).await
+    }
+
+    pub async fn uninstall(&self, tenant: &TenantId, extension: &str) -> Result<(), AnnexError> {
+        let view = self.view(tenant, extension).await?;
+        self.store.delete_install(view.install.id).await?;
+        tracing::info!(tenant = %tenant, install = %view.install.id, "extension uninstalled");
+        self.changed(
+            "uninstall",
+            &view.install.tenant_id,
+            view.install.id,
+            view.install.registry_id,
+        );
+        Ok(())
+    }
+
+    pub async fn set_enabled(
+        &self,
+        tenant: &TenantId,
+        extension: &str,
+        enabled: bool,
+    ) -> Result<InstallView, AnnexError> {
+        let view = self.view(tenant, extension).await?;
+        let row = self
+            .store
+            .set_install_enabled(view.install.id, enabled)
+            .await?;
+        tracing::info!(tenant = %tenant, install = %row.id, enabled, "install toggled");
+        self.changed("toggle", &row.tenant_id, row.id, row.registry_id);
+        self.view(tenant, &row.id.to_string()).await
+    }
+
+    pub async fn set_config(
+        &self,
+        tenant: &TenantId,
+        extension: &str,
+        config: BTreeMap<String, String>,
+    ) -> Result<InstallView, AnnexError> {
+        let view = self.view(tenant, extension).await?;
+        let row = self
+            .store
+            .set_install_config(view.install.id, config)
+            .await?;
+        self.changed("config", &row.tenant_id, row.id, row.registry_id);
+        self.view(tenant, &row.id.to_string()).await
+    }
+
+    /// Merges `update` into the install's secrets (new values win, empty
+    /// values are ignored, `clear` starts from nothing); an empty result
+    /// deletes the row. Returns the new secrets version, if any.
+    pub async fn set_secrets(
+        &self,
+        tenant: &TenantId,
+        extension: &str,
+        update: SecretsUpdate,
+    ) -> Result<(InstallView, Option<String>), AnnexError> {
+        let view = self.view(tenant, extension).await?;
+        let install_id = view.install.id.to_string();
+        let mut values = match (&view.secrets, update.clear) {
+            (Some(s), false) => self.open_secrets(&install_id, s)?,
+            _ => BTreeMap::new(),
+        };
+        values.extend(update.values.into_iter().filter(|(_, v)| !v.is_empty()));
+        let row = if values.is_empty() {
+            None
+        } else {
+            let ciphertext = self.sealer.seal(&install_id, &values).map_err(|e| {
+                tracing::error!(install = %install_id, error = %e, "sealing secrets");
+                AnnexError::internal()
+            })?;
+            Some(SecretsRow {
+                ciphertext,
+                algorithm: seal::ALGORITHM.to_owned(),
+                key_path: None,
+                mount: None,
+                version: Uuid::new_v4().to_string(),
+                expires_at: update.expires_at,
+            })
+        };
+        let version = row.as_ref().map(|r| r.version.clone());
+        self.store.set_install_secrets(view.install.id, row).await?;
+        tracing::info!(tenant = %tenant, install = %install_id, keys = values.len(), "install secrets updated");
+        self.changed(
+            "secrets",
+            &view.install.tenant_id,
+            view.install.id,
+            view.install.registry_id,
+        );
+        Ok((self.view(tenant, &install_id).await?, version))
+    }
+
+    /// The keys of the install's secrets (never the values).
+    pub async fn secret_keys(
+        &self,
+        tenant: &TenantId,
+        extension: &str,
+    ) -> Result<(Vec<String>, Option<String>), AnnexError> {
+        let view = self.view(tenant, extension).await?;
+        match &view.secrets {
+            None => Ok((Vec::new(), None)),
+            Some(s) => {
+                let values = self.open_secrets(&view.install.id.to_string(), s)?;
+                Ok((values.into_keys().collect(), Some(s.version.clone())))
+            }
+        }
+    }
+
+    /// Opens a secrets row (Annex-sealed or Alga inline).
+    pub fn open_secrets(
+        &self,
+        install_id: &str,
+        row: &SecretsRow,
+    ) -> Result<BTreeMap<String, String>, AnnexError> {
+        self.sealer
+            .open(install_id, &row.algorithm, &row.ciphertext)
+            .map_err(|e| {
+                tracing::error!(install = %install_id, error = %e, "opening install secrets");
+                AnnexError::new(ErrorCode::Internal, "secret_decrypt_failed")
+            })
+    }
+
+    /// The tenant's install, active or not.
+    pub async fn view(
+        &self,
+        tenant: &TenantId,
+        extension: &str,
+    ) -> Result<InstallView, AnnexError> {
+        let sel = selector(extension)?;
+        self.store
+            .find_install(tenant.as_str(), &sel)
+            .await?
+            .ok_or_else(|| install_not_found(tenant, extension))
+    }
+
+    /// The tenant's active install (`is_enabled` and `status='enabled'`):
+    /// what the edge executes. An inactive install answers as not found.
+    pub async fn resolve(
+        &self,
+        tenant: &TenantId,
+        extension: &str,
+    ) -> Result<InstallView, AnnexError> {
+        let view = self.view(tenant, extension).await?;
+        if !view.install.is_active() {
+            return Err(install_not_found(tenant, extension));
+        }
+        Ok(view)
+    }
+
+    pub async fn list_installs(&self, tenant: &TenantId) -> Result<Vec<InstallView>, AnnexError> {
+        Ok(self.store.list_installs(tenant.as_str()).await?)
+    }
+
+    /// Validates an install's egress hosts against the platform allowlist.
+    fn check_egress(&self, hosts: Vec<String>) -> Result<Vec<String>, AnnexError> {
+        let platform = &self.limits.platform_egress_allowlist;
+        let mut out = Vec::new();
+        for host in hosts {
+            let host = host.trim().to_lowercase();
+            if host.is_empty() {
+                continue;
+            }
+            let valid = host
+                .strip_prefix("*.")
+                .unwrap_or(&host)
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+            if !valid {
+                return Err(AnnexError::invalid(format!(
+                    "egress host {host:?} is not a host name or pattern"
+                )));
+            }
+            if !platform.iter().any(|p| host_pattern_covers(p, &host)) {
+                return Err(AnnexError::new(
+                    ErrorCode::PermissionDenied,
+                    format!("egress host {host} is outside the platform allowlist"),
+                ));
+            }
+            out.push(host);
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Counts the change and tells following edges to drop cached resolutions.
+    fn changed(&self, op: &str, tenant: &str, install: Uuid, registry: Uuid) {
+        self.metrics.install_change(op);
+        // No edge listening is fine.
+        let _ = self.invalidations.send(InstallInvalidation {
+            tenant_id: tenant.to_owned(),
+            install_id: install.to_string(),
+            registry_id: registry.to_string(),
+        });
+    }
+}
+
+fn install_not_found(tenant: &TenantId, extension: &str) -> AnnexError {
+    AnnexError::new(
+        ErrorCode::InstallNotFound,
+        format!("tenant {tenant} has no install of {extension}"),
+    )
+}
+
+/// Whether platform pattern `pattern` admits the install's host or pattern
+/// `host`: `*` admits everything, `*.example.com` admits `example.com`'s
+/// subdomains (and narrower patterns), anything else must match exactly.
+pub fn host_pattern_covers(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.trim().to_lowercase();
+    if pattern == "*" || pattern == host {
+        return true;
+    }
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => {
+            let h = host.strip_prefix("*.").unwrap_or(host);
+            h.ends_with(&format!(".{suffix}"))
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_pattern_covers;
+
+    #[test]
+    fn platform_patterns_bound_install_hosts() {
+        assert!(host_pattern_covers("*", "api.example.com"));
+        assert!(host_pattern_covers("api.example.com", "api.example.com"));
+        assert!(host_pattern_covers("*.example.com", "api.example.com"));
+        assert!(host_pattern_covers("*.example.com", "*.eu.example.com"));
+        assert!(!host_pattern_covers("*.example.com", "example.com"));
+        assert!(!host_pattern_covers("*.example.com", "evil-example.com"));
+        assert!(!host_pattern_covers("api.example.com", "*.example.com"));
+    }
+}

@@ -1,0 +1,112 @@
+//! The Annex control plane: the registry of extensions and their signed
+//! bundles, the trust bundle of publisher keys, per-tenant installs with
+//! grants, config and sealed secrets, served over mTLS gRPC with per-role
+//! access. It is the only process that talks to Postgres ([`store`]).
+//!
+//! Layout: domain logic in [`registry`], [`trust`] and [`installs`] works on
+//! validated values and the [`store::Store`] trait; [`grpc`] decodes protobuf,
+//! checks the caller's role, calls the domain logic and encodes; [`server`]
+//! wires listeners, TLS, health, reflection and the admin listener.
+
+pub mod config;
+pub mod grpc;
+pub mod installs;
+pub mod metrics;
+pub mod postgres_local;
+pub mod registry;
+pub mod seal;
+pub mod server;
+pub mod store;
+pub mod trust;
+
+use std::sync::Arc;
+
+use annex_proto::{AnnexError, ErrorCode};
+
+pub use config::Config;
+pub use server::{Listeners, run};
+
+/// Shared state of one control-plane process.
+#[derive(Clone)]
+pub struct ControlPlane {
+    pub store: Arc<dyn store::Store>,
+    pub sealer: Arc<seal::Sealer>,
+    pub limits: Limits,
+    pub metrics: Arc<metrics::Metrics>,
+    /// Install changes, for edges following `Dispatch.WatchRoutes`.
+    pub invalidations: tokio::sync::broadcast::Sender<annex_proto::pb::InstallInvalidation>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Limits the control plane enforces on what it accepts.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest bundle a publish may upload (Alga: 200 MiB).
+    pub max_bundle_bytes: u64,
+    /// Caps applied while unpacking a bundle at publish.
+    pub unpack: annex_bundle::archive::Limits,
+    /// Hosts installs may be allowed to reach; an install's own list must fit
+    /// inside it. `*` admits any host (not recommended in production).
+    pub platform_egress_allowlist: Vec<String>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bundle_bytes: 200 * 1024 * 1024,
+            unpack: annex_bundle::archive::Limits::default(),
+            platform_egress_allowlist: Vec::new(),
+        }
+    }
+}
+
+impl ControlPlane {
+    pub fn new(store: Arc<dyn store::Store>, sealer: seal::Sealer, limits: Limits) -> ControlPlane {
+        let (invalidations, _) = tokio::sync::broadcast::channel(1024);
+        ControlPlane {
+            store,
+            sealer: Arc::new(sealer),
+            limits,
+            metrics: Arc::new(metrics::Metrics::default()),
+            invalidations,
+        }
+    }
+}
+
+/// Maps a store failure to what the client sees; internal detail is logged
+/// here, once, and never sent.
+impl From<store::StoreError> for AnnexError {
+    fn from(err: store::StoreError) -> Self {
+        use store::StoreError as E;
+        match err {
+            E::VersionExists { version } => AnnexError::new(
+                ErrorCode::ExtensionVersionAlreadyExists,
+                format!(
+                    "Version \"{version}\" already exists for this extension. Publish a new version and try again."
+                ),
+            ),
+            E::AlreadyExists(what) => {
+                AnnexError::new(ErrorCode::InvalidArgument, format!("{what} already exists"))
+            }
+            E::NotFound(what) => AnnexError::new(ErrorCode::NotFound, format!("{what} not found")),
+            E::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "store unavailable");
+                AnnexError::new(
+                    ErrorCode::Unavailable,
+                    "the registry database is unavailable; retry shortly",
+                )
+            }
+            E::Internal(detail) => {
+                tracing::error!(error = %detail, "store failure");
+                AnnexError::internal()
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! `annex-control-plane`: parses configuration, connects the store, binds the
+//! listeners and runs until SIGTERM.
+
+use std::sync::Arc;
+
+use annex_control_plane::store::{PgStore, PgStoreConfig};
+use annex_control_plane::{Config, ControlPlane, Limits, Listeners, seal::Sealer};
+use anyhow::Context as _;
+use clap::Parser as _;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    annex_ops::telemetry::init(config.log_format.into());
+    annex_ops::tls::install_crypto_provider();
+    let tls = annex_ops::tls::TlsFiles {
+        ca: config.tls_ca.clone(),
+        cert: config.tls_cert.clone(),
+        key: config.tls_key.clone(),
+    }
+    .load()
+    .context("loading TLS files")?;
+    let sealer = Sealer::from_file(&config.kek_file).context("loading the key-encryption key")?;
+    let store = PgStore::connect(PgStoreConfig {
+        url: config.database_url()?,
+        max_connections: config.db_max_connections,
+    })
+    .await
+    .context("connecting to Postgres")?;
+    let limits = Limits {
+        max_bundle_bytes: config.max_bundle_bytes,
+        platform_egress_allowlist: config.egress_allowlist.clone(),
+        ..Limits::default()
+    };
+    let cp = ControlPlane::new(Arc::new(store), sealer, limits);
+    let listeners = Listeners {
+        grpc: tokio::net::TcpListener::bind(config.grpc_listen)
+            .await
+            .with_context(|| format!("binding gRPC on {}", config.grpc_listen))?,
+        admin: tokio::net::TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("binding admin on {}", config.admin_listen))?,
+    };
+    let admin = annex_ops::admin::AdminState::new();
+    annex_control_plane::run(cp, tls, listeners, admin, annex_ops::shutdown::signal()).await
+}

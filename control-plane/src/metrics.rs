@@ -1,0 +1,53 @@
+//! Control-plane metrics (Prometheus names `annex_control_plane_*`; never a
+//! tenant or extension label).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ok` or the error code's name.
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub op: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub publishes: Family<ResultLabel, Counter>,
+    pub install_changes: Family<OpLabel, Counter>,
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "annex_control_plane_publishes",
+            "Bundle publishes by result",
+            self.publishes.clone(),
+        );
+        registry.register(
+            "annex_control_plane_install_changes",
+            "Install changes by operation",
+            self.install_changes.clone(),
+        );
+    }
+
+    pub fn publish(&self, result: Result<(), annex_proto::ErrorCode>) {
+        let result = match result {
+            Ok(()) => "ok".to_owned(),
+            Err(code) => code.as_str().to_owned(),
+        };
+        self.publishes.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn install_change(&self, op: &str) {
+        self.install_changes
+            .get_or_create(&OpLabel { op: op.to_owned() })
+            .inc();
+    }
+}

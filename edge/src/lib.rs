@@ -1,0 +1,1 @@
+//! The axum edge (see ARCHITECTURE.md). Filled by the edge issue.

@@ -1,0 +1,15 @@
+//! Process plumbing shared by the Annex binaries: the mTLS configuration and
+//! peer roles ([`tls`]), dev certificates ([`devcerts`]), the plaintext admin
+//! listener with `/live`, `/ready` and `/metrics` ([`admin`]), logging setup
+//! ([`telemetry`]) and the shutdown signal ([`shutdown`]).
+//!
+//! Library code here never binds ports on its own or installs signal handlers
+//! except through the functions binaries call explicitly.
+
+pub mod admin;
+pub mod devcerts;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
+
+pub use tls::{Peer, Role};

@@ -1,0 +1,200 @@
+//! The error-code table: every error Annex reports to a client has one stable
+//! [`ErrorCode`], and this table alone decides its gRPC code and HTTP status.
+//!
+//! On gRPC the code travels in the `annex-error-code` response metadata beside
+//! the status; the status message is written for the user and never carries
+//! internal detail (that goes to the log with the request id).
+
+use std::fmt;
+
+/// Response metadata key carrying the stable error code.
+pub const ERROR_CODE_METADATA: &str = "annex-error-code";
+
+macro_rules! error_codes {
+    ($( $(#[$doc:meta])* $variant:ident => ($name:literal, $grpc:ident, $http:literal), )*) => {
+        /// A stable, documented error code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl ErrorCode {
+            /// Every code, in table order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The wire name, e.g. `EXTENSION_VERSION_ALREADY_EXISTS`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $name,)* }
+            }
+
+            /// The gRPC status code.
+            pub fn grpc_code(self) -> tonic::Code {
+                match self { $(ErrorCode::$variant => tonic::Code::$grpc,)* }
+            }
+
+            /// The HTTP status.
+            pub fn http_status(self) -> http::StatusCode {
+                let status = match self { $(ErrorCode::$variant => $http,)* };
+                http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR)
+            }
+
+            /// Parses a wire name.
+            pub fn parse(name: &str) -> Option<ErrorCode> {
+                match name { $($name => Some(ErrorCode::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// A request field is missing or malformed.
+    InvalidArgument => ("INVALID_ARGUMENT", InvalidArgument, 400),
+    /// The manifest inside a bundle failed validation.
+    InvalidManifest => ("INVALID_MANIFEST", InvalidArgument, 400),
+    /// The manifest is missing from the bundle.
+    ManifestNotFound => ("MANIFEST_NOT_FOUND", InvalidArgument, 400),
+    /// The bundle archive is malformed or contains a forbidden entry.
+    InvalidBundle => ("INVALID_BUNDLE", InvalidArgument, 400),
+    /// The bundle exceeds a size, file-count or decompression cap.
+    BundleTooLarge => ("BUNDLE_TOO_LARGE", ResourceExhausted, 413),
+    /// The bytes do not match the declared content hash or size.
+    HashMismatch => ("HASH_MISMATCH", InvalidArgument, 400),
+    /// No signature was supplied.
+    SignatureMissing => ("SIGNATURE_MISSING", FailedPrecondition, 400),
+    /// The signature does not verify under any trusted key of the publisher.
+    SignatureInvalid => ("SIGNATURE_INVALID", FailedPrecondition, 400),
+    /// The only keys that verify are revoked.
+    KeyRevoked => ("KEY_REVOKED", FailedPrecondition, 400),
+    /// The only keys that verify are outside their validity window.
+    KeyExpired => ("KEY_EXPIRED", FailedPrecondition, 400),
+    /// The publisher has no trusted key.
+    UntrustedPublisher => ("UNTRUSTED_PUBLISHER", FailedPrecondition, 400),
+    /// A publisher key with this id already exists.
+    KeyAlreadyExists => ("KEY_ALREADY_EXISTS", AlreadyExists, 409),
+    /// No such publisher key.
+    KeyNotFound => ("KEY_NOT_FOUND", NotFound, 404),
+    /// Versions are immutable: this (extension, version) exists.
+    ExtensionVersionAlreadyExists => ("EXTENSION_VERSION_ALREADY_EXISTS", AlreadyExists, 409),
+    /// No such extension.
+    ExtensionNotFound => ("EXTENSION_NOT_FOUND", NotFound, 404),
+    /// No such version.
+    VersionNotFound => ("VERSION_NOT_FOUND", NotFound, 404),
+    /// No bundle with this content hash.
+    BundleNotFound => ("BUNDLE_NOT_FOUND", NotFound, 404),
+    /// The tenant has no (active) install of this extension.
+    InstallNotFound => ("INSTALL_NOT_FOUND", NotFound, 404),
+    /// The version is deprecated and cannot be newly installed.
+    VersionDeprecated => ("VERSION_DEPRECATED", FailedPrecondition, 409),
+    /// Upgrading would orphan schedules whose endpoints are gone.
+    ScheduleRemapFailed => ("SCHEDULE_REMAP_FAILED", FailedPrecondition, 409),
+    /// Storage compare-and-swap failed.
+    RevisionMismatch => ("REVISION_MISMATCH", Aborted, 409),
+    /// A storage or scheduler limit was exceeded.
+    LimitExceeded => ("LIMIT_EXCEEDED", InvalidArgument, 400),
+    /// A quota was exceeded.
+    QuotaExceeded => ("QUOTA_EXCEEDED", ResourceExhausted, 429),
+    /// Too many requests; retry later.
+    RateLimited => ("RATE_LIMITED", ResourceExhausted, 429),
+    /// The request body or upload is too large.
+    PayloadTooLarge => ("PAYLOAD_TOO_LARGE", ResourceExhausted, 413),
+    /// No client certificate or credentials.
+    Unauthenticated => ("UNAUTHENTICATED", Unauthenticated, 401),
+    /// The caller's role may not call this.
+    PermissionDenied => ("PERMISSION_DENIED", PermissionDenied, 403),
+    /// The execution grant is missing, expired or for another install.
+    GrantInvalid => ("GRANT_INVALID", PermissionDenied, 403),
+    /// Not found (generic).
+    NotFound => ("NOT_FOUND", NotFound, 404),
+    /// A dependency is unavailable (Postgres, a worker); safe to retry.
+    Unavailable => ("UNAVAILABLE", Unavailable, 503),
+    /// The deadline passed.
+    Timeout => ("TIMEOUT", DeadlineExceeded, 504),
+    /// An internal failure; details are in the server log.
+    Internal => ("INTERNAL", Internal, 500),
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error as a client sees it: a stable code and a message fit for users.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} ({code})")]
+pub struct AnnexError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl AnnexError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArgument, message)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+
+    /// Reads the code back from a status produced by [`From<AnnexError>`];
+    /// a status without one maps from its gRPC code.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        let code = status
+            .metadata()
+            .get(ERROR_CODE_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ErrorCode::parse)
+            .unwrap_or(match status.code() {
+                tonic::Code::InvalidArgument => ErrorCode::InvalidArgument,
+                tonic::Code::NotFound => ErrorCode::NotFound,
+                tonic::Code::PermissionDenied => ErrorCode::PermissionDenied,
+                tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
+                tonic::Code::ResourceExhausted => ErrorCode::RateLimited,
+                tonic::Code::DeadlineExceeded => ErrorCode::Timeout,
+                tonic::Code::Unavailable => ErrorCode::Unavailable,
+                _ => ErrorCode::Internal,
+            });
+        Self::new(code, status.message())
+    }
+}
+
+impl From<AnnexError> for tonic::Status {
+    fn from(err: AnnexError) -> Self {
+        let mut status = tonic::Status::new(err.code.grpc_code(), err.message);
+        status.metadata_mut().insert(
+            ERROR_CODE_METADATA,
+            tonic::metadata::MetadataValue::from_static(err.code.as_str()),
+        );
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_a_status() {
+        for &code in ErrorCode::ALL {
+            let status = tonic::Status::from(AnnexError::new(code, "m"));
+            assert_eq!(status.code(), code.grpc_code());
+            assert_eq!(AnnexError::from_status(&status).code, code);
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+    }
+
+    #[test]
+    fn duplicate_version_is_already_exists_and_409() {
+        let code = ErrorCode::ExtensionVersionAlreadyExists;
+        assert_eq!(code.grpc_code(), tonic::Code::AlreadyExists);
+        assert_eq!(code.http_status().as_u16(), 409);
+        assert_eq!(code.as_str(), "EXTENSION_VERSION_ALREADY_EXISTS");
+    }
+}

@@ -1,0 +1,489 @@
+//! The worker's view of the control plane's `HostServices`: everything a
+//! guest reaches that needs shared state (storage, secrets, scheduler, the
+//! host-application bridges, the log stream). Each call carries the
+//! execution grant from the `ExecuteRequest`; the control plane checks it, so
+//! this worker cannot reach another install's data.
+//!
+//! [`HostBackend`] is the seam: [`GrpcHostBackend`] is the production
+//! implementation; [`NoHostBackend`] answers every call with "unavailable"
+//! (used when no control plane is configured, e.g. in engine-only tests).
+
+use std::collections::BTreeMap;
+
+use annex_proto::AnnexError;
+use annex_proto::pb;
+use annex_proto::pb::host_services_client::HostServicesClient;
+use async_trait::async_trait;
+use tonic::transport::Channel;
+
+/// A failed host-service call, reduced to what the guest-visible mappings
+/// branch on: the HTTP-equivalent status of the error code (Alga's runner
+/// maps HTTP statuses, spec §9 and §11, and the error-code table gives the
+/// same statuses), plus a message for the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("host service failed with status {status}: {message}")]
+pub struct HostError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl HostError {
+    pub fn unavailable(message: impl Into<String>) -> HostError {
+        HostError {
+            status: 503,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<tonic::Status> for HostError {
+    fn from(status: tonic::Status) -> HostError {
+        let err = AnnexError::from_status(&status);
+        HostError {
+            status: err.code.http_status().as_u16(),
+            message: err.message,
+        }
+    }
+}
+
+/// A storage record as the guest sees it: `value` holds the decoded bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageRecord {
+    pub namespace: String,
+    pub key: String,
+    pub value: Vec<u8>,
+    pub revision: u64,
+}
+
+/// A relayed host-application response (invoicing, clients, services,
+/// ui-proxy): its HTTP status (0 when unreachable) and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostApiResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// The host-application API a relayed call goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostApi {
+    Invoicing,
+    Clients,
+    Services,
+}
+
+impl HostApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostApi::Invoicing => "invoicing",
+            HostApi::Clients => "clients",
+            HostApi::Services => "services",
+        }
+    }
+}
+
+/// Shared-state host services, called with the execution's grant.
+#[async_trait]
+pub trait HostBackend: Send + Sync + 'static {
+    async fn storage_get(
+        &self,
+        grant: &str,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<StorageRecord>, HostError>;
+    async fn storage_put(
+        &self,
+        grant: &str,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+        if_revision: Option<u64>,
+    ) -> Result<StorageRecord, HostError>;
+    /// `Ok(false)` when there was nothing to delete.
+    async fn storage_delete(
+        &self,
+        grant: &str,
+        namespace: &str,
+        key: &str,
+    ) -> Result<bool, HostError>;
+    async fn storage_list(
+        &self,
+        grant: &str,
+        namespace: &str,
+        cursor: Option<&str>,
+    ) -> Result<Vec<StorageRecord>, HostError>;
+    async fn get_secrets(&self, grant: &str) -> Result<BTreeMap<String, String>, HostError>;
+    async fn list_schedules(&self, grant: &str) -> Result<Vec<pb::ScheduleInfo>, HostError>;
+    async fn get_schedule(
+        &self,
+        grant: &str,
+        schedule_id: &str,
+    ) -> Result<Option<pb::ScheduleInfo>, HostError>;
+    async fn create_schedule(
+        &self,
+        request: pb::CreateScheduleRequest,
+    ) -> Result<pb::ScheduleMutationResult, HostError>;
+    async fn update_schedule(
+        &self,
+        request: pb::UpdateScheduleRequest,
+    ) -> Result<pb::ScheduleMutationResult, HostError>;
+    async fn delete_schedule(
+        &self,
+        grant: &str,
+        schedule_id: &str,
+    ) -> Result<pb::ScheduleMutationResult, HostError>;
+    async fn get_endpoints(&self, grant: &str) -> Result<Vec<pb::EndpointInfo>, HostError>;
+    async fn call_host_api(
+        &self,
+        grant: &str,
+        api: HostApi,
+        body_json: String,
+    ) -> Result<HostApiResponse, HostError>;
+    async fn call_ui_proxy(
+        &self,
+        grant: &str,
+        route: &str,
+        payload: Option<Vec<u8>>,
+    ) -> Result<HostApiResponse, HostError>;
+    async fn publish_logs(&self, events: Vec<pb::LogEvent>) -> Result<(), HostError>;
+}
+
+/// The control plane's `HostServices` over gRPC.
+#[derive(Clone)]
+pub struct GrpcHostBackend {
+    client: HostServicesClient<Channel>,
+}
+
+impl GrpcHostBackend {
+    pub fn new(channel: Channel) -> GrpcHostBackend {
+        GrpcHostBackend {
+            client: HostServicesClient::new(channel),
+        }
+    }
+}
+
+fn record_from_pb(r: pb::StorageRecord) -> StorageRecord {
+    StorageRecord {
+        namespace: r.namespace,
+        key: r.key,
+        value: r.value,
+        revision: r.revision,
+    }
+}
+
+#[async_trait]
+impl HostBackend for GrpcHostBackend {
+    async fn storage_get(
+        &self,
+        grant: &str,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<StorageRecord>, HostError> {
+        let response = self
+            .client
+            .clone()
+            .storage_get(pb::StorageGetRequest {
+                grant: grant.to_string(),
+                namespace: namespace.to_string(),
+                key: key.to_string(),
+            })
+            .await?;
+        Ok(response.into_inner().record.map(record_from_pb))
+    }
+
+    async fn storage_put(
+        &self,
+        grant: &str,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+        if_revision: Option<u64>,
+    ) -> Result<StorageRecord, HostError> {
+        let response = self
+            .client
+            .clone()
+            .storage_put(pb::StoragePutRequest {
+                grant: grant.to_string(),
+                namespace: namespace.to_string(),
+                key: key.to_string(),
+                value,
+                if_revision,
+                ttl_seconds: None,
+            })
+            .await?;
+        Ok(record_from_pb(response.into_inner()))
+    }
+
+    async fn storage_delete(
+        &self,
+        grant: &str,
+        namespace: &str,
+        key: &str,
+    ) -> Result<bool, HostError> {
+        let response = self
+            .client
+            .clone()
+            .storage_delete(pb::StorageDeleteRequest {
+                grant: grant.to_string(),
+                namespace: namespace.to_string(),
+                key: key.to_string(),
+                if_revision: None,
+            })
+            .await?;
+        Ok(response.into_inner().deleted)
+    }
+
+    async fn storage_list(
+        &self,
+        grant: &str,
+        namespace: &str,
+        cursor: Option<&str>,
+    ) -> Result<Vec<StorageRecord>, HostError> {
+        let response = self
+            .client
+            .clone()
+            .storage_list(pb::StorageListRequest {
+                grant: grant.to_string(),
+                namespace: namespace.to_string(),
+                cursor: cursor.unwrap_or_default().to_string(),
+                // 0: the server's default page (25, as Alga's runner gets).
+                limit: 0,
+                key_prefix: String::new(),
+            })
+            .await?;
+        Ok(response
+            .into_inner()
+            .records
+            .into_iter()
+            .map(record_from_pb)
+            .collect())
+    }
+
+    async fn get_secrets(&self, grant: &str) -> Result<BTreeMap<String, String>, HostError> {
+        let response = self
+            .client
+            .clone()
+            .get_secrets(pb::GetSecretsRequest {
+                grant: grant.to_string(),
+            })
+            .await?;
+        Ok(response.into_inner().values.into_iter().collect())
+    }
+
+    async fn list_schedules(&self, grant: &str) -> Result<Vec<pb::ScheduleInfo>, HostError> {
+        let response = self
+            .client
+            .clone()
+            .list_schedules(pb::ListSchedulesRequest {
+                grant: grant.to_string(),
+            })
+            .await?;
+        Ok(response.into_inner().schedules)
+    }
+
+    async fn get_schedule(
+        &self,
+        grant: &str,
+        schedule_id: &str,
+    ) -> Result<Option<pb::ScheduleInfo>, HostError> {
+        let response = self
+            .client
+            .clone()
+            .get_schedule(pb::GetScheduleRequest {
+                grant: grant.to_string(),
+                schedule_id: schedule_id.to_string(),
+            })
+            .await?;
+        Ok(response.into_inner().schedule)
+    }
+
+    async fn create_schedule(
+        &self,
+        request: pb::CreateScheduleRequest,
+    ) -> Result<pb::ScheduleMutationResult, HostError> {
+        Ok(self
+            .client
+            .clone()
+            .create_schedule(request)
+            .await?
+            .into_inner())
+    }
+
+    async fn update_schedule(
+        &self,
+        request: pb::UpdateScheduleRequest,
+    ) -> Result<pb::ScheduleMutationResult, HostError> {
+        Ok(self
+            .client
+            .clone()
+            .update_schedule(request)
+            .await?
+            .into_inner())
+    }
+
+    async fn delete_schedule(
+        &self,
+        grant: &str,
+        schedule_id: &str,
+    ) -> Result<pb::ScheduleMutationResult, HostError> {
+        Ok(self
+            .client
+            .clone()
+            .delete_schedule(pb::DeleteScheduleRequest {
+                grant: grant.to_string(),
+                schedule_id: schedule_id.to_string(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    async fn get_endpoints(&self, grant: &str) -> Result<Vec<pb::EndpointInfo>, HostError> {
+        let response = self
+            .client
+            .clone()
+            .get_endpoints(pb::GetEndpointsRequest {
+                grant: grant.to_string(),
+            })
+            .await?;
+        Ok(response.into_inner().endpoints)
+    }
+
+    async fn call_host_api(
+        &self,
+        grant: &str,
+        api: HostApi,
+        body_json: String,
+    ) -> Result<HostApiResponse, HostError> {
+        let response = self
+            .client
+            .clone()
+            .call_host_api(pb::HostApiRequest {
+                grant: grant.to_string(),
+                api: api.as_str().to_string(),
+                body_json,
+            })
+            .await?
+            .into_inner();
+        Ok(HostApiResponse {
+            status: u16::try_from(response.status).unwrap_or(0),
+            body: response.body,
+        })
+    }
+
+    async fn call_ui_proxy(
+        &self,
+        grant: &str,
+        route: &str,
+        payload: Option<Vec<u8>>,
+    ) -> Result<HostApiResponse, HostError> {
+        let response = self
+            .client
+            .clone()
+            .call_ui_proxy(pb::UiProxyRequest {
+                grant: grant.to_string(),
+                route: route.to_string(),
+                payload,
+            })
+            .await?
+            .into_inner();
+        Ok(HostApiResponse {
+            status: u16::try_from(response.status).unwrap_or(0),
+            body: response.body,
+        })
+    }
+
+    async fn publish_logs(&self, events: Vec<pb::LogEvent>) -> Result<(), HostError> {
+        self.client
+            .clone()
+            .publish_logs(pb::LogBatch { events })
+            .await?;
+        Ok(())
+    }
+}
+
+/// A backend for a worker without a control plane: every call is
+/// unavailable (guests see `internal`-class errors), logs are dropped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHostBackend;
+
+#[async_trait]
+impl HostBackend for NoHostBackend {
+    async fn storage_get(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<StorageRecord>, HostError> {
+        Err(HostError::unavailable("no host services configured"))
+    }
+    async fn storage_put(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Vec<u8>,
+        _: Option<u64>,
+    ) -> Result<StorageRecord, HostError> {
+        Err(HostError::unavailable("no host services configured"))
+    }
+    async fn storage_delete(&self, _: &str, _: &str, _: &str) -> Result<bool, HostError> {
+        Err(HostError::unavailable("no host services configured"))
+    }
+    async fn storage_list(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<Vec<StorageRecord>, HostError> {
+        Err(HostError::unavailable("no host services configured"))
+    }
+    async fn get_secrets(&self, _: &str) -> Result<BTreeMap<String, String>, HostError> {
+        Err(HostError::unavailable("no host services configured"))
+    }
+    async fn list_schedules(&self, _: &str) -> Result<Vec<pb::ScheduleInfo>, HostError> {
+        Err(HostError::unavailable("no host services configured"))
+    }
+    async fn get_schedule(&self, _: &str, _: &str) -> Result<Option<pb::ScheduleInfo>, HostError> {
+        Err(HostError::unavailable("no host services configured"))
+    }
+    async fn create_schedule(
+        &self,
+        _: pb::CreateScheduleRequest,
+    ) -> Result<pb::ScheduleMutationResult, HostError> {
+        Err(HostError::unavailable("no host services configured"))
+    }
+    async fn update_schedule(
+        &self,
+        _: pb::UpdateScheduleRequest,
+    ) -> Result<pb::ScheduleMutationResult, HostError> {
+        Err(HostError::unavailable("no host services configured"))
+    }
+    async fn delete_schedule(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<pb::ScheduleMutationResult, HostError> {
+        Err(HostError::unavailable("no host services configured"))
+    }
+    async fn get_endpoints(&self, _: &str) -> Result<Vec<pb::EndpointInfo>, HostError> {
+        Err(HostError::unavailable("no host services configured"))
+    }
+    async fn call_host_api(
+        &self,
+        _: &str,
+        _: HostApi,
+        _: String,
+    ) -> Result<HostApiResponse, HostError> {
+        Err(HostError::unavailable("no host services configured"))
+    }
+    async fn call_ui_proxy(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<Vec<u8>>,
+    ) -> Result<HostApiResponse, HostError> {
+        Err(HostError::unavailable("no host services configured"))
+    }
+    async fn publish_logs(&self, _: Vec<pb::LogEvent>) -> Result<(), HostError> {
+        Ok(())
+    }
+}

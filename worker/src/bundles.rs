@@ -1,0 +1,319 @@
+//! Where bundles come from and how the worker decides to trust them. The
+//! worker never compiles bytes it has not checked itself: the archive's
+//! SHA-256 must equal the requested content hash, and the signature record
+//! must verify against the current trust keys (`annex_bundle::TrustBundle`)
+//! before `dist/main.wasm` is taken out of the archive.
+//!
+//! Sources: [`DirBundleSource`] reads `<hex>.tar.zst` plus `<hex>.sig.json`
+//! from a local directory (tests and `annex dev`); [`GrpcBundleSource`]
+//! streams `Registry.FetchBundle`. Trust: [`StaticTrust`] (a fixed bundle)
+//! or [`GrpcTrust`] (`Trust.ListKeys`, refreshed after a short TTL so a
+//! revocation stops further loads quickly).
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use annex_bundle::{ContentHash, Limits, PublicKey, TrustBundle, TrustError, TrustedKey};
+use annex_proto::pb;
+use annex_proto::pb::registry_client::RegistryClient;
+use annex_proto::pb::trust_client::TrustClient;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+/// The signed identity of a bundle (what the signature statement binds the
+/// content hash to).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureRecord {
+    pub publisher: String,
+    pub name: String,
+    pub version: String,
+    /// Standard base64 Ed25519 signature.
+    pub signature: String,
+    /// Optional: every trusted key of the publisher is tried when empty.
+    #[serde(default)]
+    pub key_id: String,
+}
+
+/// Archive bytes with their signature record, not yet verified.
+#[derive(Debug, Clone)]
+pub struct FetchedBundle {
+    pub bytes: Vec<u8>,
+    pub signature: SignatureRecord,
+}
+
+/// Why a bundle could not be used. Displayed after `bundle_fetch_failed: `.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("invalid content hash: {0}")]
+    InvalidHash(String),
+    #[error("bundle {0} not found")]
+    NotFound(String),
+    #[error("fetching the bundle failed: {0}")]
+    Fetch(String),
+    #[error("archive hash mismatch: expected {expected}, got {actual}")]
+    HashMismatch { expected: String, actual: String },
+    #[error("signature not trusted: {0}")]
+    Untrusted(#[from] TrustError),
+    #[error("trust keys unavailable: {0}")]
+    TrustUnavailable(String),
+    #[error("{0}")]
+    Archive(#[from] annex_bundle::ArchiveError),
+}
+
+/// Parses a content hash; like Alga's execute, the `sha256:` prefix is optional.
+pub fn parse_hash(s: &str) -> Result<ContentHash, BundleError> {
+    let s = s.trim();
+    ContentHash::from_str(s)
+        .or_else(|_| ContentHash::from_hex(s))
+        .map_err(|e| BundleError::InvalidHash(e.to_string()))
+}
+
+/// Where bundle bytes come from.
+#[async_trait]
+pub trait BundleSource: Send + Sync + 'static {
+    async fn fetch(&self, hash: &ContentHash) -> Result<FetchedBundle, BundleError>;
+}
+
+/// The current trust keys.
+#[async_trait]
+pub trait TrustSource: Send + Sync + 'static {
+    async fn trust(&self) -> Result<Arc<TrustBundle>, BundleError>;
+}
+
+/// Checks hash and signature, then unpacks and returns `dist/main.wasm`.
+/// CPU-bound (hashing, zstd): call it on a blocking thread.
+pub fn verify_and_extract(
+    hash: &ContentHash,
+    bundle: &FetchedBundle,
+    trust: &TrustBundle,
+) -> Result<Vec<u8>, BundleError> {
+    let actual = ContentHash::of(&bundle.bytes);
+    if actual != *hash {
+        return Err(BundleError::HashMismatch {
+            expected: hash.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    verify_signature(hash, &bundle.signature, trust)?;
+    let unpacked = annex_bundle::archive::unpack(&bundle.bytes, &Limits::default())?;
+    Ok(unpacked.require_component()?.to_vec())
+}
+
+/// Checks only the signature record (the hash is the caller's key).
+pub fn verify_signature(
+    hash: &ContentHash,
+    record: &SignatureRecord,
+    trust: &TrustBundle,
+) -> Result<String, BundleError> {
+    let key_id = Some(record.key_id.as_str()).filter(|k| !k.is_empty());
+    Ok(trust.verify(
+        hash,
+        &record.publisher,
+        &record.name,
+        &record.version,
+        &record.signature,
+        key_id,
+        now_ms(),
+    )?)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Bundles in a local directory: `<hex>.tar.zst` and `<hex>.sig.json`
+/// (a [`SignatureRecord`]).
+#[derive(Debug, Clone)]
+pub struct DirBundleSource {
+    dir: PathBuf,
+}
+
+impl DirBundleSource {
+    pub fn new(dir: impl Into<PathBuf>) -> DirBundleSource {
+        DirBundleSource { dir: dir.into() }
+    }
+
+    /// Stores a bundle so [`BundleSource::fetch`] finds it.
+    pub fn store(&self, bytes: &[u8], signature: &SignatureRecord) -> std::io::Result<ContentHash> {
+        let hash = ContentHash::of(bytes);
+        std::fs::create_dir_all(&self.dir)?;
+        std::fs::write(self.dir.join(format!("{}.tar.zst", hash.hex())), bytes)?;
+        let sig = serde_json::to_vec_pretty(signature).map_err(std::io::Error::other)?;
+        std::fs::write(self.dir.join(format!("{}.sig.json", hash.hex())), sig)?;
+        Ok(hash)
+    }
+}
+
+#[async_trait]
+impl BundleSource for DirBundleSource {
+    async fn fetch(&self, hash: &ContentHash) -> Result<FetchedBundle, BundleError> {
+        let archive = self.dir.join(format!("{}.tar.zst", hash.hex()));
+        let sig = self.dir.join(format!("{}.sig.json", hash.hex()));
+        let bytes = match tokio::fs::read(&archive).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BundleError::NotFound(hash.to_string()));
+            }
+            Err(e) => return Err(BundleError::Fetch(e.to_string())),
+        };
+        let sig = tokio::fs::read(&sig)
+            .await
+            .map_err(|e| BundleError::Fetch(format!("signature record: {e}")))?;
+        let signature = serde_json::from_slice(&sig)
+            .map_err(|e| BundleError::Fetch(format!("signature record: {e}")))?;
+        Ok(FetchedBundle { bytes, signature })
+    }
+}
+
+/// `Registry.FetchBundle` on the control plane.
+#[derive(Clone)]
+pub struct GrpcBundleSource {
+    client: RegistryClient<Channel>,
+    /// Largest archive accepted from the stream (Alga's 200 MiB).
+    max_bytes: u64,
+}
+
+impl GrpcBundleSource {
+    pub fn new(channel: Channel) -> GrpcBundleSource {
+        GrpcBundleSource {
+            client: RegistryClient::new(channel).max_decoding_message_size(16 * 1024 * 1024),
+            max_bytes: Limits::default().max_archive_bytes,
+        }
+    }
+}
+
+#[async_trait]
+impl BundleSource for GrpcBundleSource {
+    async fn fetch(&self, hash: &ContentHash) -> Result<FetchedBundle, BundleError> {
+        let mut stream = self
+            .client
+            .clone()
+            .fetch_bundle(pb::FetchBundleRequest {
+                content_hash: hash.to_string(),
+            })
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::NotFound => BundleError::NotFound(hash.to_string()),
+                _ => BundleError::Fetch(s.message().to_string()),
+            })?
+            .into_inner();
+        let mut info = None;
+        let mut bytes = Vec::new();
+        while let Some(part) = stream.next().await {
+            let part = part.map_err(|s| BundleError::Fetch(s.message().to_string()))?;
+            match part.part {
+                Some(pb::fetch_bundle_response::Part::Info(i)) => info = Some(i),
+                Some(pb::fetch_bundle_response::Part::Chunk(c)) => {
+                    if (bytes.len() + c.len()) as u64 > self.max_bytes {
+                        return Err(BundleError::Fetch("bundle exceeds the size limit".into()));
+                    }
+                    bytes.extend_from_slice(&c);
+                }
+                None => {}
+            }
+        }
+        let info = info.ok_or_else(|| BundleError::Fetch("no bundle info in the stream".into()))?;
+        Ok(FetchedBundle {
+            bytes,
+            signature: SignatureRecord {
+                publisher: info.publisher,
+                name: info.name,
+                version: info.version,
+                signature: info.signature,
+                key_id: info.signing_key_id,
+            },
+        })
+    }
+}
+
+/// A fixed trust bundle.
+#[derive(Debug, Clone)]
+pub struct StaticTrust(pub Arc<TrustBundle>);
+
+#[async_trait]
+impl TrustSource for StaticTrust {
+    async fn trust(&self) -> Result<Arc<TrustBundle>, BundleError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// `Trust.ListKeys` on the control plane, cached for `ttl`.
+pub struct GrpcTrust {
+    client: TrustClient<Channel>,
+    ttl: Duration,
+    cached: tokio::sync::Mutex<Option<(Instant, Arc<TrustBundle>)>>,
+}
+
+impl GrpcTrust {
+    /// `ttl` bounds how long a revoked key can still admit a load.
+    pub fn new(channel: Channel, ttl: Duration) -> GrpcTrust {
+        GrpcTrust {
+            client: TrustClient::new(channel),
+            ttl,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// Converts `Trust.ListKeys` keys; keys that do not parse are skipped.
+pub fn trust_from_pb(keys: Vec<pb::PublisherKey>) -> TrustBundle {
+    TrustBundle {
+        keys: keys
+            .into_iter()
+            .filter_map(|k| {
+                let public_key = PublicKey::parse(&k.public_key).ok()?;
+                Some(TrustedKey {
+                    key_id: k.key_id,
+                    publisher: k.publisher,
+                    public_key,
+                    not_before_ms: k.not_before.map_or(0, |t| t.unix_ms),
+                    not_after_ms: k.not_after.map(|t| t.unix_ms),
+                    revoked: k.revoked,
+                })
+            })
+            .collect(),
+    }
+}
+
+#[async_trait]
+impl TrustSource for GrpcTrust {
+    async fn trust(&self) -> Result<Arc<TrustBundle>, BundleError> {
+        let mut cached = self.cached.lock().await;
+        if let Some((at, trust)) = cached.as_ref()
+            && at.elapsed() < self.ttl
+        {
+            return Ok(trust.clone());
+        }
+        let keys = self
+            .client
+            .clone()
+            .list_keys(pb::ListKeysRequest::default())
+            .await
+            .map_err(|s| BundleError::TrustUnavailable(s.message().to_string()))?
+            .into_inner()
+            .keys;
+        let trust = Arc::new(trust_from_pb(keys));
+        *cached = Some((Instant::now(), trust.clone()));
+        Ok(trust)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_parse_with_or_without_prefix() {
+        let hex = "ab".repeat(32);
+        assert!(parse_hash(&format!("sha256:{hex}")).is_ok());
+        assert!(parse_hash(&hex.to_uppercase()).is_ok());
+        assert!(parse_hash("sha256:abc").is_err());
+    }
+}

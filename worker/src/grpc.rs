@@ -1,0 +1,118 @@
+//! The `Worker` gRPC service: decode, call the [`Executor`], encode.
+//! Role checks (edge and control-plane certificates) are an interceptor the
+//! server wraps around this service (`annex_ops::tls::authenticate`).
+//!
+//! A request the worker did not start (draining, overloaded) fails with
+//! `UNAVAILABLE` so the caller can retry on another worker; everything else,
+//! guest failures included, is an `ExecuteResponse` with an outcome.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use annex_proto::pb;
+use annex_proto::pb::worker_server::{Worker, WorkerServer};
+use annex_proto::{AnnexError, ErrorCode};
+use tonic::{Request, Response, Status};
+
+use crate::bundles::BundleError;
+use crate::cache::CacheError;
+use crate::execute::Executor;
+
+/// Largest request or response message: a guest response is capped by
+/// `max_response_bytes` (default 8 MiB); this leaves room above it.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct WorkerService {
+    executor: Arc<Executor>,
+}
+
+impl WorkerService {
+    pub fn new(executor: Arc<Executor>) -> WorkerService {
+        WorkerService { executor }
+    }
+
+    /// The tonic server with Annex's message limits.
+    pub fn into_server(self) -> WorkerServer<WorkerService> {
+        WorkerServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+fn cache_error(e: &CacheError) -> AnnexError {
+    let code = match e {
+        CacheError::Bundle(b) => match b {
+            BundleError::InvalidHash(_) => ErrorCode::InvalidArgument,
+            BundleError::NotFound(_) => ErrorCode::BundleNotFound,
+            BundleError::Fetch(_) | BundleError::TrustUnavailable(_) => ErrorCode::Unavailable,
+            BundleError::HashMismatch { .. } => ErrorCode::HashMismatch,
+            BundleError::Untrusted(t) => match t {
+                annex_bundle::TrustError::SignatureMissing => ErrorCode::SignatureMissing,
+                annex_bundle::TrustError::UntrustedPublisher => ErrorCode::UntrustedPublisher,
+                annex_bundle::TrustError::SignatureInvalid => ErrorCode::SignatureInvalid,
+                annex_bundle::TrustError::KeyRevoked { .. } => ErrorCode::KeyRevoked,
+                annex_bundle::TrustError::KeyExpired { .. } => ErrorCode::KeyExpired,
+            },
+            BundleError::Archive(_) => ErrorCode::InvalidBundle,
+        },
+        CacheError::Compile(_) => ErrorCode::InvalidBundle,
+    };
+    AnnexError::new(code, e.to_string())
+}
+
+#[tonic::async_trait]
+impl Worker for WorkerService {
+    #[tracing::instrument(skip_all, fields(
+        tenant = request.get_ref().context.as_ref().map(|c| c.tenant_id.as_str()).unwrap_or(""),
+        extension = request.get_ref().context.as_ref().map(|c| c.extension_id.as_str()).unwrap_or(""),
+        request_id = request.get_ref().context.as_ref().map(|c| c.request_id.as_str()).unwrap_or(""),
+    ))]
+    async fn execute(
+        &self,
+        request: Request<pb::ExecuteRequest>,
+    ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        self.executor
+            .execute(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| AnnexError::new(ErrorCode::Unavailable, e.to_string()).into())
+    }
+
+    async fn prewarm(
+        &self,
+        request: Request<pb::PrewarmRequest>,
+    ) -> Result<Response<pb::PrewarmResponse>, Status> {
+        let started = Instant::now();
+        let source = self
+            .executor
+            .prewarm(&request.get_ref().content_hash)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, hash = %request.get_ref().content_hash, "prewarm failed");
+                Status::from(cache_error(&e))
+            })?;
+        Ok(Response::new(pb::PrewarmResponse {
+            source: source.as_str().to_string(),
+            elapsed_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        }))
+    }
+
+    async fn drain(&self, _: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
+        tracing::info!("draining: no new executions");
+        self.executor.drain();
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn stats(&self, _: Request<pb::Empty>) -> Result<Response<pb::WorkerStats>, Status> {
+        let admission = self.executor.admission();
+        Ok(Response::new(pb::WorkerStats {
+            worker_id: self.executor.worker_id().to_string(),
+            in_flight: u32::try_from(admission.running()).unwrap_or(u32::MAX),
+            capacity: u32::try_from(admission.capacity()).unwrap_or(u32::MAX),
+            cached_hashes: self.executor.cache().cached_hashes(),
+            compiles: self.executor.cache().compiles(),
+            draining: self.executor.is_draining(),
+        }))
+    }
+}

@@ -1,0 +1,150 @@
+//! `alga:extension/storage` through `HostServices` (spec §9). Without
+//! `cap:storage.kv` or an install id: `denied`. Errors map by the
+//! HTTP-equivalent status as Alga's runner maps its server's statuses:
+//! 401/403/429 → `denied`, 404 → `missing`, 409 → `conflict`, anything else
+//! (validation and limits included) → `internal`.
+
+use crate::backend::{HostError, StorageRecord};
+use crate::bindings::alga::extension::storage;
+use crate::bindings::types::{StorageEntry, StorageError};
+use crate::capabilities::Capability;
+use crate::host::HostState;
+
+fn map_error(error: HostError) -> StorageError {
+    match error.status {
+        401 | 403 | 429 => StorageError::Denied,
+        404 => StorageError::Missing,
+        409 => StorageError::Conflict,
+        _ => StorageError::Internal,
+    }
+}
+
+fn entry(record: StorageRecord) -> StorageEntry {
+    StorageEntry {
+        namespace: record.namespace,
+        key: record.key,
+        value: record.value,
+        revision: Some(record.revision),
+    }
+}
+
+impl HostState {
+    fn storage_grant(&self) -> Result<String, StorageError> {
+        if !self.caps.has(Capability::StorageKv) || self.call.install_id().is_none() {
+            return Err(StorageError::Denied);
+        }
+        Ok(self.call.grant.clone())
+    }
+}
+
+impl storage::Host for HostState {
+    async fn get(
+        &mut self,
+        namespace: String,
+        key: String,
+    ) -> wasmtime::Result<Result<StorageEntry, StorageError>> {
+        let grant = match self.storage_grant() {
+            Ok(g) => g,
+            Err(e) => return Ok(Err(e)),
+        };
+        let result = self
+            .services
+            .backend
+            .storage_get(&grant, &namespace, &key)
+            .await;
+        Ok(match result {
+            Ok(Some(record)) => Ok(entry(record)),
+            Ok(None) => Err(StorageError::Missing),
+            Err(e) => Err(map_error(e)),
+        })
+    }
+
+    async fn put(
+        &mut self,
+        entry_in: StorageEntry,
+    ) -> wasmtime::Result<Result<StorageEntry, StorageError>> {
+        let grant = match self.storage_grant() {
+            Ok(g) => g,
+            Err(e) => return Ok(Err(e)),
+        };
+        let result = self
+            .services
+            .backend
+            .storage_put(
+                &grant,
+                &entry_in.namespace,
+                &entry_in.key,
+                entry_in.value.clone(),
+                entry_in.revision,
+            )
+            .await;
+        // Alga returns the input entry with the new revision.
+        Ok(result.map_err(map_error).map(|record| StorageEntry {
+            revision: Some(record.revision),
+            ..entry_in
+        }))
+    }
+
+    async fn delete(
+        &mut self,
+        namespace: String,
+        key: String,
+    ) -> wasmtime::Result<Result<(), StorageError>> {
+        let grant = match self.storage_grant() {
+            Ok(g) => g,
+            Err(e) => return Ok(Err(e)),
+        };
+        let result = self
+            .services
+            .backend
+            .storage_delete(&grant, &namespace, &key)
+            .await;
+        Ok(match result {
+            Ok(true) => Ok(()),
+            // Alga: the server's `success:false` (nothing deleted) is a conflict.
+            Ok(false) => Err(StorageError::Conflict),
+            Err(e) => Err(map_error(e)),
+        })
+    }
+
+    async fn list_entries(
+        &mut self,
+        namespace: String,
+        cursor: Option<String>,
+    ) -> wasmtime::Result<Result<Vec<StorageEntry>, StorageError>> {
+        let grant = match self.storage_grant() {
+            Ok(g) => g,
+            Err(e) => return Ok(Err(e)),
+        };
+        let result = self
+            .services
+            .backend
+            .storage_list(&grant, &namespace, cursor.as_deref())
+            .await;
+        Ok(result
+            .map(|records| records.into_iter().map(entry).collect())
+            .map_err(map_error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_as_alga_runner_maps_them() {
+        let e = |status| {
+            map_error(HostError {
+                status,
+                message: String::new(),
+            })
+        };
+        assert_eq!(e(401), StorageError::Denied);
+        assert_eq!(e(403), StorageError::Denied);
+        assert_eq!(e(429), StorageError::Denied);
+        assert_eq!(e(404), StorageError::Missing);
+        assert_eq!(e(409), StorageError::Conflict);
+        assert_eq!(e(400), StorageError::Internal);
+        assert_eq!(e(503), StorageError::Internal);
+    }
+}

@@ -1,0 +1,30 @@
+//! The Annex worker: runs extension components (Alga's `alga:extension`
+//! ABI) on Wasmtime, one fresh instance per request, behind the `Worker`
+//! gRPC service.
+//!
+//! Code map: [`engine`] fixes the Wasmtime configuration; [`cache`] holds
+//! compiled components (memory LRU + disk); [`bundles`] fetches and verifies
+//! bundles before anything is compiled; [`host`] is the linker and every
+//! host interface, gated by [`capabilities`]; [`egress`] is the outbound
+//! HTTP policy; [`backend`] is the control plane's `HostServices` as the
+//! host interfaces see it; [`admission`] is the per-tenant fair queue;
+//! [`execute`] runs one request; [`grpc`] is the `Worker` service.
+//!
+//! Invariants: nothing is compiled before its bytes and signature verified;
+//! compilation never runs on the async runtime and runs once per content
+//! hash at a time; every store has an epoch deadline; guests see no config,
+//! providers or limits except through the interfaces.
+
+pub mod admission;
+pub mod backend;
+pub mod bindings;
+pub mod bundles;
+pub mod cache;
+pub mod capabilities;
+pub mod egress;
+pub mod engine;
+pub mod execute;
+pub mod grpc;
+pub mod host;
+pub mod logs;
+pub mod metrics;
