@@ -134,6 +134,7 @@ fn signatures_interoperate_with_openssl() {
     let key = KeyPair::from_pkcs8_pem(OPENSSL_PRIVATE_PEM).expect("openssl PKCS#8 PEM");
     let public = PublicKey::parse(OPENSSL_PUBLIC_PEM).expect("openssl SPKI PEM");
     assert_eq!(key.public_key(), public);
+    assert_eq!(public.to_pem(), OPENSSL_PUBLIC_PEM);
     // Ed25519 is deterministic: the same key and statement give OpenSSL's exact signature.
     let sig = sign_bundle(&key, &empty_hash(), "Acme", "com.acme.x", "1.0.0");
     assert_eq!(sig, OPENSSL_SIGNATURE);

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::ControlPlane;
+use crate::grant::{GRANT_TTL, Grant};
 use crate::registry::selector;
 use crate::seal;
 use crate::store::{InstallView, NewInstall, SecretsRow};
@@ -264,6 +265,20 @@ impl ControlPlane {
             return Err(install_not_found(tenant, extension));
         }
         Ok(view)
+    }
+
+    /// Signs an execution grant for an install, valid for [`GRANT_TTL`].
+    pub fn issue_grant(&self, view: &InstallView) -> (String, DateTime<Utc>) {
+        let exp = Utc::now() + GRANT_TTL;
+        let grant = Grant {
+            tenant: view.install.tenant_id.clone(),
+            install: view.install.id,
+            registry: view.install.registry_id,
+            version: view.install.version_id,
+            caps: view.install.granted_caps.clone(),
+            exp: exp.timestamp_millis(),
+        };
+        (self.sealer.grants().sign(&grant), exp)
     }
 
     pub async fn list_installs(&self, tenant: &TenantId) -> Result<Vec<InstallView>, AnnexError> {

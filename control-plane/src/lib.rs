@@ -8,14 +8,20 @@
 //! checks the caller's role, calls the domain logic and encodes; [`server`]
 //! wires listeners, TLS, health, reflection and the admin listener.
 
+pub mod apikeys;
 pub mod config;
+pub mod dispatch;
+pub mod fleet;
+pub mod grant;
 pub mod grpc;
+pub mod host;
 pub mod installs;
 pub mod metrics;
 pub mod postgres_local;
 pub mod registry;
 pub mod seal;
 pub mod server;
+pub mod storage;
 pub mod store;
 pub mod trust;
 
@@ -35,6 +41,17 @@ pub struct ControlPlane {
     pub metrics: Arc<metrics::Metrics>,
     /// Install changes, for edges following `Dispatch.WatchRoutes`.
     pub invalidations: tokio::sync::broadcast::Sender<annex_proto::pb::InstallInvalidation>,
+    /// Guest log events, for `HostServices.WatchLogs`.
+    pub logs: tokio::sync::broadcast::Sender<annex_proto::pb::LogEvent>,
+    pub host_app: host::HostAppConfig,
+    /// Client for the host application; never follows redirects.
+    pub http: reqwest::Client,
+    /// Identity for calling workers (set by [`run`] from the server's own).
+    pub worker_tls: Option<annex_ops::tls::TlsMaterial>,
+    worker_channels:
+        Arc<parking_lot::Mutex<std::collections::HashMap<String, tonic::transport::Channel>>>,
+    /// Commands for connected workers (prewarm, trust changes).
+    pub fleet_commands: tokio::sync::broadcast::Sender<annex_proto::pb::FleetCommand>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -70,7 +87,20 @@ impl Default for Limits {
 impl ControlPlane {
     pub fn new(store: Arc<dyn store::Store>, sealer: seal::Sealer, limits: Limits) -> ControlPlane {
         let (invalidations, _) = tokio::sync::broadcast::channel(1024);
+        let (logs, _) = tokio::sync::broadcast::channel(4096);
+        annex_ops::tls::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        let (fleet_commands, _) = tokio::sync::broadcast::channel(1024);
         ControlPlane {
+            worker_tls: None,
+            worker_channels: Arc::default(),
+            fleet_commands,
+            logs,
+            host_app: host::HostAppConfig::new(),
+            http,
             store,
             sealer: Arc::new(sealer),
             limits,
@@ -103,6 +133,10 @@ impl From<store::StoreError> for AnnexError {
                     "the registry database is unavailable; retry shortly",
                 )
             }
+            E::RevisionMismatch => {
+                AnnexError::new(ErrorCode::RevisionMismatch, "revision mismatch")
+            }
+            E::QuotaExceeded(what) => AnnexError::new(ErrorCode::QuotaExceeded, what),
             E::Internal(detail) => {
                 tracing::error!(error = %detail, "store failure");
                 AnnexError::internal()

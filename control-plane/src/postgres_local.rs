@@ -7,7 +7,9 @@
 //! it is a developer tool and must never be used to run a shared deployment.
 //! Binaries are looked up in `$ANNEX_PG_BIN`, then `/usr/lib/postgresql/*/bin`
 //! (highest version first), then `PATH`. `initdb` and `pg_ctl` refuse to run as
-//! root, so under root they run as the `postgres` system user via `runuser`.
+//! root, so under root they run as the `postgres` system user (via `runuser`,
+//! or `su` where there is no `runuser`); the data directory is then handed to
+//! that user and its ancestors get the others-execute bit so it can reach it.
 
 use std::ffi::OsString;
 use std::net::TcpListener;
@@ -84,7 +86,7 @@ pub struct LocalPostgres {
     data_dir: PathBuf,
     port: u16,
     mode: ClusterMode,
-    as_postgres_user: bool,
+    run_as: RunAs,
     /// False when the cluster was already running and this value only adopted it.
     owned: bool,
     /// Throwaway clusters: stops the cluster if this process exits without Drop.
@@ -104,13 +106,13 @@ impl LocalPostgres {
         opts: LocalPostgresOptions,
     ) -> Result<LocalPostgres, LocalPostgresError> {
         let binaries = find_binaries()?;
-        let as_postgres_user = effective_uid_is_root();
+        let run_as = RunAs::detect();
         std::fs::create_dir_all(data_dir)
             .map_err(|e| failed(format!("create {}", data_dir.display()), e))?;
         let data_dir = data_dir
             .canonicalize()
             .map_err(|e| failed(format!("resolve {}", data_dir.display()), e))?;
-        if as_postgres_user {
+        if run_as != RunAs::Caller {
             hand_to_postgres_user(&data_dir).await?;
         }
 
@@ -119,7 +121,7 @@ impl LocalPostgres {
             data_dir,
             port: 0,
             mode: opts.mode,
-            as_postgres_user,
+            run_as,
             owned: true,
             watchdog: None,
         };
@@ -160,7 +162,7 @@ impl LocalPostgres {
     }
 
     async fn initdb(&self) -> Result<(), LocalPostgresError> {
-        let mut args: Vec<OsString> = vec![
+        let args: Vec<OsString> = vec![
             "-D".into(),
             self.data_dir.clone().into(),
             "--auth=trust".into(),
@@ -168,10 +170,10 @@ impl LocalPostgres {
             "--encoding=UTF8".into(),
             // Byte-order collation: orderings do not depend on the machine's locales.
             "--no-locale".into(),
+            // Skips only the final flush of the fresh files (seconds on a slow
+            // disk); a crash in the moment after initdb means a new data directory.
+            "--no-sync".into(),
         ];
-        if self.mode == ClusterMode::Throwaway {
-            args.push("--no-sync".into());
-        }
         self.run(&self.binaries.initdb, args, "initdb")
             .await
             .map(drop)
@@ -288,12 +290,12 @@ impl LocalPostgres {
     fn spawn_watchdog(&self) -> Result<Child, LocalPostgresError> {
         use std::os::unix::process::CommandExt as _;
         let data_dir = shell_quote(&self.data_dir.to_string_lossy());
-        let pg_ctl = shell_quote(&self.binaries.pg_ctl.to_string_lossy());
-        let stop = if self.as_postgres_user {
-            format!("runuser -u {SUPERUSER} -- {pg_ctl} stop -D {data_dir} -m immediate")
-        } else {
-            format!("{pg_ctl} stop -D {data_dir} -m immediate")
-        };
+        let stop_args = ["stop", "-m", "immediate", "-D"].map(OsString::from);
+        let (program, args) = self.run_as.command_line(
+            &self.binaries.pg_ctl,
+            stop_args.into_iter().chain([self.data_dir.clone().into()]),
+        );
+        let stop = shell_join(&program, &args);
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {data_dir}",
             pid = std::process::id()
@@ -318,13 +320,8 @@ impl LocalPostgres {
         args: Vec<OsString>,
         step: &str,
     ) -> Result<String, LocalPostgresError> {
-        let mut command = if self.as_postgres_user {
-            let mut c = Command::new("runuser");
-            c.args(["-u", SUPERUSER, "--"]).arg(binary);
-            c
-        } else {
-            Command::new(binary)
-        };
+        let (program, args) = self.run_as.command_line(binary, args);
+        let mut command = Command::new(program);
         // The postgres user may not be able to enter the caller's working directory.
         command
             .args(args)
@@ -361,24 +358,23 @@ impl Drop for LocalPostgres {
             ClusterMode::Throwaway => "immediate",
             ClusterMode::Persistent => "fast",
         };
-        let mut command = if self.as_postgres_user {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", SUPERUSER, "--"]).arg(&self.binaries.pg_ctl);
-            c
-        } else {
-            std::process::Command::new(&self.binaries.pg_ctl)
-        };
+        let stop_args = [
+            "stop",
+            "-w",
+            "-t",
+            PG_CTL_TIMEOUT_SECS,
+            "-m",
+            shutdown,
+            "-D",
+        ];
+        let stop_args = stop_args.map(OsString::from).into_iter();
+        let (program, args) = self.run_as.command_line(
+            &self.binaries.pg_ctl,
+            stop_args.chain([self.data_dir.clone().into()]),
+        );
+        let mut command = std::process::Command::new(program);
         command
-            .args([
-                "stop",
-                "-w",
-                "-t",
-                PG_CTL_TIMEOUT_SECS,
-                "-m",
-                shutdown,
-                "-D",
-            ])
-            .arg(&self.data_dir)
+            .args(args)
             .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -465,6 +461,58 @@ fn parse_version(name: &str) -> Option<Vec<u32>> {
 
 // ---- running as the postgres user ----
 
+/// Who runs PostgreSQL's programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunAs {
+    /// This process's own user.
+    Caller,
+    /// We are root: the `postgres` user, via `runuser`.
+    PostgresViaRunuser,
+    /// We are root and there is no `runuser`: the `postgres` user, via `su`.
+    PostgresViaSu,
+}
+
+impl RunAs {
+    fn detect() -> RunAs {
+        if !effective_uid_is_root() {
+            RunAs::Caller
+        } else if find_on_path("runuser").is_some() {
+            RunAs::PostgresViaRunuser
+        } else {
+            RunAs::PostgresViaSu
+        }
+    }
+
+    /// The program and arguments that run `binary args` as this user.
+    fn command_line(
+        self,
+        binary: &Path,
+        args: impl IntoIterator<Item = OsString>,
+    ) -> (OsString, Vec<OsString>) {
+        let args = args.into_iter();
+        match self {
+            RunAs::Caller => (binary.into(), args.collect()),
+            RunAs::PostgresViaRunuser => {
+                let prefix = ["-u", SUPERUSER, "--"].map(OsString::from);
+                let all = prefix.into_iter().chain([binary.into()]).chain(args);
+                ("runuser".into(), all.collect())
+            }
+            RunAs::PostgresViaSu => {
+                let line = shell_join(binary.as_os_str(), &args.collect::<Vec<_>>());
+                let all = ["-s", "/bin/sh", SUPERUSER, "-c"].map(OsString::from);
+                ("su".into(), all.into_iter().chain([line.into()]).collect())
+            }
+        }
+    }
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| is_executable(p))
+}
+
 /// Whether this process runs as root; `initdb` and `pg_ctl` refuse to.
 fn effective_uid_is_root() -> bool {
     match std::fs::read_to_string("/proc/self/status") {
@@ -525,6 +573,15 @@ fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
+/// `program args…` as one POSIX shell command line.
+fn shell_join(program: &std::ffi::OsStr, args: &[OsString]) -> String {
+    std::iter::once(program)
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(|word| shell_quote(&word.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `s` as one POSIX shell word.
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -568,6 +625,39 @@ mod tests {
             names,
             ["16", "15", "9.6"].map(|n| Some(std::ffi::OsStr::new(n)))
         );
+    }
+
+    #[test]
+    fn root_runs_binaries_as_the_postgres_user() {
+        let args = || ["-D", "/data dir"].map(OsString::from);
+        let initdb = Path::new("/usr/lib/postgresql/15/bin/initdb");
+        let (program, line) = RunAs::PostgresViaRunuser.command_line(initdb, args());
+        assert_eq!(program, "runuser");
+        assert_eq!(
+            line,
+            [
+                "-u",
+                "postgres",
+                "--",
+                "/usr/lib/postgresql/15/bin/initdb",
+                "-D",
+                "/data dir"
+            ]
+        );
+        let (program, line) = RunAs::PostgresViaSu.command_line(initdb, args());
+        assert_eq!(program, "su");
+        assert_eq!(
+            line,
+            [
+                "-s",
+                "/bin/sh",
+                "postgres",
+                "-c",
+                "'/usr/lib/postgresql/15/bin/initdb' '-D' '/data dir'"
+            ]
+        );
+        let (program, line) = RunAs::Caller.command_line(initdb, args());
+        assert_eq!((program.as_os_str(), line.len()), (initdb.as_os_str(), 2));
     }
 
     #[test]

@@ -113,7 +113,7 @@ impl ControlPlane {
 
     /// Unpacks the bundle off the async runtime and returns its validated manifest.
     async fn read_bundle_manifest(&self, bytes: Bytes) -> Result<Manifest, AnnexError> {
-        let limits = self.limits.unpack.clone();
+        let limits = self.limits.unpack;
         tokio::task::spawn_blocking(move || -> Result<Manifest, AnnexError> {
             let bundle = annex_bundle::archive::unpack(&bytes, &limits).map_err(archive_error)?;
             let manifest = bundle.manifest().map_err(archive_error)?;
@@ -222,16 +222,16 @@ fn check_declared(upload: &Upload) -> Result<(), AnnexError> {
             ));
         }
     }
-    if let Some(size) = upload.declared_size.filter(|s| *s > 0) {
-        if size != upload.bytes.len() as u64 {
-            return Err(AnnexError::new(
-                ErrorCode::HashMismatch,
-                format!(
-                    "declared size {size} does not match the {} bytes uploaded",
-                    upload.bytes.len()
-                ),
-            ));
-        }
+    if let Some(size) = upload.declared_size.filter(|s| *s > 0)
+        && size != upload.bytes.len() as u64
+    {
+        return Err(AnnexError::new(
+            ErrorCode::HashMismatch,
+            format!(
+                "declared size {size} does not match the {} bytes uploaded",
+                upload.bytes.len()
+            ),
+        ));
     }
     Ok(())
 }

@@ -38,10 +38,12 @@ pub enum SealError {
     Unsupported(String),
 }
 
-/// The key-encryption key.
+/// Everything keyed by the key-encryption key: the secrets AEAD and the
+/// execution-grant signer derived from it.
 pub struct Sealer {
     key: LessSafeKey,
     rng: SystemRandom,
+    grants: crate::grant::GrantSigner,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -56,7 +58,13 @@ impl Sealer {
         Ok(Sealer {
             key: LessSafeKey::new(unbound),
             rng: SystemRandom::new(),
+            grants: crate::grant::GrantSigner::from_kek(key),
         })
+    }
+
+    /// The execution-grant signer derived from the same KEK.
+    pub fn grants(&self) -> &crate::grant::GrantSigner {
+        &self.grants
     }
 
     /// Reads a KEK file: 32 raw bytes, 64 hex digits, or base64 of 32 bytes
@@ -162,10 +170,10 @@ fn decode_key(data: &[u8]) -> Result<Vec<u8>, SealError> {
     let text = std::str::from_utf8(data)
         .map_err(|_| SealError::BadKey)?
         .trim();
-    if text.len() == 64 {
-        if let Ok(k) = hex::decode(text) {
-            return Ok(k);
-        }
+    if text.len() == 64
+        && let Ok(k) = hex::decode(text)
+    {
+        return Ok(k);
     }
     match B64.decode(text) {
         Ok(k) if k.len() == 32 => Ok(k),

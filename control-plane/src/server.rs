@@ -17,6 +17,9 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::ControlPlane;
+use crate::grpc::dispatch::DispatchService;
+use crate::grpc::fleet::FleetService;
+use crate::grpc::host::HostService;
 use crate::grpc::installs::InstallsService;
 use crate::grpc::registry::RegistryService;
 use crate::grpc::trust::TrustService;
@@ -27,6 +30,9 @@ const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 const ANY_ROLE: &[Role] = &[Role::Operator, Role::Edge, Role::Worker, Role::ControlPlane];
 const INSTALL_ROLES: &[Role] = &[Role::Operator, Role::Edge, Role::ControlPlane];
+const DISPATCH_ROLES: &[Role] = &[Role::Operator, Role::Edge, Role::ControlPlane];
+const FLEET_ROLES: &[Role] = &[Role::Worker];
+const HOST_ROLES: &[Role] = &[Role::Worker, Role::Edge, Role::Operator];
 
 /// Bound sockets for a control plane.
 #[derive(Debug)]
@@ -52,6 +58,8 @@ pub async fn run(
         }
     };
 
+    let mut cp = cp;
+    cp.worker_tls = Some(tls.clone());
     admin.with_registry(|r| cp.metrics.register(r));
     let admin_task = tokio::spawn(annex_ops::admin::serve(
         listeners.admin,
@@ -81,6 +89,22 @@ pub async fn run(
     let installs = pb::installs_server::InstallsServer::new(InstallsService(cp.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
+    let dispatch = pb::dispatch_server::DispatchServer::new(DispatchService(cp.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let fleet = pb::fleet_server::FleetServer::new(FleetService(cp.clone()));
+    let host = pb::host_services_server::HostServicesServer::new(HostService(cp.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    health
+        .set_serving::<pb::dispatch_server::DispatchServer<DispatchService>>()
+        .await;
+    health
+        .set_serving::<pb::fleet_server::FleetServer<FleetService>>()
+        .await;
+    health
+        .set_serving::<pb::host_services_server::HostServicesServer<HostService>>()
+        .await;
+
     let readiness = {
         let cp = cp.clone();
         let admin = admin.clone();
@@ -102,6 +126,12 @@ pub async fn run(
             installs,
             authenticate(INSTALL_ROLES),
         ))
+        .add_service(InterceptedService::new(
+            dispatch,
+            authenticate(DISPATCH_ROLES),
+        ))
+        .add_service(InterceptedService::new(fleet, authenticate(FLEET_ROLES)))
+        .add_service(InterceptedService::new(host, authenticate(HOST_ROLES)))
         .add_service(InterceptedService::new(
             health_service,
             authenticate(ANY_ROLE),

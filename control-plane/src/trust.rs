@@ -41,12 +41,12 @@ impl ControlPlane {
             Some(id) if !id.is_empty() => id.to_owned(),
             _ => key.key_id(),
         };
-        if let (Some(nb), Some(na)) = (new.not_before, new.not_after) {
-            if na <= nb {
-                return Err(AnnexError::invalid(
-                    "not_after must be later than not_before",
-                ));
-            }
+        if let (Some(nb), Some(na)) = (new.not_before, new.not_after)
+            && na <= nb
+        {
+            return Err(AnnexError::invalid(
+                "not_after must be later than not_before",
+            ));
         }
         let now = Utc::now();
         let row = KeyRow {

@@ -63,6 +63,17 @@ pub struct HostApiResponse {
     pub body: Vec<u8>,
 }
 
+/// One `ui-proxy.call-route`, with what the control plane forwards as
+/// `x-request-id`, `x-user-id` and `x-user-email`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UiProxyCall {
+    pub route: String,
+    pub payload: Option<Vec<u8>>,
+    pub request_id: String,
+    pub user_id: String,
+    pub user_email: String,
+}
+
 /// The host-application API a relayed call goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostApi {
@@ -141,8 +152,7 @@ pub trait HostBackend: Send + Sync + 'static {
     async fn call_ui_proxy(
         &self,
         grant: &str,
-        route: &str,
-        payload: Option<Vec<u8>>,
+        call: UiProxyCall,
     ) -> Result<HostApiResponse, HostError>;
     async fn publish_logs(&self, events: Vec<pb::LogEvent>) -> Result<(), HostError>;
 }
@@ -372,16 +382,18 @@ impl HostBackend for GrpcHostBackend {
     async fn call_ui_proxy(
         &self,
         grant: &str,
-        route: &str,
-        payload: Option<Vec<u8>>,
+        call: UiProxyCall,
     ) -> Result<HostApiResponse, HostError> {
         let response = self
             .client
             .clone()
             .call_ui_proxy(pb::UiProxyRequest {
                 grant: grant.to_string(),
-                route: route.to_string(),
-                payload,
+                route: call.route,
+                payload: call.payload,
+                request_id: call.request_id,
+                user_id: call.user_id,
+                user_email: call.user_email,
             })
             .await?
             .into_inner();
@@ -475,12 +487,7 @@ impl HostBackend for NoHostBackend {
     ) -> Result<HostApiResponse, HostError> {
         Err(HostError::unavailable("no host services configured"))
     }
-    async fn call_ui_proxy(
-        &self,
-        _: &str,
-        _: &str,
-        _: Option<Vec<u8>>,
-    ) -> Result<HostApiResponse, HostError> {
+    async fn call_ui_proxy(&self, _: &str, _: UiProxyCall) -> Result<HostApiResponse, HostError> {
         Err(HostError::unavailable("no host services configured"))
     }
     async fn publish_logs(&self, _: Vec<pb::LogEvent>) -> Result<(), HostError> {

@@ -140,6 +140,10 @@ impl DirBundleSource {
         DirBundleSource { dir: dir.into() }
     }
 
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// Stores a bundle so [`BundleSource::fetch`] finds it.
     pub fn store(&self, bytes: &[u8], signature: &SignatureRecord) -> std::io::Result<ContentHash> {
         let hash = ContentHash::of(bytes);

@@ -218,6 +218,8 @@ impl ComponentCache {
         dir.join(format!("{}.sig.json", hash.hex()))
     }
 
+    /// `Ok(None)` on any miss, including an artifact whose signature record
+    /// no longer passes `recheck`.
     async fn load_from_disk<R>(
         &self,
         hash: &ContentHash,
@@ -239,7 +241,13 @@ impl ComponentCache {
         let Ok(record) = serde_json::from_slice::<SignatureRecord>(&sig) else {
             return Ok(None);
         };
-        recheck(&record).await?;
+        if let Err(error) = recheck(&record).await {
+            // Not trusted (any more): never load it; fetch and verify afresh.
+            tracing::info!(%error, hash = %hash, "cached artifact's signature no longer verifies; discarding it");
+            let _ = tokio::fs::remove_file(&path).await;
+            let _ = tokio::fs::remove_file(Self::signature_path(dir, hash)).await;
+            return Ok(None);
+        }
         let engine = self.engine.clone();
         let file = path.clone();
         let loaded = tokio::task::spawn_blocking(move || deserialize_own_artifact(&engine, &file))

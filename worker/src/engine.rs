@@ -182,16 +182,6 @@ impl WasmEngine {
     pub fn compatibility_hash(&self) -> &str {
         &self.compatibility_hash
     }
-
-    /// Epoch ticks to allow for a wall-time budget: rounded up, plus one
-    /// because the free-running ticker's next tick may come at once. A guest
-    /// is therefore stopped no earlier than `timeout` and at most one tick
-    /// after it.
-    pub fn deadline_ticks(timeout: Duration) -> u64 {
-        let tick = EPOCH_TICK.as_millis().max(1);
-        let ticks = timeout.as_millis().div_ceil(tick);
-        u64::try_from(ticks).unwrap_or(u64::MAX - 1).max(1) + 1
-    }
 }
 
 impl Drop for WasmEngine {
@@ -271,15 +261,6 @@ impl Ticker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn deadline_is_rounded_up_plus_one_tick() {
-        assert_eq!(WasmEngine::deadline_ticks(Duration::from_millis(1)), 2);
-        assert_eq!(WasmEngine::deadline_ticks(Duration::from_millis(10)), 2);
-        assert_eq!(WasmEngine::deadline_ticks(Duration::from_millis(11)), 3);
-        assert_eq!(WasmEngine::deadline_ticks(Duration::from_millis(25)), 4);
-        assert_eq!(WasmEngine::deadline_ticks(Duration::ZERO), 2);
-    }
 
     #[test]
     fn engine_builds_with_the_default_pool_and_has_a_stable_hash() {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use annex_bundle::ContentHash;
 use annex_proto::pb;
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::admission::{Admission, Refused};
 use crate::bindings::types;
@@ -47,6 +47,9 @@ pub struct ExecConfig {
     /// How long a request may wait in the admission queue at most (it also
     /// never waits longer than its own timeout).
     pub max_queue_wait: Duration,
+    /// Threads of the guest runtime: one per core by default, so guests
+    /// can use every core while gRPC I/O stays on its own runtime.
+    pub guest_threads: usize,
 }
 
 impl Default for ExecConfig {
@@ -58,6 +61,7 @@ impl Default for ExecConfig {
             max_memory_mb: 1024,
             default_max_response_bytes: 8 * 1024 * 1024,
             max_queue_wait: Duration::from_secs(10),
+            guest_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -120,6 +124,31 @@ pub struct ExecutorParts {
 pub struct Executor {
     parts: ExecutorParts,
     draining: AtomicBool,
+    guests: GuestRuntime,
+}
+
+/// The runtime guests run on, apart from the one serving gRPC: a guest that
+/// spins until its next epoch yield never delays request I/O, and the OS
+/// scheduler shares the cores between the two.
+struct GuestRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for GuestRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime may block; this may run inside another runtime.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Aborts the spawned guest task when the caller goes away (a cancelled
+/// `Execute` stops its guest at the next epoch yield).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A failed execution before the response mapping.
@@ -140,11 +169,18 @@ impl Failure {
 }
 
 impl Executor {
-    pub fn new(parts: ExecutorParts) -> Executor {
-        Executor {
+    pub fn new(parts: ExecutorParts) -> std::io::Result<Executor> {
+        let threads = parts.config.guest_threads.max(1);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("annex-guest")
+            .enable_all()
+            .build()?;
+        Ok(Executor {
             parts,
             draining: AtomicBool::new(false),
-        }
+            guests: GuestRuntime(Some(runtime)),
+        })
     }
 
     pub fn worker_id(&self) -> &str {
@@ -228,7 +264,7 @@ impl Executor {
     /// Runs one request. `Err` only when the guest was not started and the
     /// caller may retry on another worker.
     pub async fn execute(
-        &self,
+        self: &Arc<Self>,
         request: pb::ExecuteRequest,
     ) -> Result<pb::ExecuteResponse, NotStarted> {
         let started = Instant::now();
@@ -270,7 +306,7 @@ impl Executor {
 
     #[allow(clippy::type_complexity)]
     async fn execute_inner(
-        &self,
+        self: &Arc<Self>,
         request: pb::ExecuteRequest,
         started: Instant,
     ) -> Result<Result<(pb::ExecuteResponse, Outcome), Failure>, NotStarted> {
@@ -306,7 +342,21 @@ impl Executor {
                 return Ok(Err(Failure::rejected(500, format!("execute_failed: {e}"))));
             }
         };
-        let result = self.run(&compiled, parsed, caps, started).await;
+        let Some(runtime) = self.guests.0.as_ref() else {
+            return Ok(Err(Failure::rejected(503, "worker is shutting down")));
+        };
+        let me = self.clone();
+        let mut task = AbortOnDrop(
+            runtime.spawn(async move { me.run(&compiled, parsed, caps, started).await }),
+        );
+        let result = match (&mut task.0).await {
+            Ok(result) => result,
+            Err(e) => Err(Failure {
+                outcome: Outcome::Trap,
+                status: 500,
+                error: format!("execute_failed: guest task failed: {e}"),
+            }),
+        };
         drop(permit);
         Ok(result)
     }
@@ -327,8 +377,20 @@ impl Executor {
         );
         let mut store = Store::new(engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(WasmEngine::deadline_ticks(parsed.timeout));
-        store.epoch_deadline_trap();
+        // Every tick the guest yields to the runtime (a spinning guest never
+        // holds a runtime thread for more than one tick) and is interrupted
+        // once its wall-time budget is spent: at most one tick late.
+        let deadline = Instant::now() + parsed.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                // `yield_now` puts the task at the back of the run queue; a
+                // plain self-wake could be polled again at once.
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            })
+        });
         let fuel = parsed.fuel.filter(|_| engine.fuel_enabled());
         if engine.fuel_enabled() {
             // Without a budget in the request the guest is bounded by time only.

@@ -21,6 +21,7 @@ pub mod bindings;
 pub mod bundles;
 pub mod cache;
 pub mod capabilities;
+pub mod config;
 pub mod egress;
 pub mod engine;
 pub mod execute;
@@ -28,3 +29,6 @@ pub mod grpc;
 pub mod host;
 pub mod logs;
 pub mod metrics;
+pub mod server;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -101,6 +101,7 @@ pub enum EntryProblem {
     NotUtf8,
     Symlink,
     Hardlink,
+    /// A character or block device (or, when packing, a socket).
     Device,
     Fifo,
     /// Any other tar entry type (GNU sparse, contiguous, unknown), with its type byte.
@@ -121,7 +122,7 @@ impl fmt::Display for EntryProblem {
             EntryProblem::NotUtf8 => f.write_str("path is not UTF-8"),
             EntryProblem::Symlink => f.write_str("symbolic link"),
             EntryProblem::Hardlink => f.write_str("hard link"),
-            EntryProblem::Device => f.write_str("device node"),
+            EntryProblem::Device => f.write_str("device or socket"),
             EntryProblem::Fifo => f.write_str("named pipe"),
             EntryProblem::UnsupportedType(t) => {
                 write!(f, "unsupported entry type {:?}", char::from(*t))

@@ -164,6 +164,7 @@ fn pack_is_deterministic() {
     assert_eq!(a, b);
 }
 
+#[cfg(unix)]
 #[test]
 fn pack_refuses_what_unpack_would() {
     let tmp = sample_dir();

@@ -70,6 +70,16 @@ impl Budget {
         }
     }
 
+    /// Any I/O error after the cap was crossed is the cap, whatever tar made of it; any other is
+    /// a corrupt archive (the input is in memory, so there is no real I/O to fail).
+    fn io_error(&self, decoded: &Cell<u64>, e: io::Error) -> ArchiveError {
+        if decoded.get() > self.cap {
+            self.exceeded()
+        } else {
+            ArchiveError::Corrupt(e.to_string())
+        }
+    }
+
     fn exceeded(&self) -> ArchiveError {
         ArchiveError::TooLarge {
             what: self.binding,
@@ -165,14 +175,7 @@ fn walk(
     }
     let budget = Budget::new(compressed_len, limits);
     let decoded = Cell::new(0u64);
-    // Any I/O error after the cap was crossed is the cap, whatever tar made of it.
-    let fail = |e: io::Error| {
-        if decoded.get() > budget.cap {
-            budget.exceeded()
-        } else {
-            ArchiveError::Corrupt(e.to_string())
-        }
-    };
+    let fail = |e| budget.io_error(&decoded, e);
 
     let mut decoder = zstd::stream::read::Decoder::with_buffer(bytes).map_err(fail)?;
     decoder.window_log_max(WINDOW_LOG_MAX).map_err(fail)?;
@@ -196,24 +199,8 @@ fn walk(
         }
         let raw_path = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw_path).into_owned();
-        let kind = entry.header().entry_type();
-        let is_dir = match kind {
-            tar::EntryType::Regular => false,
-            tar::EntryType::Directory => true,
-            // A pax global header (`git archive` writes one) describes the archive, not a file.
-            tar::EntryType::XGlobalHeader => continue,
-            tar::EntryType::Symlink => return Err(forbidden(&shown, EntryProblem::Symlink)),
-            tar::EntryType::Link => return Err(forbidden(&shown, EntryProblem::Hardlink)),
-            tar::EntryType::Char | tar::EntryType::Block => {
-                return Err(forbidden(&shown, EntryProblem::Device));
-            }
-            tar::EntryType::Fifo => return Err(forbidden(&shown, EntryProblem::Fifo)),
-            other => {
-                return Err(forbidden(
-                    &shown,
-                    EntryProblem::UnsupportedType(other.as_byte()),
-                ));
-            }
+        let Some(is_dir) = classify(entry.header().entry_type(), &shown)? else {
+            continue;
         };
         let raw =
             std::str::from_utf8(&raw_path).map_err(|_| forbidden(&shown, EntryProblem::NotUtf8))?;
@@ -226,31 +213,9 @@ fn walk(
         }
         tree.add_file(&path).map_err(|p| forbidden(&path, p))?;
 
-        let size = entry.size();
-        if size > limits.max_file_bytes {
-            return Err(ArchiveError::TooLarge {
-                what: Limit::FileBytes,
-                limit: limits.max_file_bytes,
-            });
-        }
-        if decoded.get().saturating_add(size) > budget.cap {
-            return Err(budget.exceeded());
-        }
-        let read = if keep(&path) {
-            // Bounded by the checks above, so this allocation is within the cap.
-            let capacity = usize::try_from(size).map_err(|_| budget.exceeded())?;
-            let mut data = Vec::with_capacity(capacity);
-            entry.read_to_end(&mut data).map_err(fail)?;
-            let n = data.len() as u64;
-            files.insert(path.clone(), data);
-            n
-        } else {
-            io::copy(&mut entry, &mut io::sink()).map_err(fail)?
-        };
-        if read != size {
-            return Err(ArchiveError::Corrupt(format!(
-                "entry `{path}` is truncated"
-            )));
+        let data = read_file(&mut entry, &path, limits, &budget, &decoded, keep(&path))?;
+        if let Some(data) = data {
+            files.insert(path, data);
         }
     }
     // Read what follows the end-of-archive marker (record padding, usually) so the zstd frame's
@@ -259,6 +224,61 @@ fn walk(
     Ok(Bundle {
         files: lift_wrapped(files, &tree.files),
     })
+}
+
+/// `Some(is_dir)` for the entry types a bundle may hold, `None` for ones to skip, or the
+/// refusal naming the entry.
+fn classify(kind: tar::EntryType, shown: &str) -> Result<Option<bool>, ArchiveError> {
+    let problem = match kind {
+        tar::EntryType::Regular => return Ok(Some(false)),
+        tar::EntryType::Directory => return Ok(Some(true)),
+        // A pax global header (`git archive` writes one) describes the archive, not a file.
+        tar::EntryType::XGlobalHeader => return Ok(None),
+        tar::EntryType::Symlink => EntryProblem::Symlink,
+        tar::EntryType::Link => EntryProblem::Hardlink,
+        tar::EntryType::Char | tar::EntryType::Block => EntryProblem::Device,
+        tar::EntryType::Fifo => EntryProblem::Fifo,
+        other => EntryProblem::UnsupportedType(other.as_byte()),
+    };
+    Err(forbidden(shown, problem))
+}
+
+/// Reads one regular file's data after checking its declared size against the per-file cap and
+/// the remaining budget; returns it if `keep`, else discards it (still counted and checked).
+fn read_file<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    path: &str,
+    limits: &Limits,
+    budget: &Budget,
+    decoded: &Cell<u64>,
+    keep: bool,
+) -> Result<Option<Vec<u8>>, ArchiveError> {
+    let fail = |e| budget.io_error(decoded, e);
+    let size = entry.size();
+    if size > limits.max_file_bytes {
+        return Err(ArchiveError::TooLarge {
+            what: Limit::FileBytes,
+            limit: limits.max_file_bytes,
+        });
+    }
+    if decoded.get().saturating_add(size) > budget.cap {
+        return Err(budget.exceeded());
+    }
+    let (read, data) = if keep {
+        // Bounded by the checks above, so this allocation is within the cap.
+        let capacity = usize::try_from(size).map_err(|_| budget.exceeded())?;
+        let mut data = Vec::with_capacity(capacity);
+        entry.read_to_end(&mut data).map_err(fail)?;
+        (data.len() as u64, Some(data))
+    } else {
+        (io::copy(entry, &mut io::sink()).map_err(fail)?, None)
+    };
+    if read != size {
+        return Err(ArchiveError::Corrupt(format!(
+            "entry `{path}` is truncated"
+        )));
+    }
+    Ok(data)
 }
 
 /// Alga's finalize also finds `<dir>/manifest.json`. When there is no root manifest and every

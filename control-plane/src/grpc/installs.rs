@@ -26,6 +26,50 @@ fn install_ref(r: Option<pb::InstallRef>) -> Result<(TenantId, String), Status> 
 
 #[tonic::async_trait]
 impl Installs for InstallsService {
+    async fn create_api_key(
+        &self,
+        req: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreatedApiKey>, Status> {
+        require(&req, WRITERS)?;
+        let r = req.into_inner();
+        let tenant = TenantId::parse(&r.tenant_id).map_err(status)?;
+        let (row, secret) = self
+            .0
+            .create_api_key(&tenant, &r.name, r.permissions)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CreatedApiKey {
+            key: Some(api_key_pb(&row)),
+            secret,
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        req: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        require(&req, WRITERS)?;
+        let tenant = TenantId::parse(&req.into_inner().tenant_id).map_err(status)?;
+        let keys = self.0.list_api_keys(&tenant).await.map_err(status)?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys.iter().map(api_key_pb).collect(),
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        req: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        require(&req, WRITERS)?;
+        let r = req.into_inner();
+        let tenant = TenantId::parse(&r.tenant_id).map_err(status)?;
+        self.0
+            .revoke_api_key(&tenant, &r.id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn install(
         &self,
         req: Request<pb::InstallRequest>,
@@ -195,7 +239,10 @@ impl Installs for InstallsService {
             .resolve(&tenant, &r.extension)
             .await
             .map_err(status)?;
+        let (grant, grant_expires) = self.0.issue_grant(&view);
         Ok(Response::new(pb::ResolvedInstall {
+            execution_grant: grant,
+            grant_expires_at: ts(grant_expires),
             install: Some(info_pb(&view)),
             endpoints: view.version.endpoints.iter().map(endpoint_pb).collect(),
             ui: view.version.ui.as_ref().map(ui_pb),
@@ -211,6 +258,17 @@ impl Installs for InstallsService {
             signature: view.version.bundle.signature.clone(),
             signing_key_id: view.version.bundle.signing_key_id.clone(),
         }))
+    }
+}
+
+fn api_key_pb(row: &crate::store::ApiKeyRow) -> pb::ApiKeyInfo {
+    pb::ApiKeyInfo {
+        id: row.id.to_string(),
+        tenant_id: row.tenant_id.clone(),
+        name: row.name.clone(),
+        permissions: row.permissions.clone(),
+        created_at: ts(row.created_at),
+        revoked_at: row.revoked_at.and_then(ts),
     }
 }
 

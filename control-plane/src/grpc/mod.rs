@@ -3,8 +3,12 @@
 //! domain logic on [`ControlPlane`](crate::ControlPlane) and encodes the
 //! answer. No logic lives here beyond that.
 
+pub mod dispatch;
+pub mod fleet;
+pub mod host;
 pub mod installs;
 pub mod registry;
+pub mod storage;
 pub mod trust;
 
 use annex_proto::pb;

@@ -24,6 +24,7 @@ use super::{
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    runtime: super::memory_runtime::MemoryRuntime,
 }
 
 impl MemoryStore {
@@ -467,5 +468,91 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
+    }
+
+    async fn create_api_key(&self, row: super::ApiKeyRow) -> StoreResult<super::ApiKeyRow> {
+        self.runtime.create_api_key(row)
+    }
+
+    async fn list_api_keys(&self, tenant_id: &str) -> StoreResult<Vec<super::ApiKeyRow>> {
+        Ok(self.runtime.list_api_keys(tenant_id))
+    }
+
+    async fn find_api_key(&self, id: Uuid) -> StoreResult<Option<super::ApiKeyRow>> {
+        Ok(self.runtime.find_api_key(id))
+    }
+
+    async fn revoke_api_key(&self, tenant_id: &str, id: Uuid) -> StoreResult<bool> {
+        let now = self.inner.lock().now();
+        Ok(self.runtime.revoke_api_key(tenant_id, id, now))
+    }
+
+    async fn record_executions(&self, rows: Vec<super::ExecutionRow>) -> StoreResult<()> {
+        self.runtime.record_executions(rows);
+        Ok(())
+    }
+
+    async fn list_executions(
+        &self,
+        tenant_id: &str,
+        registry_id: Uuid,
+        limit: u32,
+    ) -> StoreResult<Vec<super::ExecutionRow>> {
+        Ok(self.runtime.list_executions(tenant_id, registry_id, limit))
+    }
+
+    async fn upsert_worker(&self, row: super::WorkerRow) -> StoreResult<()> {
+        self.runtime.upsert_worker(row);
+        Ok(())
+    }
+
+    async fn list_workers(&self, since: DateTime<Utc>) -> StoreResult<Vec<super::WorkerRow>> {
+        Ok(self.runtime.list_workers(since))
+    }
+
+    async fn storage_get(
+        &self,
+        scope: &super::StorageScope,
+        namespace: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<super::StorageRow>> {
+        Ok(self.runtime.storage_get(scope, namespace, key, now))
+    }
+
+    async fn storage_put(
+        &self,
+        scope: &super::StorageScope,
+        put: super::StoragePut,
+        quota: super::StorageQuota,
+        now: DateTime<Utc>,
+    ) -> StoreResult<super::StorageRow> {
+        self.runtime.storage_put(scope, put, quota, now)
+    }
+
+    async fn storage_delete(
+        &self,
+        scope: &super::StorageScope,
+        namespace: &str,
+        key: &str,
+        if_revision: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.runtime
+            .storage_delete(scope, namespace, key, if_revision, now)
+    }
+
+    async fn storage_list(
+        &self,
+        scope: &super::StorageScope,
+        namespace: &str,
+        after_key: Option<&str>,
+        prefix: Option<&str>,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<super::StorageRow>> {
+        Ok(self
+            .runtime
+            .storage_list(scope, namespace, after_key, prefix, limit, now))
     }
 }

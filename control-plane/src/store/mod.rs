@@ -14,10 +14,15 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 mod memory;
+mod memory_runtime;
 mod pg;
+mod runtime;
 
 pub use memory::MemoryStore;
 pub use pg::{PgStore, PgStoreConfig};
+pub use runtime::{
+    ApiKeyRow, ExecutionRow, StoragePut, StorageQuota, StorageRow, StorageScope, WorkerRow,
+};
 
 /// What a store operation can fail with; callers branch on these.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +42,12 @@ pub enum StoreError {
     /// Anything else; the message is for the log.
     #[error("store failure: {0}")]
     Internal(String),
+    /// A storage compare-and-swap found another revision.
+    #[error("revision mismatch")]
+    RevisionMismatch,
+    /// A storage quota would be exceeded; the message says which.
+    #[error("{0}")]
+    QuotaExceeded(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -387,7 +398,8 @@ pub trait Store: Send + Sync + 'static {
     /// Sets `is_enabled` and `status` (`enabled`/`disabled`) together; NotFound when absent.
     async fn set_install_enabled(&self, install_id: Uuid, enabled: bool)
     -> StoreResult<InstallRow>;
-    /// Deletes the install with its config and secrets; false when absent.
+    /// Deletes the install with its config and secrets (and, in Postgres, its
+    /// schedules and storage rows); false when absent.
     async fn delete_install(&self, install_id: Uuid) -> StoreResult<bool>;
     /// Finds the tenant's install by install id, registry id or slug, active or
     /// not (callers check [`InstallRow::is_active`]). Another tenant's install
@@ -415,6 +427,68 @@ pub trait Store: Send + Sync + 'static {
 
     /// True when the store can serve requests (for `/ready`).
     async fn ping(&self) -> StoreResult<()>;
+
+    // ---- API keys ----
+    /// AlreadyExists on a duplicate id.
+    async fn create_api_key(&self, row: ApiKeyRow) -> StoreResult<ApiKeyRow>;
+    /// The tenant's keys (revoked included), oldest first.
+    async fn list_api_keys(&self, tenant_id: &str) -> StoreResult<Vec<ApiKeyRow>>;
+    async fn find_api_key(&self, id: Uuid) -> StoreResult<Option<ApiKeyRow>>;
+    /// Sets revoked_at; false when the tenant has no such key.
+    async fn revoke_api_key(&self, tenant_id: &str, id: Uuid) -> StoreResult<bool>;
+
+    // ---- execution log ----
+    async fn record_executions(&self, rows: Vec<ExecutionRow>) -> StoreResult<()>;
+    /// Newest first, at most `limit`.
+    async fn list_executions(
+        &self,
+        tenant_id: &str,
+        registry_id: Uuid,
+        limit: u32,
+    ) -> StoreResult<Vec<ExecutionRow>>;
+
+    // ---- workers ----
+    async fn upsert_worker(&self, row: WorkerRow) -> StoreResult<()>;
+    /// Workers seen at or after `since`, by id.
+    async fn list_workers(&self, since: DateTime<Utc>) -> StoreResult<Vec<WorkerRow>>;
+
+    // ---- KV storage (spec §9); expired rows of the scope are deleted first, lazily, by every call ----
+    async fn storage_get(
+        &self,
+        scope: &StorageScope,
+        namespace: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<StorageRow>>;
+    /// Insert or update; revision starts at 1 and increments on every write.
+    /// Errors: RevisionMismatch, QuotaExceeded (namespaces, keys per namespace,
+    /// bytes per install; held under concurrent first writes).
+    async fn storage_put(
+        &self,
+        scope: &StorageScope,
+        put: StoragePut,
+        quota: StorageQuota,
+        now: DateTime<Utc>,
+    ) -> StoreResult<StorageRow>;
+    /// False when absent; RevisionMismatch when `if_revision` differs.
+    async fn storage_delete(
+        &self,
+        scope: &StorageScope,
+        namespace: &str,
+        key: &str,
+        if_revision: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Keys > `after_key` (if any) that start with `prefix` (literal: `%`/`_` are not wildcards), ordered by key, at most `limit`.
+    async fn storage_list(
+        &self,
+        scope: &StorageScope,
+        namespace: &str,
+        after_key: Option<&str>,
+        prefix: Option<&str>,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StorageRow>>;
 }
 
 #[cfg(test)]

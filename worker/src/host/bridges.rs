@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::backend::{HostApi, HostApiResponse, HostError};
+use crate::backend::{HostApi, HostApiResponse, HostError, UiProxyCall};
 use crate::bindings::alga::extension::{clients, invoicing, services, ui_proxy};
 use crate::bindings::types::{
     ClientReadError, ClientSummary, ClientsListInput, ClientsListResult, CreateManualInvoiceInput,
@@ -500,10 +500,23 @@ impl ui_proxy::Host for HostState {
         if !route_ok(&route) {
             return Ok(Err(ProxyError::BadRequest));
         }
+        let user = self.call.user.as_ref();
+        let call = UiProxyCall {
+            route,
+            payload,
+            // Alga sends `ui-proxy-call` when the request has no id.
+            request_id: self
+                .call
+                .request_id
+                .clone()
+                .unwrap_or_else(|| "ui-proxy-call".to_string()),
+            user_id: user.map(|u| u.user_id.clone()).unwrap_or_default(),
+            user_email: user.map(|u| u.user_email.clone()).unwrap_or_default(),
+        };
         let result = self
             .services
             .backend
-            .call_ui_proxy(&self.call.grant, &route, payload)
+            .call_ui_proxy(&self.call.grant, call)
             .await;
         Ok(match result {
             Ok(r) if (200..300).contains(&r.status) => Ok(r.body),

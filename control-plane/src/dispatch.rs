@@ -1,0 +1,166 @@
+//! Executions dispatched by the control plane itself: for internal gRPC
+//! clients that hold no routing state, and for the cron scheduler. The edge
+//! does the same dispatch from its own snapshot; this path is not on the
+//! public hot path.
+//!
+//! Retry rule (DESIGN.md): a call that failed before the worker started the
+//! guest (connect refused, draining, overload) is retried once on the next
+//! placed worker; a call that reached the guest is never retried.
+
+use std::time::Duration;
+
+use annex_proto::domain::TenantId;
+use annex_proto::pb;
+use annex_proto::{AnnexError, ErrorCode};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::ControlPlane;
+use crate::fleet::rank_workers;
+use crate::store::InstallView;
+
+/// An execution request from an internal client.
+#[derive(Debug, Clone, Default)]
+pub struct DispatchRequest {
+    pub tenant: String,
+    pub extension: String,
+    pub http: pb::HttpRequest,
+    pub user: Option<pb::User>,
+    pub request_id: String,
+    pub idempotency_key: String,
+    pub limits: Option<pb::Limits>,
+    /// "internal" or "schedule".
+    pub trigger: String,
+    pub schedule_id: String,
+}
+
+impl ControlPlane {
+    pub async fn dispatch(&self, req: DispatchRequest) -> Result<pb::ExecuteResponse, AnnexError> {
+        let tenant = TenantId::parse(&req.tenant)?;
+        let view = self.resolve(&tenant, &req.extension).await?;
+        let execute = self.execute_request(&view, req);
+        let workers = self.live_workers().await?;
+        let ranked = rank_workers(
+            &execute
+                .context
+                .as_ref()
+                .map(|c| c.content_hash.clone())
+                .unwrap_or_default(),
+            &workers,
+        );
+        if ranked.is_empty() {
+            return Err(AnnexError::new(
+                ErrorCode::Unavailable,
+                "no worker is available",
+            ));
+        }
+        let mut last = None;
+        for worker in ranked.into_iter().take(2) {
+            let channel = self.worker_channel(&worker.address)?;
+            let mut client = pb::worker_client::WorkerClient::new(channel)
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024);
+            match client.execute(execute.clone()).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(status) if before_guest(&status) => {
+                    tracing::warn!(worker = %worker.id, error = %status.message(), "worker refused an execution; trying the next");
+                    last = Some(status);
+                }
+                Err(status) => {
+                    tracing::warn!(worker = %worker.id, error = %status.message(), "execution failed on the worker");
+                    return Err(AnnexError::new(
+                        ErrorCode::Unavailable,
+                        "the worker failed the execution",
+                    ));
+                }
+            }
+        }
+        let message = last.map(|s| s.message().to_owned()).unwrap_or_default();
+        tracing::warn!(error = %message, "no worker took the execution");
+        Err(AnnexError::new(
+            ErrorCode::Unavailable,
+            "no worker could take the execution",
+        ))
+    }
+
+    /// The request a worker executes for `view`.
+    pub fn execute_request(&self, view: &InstallView, req: DispatchRequest) -> pb::ExecuteRequest {
+        let (grant, _) = self.issue_grant(view);
+        let request_id = if req.request_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            req.request_id
+        };
+        pb::ExecuteRequest {
+            context: Some(pb::ExecContext {
+                request_id,
+                tenant_id: view.install.tenant_id.clone(),
+                extension_id: view.install.registry_id.to_string(),
+                install_id: view.install.id.to_string(),
+                version_id: view.install.version_id.to_string(),
+                content_hash: view.version.bundle.content_hash.clone(),
+                config: view.install.config.clone().into_iter().collect(),
+                trigger: if req.trigger.is_empty() {
+                    "internal".into()
+                } else {
+                    req.trigger
+                },
+                schedule_id: req.schedule_id,
+            }),
+            http: Some(req.http),
+            limits: req.limits,
+            providers: view.install.granted_caps.clone(),
+            secrets_version: view
+                .secrets
+                .as_ref()
+                .map(|s| s.version.clone())
+                .unwrap_or_default(),
+            user: req.user,
+            idempotency_key: req.idempotency_key,
+            execution_grant: grant,
+            egress_allowlist: view.install.egress_allowlist.clone(),
+            traceparent: String::new(),
+        }
+    }
+
+    /// A cached mTLS channel to a worker (connected lazily).
+    fn worker_channel(&self, address: &str) -> Result<Channel, AnnexError> {
+        if let Some(ch) = self.worker_channels.lock().get(address) {
+            return Ok(ch.clone());
+        }
+        let tls = self.worker_tls.as_ref().ok_or_else(|| {
+            AnnexError::new(
+                ErrorCode::Unavailable,
+                "no TLS identity for calling workers",
+            )
+        })?;
+        let endpoint = Endpoint::from_shared(format!("https://{address}"))
+            .and_then(|e| e.tls_config(tls.client_config(host_of(address))))
+            .map_err(|e| {
+                tracing::error!(address, error = %e, "bad worker address");
+                AnnexError::internal()
+            })?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        self.worker_channels
+            .lock()
+            .insert(address.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// The host part of `host:port`, for the TLS server name.
+fn host_of(address: &str) -> &str {
+    match address.rsplit_once(':') {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+        None => address,
+    }
+}
+
+/// Whether a failed call never reached the guest, so retrying elsewhere is safe.
+fn before_guest(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+    )
+}

@@ -1,0 +1,117 @@
+//! `annex.v1.Dispatch`: executions for internal clients, the routing
+//! snapshot stream for edges, audit rows and API-key checks from edges.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use annex_ops::Role;
+use annex_ops::tls::require;
+use annex_proto::pb::{self, dispatch_server::Dispatch};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use super::status;
+use crate::ControlPlane;
+use crate::dispatch::DispatchRequest;
+
+/// How often a watching edge gets a fresh snapshot when nothing else happens.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct DispatchService(pub ControlPlane);
+
+type RouteStream = Pin<Box<dyn Stream<Item = Result<pb::RoutingUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Dispatch for DispatchService {
+    async fn execute(
+        &self,
+        req: Request<pb::DispatchExecuteRequest>,
+    ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        require(&req, &[Role::Operator, Role::Edge, Role::ControlPlane])?;
+        let r = req.into_inner();
+        let resp = self
+            .0
+            .dispatch(DispatchRequest {
+                tenant: r.tenant_id,
+                extension: r.extension,
+                http: r.http.unwrap_or_default(),
+                user: r.user,
+                request_id: r.request_id,
+                idempotency_key: r.idempotency_key,
+                limits: r.limits,
+                trigger: "internal".into(),
+                schedule_id: String::new(),
+            })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(resp))
+    }
+
+    type WatchRoutesStream = RouteStream;
+
+    async fn watch_routes(
+        &self,
+        req: Request<pb::WatchRoutesRequest>,
+    ) -> Result<Response<RouteStream>, Status> {
+        require(&req, &[Role::Edge, Role::Operator, Role::ControlPlane])?;
+        let edge = req.into_inner().edge_id;
+        tracing::info!(edge = %edge, "edge watching routes");
+        let cp = self.0.clone();
+        let mut invalidations = cp.invalidations.subscribe();
+        let stream = async_stream::stream! {
+            let mut last_version = None;
+            let mut tick = tokio::time::interval(SNAPSHOT_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        match cp.routing_snapshot().await {
+                            Ok(snapshot) if last_version != Some(snapshot.version) => {
+                                last_version = Some(snapshot.version);
+                                yield Ok(pb::RoutingUpdate { update: Some(pb::routing_update::Update::Snapshot(snapshot)) });
+                            }
+                            Ok(_) => {}
+                            // Keep the stream; the edge keeps its last snapshot.
+                            Err(e) => tracing::warn!(error = %e, "building a routing snapshot"),
+                        }
+                    }
+                    inv = invalidations.recv() => match inv {
+                        Ok(inv) => yield Ok(pb::RoutingUpdate { update: Some(pb::routing_update::Update::Invalidation(inv)) }),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn record_executions(
+        &self,
+        req: Request<pb::ExecutionRecords>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        require(&req, &[Role::Edge, Role::ControlPlane])?;
+        self.0
+            .record_executions(req.into_inner().records)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn authenticate_api_key(
+        &self,
+        req: Request<pb::AuthenticateApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKeyPrincipal>, Status> {
+        require(&req, &[Role::Edge])?;
+        let key = self
+            .0
+            .authenticate_api_key(&req.into_inner().secret)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ApiKeyPrincipal {
+            key_id: key.id.to_string(),
+            tenant_id: key.tenant_id,
+            permissions: key.permissions,
+        }))
+    }
+}

@@ -1,0 +1,105 @@
+//! `annex.v1.Fleet`: worker registration and the heartbeat stream (worker
+//! role only). Commands (prewarm, trust changes) flow back on the stream.
+
+use std::pin::Pin;
+
+use annex_ops::Role;
+use annex_ops::tls::require;
+use annex_proto::pb::{self, fleet_server::Fleet};
+use chrono::Utc;
+use futures::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::status;
+use crate::ControlPlane;
+use crate::fleet::HEARTBEAT_INTERVAL;
+use crate::store::WorkerRow;
+
+#[derive(Debug, Clone)]
+pub struct FleetService(pub ControlPlane);
+
+type CommandStream = Pin<Box<dyn Stream<Item = Result<pb::FleetCommand, Status>> + Send>>;
+
+fn row(
+    worker_id: String,
+    address: String,
+    capacity: u32,
+    hb: Option<&pb::WorkerHeartbeat>,
+) -> WorkerRow {
+    WorkerRow {
+        id: worker_id,
+        address,
+        capacity,
+        in_flight: hb.map(|h| h.in_flight).unwrap_or_default(),
+        draining: hb.is_some_and(|h| h.draining),
+        cached_hashes: hb.map(|h| h.cached_hashes.clone()).unwrap_or_default(),
+        last_seen: Utc::now(),
+    }
+}
+
+#[tonic::async_trait]
+impl Fleet for FleetService {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterWorkerRequest>,
+    ) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
+        require(&req, &[Role::Worker])?;
+        let r = req.into_inner();
+        tracing::info!(worker = %r.worker_id, address = %r.address, capacity = r.capacity, "worker registered");
+        self.0
+            .worker_seen(row(r.worker_id, r.address, r.capacity, None))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RegisterWorkerResponse {
+            heartbeat_interval_ms: u32::try_from(HEARTBEAT_INTERVAL.as_millis()).unwrap_or(500),
+        }))
+    }
+
+    type HeartbeatStream = CommandStream;
+
+    async fn heartbeat(
+        &self,
+        req: Request<Streaming<pb::WorkerHeartbeat>>,
+    ) -> Result<Response<CommandStream>, Status> {
+        require(&req, &[Role::Worker])?;
+        let mut inbound = req.into_inner();
+        let cp = self.0.clone();
+        let mut commands = cp.fleet_commands.subscribe();
+        let stream = async_stream::stream! {
+            // The worker's address comes from its registration row, read once.
+            let mut address: Option<String> = None;
+            loop {
+                tokio::select! {
+                    hb = inbound.message() => match hb {
+                        Ok(Some(hb)) => {
+                            if address.is_none() {
+                                address = cp
+                                    .store
+                                    .list_workers(chrono::DateTime::<Utc>::MIN_UTC)
+                                    .await
+                                    .ok()
+                                    .and_then(|ws| ws.into_iter().find(|w| w.id == hb.worker_id))
+                                    .map(|w| w.address);
+                            }
+                            let Some(address) = address.clone() else {
+                                yield Err(Status::failed_precondition("register before heartbeating"));
+                                break;
+                            };
+                            if let Err(e) = cp.worker_seen(row(hb.worker_id.clone(), address, hb.capacity, Some(&hb))).await {
+                                yield Err(status(e));
+                                break;
+                            }
+                        }
+                        Ok(None) | Err(_) => break,
+                    },
+                    cmd = commands.recv() => match cmd {
+                        Ok(cmd) => yield Ok(cmd),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,353 @@
+//! Host services for running guests: the parts that need the control plane's
+//! state or credentials. Every call is authorised by an execution grant (see
+//! [`grant`](crate::grant)) and the capability it names, checked here again
+//! even though the worker gates guest calls first.
+//!
+//! The host-application bridges (invoicing, clients, services, ui-proxy) are
+//! relayed to the host application with Alga's request bodies; the control
+//! plane holds its URL and credentials, workers hold none.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use annex_proto::pb::LogEvent;
+use annex_proto::{AnnexError, ErrorCode};
+use chrono::Utc;
+
+use crate::ControlPlane;
+use crate::grant::{Grant, GrantError};
+use crate::store::{ExtensionSelector, InstallView};
+
+/// Where the host application's internal APIs are.
+#[derive(Debug, Clone, Default)]
+pub struct HostAppConfig {
+    /// Base of `/api/internal/ext-{invoicing,clients,services}/install/{id}`.
+    pub base_url: Option<String>,
+    /// Sent as `x-runner-auth`.
+    pub token: Option<String>,
+    /// Base for `ui-proxy.call-route`; unset means every route is not found.
+    pub ui_proxy_base_url: Option<String>,
+    pub timeout: Duration,
+    pub ui_proxy_timeout: Duration,
+}
+
+impl HostAppConfig {
+    pub fn new() -> Self {
+        HostAppConfig {
+            timeout: Duration::from_secs(30),
+            ui_proxy_timeout: Duration::from_secs(5),
+            ..Default::default()
+        }
+    }
+}
+
+/// A relayed response: HTTP status (0 when the host app could not be reached
+/// or is not configured) and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl HostResponse {
+    fn unreachable() -> Self {
+        HostResponse {
+            status: 0,
+            body: Vec::new(),
+        }
+    }
+
+    fn status(status: u16) -> Self {
+        HostResponse {
+            status,
+            body: Vec::new(),
+        }
+    }
+}
+
+/// A ui-proxy call.
+#[derive(Debug, Clone, Default)]
+pub struct UiProxyCall {
+    pub route: String,
+    pub payload: Option<Vec<u8>>,
+    pub request_id: String,
+    pub user_id: String,
+    pub user_email: String,
+}
+
+impl ControlPlane {
+    /// Verifies a grant and that it carries `cap`.
+    pub fn authorize(&self, token: &str, cap: &str) -> Result<Grant, AnnexError> {
+        let grant = self
+            .sealer
+            .grants()
+            .verify(token, Utc::now())
+            .map_err(|e| {
+                let msg = match e {
+                    GrantError::Expired => "the execution grant has expired",
+                    GrantError::BadSignature | GrantError::Malformed => {
+                        "the execution grant is not valid"
+                    }
+                };
+                AnnexError::new(ErrorCode::GrantInvalid, msg)
+            })?;
+        if !grant.has(cap) {
+            return Err(AnnexError::new(
+                ErrorCode::PermissionDenied,
+                format!("{cap} is not granted to this install"),
+            ));
+        }
+        Ok(grant)
+    }
+
+    /// The grant's install, if it is still active.
+    async fn granted_install(&self, grant: &Grant) -> Result<InstallView, AnnexError> {
+        let view = self
+            .store
+            .find_install(&grant.tenant, &ExtensionSelector::Id(grant.install))
+            .await?
+            .filter(|v| v.install.id == grant.install && v.install.is_active())
+            .ok_or_else(|| {
+                AnnexError::new(ErrorCode::InstallNotFound, "the install is not active")
+            })?;
+        Ok(view)
+    }
+
+    /// The opened secret map of the grant's install and its version.
+    pub async fn grant_secrets(
+        &self,
+        token: &str,
+    ) -> Result<(BTreeMap<String, String>, String), AnnexError> {
+        let grant = self.authorize(token, "cap:secrets.get")?;
+        let view = self.granted_install(&grant).await?;
+        match &view.secrets {
+            None => Ok((BTreeMap::new(), String::new())),
+            Some(row) => Ok((
+                self.open_secrets(&grant.install.to_string(), row)?,
+                row.version.clone(),
+            )),
+        }
+    }
+
+    /// Relays an invoicing, clients or services call to the host application.
+    pub async fn call_host_api(
+        &self,
+        token: &str,
+        api: &str,
+        body_json: &str,
+    ) -> Result<HostResponse, AnnexError> {
+        let cap = match api {
+            "invoicing" => "cap:invoice.manual.create",
+            "clients" => "cap:client.read",
+            "services" => "cap:service.read",
+            other => return Err(AnnexError::invalid(format!("unknown host api {other:?}"))),
+        };
+        let grant = self.authorize(token, cap)?;
+        self.granted_install(&grant).await?;
+        serde_json::from_str::<serde_json::Value>(body_json)
+            .map_err(|_| AnnexError::invalid("body_json is not JSON"))?;
+        let (Some(base), Some(auth)) = (&self.host_app.base_url, &self.host_app.token) else {
+            return Ok(HostResponse::unreachable());
+        };
+        let url = format!(
+            "{}/api/internal/ext-{api}/install/{}",
+            trim_base(base),
+            grant.install
+        );
+        let request = self
+            .http
+            .post(&url)
+            .timeout(self.host_app.timeout)
+            .header("content-type", "application/json")
+            .header("x-runner-auth", auth)
+            .body(body_json.to_owned());
+        Ok(relay(request).await)
+    }
+
+    /// `ui-proxy.call-route` as Alga's runner builds it (spec §11.5).
+    pub async fn call_ui_proxy(
+        &self,
+        token: &str,
+        call: UiProxyCall,
+    ) -> Result<HostResponse, AnnexError> {
+        let grant = self.authorize(token, "cap:ui.proxy")?;
+        let view = self.granted_install(&grant).await?;
+        let Some(base) = &self.host_app.ui_proxy_base_url else {
+            return Ok(HostResponse::status(404));
+        };
+        let Some(url) = ui_proxy_url(base, &grant.registry.to_string(), &call.route) else {
+            return Ok(HostResponse::status(400));
+        };
+        let api_key = match &view.secrets {
+            Some(row) => self
+                .open_secrets(&grant.install.to_string(), row)
+                .ok()
+                .and_then(|m| m.get("api_key").cloned()),
+            None => None,
+        };
+        let mut request = match call.payload {
+            None => self.http.get(&url),
+            Some(body) => self
+                .http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body),
+        }
+        .timeout(self.host_app.ui_proxy_timeout)
+        .header(
+            "x-request-id",
+            if call.request_id.is_empty() {
+                "ui-proxy-call"
+            } else {
+                call.request_id.as_str()
+            },
+        )
+        .header("x-alga-tenant", &grant.tenant)
+        .header("x-alga-extension", grant.registry.to_string())
+        .header("x-ext-install-id", grant.install.to_string())
+        .header("x-ext-version-id", grant.version.to_string());
+        if let Some(key) = api_key {
+            request = request.header("x-api-key", key);
+        }
+        if !call.user_id.is_empty() {
+            request = request
+                .header("x-user-id", &call.user_id)
+                .header("x-user-email", &call.user_email);
+        }
+        Ok(relay(request).await)
+    }
+
+    /// The declared endpoints of the grant's installed version.
+    pub async fn grant_endpoints(
+        &self,
+        token: &str,
+    ) -> Result<Vec<annex_proto::pb::EndpointInfo>, AnnexError> {
+        let grant = self.authorize(token, "cap:scheduler.manage")?;
+        let view = self.granted_install(&grant).await?;
+        Ok(view
+            .version
+            .endpoints
+            .iter()
+            .map(|e| annex_proto::pb::EndpointInfo {
+                id: endpoint_id(view.version.id, &e.method, &e.path),
+                method: e.method.clone(),
+                path: e.path.clone(),
+                handler: e.handler.clone(),
+                // Alga: only GET or POST without path parameters can be scheduled.
+                schedulable: (e.method == "GET" || e.method == "POST") && !e.path.contains(':'),
+            })
+            .collect())
+    }
+
+    /// The scheduler's host API answers once schedules are stored (fleet work).
+    pub fn scheduler_unavailable(&self) -> AnnexError {
+        AnnexError::new(
+            ErrorCode::Unavailable,
+            "the scheduler is not available on this control plane yet",
+        )
+    }
+
+    /// Fans guest logs out to debug-stream watchers (this replica's).
+    pub fn publish_logs(&self, events: Vec<LogEvent>) {
+        for event in events {
+            // No watcher is fine.
+            let _ = self.logs.send(event);
+        }
+    }
+}
+
+/// A stable id for an endpoint of a version (UUID v5-like, from a hash).
+pub fn endpoint_id(version: uuid::Uuid, method: &str, path: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{version} {method} {path}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+/// Base URL without a trailing `/` or one trailing `/api` (as Alga's runner).
+fn trim_base(base: &str) -> &str {
+    let base = base.trim_end_matches('/');
+    base.strip_suffix("/api").unwrap_or(base)
+}
+
+/// Builds the ui-proxy URL: `/api/...` routes go straight under the base,
+/// others under the extension id; `.`/`..` segments and empty routes are refused.
+pub fn ui_proxy_url(base: &str, extension_id: &str, route: &str) -> Option<String> {
+    let route = route.trim();
+    if route.is_empty() {
+        return None;
+    }
+    let (path, query) = match route.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (route, None),
+    };
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.iter().any(|s| *s == "." || *s == "..") {
+        return None;
+    }
+    let mut url = base.trim_end_matches('/').to_owned();
+    if segments.first() != Some(&"api") {
+        url.push('/');
+        url.push_str(extension_id);
+    }
+    for s in segments {
+        url.push('/');
+        url.push_str(s);
+    }
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    Some(url)
+}
+
+async fn relay(request: reqwest::RequestBuilder) -> HostResponse {
+    match request.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            match resp.bytes().await {
+                Ok(body) => HostResponse {
+                    status,
+                    body: body.to_vec(),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a host application response");
+                    HostResponse::unreachable()
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "calling the host application");
+            HostResponse::unreachable()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ui_proxy_urls_follow_algas_rules() {
+        let b = "http://app:3000/";
+        assert_eq!(
+            ui_proxy_url(b, "e1", "/proxy/ping").as_deref(),
+            Some("http://app:3000/e1/proxy/ping")
+        );
+        assert_eq!(
+            ui_proxy_url(b, "e1", "api/v1/x?a=1&b").as_deref(),
+            Some("http://app:3000/api/v1/x?a=1&b")
+        );
+        assert_eq!(
+            ui_proxy_url(b, "e1", "//a//b").as_deref(),
+            Some("http://app:3000/e1/a/b")
+        );
+        assert_eq!(ui_proxy_url(b, "e1", "/a/../b"), None);
+        assert_eq!(ui_proxy_url(b, "e1", "./x"), None);
+        assert_eq!(ui_proxy_url(b, "e1", " "), None);
+        assert_eq!(trim_base("http://h/api/"), "http://h");
+    }
+}

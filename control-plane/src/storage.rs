@@ -1,0 +1,312 @@
+//! Extension KV storage as guests see it through `alga:extension/storage`
+//! (spec §9): data scoped to (tenant, install), revisions with
+//! compare-and-swap, TTLs, Alga's limits and quotas, and listing by key with
+//! a cursor that works (the last key returned, or Alga's base64url cursor).
+//!
+//! Values are stored the way Alga's runner writes them, a base64 string with
+//! metadata `{"encoding":"base64-bytes"}`, and read back with Alga's decoding
+//! rules, so rows written by other writers decode the same way.
+
+use annex_proto::{AnnexError, ErrorCode};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::ControlPlane;
+use crate::grant::Grant;
+use crate::store::{StoragePut, StorageQuota, StorageRow, StorageScope};
+
+const MAX_NAMESPACE: usize = 128;
+const MAX_KEY: usize = 256;
+const MAX_VALUE_BYTES: usize = 64 * 1024;
+const MIN_TTL_SECS: u64 = 60;
+const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+const DEFAULT_LIST_LIMIT: u32 = 25;
+const MAX_LIST_LIMIT: u32 = 100;
+
+/// A record with its value decoded to bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub namespace: String,
+    pub key: String,
+    pub value: Vec<u8>,
+    pub metadata: Value,
+    pub revision: u64,
+    pub ttl_expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A guest's put.
+#[derive(Debug, Clone, Default)]
+pub struct PutRequest {
+    pub namespace: String,
+    pub key: String,
+    pub value: Vec<u8>,
+    pub if_revision: Option<u64>,
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A guest's list.
+#[derive(Debug, Clone, Default)]
+pub struct ListRequest {
+    pub namespace: String,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+    pub key_prefix: Option<String>,
+}
+
+impl ControlPlane {
+    async fn storage_scope(&self, grant_token: &str) -> Result<(Grant, StorageScope), AnnexError> {
+        let grant = self.authorize(grant_token, "cap:storage.kv")?;
+        // Alga: the install must be enabled, else the call is unauthorised.
+        let active = self
+            .store
+            .find_install(
+                &grant.tenant,
+                &crate::store::ExtensionSelector::Id(grant.install),
+            )
+            .await?
+            .is_some_and(|v| v.install.id == grant.install && v.install.is_active());
+        if !active {
+            return Err(AnnexError::new(
+                ErrorCode::GrantInvalid,
+                "the install is not active",
+            ));
+        }
+        let scope = StorageScope {
+            tenant_id: grant.tenant.clone(),
+            install_id: grant.install,
+        };
+        Ok((grant, scope))
+    }
+
+    pub async fn storage_get(
+        &self,
+        grant: &str,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Record, AnnexError> {
+        let (_, scope) = self.storage_scope(grant).await?;
+        check_namespace(namespace)?;
+        check_key(key)?;
+        let row = self
+            .store
+            .storage_get(&scope, namespace, key, Utc::now())
+            .await
+            .map_err(AnnexError::from)?
+            .ok_or_else(|| AnnexError::new(ErrorCode::NotFound, "no such key"))?;
+        Ok(decode(row))
+    }
+
+    pub async fn storage_put(&self, grant: &str, put: PutRequest) -> Result<Record, AnnexError> {
+        let (_, scope) = self.storage_scope(grant).await?;
+        check_namespace(&put.namespace)?;
+        check_key(&put.key)?;
+        let value = Value::String(B64.encode(&put.value));
+        let metadata = json!({"encoding": "base64-bytes"});
+        let value_len = value.to_string().len();
+        if value_len > MAX_VALUE_BYTES {
+            return Err(AnnexError::new(
+                ErrorCode::LimitExceeded,
+                format!("values are limited to {MAX_VALUE_BYTES} bytes of JSON"),
+            ));
+        }
+        let now = Utc::now();
+        let ttl_expires_at = match put.ttl_seconds {
+            None => None,
+            Some(s) if (MIN_TTL_SECS..=MAX_TTL_SECS).contains(&s) => {
+                Some(now + chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX)))
+            }
+            Some(_) => {
+                return Err(AnnexError::new(
+                    ErrorCode::LimitExceeded,
+                    format!("ttlSeconds must be between {MIN_TTL_SECS} and {MAX_TTL_SECS}"),
+                ));
+            }
+        };
+        let size_bytes = (value_len + metadata.to_string().len()) as u64;
+        let row = self
+            .store
+            .storage_put(
+                &scope,
+                StoragePut {
+                    namespace: put.namespace,
+                    key: put.key,
+                    value,
+                    metadata,
+                    size_bytes,
+                    ttl_expires_at,
+                    if_revision: put.if_revision,
+                },
+                StorageQuota::default(),
+                now,
+            )
+            .await
+            .map_err(AnnexError::from)?;
+        Ok(decode(row))
+    }
+
+    pub async fn storage_delete(
+        &self,
+        grant: &str,
+        namespace: &str,
+        key: &str,
+        if_revision: Option<u64>,
+    ) -> Result<bool, AnnexError> {
+        let (_, scope) = self.storage_scope(grant).await?;
+        check_namespace(namespace)?;
+        check_key(key)?;
+        self.store
+            .storage_delete(&scope, namespace, key, if_revision, Utc::now())
+            .await
+            .map_err(AnnexError::from)
+    }
+
+    /// A page of records and the cursor for the next page (the last key
+    /// returned), if there is one.
+    pub async fn storage_list(
+        &self,
+        grant: &str,
+        req: ListRequest,
+    ) -> Result<(Vec<Record>, Option<String>), AnnexError> {
+        let (_, scope) = self.storage_scope(grant).await?;
+        check_namespace(&req.namespace)?;
+        let limit = match req.limit {
+            None | Some(0) => DEFAULT_LIST_LIMIT,
+            Some(n) if n <= MAX_LIST_LIMIT => n,
+            Some(_) => {
+                return Err(AnnexError::new(
+                    ErrorCode::LimitExceeded,
+                    format!("limit is at most {MAX_LIST_LIMIT}"),
+                ));
+            }
+        };
+        let prefix = req.key_prefix.filter(|p| !p.is_empty());
+        if prefix.as_ref().is_some_and(|p| p.len() > MAX_KEY) {
+            return Err(AnnexError::invalid("keyPrefix is at most 256 characters"));
+        }
+        let after = req
+            .cursor
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(parse_cursor)
+            .transpose()?;
+        let mut rows = self
+            .store
+            .storage_list(
+                &scope,
+                &req.namespace,
+                after.as_deref(),
+                prefix.as_deref(),
+                limit + 1,
+                Utc::now(),
+            )
+            .await
+            .map_err(AnnexError::from)?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next = if more {
+            rows.last().map(|r| r.key.clone())
+        } else {
+            None
+        };
+        Ok((rows.into_iter().map(decode).collect(), next))
+    }
+}
+
+/// A cursor is the last key returned, or Alga's `base64url({"key": k})`
+/// (which continues after `k`, as Alga's service does).
+pub fn parse_cursor(cursor: &str) -> Result<String, AnnexError> {
+    if let Ok(raw) = B64URL.decode(cursor.trim_end_matches('='))
+        && let Ok(v) = serde_json::from_slice::<Value>(&raw)
+        && let Some(k) = v.get("key").and_then(Value::as_str)
+    {
+        return Ok(k.to_owned());
+    }
+    if cursor.len() > MAX_KEY || cursor.contains('/') {
+        return Err(AnnexError::invalid("malformed cursor"));
+    }
+    Ok(cursor.to_owned())
+}
+
+fn check_namespace(ns: &str) -> Result<(), AnnexError> {
+    if ns.is_empty() || ns.len() > MAX_NAMESPACE {
+        return Err(AnnexError::invalid("namespace must be 1-128 characters"));
+    }
+    Ok(())
+}
+
+fn check_key(key: &str) -> Result<(), AnnexError> {
+    if key.is_empty() || key.len() > MAX_KEY || key.contains('/') {
+        return Err(AnnexError::invalid(
+            "key must be 1-256 characters without '/'",
+        ));
+    }
+    Ok(())
+}
+
+/// Alga's value decoding: `metadata.encoding == "base64-bytes"` → base64;
+/// an object with `_bytes_b64` → that; a string → base64 if it decodes, else
+/// its UTF-8; anything else → its JSON text.
+pub fn decode_value(value: &Value, metadata: &Value) -> Vec<u8> {
+    if metadata.get("encoding").and_then(Value::as_str) == Some("base64-bytes")
+        && let Some(bytes) = value.as_str().and_then(|s| B64.decode(s).ok())
+    {
+        return bytes;
+    }
+    if let Some(bytes) = value
+        .get("_bytes_b64")
+        .and_then(Value::as_str)
+        .and_then(|s| B64.decode(s).ok())
+    {
+        return bytes;
+    }
+    match value {
+        Value::String(s) => B64.decode(s).unwrap_or_else(|_| s.as_bytes().to_vec()),
+        other => other.to_string().into_bytes(),
+    }
+}
+
+fn decode(row: StorageRow) -> Record {
+    Record {
+        value: decode_value(&row.value, &row.metadata),
+        namespace: row.namespace,
+        key: row.key,
+        metadata: row.metadata,
+        revision: row.revision,
+        ttl_expires_at: row.ttl_expires_at,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_decode_by_algas_rules() {
+        let b64 = json!({"encoding": "base64-bytes"});
+        assert_eq!(decode_value(&json!("aGk="), &b64), b"hi");
+        assert_eq!(
+            decode_value(&json!({"_bytes_b64": "aGk="}), &json!({})),
+            b"hi"
+        );
+        assert_eq!(decode_value(&json!("aGk="), &json!({})), b"hi");
+        assert_eq!(
+            decode_value(&json!("plain text!"), &json!({})),
+            b"plain text!"
+        );
+        assert_eq!(decode_value(&json!({"a": 1}), &json!(null)), br#"{"a":1}"#);
+    }
+
+    #[test]
+    fn cursors_are_last_keys_or_algas_base64url() {
+        let alga = B64URL.encode(br#"{"key":"k-5"}"#);
+        assert_eq!(parse_cursor(&alga).expect("alga"), "k-5");
+        assert_eq!(parse_cursor("k-7").expect("plain"), "k-7");
+        assert!(parse_cursor("a/b").is_err());
+    }
+}

@@ -1,0 +1,234 @@
+//! Who is calling: a host-application session (a JWT in `Authorization:
+//! Bearer` or the configured cookie) or a tenant API key (`x-api-key`,
+//! checked by the control plane and cached briefly). The result is a
+//! [`Principal`]; the caller's credentials never travel past this module.
+
+pub mod api_keys;
+pub mod jwt;
+
+use http::HeaderMap;
+
+pub use api_keys::ApiKeyCache;
+pub use jwt::{Claims, JwtKey, JwtVerifier};
+
+/// `extension:read` / `extension:write`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Permissions {
+    pub read: bool,
+    pub write: bool,
+}
+
+impl Permissions {
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Permissions {
+        let has = |want: &str| names.iter().any(|n| n.as_ref().trim() == want);
+        Permissions {
+            read: has("extension:read"),
+            write: has("extension:write"),
+        }
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant: String,
+    pub kind: PrincipalKind,
+    pub permissions: Permissions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// An end user of the host application.
+    User(UserInfo),
+    /// A service client holding a tenant API key.
+    ApiKey { key_id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    pub user_id: String,
+    pub email: String,
+    pub name: String,
+    pub user_type: UserType,
+    pub client_id: Option<String>,
+    pub client_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserType {
+    Internal,
+    Client,
+}
+
+impl UserType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserType::Internal => "internal",
+            UserType::Client => "client",
+        }
+    }
+}
+
+impl Principal {
+    /// `user` or `api_key`, as written in audit rows.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            PrincipalKind::User(_) => "user",
+            PrincipalKind::ApiKey { .. } => "api_key",
+        }
+    }
+
+    pub fn user(&self) -> Option<&UserInfo> {
+        match &self.kind {
+            PrincipalKind::User(u) => Some(u),
+            PrincipalKind::ApiKey { .. } => None,
+        }
+    }
+
+    /// The id written to audit rows: the user id or `api_key:<id>`.
+    pub fn audit_id(&self) -> String {
+        match &self.kind {
+            PrincipalKind::User(u) => u.user_id.clone(),
+            PrincipalKind::ApiKey { key_id } => format!("api_key:{key_id}"),
+        }
+    }
+}
+
+/// Why a request is not authenticated; each maps to a §3.1 error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No credentials, or credentials that do not verify: 401 `Unauthorized`.
+    #[error("no valid session")]
+    NoSession,
+    /// A verified session without a tenant: 401 `invalid_session`.
+    #[error("the session has no tenant")]
+    BlankTenant,
+    /// A verified session without a user id or user type: 401 `unauthenticated`.
+    #[error("the session names no user")]
+    NoUser,
+    /// The control plane could not be asked about an API key: 503.
+    #[error("the API key could not be checked")]
+    Unavailable,
+}
+
+/// Where session tokens are read from.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    pub jwt: JwtVerifier,
+    /// Cookie holding the session token when there is no `Authorization`.
+    pub cookie: Option<String>,
+    pub api_keys: ApiKeyCache,
+}
+
+impl Authenticator {
+    /// Authenticates the request's credentials.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+        if let Some(token) = self.session_token(headers) {
+            return self.from_session(&token);
+        }
+        if let Some(secret) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+            return self.api_keys.authenticate(secret.trim()).await;
+        }
+        Err(AuthError::NoSession)
+    }
+
+    fn session_token(&self, headers: &HeaderMap) -> Option<String> {
+        if let Some(auth) = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            let (scheme, token) = auth.trim().split_once(' ')?;
+            return scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned());
+        }
+        let name = self.cookie.as_deref()?;
+        headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.trim().to_owned())
+    }
+
+    fn from_session(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        let claims = self.jwt.verify(token, now).map_err(|e| {
+            tracing::debug!(error = %e, "session token refused");
+            AuthError::NoSession
+        })?;
+        principal_from_claims(claims)
+    }
+}
+
+/// Turns verified claims into a principal (§3.1 steps 3–4).
+pub fn principal_from_claims(claims: Claims) -> Result<Principal, AuthError> {
+    if claims.tenant.trim().is_empty() {
+        return Err(AuthError::BlankTenant);
+    }
+    let user_type = match claims.user_type.as_str() {
+        "internal" => UserType::Internal,
+        "client" => UserType::Client,
+        _ => return Err(AuthError::NoUser),
+    };
+    if claims.sub.trim().is_empty() {
+        return Err(AuthError::NoUser);
+    }
+    Ok(Principal {
+        tenant: claims.tenant,
+        permissions: Permissions::from_names(&claims.permissions),
+        kind: PrincipalKind::User(UserInfo {
+            user_id: claims.sub,
+            email: claims.email,
+            name: claims.name,
+            user_type,
+            client_id: claims.client_id.filter(|c| !c.trim().is_empty()),
+            client_name: claims.client_name.unwrap_or_default(),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_map_to_principals_or_errors() {
+        let base = Claims {
+            sub: "u".into(),
+            tenant: "t".into(),
+            user_type: "internal".into(),
+            permissions: vec!["extension:write".into()],
+            ..Claims::default()
+        };
+        let p = principal_from_claims(base.clone()).expect("ok");
+        assert_eq!(
+            p.permissions,
+            Permissions {
+                read: false,
+                write: true
+            }
+        );
+        assert_eq!(p.kind_name(), "user");
+        let blank = Claims {
+            tenant: " ".into(),
+            ..base.clone()
+        };
+        assert_eq!(principal_from_claims(blank), Err(AuthError::BlankTenant));
+        let nouser = Claims {
+            sub: String::new(),
+            ..base.clone()
+        };
+        assert_eq!(principal_from_claims(nouser), Err(AuthError::NoUser));
+        let badtype = Claims {
+            user_type: "admin".into(),
+            ..base
+        };
+        assert_eq!(principal_from_claims(badtype), Err(AuthError::NoUser));
+    }
+}

@@ -1,0 +1,136 @@
+// Annex extension iframe bridge, host side (Alga spec §4.2/§4.3).
+// Served by the edge at /ext-bridge/host.js. Usage:
+//   const cleanup = AnnexBridge.bootstrapIframe({ iframe, extensionId,
+//       allowedOrigin, minHeight: 100, maxHeight: 4000, proxyBase: '', theme: {...} });
+// Embeds with a safe sandbox, accepts messages only from the iframe's window
+// and origin, answers `apiproxy` through /api/ext-proxy, clamps `resize`,
+// and sends `theme` on `ready`.
+(function (global) {
+  'use strict';
+  var METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
+  var HASH = /^sha256:[0-9a-f]{64}$/i;
+
+  function toBase64(bytes) {
+    var s = '';
+    for (var i = 0; i < bytes.length; i += 0x8000) {
+      s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    }
+    return btoa(s);
+  }
+  function fromBase64(b64) {
+    var s = atob(b64);
+    var out = new Uint8Array(s.length);
+    for (var i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+    return out;
+  }
+  function originOf(url) {
+    try { return new URL(url, global.location.href).origin; } catch (e) { return null; }
+  }
+
+  // The /ext-ui URL of an extension's UI (Alga's buildExtUiSrc, plus parentOrigin).
+  function buildSrc(base, extensionId, contentHash, opts) {
+    opts = opts || {};
+    if (!HASH.test(contentHash)) throw new Error('invalid content hash');
+    var q = new URLSearchParams();
+    q.set('path', opts.path || '/');
+    if (opts.tenantId) q.set('tenant', opts.tenantId);
+    q.set('extensionId', extensionId);
+    q.set('parentOrigin', global.location.origin);
+    return String(base || '').replace(/\/+$/, '') + '/ext-ui/' + encodeURIComponent(extensionId) +
+      '/' + encodeURIComponent(contentHash) + '/index.html?' + q.toString();
+  }
+
+  function bootstrapIframe(opts) {
+    var iframe = opts.iframe;
+    var extensionId = opts.extensionId;
+    var minH = opts.minHeight || 100;
+    var maxH = opts.maxHeight || 4000;
+    var proxyBase = String(opts.proxyBase || '').replace(/\/+$/, '');
+    var src = iframe.getAttribute('src') || '';
+    var srcOrigin = originOf(src);
+    var sameOrigin = srcOrigin === global.location.origin;
+    if (!iframe.hasAttribute('sandbox')) {
+      // A same-origin frame with both allow-scripts and allow-same-origin could
+      // lift its own sandbox, so it gets an opaque origin instead.
+      iframe.setAttribute('sandbox', sameOrigin
+        ? 'allow-scripts allow-forms allow-popups'
+        : 'allow-scripts allow-forms allow-popups allow-same-origin');
+    }
+    var opaque = (' ' + iframe.getAttribute('sandbox') + ' ').indexOf(' allow-same-origin ') < 0;
+    var allowedOrigin = opts.allowedOrigin || srcOrigin;
+
+    function post(type, payload, requestId) {
+      var win = iframe.contentWindow;
+      if (!win) return;
+      var msg = { alga: true, version: '1', type: type, payload: payload };
+      if (requestId) msg.request_id = requestId;
+      win.postMessage(msg, opaque ? '*' : allowedOrigin);
+    }
+
+    function theme() {
+      if (typeof opts.theme === 'function') return opts.theme();
+      if (opts.theme) return opts.theme;
+      var out = {};
+      var style = global.getComputedStyle(global.document.documentElement);
+      for (var i = 0; i < style.length; i++) {
+        var name = style[i];
+        if (name.indexOf('--alga-') === 0) out[name] = style.getPropertyValue(name).trim();
+      }
+      return out;
+    }
+
+    function apiproxy(msg) {
+      var p = msg.payload || {};
+      if (typeof p.route !== 'string' || !msg.request_id) return;
+      var method = (p.method ? String(p.method) : 'POST').toUpperCase();
+      if (METHODS.indexOf(method) < 0) return;
+      var route = p.route.charAt(0) === '/' ? p.route : '/' + p.route;
+      var init = { method: method, credentials: 'include', headers: {} };
+      if (method !== 'GET' && typeof p.body === 'string') {
+        init.body = fromBase64(p.body);
+        init.headers['content-type'] = 'application/octet-stream';
+      }
+      fetch(proxyBase + '/api/ext-proxy/' + encodeURIComponent(extensionId) + route, init)
+        .then(function (res) {
+          if (!res.ok) {
+            return res.text().then(function (t) {
+              post('apiproxy_response', { error: 'Proxy error ' + res.status + ': ' + t }, msg.request_id);
+            });
+          }
+          return res.arrayBuffer().then(function (buf) {
+            post('apiproxy_response', { body: toBase64(new Uint8Array(buf)) }, msg.request_id);
+          });
+        })
+        .catch(function (e) {
+          post('apiproxy_response', { error: String((e && e.message) || e) }, msg.request_id);
+        });
+    }
+
+    function onMessage(ev) {
+      if (ev.source !== iframe.contentWindow) return;
+      if (opaque ? ev.origin !== 'null' : ev.origin !== allowedOrigin) return;
+      var msg = ev.data;
+      if (!msg || msg.alga !== true || msg.version !== '1' || typeof msg.type !== 'string') return;
+      switch (msg.type) {
+        case 'ready':
+          post('theme', theme());
+          break;
+        case 'resize': {
+          var h = Number(msg.payload && msg.payload.height);
+          if (isFinite(h)) iframe.style.height = Math.min(maxH, Math.max(minH, h)) + 'px';
+          break;
+        }
+        case 'apiproxy':
+          apiproxy(msg);
+          break;
+        default:
+          break;
+      }
+    }
+
+    global.addEventListener('message', onMessage);
+    return function cleanup() { global.removeEventListener('message', onMessage); };
+  }
+
+  global.AnnexBridge = { bootstrapIframe: bootstrapIframe, buildSrc: buildSrc };
+})(window);

@@ -1,0 +1,286 @@
+//! Configuration of the `annex-edge` binary: flags, each with an
+//! `ANNEX_EDGE_*` environment variable; key material comes from files.
+//! [`Config::settings`] validates everything once at start and yields the
+//! [`Settings`] value the library runs on.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use annex_ops::telemetry::LogFormat;
+use anyhow::Context as _;
+
+use crate::audit::AuditSettings;
+use crate::auth::{JwtKey, JwtVerifier};
+use crate::ext_ui::UiPolicy;
+use crate::ratelimit::RateSettings;
+use crate::ui_store::UiStoreSettings;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "annex-edge",
+    version,
+    about = "Annex edge: Alga's extension HTTP contracts in front of the worker fleet"
+)]
+pub struct Config {
+    /// Public HTTP listen address (TLS is terminated in front of the edge).
+    #[arg(long, env = "ANNEX_EDGE_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: SocketAddr,
+    /// Admin listen address (plaintext /live, /ready, /metrics).
+    #[arg(long, env = "ANNEX_EDGE_ADMIN_LISTEN", default_value = "0.0.0.0:9091")]
+    pub admin_listen: SocketAddr,
+    /// The control plane's gRPC address, `https://host:port`.
+    #[arg(long, env = "ANNEX_EDGE_CONTROL_PLANE")]
+    pub control_plane: String,
+    /// Name checked against the control plane's certificate (default: its host).
+    #[arg(long, env = "ANNEX_EDGE_CONTROL_PLANE_SERVER_NAME")]
+    pub control_plane_server_name: Option<String>,
+    /// Name checked against worker certificates (default: each worker's host).
+    #[arg(long, env = "ANNEX_EDGE_WORKER_SERVER_NAME")]
+    pub worker_server_name: Option<String>,
+    /// CA certificate (PEM) that signs every Annex peer.
+    #[arg(long, env = "ANNEX_EDGE_TLS_CA")]
+    pub tls_ca: PathBuf,
+    /// This edge's certificate (PEM) with the edge role.
+    #[arg(long, env = "ANNEX_EDGE_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// This edge's private key (PEM).
+    #[arg(long, env = "ANNEX_EDGE_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// Names this edge in the control plane's logs.
+    #[arg(long, env = "ANNEX_EDGE_ID", default_value = "edge")]
+    pub edge_id: String,
+    /// Audience session tokens must carry.
+    #[arg(long, env = "ANNEX_EDGE_JWT_AUDIENCE", default_value = "annex")]
+    pub jwt_audience: String,
+    /// File holding the HS256 secret the host application signs sessions with.
+    #[arg(long, env = "ANNEX_EDGE_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// File holding the host application's Ed25519 public key (SPKI PEM or base64).
+    #[arg(long, env = "ANNEX_EDGE_JWT_ED25519_PUBLIC_KEY_FILE")]
+    pub jwt_ed25519_public_key_file: Option<PathBuf>,
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds.
+    #[arg(long, env = "ANNEX_EDGE_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u32,
+    /// Cookie that carries the session token when there is no Authorization header.
+    #[arg(long, env = "ANNEX_EDGE_SESSION_COOKIE")]
+    pub session_cookie: Option<String>,
+    /// Origins allowed to call /api/ext with credentials (comma-separated, exact).
+    #[arg(long, env = "ANNEX_EDGE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Origins allowed to call /api/ext-proxy (Alga's EXT_PROXY_ALLOWED_ORIGINS).
+    #[arg(long, env = "ANNEX_EDGE_PROXY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub proxy_allowed_origins: Vec<String>,
+    /// Token-bucket size per install.
+    #[arg(long, env = "ANNEX_EDGE_RATE_CAPACITY", default_value_t = 60)]
+    pub rate_capacity: u32,
+    /// Tokens added per second per install.
+    #[arg(long, env = "ANNEX_EDGE_RATE_REFILL_PER_SEC", default_value_t = 1.0)]
+    pub rate_refill_per_sec: f64,
+    /// Largest request body, in bytes (Alga: 10 MiB).
+    #[arg(long, env = "ANNEX_EDGE_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Execution deadline in milliseconds, also sent as the guest's timeout (Alga: 30000).
+    #[arg(long, env = "ANNEX_EDGE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub timeout_ms: u64,
+    /// Longest an install resolution is cached without an invalidation, in seconds.
+    #[arg(long, env = "ANNEX_EDGE_INSTALL_CACHE_TTL_SECS", default_value_t = 30)]
+    pub install_cache_ttl_secs: u64,
+    /// How long an API key check is cached, in seconds.
+    #[arg(long, env = "ANNEX_EDGE_API_KEY_CACHE_TTL_SECS", default_value_t = 30)]
+    pub api_key_cache_ttl_secs: u64,
+    /// Audit rows buffered before requests are refused with 503.
+    #[arg(long, env = "ANNEX_EDGE_AUDIT_BUFFER", default_value_t = 8192)]
+    pub audit_buffer: usize,
+    /// Directory for cached UI files.
+    #[arg(
+        long,
+        env = "ANNEX_EDGE_UI_CACHE_DIR",
+        default_value = "/tmp/annex-edge-ui"
+    )]
+    pub ui_cache_dir: PathBuf,
+    /// Total bytes of UI files kept on disk.
+    #[arg(long, env = "ANNEX_EDGE_UI_CACHE_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub ui_cache_max_bytes: u64,
+    /// Largest UI file served (413 above); unlimited when unset.
+    #[arg(long, env = "ANNEX_EDGE_UI_MAX_FILE_BYTES")]
+    pub ui_max_file_bytes: Option<u64>,
+    /// Replaces the UI's Content-Security-Policy entirely.
+    #[arg(long, env = "ANNEX_EDGE_UI_CSP")]
+    pub ui_csp: Option<String>,
+    /// Appended to the CSP as `frame-ancestors <value>`.
+    #[arg(long, env = "ANNEX_EDGE_UI_FRAME_ANCESTORS")]
+    pub ui_frame_ancestors: Option<String>,
+    /// Log format.
+    #[arg(long, env = "ANNEX_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Json)]
+    pub log_format: LogFormatArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    Json,
+    Text,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(f: LogFormatArg) -> Self {
+        match f {
+            LogFormatArg::Json => LogFormat::Json,
+            LogFormatArg::Text => LogFormat::Text,
+        }
+    }
+}
+
+/// Request handling limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub max_body_bytes: usize,
+    pub timeout: Duration,
+}
+
+/// Everything an edge runs on, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub edge_id: String,
+    pub control_plane_url: String,
+    pub control_plane_server_name: String,
+    pub worker_server_name: Option<String>,
+    pub jwt: JwtVerifier,
+    pub session_cookie: Option<String>,
+    pub allowed_origins: Vec<String>,
+    pub proxy_allowed_origins: Vec<String>,
+    pub rate: RateSettings,
+    pub policy: Policy,
+    pub install_cache_ttl: Duration,
+    pub api_key_cache_ttl: Duration,
+    pub audit: AuditSettings,
+    pub ui_store: UiStoreSettings,
+    pub ui_policy: UiPolicy,
+}
+
+/// The host of `https://host:port` (brackets of an IPv6 literal removed).
+pub fn url_host(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    Some(uri.host()?.trim_matches(['[', ']']).to_owned())
+}
+
+fn origins(list: &[String], flag: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for o in list
+        .iter()
+        .map(|o| o.trim().trim_end_matches('/'))
+        .filter(|o| !o.is_empty())
+    {
+        anyhow::ensure!(
+            o != "*" && o != "null",
+            "{flag}: {o:?} is not allowed; list exact origins"
+        );
+        anyhow::ensure!(
+            o.starts_with("https://") || o.starts_with("http://"),
+            "{flag}: {o:?} is not an origin (scheme://host[:port])"
+        );
+        out.push(o.to_owned());
+    }
+    Ok(out)
+}
+
+impl Config {
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let mut keys = Vec::new();
+        if let Some(path) = &self.jwt_hs256_secret_file {
+            let secret = std::fs::read(path)
+                .with_context(|| format!("reading the HS256 secret from {}", path.display()))?;
+            let secret = secret.trim_ascii().to_vec();
+            anyhow::ensure!(
+                secret.len() >= 32,
+                "the HS256 secret must be at least 32 bytes"
+            );
+            keys.push(JwtKey::Hs256(secret));
+        }
+        if let Some(path) = &self.jwt_ed25519_public_key_file {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("reading the Ed25519 public key from {}", path.display())
+            })?;
+            keys.push(JwtKey::ed25519_from_text(&text).context("parsing the Ed25519 public key")?);
+        }
+        anyhow::ensure!(
+            !keys.is_empty(),
+            "a session key is required: --jwt-hs256-secret-file or --jwt-ed25519-public-key-file"
+        );
+        anyhow::ensure!(
+            self.rate_capacity >= 1,
+            "--rate-capacity must be at least 1"
+        );
+        anyhow::ensure!(
+            self.rate_refill_per_sec.is_finite() && self.rate_refill_per_sec > 0.0,
+            "--rate-refill-per-sec must be positive"
+        );
+        anyhow::ensure!(self.timeout_ms >= 1, "--timeout-ms must be positive");
+        let server_name = match &self.control_plane_server_name {
+            Some(n) => n.clone(),
+            None => url_host(&self.control_plane).with_context(|| {
+                format!(
+                    "--control-plane {:?} is not https://host:port",
+                    self.control_plane
+                )
+            })?,
+        };
+        Ok(Settings {
+            edge_id: self.edge_id.clone(),
+            control_plane_url: self.control_plane.clone(),
+            control_plane_server_name: server_name,
+            worker_server_name: self.worker_server_name.clone(),
+            jwt: JwtVerifier {
+                keys,
+                audience: self.jwt_audience.clone(),
+                leeway_secs: i64::from(self.jwt_leeway_secs),
+            },
+            session_cookie: self.session_cookie.clone().filter(|c| !c.is_empty()),
+            allowed_origins: origins(&self.allowed_origins, "--allowed-origins")?,
+            proxy_allowed_origins: origins(&self.proxy_allowed_origins, "--proxy-allowed-origins")?,
+            rate: RateSettings {
+                capacity: self.rate_capacity,
+                refill_per_sec: self.rate_refill_per_sec,
+            },
+            policy: Policy {
+                max_body_bytes: self.max_body_bytes,
+                timeout: Duration::from_millis(self.timeout_ms),
+            },
+            install_cache_ttl: Duration::from_secs(self.install_cache_ttl_secs),
+            api_key_cache_ttl: Duration::from_secs(self.api_key_cache_ttl_secs),
+            audit: AuditSettings {
+                buffer: self.audit_buffer.max(1),
+                ..AuditSettings::default()
+            },
+            ui_store: UiStoreSettings {
+                root: self.ui_cache_dir.clone(),
+                max_bytes: self.ui_cache_max_bytes,
+            },
+            ui_policy: UiPolicy::new(
+                self.ui_csp.clone(),
+                self.ui_frame_ancestors.clone(),
+                self.ui_max_file_bytes,
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_origins_are_refused() {
+        assert!(origins(&["*".into()], "x").is_err());
+        assert!(origins(&["app.example.com".into()], "x").is_err());
+        assert_eq!(
+            origins(&["https://a.example/".into(), " ".into()], "x").expect("ok"),
+            vec!["https://a.example".to_owned()]
+        );
+        assert_eq!(
+            url_host("https://127.0.0.1:7443").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(url_host("https://[::1]:7443").as_deref(), Some("::1"));
+    }
+}

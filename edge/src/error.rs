@@ -1,0 +1,88 @@
+//! The gateway's error answers: exactly Alga's `{"error":"<code>"}` bodies
+//! with their statuses (§3.1), plus `requestId` on gateway failures. Detail
+//! goes to the log with the request id, never into the body.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode};
+
+/// One refusal or failure the client sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    /// Set for `bad_gateway` / `gateway_timeout`, which carry the request id.
+    pub request_id: Option<String>,
+    /// Seconds, for 429.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub const fn new(status: StatusCode, code: &'static str) -> ApiError {
+        ApiError {
+            status,
+            code,
+            request_id: None,
+            retry_after: None,
+        }
+    }
+
+    /// 401 `Unauthorized`: no session at all (§3.1 step 2).
+    pub const UNAUTHORIZED: ApiError = ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized");
+    pub const INVALID_SESSION: ApiError =
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_session");
+    pub const UNAUTHENTICATED: ApiError =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated");
+    pub const TENANT_MISMATCH: ApiError = ApiError::new(StatusCode::FORBIDDEN, "tenant_mismatch");
+    pub const FORBIDDEN: ApiError = ApiError::new(StatusCode::FORBIDDEN, "forbidden");
+    pub const ENDPOINT_NOT_FOUND: ApiError =
+        ApiError::new(StatusCode::NOT_FOUND, "endpoint_not_found");
+    pub const EXTENSION_NOT_AVAILABLE: ApiError =
+        ApiError::new(StatusCode::NOT_FOUND, "extension_not_available");
+    pub const PAYLOAD_TOO_LARGE: ApiError =
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    pub const POLICY_UNAVAILABLE: ApiError =
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "access_policy_unavailable");
+
+    pub fn rate_limited(retry_after: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after.max(1)),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        }
+    }
+
+    pub fn bad_gateway(request_id: &str) -> ApiError {
+        ApiError {
+            request_id: Some(request_id.to_owned()),
+            ..ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway")
+        }
+    }
+
+    pub fn gateway_timeout(request_id: &str) -> ApiError {
+        ApiError {
+            request_id: Some(request_id.to_owned()),
+            ..ApiError::new(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout")
+        }
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        match &self.request_id {
+            Some(id) => serde_json::json!({"error": self.code, "requestId": id}),
+            None => serde_json::json!({"error": self.code}),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+        resp
+    }
+}

@@ -1,0 +1,320 @@
+//! `/ext-ui/{extensionId}/{contentHash}/{*path}` (§5): an extension's iframe
+//! UI, from the bundle with that content hash, only for a tenant with an
+//! active install of exactly that bundle (strict validation, always on).
+//! Paths are sanitised before they touch the disk; unknown paths fall back
+//! to `index.html` (single-page apps); every file carries a strong ETag,
+//! immutable caching and `nosniff`, and HTML the content security policy.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use annex_bundle::ContentHash;
+use axum::extract::{Query, RawPathParams, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+
+use crate::endpoints::percent_decode;
+use crate::state::EdgeState;
+use crate::ui_store::UiStoreError;
+
+/// Alga's default policy (§5); `frame-ancestors` only when configured.
+pub const DEFAULT_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'";
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// File extensions that may be served (case-insensitive).
+const EXTENSIONS: &[&str] = &[
+    "html", "js", "css", "json", "map", "svg", "png", "jpg", "jpeg", "webp", "woff", "woff2",
+];
+
+#[derive(Debug, Clone)]
+pub struct UiPolicy {
+    /// The full `Content-Security-Policy` for HTML.
+    pub csp: String,
+    /// Largest file served; larger is 413.
+    pub max_file_bytes: Option<u64>,
+}
+
+impl UiPolicy {
+    pub fn new(
+        csp: Option<String>,
+        frame_ancestors: Option<String>,
+        max_file_bytes: Option<u64>,
+    ) -> UiPolicy {
+        let mut csp = csp.unwrap_or_else(|| DEFAULT_CSP.to_owned());
+        if let Some(fa) = frame_ancestors.filter(|f| !f.trim().is_empty()) {
+            csp.push_str("; frame-ancestors ");
+            csp.push_str(fa.trim());
+        }
+        UiPolicy {
+            csp,
+            max_file_bytes,
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct UiQuery {
+    tenant: Option<String>,
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response {
+    (status, [(header::CACHE_CONTROL, "no-store")], body).into_response()
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, [(header::CACHE_CONTROL, "no-store")]).into_response()
+}
+
+pub async fn handle(
+    State(state): State<Arc<EdgeState>>,
+    params: RawPathParams,
+    Query(query): Query<UiQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let extension = crate::gateway::path_param(&params, 0);
+    let hash = crate::gateway::path_param(&params, 1);
+    let resp = serve(&state, &extension, &hash, &uri, &query, &headers).await;
+    state.metrics.observe(
+        "ui",
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+async fn serve(
+    state: &EdgeState,
+    extension: &str,
+    hash: &str,
+    uri: &Uri,
+    query: &UiQuery,
+    headers: &HeaderMap,
+) -> Response {
+    let Some(hex) = hash
+        .strip_prefix("sha256:")
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    else {
+        return text(StatusCode::BAD_REQUEST, "invalid content hash");
+    };
+    // The tail, still encoded: everything after /ext-ui/{ext}/{hash}/.
+    let raw = uri.path().splitn(5, '/').nth(4).unwrap_or("");
+    let Some(rel) = percent_decode(raw).and_then(|p| sanitize(&p)) else {
+        return text(StatusCode::BAD_REQUEST, "invalid path");
+    };
+    let tenant = query
+        .tenant
+        .clone()
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| {
+            headers
+                .get("x-tenant-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .filter(|t| !t.trim().is_empty())
+        });
+    let Some(tenant) = tenant else {
+        return not_found();
+    };
+    // Strict validation: an active install of exactly this bundle.
+    match state.installs.resolve(tenant.trim(), extension).await {
+        Ok(install) if install.content_hash == hash => {}
+        Ok(_) | Err(crate::installs::ResolveError::NotFound) => return not_found(),
+        Err(e) => {
+            tracing::warn!(error = %e, "validating an ext-ui request failed");
+            return not_found();
+        }
+    }
+    let Ok(content_hash) = ContentHash::from_hex(hex) else {
+        return not_found();
+    };
+    let ui = match state.ui.ui_dir(&content_hash).await {
+        Ok(dir) => dir,
+        Err(UiStoreError::HashMismatch { expected, actual }) => {
+            tracing::error!(%expected, %actual, "bundle bytes do not match their content hash");
+            return (
+                StatusCode::BAD_GATEWAY,
+                axum::Json(serde_json::json!({"code": "archive_hash_mismatch"})),
+            )
+                .into_response();
+        }
+        Err(UiStoreError::NotFound) => return not_found(),
+        Err(e) => {
+            tracing::error!(error = %e, "filling the UI cache failed");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(serde_json::json!({"code": "extract_failed"})),
+            )
+                .into_response();
+        }
+    };
+    file_response(state, ui, rel, headers).await
+}
+
+async fn file_response(
+    state: &EdgeState,
+    ui: PathBuf,
+    rel: String,
+    headers: &HeaderMap,
+) -> Response {
+    let mut path = ui.join(&rel);
+    let is_file = !rel.is_empty() && tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file());
+    if !is_file {
+        path = ui.join("index.html");
+    }
+    let meta = match tokio::fs::metadata(&path).await {
+        Ok(m) if m.is_file() => m,
+        _ => return not_found(),
+    };
+    if state
+        .ui_policy
+        .max_file_bytes
+        .is_some_and(|max| meta.len() > max)
+    {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "asset too large");
+    }
+    let Ok(bytes) = tokio::fs::read(&path).await else {
+        return not_found();
+    };
+    let etag = state.ui.etag(&path, &bytes);
+    let content_type = content_type(&path);
+    let html = content_type == "text/html";
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    if html {
+        if let Ok(v) = HeaderValue::from_str(&state.ui_policy.csp) {
+            h.insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+    }
+    if if_none_match(headers, &etag) {
+        return (StatusCode::NOT_MODIFIED, h).into_response();
+    }
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    (StatusCode::OK, h, bytes).into_response()
+}
+
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| t == etag || t == "*")
+}
+
+/// The content type by extension, with no charset parameter (as `mime_guess`'s essence).
+fn content_type(path: &std::path::Path) -> &'static str {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    match ext.as_str() {
+        "html" => "text/html",
+        "js" => "text/javascript",
+        "css" => "text/css",
+        "json" | "map" => "application/json",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        _ => "application/octet-stream",
+    }
+}
+
+/// §5's path rules on a decoded tail: no leading `/`, no control
+/// characters, no `\`, no `.`/`..` or hidden segments, repeated slashes
+/// collapsed, and a final segment with an extension only from the
+/// allowlist. `None` means 400.
+pub fn sanitize(path: &str) -> Option<String> {
+    if path.starts_with('/') || path.chars().any(|c| c.is_control() || c == '\\') {
+        return None;
+    }
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.iter().any(|s| s.starts_with('.')) {
+        return None;
+    }
+    if let Some(last) = segments.last() {
+        if last.ends_with('.') {
+            return None;
+        }
+        if let Some((_, ext)) = last.rsplit_once('.') {
+            if !EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext)) {
+                return None;
+            }
+        }
+    }
+    Some(segments.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitising_follows_the_runner() {
+        let ok = [
+            ("index.html", "index.html"),
+            ("assets//app.JS", "assets/app.JS"),
+            ("deep/route", "deep/route"),
+            ("", ""),
+            ("a/b/", "a/b"),
+        ];
+        for (input, want) in ok {
+            assert_eq!(sanitize(input).as_deref(), Some(want), "{input}");
+        }
+        let bad = [
+            "../secret.txt",
+            "a/../b.js",
+            "./x.js",
+            "assets/.secret/x.txt",
+            ".env",
+            "/etc/passwd",
+            "a\\b.js",
+            "file.txt",
+            "x.",
+            "a\u{0}b",
+            "a\nb",
+        ];
+        for input in bad {
+            assert_eq!(sanitize(input), None, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn csp_is_default_or_replaced_with_optional_frame_ancestors() {
+        assert_eq!(UiPolicy::new(None, None, None).csp, DEFAULT_CSP);
+        let p = UiPolicy::new(
+            Some("default-src 'none'".into()),
+            Some("https://host".into()),
+            None,
+        );
+        assert_eq!(p.csp, "default-src 'none'; frame-ancestors https://host");
+    }
+
+    #[test]
+    fn if_none_match_accepts_lists_and_star() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"a\", \"sha256-x\""),
+        );
+        assert!(if_none_match(&h, "\"sha256-x\""));
+        assert!(!if_none_match(&h, "\"sha256-y\""));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(if_none_match(&h, "\"anything\""));
+    }
+}

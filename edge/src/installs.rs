@@ -1,0 +1,227 @@
+//! Install resolution: tenant + (install id | registry id | slug) → the
+//! active install with everything an execution needs, through
+//! `Installs.Resolve` and a cache. Entries live for a TTL, never past the
+//! execution grant's expiry, and are dropped as soon as the control plane's
+//! watch stream reports an `InstallInvalidation` for them, so a disabled
+//! install stops answering within the stream's latency rather than the TTL.
+//!
+//! A resolve that races an invalidation is not cached (generation check), so
+//! a stale answer cannot outlive the event that should have removed it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use annex_proto::pb;
+use annex_proto::pb::installs_client::InstallsClient;
+use parking_lot::Mutex;
+use tonic::transport::Channel;
+
+use crate::endpoints::Endpoint;
+
+/// Entries kept before the cache is cleared wholesale.
+const MAX_ENTRIES: usize = 50_000;
+/// Refresh an execution grant this long before it expires.
+const GRANT_MARGIN: Duration = Duration::from_secs(10);
+/// "Not installed" answers are remembered this long at most.
+const NEGATIVE_TTL: Duration = Duration::from_secs(2);
+
+/// An active install, as the edge uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Install {
+    pub tenant: String,
+    pub install_id: String,
+    pub registry_id: String,
+    pub version_id: String,
+    pub content_hash: String,
+    pub providers: Vec<String>,
+    pub config: HashMap<String, String>,
+    pub secrets_version: String,
+    pub egress_allowlist: Vec<String>,
+    pub endpoints: Vec<Endpoint>,
+    pub client_portal_label: Option<String>,
+    pub execution_grant: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ResolveError {
+    /// No active install: 404 `extension_not_available`.
+    #[error("no active install")]
+    NotFound,
+    /// The control plane could not answer: 503.
+    #[error("the control plane is unavailable")]
+    Unavailable,
+    /// The control plane answered something unusable: 502.
+    #[error("the control plane's answer is incomplete: {0}")]
+    Incomplete(&'static str),
+}
+
+impl TryFrom<pb::ResolvedInstall> for Install {
+    type Error = ResolveError;
+
+    fn try_from(r: pb::ResolvedInstall) -> Result<Install, ResolveError> {
+        let info = r.install.ok_or(ResolveError::Incomplete("install"))?;
+        if info.install_id.is_empty() {
+            return Err(ResolveError::Incomplete("install id"));
+        }
+        if info.content_hash.is_empty() {
+            return Err(ResolveError::Incomplete("content hash"));
+        }
+        if !(info.enabled && info.status == "enabled") {
+            return Err(ResolveError::NotFound);
+        }
+        Ok(Install {
+            tenant: info.tenant_id,
+            install_id: info.install_id,
+            registry_id: info.registry_id,
+            version_id: info.version_id,
+            content_hash: info.content_hash,
+            providers: info.granted_caps,
+            config: r.config.into_iter().collect(),
+            secrets_version: info.secrets_version,
+            egress_allowlist: info.egress_allowlist,
+            endpoints: r
+                .endpoints
+                .into_iter()
+                .map(|e| Endpoint {
+                    method: e.method,
+                    path: e.path,
+                })
+                .collect(),
+            client_portal_label: r
+                .ui
+                .and_then(|u| u.hooks)
+                .and_then(|h| h.client_portal_menu_label)
+                .filter(|l| !l.trim().is_empty()),
+            execution_grant: r.execution_grant,
+        })
+    }
+}
+
+struct Entry {
+    value: Option<Arc<Install>>,
+    expires: Instant,
+}
+
+#[derive(Clone)]
+pub struct InstallCache {
+    client: InstallsClient<Channel>,
+    ttl: Duration,
+    entries: Arc<Mutex<HashMap<(String, String), Entry>>>,
+    generation: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for InstallCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstallCache")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InstallCache {
+    pub fn new(client: InstallsClient<Channel>, ttl: Duration) -> InstallCache {
+        InstallCache {
+            client,
+            ttl,
+            entries: Arc::default(),
+            generation: Arc::default(),
+        }
+    }
+
+    /// The active install `extension` names for `tenant`.
+    pub async fn resolve(
+        &self,
+        tenant: &str,
+        extension: &str,
+    ) -> Result<Arc<Install>, ResolveError> {
+        let key = (tenant.to_owned(), extension.to_ascii_lowercase());
+        if let Some(e) = self.entries.lock().get(&key) {
+            if e.expires > Instant::now() {
+                return e.value.clone().ok_or(ResolveError::NotFound);
+            }
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let answer = self
+            .client
+            .clone()
+            .resolve(pb::ResolveRequest {
+                tenant_id: tenant.to_owned(),
+                extension: extension.to_owned(),
+            })
+            .await;
+        let (value, expires) = match answer {
+            Ok(r) => {
+                let r = r.into_inner();
+                let grant_expiry = r.grant_expires_at.as_ref().map(|t| t.unix_ms);
+                let install = Install::try_from(r)?;
+                if install.tenant != tenant {
+                    // The control plane never does this; refuse rather than cross tenants.
+                    return Err(ResolveError::Incomplete("tenant"));
+                }
+                (
+                    Some(Arc::new(install)),
+                    Instant::now() + self.entry_ttl(grant_expiry),
+                )
+            }
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::NotFound | tonic::Code::InvalidArgument
+                ) =>
+            {
+                (None, Instant::now() + NEGATIVE_TTL.min(self.ttl))
+            }
+            Err(s) => {
+                tracing::warn!(code = ?s.code(), message = s.message(), "resolving an install failed");
+                return Err(ResolveError::Unavailable);
+            }
+        };
+        let mut entries = self.entries.lock();
+        if self.generation.load(Ordering::SeqCst) == generation {
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(
+                key,
+                Entry {
+                    value: value.clone(),
+                    expires,
+                },
+            );
+        }
+        value.ok_or(ResolveError::NotFound)
+    }
+
+    fn entry_ttl(&self, grant_expiry_ms: Option<i64>) -> Duration {
+        let Some(exp) = grant_expiry_ms else {
+            return self.ttl;
+        };
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        let left = Duration::from_millis(u64::try_from(exp - now_ms).unwrap_or(0));
+        self.ttl.min(left.saturating_sub(GRANT_MARGIN))
+    }
+
+    /// Drops every entry of `tenant` that names this install (and every
+    /// negative entry of the tenant, which may now resolve).
+    pub fn invalidate(&self, tenant: &str, install_id: &str, registry_id: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.entries.lock().retain(|(t, _), e| {
+            t != tenant
+                || e.value.as_ref().is_some_and(|i| {
+                    (install_id.is_empty() || i.install_id != install_id)
+                        && (registry_id.is_empty() || i.registry_id != registry_id)
+                })
+        });
+    }
+
+    /// Drops everything (after a gap in the watch stream).
+    pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.entries.lock().clear();
+    }
+}

@@ -1,0 +1,196 @@
+//! Runs an edge: the public HTTP routes, the routing watch, the audit
+//! shipper and the admin listener. A server is a function of (settings, TLS
+//! material, listeners, shutdown): it binds nothing and installs no signal
+//! handlers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use annex_ops::admin::AdminState;
+use annex_ops::tls::TlsMaterial;
+use annex_proto::pb;
+use anyhow::Context as _;
+use axum::Router;
+use axum::routing::{any, get};
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::audit::{self, AuditSink};
+use crate::auth::{ApiKeyCache, Authenticator};
+use crate::config::Settings;
+use crate::cors::Cors;
+use crate::installs::InstallCache;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::routing::{self, Routes, WorkerTls};
+use crate::state::EdgeState;
+use crate::ui_store::UiStore;
+use crate::{bridge, debug_stream, ext_api, ext_proxy, ext_ui};
+
+/// Bound sockets for an edge.
+#[derive(Debug)]
+pub struct Listeners {
+    pub http: TcpListener,
+    pub admin: TcpListener,
+}
+
+/// How long buffered audit rows may take to ship at shutdown.
+const AUDIT_DRAIN: Duration = Duration::from_secs(5);
+
+/// The public routes over `state`.
+pub fn router(state: Arc<EdgeState>) -> Router {
+    Router::new()
+        .route("/api/ext/{extension_id}", any(ext_api::handle))
+        .route("/api/ext/{extension_id}/", any(ext_api::handle))
+        .route("/api/ext/{extension_id}/{*path}", any(ext_api::handle))
+        .route("/api/ext-proxy/{extension_id}", any(ext_proxy::handle))
+        .route("/api/ext-proxy/{extension_id}/", any(ext_proxy::handle))
+        .route(
+            "/api/ext-proxy/{extension_id}/{*route}",
+            any(ext_proxy::handle),
+        )
+        .route(
+            "/ext-ui/{extension_id}/{content_hash}/{*path}",
+            get(ext_ui::handle),
+        )
+        .route("/api/ext-debug/stream", get(debug_stream::handle))
+        .route("/ext-bridge/{file}", get(bridge::handle))
+        .with_state(state)
+}
+
+fn control_plane_channel(settings: &Settings, tls: &TlsMaterial) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(settings.control_plane_url.clone())
+        .context("parsing the control-plane URL")?
+        .tls_config(tls.client_config(&settings.control_plane_server_name))
+        .context("configuring TLS to the control plane")?
+        .connect_timeout(Duration::from_secs(3))
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_while_idle(true)
+        .connect_lazy())
+}
+
+/// Serves until `shutdown` resolves, then reports not-ready, finishes
+/// in-flight requests and ships the buffered audit rows.
+pub async fn run(
+    settings: Settings,
+    tls: TlsMaterial,
+    listeners: Listeners,
+    admin: AdminState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    annex_ops::tls::install_crypto_provider();
+    let channel = control_plane_channel(&settings, &tls)?;
+    let dispatch = pb::dispatch_client::DispatchClient::new(channel.clone());
+    let installs = InstallCache::new(
+        pb::installs_client::InstallsClient::new(channel.clone()),
+        settings.install_cache_ttl,
+    );
+    let routes = Arc::new(Routes::new(WorkerTls {
+        material: tls.clone(),
+        server_name: settings.worker_server_name.clone(),
+    }));
+    let metrics = Metrics::default();
+    admin.with_registry(|r| metrics.register(r));
+    let ui = UiStore::open(
+        pb::registry_client::RegistryClient::new(channel.clone())
+            .max_decoding_message_size(routing::MAX_EXECUTE_MESSAGE_BYTES),
+        settings.ui_store.clone(),
+        metrics.ui_cache_fills.clone(),
+    )
+    .with_context(|| {
+        format!(
+            "opening the UI cache at {}",
+            settings.ui_store.root.display()
+        )
+    })?;
+    let (audit_sink, audit_rx) = AuditSink::new(settings.audit);
+    let state = Arc::new(EdgeState {
+        auth: Authenticator {
+            jwt: settings.jwt.clone(),
+            cookie: settings.session_cookie.clone(),
+            api_keys: ApiKeyCache::new(dispatch.clone(), settings.api_key_cache_ttl),
+        },
+        installs: installs.clone(),
+        routes: routes.clone(),
+        limiter: RateLimiter::new(settings.rate),
+        audit: audit_sink,
+        ui,
+        ui_policy: settings.ui_policy.clone(),
+        host: pb::host_services_client::HostServicesClient::new(channel.clone()),
+        metrics: metrics.clone(),
+        ext_cors: Cors {
+            allowed_origins: settings.allowed_origins.clone(),
+        },
+        proxy_cors: Cors {
+            allowed_origins: settings.proxy_allowed_origins.clone(),
+        },
+        policy: settings.policy,
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_task = tokio::spawn(annex_ops::admin::serve(listeners.admin, admin.clone(), {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }));
+    let watch_task = tokio::spawn(routing::watch(
+        dispatch.clone(),
+        settings.edge_id.clone(),
+        routes.clone(),
+        installs,
+        stop_rx.clone(),
+    ));
+    let audit_task = tokio::spawn(audit::ship(
+        dispatch,
+        audit_rx,
+        settings.audit,
+        metrics.audit_failures.clone(),
+    ));
+    // Ready once the first routing snapshot has arrived (before it, every
+    // execution would fail with no worker to send it to).
+    let readiness = {
+        let admin = admin.clone();
+        let routes = routes.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                if *stop.borrow() {
+                    return;
+                }
+                admin.set_ready(routes.has_snapshot());
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        })
+    };
+
+    tracing::info!(edge = %settings.edge_id, "edge serving");
+    let result = axum::serve(listeners.http, router(state))
+        .with_graceful_shutdown({
+            let admin = admin.clone();
+            let stop_tx = stop_tx.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("edge shutting down");
+                let _ = stop_tx.send(true);
+                admin.set_ready(false);
+            }
+        })
+        .await
+        .context("serving HTTP");
+    let _ = stop_tx.send(true);
+    admin.set_ready(false);
+    readiness.abort();
+    let _ = watch_task.await;
+    // The router (and with it every audit sender) is gone: the shipper
+    // drains what is buffered and ends.
+    if tokio::time::timeout(AUDIT_DRAIN, audit_task).await.is_err() {
+        tracing::warn!("audit rows still unshipped at shutdown");
+    }
+    let _ = admin_task.await;
+    result
+}

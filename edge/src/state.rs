@@ -1,0 +1,33 @@
+//! The shared state of one edge process, built once by [`crate::run`].
+
+use std::sync::Arc;
+
+use annex_proto::pb::host_services_client::HostServicesClient;
+use tonic::transport::Channel;
+
+use crate::audit::AuditSink;
+use crate::auth::Authenticator;
+use crate::config::Policy;
+use crate::cors::Cors;
+use crate::ext_ui::UiPolicy;
+use crate::installs::InstallCache;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::routing::Routes;
+use crate::ui_store::UiStore;
+
+#[derive(Debug)]
+pub struct EdgeState {
+    pub auth: Authenticator,
+    pub installs: InstallCache,
+    pub routes: Arc<Routes>,
+    pub limiter: RateLimiter,
+    pub audit: AuditSink,
+    pub ui: UiStore,
+    pub ui_policy: UiPolicy,
+    pub host: HostServicesClient<Channel>,
+    pub metrics: Metrics,
+    pub ext_cors: Cors,
+    pub proxy_cors: Cors,
+    pub policy: Policy,
+}

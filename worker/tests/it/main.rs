@@ -1,0 +1,9 @@
+//! Worker integration tests: real Wasmtime, real guest components built
+//! from `examples/`, real gRPC on `127.0.0.1:0`. One test binary (modules
+//! below) so the worker links once.
+
+mod bundles;
+mod containment;
+mod interfaces;
+mod js;
+mod support;
