@@ -278,24 +278,7 @@ pub enum SecretsCommand {
 #[derive(Debug, Subcommand)]
 pub enum TrustCommand {
     /// Trust a publisher's public key for signing bundles.
-    Add {
-        /// Publisher name exactly as manifests spell it.
-        #[arg(long, value_name = "PUBLISHER")]
-        publisher: String,
-        /// Public key: a file (SPKI PEM, or base64) or the base64 value itself. Given a private
-        /// key file, its public half is used.
-        #[arg(long, value_name = "PEM|BASE64")]
-        key: String,
-        /// Key id [default: ed25519:<first 16 hex of SHA-256 of the key>].
-        #[arg(long, value_name = "ID")]
-        key_id: Option<String>,
-        /// Start of validity (RFC 3339 or YYYY-MM-DD) [default: now].
-        #[arg(long, value_name = "TIME", value_parser = parse_time)]
-        not_before: Option<chrono::DateTime<chrono::Utc>>,
-        /// End of validity (RFC 3339 or YYYY-MM-DD) [default: no expiry].
-        #[arg(long, value_name = "TIME", value_parser = parse_time)]
-        not_after: Option<chrono::DateTime<chrono::Utc>>,
-    },
+    Add(TrustAddArgs),
     /// List trusted publisher keys.
     List {
         /// Only this publisher's keys.
@@ -308,6 +291,26 @@ pub enum TrustCommand {
         #[arg(value_name = "KEY_ID")]
         key_id: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct TrustAddArgs {
+    /// Publisher name exactly as manifests spell it.
+    #[arg(long, value_name = "PUBLISHER")]
+    pub publisher: String,
+    /// Public key: a file (SPKI PEM, or base64) or the base64 value itself. Given a private
+    /// key file, its public half is used.
+    #[arg(long, value_name = "PEM|BASE64")]
+    pub key: String,
+    /// Key id [default: ed25519:<first 16 hex of SHA-256 of the key>].
+    #[arg(long, value_name = "ID")]
+    pub key_id: Option<String>,
+    /// Start of validity (RFC 3339 or YYYY-MM-DD) [default: now].
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// End of validity (RFC 3339 or YYYY-MM-DD) [default: no expiry].
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub not_after: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Subcommand)]

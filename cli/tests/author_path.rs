@@ -464,3 +464,61 @@ fn token_mints_the_documented_claims() {
     let line = run_annex(dir.path(), &["token"], &[]).fails_with(2);
     assert!(line.contains("tenant"), "{line}");
 }
+
+#[test]
+fn revoked_keys_block_installs_and_api_keys_come_and_go() {
+    let stack = Stack::start();
+    stack.annex(&["keygen", "--out", "keys/acme.pem"]).ok();
+    let trusted = stack
+        .annex(&[
+            "--json",
+            "trust",
+            "add",
+            "--publisher",
+            "acme",
+            "--key",
+            "keys/acme.pub.pem",
+        ])
+        .ok()
+        .json();
+    let key_id = trusted["key_id"].as_str().expect("key id").to_owned();
+    stack.write_extension("ext", "1.0.0");
+    stack.annex(&["pack", "ext"]).ok();
+    stack
+        .annex(&["sign", "ext/bundle.tar.zst", "--key", "keys/acme.pem"])
+        .ok();
+    stack.annex(&["publish", "ext/bundle.tar.zst"]).ok();
+
+    // Revoking the only key: listed as revoked, and the bundle can no longer be installed.
+    stack.annex(&["trust", "revoke", &key_id]).ok();
+    let keys = stack.annex(&["--json", "trust", "list"]).ok().json();
+    assert_eq!(keys["keys"][0]["revoked"], true);
+    let line = stack
+        .annex_for("t1", &["install", "acme.demo"])
+        .fails_with(1);
+    assert!(line.starts_with("error: KEY_REVOKED: "), "{line}");
+
+    // API keys: the secret is shown once at creation, listed without it, then revoked.
+    let created = stack
+        .annex_for("t1", &["--json", "api-key", "create", "--name", "ci"])
+        .ok()
+        .json();
+    let id = created["id"].as_str().expect("id").to_owned();
+    let secret = created["secret"].as_str().expect("secret").to_owned();
+    assert!(secret.starts_with("annex_"), "{secret}");
+    assert_eq!(
+        created["permissions"],
+        serde_json::json!(["extension:read", "extension:write"])
+    );
+    let listed = stack.annex_for("t1", &["api-key", "list"]).ok().stdout;
+    assert!(
+        listed.contains(&id) && !listed.contains(&secret),
+        "{listed}"
+    );
+    stack.annex_for("t1", &["api-key", "revoke", &id]).ok();
+    let listed = stack
+        .annex_for("t1", &["--json", "api-key", "list"])
+        .ok()
+        .json();
+    assert!(listed["keys"][0]["revoked_at"].is_string(), "{listed}");
+}

@@ -11,6 +11,8 @@ use crate::cli::ApiKeyCommand;
 use crate::client::remote;
 use crate::output::{Report, comma_list, fields, table, time, time_json};
 
+type Installs = pb::installs_client::InstallsClient<tonic::transport::Channel>;
+
 /// What a key gets when no `--permission` is given: everything an API client can do.
 const DEFAULT_PERMISSIONS: [&str; 2] = ["extension:read", "extension:write"];
 
@@ -20,86 +22,99 @@ pub async fn run(cx: &Context, cmd: ApiKeyCommand) -> anyhow::Result<Report> {
     let mut installs = cp.installs();
     match cmd {
         ApiKeyCommand::Create { name, permissions } => {
-            let permissions = if permissions.is_empty() {
-                DEFAULT_PERMISSIONS.map(str::to_owned).to_vec()
-            } else {
-                permissions
-            };
-            let created = installs
-                .create_api_key(pb::CreateApiKeyRequest {
-                    tenant_id: tenant.clone(),
-                    name: name.clone(),
-                    permissions,
-                })
-                .await
-                .map_err(remote)
-                .with_context(|| format!("creating API key {name} for tenant {tenant}"))?
-                .into_inner();
-            let key = created.key.unwrap_or_default();
-            let text = format!(
-                "{}\nsecret (shown once; send it as the x-api-key header):\n{}\n",
-                fields(&[
-                    ("id", key.id.clone()),
-                    ("name", key.name.clone()),
-                    ("tenant", key.tenant_id.clone()),
-                    ("permissions", comma_list(&key.permissions)),
-                ])
-                .trim_end(),
-                created.secret
-            );
-            let mut json = key_json(&key);
-            json["secret"] = Value::String(created.secret);
-            Ok(Report::new(text, json))
+            create(&mut installs, &tenant, name, permissions).await
         }
-        ApiKeyCommand::List => {
-            let keys = installs
-                .list_api_keys(pb::ListApiKeysRequest {
-                    tenant_id: tenant.clone(),
-                })
-                .await
-                .map_err(remote)
-                .with_context(|| format!("listing API keys of tenant {tenant}"))?
-                .into_inner()
-                .keys;
-            let rows: Vec<Vec<String>> = keys
-                .iter()
-                .map(|k| {
-                    vec![
-                        k.id.clone(),
-                        k.name.clone(),
-                        comma_list(&k.permissions),
-                        time(k.created_at.as_ref()),
-                        k.revoked_at.as_ref().map_or("active".to_owned(), |t| {
-                            format!("revoked {}", time(Some(t)))
-                        }),
-                    ]
-                })
-                .collect();
-            let text = if rows.is_empty() {
-                format!("tenant {tenant} has no API keys\n")
-            } else {
-                table(&["ID", "NAME", "PERMISSIONS", "CREATED", "STATE"], &rows)
-            };
-            Ok(Report::new(
-                text,
-                json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() }),
-            ))
-        }
-        ApiKeyCommand::Revoke { id } => {
-            installs
-                .revoke_api_key(pb::RevokeApiKeyRequest {
-                    tenant_id: tenant.clone(),
-                    id: id.clone(),
-                })
-                .await
-                .map_err(remote)
-                .with_context(|| format!("revoking API key {id} of tenant {tenant}"))?;
-            Ok(Report::new(
-                format!("revoked API key {id} of tenant {tenant}"),
-                json!({ "id": id, "tenant_id": tenant, "revoked": true }),
-            ))
-        }
+        ApiKeyCommand::List => list(&mut installs, &tenant).await,
+        ApiKeyCommand::Revoke { id } => revoke(&mut installs, &tenant, &id).await,
     }
+}
+
+async fn create(
+    installs: &mut Installs,
+    tenant: &str,
+    name: String,
+    permissions: Vec<String>,
+) -> anyhow::Result<Report> {
+    let permissions = if permissions.is_empty() {
+        DEFAULT_PERMISSIONS.map(str::to_owned).to_vec()
+    } else {
+        permissions
+    };
+    let created = installs
+        .create_api_key(pb::CreateApiKeyRequest {
+            tenant_id: tenant.to_owned(),
+            name: name.clone(),
+            permissions,
+        })
+        .await
+        .map_err(remote)
+        .with_context(|| format!("creating API key {name} for tenant {tenant}"))?
+        .into_inner();
+    let key = created.key.unwrap_or_default();
+    let text = format!(
+        "{}\nsecret (shown once; send it as the x-api-key header):\n{}\n",
+        fields(&[
+            ("id", key.id.clone()),
+            ("name", key.name.clone()),
+            ("tenant", key.tenant_id.clone()),
+            ("permissions", comma_list(&key.permissions)),
+        ])
+        .trim_end(),
+        created.secret
+    );
+    let mut json = key_json(&key);
+    json["secret"] = Value::String(created.secret);
+    Ok(Report::new(text, json))
+}
+
+async fn list(installs: &mut Installs, tenant: &str) -> anyhow::Result<Report> {
+    let keys = installs
+        .list_api_keys(pb::ListApiKeysRequest {
+            tenant_id: tenant.to_owned(),
+        })
+        .await
+        .map_err(remote)
+        .with_context(|| format!("listing API keys of tenant {tenant}"))?
+        .into_inner()
+        .keys;
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| {
+            vec![
+                k.id.clone(),
+                k.name.clone(),
+                comma_list(&k.permissions),
+                time(k.created_at.as_ref()),
+                k.revoked_at.as_ref().map_or("active".to_owned(), |t| {
+                    format!("revoked {}", time(Some(t)))
+                }),
+            ]
+        })
+        .collect();
+    let text = if rows.is_empty() {
+        format!("tenant {tenant} has no API keys\n")
+    } else {
+        table(&["ID", "NAME", "PERMISSIONS", "CREATED", "STATE"], &rows)
+    };
+    Ok(Report::new(
+        text,
+        json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() }),
+    ))
+}
+
+async fn revoke(installs: &mut Installs, tenant: &str, id: &str) -> anyhow::Result<Report> {
+    installs
+        .revoke_api_key(pb::RevokeApiKeyRequest {
+            tenant_id: tenant.to_owned(),
+            id: id.to_owned(),
+        })
+        .await
+        .map_err(remote)
+        .with_context(|| format!("revoking API key {id} of tenant {tenant}"))?;
+    Ok(Report::new(
+        format!("revoked API key {id} of tenant {tenant}"),
+        json!({ "id": id, "tenant_id": tenant, "revoked": true }),
+    ))
 }
 
 fn key_json(k: &pb::ApiKeyInfo) -> Value {

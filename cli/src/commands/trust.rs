@@ -9,105 +9,105 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use super::Context;
-use crate::cli::TrustCommand;
+use crate::cli::{TrustAddArgs, TrustCommand};
 use crate::client::remote;
 use crate::files;
 use crate::output::{Report, fields, note, table, time, time_json};
 
 pub async fn run(cx: &Context, cmd: TrustCommand) -> anyhow::Result<Report> {
     match cmd {
-        TrustCommand::Add {
-            publisher,
-            key,
-            key_id,
-            not_before,
-            not_after,
-        } => {
-            let public = resolve_key(&key)?;
-            let cp = cx.connect().await?;
-            let added = cp
-                .trust()
-                .add_key(pb::AddKeyRequest {
-                    publisher: publisher.clone(),
-                    public_key: public.to_pem(),
-                    key_id: key_id.unwrap_or_default(),
-                    not_before: not_before.map(ts),
-                    not_after: not_after.map(ts),
-                })
-                .await
-                .map_err(remote)
-                .with_context(|| format!("trusting a key for publisher {publisher}"))?
-                .into_inner();
-            Ok(Report::new(
-                format!(
-                    "trusted key {} for publisher {}\n{}",
-                    added.key_id,
-                    added.publisher,
-                    key_fields(&added)
-                ),
-                key_json(&added),
-            ))
-        }
-        TrustCommand::List { publisher } => {
-            let cp = cx.connect().await?;
-            let listed = cp
-                .trust()
-                .list_keys(pb::ListKeysRequest {
-                    publisher: publisher.unwrap_or_default(),
-                })
-                .await
-                .map_err(remote)
-                .context("listing trusted keys")?
-                .into_inner();
-            let rows: Vec<Vec<String>> = listed
-                .keys
-                .iter()
-                .map(|k| {
-                    vec![
-                        k.key_id.clone(),
-                        k.publisher.clone(),
-                        time(k.not_before.as_ref()),
-                        time(k.not_after.as_ref()),
-                        state(k),
-                    ]
-                })
-                .collect();
-            let text = if rows.is_empty() {
-                "no trusted keys\n".to_owned()
-            } else {
-                table(
-                    &["KEY ID", "PUBLISHER", "NOT BEFORE", "NOT AFTER", "STATE"],
-                    &rows,
-                )
-            };
-            Ok(Report::new(
-                text,
-                json!({
-                    "keys": listed.keys.iter().map(key_json).collect::<Vec<_>>(),
-                    "revision": listed.revision,
-                }),
-            ))
-        }
-        TrustCommand::Revoke { key_id } => {
-            let cp = cx.connect().await?;
-            let revoked = cp
-                .trust()
-                .revoke_key(pb::RevokeKeyRequest {
-                    key_id: key_id.clone(),
-                })
-                .await
-                .map_err(remote)
-                .with_context(|| format!("revoking key {key_id}"))?
-                .into_inner();
-            Ok(Report::new(
-                format!(
-                    "revoked key {} of publisher {}",
-                    revoked.key_id, revoked.publisher
-                ),
-                key_json(&revoked),
-            ))
-        }
+        TrustCommand::Add(args) => add(cx, args).await,
+        TrustCommand::List { publisher } => list(cx, publisher).await,
+        TrustCommand::Revoke { key_id } => revoke(cx, &key_id).await,
     }
+}
+
+async fn add(cx: &Context, args: TrustAddArgs) -> anyhow::Result<Report> {
+    let public = resolve_key(&args.key)?;
+    let cp = cx.connect().await?;
+    let added = cp
+        .trust()
+        .add_key(pb::AddKeyRequest {
+            publisher: args.publisher.clone(),
+            public_key: public.to_pem(),
+            key_id: args.key_id.unwrap_or_default(),
+            not_before: args.not_before.map(ts),
+            not_after: args.not_after.map(ts),
+        })
+        .await
+        .map_err(remote)
+        .with_context(|| format!("trusting a key for publisher {}", args.publisher))?
+        .into_inner();
+    Ok(Report::new(
+        format!(
+            "trusted key {} for publisher {}\n{}",
+            added.key_id,
+            added.publisher,
+            key_fields(&added)
+        ),
+        key_json(&added),
+    ))
+}
+
+async fn list(cx: &Context, publisher: Option<String>) -> anyhow::Result<Report> {
+    let cp = cx.connect().await?;
+    let listed = cp
+        .trust()
+        .list_keys(pb::ListKeysRequest {
+            publisher: publisher.unwrap_or_default(),
+        })
+        .await
+        .map_err(remote)
+        .context("listing trusted keys")?
+        .into_inner();
+    let rows: Vec<Vec<String>> = listed
+        .keys
+        .iter()
+        .map(|k| {
+            vec![
+                k.key_id.clone(),
+                k.publisher.clone(),
+                time(k.not_before.as_ref()),
+                time(k.not_after.as_ref()),
+                state(k),
+            ]
+        })
+        .collect();
+    let text = if rows.is_empty() {
+        "no trusted keys\n".to_owned()
+    } else {
+        table(
+            &["KEY ID", "PUBLISHER", "NOT BEFORE", "NOT AFTER", "STATE"],
+            &rows,
+        )
+    };
+    Ok(Report::new(
+        text,
+        json!({
+            "keys": listed.keys.iter().map(key_json).collect::<Vec<_>>(),
+            "revision": listed.revision,
+        }),
+    ))
+}
+
+async fn revoke(cx: &Context, key_id: &str) -> anyhow::Result<Report> {
+    let cp = cx.connect().await?;
+    let revoked = cp
+        .trust()
+        .revoke_key(pb::RevokeKeyRequest {
+            key_id: key_id.to_owned(),
+        })
+        .await
+        .map_err(remote)
+        .with_context(|| format!("revoking key {key_id}"))?
+        .into_inner();
+    Ok(Report::new(
+        format!(
+            "revoked key {} of publisher {}",
+            revoked.key_id, revoked.publisher
+        ),
+        key_json(&revoked),
+    ))
 }
 
 /// `--key`: a file (SPKI PEM, base64, or a private key whose public half is taken) or the

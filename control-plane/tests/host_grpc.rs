@@ -1,0 +1,449 @@
+//! Host services over real mTLS: a worker presenting an execution grant
+//! reaches exactly its install's storage and secrets, log events reach the
+//! tenant's watchers, workers join the routing snapshot, and API keys and
+//! audit rows work for edges.
+
+mod support;
+
+use annex_bundle::signing::KeyPair;
+use annex_ops::Role;
+use annex_proto::{ErrorCode, pb};
+use support::{TestServer, code, sign, valid_bundle};
+use tonic::transport::Channel;
+
+const PUB: &str = "acme";
+
+/// A server with `acme.app` installed for `tenants`, each with the given
+/// capabilities declared by the version; returns the grants by tenant.
+async fn installed(caps: &[&str], tenants: &[&str]) -> (TestServer, Vec<pb::ResolvedInstall>) {
+    let server = TestServer::start().await;
+    let key = KeyPair::generate();
+    server.trust_key(PUB, &key).await;
+    let manifest = serde_json::json!({
+        "name": "app", "publisher": PUB, "version": "1.0.0", "runtime": "wasm-js@1",
+        "capabilities": caps,
+        "api": {"endpoints": [{"method": "GET", "path": "/status", "handler": "h"}]}
+    });
+    let bytes = support::tar_zst(&[
+        (
+            "manifest.json",
+            &serde_json::to_vec(&manifest).expect("json"),
+        ),
+        ("dist/main.wasm", support::EMPTY_COMPONENT),
+    ]);
+    server
+        .publish(&bytes, &sign(&key, &bytes, PUB, "app", "1.0.0"))
+        .await
+        .expect("publish");
+    let mut resolved = Vec::new();
+    for tenant in tenants {
+        server
+            .installs(Role::Operator)
+            .await
+            .install(pb::InstallRequest {
+                tenant_id: tenant.to_string(),
+                extension: "acme.app".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("install");
+        resolved.push(
+            server
+                .installs(Role::Edge)
+                .await
+                .resolve(pb::ResolveRequest {
+                    tenant_id: tenant.to_string(),
+                    extension: "acme.app".into(),
+                })
+                .await
+                .expect("resolve")
+                .into_inner(),
+        );
+    }
+    (server, resolved)
+}
+
+async fn host(server: &TestServer) -> pb::host_services_client::HostServicesClient<Channel> {
+    pb::host_services_client::HostServicesClient::new(server.channel(Role::Worker).await)
+}
+
+fn put(
+    grant: &str,
+    ns: &str,
+    key: &str,
+    value: &[u8],
+    if_revision: Option<u64>,
+) -> pb::StoragePutRequest {
+    pb::StoragePutRequest {
+        grant: grant.into(),
+        namespace: ns.into(),
+        key: key.into(),
+        value: value.to_vec(),
+        if_revision,
+        ttl_seconds: None,
+    }
+}
+
+#[tokio::test]
+async fn storage_is_scoped_to_the_grants_install_with_revisions_and_a_working_cursor() {
+    let (server, resolved) = installed(&["cap:storage.kv"], &["tenant-a", "tenant-b"]).await;
+    let (a, b) = (&resolved[0].execution_grant, &resolved[1].execution_grant);
+    assert!(!a.is_empty());
+    let mut host = host(&server).await;
+
+    let first = host
+        .storage_put(put(a, "ns", "k1", b"one", None))
+        .await
+        .expect("put")
+        .into_inner();
+    assert_eq!(first.revision, 1);
+    let second = host
+        .storage_put(put(a, "ns", "k1", b"two", Some(1)))
+        .await
+        .expect("cas")
+        .into_inner();
+    assert_eq!(second.revision, 2);
+    let stale = host
+        .storage_put(put(a, "ns", "k1", b"three", Some(1)))
+        .await
+        .expect_err("stale revision");
+    assert_eq!(code(&stale), ErrorCode::RevisionMismatch);
+    let got = host
+        .storage_get(pb::StorageGetRequest {
+            grant: a.clone(),
+            namespace: "ns".into(),
+            key: "k1".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .record
+        .expect("record");
+    assert_eq!(got.value, b"two");
+    assert_eq!(got.metadata_json, r#"{"encoding":"base64-bytes"}"#);
+
+    // Tenant B's grant sees nothing of tenant A's.
+    let miss = host
+        .storage_get(pb::StorageGetRequest {
+            grant: b.clone(),
+            namespace: "ns".into(),
+            key: "k1".into(),
+        })
+        .await
+        .expect_err("another install's key");
+    assert_eq!(code(&miss), ErrorCode::NotFound);
+
+    // Pages of 2 over 5 keys, following the returned cursor.
+    for i in 2..=5 {
+        host.storage_put(put(a, "ns", &format!("k{i}"), b"v", None))
+            .await
+            .expect("put");
+    }
+    let mut keys = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = host
+            .storage_list(pb::StorageListRequest {
+                grant: a.clone(),
+                namespace: "ns".into(),
+                cursor: cursor.clone(),
+                limit: 2,
+                key_prefix: String::new(),
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        keys.extend(page.records.iter().map(|r| r.key.clone()));
+        if page.next_cursor.is_empty() {
+            break;
+        }
+        cursor = page.next_cursor;
+    }
+    assert_eq!(keys, ["k1", "k2", "k3", "k4", "k5"]);
+
+    let deleted = host
+        .storage_delete(pb::StorageDeleteRequest {
+            grant: a.clone(),
+            namespace: "ns".into(),
+            key: "k1".into(),
+            if_revision: None,
+        })
+        .await
+        .expect("delete")
+        .into_inner();
+    assert!(deleted.deleted);
+
+    // Tampered or foreign grants are refused.
+    let mut forged = a.clone();
+    forged.pop();
+    let status = host
+        .storage_put(put(&forged, "ns", "x", b"v", None))
+        .await
+        .expect_err("forged grant");
+    assert_eq!(code(&status), ErrorCode::GrantInvalid);
+    // An edge certificate cannot call host services as a worker.
+    let mut edge =
+        pb::host_services_client::HostServicesClient::new(server.channel(Role::Edge).await);
+    let status = edge
+        .storage_put(put(a, "ns", "x", b"v", None))
+        .await
+        .expect_err("edge role");
+    assert_eq!(code(&status), ErrorCode::PermissionDenied);
+}
+
+#[tokio::test]
+async fn grants_carry_only_the_installs_capabilities() {
+    let (server, resolved) = installed(&[], &["t"]).await;
+    let grant = &resolved[0].execution_grant;
+    let mut host = host(&server).await;
+    let status = host
+        .storage_put(put(grant, "ns", "k", b"v", None))
+        .await
+        .expect_err("no cap:storage.kv");
+    assert_eq!(code(&status), ErrorCode::PermissionDenied);
+    let status = host
+        .get_secrets(pb::GetSecretsRequest {
+            grant: grant.clone(),
+        })
+        .await
+        .expect_err("no cap:secrets.get");
+    assert_eq!(code(&status), ErrorCode::PermissionDenied);
+}
+
+#[tokio::test]
+async fn secrets_reach_the_worker_opened_and_disabled_installs_lose_access() {
+    let (server, resolved) = installed(&["cap:secrets.get", "cap:storage.kv"], &["t"]).await;
+    let grant = resolved[0].execution_grant.clone();
+    let mut ops = server.installs(Role::Operator).await;
+    ops.set_secrets(pb::SetSecretsRequest {
+        install: Some(pb::InstallRef {
+            tenant_id: "t".into(),
+            extension: "acme.app".into(),
+        }),
+        secrets: [("api_key".to_string(), "k-1".to_string())].into(),
+        clear: false,
+        expires_at: None,
+    })
+    .await
+    .expect("set secrets");
+    let mut host = host(&server).await;
+    let secrets = host
+        .get_secrets(pb::GetSecretsRequest {
+            grant: grant.clone(),
+        })
+        .await
+        .expect("secrets")
+        .into_inner();
+    assert_eq!(
+        secrets.values.get("api_key").map(String::as_str),
+        Some("k-1")
+    );
+    assert!(!secrets.version.is_empty());
+
+    ops.disable(pb::InstallRef {
+        tenant_id: "t".into(),
+        extension: "acme.app".into(),
+    })
+    .await
+    .expect("disable");
+    let status = host
+        .get_secrets(pb::GetSecretsRequest {
+            grant: grant.clone(),
+        })
+        .await
+        .expect_err("disabled");
+    assert_eq!(code(&status), ErrorCode::InstallNotFound);
+    let status = host
+        .storage_put(put(&grant, "ns", "k", b"v", None))
+        .await
+        .expect_err("disabled");
+    assert_eq!(code(&status), ErrorCode::GrantInvalid);
+}
+
+#[tokio::test]
+async fn log_events_reach_only_their_tenants_watchers() {
+    let (server, resolved) = installed(&[], &["t1"]).await;
+    let ext = resolved[0]
+        .install
+        .as_ref()
+        .expect("install")
+        .registry_id
+        .clone();
+    let mut watcher =
+        pb::host_services_client::HostServicesClient::new(server.channel(Role::Edge).await)
+            .watch_logs(pb::WatchLogsRequest {
+                tenant_id: "t1".into(),
+                extension_id: ext.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+    let event = |tenant: &str, message: &str| pb::LogEvent {
+        tenant_id: tenant.into(),
+        extension_id: ext.clone(),
+        level: "info".into(),
+        stream: "log".into(),
+        message: message.into(),
+        ..Default::default()
+    };
+    let mut host = host(&server).await;
+    // The watch is registered once the call returns; publish after it.
+    host.publish_logs(pb::LogBatch {
+        events: vec![event("t2", "other tenant"), event("t1", "hello")],
+    })
+    .await
+    .expect("publish");
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), watcher.message())
+        .await
+        .expect("an event within the deadline")
+        .expect("stream")
+        .expect("event");
+    assert_eq!(got.message, "hello");
+    assert_eq!(got.tenant_id, "t1");
+}
+
+#[tokio::test]
+async fn registered_workers_appear_in_the_routing_snapshot_until_they_drain() {
+    let server = TestServer::start().await;
+    let mut fleet = pb::fleet_client::FleetClient::new(server.channel(Role::Worker).await);
+    fleet
+        .register(pb::RegisterWorkerRequest {
+            worker_id: "w1".into(),
+            address: "127.0.0.1:7001".into(),
+            capacity: 8,
+            engine_hash: "e".into(),
+        })
+        .await
+        .expect("register");
+    let mut routes = pb::dispatch_client::DispatchClient::new(server.channel(Role::Edge).await)
+        .watch_routes(pb::WatchRoutesRequest {
+            edge_id: "edge-1".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let snapshot = |u: pb::RoutingUpdate| match u.update {
+        Some(pb::routing_update::Update::Snapshot(s)) => Some(s),
+        _ => None,
+    };
+    let first = loop {
+        let update = routes.message().await.expect("stream").expect("update");
+        if let Some(s) = snapshot(update) {
+            break s;
+        }
+    };
+    assert_eq!(first.workers.len(), 1);
+    assert_eq!(first.workers[0].address, "127.0.0.1:7001");
+
+    // The worker says it is draining: it leaves the snapshot.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let _commands = fleet
+        .heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("heartbeat stream");
+    tx.send(pb::WorkerHeartbeat {
+        worker_id: "w1".into(),
+        capacity: 8,
+        draining: true,
+        ..Default::default()
+    })
+    .await
+    .expect("send");
+    let drained = loop {
+        let update = tokio::time::timeout(std::time::Duration::from_secs(10), routes.message())
+            .await
+            .expect("a new snapshot within the deadline")
+            .expect("stream")
+            .expect("update");
+        if let Some(s) = snapshot(update) {
+            break s;
+        }
+    };
+    assert!(drained.workers.is_empty());
+
+    // An edge cannot register as a worker.
+    let status = pb::fleet_client::FleetClient::new(server.channel(Role::Edge).await)
+        .register(pb::RegisterWorkerRequest {
+            worker_id: "x".into(),
+            address: "127.0.0.1:1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("edge role");
+    assert_eq!(code(&status), ErrorCode::PermissionDenied);
+}
+
+#[tokio::test]
+async fn api_keys_authenticate_until_revoked_and_audit_rows_are_stored() {
+    let (server, resolved) = installed(&[], &["t"]).await;
+    let install = resolved[0].install.clone().expect("install");
+    let mut ops = server.installs(Role::Operator).await;
+    let created = ops
+        .create_api_key(pb::CreateApiKeyRequest {
+            tenant_id: "t".into(),
+            name: "ci".into(),
+            permissions: vec!["extension:read".into()],
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    assert!(created.secret.starts_with("annex_"));
+    let mut dispatch = pb::dispatch_client::DispatchClient::new(server.channel(Role::Edge).await);
+    let principal = dispatch
+        .authenticate_api_key(pb::AuthenticateApiKeyRequest {
+            secret: created.secret.clone(),
+        })
+        .await
+        .expect("authenticate")
+        .into_inner();
+    assert_eq!(principal.tenant_id, "t");
+    assert_eq!(principal.permissions, ["extension:read"]);
+    let mut wrong = created.secret.clone();
+    wrong.push('x');
+    let status = dispatch
+        .authenticate_api_key(pb::AuthenticateApiKeyRequest { secret: wrong })
+        .await
+        .expect_err("wrong secret");
+    assert_eq!(code(&status), ErrorCode::Unauthenticated);
+    let key_id = created.key.expect("key").id;
+    ops.revoke_api_key(pb::RevokeApiKeyRequest {
+        tenant_id: "t".into(),
+        id: key_id,
+    })
+    .await
+    .expect("revoke");
+    let status = dispatch
+        .authenticate_api_key(pb::AuthenticateApiKeyRequest {
+            secret: created.secret,
+        })
+        .await
+        .expect_err("revoked");
+    assert_eq!(code(&status), ErrorCode::Unauthenticated);
+
+    let now = chrono::Utc::now().timestamp_millis();
+    dispatch
+        .record_executions(pb::ExecutionRecords {
+            records: vec![pb::ExecutionRecord {
+                tenant_id: "t".into(),
+                registry_id: install.registry_id.clone(),
+                version_id: install.version_id.clone(),
+                request_id: "r-1".into(),
+                started_at_ms: now,
+                finished_at_ms: now + 3,
+                status: "ok".into(),
+                metrics_json: r#"{"method":"GET","path":"/status","http_status":200}"#.into(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect("record");
+    let rows = server
+        .store
+        .list_executions("t", install.registry_id.parse().expect("uuid"), 10)
+        .await
+        .expect("list");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].request_id.as_deref(), Some("r-1"));
+    assert_eq!(rows[0].metrics["http_status"], 200);
+}
