@@ -101,7 +101,7 @@ impl ControlPlane {
     }
 
     /// The grant's install, if it is still active.
-    async fn granted_install(&self, grant: &Grant) -> Result<InstallView, AnnexError> {
+    pub(crate) async fn granted_install(&self, grant: &Grant) -> Result<InstallView, AnnexError> {
         let view = self
             .store
             .find_install(&grant.tenant, &ExtensionSelector::Id(grant.install))
@@ -217,36 +217,6 @@ impl ControlPlane {
         Ok(relay(request).await)
     }
 
-    /// The declared endpoints of the grant's installed version.
-    pub async fn grant_endpoints(
-        &self,
-        token: &str,
-    ) -> Result<Vec<annex_proto::pb::EndpointInfo>, AnnexError> {
-        let grant = self.authorize(token, "cap:scheduler.manage")?;
-        let view = self.granted_install(&grant).await?;
-        Ok(view
-            .version
-            .endpoints
-            .iter()
-            .map(|e| annex_proto::pb::EndpointInfo {
-                id: endpoint_id(view.version.id, &e.method, &e.path),
-                method: e.method.clone(),
-                path: e.path.clone(),
-                handler: e.handler.clone(),
-                // Alga: only GET or POST without path parameters can be scheduled.
-                schedulable: (e.method == "GET" || e.method == "POST") && !e.path.contains(':'),
-            })
-            .collect())
-    }
-
-    /// The scheduler's host API answers once schedules are stored (fleet work).
-    pub fn scheduler_unavailable(&self) -> AnnexError {
-        AnnexError::new(
-            ErrorCode::Unavailable,
-            "the scheduler is not available on this control plane yet",
-        )
-    }
-
     /// Fans guest logs out to debug-stream watchers (this replica's).
     pub fn publish_logs(&self, events: Vec<LogEvent>) {
         for event in events {
@@ -254,17 +224,6 @@ impl ControlPlane {
             let _ = self.logs.send(event);
         }
     }
-}
-
-/// A stable id for an endpoint of a version (UUID v5-like, from a hash).
-pub fn endpoint_id(version: uuid::Uuid, method: &str, path: &str) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(format!("{version} {method} {path}").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .to_string()
 }
 
 /// Base URL without a trailing `/` or one trailing `/api` (as Alga's runner).

@@ -97,15 +97,17 @@ impl ControlPlane {
         tenant: &TenantId,
         extension: &str,
         version: &str,
-        _disable_missing_schedules: bool,
+        disable_missing_schedules: bool,
     ) -> Result<InstallView, AnnexError> {
         let current = self.view(tenant, extension).await?;
         let target = self
             .find_version(&current.extension.id.to_string(), version)
             .await?;
         self.verify_version(&target).await?;
-        // Schedules are remapped here once the scheduler stores them (the
-        // fleet issue); until then an install has none to orphan.
+        // Decided before anything is written: a refused remap leaves the install as it was.
+        let remaps = self
+            .plan_schedule_remap(&current, &target, disable_missing_schedules)
+            .await?;
         let row = self
             .store
             .set_install_version(
@@ -113,6 +115,9 @@ impl ControlPlane {
                 target.id,
                 annex_bundle::capability::granted(&target.capabilities),
             )
+            .await?;
+        self.store
+            .remap_schedules(&row.tenant_id, row.id, remaps)
             .await?;
         tracing::info!(
             tenant = %tenant, install = %row.id, from = %current.version.version,

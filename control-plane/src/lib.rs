@@ -19,6 +19,7 @@ pub mod installs;
 pub mod metrics;
 pub mod postgres_local;
 pub mod registry;
+pub mod scheduler;
 pub mod seal;
 pub mod server;
 pub mod storage;
@@ -52,6 +53,8 @@ pub struct ControlPlane {
         Arc<parking_lot::Mutex<std::collections::HashMap<String, tonic::transport::Channel>>>,
     /// Commands for connected workers (prewarm, trust changes).
     pub fleet_commands: tokio::sync::broadcast::Sender<annex_proto::pb::FleetCommand>,
+    /// Recent schedule mutations per install, for the scheduler's rate limit.
+    schedule_mutations: Arc<scheduler::MutationLimiter>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -72,6 +75,8 @@ pub struct Limits {
     /// Hosts installs may be allowed to reach; an install's own list must fit
     /// inside it. `*` admits any host (not recommended in production).
     pub platform_egress_allowlist: Vec<String>,
+    /// The scheduler host API's quota and mutation rate (Alga's: 50, 10 per 60 s).
+    pub scheduler: scheduler::SchedulerLimits,
 }
 
 impl Default for Limits {
@@ -80,6 +85,7 @@ impl Default for Limits {
             max_bundle_bytes: 200 * 1024 * 1024,
             unpack: annex_bundle::archive::Limits::default(),
             platform_egress_allowlist: Vec::new(),
+            scheduler: scheduler::SchedulerLimits::default(),
         }
     }
 }
@@ -98,6 +104,7 @@ impl ControlPlane {
             worker_tls: None,
             worker_channels: Arc::default(),
             fleet_commands,
+            schedule_mutations: Arc::default(),
             logs,
             host_app: host::HostAppConfig::new(),
             http,

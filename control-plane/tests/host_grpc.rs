@@ -8,7 +8,7 @@ mod support;
 use annex_bundle::signing::KeyPair;
 use annex_ops::Role;
 use annex_proto::{ErrorCode, pb};
-use support::{TestServer, code, sign, valid_bundle};
+use support::{TestServer, code, sign};
 use tonic::transport::Channel;
 
 const PUB: &str = "acme";

@@ -25,7 +25,12 @@ pub enum ExecuteError {
 /// Attempts made per execution (the first try and one retry).
 const ATTEMPTS: usize = 2;
 
-/// Runs `req` on a worker placed for its content hash within `timeout`.
+/// Extra wall time past the guest's own timeout, so a worker's clean
+/// `OUTCOME_TIMEOUT` answer arrives before the edge gives up on the call.
+const DEADLINE_GRACE: Duration = Duration::from_millis(500);
+
+/// Runs `req` on a worker placed for its content hash: `timeout` is the
+/// guest's limit, the call's deadline is a little later.
 /// Returns the answer and whether a retry was needed.
 pub async fn execute(
     routes: &Routes,
@@ -41,6 +46,7 @@ pub async fn execute(
     if candidates.is_empty() {
         return Err(ExecuteError::NoWorkers);
     }
+    let deadline = timeout + DEADLINE_GRACE;
     let attempts = async {
         let mut last = String::new();
         for (i, target) in candidates.iter().take(ATTEMPTS).enumerate() {
@@ -48,14 +54,21 @@ pub async fn execute(
                 ExecuteError::Failed(format!("worker address {}: {e}", target.address))
             })?;
             let mut request = tonic::Request::new(req.clone());
-            request.set_timeout(timeout);
+            request.set_timeout(deadline);
             match client.execute(request).await {
                 Ok(r) => return Ok((r.into_inner(), i > 0)),
                 Err(s) if s.code() == tonic::Code::Unavailable => {
                     tracing::debug!(worker = %target.id, message = s.message(), "worker unavailable; trying another");
                     last = format!("worker {} unavailable: {}", target.id, s.message());
                 }
-                Err(s) if s.code() == tonic::Code::DeadlineExceeded => {
+                // The server side of the deadline: tonic answers CANCELLED
+                // when the grpc-timeout it was sent expires.
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                    ) =>
+                {
                     return Err(ExecuteError::Timeout);
                 }
                 Err(s) => {
@@ -70,7 +83,7 @@ pub async fn execute(
         }
         Err(ExecuteError::Failed(last))
     };
-    match tokio::time::timeout(timeout, attempts).await {
+    match tokio::time::timeout(deadline, attempts).await {
         Ok(result) => result,
         Err(_) => Err(ExecuteError::Timeout),
     }

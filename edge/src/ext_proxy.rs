@@ -76,26 +76,24 @@ pub fn apply_override(
     let mut effective = method.to_owned();
     if method == "POST" {
         let mut wanted = from_query;
-        if let Some(bytes) = body.as_ref() {
-            if let Ok(serde_json::Value::Object(mut obj)) =
+        if let Some(bytes) = body.as_ref()
+            && let Ok(serde_json::Value::Object(mut obj)) =
                 serde_json::from_slice::<serde_json::Value>(bytes)
-            {
-                if let Some(field) = obj.remove("__method") {
-                    if wanted.is_none() {
-                        wanted = field.as_str().map(str::to_owned);
-                    }
-                    body = if obj.is_empty() {
-                        None
-                    } else {
-                        serde_json::to_vec(&serde_json::Value::Object(obj)).ok()
-                    };
-                }
+            && let Some(field) = obj.remove("__method")
+        {
+            if wanted.is_none() {
+                wanted = field.as_str().map(str::to_owned);
             }
+            body = if obj.is_empty() {
+                None
+            } else {
+                serde_json::to_vec(&serde_json::Value::Object(obj)).ok()
+            };
         }
-        if let Some(m) = wanted.map(|m| m.trim().to_ascii_uppercase()) {
-            if OVERRIDABLE.contains(&m.as_str()) {
-                effective = m;
-            }
+        if let Some(m) = wanted.map(|m| m.trim().to_ascii_uppercase())
+            && OVERRIDABLE.contains(&m.as_str())
+        {
+            effective = m;
         }
     }
     if effective == "GET" {

@@ -187,10 +187,8 @@ async fn file_response(
         h.insert(header::ETAG, v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
-    if html {
-        if let Ok(v) = HeaderValue::from_str(&state.ui_policy.csp) {
-            h.insert(header::CONTENT_SECURITY_POLICY, v);
-        }
+    if html && let Ok(v) = HeaderValue::from_str(&state.ui_policy.csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
     }
     if if_none_match(headers, &etag) {
         return (StatusCode::NOT_MODIFIED, h).into_response();
@@ -251,10 +249,10 @@ pub fn sanitize(path: &str) -> Option<String> {
         if last.ends_with('.') {
             return None;
         }
-        if let Some((_, ext)) = last.rsplit_once('.') {
-            if !EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext)) {
-                return None;
-            }
+        if let Some((_, ext)) = last.rsplit_once('.')
+            && !EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext))
+        {
+            return None;
         }
     }
     Some(segments.join("/"))

@@ -46,10 +46,10 @@ pub async fn authenticate(state: &EdgeState, headers: &HeaderMap) -> Result<Prin
             AuthError::Unavailable => ApiError::POLICY_UNAVAILABLE,
         })?;
     for name in ["x-alga-tenant", "x-tenant-id"] {
-        if let Some(v) = headers.get(name) {
-            if v.to_str().ok().map(str::trim) != Some(principal.tenant.as_str()) {
-                return Err(ApiError::TENANT_MISMATCH);
-            }
+        if let Some(v) = headers.get(name)
+            && v.to_str().ok().map(str::trim) != Some(principal.tenant.as_str())
+        {
+            return Err(ApiError::TENANT_MISMATCH);
         }
     }
     Ok(principal)
@@ -211,10 +211,10 @@ pub async fn admit(
 /// everyone else needs `extension:read` for GET/HEAD, `extension:write`
 /// otherwise.
 fn allowed(principal: &Principal, install: &Install, method: &str) -> bool {
-    if let PrincipalKind::User(u) = &principal.kind {
-        if u.user_type == UserType::Client {
-            return install.client_portal_label.is_some() && u.client_id.is_some();
-        }
+    if let PrincipalKind::User(u) = &principal.kind
+        && u.user_type == UserType::Client
+    {
+        return install.client_portal_label.is_some() && u.client_id.is_some();
     }
     if matches!(method, "GET" | "HEAD") {
         principal.permissions.read

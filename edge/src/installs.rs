@@ -137,10 +137,10 @@ impl InstallCache {
         extension: &str,
     ) -> Result<Arc<Install>, ResolveError> {
         let key = (tenant.to_owned(), extension.to_ascii_lowercase());
-        if let Some(e) = self.entries.lock().get(&key) {
-            if e.expires > Instant::now() {
-                return e.value.clone().ok_or(ResolveError::NotFound);
-            }
+        if let Some(e) = self.entries.lock().get(&key)
+            && e.expires > Instant::now()
+        {
+            return e.value.clone().ok_or(ResolveError::NotFound);
         }
         let generation = self.generation.load(Ordering::SeqCst);
         let answer = self

@@ -70,7 +70,7 @@ impl RateLimiter {
             bucket.tokens -= 1.0;
             Ok(())
         } else if rate <= 0.0 {
-            Err(u64::MAX.min(3600))
+            Err(3600)
         } else {
             let wait = Duration::from_secs_f64((1.0 - bucket.tokens) / rate);
             Err(wait.as_secs_f64().ceil().max(1.0) as u64)

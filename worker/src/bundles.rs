@@ -266,6 +266,14 @@ impl GrpcTrust {
     }
 }
 
+impl GrpcTrust {
+    /// Forgets the cached keys: the next load lists them again (the control
+    /// plane announces trust changes on the fleet stream).
+    pub async fn invalidate(&self) {
+        *self.cached.lock().await = None;
+    }
+}
+
 /// Converts `Trust.ListKeys` keys; keys that do not parse are skipped.
 pub fn trust_from_pb(keys: Vec<pb::PublisherKey>) -> TrustBundle {
     TrustBundle {

@@ -26,9 +26,10 @@ use tokio::sync::OnceCell;
 use wasmtime::component::{Component, Linker};
 
 use crate::bindings::RunnerV2Pre;
-use crate::bundles::SignatureRecord;
+use crate::bundles::{BundleError, SignatureRecord};
 use crate::engine::WasmEngine;
 use crate::host::HostState;
+use annex_bundle::TrustBundle;
 
 /// Where a component came from on this call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,28 @@ impl LoadSource {
 pub struct Compiled {
     pub hash: ContentHash,
     pub pre: RunnerV2Pre<HostState>,
+    /// The signed identity, checked again whenever the trust keys change.
+    pub signature: SignatureRecord,
+    /// The trust keys the signature last verified against.
+    verified_with: Mutex<Option<Arc<TrustBundle>>>,
+}
+
+impl Compiled {
+    /// Re-verifies the signature if `trust` is not the bundle it was last
+    /// verified with (one Ed25519 check per trust change, none otherwise).
+    pub fn ensure_trusted(&self, trust: &Arc<TrustBundle>) -> Result<(), BundleError> {
+        if self
+            .verified_with
+            .lock()
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(t, trust))
+        {
+            return Ok(());
+        }
+        crate::bundles::verify_signature(&self.hash, &self.signature, trust)?;
+        *self.verified_with.lock() = Some(trust.clone());
+        Ok(())
+    }
 }
 
 /// Why a component could not be made ready.
@@ -116,6 +139,11 @@ impl ComponentCache {
             .collect()
     }
 
+    /// Forgets `hash` in memory (its signature stopped verifying).
+    pub fn evict(&self, hash: &ContentHash) {
+        self.memory.lock().pop(hash);
+    }
+
     /// A memory hit, without loading anything.
     pub fn get_memory(&self, hash: &ContentHash) -> Option<Arc<Compiled>> {
         self.memory.lock().get(hash).cloned()
@@ -172,8 +200,8 @@ impl ComponentCache {
         LF: Future<Output = Result<Verified, CacheError>>,
         R: AsyncFnOnce(&SignatureRecord) -> Result<(), CacheError>,
     {
-        if let Some(component) = self.load_from_disk(hash, recheck).await? {
-            return Ok((self.prepare(hash, component)?, LoadSource::Disk));
+        if let Some((component, record)) = self.load_from_disk(hash, recheck).await? {
+            return Ok((self.prepare(hash, component, record)?, LoadSource::Disk));
         }
         let verified = load().await?;
         let engine = self.engine.clone();
@@ -184,7 +212,7 @@ impl ComponentCache {
                 .map_err(|e| CacheError::Compile(format!("compile task failed: {e}")))?
                 .map_err(|e| CacheError::Compile(format!("{e:#}")))?;
         self.compiles.fetch_add(1, Ordering::Relaxed);
-        let compiled = self.prepare(hash, component.clone())?;
+        let compiled = self.prepare(hash, component.clone(), verified.signature.clone())?;
         self.store_on_disk(hash, component, verified.signature)
             .await;
         Ok((compiled, LoadSource::Compiled))
@@ -194,6 +222,7 @@ impl ComponentCache {
         &self,
         hash: &ContentHash,
         component: Component,
+        signature: SignatureRecord,
     ) -> Result<Arc<Compiled>, CacheError> {
         let pre = self
             .linker
@@ -203,6 +232,8 @@ impl ComponentCache {
         Ok(Arc::new(Compiled {
             hash: hash.clone(),
             pre,
+            signature,
+            verified_with: Mutex::new(None),
         }))
     }
 
@@ -224,7 +255,7 @@ impl ComponentCache {
         &self,
         hash: &ContentHash,
         recheck: R,
-    ) -> Result<Option<Component>, CacheError>
+    ) -> Result<Option<(Component, SignatureRecord)>, CacheError>
     where
         R: AsyncFnOnce(&SignatureRecord) -> Result<(), CacheError>,
     {
@@ -254,7 +285,7 @@ impl ComponentCache {
             .await
             .map_err(|e| CacheError::Compile(format!("load task failed: {e}")))?;
         match loaded {
-            Ok(component) => Ok(Some(component)),
+            Ok(component) => Ok(Some((component, record))),
             Err(error) => {
                 tracing::warn!(%error, hash = %hash, "discarding unreadable cached artifact");
                 let _ = tokio::fs::remove_file(&path).await;

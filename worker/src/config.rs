@@ -31,6 +31,10 @@ pub struct Config {
     /// and host services are unavailable.
     #[arg(long, env = "ANNEX_WORKER_CONTROL_PLANE_URL")]
     pub control_plane_url: Option<String>,
+    /// Address registered with the control plane for edges to reach this
+    /// worker (default: `https://` + the gRPC listen address).
+    #[arg(long, env = "ANNEX_WORKER_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
     /// Name the control plane's certificate is checked against.
     #[arg(
         long,

@@ -178,6 +178,11 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || o[0] >= 240)
 }
 
+/// A connected stream, plain or TLS.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// The outbound HTTP client shared by every execution on the worker.
 pub struct EgressClient {
     config: EgressConfig,
@@ -225,16 +230,47 @@ impl EgressClient {
         let port = url
             .port_or_known_default()
             .ok_or_else(|| EgressError::InvalidUrl("no port".into()))?;
-        let how = allowlist
-            .matches(&host)
-            .ok_or_else(|| EgressError::NotAllowed(host.clone()))?;
-        let target = self.resolve(&host, port, how).await?;
-        tokio::time::timeout(
-            self.config.timeout,
-            self.send(target, &url, https, &host, method, request),
-        )
+        tokio::time::timeout(self.config.timeout, async {
+            let io = self.connect(allowlist, &host, port, https).await?;
+            self.send(io, &url, &host, method, request).await
+        })
         .await
         .map_err(|_| EgressError::Transport("timed out".into()))?
+    }
+
+    pub fn config(&self) -> &EgressConfig {
+        &self.config
+    }
+
+    /// Checks `host` against `allowlist`, resolves it, refuses non-public
+    /// addresses unless the host is named exactly, and connects (with TLS
+    /// for `https`) to the address it checked.
+    pub async fn connect(
+        &self,
+        allowlist: &Allowlist,
+        host: &str,
+        port: u16,
+        https: bool,
+    ) -> Result<Box<dyn Io>, EgressError> {
+        let how = allowlist
+            .matches(host)
+            .ok_or_else(|| EgressError::NotAllowed(host.to_string()))?;
+        let target = self.resolve(host, port, how).await?;
+        let tcp = TcpStream::connect(target)
+            .await
+            .map_err(|e| EgressError::Transport(format!("connect: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        if !https {
+            return Ok(Box::new(tcp));
+        }
+        let name = rustls::pki_types::ServerName::try_from(normalise_host(host))
+            .map_err(|e| EgressError::InvalidUrl(e.to_string()))?;
+        let tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| EgressError::Transport(format!("tls: {e}")))?;
+        Ok(Box::new(tls))
     }
 
     /// Resolves `host` and picks the first permitted address.
@@ -262,17 +298,12 @@ impl EgressClient {
 
     async fn send(
         &self,
-        target: SocketAddr,
+        io: Box<dyn Io>,
         url: &url::Url,
-        https: bool,
         host: &str,
         method: http::Method,
         request: OutboundRequest,
     ) -> Result<OutboundResponse, EgressError> {
-        let tcp = TcpStream::connect(target)
-            .await
-            .map_err(|e| EgressError::Transport(format!("connect: {e}")))?;
-        let _ = tcp.set_nodelay(true);
         let path = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
@@ -294,19 +325,7 @@ impl EgressClient {
         let req = builder
             .body(body)
             .map_err(|e| EgressError::Transport(format!("invalid request: {e}")))?;
-
-        if https {
-            let name = rustls::pki_types::ServerName::try_from(normalise_host(host))
-                .map_err(|e| EgressError::InvalidUrl(e.to_string()))?;
-            let tls = self
-                .tls
-                .connect(name, tcp)
-                .await
-                .map_err(|e| EgressError::Transport(format!("tls: {e}")))?;
-            self.exchange(TokioIo::new(tls), req).await
-        } else {
-            self.exchange(TokioIo::new(tcp), req).await
-        }
+        self.exchange(TokioIo::new(io), req).await
     }
 
     async fn exchange<IO>(

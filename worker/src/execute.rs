@@ -27,6 +27,7 @@ use crate::engine::{EPOCH_TICK, WasmEngine};
 use crate::host::{CallContext, HostState, Services};
 use crate::logs::Level;
 use crate::metrics::Metrics;
+use crate::usage::{UsageLedger, Used};
 
 /// Platform defaults and ceilings for per-request limits.
 #[derive(Debug, Clone)]
@@ -125,6 +126,7 @@ pub struct Executor {
     parts: ExecutorParts,
     draining: AtomicBool,
     guests: GuestRuntime,
+    usage: UsageLedger,
 }
 
 /// The runtime guests run on, apart from the one serving gRPC: a guest that
@@ -180,11 +182,22 @@ impl Executor {
             parts,
             draining: AtomicBool::new(false),
             guests: GuestRuntime(Some(runtime)),
+            usage: UsageLedger::default(),
         })
     }
 
     pub fn worker_id(&self) -> &str {
         &self.parts.worker_id
+    }
+
+    /// The engine's compatibility hash (reported at registration).
+    pub fn engine_hash(&self) -> &str {
+        self.parts.engine.compatibility_hash()
+    }
+
+    /// Usage recorded since the last call.
+    pub fn take_usage(&self) -> Vec<pb::ExecutionUsage> {
+        self.usage.drain()
     }
 
     pub fn cache(&self) -> &ComponentCache {
@@ -249,6 +262,19 @@ impl Executor {
                 },
             )
             .await;
+        // Whatever the source, the signature must hold under the current
+        // trust keys (a revoked key stops even memory-cached components).
+        let result = match result {
+            Ok((compiled, source)) => {
+                let trust = self.parts.trust.trust().await?;
+                if let Err(e) = compiled.ensure_trusted(&trust) {
+                    self.parts.cache.evict(hash);
+                    return Err(e.into());
+                }
+                Ok((compiled, source))
+            }
+            Err(e) => Err(e),
+        };
         if let Ok((_, source)) = &result {
             self.parts
                 .metrics
@@ -380,7 +406,8 @@ impl Executor {
         // Every tick the guest yields to the runtime (a spinning guest never
         // holds a runtime thread for more than one tick) and is interrupted
         // once its wall-time budget is spent: at most one tick late.
-        let deadline = Instant::now() + parsed.timeout;
+        let guest_started = Instant::now();
+        let deadline = guest_started + parsed.timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline {
@@ -419,6 +446,16 @@ impl Executor {
             fuel_consumed,
             egress_bytes: state.egress_bytes,
         };
+        self.usage.record(
+            &state.call.tenant_id,
+            &state.call.extension_id,
+            Used {
+                wall_us: micros(guest_started.elapsed()),
+                peak_memory_bytes: usage.peak_memory_bytes,
+                egress_bytes: usage.egress_bytes,
+                fuel: usage.fuel_consumed,
+            },
+        );
         let result = classify(call, state.limiter.denied, parsed.timeout);
         let stdout = state.stdout.clone();
         let stderr = state.stderr.clone();

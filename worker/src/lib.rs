@@ -25,6 +25,7 @@ pub mod config;
 pub mod egress;
 pub mod engine;
 pub mod execute;
+pub mod fleet;
 pub mod grpc;
 pub mod host;
 pub mod logs;
@@ -32,3 +33,4 @@ pub mod metrics;
 pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod usage;

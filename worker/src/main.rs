@@ -10,6 +10,7 @@ use annex_ops::tls::TlsFiles;
 use annex_worker::backend::{GrpcHostBackend, NoHostBackend};
 use annex_worker::bundles::{DirBundleSource, GrpcBundleSource, GrpcTrust, StaticTrust};
 use annex_worker::config::Config;
+use annex_worker::fleet;
 use annex_worker::grpc::WorkerService;
 use annex_worker::metrics::Metrics;
 use annex_worker::server::{self, Sources};
@@ -35,6 +36,8 @@ async fn main() -> anyhow::Result<()> {
     .load()
     .context("loading TLS material")?;
 
+    let mut fleet_channel = None;
+    let mut grpc_trust = None;
     let sources = match &config.control_plane_url {
         Some(url) => {
             let channel = Channel::from_shared(url.clone())
@@ -42,10 +45,13 @@ async fn main() -> anyhow::Result<()> {
                 .tls_config(tls.client_config(&config.control_plane_name))
                 .context("configuring TLS to the control plane")?
                 .connect_lazy();
+            let trust = Arc::new(GrpcTrust::new(channel.clone(), TRUST_TTL));
+            fleet_channel = Some(channel.clone());
+            grpc_trust = Some(trust.clone());
             Sources {
                 backend: Arc::new(GrpcHostBackend::new(channel.clone())),
-                bundles: Arc::new(GrpcBundleSource::new(channel.clone())),
-                trust: Arc::new(GrpcTrust::new(channel, TRUST_TTL)),
+                bundles: Arc::new(GrpcBundleSource::new(channel)),
+                trust,
             }
         }
         None => {
@@ -70,6 +76,21 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("binding the admin listener")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Fleet membership: stops (with a final draining heartbeat) as soon as
+    // shutdown begins, so no new work is placed here.
+    let (fleet_stop_tx, fleet_stop_rx) = tokio::sync::watch::channel(false);
+    let fleet_task = fleet_channel.map(|channel| {
+        let membership = fleet::Membership {
+            channel,
+            executor: executor.clone(),
+            trust: grpc_trust.clone(),
+            advertise: config
+                .advertise_address
+                .clone()
+                .unwrap_or_else(|| format!("https://{}", config.grpc_listen)),
+        };
+        tokio::spawn(fleet::run(membership, fleet_stop_rx))
+    });
     let admin_task = {
         let admin = admin.clone();
         let mut rx = stop_rx.clone();
@@ -93,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutting down: draining");
         drain_admin.set_ready(false);
         drain_executor.drain();
+        let _ = fleet_stop_tx.send(true);
         // Let in-flight executions finish, up to the grace period.
         let deadline = tokio::time::Instant::now() + grace;
         while drain_executor.admission().running() > 0 && tokio::time::Instant::now() < deadline {
@@ -110,5 +132,8 @@ async fn main() -> anyhow::Result<()> {
         .context("serving gRPC")?;
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
+    if let Some(task) = fleet_task {
+        let _ = task.await;
+    }
     Ok(())
 }

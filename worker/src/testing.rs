@@ -280,6 +280,17 @@ impl HostBackend for StubBackend {
     }
 }
 
+/// Trust keys a test can replace (e.g. to revoke a key).
+#[derive(Debug)]
+pub struct SwappableTrust(pub parking_lot::Mutex<Arc<TrustBundle>>);
+
+#[async_trait::async_trait]
+impl crate::bundles::TrustSource for SwappableTrust {
+    async fn trust(&self) -> Result<Arc<TrustBundle>, crate::bundles::BundleError> {
+        Ok(self.0.lock().clone())
+    }
+}
+
 /// A worker serving on `127.0.0.1:0`, with a connected client.
 pub struct TestWorker {
     pub executor: Arc<Executor>,
@@ -302,6 +313,11 @@ impl TestWorker {
             bundles: Arc::new(publisher.bundles.clone()),
             trust: Arc::new(StaticTrust(publisher.trust.clone())),
         };
+        TestWorker::start_with(settings, sources).await
+    }
+
+    /// Starts a worker over explicit sources.
+    pub async fn start_with(settings: Settings, sources: Sources) -> TestWorker {
         let executor = server::build(&settings, sources, Metrics::unregistered())
             .unwrap_or_else(|e| panic!("build worker: {e:#}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -10,7 +10,7 @@ use annex_proto::pb::{self, host_services_server::HostServices};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::status;
+use super::{scheduler, status};
 use crate::ControlPlane;
 use crate::host::UiProxyCall;
 
@@ -107,7 +107,14 @@ impl HostServices for HostService {
         req: Request<pb::ListSchedulesRequest>,
     ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
         require(&req, WORKERS)?;
-        Err(status(self.0.scheduler_unavailable()))
+        let rows = self
+            .0
+            .list_schedules(&req.into_inner().grant)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListSchedulesResponse {
+            schedules: rows.iter().map(scheduler::info_pb).collect(),
+        }))
     }
 
     async fn get_schedule(
@@ -115,7 +122,15 @@ impl HostServices for HostService {
         req: Request<pb::GetScheduleRequest>,
     ) -> Result<Response<pb::GetScheduleResponse>, Status> {
         require(&req, WORKERS)?;
-        Err(status(self.0.scheduler_unavailable()))
+        let r = req.into_inner();
+        let row = self
+            .0
+            .get_schedule(&r.grant, &r.schedule_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::GetScheduleResponse {
+            schedule: row.as_ref().map(scheduler::info_pb),
+        }))
     }
 
     async fn create_schedule(
@@ -123,7 +138,14 @@ impl HostServices for HostService {
         req: Request<pb::CreateScheduleRequest>,
     ) -> Result<Response<pb::ScheduleMutationResult>, Status> {
         require(&req, WORKERS)?;
-        Err(status(self.0.scheduler_unavailable()))
+        let mut r = req.into_inner();
+        let grant = std::mem::take(&mut r.grant);
+        let result = self
+            .0
+            .create_schedule(&grant, scheduler::create_from_pb(r))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(scheduler::mutation_pb(result.map(Some))))
     }
 
     async fn update_schedule(
@@ -131,7 +153,17 @@ impl HostServices for HostService {
         req: Request<pb::UpdateScheduleRequest>,
     ) -> Result<Response<pb::ScheduleMutationResult>, Status> {
         require(&req, WORKERS)?;
-        Err(status(self.0.scheduler_unavailable()))
+        let mut r = req.into_inner();
+        let (grant, id) = (
+            std::mem::take(&mut r.grant),
+            std::mem::take(&mut r.schedule_id),
+        );
+        let result = self
+            .0
+            .update_schedule(&grant, &id, scheduler::changes_from_pb(r))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(scheduler::mutation_pb(result.map(|()| None))))
     }
 
     async fn delete_schedule(
@@ -139,7 +171,13 @@ impl HostServices for HostService {
         req: Request<pb::DeleteScheduleRequest>,
     ) -> Result<Response<pb::ScheduleMutationResult>, Status> {
         require(&req, WORKERS)?;
-        Err(status(self.0.scheduler_unavailable()))
+        let r = req.into_inner();
+        let result = self
+            .0
+            .delete_schedule(&r.grant, &r.schedule_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(scheduler::mutation_pb(result.map(|()| None))))
     }
 
     async fn get_endpoints(
@@ -149,10 +187,12 @@ impl HostServices for HostService {
         require(&req, WORKERS)?;
         let endpoints = self
             .0
-            .grant_endpoints(&req.into_inner().grant)
+            .schedule_endpoints(&req.into_inner().grant)
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::GetEndpointsResponse { endpoints }))
+        Ok(Response::new(pb::GetEndpointsResponse {
+            endpoints: endpoints.into_iter().map(scheduler::endpoint_pb).collect(),
+        }))
     }
 
     async fn call_host_api(

@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod host;
 pub mod installs;
 pub mod registry;
+mod scheduler;
 pub mod storage;
 pub mod trust;
 

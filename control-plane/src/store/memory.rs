@@ -44,6 +44,7 @@ struct Inner {
     trust_revision: u64,
     installs: HashMap<Uuid, InstallRow>,
     secrets: HashMap<Uuid, SecretsRow>,
+    schedules: super::memory_schedules::MemorySchedules,
 }
 
 /// `t` at the resolution of a Postgres `timestamptz`.
@@ -390,6 +391,9 @@ impl Store for MemoryStore {
     async fn delete_install(&self, install_id: Uuid) -> StoreResult<bool> {
         let mut inner = self.inner.lock();
         inner.secrets.remove(&install_id);
+        // Postgres cascades to schedules and storage rows. Lock order: inner, then runtime.
+        inner.schedules.delete_install(install_id);
+        self.runtime.delete_install(install_id);
         Ok(inner.installs.remove(&install_id).is_some())
     }
 
@@ -527,6 +531,12 @@ impl Store for MemoryStore {
         quota: super::StorageQuota,
         now: DateTime<Utc>,
     ) -> StoreResult<super::StorageRow> {
+        // Held across the put, so a concurrent delete_install cannot leave rows
+        // behind (Postgres: the foreign key).
+        let inner = self.inner.lock();
+        if !inner.installs.contains_key(&scope.install_id) {
+            return Err(StoreError::NotFound("install".into()));
+        }
         self.runtime.storage_put(scope, put, quota, now)
     }
 
@@ -554,5 +564,99 @@ impl Store for MemoryStore {
         Ok(self
             .runtime
             .storage_list(scope, namespace, after_key, prefix, limit, now))
+    }
+
+    async fn create_schedule(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        fields: super::ScheduleFields,
+        max_per_install: u64,
+    ) -> StoreResult<super::ScheduleRow> {
+        let mut inner = self.inner.lock();
+        inner.install_mut(install_id)?;
+        let now = inner.now();
+        inner
+            .schedules
+            .create(tenant_id, install_id, fields, max_per_install, now)
+    }
+
+    async fn list_schedules(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+    ) -> StoreResult<Vec<super::ScheduleRow>> {
+        Ok(self.inner.lock().schedules.list(tenant_id, install_id))
+    }
+
+    async fn get_schedule(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        id: Uuid,
+    ) -> StoreResult<Option<super::ScheduleRow>> {
+        Ok(self.inner.lock().schedules.get(tenant_id, install_id, id))
+    }
+
+    async fn update_schedule(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        id: Uuid,
+        fields: super::ScheduleFields,
+    ) -> StoreResult<super::ScheduleRow> {
+        let mut inner = self.inner.lock();
+        let now = inner.now();
+        inner
+            .schedules
+            .update(tenant_id, install_id, id, fields, now)
+    }
+
+    async fn delete_schedule(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        id: Uuid,
+    ) -> StoreResult<bool> {
+        Ok(self
+            .inner
+            .lock()
+            .schedules
+            .delete(tenant_id, install_id, id))
+    }
+
+    async fn remap_schedules(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        remaps: Vec<super::ScheduleRemap>,
+    ) -> StoreResult<()> {
+        let mut inner = self.inner.lock();
+        let now = inner.now();
+        inner.schedules.remap(tenant_id, install_id, remaps, now);
+        Ok(())
+    }
+
+    async fn claim_due_schedules(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: u32,
+    ) -> StoreResult<Vec<super::ScheduleRow>> {
+        let mut inner = self.inner.lock();
+        let Inner {
+            installs,
+            schedules,
+            ..
+        } = &mut *inner;
+        Ok(schedules.claim_due(now, lease, limit, |id| {
+            installs.get(&id).is_some_and(InstallRow::is_active)
+        }))
+    }
+
+    async fn record_schedule_run(&self, id: Uuid, run: super::ScheduleRun) -> StoreResult<bool> {
+        let mut inner = self.inner.lock();
+        let now = inner.now();
+        Ok(inner.schedules.record_run(id, run, now))
     }
 }

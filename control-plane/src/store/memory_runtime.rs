@@ -33,6 +33,12 @@ fn scope_key(scope: &StorageScope) -> ScopeKey {
     (scope.tenant_id.clone(), scope.install_id)
 }
 
+/// `t` at the resolution of a Postgres `timestamptz`: callers pass their own
+/// clock's times, which Postgres would truncate on the way in.
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
 impl Inner {
     fn expire(&mut self, scope: &StorageScope, now: DateTime<Utc>) {
         if let Some(spaces) = self.storage.get_mut(&scope_key(scope)) {
@@ -50,6 +56,19 @@ impl MemoryRuntime {
         if inner.api_keys.contains_key(&row.id) {
             return Err(StoreError::AlreadyExists(format!("api key {}", row.id)));
         }
+        // `key_hash` is unique in Postgres too.
+        if inner
+            .api_keys
+            .values()
+            .any(|k| k.secret_sha256 == row.secret_sha256)
+        {
+            return Err(StoreError::AlreadyExists(format!("api key {}", row.id)));
+        }
+        let row = ApiKeyRow {
+            created_at: micros(row.created_at),
+            revoked_at: row.revoked_at.map(micros),
+            ..row
+        };
         inner.api_keys.insert(row.id, row.clone());
         Ok(row)
     }
@@ -82,7 +101,18 @@ impl MemoryRuntime {
     }
 
     pub(super) fn record_executions(&self, rows: Vec<ExecutionRow>) {
-        self.inner.lock().executions.extend(rows);
+        let mut inner = self.inner.lock();
+        for row in rows {
+            // ON CONFLICT (id) DO NOTHING.
+            if inner.executions.iter().any(|r| r.id == row.id) {
+                continue;
+            }
+            inner.executions.push(ExecutionRow {
+                started_at: micros(row.started_at),
+                finished_at: row.finished_at.map(micros),
+                ..row
+            });
+        }
     }
 
     pub(super) fn list_executions(
@@ -99,12 +129,16 @@ impl MemoryRuntime {
             .filter(|r| r.tenant_id == tenant_id && r.registry_id == registry_id)
             .cloned()
             .collect();
-        rows.sort_by_key(|r| std::cmp::Reverse(r.started_at));
+        rows.sort_by_key(|r| std::cmp::Reverse((r.started_at, r.id)));
         rows.truncate(limit as usize);
         rows
     }
 
     pub(super) fn upsert_worker(&self, row: WorkerRow) {
+        let row = WorkerRow {
+            last_seen: micros(row.last_seen),
+            ..row
+        };
         self.inner.lock().workers.insert(row.id.clone(), row);
     }
 
@@ -116,6 +150,14 @@ impl MemoryRuntime {
             .filter(|w| w.last_seen >= since)
             .cloned()
             .collect()
+    }
+
+    /// Drops the install's storage rows (Postgres: the foreign key's cascade).
+    pub(super) fn delete_install(&self, install_id: Uuid) {
+        self.inner
+            .lock()
+            .storage
+            .retain(|(_, install), _| *install != install_id);
     }
 
     pub(super) fn storage_get(
@@ -142,6 +184,11 @@ impl MemoryRuntime {
         quota: StorageQuota,
         now: DateTime<Utc>,
     ) -> StoreResult<StorageRow> {
+        let now = micros(now);
+        let put = StoragePut {
+            ttl_expires_at: put.ttl_expires_at.map(micros),
+            ..put
+        };
         let mut inner = self.inner.lock();
         inner.expire(scope, now);
         let spaces = inner.storage.entry(scope_key(scope)).or_default();

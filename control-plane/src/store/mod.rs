@@ -15,14 +15,17 @@ use uuid::Uuid;
 
 mod memory;
 mod memory_runtime;
+mod memory_schedules;
 mod pg;
 mod runtime;
+mod schedule;
 
 pub use memory::MemoryStore;
 pub use pg::{PgStore, PgStoreConfig};
 pub use runtime::{
     ApiKeyRow, ExecutionRow, StoragePut, StorageQuota, StorageRow, StorageScope, WorkerRow,
 };
+pub use schedule::{ScheduleFields, ScheduleRemap, ScheduleRow, ScheduleRun};
 
 /// What a store operation can fail with; callers branch on these.
 #[derive(Debug, thiserror::Error)]
@@ -398,8 +401,8 @@ pub trait Store: Send + Sync + 'static {
     /// Sets `is_enabled` and `status` (`enabled`/`disabled`) together; NotFound when absent.
     async fn set_install_enabled(&self, install_id: Uuid, enabled: bool)
     -> StoreResult<InstallRow>;
-    /// Deletes the install with its config and secrets (and, in Postgres, its
-    /// schedules and storage rows); false when absent.
+    /// Deletes the install with its config, secrets, schedules and storage
+    /// rows; false when absent.
     async fn delete_install(&self, install_id: Uuid) -> StoreResult<bool>;
     /// Finds the tenant's install by install id, registry id or slug, active or
     /// not (callers check [`InstallRow::is_active`]). Another tenant's install
@@ -489,6 +492,69 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<StorageRow>>;
+
+    // ---- schedules (spec §11.2); every call but the claim is scoped to (tenant, install) ----
+    /// Inserts a schedule. QuotaExceeded when the install has `max_per_install`
+    /// already (held under concurrent creates); AlreadyExists when the name is
+    /// taken in the install; NotFound when the install is absent.
+    async fn create_schedule(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        fields: ScheduleFields,
+        max_per_install: u64,
+    ) -> StoreResult<ScheduleRow>;
+    /// Oldest first (created_at, then id).
+    async fn list_schedules(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+    ) -> StoreResult<Vec<ScheduleRow>>;
+    async fn get_schedule(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        id: Uuid,
+    ) -> StoreResult<Option<ScheduleRow>>;
+    /// Replaces the schedule's fields. NotFound when the install has no such
+    /// schedule; AlreadyExists when the name is taken by another of its schedules.
+    async fn update_schedule(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        id: Uuid,
+        fields: ScheduleFields,
+    ) -> StoreResult<ScheduleRow>;
+    /// False when the install has no such schedule.
+    async fn delete_schedule(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        id: Uuid,
+    ) -> StoreResult<bool>;
+    /// Applies an upgrade's remap in one transaction (a disabled schedule
+    /// loses its next run); entries for other installs' schedules are ignored.
+    async fn remap_schedules(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        remaps: Vec<ScheduleRemap>,
+    ) -> StoreResult<()>;
+    /// Claims up to `limit` enabled schedules of active installs that are due
+    /// (`next_run_at <= now`), earliest first, across all tenants. Each claimed
+    /// row's `next_run_at` moves to `now + lease`, so other claimers (other
+    /// replicas) skip it, and a claimer that dies before recording the run
+    /// leaves it to be claimed again after the lease. The returned rows carry
+    /// the due time they were claimed at.
+    async fn claim_due_schedules(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: u32,
+    ) -> StoreResult<Vec<ScheduleRow>>;
+    /// Records a run's outcome and the next occurrence (kept `None` when the
+    /// schedule was disabled meanwhile); false when the schedule is gone.
+    async fn record_schedule_run(&self, id: Uuid, run: ScheduleRun) -> StoreResult<bool>;
 }
 
 #[cfg(test)]

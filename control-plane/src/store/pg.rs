@@ -11,7 +11,8 @@
 //!   database's default collation is.
 //!
 //! Layout: this file owns the pool, migrations and error mapping; `registry`,
-//! `trust` and `installs` hold each area's SQL; `rows` decodes rows and JSON columns.
+//! `trust`, `installs`, `runtime` and `schedules` hold each area's SQL; `rows`
+//! decodes rows and JSON columns.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -93,6 +94,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0005_runtime_ids",
         include_str!("../../../migrations/0005_runtime_ids.sql"),
+    ),
+    (
+        "0006_schedule_endpoints",
+        include_str!("../../../migrations/0006_schedule_endpoints.sql"),
     ),
 ];
 
@@ -186,6 +191,7 @@ mod rows;
 mod installs;
 mod registry;
 mod runtime;
+mod schedules;
 mod trust;
 
 #[async_trait]
@@ -398,6 +404,74 @@ impl Store for PgStore {
         now: chrono::DateTime<chrono::Utc>,
     ) -> StoreResult<Vec<super::StorageRow>> {
         runtime::storage_list(self, scope, namespace, after_key, prefix, limit, now).await
+    }
+
+    async fn create_schedule(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        fields: super::ScheduleFields,
+        max_per_install: u64,
+    ) -> StoreResult<super::ScheduleRow> {
+        schedules::create_schedule(self, tenant_id, install_id, fields, max_per_install).await
+    }
+
+    async fn list_schedules(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+    ) -> StoreResult<Vec<super::ScheduleRow>> {
+        schedules::list_schedules(self, tenant_id, install_id).await
+    }
+
+    async fn get_schedule(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        id: Uuid,
+    ) -> StoreResult<Option<super::ScheduleRow>> {
+        schedules::get_schedule(self, tenant_id, install_id, id).await
+    }
+
+    async fn update_schedule(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        id: Uuid,
+        fields: super::ScheduleFields,
+    ) -> StoreResult<super::ScheduleRow> {
+        schedules::update_schedule(self, tenant_id, install_id, id, fields).await
+    }
+
+    async fn delete_schedule(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        id: Uuid,
+    ) -> StoreResult<bool> {
+        schedules::delete_schedule(self, tenant_id, install_id, id).await
+    }
+
+    async fn remap_schedules(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        remaps: Vec<super::ScheduleRemap>,
+    ) -> StoreResult<()> {
+        schedules::remap_schedules(self, tenant_id, install_id, remaps).await
+    }
+
+    async fn claim_due_schedules(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        lease: chrono::Duration,
+        limit: u32,
+    ) -> StoreResult<Vec<super::ScheduleRow>> {
+        schedules::claim_due_schedules(self, now, lease, limit).await
+    }
+
+    async fn record_schedule_run(&self, id: Uuid, run: super::ScheduleRun) -> StoreResult<bool> {
+        schedules::record_schedule_run(self, id, run).await
     }
 }
 

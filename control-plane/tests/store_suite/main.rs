@@ -71,6 +71,24 @@ store_suite!(
     delete_install_removes_config_and_secrets,
     installs_list_by_publisher_then_name,
     ping_answers,
+    storage_revisions_start_at_one_and_compare_and_swap,
+    storage_ttl_expires_lazily,
+    storage_list_orders_by_key_after_key_and_literal_prefix,
+    storage_quotas_count_namespaces_keys_and_bytes,
+    storage_namespace_quota_holds_under_concurrent_first_writes,
+    storage_is_scoped_to_tenant_and_install,
+    deleting_an_install_removes_its_storage,
+    api_keys_create_list_find_and_revoke_per_tenant,
+    executions_list_newest_first_per_tenant_and_extension,
+    workers_upsert_and_list_those_seen_since,
+    schedules_create_list_get_update_delete,
+    schedule_quota_and_unique_names_per_install,
+    schedule_quota_holds_under_concurrent_creates,
+    schedules_are_scoped_to_their_install,
+    schedules_go_with_their_install,
+    remap_moves_endpoints_and_disables_the_missing,
+    due_schedules_are_claimed_once_per_lease,
+    concurrent_claims_take_disjoint_schedules,
 );
 
 // ---- fixtures ----
@@ -201,8 +219,12 @@ mod installs;
 mod pg_harness;
 mod postgres_only;
 mod registry;
+mod runtime;
+mod schedules;
 mod trust;
 
 use installs::*;
 use registry::*;
+use runtime::*;
+use schedules::*;
 use trust::*;

@@ -19,12 +19,15 @@ use super::{AuthError, Permissions, Principal, PrincipalKind};
 /// Entries kept before the cache is cleared wholesale; keys are few per tenant.
 const MAX_ENTRIES: usize = 10_000;
 
+/// When a check was made and its answer (`None`: refused).
+type Cached = (Instant, Option<Principal>);
+
 #[derive(Clone)]
 pub struct ApiKeyCache {
     client: DispatchClient<Channel>,
     ttl: Duration,
     negative_ttl: Duration,
-    entries: Arc<Mutex<HashMap<[u8; 32], (Instant, Option<Principal>)>>>,
+    entries: Arc<Mutex<HashMap<[u8; 32], Cached>>>,
 }
 
 impl std::fmt::Debug for ApiKeyCache {

@@ -124,7 +124,7 @@ impl Authenticator {
     /// Authenticates the request's credentials.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
         if let Some(token) = self.session_token(headers) {
-            return self.from_session(&token);
+            return self.verify_session(&token);
         }
         if let Some(secret) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
             return self.api_keys.authenticate(secret.trim()).await;
@@ -153,7 +153,7 @@ impl Authenticator {
             .map(|(_, v)| v.trim().to_owned())
     }
 
-    fn from_session(&self, token: &str) -> Result<Principal, AuthError> {
+    fn verify_session(&self, token: &str) -> Result<Principal, AuthError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)

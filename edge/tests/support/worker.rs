@@ -31,11 +31,16 @@ pub struct ScriptedWorker {
 impl ScriptedWorker {
     pub async fn start(ca: &DevCa, id: &str) -> ScriptedWorker {
         let tls = ca.issue(Role::Worker, id).expect("worker cert");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let script = Script::default();
-        let svc = pb::worker_server::WorkerServer::new(Svc { id: id.to_owned(), script: script.clone() })
-            .max_decoding_message_size(32 * 1024 * 1024);
+        let svc = pb::worker_server::WorkerServer::new(Svc {
+            id: id.to_owned(),
+            script: script.clone(),
+        })
+        .max_decoding_message_size(32 * 1024 * 1024);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = Server::builder()
@@ -50,7 +55,12 @@ impl ScriptedWorker {
                 })
                 .await;
         });
-        ScriptedWorker { id: id.to_owned(), addr, script, stop: Some(stop) }
+        ScriptedWorker {
+            id: id.to_owned(),
+            addr,
+            script,
+            stop: Some(stop),
+        }
     }
 
     pub fn calls(&self) -> Vec<pb::ExecuteRequest> {
@@ -74,7 +84,10 @@ struct Svc {
 fn ok(status: u32, headers: &[(&str, &str)], body: Vec<u8>, worker: &str) -> pb::ExecuteResponse {
     pb::ExecuteResponse {
         status,
-        headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
         body: Some(body),
         outcome: pb::Outcome::Ok as i32,
         worker_id: worker.to_owned(),
@@ -84,7 +97,10 @@ fn ok(status: u32, headers: &[(&str, &str)], body: Vec<u8>, worker: &str) -> pb:
 
 #[tonic::async_trait]
 impl pb::worker_server::Worker for Svc {
-    async fn execute(&self, req: Request<pb::ExecuteRequest>) -> Result<Response<pb::ExecuteResponse>, Status> {
+    async fn execute(
+        &self,
+        req: Request<pb::ExecuteRequest>,
+    ) -> Result<Response<pb::ExecuteResponse>, Status> {
         if self.script.unavailable.load(Ordering::SeqCst) {
             return Err(Status::unavailable("draining"));
         }
@@ -101,8 +117,16 @@ impl pb::worker_server::Worker for Svc {
                 error: "execute_failed: secret internal detail".into(),
                 ..Default::default()
             },
-            "/guest-timeout" => pb::ExecuteResponse { outcome: pb::Outcome::Timeout as i32, ..Default::default() },
-            "/teapot" => ok(418, &[("content-type", "text/plain")], b"short and stout".to_vec(), &self.id),
+            "/guest-timeout" => pb::ExecuteResponse {
+                outcome: pb::Outcome::Timeout as i32,
+                ..Default::default()
+            },
+            "/teapot" => ok(
+                418,
+                &[("content-type", "text/plain")],
+                b"short and stout".to_vec(),
+                &self.id,
+            ),
             "/headers" => ok(
                 201,
                 &[
@@ -138,13 +162,21 @@ impl pb::worker_server::Worker for Svc {
                     "timeout_ms": r.limits.as_ref().map(|l| l.timeout_ms),
                     "has_grant": !r.execution_grant.is_empty(),
                 });
-                ok(200, &[("content-type", "application/json")], body.to_string().into_bytes(), &self.id)
+                ok(
+                    200,
+                    &[("content-type", "application/json")],
+                    body.to_string().into_bytes(),
+                    &self.id,
+                )
             }
         };
         Ok(Response::new(resp))
     }
 
-    async fn prewarm(&self, _: Request<pb::PrewarmRequest>) -> Result<Response<pb::PrewarmResponse>, Status> {
+    async fn prewarm(
+        &self,
+        _: Request<pb::PrewarmRequest>,
+    ) -> Result<Response<pb::PrewarmResponse>, Status> {
         Ok(Response::new(pb::PrewarmResponse::default()))
     }
 
@@ -154,6 +186,9 @@ impl pb::worker_server::Worker for Svc {
     }
 
     async fn stats(&self, _: Request<pb::Empty>) -> Result<Response<pb::WorkerStats>, Status> {
-        Ok(Response::new(pb::WorkerStats { worker_id: self.id.clone(), ..Default::default() }))
+        Ok(Response::new(pb::WorkerStats {
+            worker_id: self.id.clone(),
+            ..Default::default()
+        }))
     }
 }

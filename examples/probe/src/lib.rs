@@ -61,6 +61,7 @@ impl Guest for Probe {
                 json!({"keys": keys})
             }
             "/fetch" => fetch(&body),
+            "/wasi-http" => wasi_http(&body),
             "/config/get" => json!({"value": config::get(q.get("key").unwrap_or(""))}),
             "/config/list" => json!({"entries": config::list()}),
             "/storage/get" => match storage::get(q.get("ns").unwrap_or(""), q.get("key").unwrap_or("")) {
@@ -248,6 +249,44 @@ fn fetch(body: &[u8]) -> Value {
         }}),
         Err(e) => json!({"err": e.name()}),
     }
+}
+
+/// `POST /wasi-http` with `{"scheme": "http"|"https", "authority", "path"}`:
+/// a GET through `wasi:http/outgoing-handler` (the host routes it through
+/// the same egress policy as `http.fetch`).
+fn wasi_http(body: &[u8]) -> Value {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{Fields, OutgoingRequest, Scheme};
+
+    let spec: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return json!({"err": format!("bad probe input: {e}")}),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    let scheme = if spec["scheme"] == "https" { Scheme::Https } else { Scheme::Http };
+    let _ = request.set_scheme(Some(&scheme));
+    let _ = request.set_authority(spec["authority"].as_str());
+    let _ = request.set_path_with_query(spec["path"].as_str());
+    let pending = match outgoing_handler::handle(request, None) {
+        Ok(p) => p,
+        Err(e) => return json!({"err": format!("{e:?}")}),
+    };
+    pending.subscribe().block();
+    let response = match pending.get() {
+        Some(Ok(Ok(r))) => r,
+        Some(Ok(Err(e))) => return json!({"err": format!("{e:?}")}),
+        _ => return json!({"err": "no response"}),
+    };
+    let status = response.status();
+    let mut text = Vec::new();
+    if let Ok(incoming) = response.consume()
+        && let Ok(stream) = incoming.stream()
+    {
+        while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+            text.extend_from_slice(&chunk);
+        }
+    }
+    json!({"ok": {"status": status, "body": String::from_utf8_lossy(&text)}})
 }
 
 fn entry_json(e: StorageEntry) -> Value {

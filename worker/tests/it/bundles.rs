@@ -2,7 +2,13 @@
 
 use annex_bundle::KeyPair;
 use annex_proto::pb;
-use annex_worker::testing::{Call, Publisher, TestWorker, pack_guest, test_settings};
+use std::sync::Arc;
+
+use annex_worker::backend::NoHostBackend;
+use annex_worker::server::Sources;
+use annex_worker::testing::{
+    Call, Publisher, SwappableTrust, TestWorker, pack_guest, test_settings,
+};
 
 use crate::support::publisher;
 
@@ -153,4 +159,32 @@ async fn a_draining_worker_refuses_new_work_as_unavailable() {
         .expect("stats")
         .into_inner();
     assert!(stats.draining);
+}
+
+#[tokio::test]
+async fn a_revoked_key_stops_even_a_cached_component() {
+    let p = Publisher::new();
+    let hash = p.publish("hello");
+    let trust = Arc::new(SwappableTrust(parking_lot::Mutex::new(p.trust.clone())));
+    let w = TestWorker::start_with(
+        test_settings(None),
+        Sources {
+            backend: Arc::new(NoHostBackend),
+            bundles: Arc::new(p.bundles.clone()),
+            trust: trust.clone(),
+        },
+    )
+    .await;
+    let r = w.execute(Call::new(&hash, "GET", "/hello").build()).await;
+    assert_eq!(r.outcome, pb::Outcome::Ok as i32, "{r:?}");
+    // Revoke the only key.
+    let mut revoked = (*p.trust).clone();
+    for k in &mut revoked.keys {
+        k.revoked = true;
+    }
+    *trust.0.lock() = Arc::new(revoked);
+    let r = w.execute(Call::new(&hash, "GET", "/hello").build()).await;
+    assert_eq!(r.outcome, pb::Outcome::Rejected as i32, "{r:?}");
+    assert!(r.error.contains("revoked"), "{}", r.error);
+    assert!(w.executor.cache().cached_hashes().is_empty());
 }

@@ -4,6 +4,8 @@
 
 mod bundles;
 mod containment;
+mod fleet;
+mod host_services;
 mod interfaces;
 mod js;
 mod support;

@@ -1,0 +1,75 @@
+//! Quick latency figures for the hello guest through `Worker.Execute` over
+//! gRPC on loopback (plaintext): the first request without `Prewarm`, the
+//! first request after `Prewarm`, and warm sequential requests.
+//!
+//! `cargo run --release -p annex-worker --features testing --example latency [N]`
+
+use std::time::{Duration, Instant};
+
+use annex_proto::pb;
+use annex_worker::testing::{Call, Publisher, TestWorker, test_settings};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5_000);
+    let publisher = Publisher::new();
+    let hash = publisher.publish("hello");
+    let request = || Call::new(&hash, "GET", "/hello").build();
+
+    // Cold: nothing compiled, no disk cache.
+    let cold = TestWorker::start(test_settings(None), &publisher, None).await;
+    let t = Instant::now();
+    let r = cold.execute(request()).await;
+    assert_eq!(r.outcome, pb::Outcome::Ok as i32, "{r:?}");
+    println!("first request without Prewarm: {:?}", t.elapsed());
+    cold.stop().await;
+
+    // Prewarmed.
+    let w = TestWorker::start(test_settings(None), &publisher, None).await;
+    let t = Instant::now();
+    let p = w
+        .client
+        .clone()
+        .prewarm(pb::PrewarmRequest {
+            content_hash: hash.to_string(),
+        })
+        .await
+        .expect("prewarm")
+        .into_inner();
+    println!("Prewarm ({}): {:?}", p.source, t.elapsed());
+    let t = Instant::now();
+    let r = w.execute(request()).await;
+    assert_eq!(r.outcome, pb::Outcome::Ok as i32, "{r:?}");
+    println!("first request after Prewarm: {:?}", t.elapsed());
+
+    // Warm, one client, sequential.
+    for _ in 0..200 {
+        w.execute(request()).await;
+    }
+    let mut samples = Vec::with_capacity(n);
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = w.execute(request()).await;
+        samples.push(t.elapsed());
+        assert_eq!(r.outcome, pb::Outcome::Ok as i32);
+    }
+    let total = start.elapsed();
+    samples.sort();
+    println!(
+        "warm, sequential, {n} requests: p50 {:?}, p99 {:?}, max {:?}, {:.0} req/s",
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        samples[samples.len() - 1],
+        n as f64 / total.as_secs_f64()
+    );
+    w.stop().await;
+}

@@ -1,0 +1,140 @@
+//! Membership in the control plane's fleet: register, then one heartbeat
+//! stream per worker (capacity, in-flight, cached hashes, draining, usage
+//! per tenant and minute) with commands coming back (prewarm a content
+//! hash; re-list trust keys). Reconnects with exponential backoff (1 s up to
+//! 30 s); a final heartbeat with `draining` is sent on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use annex_proto::pb;
+use annex_proto::pb::fleet_client::FleetClient;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::bundles::GrpcTrust;
+use crate::execute::Executor;
+
+/// Heartbeat interval when the control plane does not name one.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What the fleet loop needs.
+pub struct Membership {
+    pub channel: Channel,
+    pub executor: Arc<Executor>,
+    /// Re-listed when the control plane announces a trust change.
+    pub trust: Option<Arc<GrpcTrust>>,
+    /// The address edges and the control plane reach this worker at.
+    pub advertise: String,
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(m: Membership, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_secs(1);
+    while !*shutdown.borrow() {
+        match session(&m, &mut shutdown, &mut backoff).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "fleet session ended");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+fn heartbeat(executor: &Executor) -> pb::WorkerHeartbeat {
+    let admission = executor.admission();
+    pb::WorkerHeartbeat {
+        worker_id: executor.worker_id().to_string(),
+        in_flight: u32::try_from(admission.running()).unwrap_or(u32::MAX),
+        capacity: u32::try_from(admission.capacity()).unwrap_or(u32::MAX),
+        cached_hashes: executor.cache().cached_hashes(),
+        draining: executor.is_draining(),
+        usage: executor.take_usage(),
+    }
+}
+
+async fn session(
+    m: &Membership,
+    shutdown: &mut watch::Receiver<bool>,
+    backoff: &mut Duration,
+) -> Result<(), tonic::Status> {
+    let mut client = FleetClient::new(m.channel.clone());
+    let registered = client
+        .register(pb::RegisterWorkerRequest {
+            worker_id: m.executor.worker_id().to_string(),
+            address: m.advertise.clone(),
+            capacity: u32::try_from(m.executor.admission().capacity()).unwrap_or(u32::MAX),
+            engine_hash: m.executor.engine_hash().to_string(),
+        })
+        .await?
+        .into_inner();
+    *backoff = Duration::from_secs(1);
+    let interval = match registered.heartbeat_interval_ms {
+        0 => DEFAULT_INTERVAL,
+        ms => Duration::from_millis(u64::from(ms)).max(MIN_INTERVAL),
+    };
+    tracing::info!(?interval, "registered with the control plane");
+    let (tx, rx) = mpsc::channel(4);
+    let closed = || tonic::Status::unavailable("heartbeat stream closed");
+    tx.send(heartbeat(&m.executor))
+        .await
+        .map_err(|_| closed())?;
+    let mut commands = client
+        .heartbeat(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => tx.send(heartbeat(&m.executor)).await.map_err(|_| closed())?,
+            command = commands.message() => match command? {
+                Some(c) => handle(m, c).await,
+                None => return Err(tonic::Status::unavailable("control plane closed the heartbeat stream")),
+            },
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    // Last heartbeat (it says `draining`), then close our side and wait
+    // briefly for the control plane to close its side, so it is delivered.
+    let _ = tx.send(heartbeat(&m.executor)).await;
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(Some(_)) = commands.message().await {}
+    })
+    .await;
+    Ok(())
+}
+
+async fn handle(m: &Membership, command: pb::FleetCommand) {
+    match command.command {
+        Some(pb::fleet_command::Command::PrewarmContentHash(hash)) => {
+            let executor = m.executor.clone();
+            tokio::spawn(async move {
+                match executor.prewarm(&hash).await {
+                    Ok(source) => tracing::info!(%hash, source = source.as_str(), "prewarmed"),
+                    Err(error) => tracing::warn!(%hash, %error, "prewarm failed"),
+                }
+            });
+        }
+        Some(pb::fleet_command::Command::TrustRevision(revision)) => {
+            tracing::info!(revision, "trust keys changed");
+            if let Some(trust) = &m.trust {
+                trust.invalidate().await;
+            }
+        }
+        None => {}
+    }
+}
