@@ -105,6 +105,8 @@ pub async fn run(
         .set_serving::<pb::host_services_server::HostServicesServer<HostService>>()
         .await;
 
+    let scheduler = tokio::spawn(crate::scheduler::runner::run(cp.clone(), stopped()));
+
     let readiness = {
         let cp = cp.clone();
         let admin = admin.clone();
@@ -149,6 +151,7 @@ pub async fn run(
     let result = serve.await.context("serving gRPC");
     readiness.abort();
     let _ = stop_tx.send(true);
+    let _ = scheduler.await;
     let _ = admin_task.await;
     result
 }

@@ -160,6 +160,10 @@ impl Plan {
         &self.variants[self.variants.len() - 1]
     }
 
+    pub fn has_body(&self) -> bool {
+        self.variants.iter().any(|v| !v.body.is_empty())
+    }
+
     /// One line per variant, for the report's target description.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self

@@ -15,6 +15,7 @@
 //! from the `next_run_at` this module keeps.
 
 pub mod cron;
+pub mod runner;
 pub mod validate;
 
 use std::collections::{HashMap, VecDeque};
@@ -43,6 +44,11 @@ pub struct SchedulerLimits {
     /// (counted per control-plane process, as Alga counts per server).
     pub mutations_per_window: u32,
     pub window: Duration,
+    /// How often this replica looks for due schedules.
+    pub tick: Duration,
+    /// How long a claimed run is this replica's: longer than any run takes
+    /// (the execution timeout is 30 s), so no other replica starts it again.
+    pub lease: Duration,
 }
 
 impl Default for SchedulerLimits {
@@ -51,6 +57,8 @@ impl Default for SchedulerLimits {
             max_per_install: 50,
             mutations_per_window: 10,
             window: Duration::from_secs(60),
+            tick: Duration::from_secs(1),
+            lease: Duration::from_secs(120),
         }
     }
 }

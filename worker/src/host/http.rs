@@ -2,12 +2,7 @@
 //! ([`crate::egress`]). Without `cap:http.fetch`: `not-allowed`. Guest
 //! headers go out verbatim; a 3xx is returned, never followed; response
 //! headers that are not UTF-8 become `""`; `body` is always `Some`.
-//!
-//! `wasi:http` is deliberately not linked: a component importing
-//! `wasi:http/outgoing-handler` fails to instantiate ("matching
-//! implementation was not found in the linker"), so nothing can bypass the
-//! policy. Alga's own toolchain (`jco componentize --disable all`) never
-//! imports it.
+//! `wasi:http` goes through the same policy ([`super::wasi_http`]).
 
 use crate::bindings::alga::extension::http;
 use crate::bindings::types::{HttpError, HttpHeader, HttpRequest, HttpResponse};

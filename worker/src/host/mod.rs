@@ -14,6 +14,8 @@
 //!
 //! WASI 0.2 is linked with no filesystem, sockets, environment, arguments or
 //! stdin; stdout and stderr are captured into the execution log.
+//! `wasi:http/outgoing-handler` goes through the egress policy
+//! ([`wasi_http`]), gated by `cap:http.fetch` like `http.fetch`.
 
 pub mod bridges;
 pub mod context;
@@ -23,6 +25,7 @@ pub mod scheduler;
 pub mod secrets;
 pub mod storage;
 pub mod user;
+pub mod wasi_http;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +34,7 @@ use annex_proto::pb;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::backend::HostBackend;
 use crate::bindings::RunnerV2;
@@ -137,6 +141,8 @@ pub struct HostState {
     secrets: Option<BTreeMap<String, String>>,
     /// Request plus response bytes of `http.fetch` calls.
     pub egress_bytes: u64,
+    http_ctx: WasiHttpCtx,
+    http_hooks: wasi_http::EgressHooks,
 }
 
 impl HostState {
@@ -158,6 +164,11 @@ impl HostState {
             .stderr(stderr.clone())
             .build();
         let logs = LogSink::new(call.log_scope());
+        let http_hooks = wasi_http::EgressHooks {
+            allowed: caps.has(crate::capabilities::Capability::HttpFetch),
+            allowlist: call.allowlist.clone(),
+            egress: services.egress.clone(),
+        };
         HostState {
             wasi,
             table: ResourceTable::new(),
@@ -174,6 +185,8 @@ impl HostState {
             stderr,
             secrets: None,
             egress_bytes: 0,
+            http_ctx: WasiHttpCtx::new(),
+            http_hooks,
         }
     }
 }
@@ -187,11 +200,23 @@ impl WasiView for HostState {
     }
 }
 
-/// The linker every component is instantiated with: WASI 0.2 plus every
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.http_hooks,
+            table: &mut self.table,
+            ctx: &mut self.http_ctx,
+        }
+    }
+}
+
+/// The linker every component is instantiated with: WASI 0.2,
+/// `wasi:http/outgoing-handler` behind the egress policy, and every
 /// `alga:extension` interface. Built once per engine.
 pub fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     RunnerV2::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     Ok(linker)
 }

@@ -448,3 +448,58 @@ async fn http_fetch_reports_invalid_urls() {
     .await;
     assert_eq!(body, json!({"err": "invalid-url"}));
 }
+
+fn wasi_http_body(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
+    json!({"scheme": "http", "authority": addr.to_string(), "path": path})
+        .to_string()
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn wasi_http_goes_through_the_same_egress_policy() {
+    let addr = stub_http_server().await;
+    // No capability: denied, even with the host allowlisted.
+    let body = probe(
+        |c| c.allow(&["127.0.0.1"]).body(wasi_http_body(addr, "/w")),
+        "POST",
+        "/wasi-http",
+    )
+    .await;
+    assert_eq!(body, json!({"err": "HttpRequestDenied"}));
+    // Capability but the host is not allowlisted: denied.
+    let body = probe(
+        |c| {
+            c.caps(&["cap:http.fetch"])
+                .allow(&["example.com"])
+                .body(wasi_http_body(addr, "/w"))
+        },
+        "POST",
+        "/wasi-http",
+    )
+    .await;
+    assert_eq!(body, json!({"err": "HttpRequestDenied"}));
+    // Both: the request reaches the stub.
+    let body = probe(
+        |c| {
+            c.caps(&["cap:http.fetch"])
+                .allow(&["127.0.0.1"])
+                .body(wasi_http_body(addr, "/w?x=1"))
+        },
+        "POST",
+        "/wasi-http",
+    )
+    .await;
+    assert_eq!(body, json!({"ok": {"status": 200, "body": "GET /w?x=1 "}}));
+    // Redirects come back as they are.
+    let body = probe(
+        |c| {
+            c.caps(&["cap:http.fetch"])
+                .allow(&["127.0.0.1"])
+                .body(wasi_http_body(addr, "/redirect"))
+        },
+        "POST",
+        "/wasi-http",
+    )
+    .await;
+    assert_eq!(body["ok"]["status"], json!(302));
+}

@@ -1,0 +1,138 @@
+//! Runs due schedules (spec §3.5). Every replica ticks; each due run is
+//! claimed by exactly one of them (`FOR UPDATE SKIP LOCKED` with a lease), so
+//! two or more replicas need no leader and one schedule never overlaps itself.
+//!
+//! A run is a dispatch with trigger `schedule`, no user, a fresh request id
+//! that doubles as the idempotency key, the endpoint's method and path, and
+//! for non-GET the payload as a JSON body. It fails on a dispatch error, a
+//! guest trap or timeout, a status ≥ 400 or a response over 256 KiB.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use annex_proto::pb;
+use chrono::Utc;
+use tokio::sync::Semaphore;
+
+use super::cron::next_run;
+use crate::ControlPlane;
+use crate::dispatch::DispatchRequest;
+use crate::store::{ScheduleRow, ScheduleRun};
+
+/// Runs at most this many schedules at once per replica.
+const CONCURRENT_RUNS: usize = 8;
+/// Alga's `EXT_RUNNER_MAX_RESPONSE_BYTES`.
+const MAX_RESPONSE_BYTES: usize = 262_144;
+/// Alga keeps at most this much of a run's error.
+const MAX_ERROR_CHARS: usize = 4_000;
+/// Alga's `EXT_GATEWAY_TIMEOUT_MS`, sent as the run's limit.
+const RUN_TIMEOUT_MS: u32 = 30_000;
+
+/// Claims and runs due schedules until `shutdown` resolves.
+pub async fn run(cp: ControlPlane, shutdown: impl Future<Output = ()>) {
+    let limits = cp.limits.scheduler.clone();
+    let lease = chrono::Duration::from_std(limits.lease).unwrap_or(chrono::Duration::minutes(2));
+    let permits = Arc::new(Semaphore::new(CONCURRENT_RUNS));
+    let mut tick = tokio::time::interval(limits.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = tick.tick() => {}
+        }
+        let free = u32::try_from(permits.available_permits()).unwrap_or(0);
+        if free == 0 {
+            continue;
+        }
+        let due = match cp.store.claim_due_schedules(Utc::now(), lease, free).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming due schedules");
+                continue;
+            }
+        };
+        for schedule in due {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let cp = cp.clone();
+            tokio::spawn(async move {
+                run_one(&cp, schedule).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+async fn run_one(cp: &ControlPlane, schedule: ScheduleRow) {
+    let started = Utc::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let f = &schedule.fields;
+    let body = match (&f.payload, f.endpoint_method.as_str()) {
+        (_, "GET") | (None, _) => None,
+        (Some(payload), _) => Some(payload.to_string().into_bytes()),
+    };
+    let result = cp
+        .dispatch(DispatchRequest {
+            tenant: schedule.tenant_id.clone(),
+            extension: schedule.install_id.to_string(),
+            http: pb::HttpRequest {
+                method: f.endpoint_method.clone(),
+                path: f.endpoint_path.clone(),
+                query: Default::default(),
+                headers: [
+                    ("x-alga-tenant".to_string(), schedule.tenant_id.clone()),
+                    ("content-type".to_string(), "application/json".to_string()),
+                ]
+                .into(),
+                body,
+            },
+            user: None,
+            request_id: request_id.clone(),
+            idempotency_key: request_id.clone(),
+            limits: Some(pb::Limits {
+                timeout_ms: RUN_TIMEOUT_MS,
+                ..Default::default()
+            }),
+            trigger: "schedule".into(),
+            schedule_id: schedule.id.to_string(),
+        })
+        .await;
+    let error = match result {
+        Err(e) => Some(format!("dispatch failed: {}", e.message)),
+        Ok(resp) if resp.outcome != pb::Outcome::Ok as i32 => Some(if resp.error.is_empty() {
+            "execution failed".to_owned()
+        } else {
+            resp.error
+        }),
+        Ok(resp) if resp.status >= 400 => Some(format!("extension answered {}", resp.status)),
+        Ok(resp)
+            if resp
+                .body
+                .as_ref()
+                .is_some_and(|b| b.len() > MAX_RESPONSE_BYTES) =>
+        {
+            Some(format!("response larger than {MAX_RESPONSE_BYTES} bytes"))
+        }
+        Ok(_) => None,
+    };
+    let status = if error.is_some() { "error" } else { "success" };
+    match &error {
+        None => {
+            tracing::info!(schedule = %schedule.id, tenant = %schedule.tenant_id, install = %schedule.install_id, request = %request_id, "schedule ran")
+        }
+        Some(e) => {
+            tracing::warn!(schedule = %schedule.id, tenant = %schedule.tenant_id, install = %schedule.install_id, request = %request_id, error = %e, "schedule run failed")
+        }
+    }
+    let run = ScheduleRun {
+        at: started,
+        status: status.to_owned(),
+        error: error.map(|e| e.chars().take(MAX_ERROR_CHARS).collect()),
+        next_run_at: next_run(&f.cron, &f.timezone, Utc::now()),
+    };
+    if let Err(e) = cp.store.record_schedule_run(schedule.id, run).await {
+        tracing::warn!(schedule = %schedule.id, error = %e, "recording a schedule run");
+    }
+}

@@ -1,0 +1,101 @@
+//! `wasi:http/outgoing-handler` (0.2), routed through the same egress
+//! policy as `http.fetch`: the request needs `cap:http.fetch`, its host must
+//! be on the install's allowlist, non-public addresses need an exact entry,
+//! the connection goes to the address that was checked, redirects are not
+//! followed, the response body is capped and the whole exchange is bounded
+//! by the egress timeout. Alga links `wasi:http` with default hooks, which
+//! bypass its allowlist (spec §1.6, a gap Annex closes).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Limited};
+use hyper_util::rt::TokioIo;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::egress::{Allowlist, EgressClient, EgressError};
+
+/// The per-execution hooks: what this execution may reach.
+pub struct EgressHooks {
+    pub allowed: bool,
+    pub allowlist: Allowlist,
+    pub egress: Arc<EgressClient>,
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+type SendFuture =
+    Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send>;
+
+fn egress_error(e: EgressError) -> Error {
+    match e {
+        EgressError::NotAllowed(_) => Error::HttpRequestDenied,
+        EgressError::InvalidUrl(_) => Error::HttpRequestUriInvalid,
+        EgressError::Transport(m) | EgressError::Internal(m) => Error::InternalError(Some(m)),
+    }
+}
+
+impl WasiHttpHooks for EgressHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: IoFuture,
+    ) -> SendFuture {
+        let allowed = self.allowed;
+        let allowlist = self.allowlist.clone();
+        let egress = self.egress.clone();
+        Box::new(async move {
+            if !allowed {
+                return Err(Error::HttpRequestDenied);
+            }
+            let https = request.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
+            let host = request
+                .uri()
+                .host()
+                .ok_or(Error::HttpRequestUriInvalid)?
+                .to_string();
+            let port = request
+                .uri()
+                .port_u16()
+                .unwrap_or(if https { 443 } else { 80 });
+            let limits = egress.config().clone();
+            let exchange = async {
+                let io = egress
+                    .connect(&allowlist, &host, port, https)
+                    .await
+                    .map_err(egress_error)?;
+                let (mut parts, body) = request.into_parts();
+                // HTTP/1.1 origin form on a direct connection.
+                parts.uri = parts
+                    .uri
+                    .path_and_query()
+                    .map(|pq| pq.as_str())
+                    .unwrap_or("/")
+                    .parse()
+                    .map_err(|_| Error::HttpRequestUriInvalid)?;
+                let request = http::Request::from_parts(parts, body);
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+                let io_future: IoFuture = Box::new(async move { Ok(connection.await?) });
+                let driver = tokio::spawn(Box::into_pin(io_future));
+                let response = sender.send_request(request).await?;
+                let max = limits.max_response_bytes;
+                let response = response.map(move |body| {
+                    Limited::new(body, max)
+                        .map_err(|_| Error::HttpResponseBodySize(None))
+                        .boxed_unsync()
+                });
+                let io_future: IoFuture = Box::new(async move {
+                    match driver.await {
+                        Ok(r) => r,
+                        Err(e) => Err(Error::InternalError(Some(e.to_string()))),
+                    }
+                });
+                Ok::<_, Error>((response, io_future))
+            };
+            tokio::time::timeout(limits.timeout, exchange)
+                .await
+                .map_err(|_| Error::HttpResponseTimeout)?
+        })
+    }
+}
