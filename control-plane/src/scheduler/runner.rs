@@ -30,7 +30,7 @@ const RUN_TIMEOUT_MS: u32 = 30_000;
 
 /// Claims and runs due schedules until `shutdown` resolves.
 pub async fn run(cp: ControlPlane, shutdown: impl Future<Output = ()>) {
-    let limits = cp.limits.scheduler.clone();
+    let limits = cp.limits.scheduler;
     let lease = chrono::Duration::from_std(limits.lease).unwrap_or(chrono::Duration::minutes(2));
     let permits = Arc::new(Semaphore::new(CONCURRENT_RUNS));
     let mut tick = tokio::time::interval(limits.tick);
