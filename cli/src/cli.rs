@@ -120,6 +120,95 @@ pub enum Command {
     ApiKey(ApiKeyCommand),
     /// Mint a development JWT for a tenant and user (for the edge's Authorization header).
     Token(TokenArgs),
+    /// Call an extension through the edge: <METHOD> /api/ext/<EXT>/<PATH>.
+    Call(CallArgs),
+    /// Follow an extension's logs (guest logging, stderr, failures) through the edge.
+    Logs(LogsArgs),
+}
+
+/// Where the edge is and how to authenticate to it.
+pub const DEFAULT_EDGE: &str = "http://127.0.0.1:8080";
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// Extension: install id, registry id or slug (publisher.name).
+    #[arg(value_name = "EXT")]
+    pub extension: String,
+
+    /// Path under the extension, e.g. /hello.
+    #[arg(value_name = "PATH", default_value = "/")]
+    pub path: String,
+
+    /// HTTP method.
+    #[arg(long, short = 'X', default_value = "GET")]
+    pub method: String,
+
+    /// Request body.
+    #[arg(long, short = 'd', conflicts_with = "data_file")]
+    pub data: Option<String>,
+
+    /// Request body from a file.
+    #[arg(long, value_name = "PATH")]
+    pub data_file: Option<PathBuf>,
+
+    /// Content type of the body.
+    #[arg(long, default_value = "application/json")]
+    pub content_type: String,
+
+    /// Edge base URL.
+    #[arg(long, env = "ANNEX_EDGE_URL", default_value = DEFAULT_EDGE)]
+    pub edge: String,
+
+    /// Bearer token [default: a dev JWT for --tenant, minted from --secret-file].
+    #[arg(long, env = "ANNEX_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Dev JWT secret used when no token is given.
+    #[arg(
+        long,
+        env = "ANNEX_JWT_SECRET_FILE",
+        default_value = ".annex/dev-jwt.secret"
+    )]
+    pub secret_file: PathBuf,
+
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 35)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Extension: registry id (as the edge's debug stream takes it) or slug.
+    #[arg(value_name = "EXT")]
+    pub extension: String,
+
+    /// Only this request's events.
+    #[arg(long)]
+    pub request_id: Option<String>,
+
+    /// Stop after this many events.
+    #[arg(long)]
+    pub limit: Option<usize>,
+
+    /// Stop after this many seconds.
+    #[arg(long = "for", value_name = "SECS")]
+    pub for_secs: Option<u64>,
+
+    /// Edge base URL.
+    #[arg(long, env = "ANNEX_EDGE_URL", default_value = DEFAULT_EDGE)]
+    pub edge: String,
+
+    /// Bearer token [default: a dev JWT for --tenant, minted from --secret-file].
+    #[arg(long, env = "ANNEX_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Dev JWT secret used when no token is given.
+    #[arg(
+        long,
+        env = "ANNEX_JWT_SECRET_FILE",
+        default_value = ".annex/dev-jwt.secret"
+    )]
+    pub secret_file: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -143,13 +143,13 @@ impl Routes {
         let channel = match channels.get(&target.address) {
             Some(c) => c.clone(),
             None => {
-                let host = target
-                    .address
+                let authority = authority(&target.address);
+                let host = authority
                     .rsplit_once(':')
                     .map(|(h, _)| h.trim_matches(['[', ']']))
-                    .unwrap_or(&target.address);
+                    .unwrap_or(authority);
                 let name = self.tls.server_name.as_deref().unwrap_or(host);
-                let c = Endpoint::from_shared(format!("https://{}", target.address))?
+                let c = Endpoint::from_shared(format!("https://{authority}"))?
                     .tls_config(self.tls.material.client_config(name))?
                     .connect_timeout(Duration::from_secs(2))
                     .tcp_nodelay(true)
@@ -163,6 +163,16 @@ impl Routes {
             .max_decoding_message_size(MAX_EXECUTE_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_EXECUTE_MESSAGE_BYTES))
     }
+}
+
+/// `host:port` of a worker address. The protocol says `host:port`; a
+/// scheme some workers advertise is tolerated and ignored (always mTLS).
+fn authority(address: &str) -> &str {
+    let rest = address
+        .strip_prefix("https://")
+        .or_else(|| address.strip_prefix("http://"))
+        .unwrap_or(address);
+    rest.trim_end_matches('/')
 }
 
 /// Follows `Dispatch.WatchRoutes` until `stop` flips, reconnecting with
@@ -232,6 +242,13 @@ mod tests {
             address: format!("{id}:1"),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn worker_addresses_may_carry_a_scheme() {
+        assert_eq!(authority("127.0.0.1:7444"), "127.0.0.1:7444");
+        assert_eq!(authority("https://w1:7444/"), "w1:7444");
+        assert_eq!(authority("http://[::1]:7444"), "[::1]:7444");
     }
 
     #[test]

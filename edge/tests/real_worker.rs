@@ -175,7 +175,7 @@ async fn the_hello_guest_answers_through_the_edge() {
     let r = edge
         .send(
             "POST",
-            &format!("/api/ext/{}/echo", install.slug),
+            &format!("/api/ext/{}/echo", install.slug.replace(' ', "%20")),
             &[("authorization", &auth), ("content-type", "text/plain")],
             b"round trip",
         )

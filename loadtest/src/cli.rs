@@ -28,7 +28,12 @@ pub struct Cli {
     pub command: Command,
     /// Tokio worker threads for the harness. On a 2-core machine the target
     /// needs the other core; raise this when the harness is the bottleneck.
-    #[arg(long, global = true, env = "ANNEX_LOADTEST_THREADS", default_value_t = 1)]
+    #[arg(
+        long,
+        global = true,
+        env = "ANNEX_LOADTEST_THREADS",
+        default_value_t = 1
+    )]
     pub threads: usize,
     /// Also write the report as JSON to this file.
     #[arg(long, global = true, value_name = "FILE")]
@@ -70,6 +75,15 @@ pub enum Command {
     Scenario(crate::scenario::ScenarioArgs),
     /// List the scenario presets.
     Scenarios,
+    /// Serve the calibration stub (answers at once; measures the harness, not Annex).
+    Stub {
+        /// Loopback address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8099")]
+        listen: String,
+        /// Exit after this long.
+        #[arg(long, value_parser = parse_duration, default_value = "10m")]
+        lifetime: Duration,
+    },
     /// Time a cold start: start a process and/or run steps, then poll until the first success.
     ColdStart(crate::cold_start::ColdStartArgs),
 }
@@ -243,7 +257,10 @@ impl RequestArgs {
             );
         }
         if let Some(key) = &self.api_key {
-            map.insert("x-api-key", http::HeaderValue::try_from(key).context("--api-key")?);
+            map.insert(
+                "x-api-key",
+                http::HeaderValue::try_from(key).context("--api-key")?,
+            );
         }
         if !body.is_empty() && !map.contains_key(http::header::CONTENT_TYPE) {
             map.insert(
@@ -516,8 +533,8 @@ mod tests {
 
     #[test]
     fn urls_split_before_placeholders() {
-        let (base, path) = split_url("http://127.0.0.1:8080/api/ext/{install}/hello?k={key}")
-            .expect("split");
+        let (base, path) =
+            split_url("http://127.0.0.1:8080/api/ext/{install}/hello?k={key}").expect("split");
         assert_eq!(base, "http://127.0.0.1:8080");
         assert_eq!(path, "/api/ext/{install}/hello?k={key}");
         assert_eq!(

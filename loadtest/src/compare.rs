@@ -143,7 +143,10 @@ impl CompareReport {
     fn settings(&self) -> String {
         let mode = match self.mode {
             Mode::Closed => format!("closed loop, {} connections", self.concurrency),
-            Mode::Open { rate } => format!("open loop at {rate:.0} req/s, {} in flight", self.concurrency),
+            Mode::Open { rate } => format!(
+                "open loop at {rate:.0} req/s, {} in flight",
+                self.concurrency
+            ),
         };
         format!(
             "{mode}; {} rounds of A then B, {:.1} s slices after {:.1} s warm-up each",

@@ -117,7 +117,12 @@ pub async fn run(target: &Target, spec: &LoadSpec) -> RunResult {
                 recorder.merge(&out.recorder);
                 last_done = last_done.max(out.last_done);
             }
-            Err(_) => *recorder.errors.entry("harness worker panicked".into()).or_default() += 1,
+            Err(_) => {
+                *recorder
+                    .errors
+                    .entry("harness worker panicked".into())
+                    .or_default() += 1
+            }
         }
     }
     let measured = recorder.total();

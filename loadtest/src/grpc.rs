@@ -110,13 +110,13 @@ impl Shape {
 /// The prepared request of either service.
 #[derive(Debug, Clone)]
 enum Prepared {
-    Worker(pb::ExecuteRequest),
-    Dispatch(pb::DispatchExecuteRequest),
+    Worker(Box<pb::ExecuteRequest>),
+    Dispatch(Box<pb::DispatchExecuteRequest>),
 }
 
 fn prepare(service: Service, s: &Shape) -> anyhow::Result<Prepared> {
     Ok(match service {
-        Service::Worker => Prepared::Worker(pb::ExecuteRequest {
+        Service::Worker => Prepared::Worker(Box::new(pb::ExecuteRequest {
             context: Some(pb::ExecContext {
                 request_id: String::new(),
                 tenant_id: s.tenant.clone(),
@@ -137,8 +137,8 @@ fn prepare(service: Service, s: &Shape) -> anyhow::Result<Prepared> {
             execution_grant: s.grant.clone(),
             egress_allowlist: s.egress_allowlist.clone(),
             traceparent: String::new(),
-        }),
-        Service::Dispatch => Prepared::Dispatch(pb::DispatchExecuteRequest {
+        })),
+        Service::Dispatch => Prepared::Dispatch(Box::new(pb::DispatchExecuteRequest {
             tenant_id: s.tenant.clone(),
             extension: if s.install_id.is_empty() {
                 s.extension_id.clone()
@@ -150,7 +150,7 @@ fn prepare(service: Service, s: &Shape) -> anyhow::Result<Prepared> {
             request_id: String::new(),
             idempotency_key: String::new(),
             limits: Some(s.limits()),
-        }),
+        })),
     })
 }
 
@@ -237,7 +237,11 @@ impl GrpcTarget {
         format!(
             "gRPC {service} {} [{} {} ({} B body), tenant {}, extension {}, install {}]",
             self.url,
-            if s.method.is_empty() { "GET" } else { &s.method },
+            if s.method.is_empty() {
+                "GET"
+            } else {
+                &s.method
+            },
             if s.path.is_empty() { "/" } else { &s.path },
             s.body_size,
             s.tenant,
@@ -280,14 +284,14 @@ impl GrpcConn {
         let request_id = format!("loadtest-{seq}");
         let result = match (&mut self.client, &self.prepared) {
             (Client::Worker(c), Prepared::Worker(r)) => {
-                let mut r = r.clone();
+                let mut r = (**r).clone();
                 if let Some(ctx) = r.context.as_mut() {
                     ctx.request_id = request_id;
                 }
                 c.execute(r).await
             }
             (Client::Dispatch(c), Prepared::Dispatch(r)) => {
-                let mut r = r.clone();
+                let mut r = (**r).clone();
                 r.request_id = request_id;
                 c.execute(r).await
             }
@@ -301,7 +305,8 @@ impl GrpcConn {
                     return Sample::Error(format!("outcome {}", outcome.as_str_name()));
                 }
                 let status = u16::try_from(r.status).unwrap_or(u16::MAX);
-                self.expect.judge(status, r.body.as_deref().unwrap_or_default())
+                self.expect
+                    .judge(status, r.body.as_deref().unwrap_or_default())
             }
             Err(status) => Sample::Error(grpc_error(&status)),
         }

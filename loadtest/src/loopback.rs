@@ -37,19 +37,22 @@ pub async fn resolve(url: &str, default_port: u16) -> Result<Checked, LoopbackEr
         url: url.to_owned(),
         reason: reason.to_owned(),
     };
-    let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
     let host = uri.host().ok_or_else(|| bad("no host"))?.to_owned();
     let port = uri.port_u16().unwrap_or(default_port);
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addr = match classify(bare) {
         Host::LoopbackIp(ip) => SocketAddr::new(ip, port),
         Host::Localhost => {
-            let mut addrs = tokio::net::lookup_host(("localhost", port))
-                .await
-                .map_err(|source| LoopbackError::Resolve {
-                    host: host.clone(),
-                    source,
-                })?;
+            let mut addrs =
+                tokio::net::lookup_host(("localhost", port))
+                    .await
+                    .map_err(|source| LoopbackError::Resolve {
+                        host: host.clone(),
+                        source,
+                    })?;
             // A hosts file could map `localhost` elsewhere; use only a loopback answer.
             addrs
                 .find(|a| a.ip().is_loopback())

@@ -1,6 +1,14 @@
-//! `annex-loadtest`: the load and soak harness (filled by the load-harness issue).
+//! `annex-loadtest`: see the library root for what it does and must not do.
 
-fn main() {
-    eprintln!("annex-loadtest: not built yet; see the load-harness issue");
-    std::process::exit(2);
+use clap::Parser as _;
+
+fn main() -> std::process::ExitCode {
+    let cli = annex_loadtest::cli::Cli::parse();
+    match annex_loadtest::main_with(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("annex-loadtest: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

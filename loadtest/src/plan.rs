@@ -229,7 +229,10 @@ mod tests {
         for _ in 0..40_000 {
             counts[installs.pick(&mut rng)[1..].parse::<usize>().expect("id")] += 1;
         }
-        assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_000..11_000).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]
@@ -270,6 +273,9 @@ mod tests {
             path: "/api/ext/{install}/hello".into(),
             body: Bytes::new(),
         };
-        assert!(matches!(Plan::new(vec![v], None, 1), Err(PlanError::NoInstalls(_))));
+        assert!(matches!(
+            Plan::new(vec![v], None, 1),
+            Err(PlanError::NoInstalls(_))
+        ));
     }
 }

@@ -45,7 +45,8 @@ impl Recorder {
         match sample {
             Sample::Ok { status } => {
                 let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-                self.latency.saturating_record(ns.clamp(LOWEST_NS, HIGHEST_NS));
+                self.latency
+                    .saturating_record(ns.clamp(LOWEST_NS, HIGHEST_NS));
                 *self.statuses.entry(status).or_default() += 1;
             }
             Sample::Error(kind) => *self.errors.entry(kind).or_default() += 1,

@@ -210,8 +210,8 @@ fn counts(m: &BTreeMap<String, u64>) -> String {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Output {
     Runs { runs: Vec<RunReport> },
-    Compare(CompareReport),
-    NoisyNeighbour(NoisyReport),
+    Compare(Box<CompareReport>),
+    NoisyNeighbour(Box<NoisyReport>),
     ColdStart(ColdStartReport),
 }
 
@@ -280,7 +280,12 @@ impl Document {
 
     pub fn text(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "annex-loadtest {} · {}", self.version, self.context_line());
+        let _ = writeln!(
+            out,
+            "annex-loadtest {} · {}",
+            self.version,
+            self.context_line()
+        );
         match &self.output {
             Output::Runs { runs } => runs.iter().for_each(|r| r.text(&mut out)),
             Output::Compare(c) => c.text(&mut out),

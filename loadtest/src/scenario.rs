@@ -24,7 +24,11 @@ pub struct ScenarioArgs {
     /// Preset name (`annex-loadtest scenarios` lists them).
     pub name: String,
     /// The edge's base URL.
-    #[arg(long, env = "ANNEX_LOADTEST_BASE_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "ANNEX_LOADTEST_BASE_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub base_url: String,
     /// The `{extensionId}` in /api/ext/{extensionId}/... (as `annex install` printed it).
     #[arg(long, env = "ANNEX_LOADTEST_EXTENSION")]
@@ -55,16 +59,31 @@ pub struct Preset {
 }
 
 pub const PRESETS: &[Preset] = &[
-    Preset { name: "hello", about: "GET /hello (tiny JSON), closed loop, 64 connections" },
-    Preset { name: "echo-1k", about: "POST /echo with a 1 KiB body, 64 connections" },
-    Preset { name: "echo-64k", about: "POST /echo with a 64 KiB body, 16 connections" },
+    Preset {
+        name: "hello",
+        about: "GET /hello (tiny JSON), closed loop, 64 connections",
+    },
+    Preset {
+        name: "echo-1k",
+        about: "POST /echo with a 1 KiB body, 64 connections",
+    },
+    Preset {
+        name: "echo-64k",
+        about: "POST /echo with a 64 KiB body, 16 connections",
+    },
     Preset {
         name: "kv-read",
         about: "95% GET /storage/get, 5% POST /storage/put over --keys keys (filled first); \
                 needs a guest exposing the probe's storage paths",
     },
-    Preset { name: "kv-write", about: "20% GET /storage/get, 80% POST /storage/put (256 B values)" },
-    Preset { name: "secrets", about: "GET /secrets/get?key=<--secret-key>" },
+    Preset {
+        name: "kv-write",
+        about: "20% GET /storage/get, 80% POST /storage/put (256 B values)",
+    },
+    Preset {
+        name: "secrets",
+        about: "GET /secrets/get?key=<--secret-key>",
+    },
     Preset {
         name: "multi-tenant-zipf",
         about: "GET /api/ext/{install}/hello over --installs-file with Zipf(--zipf) popularity",
@@ -143,8 +162,14 @@ impl ScenarioArgs {
         };
         Ok(match self.name.as_str() {
             "hello" => vec![get(format!("/api/ext/{}/hello", self.extension()?))],
-            "echo-1k" => vec![post(format!("/api/ext/{}/echo", self.extension()?), generated_body(1024))],
-            "echo-64k" => vec![post(format!("/api/ext/{}/echo", self.extension()?), generated_body(64 * 1024))],
+            "echo-1k" => vec![post(
+                format!("/api/ext/{}/echo", self.extension()?),
+                generated_body(1024),
+            )],
+            "echo-64k" => vec![post(
+                format!("/api/ext/{}/echo", self.extension()?),
+                generated_body(64 * 1024),
+            )],
             "kv-read" => kv(95, 5)?,
             "kv-write" => kv(20, 80)?,
             "secrets" => vec![get(format!(
@@ -157,24 +182,31 @@ impl ScenarioArgs {
         })
     }
 
-    fn target_for(&self, plan: Plan, request: &RequestArgs) -> impl Future<Output = anyhow::Result<Target>> {
-        let url = format!("{}{}", self.base_url.trim_end_matches('/'), "/");
-        async move { crate::cli::http_target(&url, plan, request).await }
+    async fn target_for(&self, plan: Plan, request: &RequestArgs) -> anyhow::Result<Target> {
+        crate::cli::http_target(&self.base_url, plan, request).await
     }
 }
 
 pub async fn run(args: &ScenarioArgs) -> anyhow::Result<Output> {
-    if args.request.method.is_some() || args.request.body_file.is_some() || args.request.body_size.is_some() {
-        bail!("scenario presets fix the method and body; use `annex-loadtest http` for custom requests");
+    if args.request.method.is_some()
+        || args.request.body_file.is_some()
+        || args.request.body_size.is_some()
+    {
+        bail!(
+            "scenario presets fix the method and body; use `annex-loadtest http` for custom requests"
+        );
     }
     let spec = args.load.spec(args.defaults())?;
     match args.name.as_str() {
-        "noisy-neighbour" => noisy(args, &spec).await.map(Output::NoisyNeighbour),
+        "noisy-neighbour" => Ok(Output::NoisyNeighbour(Box::new(noisy(args, &spec).await?))),
         "cold-start" => {
             let url = args.ext_url(args.extension()?, "/hello");
             let (_, path) = crate::cli::split_url(&url)?;
-            let target = crate::cli::http_target(&url, args.request.plan(path)?, &args.request).await?;
-            crate::cold_start::run(&target, &args.cold).await.map(Output::ColdStart)
+            let target =
+                crate::cli::http_target(&url, args.request.plan(path)?, &args.request).await?;
+            crate::cold_start::run(&target, &args.cold)
+                .await
+                .map(Output::ColdStart)
         }
         _ => {
             let mut request = args.request.clone();
@@ -186,7 +218,9 @@ pub async fn run(args: &ScenarioArgs) -> anyhow::Result<Output> {
             }
             let installs = request.installs()?;
             if args.name == "multi-tenant-zipf" && installs.is_none() {
-                bail!("scenario `multi-tenant-zipf` needs --installs-file (one install id per line)");
+                bail!(
+                    "scenario `multi-tenant-zipf` needs --installs-file (one install id per line)"
+                );
             }
             let mut runs = Vec::new();
             if args.name == "kv-read" {
@@ -218,10 +252,16 @@ async fn fill_keys(args: &ScenarioArgs, request: &RequestArgs) -> anyhow::Result
         max_requests: request.keys,
         timeout: Duration::from_secs(5),
     };
-    let target = args.target_for(Plan::new(vec![put], None, 1)?, request).await?;
+    let target = args
+        .target_for(Plan::new(vec![put], None, 1)?, request)
+        .await?;
     let r = engine::run(&target, &spec).await;
     if r.recorder.error_count() > 0 {
-        bail!("filling {} keys failed: {:?}", request.keys, r.recorder.errors);
+        bail!(
+            "filling {} keys failed: {:?}",
+            request.keys,
+            r.recorder.errors
+        );
     }
     Ok(RunReport::new("kv-read fill", target.describe(), &spec, &r))
 }
@@ -241,7 +281,11 @@ async fn noisy(args: &ScenarioArgs, spec: &LoadSpec) -> anyhow::Result<NoisyRepo
         .flood_extension
         .as_deref()
         .context("scenario `noisy-neighbour` needs --flood-extension")?;
-    let hello = Plan::single(http::Method::GET, format!("/api/ext/{ext}/hello"), Bytes::new());
+    let hello = Plan::single(
+        http::Method::GET,
+        format!("/api/ext/{ext}/hello"),
+        Bytes::new(),
+    );
     let victim = args.target_for(hello, &args.request).await?;
     // The flood's failures (timeouts, traps) are its point: every status counts as sent.
     let mut flood_request = args.request.clone();
@@ -249,7 +293,10 @@ async fn noisy(args: &ScenarioArgs, spec: &LoadSpec) -> anyhow::Result<NoisyRepo
     flood_request.expect.error_body = None;
     let flood_path = format!("/api/ext/{flood_ext}{}", args.flood_path);
     let flood = args
-        .target_for(Plan::single(http::Method::GET, flood_path, Bytes::new()), &flood_request)
+        .target_for(
+            Plan::single(http::Method::GET, flood_path, Bytes::new()),
+            &flood_request,
+        )
         .await?;
 
     let alone = engine::run(&victim, spec).await;
@@ -304,7 +351,11 @@ impl NoisyReport {
         for r in [&self.victim_alone, &self.victim_with_flood, &self.flood] {
             let _ = writeln!(out, "{}", r.markdown_row());
         }
-        let _ = writeln!(out, "\nVictim p99 ratio (flood / alone): {:.2}", self.p99_ratio);
+        let _ = writeln!(
+            out,
+            "\nVictim p99 ratio (flood / alone): {:.2}",
+            self.p99_ratio
+        );
     }
 }
 

@@ -60,7 +60,7 @@ impl Target {
     pub fn connection(&self, worker: usize) -> Connection {
         match self {
             Target::Http(t) => Connection::Http(Box::new(HttpConn::new(t.clone(), worker))),
-            Target::Grpc(t) => Connection::Grpc(GrpcConn::new(t, worker)),
+            Target::Grpc(t) => Connection::Grpc(Box::new(GrpcConn::new(t, worker))),
         }
     }
 
@@ -75,7 +75,7 @@ impl Target {
 
 pub enum Connection {
     Http(Box<HttpConn>),
-    Grpc(GrpcConn),
+    Grpc(Box<GrpcConn>),
 }
 
 impl Connection {

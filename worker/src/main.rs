@@ -4,20 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use annex_ops::Role;
 use annex_ops::admin::AdminState;
 use annex_ops::tls::TlsFiles;
 use annex_worker::backend::{GrpcHostBackend, NoHostBackend};
 use annex_worker::bundles::{DirBundleSource, GrpcBundleSource, GrpcTrust, StaticTrust};
 use annex_worker::config::Config;
 use annex_worker::fleet;
-use annex_worker::grpc::WorkerService;
 use annex_worker::metrics::Metrics;
 use annex_worker::server::{self, Sources};
 use anyhow::Context;
 use clap::Parser;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 
 /// How long trust keys are cached: bounds how long a revoked key still
 /// admits new loads.
@@ -102,10 +99,6 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
-    let service = InterceptedService::new(
-        WorkerService::new(executor.clone()).into_server(),
-        annex_ops::tls::authenticate(&[Role::Edge, Role::ControlPlane]),
-    );
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let drain_executor = executor.clone();
     let drain_admin = admin.clone();
@@ -123,11 +116,10 @@ async fn main() -> anyhow::Result<()> {
     };
     admin.set_ready(true);
     tracing::info!(listen = %config.grpc_listen, worker = %config.worker_id, "worker serving");
-    Server::builder()
-        .tls_config(tls.server_config())
-        .context("configuring TLS")?
-        .add_service(service)
-        .serve_with_shutdown(config.grpc_listen, shutdown)
+    let listener = tokio::net::TcpListener::bind(config.grpc_listen)
+        .await
+        .context("binding the gRPC listener")?;
+    server::serve_tls(executor, listener, &tls, shutdown)
         .await
         .context("serving gRPC")?;
     let _ = stop_tx.send(true);

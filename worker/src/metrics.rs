@@ -77,3 +77,31 @@ impl Metrics {
         self.duration.get_or_create(&label).observe(seconds);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_exported_without_tenant_labels() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.record(Outcome::Ok, 0.002);
+        m.record(Outcome::Timeout, 1.0);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(
+            text.contains("annex_worker_executions_total{outcome=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("annex_worker_executions_total{outcome=\"timeout\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("annex_worker_execution_duration_seconds_bucket"),
+            "{text}"
+        );
+        assert!(!text.contains("tenant"));
+    }
+}

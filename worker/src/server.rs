@@ -80,6 +80,14 @@ pub fn build(
         backend: sources.backend,
         egress: Arc::new(EgressClient::new(settings.egress.clone())),
     });
+    // Never admit more executions than the pool has instance slots (each
+    // execution holds one component instance and one async stack).
+    let mut admission = settings.admission.clone();
+    if engine.allocator() == crate::engine::Allocator::Pooling {
+        let pool = &settings.engine.pool;
+        let slots = pool.total_component_instances.min(pool.total_stacks) as usize;
+        admission.capacity = admission.capacity.min(slots.max(1));
+    }
     let mut exec = settings.exec.clone();
     // A request may never be granted more memory than a pool slot holds.
     let pool_mb =
@@ -92,7 +100,7 @@ pub fn build(
         services,
         bundles: sources.bundles,
         trust: sources.trust,
-        admission: Admission::new(settings.admission.clone()),
+        admission: Admission::new(admission),
         config: exec,
         metrics,
         worker_id: settings.worker_id.clone(),
@@ -110,4 +118,29 @@ pub async fn serve_plaintext(
         .add_service(WorkerService::new(executor).into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
+}
+
+/// Roles that may call the `Worker` service.
+pub const CALLER_ROLES: &[annex_ops::Role] =
+    &[annex_ops::Role::Edge, annex_ops::Role::ControlPlane];
+
+/// Serves the `Worker` service with mTLS on `listener` until `shutdown`:
+/// a client certificate signed by the CA is required, and only the edge and
+/// control-plane roles are admitted.
+pub async fn serve_tls(
+    executor: Arc<Executor>,
+    listener: TcpListener,
+    tls: &annex_ops::tls::TlsMaterial,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let service = tonic::service::interceptor::InterceptedService::new(
+        WorkerService::new(executor).into_server(),
+        annex_ops::tls::authenticate(CALLER_ROLES),
+    );
+    tonic::transport::Server::builder()
+        .tls_config(tls.server_config())?
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
 }

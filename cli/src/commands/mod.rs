@@ -7,6 +7,7 @@
 //! module and another arm in [`run`].
 
 mod api_keys;
+mod call;
 mod config;
 mod installs;
 mod keygen;
@@ -74,6 +75,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         Command::Trust(cmd) => trust::run(&cx, cmd).await,
         Command::ApiKey(cmd) => api_keys::run(&cx, cmd).await,
         Command::Token(args) => token::run(&cx, args),
+        Command::Call(args) => call::call(&cx, args).await,
+        Command::Logs(args) => call::logs(&cx, args).await,
     }
 }
 

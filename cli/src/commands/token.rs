@@ -64,6 +64,25 @@ pub struct Claims {
     pub exp: i64,
 }
 
+impl Claims {
+    /// A dev user of `tenant` with read and write permission, valid one hour.
+    pub fn dev(tenant: &str) -> Claims {
+        let now = chrono::Utc::now().timestamp();
+        Claims {
+            sub: "dev-user".into(),
+            tenant: tenant.to_owned(),
+            email: "dev-user@example.test".into(),
+            name: "Dev User".into(),
+            user_type: "internal".into(),
+            client_id: None,
+            permissions: vec!["extension:read".into(), "extension:write".into()],
+            aud: "annex".into(),
+            iat: now,
+            exp: now + 3600,
+        }
+    }
+}
+
 pub fn run(cx: &Context, args: TokenArgs) -> anyhow::Result<Report> {
     let tenant = cx.tenant()?;
     let secret = match &args.secret_file {

@@ -1,6 +1,6 @@
 // Annex extension iframe bridge, host side (Alga spec §4.2/§4.3).
 // Served by the edge at /ext-bridge/host.js. Usage:
-//   const cleanup = AnnexBridge.bootstrapIframe({ iframe, extensionId,
+//   const cleanup = AnnexBridge.bootstrapIframe({ iframe, extensionId, src,
 //       allowedOrigin, minHeight: 100, maxHeight: 4000, proxyBase: '', theme: {...} });
 // Embeds with a safe sandbox, accepts messages only from the iframe's window
 // and origin, answers `apiproxy` through /api/ext-proxy, clamps `resize`,
@@ -46,7 +46,9 @@
     var minH = opts.minHeight || 100;
     var maxH = opts.maxHeight || 4000;
     var proxyBase = String(opts.proxyBase || '').replace(/\/+$/, '');
-    var src = iframe.getAttribute('src') || '';
+    // Pass `src` to have the bridge navigate the iframe after its sandbox is
+    // set (sandbox flags apply from the next navigation on).
+    var src = opts.src || iframe.getAttribute('src') || '';
     var srcOrigin = originOf(src);
     var sameOrigin = srcOrigin === global.location.origin;
     if (!iframe.hasAttribute('sandbox')) {
@@ -129,6 +131,7 @@
     }
 
     global.addEventListener('message', onMessage);
+    if (opts.src) iframe.setAttribute('src', opts.src);
     return function cleanup() { global.removeEventListener('message', onMessage); };
   }
 

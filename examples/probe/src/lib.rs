@@ -9,9 +9,8 @@ wit_bindgen::generate!({
 });
 
 use alga::extension::types::{
-    ClientsListInput, CreateManualInvoiceInput, CreateScheduleInput,
-    HttpHeader, HttpRequest, ManualInvoiceItemInput, ScheduleInfo,
-    ServicesListInput, StorageEntry, UpdateScheduleInput,
+    ClientsListInput, CreateManualInvoiceInput, CreateScheduleInput, HttpHeader, HttpRequest,
+    ManualInvoiceItemInput, ScheduleInfo, ServicesListInput, StorageEntry, UpdateScheduleInput,
 };
 use alga::extension::{
     clients, config, context, http, invoicing, logging, scheduler, secrets, services, storage,
@@ -64,10 +63,12 @@ impl Guest for Probe {
             "/wasi-http" => wasi_http(&body),
             "/config/get" => json!({"value": config::get(q.get("key").unwrap_or(""))}),
             "/config/list" => json!({"entries": config::list()}),
-            "/storage/get" => match storage::get(q.get("ns").unwrap_or(""), q.get("key").unwrap_or("")) {
-                Ok(e) => json!({"ok": entry_json(e)}),
-                Err(e) => json!({"err": e.name()}),
-            },
+            "/storage/get" => {
+                match storage::get(q.get("ns").unwrap_or(""), q.get("key").unwrap_or("")) {
+                    Ok(e) => json!({"ok": entry_json(e)}),
+                    Err(e) => json!({"err": e.name()}),
+                }
+            }
             "/storage/put" => {
                 let entry = StorageEntry {
                     namespace: q.get("ns").unwrap_or("").to_string(),
@@ -80,14 +81,18 @@ impl Guest for Probe {
                     Err(e) => json!({"err": e.name()}),
                 }
             }
-            "/storage/delete" => match storage::delete(q.get("ns").unwrap_or(""), q.get("key").unwrap_or("")) {
-                Ok(()) => json!({"ok": null}),
-                Err(e) => json!({"err": e.name()}),
-            },
-            "/storage/list" => match storage::list_entries(q.get("ns").unwrap_or(""), q.get("cursor")) {
-                Ok(list) => json!({"ok": list.into_iter().map(entry_json).collect::<Vec<_>>()}),
-                Err(e) => json!({"err": e.name()}),
-            },
+            "/storage/delete" => {
+                match storage::delete(q.get("ns").unwrap_or(""), q.get("key").unwrap_or("")) {
+                    Ok(()) => json!({"ok": null}),
+                    Err(e) => json!({"err": e.name()}),
+                }
+            }
+            "/storage/list" => {
+                match storage::list_entries(q.get("ns").unwrap_or(""), q.get("cursor")) {
+                    Ok(list) => json!({"ok": list.into_iter().map(entry_json).collect::<Vec<_>>()}),
+                    Err(e) => json!({"err": e.name()}),
+                }
+            }
             "/scheduler/list" => match scheduler::list_schedules() {
                 Ok(list) => json!({"ok": list.into_iter().map(schedule_json).collect::<Vec<_>>()}),
                 Err(e) => json!({"err": e.name()}),
@@ -167,7 +172,9 @@ impl Guest for Probe {
                 Err(e) => json!({"err": e.name()}),
             },
             "/clients/get" => match clients::get_client(q.get("id").unwrap_or("")) {
-                Ok(c) => json!({"ok": c.map(|c| json!({"clientId": c.client_id, "clientName": c.client_name}))}),
+                Ok(c) => {
+                    json!({"ok": c.map(|c| json!({"clientId": c.client_id, "clientName": c.client_name}))})
+                }
                 Err(e) => json!({"err": e.name()}),
             },
             "/services/list" => match services::list_services(&ServicesListInput {
@@ -185,11 +192,17 @@ impl Guest for Probe {
                 Err(e) => json!({"err": e.name()}),
             },
             "/services/get" => match services::get_service(q.get("id").unwrap_or("")) {
-                Ok(s) => json!({"ok": s.map(|s| json!({"serviceId": s.service_id, "serviceName": s.service_name}))}),
+                Ok(s) => {
+                    json!({"ok": s.map(|s| json!({"serviceId": s.service_id, "serviceName": s.service_name}))})
+                }
                 Err(e) => json!({"err": e.name()}),
             },
             "/ui-proxy" => {
-                let payload = if request.http.body.is_some() { Some(body.as_slice()) } else { None };
+                let payload = if request.http.body.is_some() {
+                    Some(body.as_slice())
+                } else {
+                    None
+                };
                 match ui_proxy::call_route(q.get("route").unwrap_or(""), payload) {
                     Ok(bytes) => json!({"ok": String::from_utf8_lossy(&bytes)}),
                     Err(e) => json!({"err": e.name()}),
@@ -263,7 +276,11 @@ fn wasi_http(body: &[u8]) -> Value {
         Err(e) => return json!({"err": format!("bad probe input: {e}")}),
     };
     let request = OutgoingRequest::new(Fields::new());
-    let scheme = if spec["scheme"] == "https" { Scheme::Https } else { Scheme::Http };
+    let scheme = if spec["scheme"] == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
     let _ = request.set_scheme(Some(&scheme));
     let _ = request.set_authority(spec["authority"].as_str());
     let _ = request.set_path_with_query(spec["path"].as_str());
@@ -322,7 +339,10 @@ impl Query {
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 

@@ -465,7 +465,7 @@ async fn wasi_http_goes_through_the_same_egress_policy() {
         "/wasi-http",
     )
     .await;
-    assert_eq!(body, json!({"err": "HttpRequestDenied"}));
+    assert_eq!(body, json!({"err": "ErrorCode::HttpRequestDenied"}));
     // Capability but the host is not allowlisted: denied.
     let body = probe(
         |c| {
@@ -477,7 +477,7 @@ async fn wasi_http_goes_through_the_same_egress_policy() {
         "/wasi-http",
     )
     .await;
-    assert_eq!(body, json!({"err": "HttpRequestDenied"}));
+    assert_eq!(body, json!({"err": "ErrorCode::HttpRequestDenied"}));
     // Both: the request reaches the stub.
     let body = probe(
         |c| {

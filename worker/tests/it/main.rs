@@ -8,4 +8,5 @@ mod fleet;
 mod host_services;
 mod interfaces;
 mod js;
+mod mtls;
 mod support;

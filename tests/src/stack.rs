@@ -1,0 +1,562 @@
+//! One Annex deployment as child processes: PostgreSQL, the control plane,
+//! a worker and an edge, with mTLS between them from a dev PKI, plus the
+//! extensions the tests call, published signed and installed for
+//! [`TENANT`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use annex_bundle::ContentHash;
+use annex_bundle::signing::KeyPair;
+use annex_control_plane::postgres_local::{LocalPostgres, LocalPostgresOptions};
+use annex_ops::Role;
+use annex_proto::pb;
+use tokio::process::{Child, Command};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::http::{get, try_send};
+
+pub const TENANT: &str = "tenant-e2e";
+pub const OTHER_TENANT: &str = "tenant-other";
+pub const PUBLISHER: &str = "Annex E2E";
+pub const AUDIENCE: &str = "annex";
+/// How long a process may take to become ready (a cold debug build on a
+/// loaded machine, Wasmtime compiling the first component).
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// An extension published and installed for [`TENANT`].
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub registry_id: String,
+    pub install_id: String,
+    pub content_hash: String,
+    pub slug: String,
+}
+
+/// Edge settings a test overrides, as `ANNEX_EDGE_*` variables.
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    pub edge_env: Vec<(String, String)>,
+}
+
+/// A running child process and where its log goes.
+#[derive(Debug)]
+pub struct Proc {
+    pub name: &'static str,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// The process's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(4000);
+        text.get(start..).unwrap_or_default().to_owned()
+    }
+}
+
+/// An edge process.
+#[derive(Debug)]
+pub struct EdgeProc {
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub proc: Proc,
+}
+
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub pki: PathBuf,
+    pub pg: LocalPostgres,
+    pub cp_addr: SocketAddr,
+    pub worker_addr: SocketAddr,
+    pub edge: EdgeProc,
+    pub jwt_secret_file: PathBuf,
+    pub hello: Installed,
+    pub misbehave: Installed,
+    pub procs: Vec<Proc>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("edge", &self.edge.http)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The directory the workspace binaries were built into (next to `deps/`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}"));
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap_or_else(|| panic!("no target directory above {}", exe.display()));
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (`cargo build --bins`, or scripts/test.sh)",
+        path.display()
+    );
+    path
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    l.local_addr().unwrap_or_else(|e| panic!("addr: {e}"))
+}
+
+fn spawn(name: &'static str, dir: &Path, env: &[(String, String)]) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
+    let err = file.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
+    let mut cmd = Command::new(bin(name));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::from(err))
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    Proc { name, child, log }
+}
+
+/// Waits for `/ready` on an admin listener, failing with the process's log.
+async fn wait_ready(proc: &mut Proc, admin: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + READY_DEADLINE;
+    loop {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!("{} exited ({status}):\n{}", proc.name, proc.log_tail());
+        }
+        if try_send(admin, "GET", "/ready", &[], b"")
+            .await
+            .is_ok_and(|r| r.status == 200)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never became ready:\n{}",
+            proc.name,
+            proc.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn tls_env(prefix: &str, pki: &Path, role: Role) -> Vec<(String, String)> {
+    let files = annex_ops::devcerts::role_files(pki, role);
+    vec![
+        (format!("{prefix}_TLS_CA"), files.ca.display().to_string()),
+        (
+            format!("{prefix}_TLS_CERT"),
+            files.cert.display().to_string(),
+        ),
+        (format!("{prefix}_TLS_KEY"), files.key.display().to_string()),
+    ]
+}
+
+fn env(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+/// The UI the Chromium test drives: a button that calls `GET /hello`
+/// through the bridge and shows the answer.
+pub const UI_INDEX: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>hello ui</title></head>
+<body>
+<button id="call">Call handler</button>
+<pre id="out">idle</pre>
+<script src="/ext-bridge/sdk.js"></script>
+<script src="app.js"></script>
+</body></html>
+"#;
+
+pub const UI_APP: &str = r#"var bridge = AnnexSdk.createBridge();
+var out = document.getElementById('out');
+document.getElementById('call').addEventListener('click', function () {
+  out.textContent = 'calling';
+  AnnexSdk.callHandlerJson(bridge, '/hello').then(function (r) {
+    out.textContent = 'answer: ' + r.message + ' for ' + r.tenantId;
+  }).catch(function (e) {
+    out.textContent = 'error: ' + e.message;
+  });
+});
+bridge.ready();
+"#;
+
+fn pack(
+    dir: &Path,
+    manifest: &serde_json::Value,
+    component: &[u8],
+    ui: &[(&str, &[u8])],
+) -> Vec<u8> {
+    let root = dir.join(format!(
+        "bundle-{}",
+        manifest["name"].as_str().unwrap_or("x")
+    ));
+    let write = |rel: &str, data: &[u8]| {
+        let path = root.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        }
+        std::fs::write(path, data).unwrap_or_else(|e| panic!("write {rel}: {e}"));
+    };
+    write("manifest.json", manifest.to_string().as_bytes());
+    write("dist/main.wasm", component);
+    for (rel, data) in ui {
+        write(&format!("ui/{rel}"), data);
+    }
+    annex_bundle::archive::pack_dir(&root).unwrap_or_else(|e| panic!("pack: {e}"))
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Stack::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(opts: StackOptions) -> Stack {
+        annex_ops::tls::install_crypto_provider();
+        // Build the guests before any process starts (slow the first time).
+        let hello = std::fs::read(annex_worker::testing::guest("hello"))
+            .unwrap_or_else(|e| panic!("hello: {e}"));
+        let misbehave = std::fs::read(annex_worker::testing::guest("misbehave"))
+            .unwrap_or_else(|e| panic!("misbehave: {e}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let pki = dir.path().join("pki");
+        annex_ops::devcerts::ensure_dir(&pki).unwrap_or_else(|e| panic!("dev PKI: {e}"));
+        let pg = LocalPostgres::start(&dir.path().join("pg"), LocalPostgresOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL is required for the end-to-end tests: {e}"));
+        let kek = dir.path().join("kek");
+        std::fs::write(&kek, hex::encode([7u8; 32])).unwrap_or_else(|e| panic!("kek: {e}"));
+        let jwt_secret_file = dir.path().join("jwt.secret");
+        std::fs::write(
+            &jwt_secret_file,
+            "e2e-secret-e2e-secret-e2e-secret-e2e-secret",
+        )
+        .unwrap_or_else(|e| panic!("secret: {e}"));
+
+        let (cp_addr, cp_admin) = (free_addr(), free_addr());
+        let mut cp_env = env(&[
+            ("ANNEX_CONTROL_PLANE_GRPC_LISTEN", cp_addr.to_string()),
+            ("ANNEX_CONTROL_PLANE_ADMIN_LISTEN", cp_admin.to_string()),
+            ("ANNEX_CONTROL_PLANE_DATABASE_URL", pg.url()),
+            ("ANNEX_CONTROL_PLANE_KEK_FILE", kek.display().to_string()),
+            ("ANNEX_LOG_FORMAT", "text".into()),
+        ]);
+        cp_env.extend(tls_env("ANNEX_CONTROL_PLANE", &pki, Role::ControlPlane));
+        let mut cp = spawn("annex-control-plane", dir.path(), &cp_env);
+        wait_ready(&mut cp, cp_admin).await;
+
+        let (worker_addr, worker_admin) = (free_addr(), free_addr());
+        let mut worker_env = env(&[
+            ("ANNEX_WORKER_GRPC_LISTEN", worker_addr.to_string()),
+            ("ANNEX_WORKER_ADMIN_LISTEN", worker_admin.to_string()),
+            ("ANNEX_WORKER_ID", "e2e-worker".into()),
+            (
+                "ANNEX_WORKER_CONTROL_PLANE_URL",
+                format!("https://{cp_addr}"),
+            ),
+            ("ANNEX_WORKER_CONTROL_PLANE_NAME", "localhost".into()),
+            ("ANNEX_WORKER_ADVERTISE_ADDRESS", worker_addr.to_string()),
+            (
+                "ANNEX_WORKER_CACHE_DIR",
+                dir.path().join("worker-cache").display().to_string(),
+            ),
+            ("ANNEX_WORKER_POOL_INSTANCES", "32".into()),
+            ("ANNEX_WORKER_LOG_FORMAT", "text".into()),
+        ]);
+        worker_env.extend(tls_env("ANNEX_WORKER", &pki, Role::Worker));
+        let mut worker = spawn("annex-worker", dir.path(), &worker_env);
+        wait_ready(&mut worker, worker_admin).await;
+
+        let operator = channel(&pki, cp_addr, Role::Operator).await;
+        let key = KeyPair::generate();
+        pb::trust_client::TrustClient::new(operator.clone())
+            .add_key(pb::AddKeyRequest {
+                publisher: PUBLISHER.into(),
+                public_key: key.public_key().to_pem(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("trusting the publisher key: {e}"));
+        let hello_manifest = serde_json::json!({
+            "name": "com.annex.e2e.hello", "publisher": PUBLISHER, "version": "1.0.0",
+            "runtime": "wasm-rust@1", "capabilities": [],
+            "ui": {"type": "iframe", "entry": "ui/index.html", "hooks": {"appMenu": {"label": "Hello"}}},
+            "api": {"endpoints": [
+                {"method": "GET", "path": "/hello", "handler": "dist/main"},
+                {"method": "POST", "path": "/echo", "handler": "dist/main"},
+                {"method": "DELETE", "path": "/echo", "handler": "dist/main"}
+            ]}
+        });
+        let hello_bundle = pack(
+            dir.path(),
+            &hello_manifest,
+            &hello,
+            &[
+                ("index.html", UI_INDEX.as_bytes()),
+                ("app.js", UI_APP.as_bytes()),
+            ],
+        );
+        let misbehave_manifest = serde_json::json!({
+            "name": "com.annex.e2e.misbehave", "publisher": PUBLISHER, "version": "1.0.0",
+            "runtime": "wasm-rust@1", "capabilities": [],
+            "api": {"endpoints": [
+                {"method": "GET", "path": "/loop", "handler": "dist/main"},
+                {"method": "GET", "path": "/panic", "handler": "dist/main"}
+            ]}
+        });
+        let misbehave_bundle = pack(dir.path(), &misbehave_manifest, &misbehave, &[]);
+        let hello = publish_and_install(&operator, &key, &hello_manifest, &hello_bundle).await;
+        let misbehave =
+            publish_and_install(&operator, &key, &misbehave_manifest, &misbehave_bundle).await;
+
+        let mut procs = vec![cp, worker];
+        let edge = spawn_edge_in(
+            dir.path(),
+            &pki,
+            cp_addr,
+            &jwt_secret_file,
+            "edge",
+            &opts.edge_env,
+        )
+        .await;
+        let stack_edge = edge;
+        procs.shrink_to_fit();
+        let stack = Stack {
+            dir,
+            pki,
+            pg,
+            cp_addr,
+            worker_addr,
+            edge: stack_edge,
+            jwt_secret_file,
+            hello,
+            misbehave,
+            procs,
+        };
+        // The worker registers itself; wait until the edge routes to it and
+        // the first component is compiled.
+        let auth = stack.bearer(&serde_json::json!({}));
+        let path = format!("/api/ext/{}/hello", stack.hello.registry_id);
+        let routed = crate::eventually_ms(READY_DEADLINE.as_millis() as u64, || async {
+            try_send(
+                stack.edge.http,
+                "GET",
+                &path,
+                &[("authorization", &auth)],
+                b"",
+            )
+            .await
+            .is_ok_and(|r| r.status == 200)
+        })
+        .await;
+        assert!(
+            routed,
+            "the edge never reached the worker:\n{}",
+            stack.logs()
+        );
+        stack
+    }
+
+    /// Starts another edge on this deployment with extra `ANNEX_EDGE_*` settings.
+    pub async fn spawn_edge(&self, name: &'static str, extra: &[(String, String)]) -> EdgeProc {
+        spawn_edge_in(
+            self.dir.path(),
+            &self.pki,
+            self.cp_addr,
+            &self.jwt_secret_file,
+            name,
+            extra,
+        )
+        .await
+    }
+
+    /// A channel to the control plane presenting `role`.
+    pub async fn channel(&self, role: Role) -> Channel {
+        channel(&self.pki, self.cp_addr, role).await
+    }
+
+    /// A session token for [`TENANT`] with `overrides` applied (`null` removes a claim).
+    pub fn token(&self, overrides: &serde_json::Value) -> String {
+        let secret = std::fs::read(&self.jwt_secret_file).unwrap_or_else(|e| panic!("secret: {e}"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        let mut claims = serde_json::json!({
+            "sub": "user-e2e", "tenant": TENANT, "email": "e2e@example.test", "name": "E2E User",
+            "user_type": "internal", "permissions": ["extension:read", "extension:write"],
+            "aud": AUDIENCE, "iat": now, "exp": now + 600,
+        });
+        if let (Some(c), Some(o)) = (claims.as_object_mut(), overrides.as_object()) {
+            for (k, v) in o {
+                if v.is_null() {
+                    c.remove(k);
+                } else {
+                    c.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        annex_edge::auth::jwt::sign(
+            &annex_edge::auth::jwt::SigningKey::Hs256(secret.trim_ascii().to_vec()),
+            &claims,
+        )
+    }
+
+    pub fn bearer(&self, overrides: &serde_json::Value) -> String {
+        format!("Bearer {}", self.token(overrides))
+    }
+
+    /// The tails of every process's log.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for p in self.procs.iter().chain(std::iter::once(&self.edge.proc)) {
+            out.push_str(&format!("--- {} ---\n{}\n", p.name, p.log_tail()));
+        }
+        out
+    }
+
+    /// Audit rows of `registry_id` for [`TENANT`], read from Postgres.
+    pub async fn audit_rows(
+        &self,
+        registry_id: &str,
+    ) -> Vec<annex_control_plane::store::ExecutionRow> {
+        use annex_control_plane::store::{PgStore, PgStoreConfig, Store as _};
+        let store = PgStore::connect(PgStoreConfig {
+            url: self.pg.url(),
+            max_connections: 1,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+        let id = registry_id.parse().unwrap_or_else(|e| panic!("uuid: {e}"));
+        store
+            .list_executions(TENANT, id, 1000)
+            .await
+            .unwrap_or_else(|e| panic!("list: {e}"))
+    }
+
+    /// Whether the edge's admin listener reports ready.
+    pub async fn edge_ready(&self) -> bool {
+        get(self.edge.admin, "/ready", &[]).await.status == 200
+    }
+}
+
+async fn channel(pki: &Path, addr: SocketAddr, role: Role) -> Channel {
+    let material = annex_ops::devcerts::role_files(pki, role)
+        .load()
+        .unwrap_or_else(|e| panic!("certificates: {e}"));
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap_or_else(|e| panic!("url: {e}"))
+        .tls_config(material.client_config("localhost"))
+        .unwrap_or_else(|e| panic!("tls: {e}"))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the control plane: {e}"))
+}
+
+async fn spawn_edge_in(
+    dir: &Path,
+    pki: &Path,
+    cp_addr: SocketAddr,
+    secret: &Path,
+    name: &'static str,
+    extra: &[(String, String)],
+) -> EdgeProc {
+    let (http, admin) = (free_addr(), free_addr());
+    let ui_dir = dir.join(format!("{name}-ui"));
+    let mut vars = env(&[
+        ("ANNEX_EDGE_HTTP_LISTEN", http.to_string()),
+        ("ANNEX_EDGE_ADMIN_LISTEN", admin.to_string()),
+        ("ANNEX_EDGE_CONTROL_PLANE", format!("https://{cp_addr}")),
+        ("ANNEX_EDGE_CONTROL_PLANE_SERVER_NAME", "localhost".into()),
+        ("ANNEX_EDGE_ID", name.into()),
+        (
+            "ANNEX_EDGE_JWT_HS256_SECRET_FILE",
+            secret.display().to_string(),
+        ),
+        ("ANNEX_EDGE_SESSION_COOKIE", "annex_session".into()),
+        ("ANNEX_EDGE_UI_CACHE_DIR", ui_dir.display().to_string()),
+        ("ANNEX_EDGE_MAX_BODY_BYTES", "65536".into()),
+        ("ANNEX_EDGE_TIMEOUT_MS", "2000".into()),
+        ("ANNEX_EDGE_RATE_CAPACITY", "100000".into()),
+        ("ANNEX_EDGE_RATE_REFILL_PER_SEC", "100000".into()),
+        ("ANNEX_LOG_FORMAT", "text".into()),
+    ]);
+    vars.extend(tls_env("ANNEX_EDGE", pki, Role::Edge));
+    // Later entries win: a test's settings override the defaults above.
+    for (k, v) in extra {
+        vars.retain(|(key, _)| key != k);
+        vars.push((k.clone(), v.clone()));
+    }
+    // Each edge gets its own log file name.
+    let mut proc = spawn_named(name, dir, &vars);
+    wait_ready(&mut proc, admin).await;
+    EdgeProc { http, admin, proc }
+}
+
+fn spawn_named(name: &'static str, dir: &Path, vars: &[(String, String)]) -> Proc {
+    let mut p = spawn("annex-edge", dir, vars);
+    let log = dir.join(format!("{name}.log"));
+    if p.log != log {
+        // Keep each edge's output apart (the first is named `edge`).
+        let _ = std::fs::rename(&p.log, &log);
+        p.log = log;
+    }
+    p.name = name;
+    p
+}
+
+async fn publish_and_install(
+    operator: &Channel,
+    key: &KeyPair,
+    manifest: &serde_json::Value,
+    bytes: &[u8],
+) -> Installed {
+    let name = manifest["name"].as_str().unwrap_or_default();
+    let version = manifest["version"].as_str().unwrap_or_default();
+    let signature =
+        annex_bundle::signing::sign_bundle(key, &ContentHash::of(bytes), PUBLISHER, name, version);
+    let mut parts = vec![pb::PublishRequest {
+        part: Some(pb::publish_request::Part::Header(pb::PublishHeader {
+            signature,
+            ..Default::default()
+        })),
+    }];
+    parts.extend(bytes.chunks(64 * 1024).map(|c| pb::PublishRequest {
+        part: Some(pb::publish_request::Part::Chunk(c.to_vec())),
+    }));
+    pb::registry_client::RegistryClient::new(operator.clone())
+        .publish(futures::stream::iter(parts))
+        .await
+        .unwrap_or_else(|e| panic!("publishing {name}: {e}"));
+    let slug = format!("{PUBLISHER}.{name}").to_lowercase();
+    let info = pb::installs_client::InstallsClient::new(operator.clone())
+        .install(pb::InstallRequest {
+            tenant_id: TENANT.into(),
+            extension: slug.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("installing {name}: {e}"))
+        .into_inner();
+    Installed {
+        registry_id: info.registry_id,
+        install_id: info.install_id,
+        content_hash: info.content_hash,
+        slug: slug.replace(' ', "%20"),
+    }
+}
