@@ -210,12 +210,14 @@ impl InstallCache {
     /// negative entry of the tenant, which may now resolve).
     pub fn invalidate(&self, tenant: &str, install_id: &str, registry_id: &str) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        let whole_tenant = install_id.is_empty() && registry_id.is_empty();
         self.entries.lock().retain(|(t, _), e| {
             t != tenant
-                || e.value.as_ref().is_some_and(|i| {
-                    (install_id.is_empty() || i.install_id != install_id)
-                        && (registry_id.is_empty() || i.registry_id != registry_id)
-                })
+                || !whole_tenant
+                    && e.value.as_ref().is_some_and(|i| {
+                        (install_id.is_empty() || i.install_id != install_id)
+                            && (registry_id.is_empty() || i.registry_id != registry_id)
+                    })
         });
     }
 
@@ -223,5 +225,75 @@ impl InstallCache {
     pub fn clear(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.lock().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn install(id: &str, registry: &str) -> Option<Arc<Install>> {
+        Some(Arc::new(Install {
+            tenant: "t".into(),
+            install_id: id.into(),
+            registry_id: registry.into(),
+            version_id: String::new(),
+            content_hash: String::new(),
+            providers: vec![],
+            config: HashMap::new(),
+            secrets_version: String::new(),
+            egress_allowlist: vec![],
+            endpoints: vec![],
+            client_portal_label: None,
+            execution_grant: String::new(),
+        }))
+    }
+
+    fn cache() -> InstallCache {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let c = InstallCache::new(InstallsClient::new(channel), Duration::from_secs(60));
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut e = c.entries.lock();
+        for (tenant, key, value) in [
+            ("t", "a", install("i1", "r1")),
+            ("t", "slug-a", install("i1", "r1")),
+            ("t", "b", install("i2", "r2")),
+            ("t", "missing", None),
+            ("u", "a", install("i1", "r1")),
+        ] {
+            e.insert(
+                (tenant.into(), key.into()),
+                Entry {
+                    value,
+                    expires: far,
+                },
+            );
+        }
+        drop(e);
+        c
+    }
+
+    fn keys(c: &InstallCache) -> Vec<String> {
+        let mut k: Vec<String> = c
+            .entries
+            .lock()
+            .keys()
+            .map(|(t, k)| format!("{t}/{k}"))
+            .collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn invalidation_drops_the_install_under_every_name_and_the_tenants_misses() {
+        let c = cache();
+        c.invalidate("t", "i1", "");
+        assert_eq!(keys(&c), ["t/b", "u/a"]);
+        let c = cache();
+        c.invalidate("t", "", "r2");
+        assert_eq!(keys(&c), ["t/a", "t/slug-a", "u/a"]);
+        let c = cache();
+        c.invalidate("t", "", "");
+        assert_eq!(keys(&c), ["u/a"]);
     }
 }

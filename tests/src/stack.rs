@@ -87,13 +87,20 @@ impl std::fmt::Debug for Stack {
     }
 }
 
-/// The directory the workspace binaries were built into (next to `deps/`).
+/// A workspace binary: from `ANNEX_E2E_BIN_DIR` when set (e.g. a release
+/// build for measurements), else from the target directory this test was
+/// built in (next to `deps/`).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}"));
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap_or_else(|| panic!("no target directory above {}", exe.display()));
+    let dir = match std::env::var_os("ANNEX_E2E_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}"));
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .unwrap_or_else(|| panic!("no target directory above {}", exe.display()))
+                .to_owned()
+        }
+    };
     let path = dir.join(name);
     assert!(
         path.is_file(),
@@ -324,7 +331,7 @@ impl Stack {
         let misbehave =
             publish_and_install(&operator, &key, &misbehave_manifest, &misbehave_bundle).await;
 
-        let mut procs = vec![cp, worker];
+        let procs = vec![cp, worker];
         let edge = spawn_edge_in(
             dir.path(),
             &pki,
@@ -334,15 +341,13 @@ impl Stack {
             &opts.edge_env,
         )
         .await;
-        let stack_edge = edge;
-        procs.shrink_to_fit();
         let stack = Stack {
             dir,
             pki,
             pg,
             cp_addr,
             worker_addr,
-            edge: stack_edge,
+            edge,
             jwt_secret_file,
             hello,
             misbehave,

@@ -72,17 +72,12 @@ async fn an_iframe_ui_calls_its_handler_through_the_bridge() {
     driver.click(&button).await;
     let out = driver.find("#out", 5_000).await;
     let want = format!("answer: hello for {TENANT}");
-    let mut last = String::new();
-    let shown = annex_e2e::eventually_ms(20_000, || {
-        let driver = &driver;
-        let out = out.clone();
-        let last = &mut last;
-        async move {
-            *last = driver.text(&out).await;
-            *last == want
-        }
-    })
-    .await;
-    assert!(shown, "the iframe shows {last:?}\n{}", s.logs());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut shown = driver.text(&out).await;
+    while shown != want && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        shown = driver.text(&out).await;
+    }
+    assert_eq!(shown, want, "the iframe's answer\n{}", s.logs());
     driver.quit().await;
 }

@@ -6,6 +6,16 @@ use annex_e2e::stack::{OTHER_TENANT, TENANT};
 use annex_e2e::{Stack, eventually_ms, get};
 use serde_json::json;
 
+/// Method, path, headers, body, and the status and JSON body it must get.
+type Refusal<'a> = (
+    &'a str,
+    String,
+    Vec<(&'a str, String)>,
+    Vec<u8>,
+    u16,
+    serde_json::Value,
+);
+
 #[tokio::test]
 async fn the_gateway_serves_refuses_and_audits_through_the_real_binaries() {
     let s = Stack::start().await;
@@ -41,14 +51,7 @@ async fn the_gateway_serves_refuses_and_audits_through_the_real_binaries() {
     );
 
     // Every refusal of spec §3.1 with its status and exact body.
-    let cases: Vec<(
-        &str,
-        String,
-        Vec<(&str, String)>,
-        Vec<u8>,
-        u16,
-        serde_json::Value,
-    )> = vec![
+    let cases: Vec<Refusal> = vec![
         (
             "GET",
             format!("{hello}/hello"),
@@ -198,17 +201,14 @@ async fn the_gateway_serves_refuses_and_audits_through_the_real_binaries() {
             ],
         )
         .await;
-    let statuses: Vec<u16> = futures::future::join_all((0..3).map(|_| {
-        get(
-            tight.http,
-            &format!("{hello}/hello"),
-            &[("authorization", &auth)],
-        )
-    }))
-    .await
-    .iter()
-    .map(|r| r.status)
-    .collect();
+    let hello_path = format!("{hello}/hello");
+    let headers = [("authorization", auth.as_str())];
+    let statuses: Vec<u16> =
+        futures::future::join_all((0..3).map(|_| get(tight.http, &hello_path, &headers)))
+            .await
+            .iter()
+            .map(|r| r.status)
+            .collect();
     assert_eq!(
         statuses.iter().filter(|s| **s == 429).count(),
         1,
