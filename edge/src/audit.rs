@@ -3,9 +3,10 @@
 //! 503, never an unaudited execution), fills it when the request ends, and a
 //! background task ships batches to `Dispatch.RecordExecutions`.
 //!
-//! While the control plane refuses a batch the task keeps retrying it and
-//! stops draining the buffer, so a long outage fills the buffer and the edge
-//! starts answering 503 instead of serving without an audit trail.
+//! While the control plane refuses batches the calls keep retrying and the
+//! task stops draining the buffer, so a long outage fills the buffer (the
+//! rows held are the buffer plus the batches in flight) and the edge starts
+//! answering 503 instead of serving without an audit trail.
 
 use std::time::Duration;
 
@@ -19,8 +20,10 @@ use tonic::transport::Channel;
 pub struct AuditSettings {
     /// Rows the buffer holds (reserved plus waiting).
     pub buffer: usize,
-    /// Rows per RecordExecutions call.
+    /// Rows per RecordExecutions call (the control plane takes at most 1000).
     pub batch: usize,
+    /// RecordExecutions calls in flight at once.
+    pub in_flight: usize,
     /// Longest a row waits before its batch is sent.
     pub flush_interval: Duration,
 }
@@ -30,7 +33,10 @@ impl Default for AuditSettings {
         AuditSettings {
             // Seconds of traffic at a few thousand requests per second.
             buffer: 8192,
-            batch: 256,
+            batch: 500,
+            // Measured: one call at a time capped the audit trail (and so
+            // the edge) near 4k rows/s against a local Postgres.
+            in_flight: 4,
             flush_interval: Duration::from_millis(200),
         }
     }
@@ -64,17 +70,19 @@ impl AuditSink {
     }
 }
 
-/// Ships rows until every sender is gone and the buffer is drained.
+/// Ships rows until every sender is gone and the buffer is drained: batches
+/// of up to `batch` rows, up to `in_flight` calls at once, each retried until
+/// the control plane takes it.
 pub async fn ship(
     client: DispatchClient<Channel>,
     mut rx: mpsc::Receiver<pb::ExecutionRecord>,
     settings: AuditSettings,
     failures: Counter,
 ) {
-    let mut batch = Vec::with_capacity(settings.batch);
+    let mut calls = tokio::task::JoinSet::new();
     loop {
-        let first = rx.recv().await;
-        let Some(first) = first else { return };
+        let Some(first) = rx.recv().await else { break };
+        let mut batch = Vec::with_capacity(settings.batch);
         batch.push(first);
         let deadline = tokio::time::Instant::now() + settings.flush_interval;
         while batch.len() < settings.batch {
@@ -83,31 +91,40 @@ pub async fn ship(
                 Ok(None) | Err(_) => break,
             }
         }
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let records = pb::ExecutionRecords {
-                records: batch.clone(),
-            };
-            match client.clone().record_executions(records).await {
-                Ok(_) => break,
-                Err(s) if s.code() == tonic::Code::InvalidArgument => {
-                    // Retrying cannot help a batch the control plane rejects as malformed.
-                    failures.inc();
-                    tracing::error!(
-                        message = s.message(),
-                        rows = batch.len(),
-                        "the control plane rejected audit rows"
-                    );
-                    break;
-                }
-                Err(s) => {
-                    failures.inc();
-                    tracing::warn!(code = ?s.code(), message = s.message(), rows = batch.len(), "recording audit rows failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+        // While every call is busy (or retrying) the buffer fills: that is
+        // the back-pressure that turns into 503s.
+        while calls.len() >= settings.in_flight.max(1) {
+            let _ = calls.join_next().await;
+        }
+        calls.spawn(send(client.clone(), batch, failures.clone()));
+    }
+    while calls.join_next().await.is_some() {}
+}
+
+async fn send(client: DispatchClient<Channel>, batch: Vec<pb::ExecutionRecord>, failures: Counter) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let records = pb::ExecutionRecords {
+            records: batch.clone(),
+        };
+        match client.clone().record_executions(records).await {
+            Ok(_) => return,
+            Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                // Retrying cannot help a batch the control plane rejects as malformed.
+                failures.inc();
+                tracing::error!(
+                    message = s.message(),
+                    rows = batch.len(),
+                    "the control plane rejected audit rows"
+                );
+                return;
+            }
+            Err(s) => {
+                failures.inc();
+                tracing::warn!(code = ?s.code(), message = s.message(), rows = batch.len(), "recording audit rows failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
-        batch.clear();
     }
 }

@@ -284,8 +284,8 @@ mod tests {
         k
     }
 
-    #[test]
-    fn invalidation_drops_the_install_under_every_name_and_the_tenants_misses() {
+    #[tokio::test]
+    async fn invalidation_drops_the_install_under_every_name_and_the_tenants_misses() {
         let c = cache();
         c.invalidate("t", "i1", "");
         assert_eq!(keys(&c), ["t/b", "u/a"]);

@@ -619,6 +619,7 @@ async fn an_unavailable_worker_is_retried_once_on_another() {
 async fn a_control_plane_outage_keeps_traffic_flowing_until_the_audit_buffer_fills() {
     let mut w = World::start_with(EdgeOptions {
         audit_buffer: 2,
+        audit_batch: 1,
         ..EdgeOptions::default()
     })
     .await;

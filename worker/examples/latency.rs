@@ -2,7 +2,8 @@
 //! gRPC on loopback (plaintext): the first request without `Prewarm`, the
 //! first request after `Prewarm`, and warm sequential requests.
 //!
-//! `cargo run --release -p annex-worker --features testing --example latency [N]`
+//! `cargo run --release -p annex-worker --features testing --example latency [N] [GUEST] [PATH]`
+//! (defaults: 5000 requests, `hello`, `/hello`).
 
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,14 @@ async fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(5_000);
     let publisher = Publisher::new();
-    let hash = publisher.publish("hello");
-    let request = || Call::new(&hash, "GET", "/hello").build();
+    let guest = std::env::args()
+        .nth(2)
+        .unwrap_or_else(|| "hello".to_string());
+    let path = std::env::args()
+        .nth(3)
+        .unwrap_or_else(|| "/hello".to_string());
+    let hash = publisher.publish(&guest);
+    let request = || Call::new(&hash, "GET", &path).build();
 
     // Cold: nothing compiled, no disk cache.
     let cold = TestWorker::start(test_settings(None), &publisher, None).await;

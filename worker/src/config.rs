@@ -31,8 +31,9 @@ pub struct Config {
     /// and host services are unavailable.
     #[arg(long, env = "ANNEX_WORKER_CONTROL_PLANE_URL")]
     pub control_plane_url: Option<String>,
-    /// Address registered with the control plane for edges to reach this
-    /// worker (default: `https://` + the gRPC listen address).
+    /// `host:port` registered with the control plane for edges to reach this
+    /// worker (default: the gRPC listen address, with an unspecified IP
+    /// replaced by 127.0.0.1; set it to the pod IP in a cluster).
     #[arg(long, env = "ANNEX_WORKER_ADVERTISE_ADDRESS")]
     pub advertise_address: Option<String>,
     /// Name the control plane's certificate is checked against.

@@ -263,8 +263,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_unreservable_pool_falls_back_to_on_demand_allocation() {
+        // 4 GiB reservations for a million memories: petabytes of address
+        // space, which no machine can reserve.
+        let mut config = EngineConfig::default();
+        config.pool.total_memories = 1_000_000;
+        config.pool.total_component_instances = 1_000_000;
+        let engine = WasmEngine::new(&config).expect("engine");
+        assert_eq!(engine.allocator(), Allocator::OnDemand);
+    }
+
+    #[test]
     fn engine_builds_with_the_default_pool_and_has_a_stable_hash() {
         let engine = WasmEngine::new(&EngineConfig::default()).expect("engine");
+        assert_eq!(engine.allocator(), Allocator::Pooling);
         let again = compatibility_hash(engine.engine());
         assert_eq!(engine.compatibility_hash(), again);
         assert_eq!(engine.compatibility_hash().len(), 16);

@@ -67,6 +67,8 @@ impl Worker for WorkerService {
         tenant = request.get_ref().context.as_ref().map(|c| c.tenant_id.as_str()).unwrap_or(""),
         extension = request.get_ref().context.as_ref().map(|c| c.extension_id.as_str()).unwrap_or(""),
         request_id = request.get_ref().context.as_ref().map(|c| c.request_id.as_str()).unwrap_or(""),
+        install = request.get_ref().context.as_ref().map(|c| c.install_id.as_str()).unwrap_or(""),
+        traceparent = request.get_ref().traceparent.as_str(),
     ))]
     async fn execute(
         &self,

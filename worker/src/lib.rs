@@ -2,13 +2,19 @@
 //! ABI) on Wasmtime, one fresh instance per request, behind the `Worker`
 //! gRPC service.
 //!
-//! Code map: [`engine`] fixes the Wasmtime configuration; [`cache`] holds
-//! compiled components (memory LRU + disk); [`bundles`] fetches and verifies
-//! bundles before anything is compiled; [`host`] is the linker and every
-//! host interface, gated by [`capabilities`]; [`egress`] is the outbound
-//! HTTP policy; [`backend`] is the control plane's `HostServices` as the
-//! host interfaces see it; [`admission`] is the per-tenant fair queue;
-//! [`execute`] runs one request; [`grpc`] is the `Worker` service.
+//! Code map: [`engine`] fixes the Wasmtime configuration (pool, epochs,
+//! fuel); [`cache`] holds compiled components (memory LRU + disk, single
+//! flight); [`bundles`] fetches bundles and trust keys and verifies both
+//! before anything is compiled; [`host`] is the linker and every host
+//! interface (WASI 0.2, `wasi:http`, the twelve `alga:extension` interfaces
+//! and `config`), gated by [`capabilities`]; [`egress`] is the outbound HTTP
+//! policy shared by `http.fetch` and `wasi:http`; [`backend`] is the control
+//! plane's `HostServices` as the host interfaces see it; [`admission`] is
+//! the per-tenant fair queue; [`execute`] runs one request on the guest
+//! runtime and maps outcomes; [`grpc`] is the `Worker` service; [`fleet`]
+//! registers and heartbeats (with [`usage`]); [`server`] assembles a worker
+//! and serves it; [`config`] is the binary's flags; `testing` (feature)
+//! builds guests and starts test workers.
 //!
 //! Invariants: nothing is compiled before its bytes and signature verified;
 //! compilation never runs on the async runtime and runs once per content

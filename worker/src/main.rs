@@ -81,10 +81,13 @@ async fn main() -> anyhow::Result<()> {
             channel,
             executor: executor.clone(),
             trust: grpc_trust.clone(),
-            advertise: config
-                .advertise_address
-                .clone()
-                .unwrap_or_else(|| format!("https://{}", config.grpc_listen)),
+            advertise: config.advertise_address.clone().unwrap_or_else(|| {
+                let mut addr = config.grpc_listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                addr.to_string()
+            }),
         };
         tokio::spawn(fleet::run(membership, fleet_stop_rx))
     });

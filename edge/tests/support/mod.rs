@@ -261,6 +261,7 @@ pub struct EdgeOptions {
     pub max_body_bytes: usize,
     pub timeout: Duration,
     pub audit_buffer: usize,
+    pub audit_batch: usize,
 }
 
 impl Default for EdgeOptions {
@@ -273,6 +274,7 @@ impl Default for EdgeOptions {
             max_body_bytes: 64 * 1024,
             timeout: Duration::from_secs(1),
             audit_buffer: 1024,
+            audit_batch: 64,
         }
     }
 }
@@ -310,7 +312,8 @@ impl Edge {
             api_key_cache_ttl: Duration::from_secs(30),
             audit: AuditSettings {
                 buffer: opts.audit_buffer,
-                batch: 64,
+                batch: opts.audit_batch,
+                in_flight: 2,
                 flush_interval: Duration::from_millis(50),
             },
             ui_store: UiStoreSettings {

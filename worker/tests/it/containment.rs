@@ -172,3 +172,45 @@ async fn other_tenants_keep_succeeding_while_loops_run() {
         t.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_host_call_that_outlives_the_deadline_ends_as_timeout() {
+    // A server that accepts and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let (w, _) = worker().await;
+    let hash = publisher().publish("probe");
+    let body =
+        serde_json::json!({"method": "GET", "url": format!("http://{addr}/slow")}).to_string();
+    let started = Instant::now();
+    let r = w
+        .execute(
+            Call::new(&hash, "POST", "/fetch")
+                .caps(&["cap:http.fetch"])
+                .allow(&["127.0.0.1"])
+                .body(body)
+                .timeout_ms(300)
+                .build(),
+        )
+        .await;
+    let elapsed = started.elapsed();
+    // Epochs do not advance while the guest awaits the host; the async
+    // bound still ends the call (Alga's runner would wait 30 s).
+    assert_eq!(outcome(&r), pb::Outcome::Timeout, "{r:?}");
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "stopped early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "not stopped: {elapsed:?}"
+    );
+}
