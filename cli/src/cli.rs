@@ -120,6 +120,8 @@ pub enum Command {
     ApiKey(ApiKeyCommand),
     /// Mint a development JWT for a tenant and user (for the edge's Authorization header).
     Token(TokenArgs),
+    /// Run Annex locally: control plane, worker and edge in one process, with the sample installed.
+    Dev(DevArgs),
     /// Call an extension through the edge: <METHOD> /api/ext/<EXT>/<PATH>.
     Call(CallArgs),
     /// Follow an extension's logs (guest logging, stderr, failures) through the edge.
@@ -128,6 +130,37 @@ pub enum Command {
 
 /// Where the edge is and how to authenticate to it.
 pub const DEFAULT_EDGE: &str = "http://127.0.0.1:8080";
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where dev state lives: certificates, keys, the PostgreSQL cluster, caches, dev.env.
+    #[arg(long, env = "ANNEX_DEV_DIR", default_value = ".annex")]
+    pub dir: PathBuf,
+
+    /// The repository's examples/ directory (the sample is built from it).
+    #[arg(long, default_value = "examples")]
+    pub examples: PathBuf,
+
+    /// Edge HTTP port on 127.0.0.1.
+    #[arg(long, env = "ANNEX_DEV_EDGE_PORT", default_value_t = 8080)]
+    pub edge_port: u16,
+
+    /// Control-plane gRPC port on 127.0.0.1.
+    #[arg(long, env = "ANNEX_DEV_CONTROL_PLANE_PORT", default_value_t = 7443)]
+    pub control_plane_port: u16,
+
+    /// Worker gRPC port on 127.0.0.1.
+    #[arg(long, env = "ANNEX_DEV_WORKER_PORT", default_value_t = 7444)]
+    pub worker_port: u16,
+
+    /// Use the in-memory store even when PostgreSQL is installed.
+    #[arg(long)]
+    pub memory_store: bool,
+
+    /// Do not build and install the hello sample.
+    #[arg(long)]
+    pub no_sample: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct CallArgs {

@@ -92,6 +92,9 @@ pub struct Config {
     /// Audit rows buffered before requests are refused with 503.
     #[arg(long, env = "ANNEX_EDGE_AUDIT_BUFFER", default_value_t = 8192)]
     pub audit_buffer: usize,
+    /// RecordExecutions calls in flight at once.
+    #[arg(long, env = "ANNEX_EDGE_AUDIT_IN_FLIGHT", default_value_t = 4)]
+    pub audit_in_flight: usize,
     /// Directory for cached UI files.
     #[arg(
         long,
@@ -250,6 +253,7 @@ impl Config {
             api_key_cache_ttl: Duration::from_secs(self.api_key_cache_ttl_secs),
             audit: AuditSettings {
                 buffer: self.audit_buffer.max(1),
+                in_flight: self.audit_in_flight.max(1),
                 ..AuditSettings::default()
             },
             ui_store: UiStoreSettings {

@@ -139,7 +139,17 @@ async fn serve(
         headers: fwd,
         body,
     };
-    let req = gateway::execute_request(state, &principal, &admitted, "http", http, idempotency_key);
+    let req = gateway::execute_request(
+        state,
+        &principal,
+        &admitted,
+        gateway::Execution {
+            trigger: "http",
+            http,
+            idempotency_key,
+            traceparent: gateway::traceparent(headers),
+        },
+    );
     Ok(dispatch(state, admitted, req, ResponsePolicy::Ext).await)
 }
 

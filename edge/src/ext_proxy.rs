@@ -165,7 +165,17 @@ async fn serve(
     };
     // Alga's ext-proxy sends no transport idempotency key; the header above
     // is for the guest.
-    let req = gateway::execute_request(state, &principal, &admitted, "proxy", http, String::new());
+    let req = gateway::execute_request(
+        state,
+        &principal,
+        &admitted,
+        gateway::Execution {
+            trigger: "proxy",
+            http,
+            idempotency_key: String::new(),
+            traceparent: gateway::traceparent(headers),
+        },
+    );
     Ok(dispatch(state, admitted, req, ResponsePolicy::Proxy).await)
 }
 

@@ -237,14 +237,47 @@ pub fn user_pb(principal: &Principal) -> Option<pb::User> {
     })
 }
 
-/// The parts of an [`pb::ExecuteRequest`] every gateway route fills the same way.
+/// The caller's W3C `traceparent` when well formed
+/// (`00-<32 hex>-<16 hex>-<2 hex>`), carried on to the worker.
+pub fn traceparent(headers: &HeaderMap) -> String {
+    let Some(v) = headers.get("traceparent").and_then(|v| v.to_str().ok()) else {
+        return String::new();
+    };
+    let parts: Vec<&str> = v.trim().split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let valid = parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2);
+    if valid {
+        v.trim().to_owned()
+    } else {
+        String::new()
+    }
+}
+
+/// What a route adds to an execution besides the install and the caller.
+#[derive(Debug)]
+pub struct Execution {
+    /// `http` (`/api/ext`) or `proxy` (`/api/ext-proxy`).
+    pub trigger: &'static str,
+    pub http: pb::HttpRequest,
+    pub idempotency_key: String,
+    pub traceparent: String,
+}
+
+/// The [`pb::ExecuteRequest`] for an admitted request.
 pub fn execute_request(
     state: &EdgeState,
     principal: &Principal,
     admitted: &Admitted,
-    trigger: &str,
-    http: pb::HttpRequest,
-    idempotency_key: String,
+    e: Execution,
 ) -> pb::ExecuteRequest {
     let i = &admitted.install;
     pb::ExecuteRequest {
@@ -256,10 +289,10 @@ pub fn execute_request(
             version_id: i.version_id.clone(),
             content_hash: i.content_hash.clone(),
             config: i.config.clone(),
-            trigger: trigger.to_owned(),
+            trigger: e.trigger.to_owned(),
             schedule_id: String::new(),
         }),
-        http: Some(http),
+        http: Some(e.http),
         limits: Some(pb::Limits {
             timeout_ms: u32::try_from(state.policy.timeout.as_millis()).unwrap_or(u32::MAX),
             ..Default::default()
@@ -267,10 +300,10 @@ pub fn execute_request(
         providers: i.providers.clone(),
         secrets_version: i.secrets_version.clone(),
         user: user_pb(principal),
-        idempotency_key,
+        idempotency_key: e.idempotency_key,
         execution_grant: i.execution_grant.clone(),
         egress_allowlist: i.egress_allowlist.clone(),
-        traceparent: String::new(),
+        traceparent: e.traceparent,
     }
 }
 
@@ -285,6 +318,25 @@ pub fn query_map(uri: &http::Uri) -> std::collections::HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_well_formed_traceparents_travel() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", http::HeaderValue::from_static(ok));
+        assert_eq!(traceparent(&h), ok);
+        for bad in [
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-01",
+            "garbage",
+        ] {
+            h.insert("traceparent", http::HeaderValue::from_static(bad));
+            assert_eq!(traceparent(&h), "", "{bad}");
+        }
+        assert_eq!(traceparent(&HeaderMap::new()), "");
+    }
 
     #[test]
     fn request_ids_are_kept_only_when_sane() {

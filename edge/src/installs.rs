@@ -99,6 +99,11 @@ impl TryFrom<pb::ResolvedInstall> for Install {
     }
 }
 
+/// (tenant, extension as the caller named it, lower-cased).
+type Key = (String, String);
+/// A lock per key being resolved.
+type Turns = HashMap<Key, Arc<tokio::sync::Mutex<()>>>;
+
 struct Entry {
     value: Option<Arc<Install>>,
     expires: Instant,
@@ -108,8 +113,11 @@ struct Entry {
 pub struct InstallCache {
     client: InstallsClient<Channel>,
     ttl: Duration,
-    entries: Arc<Mutex<HashMap<(String, String), Entry>>>,
+    entries: Arc<Mutex<HashMap<Key, Entry>>>,
     generation: Arc<AtomicU64>,
+    /// One resolve per key at a time: a burst after an invalidation makes
+    /// one control-plane call, not one per request.
+    inflight: Arc<Mutex<Turns>>,
 }
 
 impl std::fmt::Debug for InstallCache {
@@ -127,6 +135,7 @@ impl InstallCache {
             ttl,
             entries: Arc::default(),
             generation: Arc::default(),
+            inflight: Arc::default(),
         }
     }
 
@@ -137,11 +146,37 @@ impl InstallCache {
         extension: &str,
     ) -> Result<Arc<Install>, ResolveError> {
         let key = (tenant.to_owned(), extension.to_ascii_lowercase());
-        if let Some(e) = self.entries.lock().get(&key)
-            && e.expires > Instant::now()
-        {
-            return e.value.clone().ok_or(ResolveError::NotFound);
+        if let Some(hit) = self.cached(&key) {
+            return hit;
         }
+        let lock = self.inflight.lock().entry(key.clone()).or_default().clone();
+        let result = {
+            let _turn = lock.lock().await;
+            match self.cached(&key) {
+                Some(hit) => hit,
+                None => self.fetch(key.clone(), tenant, extension).await,
+            }
+        };
+        // The map's reference and ours: nobody else is waiting on this key.
+        let mut inflight = self.inflight.lock();
+        if Arc::strong_count(&lock) <= 2 {
+            inflight.remove(&key);
+        }
+        result
+    }
+
+    fn cached(&self, key: &Key) -> Option<Result<Arc<Install>, ResolveError>> {
+        let entries = self.entries.lock();
+        let e = entries.get(key)?;
+        (e.expires > Instant::now()).then(|| e.value.clone().ok_or(ResolveError::NotFound))
+    }
+
+    async fn fetch(
+        &self,
+        key: Key,
+        tenant: &str,
+        extension: &str,
+    ) -> Result<Arc<Install>, ResolveError> {
         let generation = self.generation.load(Ordering::SeqCst);
         let answer = self
             .client

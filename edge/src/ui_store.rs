@@ -274,3 +274,54 @@ fn dir_size(path: &Path) -> u64 {
     }
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(root: &Path, hex: &str, bytes: usize) {
+        let ui = root.join(hex).join("ui");
+        std::fs::create_dir_all(&ui).expect("mkdir");
+        std::fs::write(ui.join("index.html"), vec![b'x'; bytes]).expect("write");
+    }
+
+    #[tokio::test]
+    async fn the_cache_reopens_what_it_had_and_evicts_least_recently_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        fill(dir.path(), &a, 400);
+        fill(dir.path(), &b, 400);
+        std::fs::create_dir_all(dir.path().join(".fill-partial")).expect("mkdir");
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let store = UiStore::open(
+            RegistryClient::new(channel),
+            UiStoreSettings {
+                root: dir.path().to_owned(),
+                max_bytes: 1000,
+            },
+            Default::default(),
+        )
+        .expect("open");
+        assert!(
+            !dir.path().join(".fill-partial").exists(),
+            "partial fills are removed"
+        );
+        assert_eq!(store.index.lock().len(), 2);
+        // `a` is used after `b`, so `b` goes first when `c` arrives.
+        assert!(store.touch(&b));
+        assert!(store.touch(&a));
+        fill(dir.path(), &c, 400);
+        store.index.lock().insert(
+            c.clone(),
+            Cached {
+                bytes: 400,
+                used: Instant::now(),
+            },
+        );
+        store.evict(&c);
+        assert!(dir.path().join(&a).exists());
+        assert!(!dir.path().join(&b).exists());
+        assert!(dir.path().join(&c).exists());
+        assert!(!store.touch(&b));
+    }
+}

@@ -97,6 +97,10 @@ async fn a_call_reaches_the_guest_with_only_allowlisted_headers_both_ways() {
                 ("accept", "application/json"),
                 ("cookie", "annex_session=whatever"),
                 ("x-custom", "dropped"),
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
             ],
             b"",
         )
@@ -130,6 +134,11 @@ async fn a_call_reaches_the_guest_with_only_allowlisted_headers_both_ways() {
         ]
     );
     assert_eq!(headers["x-alga-tenant"], TENANT);
+    let sent = w.worker.calls().last().cloned().expect("call");
+    assert_eq!(
+        sent.traceparent,
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
 
     // The extension's own headers come back through the allowlist.
     let resp = w.call("GET", "/headers").await;

@@ -144,3 +144,131 @@ pub async fn serve_tls(
         .await?;
     Ok(())
 }
+
+/// Bound sockets for a worker process.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub admin: TcpListener,
+}
+
+/// How long trust keys are cached: bounds how long a revoked key still
+/// admits new loads.
+const TRUST_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs a whole worker process from its configuration: sources (the control
+/// plane, or a bundle directory and trust file), the executor, fleet
+/// membership, the admin listener and the mTLS `Worker` server. On
+/// `shutdown` it reports not-ready, leaves the fleet, drains in-flight
+/// executions up to the grace period and returns. Used by the binary and by
+/// `annex dev`.
+pub async fn run(
+    config: &crate::config::Config,
+    tls: annex_ops::tls::TlsMaterial,
+    listeners: Listeners,
+    admin: annex_ops::admin::AdminState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use std::time::Duration;
+
+    use anyhow::Context as _;
+    use tonic::transport::Channel;
+
+    use crate::backend::{GrpcHostBackend, NoHostBackend};
+    use crate::bundles::{DirBundleSource, GrpcBundleSource, GrpcTrust, StaticTrust};
+    use crate::fleet;
+
+    let settings = config.settings()?;
+    let mut fleet_channel = None;
+    let mut grpc_trust = None;
+    let sources = match &config.control_plane_url {
+        Some(url) => {
+            let channel = Channel::from_shared(url.clone())
+                .context("parsing the control plane URL")?
+                .tls_config(tls.client_config(&config.control_plane_name))
+                .context("configuring TLS to the control plane")?
+                .connect_lazy();
+            let trust = Arc::new(GrpcTrust::new(channel.clone(), TRUST_TTL));
+            fleet_channel = Some(channel.clone());
+            grpc_trust = Some(trust.clone());
+            Sources {
+                backend: Arc::new(GrpcHostBackend::new(channel.clone())),
+                bundles: Arc::new(GrpcBundleSource::new(channel)),
+                trust,
+            }
+        }
+        None => {
+            let (Some(dir), Some(trust_file)) = (&config.bundle_dir, &config.trust_file) else {
+                anyhow::bail!("--bundle-dir and --trust-file are required without a control plane");
+            };
+            let trust = std::fs::read(trust_file).context("reading the trust file")?;
+            let trust = serde_json::from_slice(&trust).context("parsing the trust file")?;
+            Sources {
+                backend: Arc::new(NoHostBackend),
+                bundles: Arc::new(DirBundleSource::new(dir)),
+                trust: Arc::new(StaticTrust(Arc::new(trust))),
+            }
+        }
+    };
+
+    let metrics = admin.with_registry(Metrics::register);
+    let executor = build(&settings, sources, metrics).context("building the worker")?;
+
+    let admin_listener = listeners.admin;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Fleet membership: stops (with a final draining heartbeat) as soon as
+    // shutdown begins, so no new work is placed here.
+    let (fleet_stop_tx, fleet_stop_rx) = tokio::sync::watch::channel(false);
+    let fleet_task = fleet_channel.map(|channel| {
+        let membership = fleet::Membership {
+            channel,
+            executor: executor.clone(),
+            trust: grpc_trust.clone(),
+            advertise: config.advertise_address.clone().unwrap_or_else(|| {
+                let mut addr = config.grpc_listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                addr.to_string()
+            }),
+        };
+        tokio::spawn(fleet::run(membership, fleet_stop_rx))
+    });
+    let admin_task = {
+        let admin = admin.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = annex_ops::admin::serve(admin_listener, admin, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await;
+        })
+    };
+
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let drain_executor = executor.clone();
+    let drain_admin = admin.clone();
+    let drain = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining");
+        drain_admin.set_ready(false);
+        drain_executor.drain();
+        let _ = fleet_stop_tx.send(true);
+        // Let in-flight executions finish, up to the grace period.
+        let deadline = tokio::time::Instant::now() + grace;
+        while drain_executor.admission().running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    admin.set_ready(true);
+    tracing::info!(listen = %config.grpc_listen, worker = %config.worker_id, "worker serving");
+    serve_tls(executor, listeners.grpc, &tls, drain)
+        .await
+        .context("serving gRPC")?;
+    let _ = stop_tx.send(true);
+    let _ = admin_task.await;
+    if let Some(task) = fleet_task {
+        let _ = task.await;
+    }
+    Ok(())
+}

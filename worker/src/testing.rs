@@ -78,7 +78,7 @@ pub fn pack(manifest: &[u8], component: &[u8]) -> Vec<u8> {
 }
 
 /// The publisher every test bundle is signed by.
-pub const PUBLISHER: &str = "Annex Examples";
+pub const PUBLISHER: &str = "annex";
 
 /// A signing key, a trust bundle holding it, and a bundle directory.
 pub struct Publisher {

@@ -9,6 +9,7 @@
 mod api_keys;
 mod call;
 mod config;
+mod dev;
 mod installs;
 mod keygen;
 mod pack;
@@ -76,6 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         Command::ApiKey(cmd) => api_keys::run(&cx, cmd).await,
         Command::Token(args) => token::run(&cx, args),
         Command::Call(args) => call::call(&cx, args).await,
+        Command::Dev(args) => dev::run(args).await,
         Command::Logs(args) => call::logs(&cx, args).await,
     }
 }

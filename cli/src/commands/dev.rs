@@ -1,0 +1,392 @@
+//! `annex dev`: the control plane, one worker and the edge in this process on
+//! loopback, with a dev CA, key-encryption key and JWT secret under `.annex/`,
+//! a private PostgreSQL cluster under `.annex/pg` when the system has the
+//! binaries (data survives restarts), and the `hello` sample built, signed
+//! with a dev publisher key, published and installed for tenant `dev`.
+//!
+//! It writes `.annex/dev.env` (edge URL, tenant, a read+write token, the
+//! sample's slug) and runs until Ctrl-C, then stops every service cleanly.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use annex_bundle::hash::ContentHash;
+use annex_bundle::signing::KeyPair;
+use annex_control_plane::installs::InstallSpec;
+use annex_control_plane::postgres_local::{self, ClusterMode, LocalPostgres, LocalPostgresOptions};
+use annex_control_plane::registry::Upload;
+use annex_control_plane::seal::Sealer;
+use annex_control_plane::store::{MemoryStore, PgStore, PgStoreConfig, Store};
+use annex_control_plane::trust::NewKey;
+use annex_control_plane::{ControlPlane, Limits};
+use annex_ops::Role;
+use annex_ops::admin::AdminState;
+use annex_ops::devcerts;
+use annex_proto::domain::TenantId;
+use anyhow::Context as _;
+use clap::Parser as _;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::token::{self, Claims};
+use crate::cli::DevArgs;
+use crate::output::Report;
+
+/// The tenant the sample is installed for.
+pub const DEV_TENANT: &str = "dev";
+/// Publisher of the sample (its slug is `annex.hello`).
+const SAMPLE_PUBLISHER: &str = "annex";
+const SAMPLE_NAME: &str = "hello";
+
+pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
+    annex_ops::telemetry::init(annex_ops::telemetry::LogFormat::Text);
+    annex_ops::tls::install_crypto_provider();
+    let dir = absolute(&args.dir)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let pki = dir.join("pki");
+    devcerts::ensure_dir(&pki).context("writing the dev certificates")?;
+    let tls = |role| devcerts::role_files(&pki, role).load();
+    let sealer =
+        Sealer::load_or_create(&dir.join("kek")).context("loading the dev key-encryption key")?;
+    let jwt_secret_file = dir.join("dev-jwt.secret");
+    let jwt_secret = token::load_or_create_secret(&jwt_secret_file)?;
+
+    let (store, _postgres) = open_store(&dir, args.memory_store).await?;
+    let cp = ControlPlane::new(
+        store,
+        sealer,
+        Limits {
+            // Local work may reach any host an install is allowed.
+            platform_egress_allowlist: vec!["*".into()],
+            ..Limits::default()
+        },
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let bind = |addr: std::net::SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr} (is another `annex dev` running?)"))
+    };
+
+    let mut tasks = Vec::new();
+    let cp_addr = local(args.control_plane_port);
+    tasks.push(tokio::spawn(annex_control_plane::run(
+        cp.clone(),
+        tls(Role::ControlPlane)?,
+        annex_control_plane::Listeners {
+            grpc: bind(cp_addr).await?,
+            admin: bind(local(0)).await?,
+        },
+        AdminState::new(),
+        stopped(),
+    )));
+    let cp_url = format!("https://{cp_addr}");
+
+    let worker_files = devcerts::role_files(&pki, Role::Worker);
+    let worker_addr = local(args.worker_port);
+    let worker_config = annex_worker::config::Config::try_parse_from([
+        "annex-worker".into(),
+        format!("--grpc-listen={worker_addr}"),
+        "--worker-id=dev-worker".into(),
+        format!("--control-plane-url={cp_url}"),
+        format!("--tls-ca={}", worker_files.ca.display()),
+        format!("--tls-cert={}", worker_files.cert.display()),
+        format!("--tls-key={}", worker_files.key.display()),
+        format!("--cache-dir={}", dir.join("worker-cache").display()),
+    ])
+    .context("configuring the worker")?;
+    let worker_listeners = annex_worker::server::Listeners {
+        grpc: bind(worker_addr).await?,
+        admin: bind(local(0)).await?,
+    };
+    let worker_tls = tls(Role::Worker)?;
+    let worker_stop = stopped();
+    tasks.push(tokio::spawn(async move {
+        annex_worker::server::run(
+            &worker_config,
+            worker_tls,
+            worker_listeners,
+            AdminState::new(),
+            worker_stop,
+        )
+        .await
+    }));
+
+    let edge_files = devcerts::role_files(&pki, Role::Edge);
+    let edge_addr = local(args.edge_port);
+    let edge_config = annex_edge::Config::try_parse_from([
+        "annex-edge".into(),
+        format!("--http-listen={edge_addr}"),
+        format!("--control-plane={cp_url}"),
+        format!("--tls-ca={}", edge_files.ca.display()),
+        format!("--tls-cert={}", edge_files.cert.display()),
+        format!("--tls-key={}", edge_files.key.display()),
+        format!("--jwt-hs256-secret-file={}", jwt_secret_file.display()),
+        // The sample must not be throttled by a local benchmark.
+        "--rate-capacity=1000000000".into(),
+        "--rate-refill-per-sec=1000000000".into(),
+        format!("--ui-cache-dir={}", dir.join("ui-cache").display()),
+    ])
+    .context("configuring the edge")?;
+    let edge_settings = edge_config.settings().context("configuring the edge")?;
+    tasks.push(tokio::spawn(annex_edge::run(
+        edge_settings,
+        tls(Role::Edge)?,
+        annex_edge::Listeners {
+            http: bind(edge_addr).await?,
+            admin: bind(local(0)).await?,
+        },
+        AdminState::new(),
+        stopped(),
+    )));
+
+    let sample = if args.no_sample {
+        None
+    } else {
+        Some(install_sample(&cp, &dir, &args.examples).await?)
+    };
+
+    let mut claims = Claims::dev(DEV_TENANT);
+    claims.exp = claims.iat + 24 * 3600;
+    let token = token::mint(&jwt_secret, &claims)?;
+    let edge_url = format!("http://{edge_addr}");
+    let env = format!(
+        "ANNEX_EDGE_URL={edge_url}\nANNEX_TENANT={DEV_TENANT}\nANNEX_TOKEN={token}\nANNEX_SAMPLE={}\n\
+         ANNEX_CONTROL_PLANE_URL={cp_url}\nANNEX_TLS_DIR={}\nANNEX_JWT_SECRET_FILE={}\n",
+        sample.as_deref().unwrap_or(""),
+        pki.display(),
+        jwt_secret_file.display()
+    );
+    let env_file = dir.join("dev.env");
+    std::fs::write(&env_file, env).with_context(|| format!("writing {}", env_file.display()))?;
+    print_welcome(&edge_url, &env_file, sample.as_deref());
+
+    tokio::select! {
+        () = annex_ops::shutdown::signal() => {}
+        failed = first_failure(&mut tasks) => {
+            let _ = stop_tx.send(true);
+            return Err(failed.context("a service of `annex dev` stopped"));
+        }
+    }
+    eprintln!("annex dev: stopping");
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(15), task).await;
+    }
+    Ok(Report::new(String::new(), json!({"stopped": true})))
+}
+
+/// Resolves when any service task ends (they only end on shutdown).
+async fn first_failure(tasks: &mut [tokio::task::JoinHandle<anyhow::Result<()>>]) -> anyhow::Error {
+    let (result, _, _) = futures::future::select_all(tasks.iter_mut()).await;
+    match result {
+        Ok(Ok(())) => anyhow::anyhow!("a service exited"),
+        Ok(Err(e)) => e,
+        Err(e) => anyhow::anyhow!("a service panicked: {e}"),
+    }
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_owned())
+    } else {
+        Ok(std::env::current_dir()
+            .context("reading the current directory")?
+            .join(path))
+    }
+}
+
+/// Postgres under `.annex/pg` when the binaries exist, else the in-memory store.
+async fn open_store(
+    dir: &Path,
+    memory: bool,
+) -> anyhow::Result<(Arc<dyn Store>, Option<LocalPostgres>)> {
+    if !memory && postgres_local::binaries_available() {
+        let cluster = LocalPostgres::start(
+            &dir.join("pg"),
+            LocalPostgresOptions {
+                mode: ClusterMode::Persistent,
+            },
+        )
+        .await
+        .context("starting the dev PostgreSQL cluster under .annex/pg")?;
+        let store = PgStore::connect(PgStoreConfig {
+            url: cluster.url(),
+            max_connections: 8,
+        })
+        .await
+        .context("connecting to the dev PostgreSQL cluster")?;
+        eprintln!(
+            "annex dev: PostgreSQL at {} (data in {})",
+            cluster.url(),
+            dir.join("pg").display()
+        );
+        return Ok((Arc::new(store), Some(cluster)));
+    }
+    eprintln!(
+        "\n{0}\nannex dev: WARNING: no PostgreSQL binaries found (install postgresql-15 or set ANNEX_PG_BIN);\n\
+         using the IN-MEMORY store: everything is lost when annex dev stops.\n{0}\n",
+        "!".repeat(78)
+    );
+    Ok((Arc::new(MemoryStore::new()), None))
+}
+
+/// Builds, signs, publishes (if these bytes are new) and installs the hello
+/// sample for the dev tenant; returns its slug.
+async fn install_sample(cp: &ControlPlane, dir: &Path, examples: &Path) -> anyhow::Result<String> {
+    let wasm = build_sample(examples).await?;
+    // Stage with a wildcard version so changed code publishes the next patch.
+    let manifest_path = examples.join(SAMPLE_NAME).join("manifest.json");
+    let mut manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&manifest_path)
+            .with_context(|| format!("reading {}", manifest_path.display()))?,
+    )
+    .context("parsing the sample manifest")?;
+    manifest["version"] = json!("0.1.*");
+    let stage = dir.join("sample");
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir_all(stage.join("dist")).context("staging the sample")?;
+    std::fs::write(
+        stage.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest)?,
+    )?;
+    std::fs::copy(&wasm, stage.join("dist/main.wasm")).context("staging the sample component")?;
+    let bytes = annex_bundle::archive::pack_dir(&stage).context("packing the sample")?;
+    let hash = ContentHash::of(&bytes);
+
+    let key_file = dir.join("dev-publisher.pem");
+    let key = match std::fs::read_to_string(&key_file) {
+        Ok(pem) => KeyPair::from_pkcs8_pem(&pem).context("reading the dev publisher key")?,
+        Err(_) => {
+            let key = KeyPair::generate();
+            std::fs::write(&key_file, key.to_pkcs8_pem()?)
+                .context("writing the dev publisher key")?;
+            key
+        }
+    };
+    let (keys, _) = cp
+        .store
+        .list_keys(Some(SAMPLE_PUBLISHER))
+        .await
+        .map_err(annex_proto::AnnexError::from)?;
+    if !keys.iter().any(|k| k.key_id == key.public_key().key_id()) {
+        cp.add_key(NewKey {
+            publisher: SAMPLE_PUBLISHER.into(),
+            public_key: key.public_key().to_pem(),
+            key_id: None,
+            not_before: None,
+            not_after: None,
+        })
+        .await?;
+    }
+    let version = match cp
+        .store
+        .version_by_content_hash(&hash.to_string())
+        .await
+        .map_err(annex_proto::AnnexError::from)?
+    {
+        Some(v) => v.version,
+        None => {
+            let signature = annex_bundle::signing::sign_bundle(
+                &key,
+                &hash,
+                SAMPLE_PUBLISHER,
+                SAMPLE_NAME,
+                "0.1.*",
+            );
+            let (_, v) = cp
+                .publish(Upload {
+                    bytes: bytes.into(),
+                    content_hash: hash.clone(),
+                    signature,
+                    key_id: None,
+                    declared_hash: None,
+                    declared_size: None,
+                })
+                .await?;
+            v.version
+        }
+    };
+    let slug = format!("{SAMPLE_PUBLISHER}.{SAMPLE_NAME}");
+    cp.install(InstallSpec {
+        tenant: TenantId::parse(DEV_TENANT)?,
+        extension: slug.clone(),
+        version: Some(version.clone()),
+        config: [("greeting".to_string(), "hello from annex dev".to_string())].into(),
+        egress_allowlist: Vec::new(),
+    })
+    .await?;
+    eprintln!("annex dev: {slug} {version} ({hash}) installed for tenant {DEV_TENANT}");
+    Ok(slug)
+}
+
+/// Builds the hello guest for wasm32-wasip2 (adding the target if needed).
+async fn build_sample(examples: &Path) -> anyhow::Result<PathBuf> {
+    let examples = absolute(examples)?;
+    let manifest = examples.join("Cargo.toml");
+    anyhow::ensure!(
+        manifest.exists(),
+        "the sample's sources are not at {} (run annex dev from the repository, or pass --examples)",
+        examples.display()
+    );
+    let has_target = tokio::process::Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .await
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2"))
+        .unwrap_or(false);
+    if !has_target {
+        eprintln!("annex dev: adding the wasm32-wasip2 target (rustup target add wasm32-wasip2)");
+        let status = tokio::process::Command::new("rustup")
+            .args(["target", "add", "wasm32-wasip2"])
+            .status()
+            .await
+            .context("running rustup (the Rust toolchain is needed to build the sample)")?;
+        anyhow::ensure!(status.success(), "rustup target add wasm32-wasip2 failed");
+    }
+    eprintln!("annex dev: building the sample guest");
+    let status = tokio::process::Command::new("cargo")
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            SAMPLE_NAME,
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", examples.join("target"))
+        .status()
+        .await
+        .context("running cargo to build the sample")?;
+    anyhow::ensure!(status.success(), "building the sample guest failed");
+    Ok(examples
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{SAMPLE_NAME}.wasm")))
+}
+
+fn print_welcome(edge_url: &str, env_file: &Path, sample: Option<&str>) {
+    let sample = sample.unwrap_or("<your extension>");
+    eprintln!(
+        "\nAnnex is running.\n\
+         \n  edge:          {edge_url}\
+         \n  control plane: https://127.0.0.1 (mTLS; the annex CLI uses .annex/pki)\
+         \n  settings:      {env}\
+         \n\nTry:\
+         \n  set -a; . {env}; set +a\
+         \n  curl -H \"Authorization: Bearer $ANNEX_TOKEN\" $ANNEX_EDGE_URL/api/ext/$ANNEX_SAMPLE/hello\
+         \n  curl -H \"Authorization: Bearer $ANNEX_TOKEN\" -H 'content-type: application/json' -d '{{\"hi\":1}}' $ANNEX_EDGE_URL/api/ext/$ANNEX_SAMPLE/echo\
+         \n  annex call {sample} /hello --tenant dev\
+         \n\nCtrl-C stops everything.\n",
+        env = env_file.display()
+    );
+}
