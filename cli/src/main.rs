@@ -22,6 +22,7 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     failure::install_panic_hook();
+    annex_ops::tls::install_crypto_provider();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return failure::clap_error(err),

@@ -96,6 +96,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
         format!("--grpc-listen={worker_addr}"),
         "--worker-id=dev-worker".into(),
         format!("--control-plane-url={cp_url}"),
+        "--control-plane-name=localhost".into(),
         format!("--tls-ca={}", worker_files.ca.display()),
         format!("--tls-cert={}", worker_files.cert.display()),
         format!("--tls-key={}", worker_files.key.display()),

@@ -75,7 +75,7 @@ impl Fleet for FleetService {
                             if address.is_none() {
                                 address = cp
                                     .store
-                                    .list_workers(chrono::DateTime::<Utc>::MIN_UTC)
+                                    .list_workers(chrono::DateTime::<Utc>::UNIX_EPOCH)
                                     .await
                                     .ok()
                                     .and_then(|ws| ws.into_iter().find(|w| w.id == hb.worker_id))
