@@ -10,4 +10,4 @@ if [ -x examples/build.sh ]; then
     examples/build.sh
 fi
 
-cargo test --workspace --all-targets "$@"
+cargo test --workspace --all-targets --no-fail-fast "$@"

@@ -1,0 +1,321 @@
+//! The author's path against a running `annex dev` (control plane on
+//! Postgres, a real Wasmtime worker, the edge): the sample answers; then a
+//! probe extension is packed, signed, trusted, published, installed with
+//! config and secrets, and called through the edge, reaching the control
+//! plane's host services (storage, secrets, config, scheduler, logs) for
+//! real; then upgraded and uninstalled.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::run_annex;
+
+/// A running `annex dev` in a scratch directory, stopped on drop.
+struct Dev {
+    child: Child,
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+impl Dev {
+    fn start() -> Dev {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = std::fs::File::create(dir.path().join("dev.log")).expect("log file");
+        let ports = [free_port(), free_port(), free_port()];
+        let child = Command::new(env!("CARGO_BIN_EXE_annex"))
+            .current_dir(dir.path())
+            .args(["dev", "--examples"])
+            .arg(examples())
+            .args([
+                format!("--edge-port={}", ports[0]),
+                format!("--control-plane-port={}", ports[1]),
+                format!("--worker-port={}", ports[2]),
+            ])
+            .env_remove("ANNEX_DEV_DIR")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn annex dev");
+        let mut dev = Dev {
+            child,
+            dir,
+            env: Vec::new(),
+        };
+        let env_file = dev.dir.path().join(".annex/dev.env");
+        // Building the sample guest can take minutes on a cold machine.
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while !env_file.exists() {
+            if let Ok(Some(status)) = dev.child.try_wait() {
+                panic!("annex dev exited with {status}:\n{}", dev.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "annex dev did not start:\n{}",
+                dev.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let text = std::fs::read_to_string(&env_file).expect("dev.env");
+        dev.env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        dev
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dev.log")).unwrap_or_default()
+    }
+
+    fn var(&self, key: &str) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{key} missing from dev.env"))
+    }
+
+    fn annex(&self, args: &[&str]) -> support::Run {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        run_annex(self.dir.path(), args, &env)
+    }
+
+    /// `annex call`, retried until the answer satisfies `ok` (installs reach
+    /// the worker within a moment).
+    fn call_until(&self, args: &[&str], ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let run = self.annex(args);
+            if run.code == Some(0) && ok(&run.stdout) {
+                return run.stdout;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`annex {}` never answered as expected:\nstdout: {}\nstderr: {}\nlog:\n{}",
+                args.join(" "),
+                run.stdout,
+                run.stderr,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // SIGTERM first so the private PostgreSQL cluster is stopped cleanly.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn probe_manifest(version: &str) -> String {
+    let endpoints: Vec<serde_json::Value> = [
+        ("GET", "/context"),
+        ("GET", "/log"),
+        ("POST", "/storage/put"),
+        ("GET", "/storage/get"),
+        ("GET", "/storage/list"),
+        ("GET", "/secrets/get"),
+        ("GET", "/config/get"),
+        ("POST", "/scheduler/create"),
+        ("GET", "/scheduler/list"),
+    ]
+    .iter()
+    .map(|(m, p)| serde_json::json!({"method": m, "path": p, "handler": "dist/main"}))
+    .collect();
+    serde_json::json!({
+        "name": "probe", "publisher": "tester", "version": version, "runtime": "wasm-rust@1",
+        "capabilities": ["cap:storage.kv", "cap:secrets.get", "cap:scheduler.manage"],
+        "api": {"endpoints": endpoints}
+    })
+    .to_string()
+}
+
+#[test]
+fn author_path_through_annex_dev() {
+    let probe_wasm = annex_worker::testing::guest("probe");
+    let dev = Dev::start();
+    let sample = dev.var("ANNEX_SAMPLE");
+    assert_eq!(sample, "annex.hello");
+    let hello = dev.call_until(&["call", &sample, "/hello"], |out| {
+        out.contains("\"hello\"")
+    });
+    assert!(hello.contains("\"tenantId\":\"dev\""), "{hello}");
+
+    // keygen → pack → sign → trust → publish
+    let ext = dev.dir.path().join("probe");
+    std::fs::create_dir_all(ext.join("dist")).expect("mkdir");
+    std::fs::copy(&probe_wasm, ext.join("dist/main.wasm")).expect("copy probe");
+    std::fs::write(ext.join("manifest.json"), probe_manifest("1.0.0")).expect("manifest");
+    dev.annex(&["keygen", "--out", "tester.pem"]).ok();
+    dev.annex(&["pack", "probe"]).ok();
+    dev.annex(&["sign", "probe/bundle.tar.zst", "--key", "tester.pem"])
+        .ok();
+    dev.annex(&[
+        "trust",
+        "add",
+        "--publisher",
+        "tester",
+        "--key",
+        "tester.pub.pem",
+    ])
+    .ok();
+    dev.annex(&["publish", "probe/bundle.tar.zst"]).ok();
+
+    // install with config, then secrets
+    dev.annex(&["install", "tester.probe", "--config", "region=eu"])
+        .ok();
+    dev.annex(&["secrets", "set", "tester.probe", "api_key=s3cr3t"])
+        .ok();
+
+    // Host services through the edge, worker and control plane.
+    let ctx = dev.call_until(&["call", "tester.probe", "/context"], |o| {
+        o.contains("tenantId")
+    });
+    assert!(ctx.contains("\"dev\""), "{ctx}");
+    let put = dev.call_until(
+        &[
+            "call",
+            "tester.probe",
+            "/storage/put?ns=n&key=k",
+            "-X",
+            "POST",
+            "-d",
+            "v1",
+        ],
+        |o| o.contains("\"revision\":1"),
+    );
+    assert!(put.contains("\"ok\""), "{put}");
+    let got = dev
+        .annex(&["call", "tester.probe", "/storage/get?ns=n&key=k"])
+        .ok()
+        .stdout;
+    assert!(got.contains("\"value\":\"v1\""), "{got}");
+    let listed = dev
+        .annex(&["call", "tester.probe", "/storage/list?ns=n"])
+        .ok()
+        .stdout;
+    assert!(listed.contains("\"key\":\"k\""), "{listed}");
+    let secret = dev
+        .annex(&["call", "tester.probe", "/secrets/get?key=api_key"])
+        .ok()
+        .stdout;
+    assert!(secret.contains("\"ok\":\"s3cr3t\""), "{secret}");
+    let config = dev
+        .annex(&["call", "tester.probe", "/config/get?key=region"])
+        .ok()
+        .stdout;
+    assert!(config.contains("\"value\":\"eu\""), "{config}");
+    let created = dev
+        .annex(&[
+            "call",
+            "tester.probe",
+            "/scheduler/create?endpoint=GET%20/context&cron=0%20*%20*%20*%20*",
+            "-X",
+            "POST",
+        ])
+        .ok()
+        .stdout;
+    assert!(created.contains("\"success\":true"), "{created}");
+    let schedules = dev
+        .annex(&["call", "tester.probe", "/scheduler/list"])
+        .ok()
+        .stdout;
+    assert!(
+        schedules.contains("\"endpointPath\":\"/context\""),
+        "{schedules}"
+    );
+
+    // Logs: a watcher sees the guest's log lines.
+    let registry_id = dev.annex(&["status", "tester.probe", "--json"]).ok().json()["registry_id"]
+        .as_str()
+        .expect("registry id")
+        .to_owned();
+    let mut logs = Command::new(env!("CARGO_BIN_EXE_annex"))
+        .current_dir(dev.dir.path())
+        .envs(dev.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .args(["logs", &registry_id, "--limit", "1", "--for", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("annex logs");
+    // Keep logging until the watcher has connected and seen a line.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let output = loop {
+        dev.annex(&["call", "tester.probe", "/log?msg=from-the-tour"])
+            .ok();
+        if let Ok(Some(_)) = logs.try_wait() {
+            break logs.wait_with_output().expect("logs output");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "annex logs saw nothing:\n{}",
+            dev.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("from-the-tour"), "logs printed: {text}");
+
+    // upgrade → the new version answers; uninstall → gone.
+    std::fs::write(ext.join("manifest.json"), probe_manifest("1.1.0")).expect("manifest");
+    dev.annex(&["pack", "probe"]).ok();
+    dev.annex(&["sign", "probe/bundle.tar.zst", "--key", "tester.pem"])
+        .ok();
+    dev.annex(&["publish", "probe/bundle.tar.zst"]).ok();
+    dev.annex(&["upgrade", "tester.probe", "--version", "1.1.0"])
+        .ok();
+    let status = dev.annex(&["status", "tester.probe", "--json"]).ok().json();
+    assert_eq!(status["version"], "1.1.0", "{status}");
+    // Storage belongs to the install and survives the upgrade.
+    let got = dev.call_until(&["call", "tester.probe", "/storage/get?ns=n&key=k"], |o| {
+        o.contains("\"value\":\"v1\"")
+    });
+    assert!(got.contains("\"revision\":1"), "{got}");
+    dev.annex(&["uninstall", "tester.probe"]).ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let run = dev.annex(&["call", "tester.probe", "/context"]);
+        if run.code == Some(1) {
+            assert!(run.stderr.contains("404"), "{}", run.stderr);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the uninstalled extension still answers: {}",
+            run.stdout
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
