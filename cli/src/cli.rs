@@ -160,6 +160,22 @@ pub struct DevArgs {
     /// Do not build and install the hello sample.
     #[arg(long)]
     pub no_sample: bool,
+
+    /// Base URL of the host application's internal extension APIs (invoicing, clients, services).
+    #[arg(long, env = "ANNEX_DEV_HOST_APP_URL")]
+    pub host_app_url: Option<String>,
+
+    /// Token sent to the host application as x-runner-auth.
+    #[arg(
+        long,
+        env = "ANNEX_DEV_HOST_APP_TOKEN",
+        default_value = "dev-host-app-token"
+    )]
+    pub host_app_token: String,
+
+    /// Base URL for ui-proxy routes.
+    #[arg(long, env = "ANNEX_DEV_UI_PROXY_URL")]
+    pub ui_proxy_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

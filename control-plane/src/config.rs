@@ -67,6 +67,16 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub egress_allowlist: Vec<String>,
+    /// Base URL of the host application's internal extension APIs
+    /// (`/api/internal/ext-{invoicing,clients,services}/install/{id}`).
+    #[arg(long, env = "ANNEX_CONTROL_PLANE_HOST_APP_URL")]
+    pub host_app_url: Option<String>,
+    /// File holding the token sent to the host application as `x-runner-auth`.
+    #[arg(long, env = "ANNEX_CONTROL_PLANE_HOST_APP_TOKEN_FILE")]
+    pub host_app_token_file: Option<PathBuf>,
+    /// Base URL that `ui-proxy.call-route` routes go to; unset: every route is not found.
+    #[arg(long, env = "ANNEX_CONTROL_PLANE_UI_PROXY_URL")]
+    pub ui_proxy_url: Option<String>,
     /// Log format.
     #[arg(long, env = "ANNEX_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Json)]
     pub log_format: LogFormatArg,
@@ -88,6 +98,26 @@ impl From<LogFormatArg> for LogFormat {
 }
 
 impl Config {
+    /// The host application's URLs and credentials.
+    pub fn host_app(&self) -> anyhow::Result<crate::host::HostAppConfig> {
+        use anyhow::Context as _;
+        let token = match &self.host_app_token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the host-app token from {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        Ok(crate::host::HostAppConfig {
+            base_url: self.host_app_url.clone(),
+            token,
+            ui_proxy_base_url: self.ui_proxy_url.clone(),
+            ..crate::host::HostAppConfig::new()
+        })
+    }
+
     /// The database URL from the flag or its file.
     pub fn database_url(&self) -> anyhow::Result<String> {
         use anyhow::Context as _;

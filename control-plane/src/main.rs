@@ -32,7 +32,8 @@ async fn main() -> anyhow::Result<()> {
         platform_egress_allowlist: config.egress_allowlist.clone(),
         ..Limits::default()
     };
-    let cp = ControlPlane::new(Arc::new(store), sealer, limits);
+    let mut cp = ControlPlane::new(Arc::new(store), sealer, limits);
+    cp.host_app = config.host_app()?;
     let listeners = Listeners {
         grpc: tokio::net::TcpListener::bind(config.grpc_listen)
             .await

@@ -52,7 +52,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
     let jwt_secret = token::load_or_create_secret(&jwt_secret_file)?;
 
     let (store, _postgres) = open_store(&dir, args.memory_store).await?;
-    let cp = ControlPlane::new(
+    let mut cp = ControlPlane::new(
         store,
         sealer,
         Limits {
@@ -61,6 +61,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
             ..Limits::default()
         },
     );
+    cp.host_app = annex_control_plane::host::HostAppConfig {
+        base_url: args.host_app_url.clone(),
+        token: Some(args.host_app_token.clone()),
+        ui_proxy_base_url: args.ui_proxy_url.clone(),
+        ..annex_control_plane::host::HostAppConfig::new()
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
