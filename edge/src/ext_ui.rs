@@ -116,7 +116,10 @@ async fn serve(
                 .map(str::to_owned)
                 .filter(|t| !t.trim().is_empty())
         });
-    let Some(tenant) = tenant else {
+    // Alga's runner remembers the tenant that loaded (extension, hash), so the
+    // page's relative subresources (`app.js`), which carry no `?tenant=`,
+    // resolve too. They are validated again like any request.
+    let Some(tenant) = tenant.or_else(|| state.ui_tenants.get(extension, hex)) else {
         return not_found();
     };
     // Strict validation: an active install of exactly this bundle.
@@ -128,6 +131,7 @@ async fn serve(
             return not_found();
         }
     }
+    state.ui_tenants.remember(extension, hex, tenant.trim());
     let Ok(content_hash) = ContentHash::from_hex(hex) else {
         return not_found();
     };
@@ -314,5 +318,34 @@ mod tests {
         assert!(!if_none_match(&h, "\"sha256-y\""));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
         assert!(if_none_match(&h, "\"anything\""));
+    }
+}
+
+/// The tenant that last loaded each (extension, content hash) UI: Alga's
+/// process-lifetime hint map, bounded (cleared when full).
+#[derive(Debug, Default)]
+pub struct TenantHints {
+    map: parking_lot::Mutex<std::collections::HashMap<(String, String), String>>,
+}
+
+impl TenantHints {
+    const MAX_ENTRIES: usize = 10_000;
+
+    pub fn get(&self, extension: &str, hash_hex: &str) -> Option<String> {
+        self.map
+            .lock()
+            .get(&(extension.to_owned(), hash_hex.to_owned()))
+            .cloned()
+    }
+
+    pub fn remember(&self, extension: &str, hash_hex: &str, tenant: &str) {
+        let mut map = self.map.lock();
+        if map.len() >= Self::MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(
+            (extension.to_owned(), hash_hex.to_owned()),
+            tenant.to_owned(),
+        );
     }
 }

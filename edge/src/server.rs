@@ -117,6 +117,7 @@ pub async fn run(
         audit: audit_sink,
         ui,
         ui_policy: settings.ui_policy.clone(),
+        ui_tenants: crate::ext_ui::TenantHints::default(),
         host: pb::host_services_client::HostServicesClient::new(channel.clone()),
         metrics: metrics.clone(),
         ext_cors: Cors {

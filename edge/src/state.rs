@@ -25,6 +25,8 @@ pub struct EdgeState {
     pub audit: AuditSink,
     pub ui: UiStore,
     pub ui_policy: UiPolicy,
+    /// Which tenant last loaded a UI, for its subresources (see [`crate::ext_ui::TenantHints`]).
+    pub ui_tenants: crate::ext_ui::TenantHints,
     pub host: HostServicesClient<Channel>,
     pub metrics: Metrics,
     pub ext_cors: Cors,

@@ -201,6 +201,7 @@ document.getElementById('call').addEventListener('click', function () {
   });
 });
 bridge.ready();
+out.textContent = 'ready';
 "#;
 
 fn pack(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-const ELEMENT: &str = "element-6066-11e4-a07e-4f3f2f6a2f37";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 pub struct Driver {
     addr: SocketAddr,
@@ -133,6 +133,7 @@ impl Driver {
     /// The first element matching `css`, waiting up to `ms` for it.
     pub async fn find(&self, css: &str, ms: u64) -> String {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        let mut last;
         loop {
             let body = json!({"using": "css selector", "value": css}).to_string();
             let r = crate::http::send(
@@ -143,13 +144,21 @@ impl Driver {
                 body.as_bytes(),
             )
             .await;
+            last = format!("{} {}", r.status, r.text());
             if r.status == 200 {
                 let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
                 if let Some(id) = v["value"][ELEMENT].as_str() {
                     return id.to_owned();
                 }
             }
-            assert!(tokio::time::Instant::now() < deadline, "no element {css}");
+            if tokio::time::Instant::now() >= deadline {
+                let url = self.call("GET", &self.path("/url"), Value::Null).await;
+                let source = self.call("GET", &self.path("/source"), Value::Null).await;
+                panic!(
+                    "no element {css} on {url} (last answer: {last}); page source:\n{}",
+                    source.as_str().unwrap_or_default()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

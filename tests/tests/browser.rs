@@ -69,8 +69,19 @@ async fn an_iframe_ui_calls_its_handler_through_the_bridge() {
     let frame = driver.find("#ext", 10_000).await;
     driver.switch_to_frame(&frame).await;
     let button = driver.find("#call", 20_000).await;
-    driver.click(&button).await;
     let out = driver.find("#out", 5_000).await;
+    // Click only once the UI's script has wired the button.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while driver.text(&out).await != "ready" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the extension UI never became ready: {:?}\n{}",
+            driver.text(&out).await,
+            s.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    driver.click(&button).await;
     let want = format!("answer: hello for {TENANT}");
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut shown = driver.text(&out).await;

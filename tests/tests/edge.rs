@@ -346,9 +346,20 @@ async fn ext_ui_serves_the_installed_bundle_and_refuses_the_rest() {
         .status,
         404
     );
+    // Without `?tenant=`, Alga's runner falls back to the tenant that last
+    // loaded this (extension, hash): subresources such as `app.js` resolve.
     assert_eq!(
         get(edge, &format!("{base}/index.html"), &[]).await.status,
-        404
+        200
+    );
+    let never_loaded = format!(
+        "/ext-ui/{}/{}/index.html",
+        s.misbehave.registry_id, s.misbehave.content_hash
+    );
+    assert_eq!(
+        get(edge, &never_loaded, &[]).await.status,
+        404,
+        "no tenant and no tenant hint"
     );
     let other = format!(
         "/ext-ui/{}/{}/index.html?tenant={TENANT}",
