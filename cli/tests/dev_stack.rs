@@ -256,7 +256,10 @@ fn author_path_through_annex_dev() {
 
     // An unknown extension is one error line with the edge's answer.
     let line = dev.annex(&["call", "nobody.nothing", "/x"]).fails_with(1);
-    assert!(line.contains("404") && line.contains("extension_not_available"), "{line}");
+    assert!(
+        line.contains("404") && line.contains("extension_not_available"),
+        "{line}"
+    );
 
     // keygen → pack → sign → trust → publish
     let ext = dev.dir.path().join("probe");

@@ -78,23 +78,8 @@ pub struct Config {
     #[arg(long, env = "ANNEX_CONTROL_PLANE_UI_PROXY_URL")]
     pub ui_proxy_url: Option<String>,
     /// Log format.
-    #[arg(long, env = "ANNEX_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Json)]
-    pub log_format: LogFormatArg,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormatArg {
-    Json,
-    Text,
-}
-
-impl From<LogFormatArg> for LogFormat {
-    fn from(f: LogFormatArg) -> Self {
-        match f {
-            LogFormatArg::Json => LogFormat::Json,
-            LogFormatArg::Text => LogFormat::Text,
-        }
-    }
+    #[arg(long, env = "ANNEX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
 }
 
 impl Config {

@@ -115,23 +115,8 @@ pub struct Config {
     #[arg(long, env = "ANNEX_EDGE_UI_FRAME_ANCESTORS")]
     pub ui_frame_ancestors: Option<String>,
     /// Log format.
-    #[arg(long, env = "ANNEX_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Json)]
-    pub log_format: LogFormatArg,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormatArg {
-    Json,
-    Text,
-}
-
-impl From<LogFormatArg> for LogFormat {
-    fn from(f: LogFormatArg) -> Self {
-        match f {
-            LogFormatArg::Json => LogFormat::Json,
-            LogFormatArg::Text => LogFormat::Text,
-        }
-    }
+    #[arg(long, env = "ANNEX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
 }
 
 /// Request handling limits.

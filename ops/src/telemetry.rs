@@ -3,8 +3,8 @@
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Log line format; every binary takes it as `--log-format` / `ANNEX_LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Json,
     Text,

@@ -284,7 +284,7 @@ impl Stack {
                 dir.path().join("worker-cache").display().to_string(),
             ),
             ("ANNEX_WORKER_POOL_INSTANCES", "32".into()),
-            ("ANNEX_WORKER_LOG_FORMAT", "text".into()),
+            ("ANNEX_LOG_FORMAT", "text".into()),
         ]);
         worker_env.extend(tls_env("ANNEX_WORKER", &pki, Role::Worker));
         let mut worker = spawn("annex-worker", dir.path(), &worker_env);

@@ -93,19 +93,11 @@ pub struct Config {
     #[arg(long, env = "ANNEX_WORKER_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
     /// Log format.
-    #[arg(long, env = "ANNEX_WORKER_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
-    pub log_format: String,
+    #[arg(long, env = "ANNEX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
 }
 
 impl Config {
-    pub fn log_format(&self) -> LogFormat {
-        if self.log_format == "text" {
-            LogFormat::Text
-        } else {
-            LogFormat::Json
-        }
-    }
-
     /// Validates the combination of flags and builds [`Settings`].
     pub fn settings(&self) -> anyhow::Result<Settings> {
         if self.control_plane_url.is_none()
