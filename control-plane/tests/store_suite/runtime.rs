@@ -516,7 +516,12 @@ pub(crate) async fn executions_list_newest_first_per_tenant_and_extension(store:
         execution("t1", r1, NOW + 20, "error"),
         execution("t1", r1, NOW + 10, "timeout"),
         execution("t1", r2, NOW + 30, "ok"),
-        execution("t2", r1, NOW + 40, "ok"),
+        // An audit row of a call still running or refused early: no request id, no finish.
+        ExecutionRow {
+            request_id: None,
+            finished_at: None,
+            ..execution("t2", r1, NOW + 40, "policy_denied")
+        },
     ];
     store.record_executions(rows.clone()).await.expect("record");
     // Recording a row again (a retried batch) changes nothing.
