@@ -29,30 +29,49 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let started = Instant::now();
     let request_id = gateway::request_id(&headers);
     let extension = crate::gateway::path_param(&params, 0);
-    let mut resp = if Cors::is_preflight(&method) {
-        state.ext_cors.preflight(&headers).into_response()
+    let call = serve(
+        &state,
+        &extension,
+        &method,
+        &uri,
+        &headers,
+        body,
+        &request_id,
+    );
+    framed(
+        &state,
+        "ext",
+        &state.ext_cors,
+        &method,
+        &headers,
+        &request_id,
+        call,
+    )
+    .await
+}
+
+/// The frame both extension routes share: a CORS preflight or the call, the
+/// route's CORS headers, `x-request-id` and the request's metrics.
+pub async fn framed<E: IntoResponse>(
+    state: &EdgeState,
+    route: &'static str,
+    cors: &Cors,
+    method: &Method,
+    headers: &HeaderMap,
+    request_id: &str,
+    call: impl Future<Output = Result<Response, E>>,
+) -> Response {
+    let started = Instant::now();
+    let mut resp = if Cors::is_preflight(method) {
+        cors.preflight(headers).into_response()
     } else {
-        let mut r = match serve(
-            &state,
-            &extension,
-            &method,
-            &uri,
-            &headers,
-            body,
-            &request_id,
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(e) => e.into_response(),
-        };
-        state.ext_cors.decorate(&headers, r.headers_mut());
+        let mut r = call.await.unwrap_or_else(IntoResponse::into_response);
+        cors.decorate(headers, r.headers_mut());
         r
     };
-    finish(&state, "ext", &request_id, &mut resp, started);
+    finish(state, route, request_id, &mut resp, started);
     resp
 }
 

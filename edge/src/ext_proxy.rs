@@ -4,18 +4,16 @@
 //! JSON body field), ext-proxy's own header allowlists and CORS allowlist.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use annex_proto::pb;
 use axum::body::Body;
 use axum::extract::{RawPathParams, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::{HeaderMap, Method, Uri};
 
-use crate::cors::Cors;
 use crate::endpoints;
 use crate::error::ApiError;
-use crate::ext_api::{dispatch, finish, raw_tail, read_body};
+use crate::ext_api::{dispatch, framed, raw_tail, read_body};
 use crate::gateway::{self, Call};
 use crate::headers::{self, ResponsePolicy};
 use crate::state::EdgeState;
@@ -30,31 +28,27 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let started = Instant::now();
     let request_id = gateway::request_id(&headers);
     let extension = crate::gateway::path_param(&params, 0);
-    let mut resp = if Cors::is_preflight(&method) {
-        state.proxy_cors.preflight(&headers).into_response()
-    } else {
-        let mut r = match serve(
-            &state,
-            &extension,
-            &method,
-            &uri,
-            &headers,
-            body,
-            &request_id,
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(e) => e.into_response(),
-        };
-        state.proxy_cors.decorate(&headers, r.headers_mut());
-        r
-    };
-    finish(&state, "proxy", &request_id, &mut resp, started);
-    resp
+    let call = serve(
+        &state,
+        &extension,
+        &method,
+        &uri,
+        &headers,
+        body,
+        &request_id,
+    );
+    framed(
+        &state,
+        "proxy",
+        &state.proxy_cors,
+        &method,
+        &headers,
+        &request_id,
+        call,
+    )
+    .await
 }
 
 /// The effective method, query and body after the `__method` override.
