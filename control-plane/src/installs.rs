@@ -89,6 +89,7 @@ impl ControlPlane {
             version = %version.version, "extension installed"
         );
         self.changed("install", &row.tenant_id, row.id, row.registry_id);
+        self.prewarm(&version.bundle.content_hash);
         self.view(&spec.tenant, &row.id.to_string()).await
     }
 
@@ -124,6 +125,7 @@ impl ControlPlane {
             to = %target.version, "install upgraded"
         );
         self.changed("upgrade", &row.tenant_id, row.id, row.registry_id);
+        self.prewarm(&target.bundle.content_hash);
         self.view(tenant, &row.id.to_string()).await
     }
 
@@ -320,6 +322,14 @@ impl ControlPlane {
         out.sort();
         out.dedup();
         Ok(out)
+    }
+
+    /// Asks connected workers to compile the bundle before its first request.
+    fn prewarm(&self, content_hash: &str) {
+        // No worker connected is fine: the first request compiles it.
+        let _ = self
+            .fleet_commands
+            .send(crate::fleet::prewarm(content_hash));
     }
 
     /// Counts the change and tells following edges to drop cached resolutions.

@@ -447,3 +447,62 @@ async fn api_keys_authenticate_until_revoked_and_audit_rows_are_stored() {
     assert_eq!(rows[0].request_id.as_deref(), Some("r-1"));
     assert_eq!(rows[0].metrics["http_status"], 200);
 }
+
+#[tokio::test]
+async fn installing_asks_connected_workers_to_prewarm_the_bundle() {
+    let server = TestServer::start().await;
+    let key = KeyPair::generate();
+    server.trust_key(PUB, &key).await;
+    let bytes = support::valid_bundle(PUB, "warm", "1.0.0");
+    let version = server
+        .publish(&bytes, &sign(&key, &bytes, PUB, "warm", "1.0.0"))
+        .await
+        .expect("publish")
+        .version
+        .expect("version");
+    let mut fleet = pb::fleet_client::FleetClient::new(server.channel(Role::Worker).await);
+    fleet
+        .register(pb::RegisterWorkerRequest {
+            worker_id: "w1".into(),
+            address: "127.0.0.1:7001".into(),
+            capacity: 8,
+            engine_hash: "e".into(),
+        })
+        .await
+        .expect("register");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::WorkerHeartbeat {
+        worker_id: "w1".into(),
+        capacity: 8,
+        ..Default::default()
+    })
+    .await
+    .expect("send");
+    let mut commands = fleet
+        .heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("heartbeat stream")
+        .into_inner();
+    server
+        .installs(Role::Operator)
+        .await
+        .install(pb::InstallRequest {
+            tenant_id: "t".into(),
+            extension: "acme.warm".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("install");
+    let command = tokio::time::timeout(std::time::Duration::from_secs(10), commands.message())
+        .await
+        .expect("a command within the deadline")
+        .expect("stream")
+        .expect("command");
+    assert_eq!(
+        command.command,
+        Some(pb::fleet_command::Command::PrewarmContentHash(
+            version.content_hash
+        ))
+    );
+    drop(tx);
+}
