@@ -77,6 +77,16 @@ pub struct Config {
     /// Base URL that `ui-proxy.call-route` routes go to; unset: every route is not found.
     #[arg(long, env = "ANNEX_CONTROL_PLANE_UI_PROXY_URL")]
     pub ui_proxy_url: Option<String>,
+    /// FOR TESTS ONLY: run every enabled schedule once per this many
+    /// milliseconds instead of by its cron expression (multi-replica tests of
+    /// the scheduler that must not wait for whole minutes). Never set in
+    /// production.
+    #[arg(
+        long,
+        env = "ANNEX_CONTROL_PLANE_SCHEDULER_TEST_PERIOD_MS",
+        hide = true
+    )]
+    pub scheduler_test_period_ms: Option<u64>,
     /// Log format.
     #[arg(long, env = "ANNEX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,

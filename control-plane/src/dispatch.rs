@@ -3,6 +3,9 @@
 //! does the same dispatch from its own snapshot; this path is not on the
 //! public hot path.
 //!
+//! Workers are tried in the edge's order: the hash's placed workers, then
+//! the rest in rendezvous order.
+//!
 //! Retry rule (DESIGN.md): a call that failed before the worker started the
 //! guest (connect refused, draining, overload) is retried once on the next
 //! placed worker; a call that reached the guest is never retried.
@@ -15,8 +18,9 @@ use annex_proto::{AnnexError, ErrorCode};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::ControlPlane;
-use crate::fleet::rank_workers;
+use crate::fleet::{placed_workers, rank_workers};
 use crate::store::InstallView;
+use crate::store::WorkerRow;
 
 /// An execution request from an internal client.
 #[derive(Debug, Clone, Default)]
@@ -39,14 +43,12 @@ impl ControlPlane {
         let view = self.resolve(&tenant, &req.extension).await?;
         let execute = self.execute_request(&view, req);
         let workers = self.live_workers().await?;
-        let ranked = rank_workers(
-            &execute
-                .context
-                .as_ref()
-                .map(|c| c.content_hash.clone())
-                .unwrap_or_default(),
-            &workers,
-        );
+        let hash = execute
+            .context
+            .as_ref()
+            .map(|c| c.content_hash.clone())
+            .unwrap_or_default();
+        let ranked = candidates(&hash, &workers);
         if ranked.is_empty() {
             return Err(AnnexError::new(
                 ErrorCode::Unavailable,
@@ -147,6 +149,23 @@ impl ControlPlane {
             .insert(address.to_owned(), channel.clone());
         Ok(channel)
     }
+}
+
+/// Workers to try for `content_hash`, best first: the placed ones (the
+/// edge's placement, see [`crate::fleet`]), rotated when the hash has spilled
+/// onto more than one, then the rest in rendezvous order.
+fn candidates<'a>(content_hash: &str, workers: &'a [WorkerRow]) -> Vec<&'a WorkerRow> {
+    let mut out = placed_workers(content_hash, workers);
+    if out.len() > 1 {
+        let start = (uuid::Uuid::new_v4().as_u128() % out.len() as u128) as usize;
+        out.rotate_left(start);
+    }
+    for w in rank_workers(content_hash, workers) {
+        if !out.iter().any(|o| o.id == w.id) {
+            out.push(w);
+        }
+    }
+    out
 }
 
 /// The host part of `host:port`, for the TLS server name.

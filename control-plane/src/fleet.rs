@@ -3,10 +3,17 @@
 //! Workers register and stream heartbeats to any replica; each heartbeat is a
 //! row in `workers`, so every replica builds the same snapshot from Postgres.
 //! A worker that stops heartbeating for [`WORKER_TTL`] leaves the snapshot; a
-//! draining worker leaves it at once. Placement orders a content hash's
-//! workers by rendezvous hashing, so repeated calls for one bundle land on the
-//! worker that already compiled it.
+//! draining worker leaves it at once.
+//!
+//! Placement: every content hash an active install runs is placed on the
+//! live workers in rendezvous order ([`rank_workers`]), one worker while it
+//! has room, and the next ranked ones added while the placed ones are busy
+//! ([`placed_workers`]: in-flight at or above 80 % of capacity). Repeated
+//! calls for one bundle therefore land on the worker that already compiled
+//! it. A worker a hash is newly placed on gets a `Prewarm` command on its
+//! heartbeat stream from the replica it is connected to.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use annex_proto::AnnexError;
@@ -21,6 +28,9 @@ use crate::store::WorkerRow;
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 /// A worker unseen for this long is out of the snapshot.
 pub const WORKER_TTL: Duration = Duration::from_secs(3);
+/// A placed worker with this share of its capacity in use (numerator,
+/// denominator) is busy: the hash spills onto the next ranked worker.
+const SPILL_AT: (u64, u64) = (4, 5);
 
 impl ControlPlane {
     pub async fn worker_seen(&self, row: WorkerRow) -> Result<(), AnnexError> {
@@ -51,6 +61,7 @@ impl ControlPlane {
                 in_flight: w.in_flight,
             })
             .collect();
+        let placements = self.placements(&workers).await?;
         let mut hasher = Sha256::new();
         for w in &workers {
             hasher.update(w.id.as_bytes());
@@ -58,16 +69,86 @@ impl ControlPlane {
             hasher.update(w.address.as_bytes());
             hasher.update([0]);
         }
+        hasher.update([1]);
+        for p in &placements {
+            hasher.update(p.content_hash.as_bytes());
+            for id in &p.worker_ids {
+                hasher.update([0]);
+                hasher.update(id.as_bytes());
+            }
+            hasher.update([1]);
+        }
         let digest = hasher.finalize();
         let mut version = [0u8; 8];
         version.copy_from_slice(&digest[..8]);
         Ok(RoutingSnapshot {
             version: u64::from_be_bytes(version),
             workers: routes,
-            placements: Vec::new(),
+            placements,
             quotas: Vec::new(),
         })
     }
+
+    /// Where each content hash of an active install runs (see the module
+    /// docs), and a `Prewarm` for every worker a hash is newly placed on.
+    pub async fn placements(
+        &self,
+        workers: &[WorkerRow],
+    ) -> Result<Vec<pb::Placement>, AnnexError> {
+        if workers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hashes = self.store.active_content_hashes().await?;
+        let placements: Vec<pb::Placement> = hashes
+            .into_iter()
+            .map(|hash| pb::Placement {
+                worker_ids: placed_workers(&hash, workers)
+                    .into_iter()
+                    .map(|w| w.id.clone())
+                    .collect(),
+                content_hash: hash,
+            })
+            .collect();
+        let now: HashSet<(String, String)> = placements
+            .iter()
+            .flat_map(|p| {
+                p.worker_ids
+                    .iter()
+                    .map(|w| (p.content_hash.clone(), w.clone()))
+            })
+            .collect();
+        let fresh: Vec<(String, String)> = {
+            let mut placed = self.placed.lock();
+            let fresh = now.difference(&placed).cloned().collect();
+            *placed = now;
+            fresh
+        };
+        for (hash, worker) in fresh {
+            tracing::debug!(%hash, %worker, "placed; prewarming");
+            // Only workers connected to this replica receive it.
+            let _ = self.worker_commands.send((worker, prewarm(&hash)));
+        }
+        Ok(placements)
+    }
+}
+
+/// The workers `content_hash` is placed on, preferred first: the rendezvous
+/// order cut after the first worker that is not busy (all of them when every
+/// worker is busy).
+pub fn placed_workers<'a>(content_hash: &str, workers: &'a [WorkerRow]) -> Vec<&'a WorkerRow> {
+    let mut placed = Vec::new();
+    for w in rank_workers(content_hash, workers) {
+        placed.push(w);
+        if !busy(w) {
+            break;
+        }
+    }
+    placed
+}
+
+/// Whether `w` has at least [`SPILL_AT`] of its capacity in use.
+fn busy(w: &WorkerRow) -> bool {
+    u64::from(w.in_flight) * SPILL_AT.1 >= u64::from(w.capacity) * SPILL_AT.0
 }
 
 /// Workers for `content_hash`, best first: rendezvous (highest random weight)
@@ -88,7 +169,7 @@ pub fn rank_workers<'a>(content_hash: &str, workers: &'a [WorkerRow]) -> Vec<&'a
     ranked.into_iter().map(|(w, _)| w).collect()
 }
 
-/// A fleet command for every connected worker.
+/// A prewarm fleet command for `content_hash`.
 pub fn prewarm(content_hash: &str) -> pb::FleetCommand {
     pb::FleetCommand {
         command: Some(pb::fleet_command::Command::PrewarmContentHash(
@@ -111,6 +192,43 @@ mod tests {
             cached_hashes: Vec::new(),
             last_seen: Utc::now(),
         }
+    }
+
+    fn loaded(id: &str, in_flight: u32) -> WorkerRow {
+        WorkerRow {
+            capacity: 10,
+            in_flight,
+            ..worker(id)
+        }
+    }
+
+    #[test]
+    fn a_hash_is_placed_on_one_worker_and_spills_while_the_placed_ones_are_busy() {
+        let idle: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .map(|id| loaded(id, 0))
+            .collect();
+        let order: Vec<String> = rank_workers("h", &idle)
+            .iter()
+            .map(|w| w.id.clone())
+            .collect();
+        let ids = |ws: Vec<&WorkerRow>| ws.into_iter().map(|w| w.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(placed_workers("h", &idle)), order[..1]);
+        // The preferred worker at 80 %: the next ranked one joins.
+        let busy_first: Vec<_> = idle
+            .iter()
+            .map(|w| loaded(&w.id, if w.id == order[0] { 8 } else { 0 }))
+            .collect();
+        assert_eq!(ids(placed_workers("h", &busy_first)), order[..2]);
+        // Just under the threshold: still one worker.
+        let almost: Vec<_> = idle
+            .iter()
+            .map(|w| loaded(&w.id, if w.id == order[0] { 7 } else { 0 }))
+            .collect();
+        assert_eq!(ids(placed_workers("h", &almost)), order[..1]);
+        // Everyone busy: every worker, in rendezvous order.
+        let all_busy: Vec<_> = idle.iter().map(|w| loaded(&w.id, 10)).collect();
+        assert_eq!(ids(placed_workers("h", &all_busy)), order);
     }
 
     #[test]

@@ -53,6 +53,16 @@ pub struct ControlPlane {
         Arc<parking_lot::Mutex<std::collections::HashMap<String, tonic::transport::Channel>>>,
     /// Commands for connected workers (prewarm, trust changes).
     pub fleet_commands: tokio::sync::broadcast::Sender<annex_proto::pb::FleetCommand>,
+    /// Commands for one worker: (worker id, command), e.g. prewarm a hash
+    /// newly placed on it.
+    pub worker_commands: tokio::sync::broadcast::Sender<(String, annex_proto::pb::FleetCommand)>,
+    /// (content hash, worker id) pairs of the last placement this replica
+    /// computed, to prewarm only what is newly placed.
+    placed: Arc<parking_lot::Mutex<std::collections::HashSet<(String, String)>>>,
+    /// Turns true when the process shuts down: long-lived streams (routes,
+    /// heartbeats, logs) end so the server's graceful shutdown can finish.
+    closing: tokio::sync::watch::Receiver<bool>,
+    close: Arc<tokio::sync::watch::Sender<bool>>,
     /// Recent schedule mutations per install, for the scheduler's rate limit.
     schedule_mutations: Arc<scheduler::MutationLimiter>,
 }
@@ -100,10 +110,16 @@ impl ControlPlane {
             .build()
             .unwrap_or_default();
         let (fleet_commands, _) = tokio::sync::broadcast::channel(1024);
+        let (worker_commands, _) = tokio::sync::broadcast::channel(1024);
+        let (close, closing) = tokio::sync::watch::channel(false);
         ControlPlane {
             worker_tls: None,
             worker_channels: Arc::default(),
             fleet_commands,
+            worker_commands,
+            placed: Arc::default(),
+            closing,
+            close: Arc::new(close),
             schedule_mutations: Arc::default(),
             logs,
             host_app: host::HostAppConfig::new(),
@@ -113,6 +129,21 @@ impl ControlPlane {
             limits,
             metrics: Arc::new(metrics::Metrics::default()),
             invalidations,
+        }
+    }
+}
+
+impl ControlPlane {
+    /// Ends the long-lived streams this process serves (see [`Self::closing`]).
+    pub fn close_streams(&self) {
+        let _ = self.close.send(true);
+    }
+
+    /// Resolves once [`Self::close_streams`] was called.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.clone();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
         }
     }
 }

@@ -30,6 +30,12 @@ async fn main() -> anyhow::Result<()> {
     let limits = Limits {
         max_bundle_bytes: config.max_bundle_bytes,
         platform_egress_allowlist: config.egress_allowlist.clone(),
+        scheduler: annex_control_plane::scheduler::SchedulerLimits {
+            test_period: config
+                .scheduler_test_period_ms
+                .map(std::time::Duration::from_millis),
+            ..Default::default()
+        },
         ..Limits::default()
     };
     let mut cp = ControlPlane::new(Arc::new(store), sealer, limits);

@@ -34,6 +34,9 @@ const DISPATCH_ROLES: &[Role] = &[Role::Operator, Role::Edge, Role::ControlPlane
 const FLEET_ROLES: &[Role] = &[Role::Worker];
 const HOST_ROLES: &[Role] = &[Role::Worker, Role::Edge, Role::Operator];
 
+/// How long in-flight calls may take to finish after shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Bound sockets for a control plane.
 #[derive(Debug)]
 pub struct Listeners {
@@ -41,8 +44,9 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
-/// Serves until `shutdown` resolves, then reports not-ready and lets
-/// in-flight calls finish.
+/// Serves until `shutdown` resolves, then reports not-ready, ends the
+/// long-lived streams (edges and workers reconnect to another replica) and
+/// lets in-flight calls finish, for up to 10 s.
 pub async fn run(
     cp: ControlPlane,
     tls: TlsMaterial,
@@ -118,6 +122,7 @@ pub async fn run(
         })
     };
 
+    let (begun_tx, mut begun_rx) = tokio::sync::watch::channel(false);
     let serve = Server::builder()
         .tls_config(tls.server_config())
         .context("configuring TLS")?
@@ -141,14 +146,31 @@ pub async fn run(
         .add_service(InterceptedService::new(reflection, authenticate(ANY_ROLE)))
         .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), {
             let admin = admin.clone();
+            let cp = cp.clone();
+            let begun = begun_tx;
             async move {
                 shutdown.await;
                 tracing::info!("control plane shutting down");
                 admin.set_ready(false);
+                // Streams (routes, heartbeats, logs) end now; unary calls
+                // in flight finish.
+                cp.close_streams();
+                let _ = begun.send(true);
             }
         });
     tracing::info!("control plane serving");
-    let result = serve.await.context("serving gRPC");
+    // Graceful shutdown waits for every connection; a client that keeps one
+    // open must not hold the process past the grace period.
+    let result = tokio::select! {
+        r = serve => r.context("serving gRPC"),
+        () = async {
+            let _ = begun_rx.wait_for(|b| *b).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("connections still open after the shutdown grace period; exiting");
+            Ok(())
+        }
+    };
     readiness.abort();
     let _ = stop_tx.send(true);
     let _ = scheduler.await;

@@ -59,11 +59,16 @@ impl Dispatch for DispatchService {
         tracing::info!(edge = %edge, "edge watching routes");
         let cp = self.0.clone();
         let mut invalidations = cp.invalidations.subscribe();
+        let closed = cp.closed();
         let stream = async_stream::stream! {
+            tokio::pin!(closed);
             let mut last_version = None;
             let mut tick = tokio::time::interval(SNAPSHOT_INTERVAL);
             loop {
                 tokio::select! {
+                    // Shutting down: end the stream; the edge keeps its
+                    // snapshot and reconnects to a replica.
+                    () = &mut closed => break,
                     _ = tick.tick() => {
                         match cp.routing_snapshot().await {
                             Ok(snapshot) if last_version != Some(snapshot.version) => {

@@ -1,5 +1,8 @@
 //! `annex.v1.Fleet`: worker registration and the heartbeat stream (worker
-//! role only). Commands (prewarm, trust changes) flow back on the stream.
+//! role only). Commands (prewarm, trust changes) flow back on the stream:
+//! those for every worker and those addressed to this one (a hash newly
+//! placed on it). The stream ends when the control plane shuts down; the
+//! worker reconnects to a replica.
 
 use std::pin::Pin;
 
@@ -65,13 +68,21 @@ impl Fleet for FleetService {
         let mut inbound = req.into_inner();
         let cp = self.0.clone();
         let mut commands = cp.fleet_commands.subscribe();
+        let mut addressed = cp.worker_commands.subscribe();
+        let closed = cp.closed();
         let stream = async_stream::stream! {
+            tokio::pin!(closed);
             // The worker's address comes from its registration row, read once.
             let mut address: Option<String> = None;
+            let mut worker_id: Option<String> = None;
             loop {
                 tokio::select! {
+                    () = &mut closed => break,
                     hb = inbound.message() => match hb {
                         Ok(Some(hb)) => {
+                            if worker_id.is_none() {
+                                worker_id = Some(hb.worker_id.clone());
+                            }
                             if address.is_none() {
                                 address = cp
                                     .store
@@ -95,6 +106,11 @@ impl Fleet for FleetService {
                     cmd = commands.recv() => match cmd {
                         Ok(cmd) => yield Ok(cmd),
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                    cmd = addressed.recv() => match cmd {
+                        Ok((to, cmd)) if worker_id.as_deref() == Some(to.as_str()) => yield Ok(cmd),
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                     },
                 }

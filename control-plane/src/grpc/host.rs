@@ -255,9 +255,16 @@ impl HostServices for HostService {
             )));
         }
         let mut rx = self.0.logs.subscribe();
+        let closed = self.0.closed();
         let stream = async_stream::stream! {
+            tokio::pin!(closed);
             loop {
-                match rx.recv().await {
+                let received = tokio::select! {
+                    r = rx.recv() => r,
+                    // Shutting down: end the stream so the server can finish.
+                    () = &mut closed => break,
+                };
+                match received {
                     Ok(event) => {
                         let matches = event.tenant_id == filter.tenant_id
                             && event.extension_id == filter.extension_id

@@ -49,6 +49,10 @@ pub struct SchedulerLimits {
     /// How long a claimed run is this replica's: longer than any run takes
     /// (the execution timeout is 30 s), so no other replica starts it again.
     pub lease: Duration,
+    /// For tests only: every enabled schedule runs once per this period
+    /// (first one period after it is created or retimed) instead of by its
+    /// cron expression, so multi-replica tests need not wait for minutes.
+    pub test_period: Option<Duration>,
 }
 
 impl Default for SchedulerLimits {
@@ -59,6 +63,7 @@ impl Default for SchedulerLimits {
             window: Duration::from_secs(60),
             tick: Duration::from_secs(1),
             lease: Duration::from_secs(120),
+            test_period: None,
         }
     }
 }
@@ -175,6 +180,15 @@ fn on<T>(field: &'static str, result: Result<T, &'static str>) -> Mutation<T> {
 }
 
 impl ControlPlane {
+    /// [`SchedulerLimits::test_period`] as a chrono duration.
+    pub(crate) fn test_period(&self) -> Option<chrono::Duration> {
+        self.limits
+            .scheduler
+            .test_period
+            .and_then(|p| chrono::Duration::from_std(p).ok())
+            .filter(|p| *p > chrono::Duration::zero())
+    }
+
     /// The grant's active install, after checking the capability.
     async fn scheduler_install(&self, token: &str) -> Result<InstallView, AnnexError> {
         let grant = self.authorize(token, CAPABILITY)?;
@@ -249,10 +263,13 @@ impl ControlPlane {
         input: NewSchedule,
     ) -> Result<Mutation<Uuid>, AnnexError> {
         let view = self.scheduler_mutation(token).await?;
-        let fields = match new_fields(&view.version, input) {
+        let mut fields = match new_fields(&view.version, input) {
             Ok(f) => f,
             Err(rejection) => return Ok(Err(rejection)),
         };
+        if let Some(period) = self.test_period() {
+            fields.next_run_at = fields.next_run_at.map(|_| Utc::now() + period);
+        }
         let i = &view.install;
         let created = self
             .store
@@ -292,10 +309,17 @@ impl ControlPlane {
         let Some(current) = self.store.get_schedule(&i.tenant_id, i.id, id).await? else {
             return Ok(Err(Rejection::general(NOT_FOUND)));
         };
-        let fields = match changed_fields(&view.version, current.fields, changes) {
+        let previous_run = current.fields.next_run_at;
+        let mut fields = match changed_fields(&view.version, current.fields, changes) {
             Ok(f) => f,
             Err(rejection) => return Ok(Err(rejection)),
         };
+        if let Some(period) = self.test_period()
+            && fields.next_run_at.is_some()
+            && fields.next_run_at != previous_run
+        {
+            fields.next_run_at = Some(Utc::now() + period);
+        }
         Ok(
             match self
                 .store

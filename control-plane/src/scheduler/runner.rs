@@ -99,12 +99,12 @@ async fn run_one(cp: &ControlPlane, schedule: ScheduleRow) {
             schedule_id: schedule.id.to_string(),
         })
         .await;
-    let error = match result {
+    let error = match &result {
         Err(e) => Some(format!("dispatch failed: {}", e.message)),
         Ok(resp) if resp.outcome != pb::Outcome::Ok as i32 => Some(if resp.error.is_empty() {
             "execution failed".to_owned()
         } else {
-            resp.error
+            resp.error.clone()
         }),
         Ok(resp) if resp.status >= 400 => Some(format!("extension answered {}", resp.status)),
         Ok(resp)
@@ -126,13 +126,93 @@ async fn run_one(cp: &ControlPlane, schedule: ScheduleRow) {
             tracing::warn!(schedule = %schedule.id, tenant = %schedule.tenant_id, install = %schedule.install_id, request = %request_id, error = %e, "schedule run failed")
         }
     }
+    log_run(
+        cp,
+        &schedule,
+        &request_id,
+        started,
+        &result,
+        error.as_deref(),
+    )
+    .await;
+    let next_run_at = match (cp.test_period(), f.next_run_at) {
+        // Test time: the next multiple of the period after the due time, so
+        // late ticks never shift or add runs.
+        (Some(period), Some(due)) => {
+            let mut next = due + period;
+            while next <= Utc::now() {
+                next += period;
+            }
+            Some(next)
+        }
+        _ => next_run(&f.cron, &f.timezone, Utc::now()),
+    };
     let run = ScheduleRun {
         at: started,
         status: status.to_owned(),
         error: error.map(|e| e.chars().take(MAX_ERROR_CHARS).collect()),
-        next_run_at: next_run(&f.cron, &f.timezone, Utc::now()),
+        next_run_at,
     };
     if let Err(e) = cp.store.record_schedule_run(schedule.id, run).await {
         tracing::warn!(schedule = %schedule.id, error = %e, "recording a schedule run");
+    }
+}
+
+/// Writes the run to the execution log (`extension_execution_log`), as the
+/// edge does for HTTP calls: principal kind `schedule`, no user.
+async fn log_run(
+    cp: &ControlPlane,
+    schedule: &ScheduleRow,
+    request_id: &str,
+    started: chrono::DateTime<Utc>,
+    result: &Result<pb::ExecuteResponse, annex_proto::AnnexError>,
+    error: Option<&str>,
+) {
+    let Ok(tenant) = annex_proto::domain::TenantId::parse(&schedule.tenant_id) else {
+        return;
+    };
+    // The install as it is now (an upgrade may have moved the version).
+    let view = match cp.resolve(&tenant, &schedule.install_id.to_string()).await {
+        Ok(view) => view,
+        Err(e) => {
+            tracing::warn!(schedule = %schedule.id, error = %e, "no install to log a schedule run under");
+            return;
+        }
+    };
+    let finished = Utc::now();
+    let f = &schedule.fields;
+    let (status, kind) = match result {
+        Err(_) => ("error", Some("runner_transport_error")),
+        Ok(r) if r.outcome == pb::Outcome::Timeout as i32 => ("timeout", Some("timeout")),
+        Ok(r) if r.outcome != pb::Outcome::Ok as i32 => ("error", Some("runner_error")),
+        Ok(r) if r.status >= 400 => ("error", Some("extension_error_status")),
+        Ok(_) if error.is_some() => ("error", Some("invalid_response")),
+        Ok(_) => ("ok", None),
+    };
+    let mut metrics = serde_json::json!({
+        "method": f.endpoint_method,
+        "path": f.endpoint_path,
+        "endpoint_template": f.endpoint_path,
+        "principal_kind": "schedule",
+        "schedule_id": schedule.id.to_string(),
+        "duration_ms": (finished - started).num_milliseconds(),
+    });
+    if let Ok(r) = result {
+        metrics["http_status"] = serde_json::json!(r.status);
+    }
+    let row = crate::store::ExecutionRow {
+        id: uuid::Uuid::new_v4(),
+        tenant_id: schedule.tenant_id.clone(),
+        registry_id: view.install.registry_id,
+        version_id: view.install.version_id,
+        request_id: Some(request_id.to_owned()),
+        started_at: started,
+        finished_at: Some(finished),
+        status: status.to_owned(),
+        metrics,
+        error: kind.map(str::to_owned),
+    };
+    if let Err(e) = cp.store.record_executions(vec![row]).await {
+        tracing::warn!(schedule = %schedule.id, error = %e, "logging a schedule run");
     }
 }

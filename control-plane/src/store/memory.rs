@@ -514,6 +514,20 @@ impl Store for MemoryStore {
         Ok(self.runtime.list_workers(since))
     }
 
+    async fn active_content_hashes(&self) -> StoreResult<Vec<String>> {
+        let inner = self.inner.lock();
+        let mut hashes: Vec<String> = inner
+            .installs
+            .values()
+            .filter(|i| i.is_active())
+            .filter_map(|i| inner.versions.get(&i.version_id))
+            .map(|v| v.bundle.content_hash.clone())
+            .collect();
+        hashes.sort();
+        hashes.dedup();
+        Ok(hashes)
+    }
+
     async fn storage_get(
         &self,
         scope: &super::StorageScope,

@@ -454,6 +454,9 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_worker(&self, row: WorkerRow) -> StoreResult<()>;
     /// Workers seen at or after `since`, by id.
     async fn list_workers(&self, since: DateTime<Utc>) -> StoreResult<Vec<WorkerRow>>;
+    /// Content hashes of the versions active installs run, sorted, each once
+    /// (what placement keeps warm).
+    async fn active_content_hashes(&self) -> StoreResult<Vec<String>>;
 
     // ---- KV storage (spec §9); expired rows of the scope are deleted first, lazily, by every call ----
     async fn storage_get(

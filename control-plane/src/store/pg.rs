@@ -363,6 +363,10 @@ impl Store for PgStore {
         runtime::list_workers(self, since).await
     }
 
+    async fn active_content_hashes(&self) -> StoreResult<Vec<String>> {
+        runtime::active_content_hashes(self).await
+    }
+
     async fn storage_get(
         &self,
         scope: &super::StorageScope,

@@ -405,3 +405,28 @@ pub(crate) async fn installs_list_by_publisher_then_name(store: DynStore) {
 pub(crate) async fn ping_answers(store: DynStore) {
     store.ping().await.expect("ping");
 }
+
+pub(crate) async fn active_content_hashes_are_those_active_installs_run(store: DynStore) {
+    let (_, a1) = publish(&store, "acme", "alpha", "1.0.0").await;
+    let (_, b1) = publish(&store, "acme", "beta", "1.0.0").await;
+    let (_, c1) = publish(&store, "acme", "gamma", "1.0.0").await;
+    // Two tenants on one version: its hash is listed once.
+    install(&store, "t1", &a1).await;
+    install(&store, "t2", &a1).await;
+    install(&store, "t1", &b1).await;
+    let off = install(&store, "t1", &c1).await;
+    store
+        .set_install_enabled(off.id, false)
+        .await
+        .expect("disable");
+    let mut expected = vec![
+        a1.bundle.content_hash.clone(),
+        b1.bundle.content_hash.clone(),
+    ];
+    expected.sort();
+    assert_eq!(
+        store.active_content_hashes().await.expect("hashes"),
+        expected,
+        "a disabled install's version is not kept warm"
+    );
+}

@@ -70,6 +70,7 @@ store_suite!(
     secrets_set_replace_and_delete,
     delete_install_removes_config_and_secrets,
     installs_list_by_publisher_then_name,
+    active_content_hashes_are_those_active_installs_run,
     ping_answers,
     storage_revisions_start_at_one_and_compare_and_swap,
     storage_ttl_expires_lazily,

@@ -196,6 +196,20 @@ pub(super) async fn upsert_worker(store: &PgStore, w: WorkerRow) -> StoreResult<
     Ok(())
 }
 
+pub(super) async fn active_content_hashes(store: &PgStore) -> StoreResult<Vec<String>> {
+    let client = store.client().await?;
+    let rows = client
+        .query(
+            "SELECT DISTINCT b.content_hash FROM tenant_extension_install i \
+             JOIN extension_bundle b ON b.version_id = i.version_id \
+             WHERE i.is_enabled AND i.status = 'enabled' ORDER BY b.content_hash",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    rows.iter().map(|row| col(row, "content_hash")).collect()
+}
+
 pub(super) async fn list_workers(
     store: &PgStore,
     since: DateTime<Utc>,
