@@ -2,6 +2,9 @@
 //! snapshot, and once more to the next candidate only when the first call
 //! failed before the guest started (connection refused, worker draining or
 //! overloaded: gRPC `UNAVAILABLE`). Everything under one deadline.
+//!
+//! A worker that fails a call at the transport level (refused, reset,
+//! draining) is marked down in [`Routes`] so the next calls go elsewhere.
 
 use std::time::Duration;
 
@@ -58,6 +61,7 @@ pub async fn execute(
             match client.execute(request).await {
                 Ok(r) => return Ok((r.into_inner(), i > 0)),
                 Err(s) if s.code() == tonic::Code::Unavailable => {
+                    routes.mark_down(&target.id);
                     tracing::debug!(worker = %target.id, message = s.message(), "worker unavailable; trying another");
                     last = format!("worker {} unavailable: {}", target.id, s.message());
                 }
@@ -72,6 +76,11 @@ pub async fn execute(
                     return Err(ExecuteError::Timeout);
                 }
                 Err(s) => {
+                    // A connection that broke mid-call: not retried (the
+                    // guest may have run), but new calls avoid the worker.
+                    if matches!(s.code(), tonic::Code::Unknown | tonic::Code::Internal) {
+                        routes.mark_down(&target.id);
+                    }
                     return Err(ExecuteError::Failed(format!(
                         "worker {}: {:?} {}",
                         target.id,

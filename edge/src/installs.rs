@@ -5,6 +5,9 @@
 //! watch stream reports an `InstallInvalidation` for them, so a disabled
 //! install stops answering within the stream's latency rather than the TTL.
 //!
+//! While the control plane is unreachable, an expired entry is served as
+//! long as its execution grant is valid (static stability).
+//!
 //! A resolve that races an invalidation is not cached (generation check), so
 //! a stale answer cannot outlive the event that should have removed it.
 
@@ -107,6 +110,9 @@ type Turns = HashMap<Key, Arc<tokio::sync::Mutex<()>>>;
 struct Entry {
     value: Option<Arc<Install>>,
     expires: Instant,
+    /// Until when the entry may be served stale while the control plane is
+    /// unreachable: its execution grant's expiry, less a margin.
+    grant_expires: Instant,
 }
 
 #[derive(Clone)]
@@ -186,7 +192,7 @@ impl InstallCache {
                 extension: extension.to_owned(),
             })
             .await;
-        let (value, expires) = match answer {
+        let (value, expires, grant_expires) = match answer {
             Ok(r) => {
                 let r = r.into_inner();
                 let grant_expiry = r.grant_expires_at.as_ref().map(|t| t.unix_ms);
@@ -195,9 +201,11 @@ impl InstallCache {
                     // The control plane never does this; refuse rather than cross tenants.
                     return Err(ResolveError::Incomplete("tenant"));
                 }
+                let now = Instant::now();
                 (
                     Some(Arc::new(install)),
-                    Instant::now() + self.entry_ttl(grant_expiry),
+                    now + self.entry_ttl(grant_expiry),
+                    now + grant_left(grant_expiry).unwrap_or(self.ttl),
                 )
             }
             Err(s)
@@ -206,9 +214,16 @@ impl InstallCache {
                     tonic::Code::NotFound | tonic::Code::InvalidArgument
                 ) =>
             {
-                (None, Instant::now() + NEGATIVE_TTL.min(self.ttl))
+                let until = Instant::now() + NEGATIVE_TTL.min(self.ttl);
+                (None, until, until)
             }
             Err(s) => {
+                // Static stability: with the control plane unreachable, an
+                // expired answer (still inside its grant) beats no answer.
+                if let Some(stale) = self.stale(&key) {
+                    tracing::debug!(code = ?s.code(), message = s.message(), "control plane unavailable; serving a stale install");
+                    return Ok(stale);
+                }
                 tracing::warn!(code = ?s.code(), message = s.message(), "resolving an install failed");
                 return Err(ResolveError::Unavailable);
             }
@@ -223,22 +238,26 @@ impl InstallCache {
                 Entry {
                     value: value.clone(),
                     expires,
+                    grant_expires,
                 },
             );
         }
         value.ok_or(ResolveError::NotFound)
     }
 
+    /// An expired positive entry whose execution grant is still valid.
+    fn stale(&self, key: &Key) -> Option<Arc<Install>> {
+        let entries = self.entries.lock();
+        let e = entries.get(key)?;
+        let install = e.value.clone()?;
+        (e.grant_expires > Instant::now()).then_some(install)
+    }
+
     fn entry_ttl(&self, grant_expiry_ms: Option<i64>) -> Duration {
-        let Some(exp) = grant_expiry_ms else {
-            return self.ttl;
-        };
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or_default();
-        let left = Duration::from_millis(u64::try_from(exp - now_ms).unwrap_or(0));
-        self.ttl.min(left.saturating_sub(GRANT_MARGIN))
+        match grant_left(grant_expiry_ms) {
+            Some(left) => self.ttl.min(left),
+            None => self.ttl,
+        }
     }
 
     /// Drops every entry of `tenant` that names this install (and every
@@ -261,6 +280,18 @@ impl InstallCache {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.lock().clear();
     }
+}
+
+/// How long a grant expiring at `grant_expiry_ms` is still usable, less
+/// [`GRANT_MARGIN`]; `None` when the answer carried no expiry.
+fn grant_left(grant_expiry_ms: Option<i64>) -> Option<Duration> {
+    let exp = grant_expiry_ms?;
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let left = Duration::from_millis(u64::try_from(exp - now_ms).unwrap_or(0));
+    Some(left.saturating_sub(GRANT_MARGIN))
 }
 
 #[cfg(test)]
@@ -301,6 +332,7 @@ mod tests {
                 Entry {
                     value,
                     expires: far,
+                    grant_expires: far,
                 },
             );
         }
@@ -317,6 +349,28 @@ mod tests {
             .collect();
         k.sort();
         k
+    }
+
+    #[tokio::test]
+    async fn an_expired_install_is_served_while_the_control_plane_is_unreachable() {
+        let c = cache();
+        let past = Instant::now() - Duration::from_secs(1);
+        for e in c.entries.lock().values_mut() {
+            e.expires = past;
+        }
+        // 127.0.0.1:9 refuses: the stale entries answer.
+        let got = c.resolve("t", "a").await.expect("stale answer");
+        assert_eq!(got.install_id, "i1");
+        // Nothing cached under that name: unavailable, not a guess.
+        assert_eq!(
+            c.resolve("t", "never-seen").await,
+            Err(ResolveError::Unavailable)
+        );
+        // A stale answer whose grant has expired is not served.
+        for e in c.entries.lock().values_mut() {
+            e.grant_expires = past;
+        }
+        assert_eq!(c.resolve("t", "b").await, Err(ResolveError::Unavailable));
     }
 
     #[tokio::test]

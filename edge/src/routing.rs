@@ -2,6 +2,14 @@
 //! (workers and placements), the worker choice for one execution, and the
 //! mTLS channels to workers.
 //!
+//! Worker choice: the workers the control plane placed the content hash on
+//! come first (those with room before busy ones; rotated when the hash has
+//! spilled onto several), then every other worker, rotated. A worker a call
+//! could not reach (connection refused or reset, draining) is marked down
+//! locally for [`DOWN_FOR`] and tried only after every other worker, so
+//! traffic leaves a dead worker at once rather than after the control
+//! plane's heartbeat TTL.
+//!
 //! The edge keeps the last snapshot when the stream breaks, so a short
 //! control-plane outage does not stop traffic. Install invalidations on the
 //! same stream go to the [`InstallCache`]; after a gap the whole cache is
@@ -10,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use annex_ops::tls::TlsMaterial;
 use annex_proto::pb;
@@ -25,11 +33,25 @@ use crate::installs::InstallCache;
 /// Largest Execute message either way: a 10 MiB body plus headers, with room.
 pub const MAX_EXECUTE_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// How long a worker that failed a call at the transport level is passed
+/// over (passive health check).
+pub const DOWN_FOR: Duration = Duration::from_secs(5);
+
 /// A worker that can take executions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerTarget {
     pub id: String,
     pub address: String,
+    /// Capacity and in-flight executions as of the snapshot (0: unknown).
+    pub capacity: u32,
+    pub in_flight: u32,
+}
+
+impl WorkerTarget {
+    /// Whether the snapshot says this worker has a free slot.
+    fn has_room(&self) -> bool {
+        self.capacity == 0 || self.in_flight < self.capacity
+    }
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +74,8 @@ pub struct Routes {
     received: AtomicBool,
     next: AtomicUsize,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Worker id → until when it is passed over.
+    down: Mutex<HashMap<String, Instant>>,
     tls: WorkerTls,
 }
 
@@ -70,6 +94,7 @@ impl Routes {
             received: AtomicBool::new(false),
             next: AtomicUsize::new(0),
             channels: Mutex::default(),
+            down: Mutex::default(),
             tls,
         }
     }
@@ -89,6 +114,8 @@ impl Routes {
                 .map(|w| WorkerTarget {
                     id: w.worker_id,
                     address: w.address,
+                    capacity: w.capacity,
+                    in_flight: w.in_flight,
                 })
                 .collect(),
             placements: s
@@ -108,30 +135,59 @@ impl Routes {
         self.received.store(true, Ordering::SeqCst);
     }
 
-    /// Workers to try for `content_hash`, best first: the placed workers in
-    /// the control plane's preference order, then every other worker, the
-    /// unplaced ones rotated so load spreads.
+    /// Workers to try for `content_hash`, best first: the placed workers
+    /// (with room first, in the control plane's order, rotated when there
+    /// are several), then every other worker rotated so load spreads, and
+    /// workers marked down last.
     pub fn candidates(&self, content_hash: &str) -> Vec<WorkerTarget> {
         let snap = self.snapshot.read().clone();
         let n = snap.workers.len();
         if n == 0 {
             return Vec::new();
         }
-        let mut out: Vec<WorkerTarget> = snap
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let down = self.down_now();
+        let mut placed: Vec<WorkerTarget> = snap
             .placements
             .get(content_hash)
             .into_iter()
             .flatten()
             .filter_map(|id| snap.workers.iter().find(|w| &w.id == id).cloned())
             .collect();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        if placed.len() > 1 {
+            let k = turn % placed.len();
+            placed.rotate_left(k);
+        }
+        // Stable: keeps the order within each group.
+        placed.sort_by_key(|w| !w.has_room());
+        let mut out = placed;
+        let start = turn % n;
         for i in 0..n {
             let w = &snap.workers[(start + i) % n];
             if !out.iter().any(|o| o.id == w.id) {
                 out.push(w.clone());
             }
         }
+        out.sort_by_key(|w| down.contains(&w.id));
         out
+    }
+
+    /// Passes over `worker_id` for [`DOWN_FOR`]: a call to it failed before
+    /// reaching a guest (connection refused or reset, draining).
+    pub fn mark_down(&self, worker_id: &str) {
+        let mut down = self.down.lock();
+        if !down.contains_key(worker_id) {
+            tracing::info!(worker = worker_id, "worker unreachable; passing it over");
+        }
+        down.insert(worker_id.to_owned(), Instant::now() + DOWN_FOR);
+    }
+
+    /// Worker ids currently marked down (expired marks are dropped).
+    fn down_now(&self) -> Vec<String> {
+        let now = Instant::now();
+        let mut down = self.down.lock();
+        down.retain(|_, until| *until > now);
+        down.keys().cloned().collect()
     }
 
     /// A `Worker` client for `target` over mTLS (channels are reused).
@@ -252,7 +308,7 @@ mod tests {
     }
 
     #[test]
-    fn placed_workers_come_first_in_order_then_the_rest() {
+    fn placed_workers_come_first_then_the_rest() {
         let r = routes();
         assert!(r.candidates("h").is_empty());
         r.apply(pb::RoutingSnapshot {
@@ -265,14 +321,67 @@ mod tests {
             quotas: vec![],
         });
         for _ in 0..3 {
-            let ids: Vec<String> = r.candidates("h").into_iter().map(|w| w.id).collect();
-            assert_eq!(&ids[..2], &["c".to_owned(), "a".to_owned()]);
+            let mut ids: Vec<String> = r.candidates("h").into_iter().map(|w| w.id).collect();
             assert_eq!(ids.len(), 3);
+            assert_eq!(ids[2], "b", "the unplaced worker comes last");
+            // Two placed workers: the hash spilled, so they take turns.
+            ids.truncate(2);
+            ids.sort();
+            assert_eq!(ids, ["a", "c"]);
         }
         // Unplaced hashes rotate across every worker.
         let firsts: std::collections::HashSet<String> = (0..3)
             .map(|_| r.candidates("other")[0].id.clone())
             .collect();
         assert_eq!(firsts.len(), 3);
+    }
+
+    #[test]
+    fn a_spilled_hash_rotates_among_its_placed_workers_with_room_first() {
+        let r = routes();
+        let load = |id: &str, in_flight: u32| pb::WorkerRoute {
+            capacity: 4,
+            in_flight,
+            ..worker(id)
+        };
+        r.apply(pb::RoutingSnapshot {
+            version: 1,
+            workers: vec![load("a", 4), load("b", 1), load("c", 0), load("d", 0)],
+            placements: vec![pb::Placement {
+                content_hash: "h".into(),
+                worker_ids: vec!["a".into(), "b".into(), "c".into()],
+            }],
+            quotas: vec![],
+        });
+        let mut firsts = std::collections::HashSet::new();
+        for _ in 0..6 {
+            let ids: Vec<String> = r.candidates("h").into_iter().map(|w| w.id).collect();
+            // The full worker comes after the placed ones with room, the
+            // unplaced one last.
+            assert_eq!(ids[2], "a", "{ids:?}");
+            assert_eq!(ids[3], "d", "{ids:?}");
+            firsts.insert(ids[0].clone());
+        }
+        assert_eq!(firsts.len(), 2, "b and c share the spilled hash");
+    }
+
+    #[test]
+    fn a_worker_marked_down_is_tried_last() {
+        let r = routes();
+        r.apply(pb::RoutingSnapshot {
+            version: 1,
+            workers: vec![worker("a"), worker("b")],
+            placements: vec![pb::Placement {
+                content_hash: "h".into(),
+                worker_ids: vec!["a".into()],
+            }],
+            quotas: vec![],
+        });
+        assert_eq!(r.candidates("h")[0].id, "a");
+        r.mark_down("a");
+        for _ in 0..3 {
+            let ids: Vec<String> = r.candidates("h").into_iter().map(|w| w.id).collect();
+            assert_eq!(ids, ["b", "a"]);
+        }
     }
 }

@@ -92,6 +92,15 @@ pub struct Config {
     /// How long in-flight work may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "ANNEX_WORKER_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// After SIGTERM, how long calls are still accepted while the routing
+    /// snapshot without this worker reaches every edge (heartbeat, snapshot
+    /// interval and delivery), in milliseconds.
+    #[arg(
+        long,
+        env = "ANNEX_WORKER_DRAIN_PROPAGATION_MS",
+        default_value_t = 2000
+    )]
+    pub drain_propagation_ms: u64,
     /// Log format.
     #[arg(long, env = "ANNEX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,

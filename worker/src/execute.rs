@@ -125,6 +125,9 @@ pub struct ExecutorParts {
 pub struct Executor {
     parts: ExecutorParts,
     draining: AtomicBool,
+    /// True once the worker announced it is leaving the fleet (it may still
+    /// take calls for a short while, until [`Executor::drain`]).
+    leaving: tokio::sync::watch::Sender<bool>,
     guests: GuestRuntime,
     usage: UsageLedger,
 }
@@ -181,6 +184,7 @@ impl Executor {
         Ok(Executor {
             parts,
             draining: AtomicBool::new(false),
+            leaving: tokio::sync::watch::Sender::new(false),
             guests: GuestRuntime(Some(runtime)),
             usage: UsageLedger::default(),
         })
@@ -212,9 +216,26 @@ impl Executor {
         &self.parts.metrics
     }
 
-    /// Stop taking new executions; running ones finish.
+    /// Stop taking new executions; running ones finish. Implies [`Self::leave`].
     pub fn drain(&self) {
+        self.leave();
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Announce leaving the fleet (heartbeats say `draining`, so no new work
+    /// is placed here) while still taking the calls that arrive meanwhile.
+    pub fn leave(&self) {
+        self.leaving.send_replace(true);
+    }
+
+    /// Whether the worker announced it is leaving (or is draining).
+    pub fn is_leaving(&self) -> bool {
+        *self.leaving.borrow()
+    }
+
+    /// Changes of [`Self::is_leaving`], so the announcement goes out at once.
+    pub fn leaving(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.leaving.subscribe()
     }
 
     pub fn is_draining(&self) -> bool {

@@ -2,7 +2,9 @@
 //! stream per worker (capacity, in-flight, cached hashes, draining, usage
 //! per tenant and minute) with commands coming back (prewarm a content
 //! hash; re-list trust keys). Reconnects with exponential backoff (1 s up to
-//! 30 s); a final heartbeat with `draining` is sent on shutdown.
+//! 5 s, so a restarted control plane is rejoined quickly). When the executor
+//! announces it is leaving, a heartbeat with `draining` goes out at once; a
+//! final one is sent on shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use crate::execute::Executor;
 /// Heartbeat interval when the control plane does not name one.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What the fleet loop needs.
 pub struct Membership {
@@ -56,7 +58,7 @@ fn heartbeat(executor: &Executor) -> pb::WorkerHeartbeat {
         in_flight: u32::try_from(admission.running()).unwrap_or(u32::MAX),
         capacity: u32::try_from(admission.capacity()).unwrap_or(u32::MAX),
         cached_hashes: executor.cache().cached_hashes(),
-        draining: executor.is_draining(),
+        draining: executor.is_leaving(),
         usage: executor.take_usage(),
     }
 }
@@ -93,9 +95,12 @@ async fn session(
         .into_inner();
     let mut ticker = tokio::time::interval(interval);
     ticker.tick().await;
+    let mut leaving = m.executor.leaving();
     loop {
         tokio::select! {
             _ = ticker.tick() => tx.send(heartbeat(&m.executor)).await.map_err(|_| closed())?,
+            // Leaving: tell the control plane now, not at the next tick.
+            Ok(()) = leaving.changed() => tx.send(heartbeat(&m.executor)).await.map_err(|_| closed())?,
             command = commands.message() => match command? {
                 Some(c) => handle(m, c).await,
                 None => return Err(tonic::Status::unavailable("control plane closed the heartbeat stream")),

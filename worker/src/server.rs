@@ -159,8 +159,10 @@ const TRUST_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 /// Runs a whole worker process from its configuration: sources (the control
 /// plane, or a bundle directory and trust file), the executor, fleet
 /// membership, the admin listener and the mTLS `Worker` server. On
-/// `shutdown` it reports not-ready, leaves the fleet, drains in-flight
-/// executions up to the grace period and returns. Used by the binary and by
+/// `shutdown` it reports not-ready and heartbeats `draining` at once, keeps
+/// serving the calls that still arrive for the propagation window, then
+/// refuses new ones with UNAVAILABLE, lets in-flight executions finish up to
+/// the grace period and returns. Used by the binary and by
 /// `annex dev`.
 pub async fn run(
     config: &crate::config::Config,
@@ -246,19 +248,28 @@ pub async fn run(
     };
 
     let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let propagation = Duration::from_millis(config.drain_propagation_ms);
     let drain_executor = executor.clone();
     let drain_admin = admin.clone();
     let drain = async move {
         shutdown.await;
-        tracing::info!("shutting down: draining");
+        // 1. Leave the fleet: the next heartbeat (sent now) says draining,
+        //    so the routing snapshot drops this worker; calls already on
+        //    their way are still served while the snapshot propagates.
+        tracing::info!(?propagation, "shutting down: leaving the fleet");
         drain_admin.set_ready(false);
+        drain_executor.leave();
+        tokio::time::sleep(propagation).await;
+        // 2. Refuse new calls with UNAVAILABLE (callers retry elsewhere) and
+        //    let in-flight executions finish, up to the grace period.
+        tracing::info!("shutting down: draining");
         drain_executor.drain();
-        let _ = fleet_stop_tx.send(true);
-        // Let in-flight executions finish, up to the grace period.
         let deadline = tokio::time::Instant::now() + grace;
         while drain_executor.admission().running() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // 3. Final heartbeat, then the server stops.
+        let _ = fleet_stop_tx.send(true);
     };
     admin.set_ready(true);
     tracing::info!(listen = %config.grpc_listen, worker = %config.worker_id, "worker serving");
