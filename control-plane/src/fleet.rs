@@ -132,6 +132,32 @@ impl ControlPlane {
     }
 }
 
+/// How often each replica recomputes placements on its own (edges watching
+/// it trigger the same computation with every snapshot).
+pub const PLACEMENT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Recomputes placements every [`PLACEMENT_INTERVAL`] until `shutdown`, so
+/// the workers connected to this replica get `Prewarm` for newly placed
+/// hashes even when no edge follows this replica.
+pub async fn placement_loop(cp: ControlPlane, shutdown: impl std::future::Future<Output = ()>) {
+    let mut tick = tokio::time::interval(PLACEMENT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        let placed = match cp.live_workers().await {
+            Ok(workers) => cp.placements(&workers).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = placed {
+            tracing::debug!(error = %e, "computing placements");
+        }
+    }
+}
+
 /// The workers `content_hash` is placed on, preferred first: the rendezvous
 /// order cut after the first worker that is not busy (all of them when every
 /// worker is busy).

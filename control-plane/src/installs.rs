@@ -89,7 +89,7 @@ impl ControlPlane {
             version = %version.version, "extension installed"
         );
         self.changed("install", &row.tenant_id, row.id, row.registry_id);
-        self.prewarm(&version.bundle.content_hash);
+        self.prewarm(&version.bundle.content_hash).await;
         self.view(&spec.tenant, &row.id.to_string()).await
     }
 
@@ -125,7 +125,7 @@ impl ControlPlane {
             to = %target.version, "install upgraded"
         );
         self.changed("upgrade", &row.tenant_id, row.id, row.registry_id);
-        self.prewarm(&target.bundle.content_hash);
+        self.prewarm(&target.bundle.content_hash).await;
         self.view(tenant, &row.id.to_string()).await
     }
 
@@ -324,12 +324,17 @@ impl ControlPlane {
         Ok(out)
     }
 
-    /// Asks connected workers to compile the bundle before its first request.
-    fn prewarm(&self, content_hash: &str) {
-        // No worker connected is fine: the first request compiles it.
-        let _ = self
-            .fleet_commands
-            .send(crate::fleet::prewarm(content_hash));
+    /// Places the bundle now, so the workers it is placed on (and only
+    /// those) compile it before its first request. A failure is not the
+    /// install's: the placement loop places it on its next round.
+    async fn prewarm(&self, content_hash: &str) {
+        let placed = match self.live_workers().await {
+            Ok(workers) => self.placements(&workers).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = placed {
+            tracing::warn!(%content_hash, error = %e, "placing a new bundle");
+        }
     }
 
     /// Counts the change and tells following edges to drop cached resolutions.

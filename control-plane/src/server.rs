@@ -110,6 +110,7 @@ pub async fn run(
         .await;
 
     let scheduler = tokio::spawn(crate::scheduler::runner::run(cp.clone(), stopped()));
+    let placement = tokio::spawn(crate::fleet::placement_loop(cp.clone(), stopped()));
 
     let readiness = {
         let cp = cp.clone();
@@ -174,6 +175,7 @@ pub async fn run(
     readiness.abort();
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
+    let _ = placement.await;
     let _ = admin_task.await;
     result
 }

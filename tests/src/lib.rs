@@ -13,7 +13,7 @@ pub mod stack;
 pub mod webdriver;
 
 pub use http::{Resp, get, send};
-pub use stack::{Stack, StackOptions};
+pub use stack::{FleetOptions, Member, Stack, StackOptions};
 
 /// Polls `check` until it returns true or `ms` milliseconds pass.
 pub async fn eventually_ms<F, Fut>(ms: u64, mut check: F) -> bool

@@ -1,7 +1,8 @@
-//! One Annex deployment as child processes: PostgreSQL, the control plane,
-//! a worker and an edge, with mTLS between them from a dev PKI, plus the
-//! extensions the tests call, published signed and installed for
-//! [`TENANT`].
+//! One Annex deployment as child processes: PostgreSQL, one or more control
+//! planes, one or more workers and an edge, with mTLS between them from a
+//! dev PKI, plus the extensions the tests call, published signed and
+//! installed for [`TENANT`]. Fleet tests kill (`SIGKILL`), stop (`SIGTERM`)
+//! and restart single processes.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,18 +36,91 @@ pub struct Installed {
     pub slug: String,
 }
 
-/// Edge settings a test overrides, as `ANNEX_EDGE_*` variables.
+/// Edge settings a test overrides, as `ANNEX_EDGE_*` variables, and the
+/// shape of the fleet.
 #[derive(Debug, Clone, Default)]
 pub struct StackOptions {
     pub edge_env: Vec<(String, String)>,
+    pub fleet: FleetOptions,
+}
+
+/// How many control planes and workers run, and extra settings for them.
+/// Worker `i` heartbeats to control plane `i % control_planes`; the edge
+/// follows the first control plane.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub control_planes: usize,
+    pub workers: usize,
+    /// Extra `ANNEX_CONTROL_PLANE_*` settings for every control plane.
+    pub control_plane_env: Vec<(String, String)>,
+    /// Extra `ANNEX_WORKER_*` settings for every worker.
+    pub worker_env: Vec<(String, String)>,
+}
+
+impl Default for FleetOptions {
+    fn default() -> Self {
+        FleetOptions {
+            control_planes: 1,
+            workers: 1,
+            control_plane_env: Vec::new(),
+            worker_env: Vec::new(),
+        }
+    }
 }
 
 /// A running child process and where its log goes.
 #[derive(Debug)]
 pub struct Proc {
-    pub name: &'static str,
+    pub name: String,
     pub child: Child,
     pub log: PathBuf,
+}
+
+impl Proc {
+    /// `kill -9`, then reaps the process.
+    pub async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Sends SIGTERM (the process drains and exits on its own).
+    pub fn terminate(&self) {
+        let pid = self
+            .child
+            .id()
+            .unwrap_or_else(|| panic!("{} already exited", self.name));
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("kill -TERM {pid}: {e}"));
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => panic!("waiting for {}: {e}", self.name),
+            Err(_) => panic!(
+                "{} did not exit within {limit:?}:\n{}",
+                self.name,
+                self.log_tail()
+            ),
+        }
+    }
+}
+
+/// A control-plane or worker process, with what it takes to start it again
+/// on the same ports.
+#[derive(Debug)]
+pub struct Member {
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    /// The worker id (empty for control planes).
+    pub id: String,
+    pub proc: Proc,
+    bin: &'static str,
+    env: Vec<(String, String)>,
 }
 
 impl Proc {
@@ -70,13 +144,18 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     pub pki: PathBuf,
     pub pg: LocalPostgres,
+    /// The first control plane's gRPC address.
     pub cp_addr: SocketAddr,
+    /// The first worker's gRPC address.
     pub worker_addr: SocketAddr,
     pub edge: EdgeProc,
     pub jwt_secret_file: PathBuf,
     pub hello: Installed,
     pub misbehave: Installed,
-    pub procs: Vec<Proc>,
+    /// Publishes further bundles (see [`Stack::publish_and_install`]).
+    pub publisher_key: KeyPair,
+    pub control_planes: Vec<Member>,
+    pub workers: Vec<Member>,
 }
 
 impl std::fmt::Debug for Stack {
@@ -115,11 +194,17 @@ fn free_addr() -> SocketAddr {
     l.local_addr().unwrap_or_else(|e| panic!("addr: {e}"))
 }
 
-fn spawn(name: &'static str, dir: &Path, env: &[(String, String)]) -> Proc {
+/// Starts binary `bin_name` logging to `<dir>/<name>.log` (appended to, so
+/// a restarted process keeps its earlier output).
+fn spawn_as(bin_name: &str, name: &str, dir: &Path, env: &[(String, String)]) -> Proc {
     let log = dir.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap_or_else(|e| panic!("log file: {e}"));
     let err = file.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
-    let mut cmd = Command::new(bin(name));
+    let mut cmd = Command::new(bin(bin_name));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "info")
@@ -133,7 +218,11 @@ fn spawn(name: &'static str, dir: &Path, env: &[(String, String)]) -> Proc {
     let child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-    Proc { name, child, log }
+    Proc {
+        name: name.to_owned(),
+        child,
+        log,
+    }
 }
 
 /// Waits for `/ready` on an admin listener, failing with the process's log.
@@ -256,39 +345,83 @@ impl Stack {
         )
         .unwrap_or_else(|e| panic!("secret: {e}"));
 
-        let (cp_addr, cp_admin) = (free_addr(), free_addr());
-        let mut cp_env = env(&[
-            ("ANNEX_CONTROL_PLANE_GRPC_LISTEN", cp_addr.to_string()),
-            ("ANNEX_CONTROL_PLANE_ADMIN_LISTEN", cp_admin.to_string()),
-            ("ANNEX_CONTROL_PLANE_DATABASE_URL", pg.url()),
-            ("ANNEX_CONTROL_PLANE_KEK_FILE", kek.display().to_string()),
-            ("ANNEX_LOG_FORMAT", "text".into()),
-        ]);
-        cp_env.extend(tls_env("ANNEX_CONTROL_PLANE", &pki, Role::ControlPlane));
-        let mut cp = spawn("annex-control-plane", dir.path(), &cp_env);
-        wait_ready(&mut cp, cp_admin).await;
+        let fleet = &opts.fleet;
+        let mut control_planes = Vec::new();
+        for i in 0..fleet.control_planes.max(1) {
+            let (grpc, admin) = (free_addr(), free_addr());
+            let mut cp_env = env(&[
+                ("ANNEX_CONTROL_PLANE_GRPC_LISTEN", grpc.to_string()),
+                ("ANNEX_CONTROL_PLANE_ADMIN_LISTEN", admin.to_string()),
+                ("ANNEX_CONTROL_PLANE_DATABASE_URL", pg.url()),
+                ("ANNEX_CONTROL_PLANE_KEK_FILE", kek.display().to_string()),
+                ("ANNEX_LOG_FORMAT", "text".into()),
+            ]);
+            cp_env.extend(tls_env("ANNEX_CONTROL_PLANE", &pki, Role::ControlPlane));
+            cp_env.extend(fleet.control_plane_env.iter().cloned());
+            let name = if i == 0 {
+                "annex-control-plane".to_owned()
+            } else {
+                format!("annex-control-plane-{}", i + 1)
+            };
+            let mut member = Member {
+                grpc,
+                admin,
+                id: String::new(),
+                proc: spawn_as("annex-control-plane", &name, dir.path(), &cp_env),
+                bin: "annex-control-plane",
+                env: cp_env,
+            };
+            wait_ready(&mut member.proc, admin).await;
+            control_planes.push(member);
+        }
+        let cp_addr = control_planes[0].grpc;
 
-        let (worker_addr, worker_admin) = (free_addr(), free_addr());
-        let mut worker_env = env(&[
-            ("ANNEX_WORKER_GRPC_LISTEN", worker_addr.to_string()),
-            ("ANNEX_WORKER_ADMIN_LISTEN", worker_admin.to_string()),
-            ("ANNEX_WORKER_ID", "e2e-worker".into()),
-            (
-                "ANNEX_WORKER_CONTROL_PLANE_URL",
-                format!("https://{cp_addr}"),
-            ),
-            ("ANNEX_WORKER_CONTROL_PLANE_NAME", "localhost".into()),
-            ("ANNEX_WORKER_ADVERTISE_ADDRESS", worker_addr.to_string()),
-            (
-                "ANNEX_WORKER_CACHE_DIR",
-                dir.path().join("worker-cache").display().to_string(),
-            ),
-            ("ANNEX_WORKER_POOL_INSTANCES", "32".into()),
-            ("ANNEX_LOG_FORMAT", "text".into()),
-        ]);
-        worker_env.extend(tls_env("ANNEX_WORKER", &pki, Role::Worker));
-        let mut worker = spawn("annex-worker", dir.path(), &worker_env);
-        wait_ready(&mut worker, worker_admin).await;
+        let mut workers = Vec::new();
+        for i in 0..fleet.workers.max(1) {
+            let (grpc, admin) = (free_addr(), free_addr());
+            let (id, name) = if i == 0 {
+                ("e2e-worker".to_owned(), "annex-worker".to_owned())
+            } else {
+                (
+                    format!("e2e-worker-{}", i + 1),
+                    format!("annex-worker-{}", i + 1),
+                )
+            };
+            let cp = control_planes[i % control_planes.len()].grpc;
+            let mut worker_env = env(&[
+                ("ANNEX_WORKER_GRPC_LISTEN", grpc.to_string()),
+                ("ANNEX_WORKER_ADMIN_LISTEN", admin.to_string()),
+                ("ANNEX_WORKER_ID", id.clone()),
+                ("ANNEX_WORKER_CONTROL_PLANE_URL", format!("https://{cp}")),
+                ("ANNEX_WORKER_CONTROL_PLANE_NAME", "localhost".into()),
+                ("ANNEX_WORKER_ADVERTISE_ADDRESS", grpc.to_string()),
+                (
+                    "ANNEX_WORKER_CACHE_DIR",
+                    dir.path()
+                        .join(format!("{name}-cache"))
+                        .display()
+                        .to_string(),
+                ),
+                ("ANNEX_WORKER_POOL_INSTANCES", "32".into()),
+                ("ANNEX_LOG_FORMAT", "text".into()),
+            ]);
+            worker_env.extend(tls_env("ANNEX_WORKER", &pki, Role::Worker));
+            for (k, v) in &fleet.worker_env {
+                worker_env.retain(|(key, _)| key != k);
+                worker_env.push((k.clone(), v.clone()));
+            }
+            let mut member = Member {
+                grpc,
+                admin,
+                id,
+                proc: spawn_as("annex-worker", &name, dir.path(), &worker_env),
+                bin: "annex-worker",
+                env: worker_env,
+            };
+            wait_ready(&mut member.proc, admin).await;
+            workers.push(member);
+        }
+        let worker_addr = workers[0].grpc;
 
         let operator = channel(&pki, cp_addr, Role::Operator).await;
         let key = KeyPair::generate();
@@ -332,7 +465,6 @@ impl Stack {
         let misbehave =
             publish_and_install(&operator, &key, &misbehave_manifest, &misbehave_bundle).await;
 
-        let procs = vec![cp, worker];
         let edge = spawn_edge_in(
             dir.path(),
             &pki,
@@ -352,7 +484,9 @@ impl Stack {
             jwt_secret_file,
             hello,
             misbehave,
-            procs,
+            publisher_key: key,
+            control_planes,
+            workers,
         };
         // The worker registers itself; wait until the edge routes to it and
         // the first component is compiled.
@@ -430,7 +564,11 @@ impl Stack {
     /// The tails of every process's log.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for p in self.procs.iter().chain(std::iter::once(&self.edge.proc)) {
+        let members = self.control_planes.iter().chain(&self.workers);
+        for p in members
+            .map(|m| &m.proc)
+            .chain(std::iter::once(&self.edge.proc))
+        {
             out.push_str(&format!("--- {} ---\n{}\n", p.name, p.log_tail()));
         }
         out
@@ -453,6 +591,48 @@ impl Stack {
             .list_executions(TENANT, id, 1000)
             .await
             .unwrap_or_else(|e| panic!("list: {e}"))
+    }
+
+    /// Starts control plane or worker `m` again on its ports (after a
+    /// kill or stop) and waits until it is ready.
+    pub async fn restart(m: &mut Member, dir: &Path) {
+        if let Ok(None) = m.proc.child.try_wait() {
+            panic!("{} is still running", m.proc.name);
+        }
+        let name = m.proc.name.clone();
+        m.proc = spawn_as(m.bin, &name, dir, &m.env);
+        wait_ready(&mut m.proc, m.admin).await;
+    }
+
+    /// Publishes a signed bundle of `component` under `manifest` and installs
+    /// it for [`TENANT`].
+    pub async fn publish_and_install(
+        &self,
+        manifest: &serde_json::Value,
+        component: &[u8],
+    ) -> Installed {
+        let bundle = pack(self.dir.path(), manifest, component, &[]);
+        let operator = self.channel(Role::Operator).await;
+        publish_and_install(&operator, &self.publisher_key, manifest, &bundle).await
+    }
+
+    /// `Worker.Stats` of worker `i`, asked over mTLS as the control plane.
+    pub async fn worker_stats(&self, i: usize) -> pb::WorkerStats {
+        let material = annex_ops::devcerts::role_files(&self.pki, Role::ControlPlane)
+            .load()
+            .unwrap_or_else(|e| panic!("certificates: {e}"));
+        let channel = Endpoint::from_shared(format!("https://{}", self.workers[i].grpc))
+            .unwrap_or_else(|e| panic!("url: {e}"))
+            .tls_config(material.client_config("localhost"))
+            .unwrap_or_else(|e| panic!("tls: {e}"))
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connecting to worker {i}: {e}"));
+        pb::worker_client::WorkerClient::new(channel)
+            .stats(pb::Empty {})
+            .await
+            .unwrap_or_else(|e| panic!("stats of worker {i}: {e}"))
+            .into_inner()
     }
 
     /// Whether the edge's admin listener reports ready.
@@ -514,16 +694,10 @@ async fn spawn_edge_in(
     EdgeProc { http, admin, proc }
 }
 
+/// An edge process logging to `<dir>/<name>.log`, so each edge's output
+/// stays apart (the first is named `edge`).
 fn spawn_named(name: &'static str, dir: &Path, vars: &[(String, String)]) -> Proc {
-    let mut p = spawn("annex-edge", dir, vars);
-    let log = dir.join(format!("{name}.log"));
-    if p.log != log {
-        // Keep each edge's output apart (the first is named `edge`).
-        let _ = std::fs::rename(&p.log, &log);
-        p.log = log;
-    }
-    p.name = name;
-    p
+    spawn_as("annex-edge", name, dir, vars)
 }
 
 async fn publish_and_install(

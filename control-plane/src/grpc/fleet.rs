@@ -108,7 +108,9 @@ impl Fleet for FleetService {
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                     },
-                    cmd = addressed.recv() => match cmd {
+                    // Addressed commands wait (buffered) until the first
+                    // heartbeat names this worker.
+                    cmd = addressed.recv(), if worker_id.is_some() => match cmd {
                         Ok((to, cmd)) if worker_id.as_deref() == Some(to.as_str()) => yield Ok(cmd),
                         Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
