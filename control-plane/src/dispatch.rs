@@ -176,10 +176,8 @@ fn host_of(address: &str) -> &str {
     }
 }
 
-/// Whether a failed call never reached the guest, so retrying elsewhere is safe.
+/// Whether a failed call never reached the guest, so retrying elsewhere is
+/// safe (see [`annex_proto::error::never_started`]).
 fn before_guest(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::Unavailable | tonic::Code::ResourceExhausted
-    )
+    annex_proto::error::never_started(status)
 }

@@ -1,7 +1,10 @@
 //! Sends one execution to a worker: the first candidate from the routing
 //! snapshot, and once more to the next candidate only when the first call
-//! failed before the guest started (connection refused, worker draining or
-//! overloaded: gRPC `UNAVAILABLE`). Everything under one deadline.
+//! certainly failed before the guest started (connection refused, stream
+//! refused, worker draining or overloaded:
+//! [`annex_proto::error::never_started`]), or when the request carries an
+//! idempotency key. A connection that broke mid-call fails the call.
+//! Everything under one deadline.
 //!
 //! A worker that fails a call at the transport level (refused, reset,
 //! draining) is marked down in [`Routes`] so the next calls go elsewhere.
@@ -50,6 +53,9 @@ pub async fn execute(
         return Err(ExecuteError::NoWorkers);
     }
     let deadline = timeout + DEADLINE_GRACE;
+    // With an idempotency key the worker answers a repeat from its record,
+    // so even a call that may have reached the guest can go elsewhere.
+    let retry_safe = !req.idempotency_key.is_empty();
     let attempts = async {
         let mut last = String::new();
         for (i, target) in candidates.iter().take(ATTEMPTS).enumerate() {
@@ -60,7 +66,10 @@ pub async fn execute(
             request.set_timeout(deadline);
             match client.execute(request).await {
                 Ok(r) => return Ok((r.into_inner(), i > 0)),
-                Err(s) if s.code() == tonic::Code::Unavailable => {
+                Err(s)
+                    if annex_proto::error::never_started(&s)
+                        || (retry_safe && s.code() == tonic::Code::Unavailable) =>
+                {
                     routes.mark_down(&target.id);
                     tracing::debug!(worker = %target.id, message = s.message(), "worker unavailable; trying another");
                     last = format!("worker {} unavailable: {}", target.id, s.message());
@@ -78,7 +87,10 @@ pub async fn execute(
                 Err(s) => {
                     // A connection that broke mid-call: not retried (the
                     // guest may have run), but new calls avoid the worker.
-                    if matches!(s.code(), tonic::Code::Unknown | tonic::Code::Internal) {
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
+                    ) {
                         routes.mark_down(&target.id);
                     }
                     return Err(ExecuteError::Failed(format!(
@@ -95,5 +107,57 @@ pub async fn execute(
     match tokio::time::timeout(deadline, attempts).await {
         Ok(result) => result,
         Err(_) => Err(ExecuteError::Timeout),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::{WorkerTarget, WorkerTls};
+
+    #[tokio::test]
+    async fn a_refused_connection_never_started_and_marks_the_worker_down() {
+        annex_ops::tls::install_crypto_provider();
+        let ca = annex_ops::devcerts::DevCa::generate().expect("ca");
+        let material = ca.issue(annex_ops::Role::Edge, "edge").expect("cert");
+        let routes = Routes::new(WorkerTls {
+            material,
+            server_name: None,
+        });
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr");
+        drop(closed);
+        let target = WorkerTarget {
+            id: "gone".into(),
+            address: addr.to_string(),
+            capacity: 0,
+            in_flight: 0,
+        };
+        let status = routes
+            .client(&target)
+            .expect("client")
+            .execute(pb::ExecuteRequest::default())
+            .await
+            .expect_err("nothing listens");
+        assert!(annex_proto::error::never_started(&status), "{status:?}");
+
+        routes.apply(pb::RoutingSnapshot {
+            version: 1,
+            workers: vec![pb::WorkerRoute {
+                worker_id: "gone".into(),
+                address: addr.to_string(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let err = execute(
+            &routes,
+            pb::ExecuteRequest::default(),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect_err("nothing listens");
+        assert!(matches!(err, ExecuteError::Failed(_)), "{err:?}");
+        assert_eq!(routes.candidates("")[0].id, "gone", "still the only worker");
     }
 }

@@ -11,7 +11,9 @@
 //! plane's heartbeat TTL.
 //!
 //! The edge keeps the last snapshot when the stream breaks, so a short
-//! control-plane outage does not stop traffic. Install invalidations on the
+//! control-plane outage does not stop traffic; a snapshot without any
+//! worker (a restarted control plane before the first heartbeats) does not
+//! replace known workers either. Install invalidations on the
 //! same stream go to the [`InstallCache`]; after a gap the whole cache is
 //! dropped because invalidations may have been missed.
 
@@ -124,6 +126,17 @@ impl Routes {
                 .map(|p| (p.content_hash, p.worker_ids))
                 .collect(),
         };
+        if snapshot.workers.is_empty() && !self.snapshot.read().workers.is_empty() {
+            // Static stability: a control plane that just restarted has seen
+            // no heartbeats yet. An empty list never replaces known workers;
+            // dead ones are passed over by the passive health check.
+            tracing::warn!(
+                version = snapshot.version,
+                "routing snapshot without workers; keeping the last workers"
+            );
+            self.received.store(true, Ordering::SeqCst);
+            return;
+        }
         tracing::debug!(
             version = snapshot.version,
             workers = snapshot.workers.len(),
@@ -363,6 +376,28 @@ mod tests {
             firsts.insert(ids[0].clone());
         }
         assert_eq!(firsts.len(), 2, "b and c share the spilled hash");
+    }
+
+    #[test]
+    fn a_snapshot_without_workers_keeps_the_known_ones() {
+        let r = routes();
+        r.apply(pb::RoutingSnapshot {
+            version: 1,
+            workers: vec![worker("a")],
+            ..Default::default()
+        });
+        r.apply(pb::RoutingSnapshot {
+            version: 2,
+            ..Default::default()
+        });
+        assert_eq!(r.candidates("h")[0].id, "a");
+        r.apply(pb::RoutingSnapshot {
+            version: 3,
+            workers: vec![worker("b")],
+            ..Default::default()
+        });
+        let ids: Vec<String> = r.candidates("h").into_iter().map(|w| w.id).collect();
+        assert_eq!(ids, ["b"]);
     }
 
     #[test]

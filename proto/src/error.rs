@@ -176,9 +176,56 @@ impl From<AnnexError> for tonic::Status {
     }
 }
 
+/// Whether a failed call to a worker certainly never started a guest, so
+/// it may be sent to another worker (DESIGN.md, retry rule): the server
+/// refused it itself (`UNAVAILABLE` or `RESOURCE_EXHAUSTED` with an Annex
+/// error code: draining, overloaded), the connection could not be made
+/// (refused, TLS handshake), or HTTP/2 refused the stream (`REFUSED_STREAM`,
+/// e.g. after the server's GOAWAY). A connection that broke while the call
+/// was under way is not among them: the guest may have run.
+pub fn never_started(status: &tonic::Status) -> bool {
+    if !matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+    ) {
+        return false;
+    }
+    if status.metadata().contains_key(ERROR_CODE_METADATA) {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        // tonic's and hyper's connect errors and h2's refused stream are
+        // not public types; their names are stable in `Debug`.
+        let debug = format!("{e:?}");
+        if debug.starts_with("ConnectError") || debug.contains("REFUSED_STREAM") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_refusals_count_as_never_started() {
+        let refused = tonic::Status::from(AnnexError::new(ErrorCode::Unavailable, "draining"));
+        assert!(never_started(&refused));
+        // An UNAVAILABLE without Annex's code and without a connect error in
+        // its source: a connection that broke mid-call.
+        assert!(!never_started(&tonic::Status::unavailable(
+            "connection reset"
+        )));
+        assert!(!never_started(&tonic::Status::unknown("h2 protocol error")));
+    }
 
     #[test]
     fn every_code_round_trips_through_a_status() {

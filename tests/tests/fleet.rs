@@ -136,19 +136,25 @@ fn start_load(
     })
 }
 
-/// Index of the worker that has `hash` compiled (the placed one).
-async fn worker_with(s: &Stack, hash: &str) -> usize {
-    for i in 0..s.workers.len() {
-        if s.worker_stats(i)
-            .await
-            .cached_hashes
-            .iter()
-            .any(|h| h == hash)
-        {
-            return i;
+/// Index of the worker serving the load: the one with the most executions
+/// in flight over a few samples of `Worker.Stats`.
+async fn busiest_worker(s: &Stack) -> usize {
+    let mut seen = vec![0u64; s.workers.len()];
+    for _ in 0..20 {
+        for (i, n) in seen.iter_mut().enumerate() {
+            *n += u64::from(s.worker_stats(i).await.in_flight);
         }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("no worker has {hash} compiled:\n{}", s.logs())
+    let (i, n) = seen
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, n)| **n)
+        .map(|(i, n)| (i, *n))
+        .unwrap_or((0, 0));
+    assert!(n > 0, "no worker had executions in flight:\n{}", s.logs());
+    eprintln!("in-flight samples per worker: {seen:?}");
+    i
 }
 
 /// Waits until `path` answers 200 through the edge.
@@ -244,7 +250,6 @@ async fn kill_9_of_a_worker_fails_only_its_in_flight_calls_and_loses_no_acknowle
     let probe = install_probe(&s, "com.annex.e2e.fleet.kill").await;
     let base = format!("/api/ext/{}", probe.registry_id);
     wait_callable(&s, &format!("{base}/context"), "GET").await;
-    let victim = worker_with(&s, &probe.content_hash).await;
 
     let t0 = Instant::now();
     let put_base = base.clone();
@@ -253,7 +258,18 @@ async fn kill_9_of_a_worker_fails_only_its_in_flight_calls_and_loses_no_acknowle
         s.bearer(&serde_json::json!({})),
         t0,
         Duration::from_secs(8),
+        // Writes (POST: the edge gives them an idempotency key, so one cut
+        // off mid-call may be sent again elsewhere) alternate with reads
+        // (GET: never sent again once under way).
         Arc::new(move |caller, n| {
+            if n % 2 == 1 {
+                return (
+                    "GET".to_owned(),
+                    format!("{put_base}/context"),
+                    Vec::new(),
+                    None,
+                );
+            }
             let key = format!("k-{caller}-{n}");
             (
                 "POST".to_owned(),
@@ -263,7 +279,8 @@ async fn kill_9_of_a_worker_fails_only_its_in_flight_calls_and_loses_no_acknowle
             )
         }),
     );
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let victim = busiest_worker(&s).await;
     let kill_ms = t0.elapsed().as_millis() as u64;
     let mut s = s;
     s.workers[victim].proc.kill().await;
@@ -328,7 +345,7 @@ async fn kill_9_of_a_worker_fails_only_its_in_flight_calls_and_loses_no_acknowle
 
     // Every write the guest had acknowledged is readable.
     let acked: Vec<String> = samples.iter().filter_map(|x| x.key.clone()).collect();
-    assert!(acked.len() > 50, "only {} acknowledged writes", acked.len());
+    assert!(acked.len() > 25, "only {} acknowledged writes", acked.len());
     let auth = s.bearer(&serde_json::json!({}));
     let missing = Arc::new(parking_lot_free::Missing::default());
     let mut checks = Vec::new();
@@ -394,7 +411,6 @@ async fn sigterm_of_a_worker_under_load_fails_no_request() {
     let _serial = SERIAL.lock().await;
     let mut s = fleet(&[]).await;
     let path = format!("/api/ext/{}/hello", s.hello.registry_id);
-    let victim = worker_with(&s, &s.hello.content_hash).await;
     let t0 = Instant::now();
     let p = path.clone();
     let load = start_load(
@@ -404,7 +420,8 @@ async fn sigterm_of_a_worker_under_load_fails_no_request() {
         Duration::from_secs(8),
         Arc::new(move |_, _| ("GET".to_owned(), p.clone(), Vec::new(), None)),
     );
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let victim = busiest_worker(&s).await;
     let term_ms = t0.elapsed().as_millis() as u64;
     s.workers[victim].proc.terminate();
     let status = s.workers[victim]

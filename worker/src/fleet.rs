@@ -1,8 +1,9 @@
 //! Membership in the control plane's fleet: register, then one heartbeat
 //! stream per worker (capacity, in-flight, cached hashes, draining, usage
 //! per tenant and minute) with commands coming back (prewarm a content
-//! hash; re-list trust keys). Reconnects with exponential backoff (1 s up to
-//! 5 s, so a restarted control plane is rejoined quickly). When the executor
+//! hash; re-list trust keys). Reconnects with exponential backoff (0.5 s up
+//! to 2 s: a restarted control plane must see heartbeats again within about
+//! its worker TTL). When the executor
 //! announces it is leaving, a heartbeat with `draining` goes out at once; a
 //! final one is sent on shutdown.
 
@@ -21,7 +22,8 @@ use crate::execute::Executor;
 /// Heartbeat interval when the control plane does not name one.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// What the fleet loop needs.
 pub struct Membership {
@@ -35,7 +37,7 @@ pub struct Membership {
 
 /// Runs until `shutdown` turns true.
 pub async fn run(m: Membership, mut shutdown: watch::Receiver<bool>) {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = MIN_BACKOFF;
     while !*shutdown.borrow() {
         match session(&m, &mut shutdown, &mut backoff).await {
             Ok(()) => return,
@@ -78,7 +80,7 @@ async fn session(
         })
         .await?
         .into_inner();
-    *backoff = Duration::from_secs(1);
+    *backoff = MIN_BACKOFF;
     let interval = match registered.heartbeat_interval_ms {
         0 => DEFAULT_INTERVAL,
         ms => Duration::from_millis(u64::from(ms)).max(MIN_INTERVAL),
