@@ -691,3 +691,63 @@ async fn repeated_calls_for_one_extension_compile_it_on_one_worker() {
     assert_eq!(compiles - before, 1, "compiled on {holders:?}");
     assert_eq!(holders.len(), 1, "{holders:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_stops_a_control_plane_and_the_edge_cleanly_under_load() {
+    let _serial = SERIAL.lock().await;
+    let mut s = fleet(&[]).await;
+    let path = format!("/api/ext/{}/hello", s.hello.registry_id);
+    let t0 = Instant::now();
+    let p = path.clone();
+    let load = start_load(
+        s.edge.http,
+        s.bearer(&serde_json::json!({})),
+        t0,
+        Duration::from_secs(5),
+        Arc::new(move |_, _| ("GET".to_owned(), p.clone(), Vec::new(), None)),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The second control plane holds heartbeat streams of its workers.
+    let cp = &mut s.control_planes[1];
+    let term = Instant::now();
+    cp.proc.terminate();
+    let cp_status = cp.proc.wait_exit(Duration::from_secs(20)).await;
+    let cp_ms = term.elapsed().as_millis();
+    let samples = load.await.unwrap_or_else(|e| panic!("load: {e}"));
+    let failures = samples.iter().filter(|x| !x.ok()).count();
+
+    // The edge with a call under way (a guest that spins until its
+    // timeout): the call gets its answer, then the edge exits.
+    let edge = s.edge.http;
+    let auth = s.bearer(&serde_json::json!({}));
+    let slow = format!("/api/ext/{}/loop", s.misbehave.registry_id);
+    let in_flight = tokio::spawn(async move {
+        try_send(edge, "GET", &slow, &[("authorization", &auth)], b"").await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let term = Instant::now();
+    s.edge.proc.terminate();
+    let edge_status = s.edge.proc.wait_exit(Duration::from_secs(20)).await;
+    let edge_ms = term.elapsed().as_millis();
+    let answered = in_flight.await.unwrap_or_else(|e| panic!("call: {e}"));
+    record_figures(
+        "SIGTERM of a control plane and the edge",
+        &[
+            format!("control plane exited ({cp_status}) {cp_ms} ms after SIGTERM"),
+            format!("requests during it: {} (failed: {failures})", samples.len()),
+            format!("edge exited ({edge_status}) {edge_ms} ms after SIGTERM"),
+        ],
+    );
+    assert!(
+        cp_status.success(),
+        "{}",
+        s.control_planes[1].proc.log_tail()
+    );
+    assert!(edge_status.success(), "{}", s.edge.proc.log_tail());
+    assert_eq!(failures, 0, "{}", s.logs());
+    // Not a dropped connection: the guest's timeout, answered.
+    assert!(
+        answered.as_ref().is_ok_and(|r| r.status == 504),
+        "the call under way when the edge stopped: {answered:?}"
+    );
+}
