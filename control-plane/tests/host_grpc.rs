@@ -1,9 +1,12 @@
 //! Host services over real mTLS: a worker presenting an execution grant
 //! reaches exactly its install's storage and secrets, log events reach the
-//! tenant's watchers, workers join the routing snapshot, and API keys and
+//! tenant's watchers, workers join the routing snapshot (bundles are placed
+//! and prewarmed on one worker, spilling when it is busy), and API keys and
 //! audit rows work for edges.
 
 mod support;
+
+use std::sync::Arc;
 
 use annex_bundle::signing::KeyPair;
 use annex_ops::Role;
@@ -505,4 +508,178 @@ async fn installing_asks_connected_workers_to_prewarm_the_bundle() {
         ))
     );
     drop(tx);
+}
+
+/// A worker's registration and heartbeat stream, as a worker holds them:
+/// a heartbeat every 300 ms with the current `in_flight`.
+struct FakeWorker {
+    in_flight: Arc<std::sync::atomic::AtomicU32>,
+    commands: tonic::Streaming<pb::FleetCommand>,
+}
+
+async fn join_fleet(server: &TestServer, id: &str) -> FakeWorker {
+    let mut fleet = pb::fleet_client::FleetClient::new(server.channel(Role::Worker).await);
+    fleet
+        .register(pb::RegisterWorkerRequest {
+            worker_id: id.into(),
+            address: format!("127.0.0.1:{}", 7000 + id.len()),
+            capacity: 10,
+            engine_hash: "e".into(),
+        })
+        .await
+        .expect("register");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::WorkerHeartbeat {
+        worker_id: id.into(),
+        capacity: 10,
+        ..Default::default()
+    })
+    .await
+    .expect("send");
+    let commands = fleet
+        .heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("heartbeat stream")
+        .into_inner();
+    let in_flight = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let load = in_flight.clone();
+    let id = id.to_owned();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let hb = pb::WorkerHeartbeat {
+                worker_id: id.clone(),
+                capacity: 10,
+                in_flight: load.load(std::sync::atomic::Ordering::SeqCst),
+                ..Default::default()
+            };
+            if tx.send(hb).await.is_err() {
+                return;
+            }
+        }
+    });
+    FakeWorker {
+        in_flight,
+        commands,
+    }
+}
+
+/// The next snapshot on `routes` that satisfies `want`.
+async fn snapshot_where(
+    routes: &mut tonic::Streaming<pb::RoutingUpdate>,
+    want: impl Fn(&pb::RoutingSnapshot) -> bool,
+) -> pb::RoutingSnapshot {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let update = routes.message().await.expect("stream").expect("update");
+            if let Some(pb::routing_update::Update::Snapshot(s)) = update.update
+                && want(&s)
+            {
+                return s;
+            }
+        }
+    })
+    .await
+    .expect("a matching snapshot within the deadline")
+}
+
+#[tokio::test]
+async fn a_bundle_is_placed_on_one_worker_prewarmed_there_and_spills_when_it_is_busy() {
+    let server = TestServer::start().await;
+    let key = KeyPair::generate();
+    server.trust_key(PUB, &key).await;
+    let bytes = support::valid_bundle(PUB, "placed", "1.0.0");
+    let hash = server
+        .publish(&bytes, &sign(&key, &bytes, PUB, "placed", "1.0.0"))
+        .await
+        .expect("publish")
+        .version
+        .expect("version")
+        .content_hash;
+    let mut workers = Vec::new();
+    for id in ["w-a", "w-bb", "w-ccc"] {
+        workers.push((id, join_fleet(&server, id).await));
+    }
+    let mut routes = pb::dispatch_client::DispatchClient::new(server.channel(Role::Edge).await)
+        .watch_routes(pb::WatchRoutesRequest {
+            edge_id: "edge-1".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    snapshot_where(&mut routes, |s| s.workers.len() == 3).await;
+
+    server
+        .installs(Role::Operator)
+        .await
+        .install(pb::InstallRequest {
+            tenant_id: "t".into(),
+            extension: "acme.placed".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("install");
+    let placed = snapshot_where(&mut routes, |s| {
+        s.placements.iter().any(|p| p.content_hash == hash)
+    })
+    .await;
+    let ids = &placed
+        .placements
+        .iter()
+        .find(|p| p.content_hash == hash)
+        .expect("placement")
+        .worker_ids;
+    assert_eq!(ids.len(), 1, "one worker while it has room: {ids:?}");
+    let first = ids[0].clone();
+    let prewarm = Some(pb::fleet_command::Command::PrewarmContentHash(hash.clone()));
+
+    // Only the placed worker is asked to compile it.
+    for (id, w) in &mut workers {
+        let next = tokio::time::timeout(
+            std::time::Duration::from_millis(if *id == first { 10_000 } else { 1_500 }),
+            w.commands.message(),
+        )
+        .await;
+        if *id == first {
+            let cmd = next.expect("prewarm").expect("stream").expect("command");
+            assert_eq!(cmd.command, prewarm);
+        } else {
+            assert!(next.is_err(), "{id} got a command: {next:?}");
+        }
+    }
+
+    // The placed worker at 80 % of its capacity: the next ranked worker is
+    // placed too, and asked to compile it.
+    workers
+        .iter()
+        .find(|(id, _)| *id == first)
+        .expect("placed worker")
+        .1
+        .in_flight
+        .store(8, std::sync::atomic::Ordering::SeqCst);
+    let spilled = snapshot_where(&mut routes, |s| {
+        s.placements
+            .iter()
+            .any(|p| p.content_hash == hash && p.worker_ids.len() == 2)
+    })
+    .await;
+    let ids = spilled
+        .placements
+        .iter()
+        .find(|p| p.content_hash == hash)
+        .expect("placement")
+        .worker_ids
+        .clone();
+    assert_eq!(ids[0], first, "the preferred worker stays first");
+    let second = &ids[1];
+    let (_, w) = workers
+        .iter_mut()
+        .find(|(id, _)| id == second)
+        .expect("second worker");
+    let cmd = tokio::time::timeout(std::time::Duration::from_secs(10), w.commands.message())
+        .await
+        .expect("prewarm on spill")
+        .expect("stream")
+        .expect("command");
+    assert_eq!(cmd.command, prewarm);
 }
