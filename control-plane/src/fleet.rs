@@ -132,6 +132,16 @@ impl ControlPlane {
     }
 }
 
+impl ControlPlane {
+    /// Forgets where `worker_id` was placed, so the next placement round
+    /// prewarms all its hashes again: called when a worker's heartbeat
+    /// stream opens on this replica (a restarted worker has an empty memory
+    /// cache, and commands sent before its stream opened were lost).
+    pub fn forget_placements_of(&self, worker_id: &str) {
+        self.placed.lock().retain(|(_, w)| w != worker_id);
+    }
+}
+
 /// How often each replica recomputes placements on its own (edges watching
 /// it trigger the same computation with every snapshot).
 pub const PLACEMENT_INTERVAL: Duration = Duration::from_millis(500);

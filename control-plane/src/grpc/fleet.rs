@@ -82,6 +82,8 @@ impl Fleet for FleetService {
                         Ok(Some(hb)) => {
                             if worker_id.is_none() {
                                 worker_id = Some(hb.worker_id.clone());
+                                // Its hashes are prewarmed again on this stream.
+                                cp.forget_placements_of(&hb.worker_id);
                             }
                             if address.is_none() {
                                 address = cp
