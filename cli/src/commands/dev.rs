@@ -107,6 +107,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
         format!("--tls-cert={}", worker_files.cert.display()),
         format!("--tls-key={}", worker_files.key.display()),
         format!("--cache-dir={}", dir.join("worker-cache").display()),
+        // One worker and one edge in this process: nothing to propagate.
+        "--drain-propagation-ms=0".into(),
     ])
     .context("configuring the worker")?;
     let worker_listeners = annex_worker::server::Listeners {
