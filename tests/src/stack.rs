@@ -39,6 +39,9 @@ pub struct Installed {
 #[derive(Debug, Clone, Default)]
 pub struct StackOptions {
     pub edge_env: Vec<(String, String)>,
+    /// Variables every process gets (control plane, worker, first edge),
+    /// e.g. `OTEL_*`.
+    pub process_env: Vec<(String, String)>,
 }
 
 /// A running child process and where its log goes.
@@ -265,6 +268,7 @@ impl Stack {
             ("ANNEX_LOG_FORMAT", "text".into()),
         ]);
         cp_env.extend(tls_env("ANNEX_CONTROL_PLANE", &pki, Role::ControlPlane));
+        cp_env.extend(opts.process_env.iter().cloned());
         let mut cp = spawn("annex-control-plane", dir.path(), &cp_env);
         wait_ready(&mut cp, cp_admin).await;
 
@@ -287,6 +291,7 @@ impl Stack {
             ("ANNEX_LOG_FORMAT", "text".into()),
         ]);
         worker_env.extend(tls_env("ANNEX_WORKER", &pki, Role::Worker));
+        worker_env.extend(opts.process_env.iter().cloned());
         let mut worker = spawn("annex-worker", dir.path(), &worker_env);
         wait_ready(&mut worker, worker_admin).await;
 
@@ -333,13 +338,14 @@ impl Stack {
             publish_and_install(&operator, &key, &misbehave_manifest, &misbehave_bundle).await;
 
         let procs = vec![cp, worker];
+        let edge_env: Vec<_> = opts.process_env.into_iter().chain(opts.edge_env).collect();
         let edge = spawn_edge_in(
             dir.path(),
             &pki,
             cp_addr,
             &jwt_secret_file,
             "edge",
-            &opts.edge_env,
+            &edge_env,
         )
         .await;
         let stack = Stack {
@@ -526,7 +532,9 @@ fn spawn_named(name: &'static str, dir: &Path, vars: &[(String, String)]) -> Pro
     p
 }
 
-async fn publish_and_install(
+/// Publishes `bytes` signed with `key` (which the control plane must trust
+/// for [`PUBLISHER`]) and installs it for [`TENANT`].
+pub async fn publish_and_install(
     operator: &Channel,
     key: &KeyPair,
     manifest: &serde_json::Value,
