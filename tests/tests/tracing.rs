@@ -14,6 +14,9 @@ use annex_e2e::stack::{PUBLISHER, publish_and_install};
 use annex_e2e::{Stack, StackOptions, eventually_ms, send};
 use annex_ops::Role;
 use annex_proto::pb;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -88,6 +91,25 @@ impl Receiver {
         (receiver, addr)
     }
 
+    /// The same receiver as an OTLP/gRPC `TraceService`.
+    async fn start_grpc() -> (Receiver, SocketAddr) {
+        let receiver = Receiver::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"));
+        let service = TraceServiceServer::new(receiver.clone());
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await;
+        });
+        (receiver, addr)
+    }
+
     fn keep(&self, request: ExportTraceServiceRequest) {
         let mut spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
         for rs in request.resource_spans {
@@ -128,6 +150,17 @@ impl Receiver {
             s.service == "annex-edge"
                 && s.attributes.get("request_id").map(String::as_str) == Some(request_id)
         })
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.keep(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
 
@@ -374,4 +407,48 @@ async fn spans_queued_at_sigterm_are_flushed_before_the_edge_exits() {
             .map(String::as_str),
         Some("200")
     );
+}
+
+#[tokio::test]
+async fn a_grpc_collector_receives_the_same_trace() {
+    let (receiver, otlp) = Receiver::start_grpc().await;
+    let mut env = otel_env(otlp, 100);
+    env.retain(|(k, _)| k != "OTEL_EXPORTER_OTLP_PROTOCOL");
+    env.push(("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()));
+    let s = Stack::start_with(StackOptions {
+        process_env: env,
+        ..StackOptions::default()
+    })
+    .await;
+    let caller_trace = "0123456789abcdef0123456789abcdef";
+    let traceparent = format!("00-{caller_trace}-0123456789abcdef-01");
+    let r = send(
+        s.edge.http,
+        "GET",
+        &format!("/api/ext/{}/hello", s.hello.registry_id),
+        &[
+            ("authorization", &s.bearer(&json!({}))),
+            ("traceparent", &traceparent),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let arrived = eventually_ms(ARRIVAL_MS, || async {
+        let spans = receiver.trace(caller_trace);
+        ["annex-edge", "annex-worker"]
+            .iter()
+            .all(|svc| spans.iter().any(|s| s.service == *svc))
+    })
+    .await;
+    assert!(
+        arrived,
+        "spans never arrived over gRPC: {:#?}\n{}",
+        receiver.spans(),
+        s.logs()
+    );
+    let spans = receiver.trace(caller_trace);
+    let edge = by_name(&spans, "annex-edge", "/api/ext");
+    let execute = by_name(&spans, "annex-worker", "annex.v1.Worker/Execute");
+    assert_eq!(execute.parent, edge.span_id);
 }
