@@ -74,6 +74,9 @@ pub async fn framed<E: IntoResponse>(
             .await
             .unwrap_or_else(IntoResponse::into_response);
         span.record("http.response.status_code", r.status().as_u16());
+        if r.status().is_server_error() {
+            span.record("otel.status_code", "error");
+        }
         cors.decorate(headers, r.headers_mut());
         r
     };
@@ -101,6 +104,7 @@ fn request_span(
         otel.kind = "server",
         http.request.method = method.as_str(),
         http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
         request_id,
     );
     annex_ops::trace_context::continue_http(&span, headers);

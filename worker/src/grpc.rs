@@ -71,14 +71,19 @@ fn execute_span(request: &Request<pb::ExecuteRequest>) -> tracing::Span {
     let field = |f: fn(&pb::ExecContext) -> &str| c.map(f).unwrap_or("");
     let span = tracing::info_span!(
         "execute",
-        otel.name = "annex.v1.Worker/Execute",
-        otel.kind = "server",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
         tenant = field(|c| &c.tenant_id),
         extension = field(|c| &c.extension_id),
         request_id = field(|c| &c.request_id),
         install = field(|c| &c.install_id),
         traceparent = r.traceparent.as_str(),
     );
+    // Only exported spans need these (log lines stay as they were).
+    if annex_ops::trace_context::enabled() {
+        span.record("otel.name", "annex.v1.Worker/Execute");
+        span.record("otel.kind", "server");
+    }
     annex_ops::trace_context::continue_grpc(&span, request.metadata(), &r.traceparent);
     span
 }
