@@ -61,7 +61,8 @@ impl ControlPlane {
             let mut client = pb::worker_client::WorkerClient::new(channel)
                 .max_decoding_message_size(64 * 1024 * 1024)
                 .max_encoding_message_size(64 * 1024 * 1024);
-            match client.execute(execute.clone()).await {
+            let request = annex_ops::trace_context::request(execute.clone());
+            match client.execute(request).await {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(status) if before_guest(&status) => {
                     tracing::warn!(worker = %worker.id, error = %status.message(), "worker refused an execution; trying the next");

@@ -11,7 +11,7 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    annex_ops::telemetry::init(config.log_format);
+    let _telemetry = annex_ops::telemetry::init(config.log_format, "annex-control-plane");
     annex_ops::tls::install_crypto_provider();
     let tls = annex_ops::tls::TlsFiles {
         ca: config.tls_ca.clone(),

@@ -128,6 +128,7 @@ pub async fn run(
         .tls_config(tls.server_config())
         .context("configuring TLS")?
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .layer(crate::grpc::TRACED)
         .add_service(InterceptedService::new(registry, authenticate(ANY_ROLE)))
         .add_service(InterceptedService::new(trust, authenticate(ANY_ROLE)))
         .add_service(InterceptedService::new(

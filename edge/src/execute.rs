@@ -64,6 +64,7 @@ pub async fn execute(
             })?;
             let mut request = tonic::Request::new(req.clone());
             request.set_timeout(deadline);
+            annex_ops::trace_context::inject(request.metadata_mut());
             match client.execute(request).await {
                 Ok(r) => return Ok((r.into_inner(), i > 0)),
                 Err(s)

@@ -12,6 +12,7 @@ use axum::extract::{RawPathParams, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use tracing::Instrument as _;
 
 use crate::cors::Cors;
 use crate::endpoints;
@@ -67,12 +68,47 @@ pub async fn framed<E: IntoResponse>(
     let mut resp = if Cors::is_preflight(method) {
         cors.preflight(headers).into_response()
     } else {
-        let mut r = call.await.unwrap_or_else(IntoResponse::into_response);
+        let span = request_span(route, method, headers, request_id);
+        let mut r = call
+            .instrument(span.clone())
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+        span.record("http.response.status_code", r.status().as_u16());
+        if r.status().is_server_error() {
+            span.record("otel.status_code", "error");
+        }
         cors.decorate(headers, r.headers_mut());
         r
     };
     finish(state, route, request_id, &mut resp, started);
     resp
+}
+
+/// The server span of one extension call while spans are exported
+/// (`annex_ops::trace_context`): it continues the caller's `traceparent`,
+/// and the worker and control-plane calls made for the request are its
+/// children.
+fn request_span(
+    route: &'static str,
+    method: &Method,
+    headers: &HeaderMap,
+    request_id: &str,
+) -> tracing::Span {
+    let span = annex_ops::span!(
+        "edge.request",
+        otel.name = if route == "ext" {
+            "/api/ext"
+        } else {
+            "/api/ext-proxy"
+        },
+        otel.kind = "server",
+        http.request.method = method.as_str(),
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        request_id,
+    );
+    annex_ops::trace_context::continue_http(&span, headers);
+    span
 }
 
 /// Sets `x-request-id` and records the request's metrics.

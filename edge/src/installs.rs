@@ -187,10 +187,10 @@ impl InstallCache {
         let answer = self
             .client
             .clone()
-            .resolve(pb::ResolveRequest {
+            .resolve(annex_ops::trace_context::request(pb::ResolveRequest {
                 tenant_id: tenant.to_owned(),
                 extension: extension.to_owned(),
-            })
+            }))
             .await;
         let (value, expires, grant_expires) = match answer {
             Ok(r) => {

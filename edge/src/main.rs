@@ -9,7 +9,7 @@ use annex_edge::{Config, Listeners};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    annex_ops::telemetry::init(config.log_format);
+    let _telemetry = annex_ops::telemetry::init(config.log_format, "annex-edge");
     annex_ops::tls::install_crypto_provider();
     let settings = config.settings().context("validating the configuration")?;
     let tls = annex_ops::tls::TlsFiles {

@@ -1,7 +1,8 @@
 //! Process plumbing shared by the Annex binaries: the mTLS configuration and
 //! peer roles ([`tls`]), dev certificates ([`devcerts`]), the plaintext admin
-//! listener with `/live`, `/ready` and `/metrics` ([`admin`]), logging setup
-//! ([`telemetry`]) and the shutdown signal ([`shutdown`]).
+//! listener with `/live`, `/ready` and `/metrics` ([`admin`]), logging and
+//! OTLP span export ([`telemetry`]), W3C trace context across processes
+//! ([`trace_context`]) and the shutdown signal ([`shutdown`]).
 //!
 //! Library code here never binds ports on its own or installs signal handlers
 //! except through the functions binaries call explicitly.
@@ -11,5 +12,6 @@ pub mod devcerts;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod trace_context;
 
 pub use tls::{Peer, Role};

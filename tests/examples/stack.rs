@@ -14,7 +14,7 @@ use annex_e2e::stack::StackOptions;
 async fn main() {
     let s = Stack::start_with(StackOptions {
         edge_env: vec![("ANNEX_EDGE_TIMEOUT_MS".into(), "30000".into())],
-        ..Default::default()
+        ..StackOptions::default()
     })
     .await;
     // The execution grant a direct Worker.Execute needs, as the edge gets it.

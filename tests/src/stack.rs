@@ -41,6 +41,9 @@ pub struct Installed {
 #[derive(Debug, Clone, Default)]
 pub struct StackOptions {
     pub edge_env: Vec<(String, String)>,
+    /// Variables every process gets (control plane, worker, first edge),
+    /// e.g. `OTEL_*`.
+    pub process_env: Vec<(String, String)>,
     pub fleet: FleetOptions,
 }
 
@@ -357,6 +360,7 @@ impl Stack {
                 ("ANNEX_LOG_FORMAT", "text".into()),
             ]);
             cp_env.extend(tls_env("ANNEX_CONTROL_PLANE", &pki, Role::ControlPlane));
+            cp_env.extend(opts.process_env.iter().cloned());
             cp_env.extend(fleet.control_plane_env.iter().cloned());
             let name = if i == 0 {
                 "annex-control-plane".to_owned()
@@ -406,6 +410,7 @@ impl Stack {
                 ("ANNEX_LOG_FORMAT", "text".into()),
             ]);
             worker_env.extend(tls_env("ANNEX_WORKER", &pki, Role::Worker));
+            worker_env.extend(opts.process_env.iter().cloned());
             for (k, v) in &fleet.worker_env {
                 worker_env.retain(|(key, _)| key != k);
                 worker_env.push((k.clone(), v.clone()));
@@ -465,13 +470,14 @@ impl Stack {
         let misbehave =
             publish_and_install(&operator, &key, &misbehave_manifest, &misbehave_bundle).await;
 
+        let edge_env: Vec<_> = opts.process_env.into_iter().chain(opts.edge_env).collect();
         let edge = spawn_edge_in(
             dir.path(),
             &pki,
             cp_addr,
             &jwt_secret_file,
             "edge",
-            &opts.edge_env,
+            &edge_env,
         )
         .await;
         let stack = Stack {
@@ -700,7 +706,9 @@ fn spawn_named(name: &'static str, dir: &Path, vars: &[(String, String)]) -> Pro
     spawn_as("annex-edge", name, dir, vars)
 }
 
-async fn publish_and_install(
+/// Publishes `bytes` signed with `key` (which the control plane must trust
+/// for [`PUBLISHER`]) and installs it for [`TENANT`].
+pub async fn publish_and_install(
     operator: &Channel,
     key: &KeyPair,
     manifest: &serde_json::Value,

@@ -46,7 +46,7 @@ async fn an_iframe_ui_calls_its_handler_through_the_bridge() {
             "ANNEX_EDGE_PROXY_ALLOWED_ORIGINS".into(),
             format!("http://{host_addr}"),
         )],
-        ..Default::default()
+        ..StackOptions::default()
     })
     .await;
     let page = host_page(s.edge.http, &s.hello.registry_id, &s.hello.content_hash);

@@ -10,10 +10,12 @@
 
 use std::collections::BTreeMap;
 
+use annex_ops::trace_context::Propagate;
 use annex_proto::AnnexError;
 use annex_proto::pb;
 use annex_proto::pb::host_services_client::HostServicesClient;
 use async_trait::async_trait;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// A failed host-service call, reduced to what the guest-visible mappings
@@ -160,13 +162,14 @@ pub trait HostBackend: Send + Sync + 'static {
 /// The control plane's `HostServices` over gRPC.
 #[derive(Clone)]
 pub struct GrpcHostBackend {
-    client: HostServicesClient<Channel>,
+    /// Every call carries the current span's trace context.
+    client: HostServicesClient<InterceptedService<Channel, Propagate>>,
 }
 
 impl GrpcHostBackend {
     pub fn new(channel: Channel) -> GrpcHostBackend {
         GrpcHostBackend {
-            client: HostServicesClient::new(channel),
+            client: HostServicesClient::with_interceptor(channel, Propagate),
         }
     }
 }

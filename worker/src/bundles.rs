@@ -199,9 +199,9 @@ impl BundleSource for GrpcBundleSource {
         let mut stream = self
             .client
             .clone()
-            .fetch_bundle(pb::FetchBundleRequest {
+            .fetch_bundle(annex_ops::trace_context::request(pb::FetchBundleRequest {
                 content_hash: hash.to_string(),
-            })
+            }))
             .await
             .map_err(|s| match s.code() {
                 tonic::Code::NotFound => BundleError::NotFound(hash.to_string()),

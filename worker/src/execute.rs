@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use annex_bundle::ContentHash;
 use annex_proto::pb;
+use tracing::Instrument as _;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::admission::{Admission, Refused};
@@ -375,8 +376,21 @@ impl Executor {
             .map_err(NotStarted::Overloaded)?;
         self.parts.metrics.in_flight.inc();
         let _in_flight = scopeguard(&self.parts.metrics);
-        let compiled = match self.component(&parsed.hash).await {
-            Ok((c, _)) => c,
+        // Fetch, verify and compile, or a cache hit (`source` says which).
+        let load_span = annex_ops::span!(
+            "worker.compile",
+            hash = %parsed.hash,
+            source = tracing::field::Empty
+        );
+        let loaded = self
+            .component(&parsed.hash)
+            .instrument(load_span.clone())
+            .await;
+        let compiled = match loaded {
+            Ok((c, source)) => {
+                load_span.record("source", source.as_str());
+                c
+            }
             Err(CacheError::Bundle(e)) => {
                 tracing::warn!(error = %e, hash = %parsed.hash, "bundle fetch failed");
                 return Ok(Err(Failure::rejected(
@@ -394,7 +408,12 @@ impl Executor {
         };
         let me = self.clone();
         let mut task = AbortOnDrop(
-            runtime.spawn(async move { me.run(&compiled, parsed, caps, started).await }),
+            // Instantiation and the guest's handler; host calls made from
+            // it carry this span's context.
+            runtime.spawn(
+                async move { me.run(&compiled, parsed, caps, started).await }
+                    .instrument(annex_ops::span!("worker.run")),
+            ),
         );
         let result = match (&mut task.0).await {
             Ok(result) => result,

@@ -13,6 +13,7 @@ use annex_proto::pb;
 use annex_proto::pb::worker_server::{Worker, WorkerServer};
 use annex_proto::{AnnexError, ErrorCode};
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::bundles::BundleError;
 use crate::cache::CacheError;
@@ -61,21 +62,42 @@ fn cache_error(e: &CacheError) -> AnnexError {
     AnnexError::new(code, e.to_string())
 }
 
+/// The server span of one execution: tenant, extension, request id and
+/// install; it continues the caller's trace from the request's metadata or,
+/// without one there, from its `traceparent` field.
+fn execute_span(request: &Request<pb::ExecuteRequest>) -> tracing::Span {
+    let r = request.get_ref();
+    let c = r.context.as_ref();
+    let field = |f: fn(&pb::ExecContext) -> &str| c.map(f).unwrap_or("");
+    let span = tracing::info_span!(
+        "execute",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        tenant = field(|c| &c.tenant_id),
+        extension = field(|c| &c.extension_id),
+        request_id = field(|c| &c.request_id),
+        install = field(|c| &c.install_id),
+        traceparent = r.traceparent.as_str(),
+    );
+    // Only exported spans need these (log lines stay as they were).
+    if annex_ops::trace_context::enabled() {
+        span.record("otel.name", "annex.v1.Worker/Execute");
+        span.record("otel.kind", "server");
+    }
+    annex_ops::trace_context::continue_grpc(&span, request.metadata(), &r.traceparent);
+    span
+}
+
 #[tonic::async_trait]
 impl Worker for WorkerService {
-    #[tracing::instrument(skip_all, fields(
-        tenant = request.get_ref().context.as_ref().map(|c| c.tenant_id.as_str()).unwrap_or(""),
-        extension = request.get_ref().context.as_ref().map(|c| c.extension_id.as_str()).unwrap_or(""),
-        request_id = request.get_ref().context.as_ref().map(|c| c.request_id.as_str()).unwrap_or(""),
-        install = request.get_ref().context.as_ref().map(|c| c.install_id.as_str()).unwrap_or(""),
-        traceparent = request.get_ref().traceparent.as_str(),
-    ))]
     async fn execute(
         &self,
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        let span = execute_span(&request);
         self.executor
             .execute(request.into_inner())
+            .instrument(span)
             .await
             .map(Response::new)
             .map_err(|e| AnnexError::new(ErrorCode::Unavailable, e.to_string()).into())

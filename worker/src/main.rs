@@ -11,7 +11,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    annex_ops::telemetry::init(config.log_format);
+    let _telemetry = annex_ops::telemetry::init(config.log_format, "annex-worker");
     let tls = TlsFiles {
         ca: config.tls_ca.clone(),
         cert: config.tls_cert.clone(),

@@ -39,7 +39,7 @@ const SAMPLE_PUBLISHER: &str = "annex";
 const SAMPLE_NAME: &str = "hello";
 
 pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
-    annex_ops::telemetry::init(annex_ops::telemetry::LogFormat::Text);
+    let _telemetry = annex_ops::telemetry::init(annex_ops::telemetry::LogFormat::Text, "annex");
     annex_ops::tls::install_crypto_provider();
     let dir = absolute(&args.dir)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

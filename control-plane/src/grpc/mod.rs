@@ -12,7 +12,31 @@ mod scheduler;
 pub mod storage;
 pub mod trust;
 
+use annex_ops::trace_context::GrpcServerSpans;
 use annex_proto::pb;
+
+/// The calls that get a server span continuing the caller's trace while
+/// spans are exported: those made on behalf of one execution. Streams,
+/// heartbeats, log shipping and audit batches do not.
+pub const TRACED: GrpcServerSpans = GrpcServerSpans::new(&[
+    "/annex.v1.Dispatch/Execute",
+    "/annex.v1.Dispatch/AuthenticateApiKey",
+    "/annex.v1.Installs/Resolve",
+    "/annex.v1.Registry/FetchBundle",
+    "/annex.v1.HostServices/StorageGet",
+    "/annex.v1.HostServices/StoragePut",
+    "/annex.v1.HostServices/StorageDelete",
+    "/annex.v1.HostServices/StorageList",
+    "/annex.v1.HostServices/GetSecrets",
+    "/annex.v1.HostServices/ListSchedules",
+    "/annex.v1.HostServices/GetSchedule",
+    "/annex.v1.HostServices/CreateSchedule",
+    "/annex.v1.HostServices/UpdateSchedule",
+    "/annex.v1.HostServices/DeleteSchedule",
+    "/annex.v1.HostServices/GetEndpoints",
+    "/annex.v1.HostServices/CallHostApi",
+    "/annex.v1.HostServices/CallUiProxy",
+]);
 use chrono::{DateTime, TimeZone, Utc};
 
 pub(crate) fn ts(t: DateTime<Utc>) -> Option<pb::Timestamp> {

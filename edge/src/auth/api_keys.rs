@@ -66,9 +66,11 @@ impl ApiKeyCache {
         let answer = self
             .client
             .clone()
-            .authenticate_api_key(pb::AuthenticateApiKeyRequest {
-                secret: secret.to_owned(),
-            })
+            .authenticate_api_key(annex_ops::trace_context::request(
+                pb::AuthenticateApiKeyRequest {
+                    secret: secret.to_owned(),
+                },
+            ))
             .await;
         let principal = match answer {
             Ok(r) => {
