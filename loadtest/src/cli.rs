@@ -214,7 +214,8 @@ pub struct RequestArgs {
     /// Content-Type of the body.
     #[arg(long, default_value = "application/octet-stream")]
     pub content_type: String,
-    /// Install ids, one per line, for {install} in the path (first = most popular).
+    /// Install ids, one per line, for {install} in the path (first = most popular); a line
+    /// may add the install's own bearer token after the id (`<id> <token>`).
     #[arg(long)]
     pub installs_file: Option<PathBuf>,
     /// Zipf exponent for picking installs (0 = uniform).
@@ -277,13 +278,7 @@ impl RequestArgs {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading installs {}", path.display()))?;
-        let ids: Vec<String> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-            .collect();
-        Ok(Some(Installs::zipf(ids, self.zipf)))
+        Ok(Some(Installs::parse(&text, self.zipf)))
     }
 
     /// The single-variant plan for `path` (a template).

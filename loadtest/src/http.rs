@@ -83,6 +83,12 @@ impl HttpConn {
             .header(http::header::HOST, &t.authority);
         if let Some(h) = builder.headers_mut() {
             h.extend(t.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+            if let Some(token) = r.bearer {
+                h.insert(
+                    http::header::AUTHORIZATION,
+                    http::HeaderValue::try_from(format!("Bearer {token}"))?,
+                );
+            }
         }
         builder.body(Full::new(r.body.clone()))
     }

@@ -22,6 +22,9 @@ pub struct Variant {
 #[derive(Debug, Clone)]
 pub struct Installs {
     pub ids: Vec<String>,
+    /// Per-install bearer tokens (installs of different tenants need their
+    /// own session); empty, or one entry per id.
+    tokens: Vec<Option<String>>,
     /// Cumulative popularity, rank 1 first; last element is 1.0.
     cdf: Vec<f64>,
 }
@@ -43,13 +46,40 @@ impl Installs {
         if let Some(last) = cdf.last_mut() {
             *last = 1.0;
         }
-        Installs { ids, cdf }
+        Installs {
+            ids,
+            tokens: Vec::new(),
+            cdf,
+        }
+    }
+
+    /// Parses an installs file: one install per line, `<id>` or
+    /// `<id> <bearer token>`; blank lines and `#` comments are skipped.
+    pub fn parse(text: &str, s: f64) -> Installs {
+        let (ids, tokens): (Vec<String>, Vec<Option<String>>) = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| match l.split_once(char::is_whitespace) {
+                Some((id, token)) => (id.to_owned(), Some(token.trim().to_owned())),
+                None => (l.to_owned(), None),
+            })
+            .unzip();
+        let mut installs = Installs::zipf(ids, s);
+        if tokens.iter().any(Option::is_some) {
+            installs.tokens = tokens;
+        }
+        installs
     }
 
     pub fn pick(&self, rng: &mut impl Rng) -> &str {
+        self.ids[self.pick_index(rng)].as_str()
+    }
+
+    fn pick_index(&self, rng: &mut impl Rng) -> usize {
         let u: f64 = rng.r#gen();
         let i = self.cdf.partition_point(|&c| c < u);
-        &self.ids[i.min(self.ids.len() - 1)]
+        i.min(self.ids.len() - 1)
     }
 }
 
@@ -69,6 +99,8 @@ pub struct Rendered<'a> {
     pub method: &'a http::Method,
     pub path: std::borrow::Cow<'a, str>,
     pub body: &'a Bytes,
+    /// The picked install's own bearer token, when the installs file has one.
+    pub bearer: Option<&'a str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,13 +158,18 @@ impl Plan {
 
     pub fn render(&self, seq: u64, rng: &mut impl Rng) -> Rendered<'_> {
         let v = self.choose(rng);
+        let mut bearer = None;
         let path = if v.path.contains('{') {
             let mut p = v.path.replace("{seq}", &seq.to_string());
             if p.contains("{key}") {
                 p = p.replace("{key}", &rng.gen_range(0..self.keys).to_string());
             }
-            if let Some(installs) = &self.installs {
-                p = p.replace("{install}", installs.pick(rng));
+            if let Some(installs) = &self.installs
+                && p.contains("{install}")
+            {
+                let i = installs.pick_index(rng);
+                p = p.replace("{install}", &installs.ids[i]);
+                bearer = installs.tokens.get(i).and_then(Option::as_deref);
             }
             std::borrow::Cow::Owned(p)
         } else {
@@ -142,6 +179,7 @@ impl Plan {
             method: &v.method,
             path,
             body: &v.body,
+            bearer,
         }
     }
 
@@ -219,6 +257,35 @@ mod tests {
         assert!(counts[0] > 15_000 && counts[0] < 23_000, "{}", counts[0]);
         assert!(counts[0] > counts[1] && counts[1] > counts[9]);
         assert!(counts[99] > 0);
+    }
+
+    #[test]
+    fn an_installs_file_may_give_each_install_its_own_token() {
+        let installs = Installs::parse("# id token\na tok-a\n\nb\tTok-B \n", 0.0);
+        assert_eq!(installs.ids, ["a", "b"]);
+        let plan = Plan::new(
+            vec![Variant {
+                weight: 1,
+                method: http::Method::GET,
+                path: "/api/ext/{install}/hello".into(),
+                body: Bytes::new(),
+            }],
+            Some(installs),
+            1,
+        )
+        .expect("plan");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for seq in 0..50 {
+            let r = plan.render(seq, &mut rng);
+            match r.path.as_ref() {
+                "/api/ext/a/hello" => assert_eq!(r.bearer, Some("tok-a")),
+                "/api/ext/b/hello" => assert_eq!(r.bearer, Some("Tok-B")),
+                other => panic!("unexpected path {other}"),
+            }
+        }
+        // Without tokens the target's own headers are used.
+        let plain = Installs::parse("a\nb\n", 0.0);
+        assert!(plain.tokens.is_empty());
     }
 
     #[test]

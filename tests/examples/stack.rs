@@ -6,14 +6,32 @@
 //! ```text
 //! ANNEX_E2E_BIN_DIR=target/release cargo run --release -p annex-e2e --example stack
 //! ```
+//!
+//! `ANNEX_STACK_WORKERS` and `ANNEX_STACK_CONTROL_PLANES` (default 1 each) size
+//! the fleet. The JSON also carries what the `annex` CLI needs to act as
+//! operator on this deployment (`ANNEX_CONTROL_PLANE_URL`, `ANNEX_TLS_DIR`,
+//! `ANNEX_JWT_SECRET_FILE`), e.g. for `scripts/bench-setup.sh`.
 
 use annex_e2e::Stack;
-use annex_e2e::stack::StackOptions;
+use annex_e2e::stack::{FleetOptions, StackOptions};
+
+fn count(var: &str) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
 
 #[tokio::main]
 async fn main() {
     let s = Stack::start_with(StackOptions {
         edge_env: vec![("ANNEX_EDGE_TIMEOUT_MS".into(), "30000".into())],
+        fleet: FleetOptions {
+            workers: count("ANNEX_STACK_WORKERS"),
+            control_planes: count("ANNEX_STACK_CONTROL_PLANES"),
+            ..FleetOptions::default()
+        },
         ..StackOptions::default()
     })
     .await;
@@ -33,6 +51,9 @@ async fn main() {
         serde_json::json!({
             "edge": format!("http://{}", s.edge.http),
             "worker": format!("https://{}", s.worker_addr),
+            "workers": s.workers.iter().map(|w| format!("https://{}", w.grpc)).collect::<Vec<_>>(),
+            "control_plane": format!("https://{}", s.cp_addr),
+            "jwt_secret_file": s.jwt_secret_file.display().to_string(),
             "pki": s.pki.display().to_string(),
             "tenant": annex_e2e::stack::TENANT,
             "registry_id": s.hello.registry_id,

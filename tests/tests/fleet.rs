@@ -37,6 +37,7 @@ async fn fleet_with(control_plane_env: &[(&str, &str)], edge_env: &[(&str, &str)
             control_plane_env: pairs(control_plane_env),
             ..Default::default()
         },
+        ..StackOptions::default()
     })
     .await;
     // Every installed bundle is compiled on its placed worker before a test

@@ -3,7 +3,10 @@
 //! first request after `Prewarm`, and warm sequential requests.
 //!
 //! `cargo run --release -p annex-worker --features testing --example latency [N] [GUEST] [PATH]`
-//! (defaults: 5000 requests, `hello`, `/hello`).
+//! (defaults: 5000 requests, `hello`, `/hello`). `PAGEMAP_SCAN=off|on|auto`
+//! (default auto) sets the pool's dirty-page reset. Besides the round trip it
+//! prints the worker's own time per request (`usage.wall_us`: admission,
+//! component lookup, instantiate, call, teardown; no gRPC).
 
 use std::time::{Duration, Instant};
 
@@ -30,9 +33,18 @@ async fn main() {
         .unwrap_or_else(|| "/hello".to_string());
     let hash = publisher.publish(&guest);
     let request = || Call::new(&hash, "GET", &path).build();
+    let settings = || {
+        let mut s = test_settings(None);
+        s.engine.pool.pagemap_scan = match std::env::var("PAGEMAP_SCAN").as_deref() {
+            Ok("off") => wasmtime::Enabled::No,
+            Ok("on") => wasmtime::Enabled::Yes,
+            _ => wasmtime::Enabled::Auto,
+        };
+        s
+    };
 
     // Cold: nothing compiled, no disk cache.
-    let cold = TestWorker::start(test_settings(None), &publisher, None).await;
+    let cold = TestWorker::start(settings(), &publisher, None).await;
     let t = Instant::now();
     let r = cold.execute(request()).await;
     assert_eq!(r.outcome, pb::Outcome::Ok as i32, "{r:?}");
@@ -40,7 +52,7 @@ async fn main() {
     cold.stop().await;
 
     // Prewarmed.
-    let w = TestWorker::start(test_settings(None), &publisher, None).await;
+    let w = TestWorker::start(settings(), &publisher, None).await;
     let t = Instant::now();
     let p = w
         .client
@@ -62,15 +74,23 @@ async fn main() {
         w.execute(request()).await;
     }
     let mut samples = Vec::with_capacity(n);
+    let mut inside = Vec::with_capacity(n);
     let start = Instant::now();
     for _ in 0..n {
         let t = Instant::now();
         let r = w.execute(request()).await;
         samples.push(t.elapsed());
         assert_eq!(r.outcome, pb::Outcome::Ok as i32);
+        inside.push(Duration::from_micros(r.usage.map_or(0, |u| u.wall_us)));
     }
     let total = start.elapsed();
     samples.sort();
+    inside.sort();
+    println!(
+        "inside the worker (usage.wall_us), {n} requests: p50 {:?}, p99 {:?}",
+        percentile(&inside, 0.5),
+        percentile(&inside, 0.99),
+    );
     println!(
         "warm, sequential, {n} requests: p50 {:?}, p99 {:?}, max {:?}, {:.0} req/s",
         percentile(&samples, 0.5),

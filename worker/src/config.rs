@@ -83,6 +83,10 @@ pub struct Config {
     /// Pool slots (concurrent component instances).
     #[arg(long, env = "ANNEX_WORKER_POOL_INSTANCES", default_value_t = 256)]
     pub pool_instances: u32,
+    /// Reset reused memory slots via the kernel's PAGEMAP_SCAN (only dirty
+    /// pages): auto (when the kernel has it), on (fail if missing) or off.
+    #[arg(long, env = "ANNEX_WORKER_POOL_PAGEMAP_SCAN", value_enum, default_value_t = Toggle::Auto)]
+    pub pool_pagemap_scan: Toggle,
     /// Use on-demand allocation instead of the pooling allocator.
     #[arg(long, env = "ANNEX_WORKER_NO_POOL")]
     pub no_pool: bool,
@@ -104,6 +108,14 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "ANNEX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+}
+
+/// A feature switch that may follow what the host supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Toggle {
+    Auto,
+    On,
+    Off,
 }
 
 impl Config {
@@ -134,6 +146,11 @@ impl Config {
         pool.total_memories = n.saturating_mul(2);
         pool.total_tables = n.saturating_mul(2);
         pool.total_stacks = n;
+        pool.pagemap_scan = match self.pool_pagemap_scan {
+            Toggle::Auto => wasmtime::Enabled::Auto,
+            Toggle::On => wasmtime::Enabled::Yes,
+            Toggle::Off => wasmtime::Enabled::No,
+        };
         s.engine.fuel = self.fuel;
         s.admission.capacity = self.capacity.min(n as usize);
         s.admission.per_tenant = self.per_tenant;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 const MIB: usize = 1024 * 1024;
 
@@ -66,6 +66,14 @@ pub struct PoolConfig {
     /// Warm slots kept for reuse; bounds the memory the keep-resident
     /// settings can pin (100 × 35 MiB worst case).
     pub max_unused_warm_slots: u32,
+    /// Reset a reused linear memory by asking the kernel which pages the
+    /// last instance dirtied (Linux `PAGEMAP_SCAN`, 6.7+) instead of
+    /// rewriting every kept-resident byte. Without it a slot's whole
+    /// accessible memory, up to the keep-resident size, is rewritten on every
+    /// request: for the Rust hello guest that memset was a quarter of the
+    /// worker's CPU under load (BENCHMARKS.md). `Auto` uses it where the
+    /// kernel supports it.
+    pub pagemap_scan: Enabled,
 }
 
 impl Default for PoolConfig {
@@ -88,6 +96,7 @@ impl Default for PoolConfig {
             table_keep_resident: MIB,
             async_stack_keep_resident: 2 * MIB,
             max_unused_warm_slots: 100,
+            pagemap_scan: Enabled::Auto,
         }
     }
 }
@@ -216,7 +225,8 @@ fn base_config(config: &EngineConfig, pool: Option<&PoolConfig>) -> Config {
             .linear_memory_keep_resident(pool.linear_memory_keep_resident)
             .table_keep_resident(pool.table_keep_resident)
             .async_stack_keep_resident(pool.async_stack_keep_resident)
-            .max_unused_warm_slots(pool.max_unused_warm_slots);
+            .max_unused_warm_slots(pool.max_unused_warm_slots)
+            .pagemap_scan(pool.pagemap_scan);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     }
     c

@@ -114,8 +114,16 @@ pub(super) async fn record_executions(store: &PgStore, rows: Vec<ExecutionRow>) 
     let statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
     let metrics: Vec<&Value> = rows.iter().map(|r| &r.metrics).collect();
     let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error.as_deref()).collect();
-    let client = store.client().await?;
-    client
+    let mut client = store.client().await?;
+    // Audit rows do not wait for their WAL flush: a Postgres crash may lose
+    // the last few hundred milliseconds of them (never a row another
+    // transaction depends on), and the batch no longer holds the pipeline
+    // for an fsync.
+    let tx = client.transaction().await.map_err(pg_error)?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .map_err(pg_error)?;
+    tx
         .execute(
             "INSERT INTO extension_execution_log \
              (id, tenant_id, registry_id, version_id, request_id, started_at, finished_at, status, metrics, error) \
@@ -137,6 +145,7 @@ pub(super) async fn record_executions(store: &PgStore, rows: Vec<ExecutionRow>) 
         )
         .await
         .map_err(pg_error)?;
+    tx.commit().await.map_err(pg_error)?;
     Ok(())
 }
 
