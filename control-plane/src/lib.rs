@@ -18,6 +18,7 @@ pub mod host;
 pub mod installs;
 pub mod metrics;
 pub mod postgres_local;
+pub mod quota;
 pub mod registry;
 pub mod scheduler;
 pub mod seal;
@@ -55,6 +56,10 @@ pub struct ControlPlane {
     pub fleet_commands: tokio::sync::broadcast::Sender<annex_proto::pb::FleetCommand>,
     /// Recent schedule mutations per install, for the scheduler's rate limit.
     schedule_mutations: Arc<scheduler::MutationLimiter>,
+    /// Names this replica in `route_watchers` (a new UUID per process).
+    pub replica_id: String,
+    /// This replica's share of the quotas, for executions it dispatches.
+    dispatch_quotas: quota::SharedDispatchQuotas,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -105,6 +110,8 @@ impl ControlPlane {
             worker_channels: Arc::default(),
             fleet_commands,
             schedule_mutations: Arc::default(),
+            replica_id: uuid::Uuid::new_v4().to_string(),
+            dispatch_quotas: Arc::default(),
             logs,
             host_app: host::HostAppConfig::new(),
             http,

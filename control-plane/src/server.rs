@@ -106,6 +106,7 @@ pub async fn run(
         .await;
 
     let scheduler = tokio::spawn(crate::scheduler::runner::run(cp.clone(), stopped()));
+    let quota_upkeep = tokio::spawn(cp.clone().quota_upkeep(stop_tx.subscribe()));
 
     let readiness = {
         let cp = cp.clone();
@@ -152,6 +153,7 @@ pub async fn run(
     readiness.abort();
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
+    let _ = quota_upkeep.await;
     let _ = admin_task.await;
     result
 }

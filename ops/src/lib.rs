@@ -1,6 +1,7 @@
 //! Process plumbing shared by the Annex binaries: the mTLS configuration and
 //! peer roles ([`tls`]), dev certificates ([`devcerts`]), the plaintext admin
-//! listener with `/live`, `/ready` and `/metrics` ([`admin`]), logging setup
+//! listener with `/live`, `/ready` and `/metrics` ([`admin`]), execution quota
+//! enforcement ([`quota`]), logging setup
 //! ([`telemetry`]) and the shutdown signal ([`shutdown`]).
 //!
 //! Library code here never binds ports on its own or installs signal handlers
@@ -8,6 +9,7 @@
 
 pub mod admin;
 pub mod devcerts;
+pub mod quota;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

@@ -22,6 +22,7 @@ use crate::bindings::types;
 use crate::bundles::{self, BundleSource, TrustSource};
 use crate::cache::{CacheError, Compiled, ComponentCache, LoadSource, Verified};
 use crate::capabilities::Capabilities;
+use crate::cputime::CpuTimed;
 use crate::egress::Allowlist;
 use crate::engine::{EPOCH_TICK, WasmEngine};
 use crate::host::{CallContext, HostState, Services};
@@ -428,10 +429,11 @@ impl Executor {
         // whole call is also bounded on the async side (one tick of grace
         // keeps the epoch trap the normal path for spinning guests).
         let budget = parsed.timeout + 2 * EPOCH_TICK;
-        let call = tokio::time::timeout(budget, async {
+        // CPU time is the thread CPU clock summed over the polls of the guest.
+        let (call, cpu) = CpuTimed::new(tokio::time::timeout(budget, async {
             let instance = compiled.pre.instantiate_async(&mut store).await?;
             instance.call_handler(&mut store, &guest_request).await
-        })
+        }))
         .await;
 
         let fuel_consumed = match (fuel, store.get_fuel()) {
@@ -441,16 +443,17 @@ impl Executor {
         let state = store.data_mut();
         let usage = pb::Usage {
             wall_us: micros(started.elapsed()),
-            cpu_us: 0,
+            cpu_us: micros(cpu),
             peak_memory_bytes: state.limiter.peak_bytes as u64,
             fuel_consumed,
-            egress_bytes: state.egress_bytes,
+            egress_bytes: state.egress_total(),
         };
         self.usage.record(
             &state.call.tenant_id,
             &state.call.extension_id,
             Used {
                 wall_us: micros(guest_started.elapsed()),
+                cpu_us: usage.cpu_us,
                 peak_memory_bytes: usage.peak_memory_bytes,
                 egress_bytes: usage.egress_bytes,
                 fuel: usage.fuel_consumed,

@@ -1,5 +1,6 @@
 //! `annex.v1.Fleet`: worker registration and the heartbeat stream (worker
-//! role only). Commands (prewarm, trust changes) flow back on the stream.
+//! role only). Usage in heartbeats goes to the quota windows; commands
+//! (prewarm, trust changes) flow back on the stream.
 
 use std::pin::Pin;
 
@@ -88,6 +89,13 @@ impl Fleet for FleetService {
                             if let Err(e) = cp.worker_seen(row(hb.worker_id.clone(), address, hb.capacity, Some(&hb))).await {
                                 yield Err(status(e));
                                 break;
+                            }
+                            // Already drained on the worker: a failed write loses
+                            // these figures rather than counting them twice.
+                            if !hb.usage.is_empty()
+                                && let Err(e) = cp.record_usage(&hb.worker_id, hb.usage).await
+                            {
+                                tracing::warn!(worker = %hb.worker_id, error = %e, "recording usage");
                             }
                         }
                         Ok(None) | Err(_) => break,
