@@ -672,10 +672,10 @@ impl Store for MemoryStore {
         // the quota behind (Postgres: the foreign key).
         let mut inner = self.inner.lock();
         if let Some(id) = install_id
-            && !inner
+            && inner
                 .installs
                 .get(&id)
-                .is_some_and(|i| i.tenant_id == tenant_id)
+                .is_none_or(|i| i.tenant_id != tenant_id)
         {
             return Err(StoreError::NotFound("install".into()));
         }
