@@ -160,7 +160,11 @@ async fn operators_set_list_and_remove_quotas_with_clear_errors() {
 type Routes = tonic::Streaming<pb::RoutingUpdate>;
 
 async fn watch(server: &TestServer, edge: &str) -> Routes {
-    pb::dispatch_client::DispatchClient::new(server.channel(Role::Edge).await)
+    watch_as(server, Role::Edge, edge).await
+}
+
+async fn watch_as(server: &TestServer, role: Role, edge: &str) -> Routes {
+    pb::dispatch_client::DispatchClient::new(server.channel(role).await)
         .watch_routes(pb::WatchRoutesRequest {
             edge_id: edge.into(),
         })
@@ -204,9 +208,12 @@ async fn snapshot_shares_split_across_edges_and_follow_quota_changes() {
         .await
         .expect("install");
 
+    // An operator's tool following routes enforces nothing and does not count.
+    let mut tool = watch_as(&server, Role::Operator, "tool").await;
     // One edge and this replica: each gets ceil(limit / 2).
     let mut e1 = watch(&server, "edge-1").await;
     let first = snapshot_until(&mut e1, |q| tenant_share(q, "t1") == Some((3, 5))).await;
+    snapshot_until(&mut tool, |q| tenant_share(q, "t1") == Some((3, 5))).await;
     let install = first
         .quotas
         .iter()

@@ -72,16 +72,17 @@ impl Dispatch for DispatchService {
         &self,
         req: Request<pb::WatchRoutesRequest>,
     ) -> Result<Response<RouteStream>, Status> {
-        require(&req, &[Role::Edge, Role::Operator, Role::ControlPlane])?;
+        let peer = require(&req, &[Role::Edge, Role::Operator, Role::ControlPlane])?;
         let edge = req.into_inner().edge_id;
         tracing::info!(edge = %edge, "edge watching routes");
         let cp = self.0.clone();
         let mut invalidations = cp.invalidations.subscribe();
-        // One quota participant per stream (edge ids need not be unique).
-        let watcher = WatcherGuard {
+        // Each edge stream is one quota participant (edge ids need not be
+        // unique); other roles watch without enforcing, so they do not count.
+        let watcher = (peer.role == Role::Edge).then(|| WatcherGuard {
             cp: cp.clone(),
             key: format!("edge/{edge}/{}", uuid::Uuid::new_v4().simple()),
-        };
+        });
         let stream = async_stream::stream! {
             let watcher = watcher;
             let mut last_version = None;
@@ -90,7 +91,9 @@ impl Dispatch for DispatchService {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        if last_seen.is_none_or(|at| at.elapsed() >= WATCHER_REFRESH) {
+                        if let Some(watcher) = &watcher
+                            && last_seen.is_none_or(|at| at.elapsed() >= WATCHER_REFRESH)
+                        {
                             match cp.watcher_seen(&watcher.key).await {
                                 Ok(()) => last_seen = Some(std::time::Instant::now()),
                                 Err(e) => tracing::warn!(error = %e, "recording a route watcher"),
