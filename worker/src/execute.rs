@@ -159,6 +159,8 @@ struct Failure {
     outcome: Outcome,
     status: u32,
     error: String,
+    /// What the guest used, when it ran.
+    usage: Option<pb::Usage>,
 }
 
 impl Failure {
@@ -167,6 +169,7 @@ impl Failure {
             outcome: Outcome::Rejected,
             status,
             error: error.into(),
+            usage: None,
         }
     }
 }
@@ -308,9 +311,10 @@ impl Executor {
                         status: failure.status,
                         outcome: outcome.to_pb() as i32,
                         error: failure.error,
+                        // The guest's figures when it ran, with the whole call's wall time.
                         usage: Some(pb::Usage {
                             wall_us: micros(started.elapsed()),
-                            ..Default::default()
+                            ..failure.usage.unwrap_or_default()
                         }),
                         worker_id: self.parts.worker_id.clone(),
                         ..Default::default()
@@ -382,6 +386,7 @@ impl Executor {
                 outcome: Outcome::Trap,
                 status: 500,
                 error: format!("execute_failed: guest task failed: {e}"),
+                usage: None,
             }),
         };
         drop(permit);
@@ -483,6 +488,7 @@ impl Executor {
                         outcome: Outcome::Rejected,
                         status: 500,
                         error,
+                        usage: Some(usage),
                     })
                 } else {
                     Ok(response)
@@ -494,7 +500,10 @@ impl Executor {
                     "system",
                     &format!("execute failed: {}", failure.error),
                 );
-                Err(failure)
+                Err(Failure {
+                    usage: Some(usage),
+                    ..failure
+                })
             }
         };
         self.publish(logs.finish());
@@ -549,6 +558,7 @@ fn classify(
             "execute_failed: execution exceeded its time limit of {} ms",
             timeout.as_millis()
         ),
+        usage: None,
     };
     match call {
         Err(_) => Err(timed_out()),
@@ -573,6 +583,7 @@ fn classify(
                 outcome,
                 status: 500,
                 error: format!("execute_failed: {detail}"),
+                usage: None,
             })
         }
     }
