@@ -441,8 +441,9 @@ impl Executor {
         }))
         .await;
 
-        let fuel_consumed = match (fuel, store.get_fuel()) {
-            (Some(budget), Ok(left)) => budget.saturating_sub(left),
+        // Metered executions report what they burnt, with or without a budget.
+        let fuel_consumed = match store.get_fuel() {
+            Ok(left) if engine.fuel_enabled() => fuel.unwrap_or(u64::MAX).saturating_sub(left),
             _ => 0,
         };
         let state = store.data_mut();

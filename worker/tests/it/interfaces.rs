@@ -543,3 +543,15 @@ async fn usage_counts_cpu_time_and_egress_bytes_of_both_http_paths() {
     let r = w.execute(Call::new(&hash, "GET", "/context").build()).await;
     assert_eq!(r.usage.expect("usage").egress_bytes, 0);
 }
+
+#[tokio::test]
+async fn a_metering_worker_reports_the_fuel_an_execution_burnt() {
+    let mut settings = annex_worker::testing::test_settings(None);
+    settings.engine.fuel = true;
+    let w = annex_worker::testing::TestWorker::start(settings, publisher(), None).await;
+    let hash = publisher().publish("probe");
+    let r = w.execute(Call::new(&hash, "GET", "/context").build()).await;
+    assert_eq!(r.outcome, pb::Outcome::Ok as i32, "{r:?}");
+    let usage = r.usage.expect("usage");
+    assert!(usage.fuel_consumed > 0, "{usage:?}");
+}
