@@ -199,7 +199,10 @@ pub async fn admit(
         return Err(deny(ApiError::rate_limited(retry_after)));
     }
     let quota = crate::quota::admit(&state.routes.quotas, &principal.tenant, &install.install_id)
-        .map_err(deny)?;
+        .map_err(|e| {
+        state.metrics.quota_refusals.inc();
+        deny(e)
+    })?;
     let Some(slot) = state.audit.reserve() else {
         state.metrics.audit_full.inc();
         tracing::warn!(request_id = call.request_id, "audit buffer full; refusing");

@@ -506,6 +506,13 @@ async fn a_tenant_quota_from_the_snapshot_answers_429_and_lifts_without_restart(
     })
     .await;
     assert!(audited, "no policy_denied audit row for the quota refusal");
+    // And counted for operators.
+    let metrics = get(w.edge.admin, "/metrics", &[]).await.text();
+    let refusals = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("annex_edge_quota_refusals_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(refusals.is_some_and(|n| n >= 1), "{metrics}");
     // Another tenant is not limited.
     let other_auth = bearer(&token(json!({"tenant": OTHER_TENANT})));
     let path = format!("/api/ext/{}/hello", other.registry_id);
