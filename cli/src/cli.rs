@@ -118,6 +118,11 @@ pub enum Command {
     /// Manage the tenant's API keys for service clients of the edge.
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Fleet-wide execution quotas of the tenant (or of one of its installs).
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+    /// The tenant's usage per extension and minute, as workers reported it.
+    Usage(UsageArgs),
     /// Mint a development JWT for a tenant and user (for the edge's Authorization header).
     Token(TokenArgs),
     /// Run Annex locally: control plane, worker and edge in one process, with the sample installed.
@@ -470,6 +475,45 @@ pub enum ApiKeyCommand {
         #[arg(value_name = "ID")]
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuotaCommand {
+    /// Set (or replace) a quota; a limit left out is unlimited.
+    Set {
+        /// Limit one install (install id, registry id or slug) instead of the whole tenant.
+        #[arg(long, value_name = "EXT")]
+        extension: Option<String>,
+        /// Executions in flight at once across the fleet.
+        #[arg(long, value_name = "N")]
+        max_concurrency: Option<u32>,
+        /// Executions started per second across the fleet.
+        #[arg(long = "rps", value_name = "N")]
+        requests_per_second: Option<u32>,
+    },
+    /// List the tenant's quotas (every tenant's with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove a quota: the tenant's, or with --extension an install's.
+    Rm {
+        #[arg(long, value_name = "EXT")]
+        extension: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Only this extension (registry id, install id or slug).
+    #[arg(value_name = "EXT")]
+    pub extension: Option<String>,
+    /// Windows starting at or after this time (RFC 3339) [default: all].
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Windows starting before this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -41,6 +41,10 @@ impl ControlPlane {
     pub async fn dispatch(&self, req: DispatchRequest) -> Result<pb::ExecuteResponse, AnnexError> {
         let tenant = TenantId::parse(&req.tenant)?;
         let view = self.resolve(&tenant, &req.extension).await?;
+        // Held until the worker answers: this replica's share of the quotas.
+        let _quota = self
+            .dispatch_permit(&view.install.tenant_id, &view.install.id.to_string())
+            .await?;
         let execute = self.execute_request(&view, req);
         let workers = self.live_workers().await?;
         let hash = execute

@@ -52,6 +52,7 @@ impl ControlPlane {
     /// The routing snapshot; `version` changes whenever its content does.
     pub async fn routing_snapshot(&self) -> Result<RoutingSnapshot, AnnexError> {
         let workers = self.live_workers().await?;
+        let quotas = self.quota_shares().await?;
         let routes: Vec<WorkerRoute> = workers
             .iter()
             .map(|w| WorkerRoute {
@@ -78,6 +79,7 @@ impl ControlPlane {
             }
             hasher.update([1]);
         }
+        crate::quota::hash_quotas(&mut hasher, &quotas);
         let digest = hasher.finalize();
         let mut version = [0u8; 8];
         version.copy_from_slice(&digest[..8]);
@@ -85,7 +87,7 @@ impl ControlPlane {
             version: u64::from_be_bytes(version),
             workers: routes,
             placements,
-            quotas: Vec::new(),
+            quotas,
         })
     }
 

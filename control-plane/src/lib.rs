@@ -18,6 +18,7 @@ pub mod host;
 pub mod installs;
 pub mod metrics;
 pub mod postgres_local;
+pub mod quota;
 pub mod registry;
 pub mod scheduler;
 pub mod seal;
@@ -65,6 +66,10 @@ pub struct ControlPlane {
     close: Arc<tokio::sync::watch::Sender<bool>>,
     /// Recent schedule mutations per install, for the scheduler's rate limit.
     schedule_mutations: Arc<scheduler::MutationLimiter>,
+    /// Names this replica in `route_watchers` (a new UUID per process).
+    pub replica_id: String,
+    /// This replica's share of the quotas, for executions it dispatches.
+    dispatch_quotas: quota::SharedDispatchQuotas,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -121,6 +126,8 @@ impl ControlPlane {
             closing,
             close: Arc::new(close),
             schedule_mutations: Arc::default(),
+            replica_id: uuid::Uuid::new_v4().to_string(),
+            dispatch_quotas: Arc::default(),
             logs,
             host_app: host::HostAppConfig::new(),
             http,

@@ -111,6 +111,7 @@ pub async fn run(
 
     let scheduler = tokio::spawn(crate::scheduler::runner::run(cp.clone(), stopped()));
     let placement = tokio::spawn(crate::fleet::placement_loop(cp.clone(), stopped()));
+    let quota_upkeep = tokio::spawn(cp.clone().quota_upkeep(stop_tx.subscribe()));
 
     let readiness = {
         let cp = cp.clone();
@@ -177,6 +178,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
     let _ = placement.await;
+    let _ = quota_upkeep.await;
     let _ = admin_task.await;
     result
 }

@@ -1,12 +1,13 @@
 //! The access pipeline `/api/ext` and `/api/ext-proxy` share (§3.1 steps
 //! 2–6, in order): authentication, tenant match, routable method, active
-//! install, declared endpoint, client/RBAC check, rate limit, and the audit
-//! slot. Each step can stop the request with its exact §3.1 answer. Denials
+//! install, declared endpoint, client/RBAC check, rate limit, the tenant's
+//! fleet-wide quota, and the audit slot. Each step can stop the request with its exact §3.1 answer. Denials
 //! after the install is known are audited as `policy_denied`.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use annex_ops::quota::QuotaPermit;
 use annex_proto::pb;
 use http::HeaderMap;
 
@@ -124,6 +125,8 @@ pub struct Admitted {
     pub install: Arc<Install>,
     pub audit: AuditCtx,
     pub slot: AuditSlot,
+    /// The tenant's quota slot, released when the request is finished.
+    pub quota: QuotaPermit,
 }
 
 impl Admitted {
@@ -197,6 +200,11 @@ pub async fn admit(
     if let Err(retry_after) = state.limiter.take(&install.install_id) {
         return Err(deny(ApiError::rate_limited(retry_after)));
     }
+    let quota = crate::quota::admit(&state.routes.quotas, &principal.tenant, &install.install_id)
+        .map_err(|e| {
+        state.metrics.quota_refusals.inc();
+        deny(e)
+    })?;
     let Some(slot) = state.audit.reserve() else {
         state.metrics.audit_full.inc();
         tracing::warn!(request_id = call.request_id, "audit buffer full; refusing");
@@ -206,6 +214,7 @@ pub async fn admit(
         install,
         audit,
         slot,
+        quota,
     })
 }
 

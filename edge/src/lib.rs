@@ -6,7 +6,8 @@
 //! ordered access pipeline of spec §3.1 shared by [`ext_api`] and
 //! [`ext_proxy`]; [`installs`] resolves and caches installs; [`endpoints`]
 //! matches declared endpoints; [`ratelimit`] and [`audit`] are the per-install
-//! token bucket and the batched audit trail; [`routing`] holds the control
+//! token bucket and the batched audit trail; [`quota`] enforces this edge's
+//! share of the fleet-wide tenant and install quotas; [`routing`] holds the control
 //! plane's routing snapshot and [`execute`] sends one execution to a worker;
 //! [`headers`] holds the allowlists; [`ext_ui`] and [`ui_store`] serve UI
 //! files; [`debug_stream`] relays logs; [`bridge`] serves the postMessage
@@ -33,6 +34,7 @@ pub mod gateway;
 pub mod headers;
 pub mod installs;
 pub mod metrics;
+pub mod quota;
 pub mod ratelimit;
 pub mod routing;
 pub mod server;

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub audit_full: Counter,
     pub audit_failures: Counter,
     pub ui_cache_fills: Counter,
+    /// Requests refused over the tenant's or install's quota share.
+    pub quota_refusals: Counter,
 }
 
 impl Default for Metrics {
@@ -36,6 +38,7 @@ impl Default for Metrics {
             audit_full: Counter::default(),
             audit_failures: Counter::default(),
             ui_cache_fills: Counter::default(),
+            quota_refusals: Counter::default(),
         }
     }
 }
@@ -71,6 +74,11 @@ impl Metrics {
             "annex_edge_ui_cache_fills",
             "Bundles fetched and unpacked into the UI cache",
             self.ui_cache_fills.clone(),
+        );
+        r.register(
+            "annex_edge_quota_refusals",
+            "Requests refused with 429 over this edge's share of a tenant or install quota",
+            self.quota_refusals.clone(),
         );
     }
 

@@ -1,11 +1,12 @@
 //! Per-install token buckets (§3.1 step 4: 60 tokens, refilled 1/s, by
 //! default). In-process: each edge replica enforces its own bucket, so a
-//! fleet of N edges admits up to N times the rate; the control plane's
-//! per-tenant quota shares narrow that in the fleet work.
+//! fleet of N edges admits up to N times the rate. Fleet-wide quotas set
+//! through the control plane are enforced by [`crate::quota`].
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use annex_ops::quota::TokenBucket;
 use parking_lot::Mutex;
 
 /// Buckets kept before idle, full ones are dropped.
@@ -29,13 +30,7 @@ impl Default for RateSettings {
 #[derive(Debug)]
 pub struct RateLimiter {
     settings: RateSettings,
-    buckets: Mutex<HashMap<String, Bucket>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+    buckets: Mutex<HashMap<String, TokenBucket>>,
 }
 
 impl RateLimiter {
@@ -57,29 +52,19 @@ impl RateLimiter {
         let rate = self.settings.refill_per_sec;
         let mut buckets = self.buckets.lock();
         if buckets.len() >= PRUNE_AT {
-            buckets.retain(|_, b| b.tokens + rate * now.duration_since(b.at).as_secs_f64() < cap);
+            buckets.retain(|_, b| b.level(cap, rate, now) < cap);
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: cap,
-            at: now,
-        });
-        let refilled = bucket.tokens + rate * now.duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = refilled.min(cap);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else if rate <= 0.0 {
-            Err(3600)
-        } else {
-            let wait = Duration::from_secs_f64((1.0 - bucket.tokens) / rate);
-            Err(wait.as_secs_f64().ceil().max(1.0) as u64)
-        }
+        buckets
+            .entry(key.to_owned())
+            .or_insert_with(|| TokenBucket::full(cap, now))
+            .take(cap, rate, now)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

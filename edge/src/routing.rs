@@ -1,5 +1,5 @@
 //! The routing snapshot the control plane pushes over `Dispatch.WatchRoutes`
-//! (workers and placements), the worker choice for one execution, and the
+//! (workers, placements and quota shares), the worker choice for one execution, and the
 //! mTLS channels to workers.
 //!
 //! Worker choice: the workers the control plane placed the content hash on
@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use annex_ops::quota::QuotaGate;
 use annex_ops::tls::TlsMaterial;
 use annex_proto::pb;
 use annex_proto::pb::dispatch_client::DispatchClient;
@@ -73,6 +74,8 @@ pub struct WorkerTls {
 
 pub struct Routes {
     snapshot: RwLock<Arc<Snapshot>>,
+    /// This edge's shares of the fleet-wide quotas, from the same snapshot.
+    pub quotas: QuotaGate,
     received: AtomicBool,
     next: AtomicUsize,
     channels: Mutex<HashMap<String, Channel>>,
@@ -93,6 +96,7 @@ impl Routes {
     pub fn new(tls: WorkerTls) -> Routes {
         Routes {
             snapshot: RwLock::default(),
+            quotas: QuotaGate::new(),
             received: AtomicBool::new(false),
             next: AtomicUsize::new(0),
             channels: Mutex::default(),
@@ -106,7 +110,9 @@ impl Routes {
         self.received.load(Ordering::SeqCst)
     }
 
-    pub fn apply(&self, s: pb::RoutingSnapshot) {
+    pub fn apply(&self, mut s: pb::RoutingSnapshot) {
+        self.quotas
+            .apply(crate::quota::shares(std::mem::take(&mut s.quotas)));
         let snapshot = Snapshot {
             version: s.version,
             workers: s

@@ -467,6 +467,81 @@ async fn the_rate_limit_answers_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_tenant_quota_from_the_snapshot_answers_429_and_lifts_without_restart() {
+    let w = World::start().await;
+    let other = w.cp.install("hello-other", OTHER_TENANT, false).await;
+    let mut ops = w.cp.installs().await;
+    let quota = |rps: u32| annex_proto::pb::SetQuotaRequest {
+        quota: Some(annex_proto::pb::QuotaRef {
+            tenant_id: TENANT.into(),
+            extension: String::new(),
+        }),
+        max_concurrency: 0,
+        requests_per_second: rps,
+    };
+    // One request per second for the fleet (this edge and the control plane:
+    // a share of 1 each). Once the snapshot carries it, a burst is refused.
+    ops.set_quota(quota(1)).await.expect("set quota");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let resp = loop {
+        let resp = w.call("GET", "/hello").await;
+        if resp.status == 429 {
+            break resp;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the quota never reached the edge"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(resp.json(), json!({"error": "rate_limited"}));
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    assert_eq!(resp.header("cache-control"), Some("no-store"));
+    // The refusal is audited like the gateway's other denials.
+    let audited = eventually(5, || async {
+        w.audit_rows()
+            .await
+            .iter()
+            .any(|r| r.status == "policy_denied" && r.metrics["http_status"] == json!(429))
+    })
+    .await;
+    assert!(audited, "no policy_denied audit row for the quota refusal");
+    // And counted for operators.
+    let metrics = get(w.edge.admin, "/metrics", &[]).await.text();
+    let refusals = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("annex_edge_quota_refusals_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(refusals.is_some_and(|n| n >= 1), "{metrics}");
+    // Another tenant is not limited.
+    let other_auth = bearer(&token(json!({"tenant": OTHER_TENANT})));
+    let path = format!("/api/ext/{}/hello", other.registry_id);
+    for _ in 0..3 {
+        let r = w
+            .edge
+            .send("GET", &path, &[("authorization", &other_auth)], b"")
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // Lifted: bursts pass again, with no restart.
+    ops.delete_quota(annex_proto::pb::QuotaRef {
+        tenant_id: TENANT.into(),
+        extension: String::new(),
+    })
+    .await
+    .expect("remove quota");
+    let lifted = eventually(10, || async {
+        let mut all_ok = true;
+        for _ in 0..3 {
+            all_ok &= w.call("GET", "/hello").await.status == 200;
+        }
+        all_ok
+    })
+    .await;
+    assert!(lifted, "the lifted quota still refuses");
+}
+
+#[tokio::test]
 async fn preflight_echoes_only_configured_origins() {
     let w = World::start().await;
     let path = format!("/api/ext/{}/hello", w.ext.registry_id);

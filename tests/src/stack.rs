@@ -748,3 +748,46 @@ pub async fn publish_and_install(
         slug: slug.replace(' ', "%20"),
     }
 }
+
+impl Stack {
+    /// Installs an already published extension (registry id or slug) for another tenant.
+    pub async fn install_for(&self, tenant: &str, extension: &str) -> Installed {
+        let info = pb::installs_client::InstallsClient::new(self.channel(Role::Operator).await)
+            .install(pb::InstallRequest {
+                tenant_id: tenant.into(),
+                extension: extension.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("installing {extension} for {tenant}: {e}"))
+            .into_inner();
+        Installed {
+            registry_id: info.registry_id,
+            install_id: info.install_id,
+            content_hash: info.content_hash,
+            slug: format!("{}.{}", info.publisher, info.name)
+                .to_lowercase()
+                .replace(' ', "%20"),
+        }
+    }
+
+    /// The `extension_quota_usage` windows of `tenant`'s `registry_id`, read from Postgres.
+    pub async fn usage_windows(
+        &self,
+        tenant: &str,
+        registry_id: &str,
+    ) -> Vec<annex_control_plane::store::UsageRow> {
+        use annex_control_plane::store::{PgStore, PgStoreConfig, Store as _};
+        let store = PgStore::connect(PgStoreConfig {
+            url: self.pg.url(),
+            max_connections: 1,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+        let id = registry_id.parse().unwrap_or_else(|e| panic!("uuid: {e}"));
+        store
+            .list_usage(tenant, Some(id), None, None)
+            .await
+            .unwrap_or_else(|e| panic!("usage: {e}"))
+    }
+}

@@ -23,6 +23,7 @@ use crate::bindings::types;
 use crate::bundles::{self, BundleSource, TrustSource};
 use crate::cache::{CacheError, Compiled, ComponentCache, LoadSource, Verified};
 use crate::capabilities::Capabilities;
+use crate::cputime::CpuTimed;
 use crate::egress::Allowlist;
 use crate::engine::{EPOCH_TICK, WasmEngine};
 use crate::host::{CallContext, HostState, Services};
@@ -162,6 +163,8 @@ struct Failure {
     outcome: Outcome,
     status: u32,
     error: String,
+    /// What the guest used, when it ran.
+    usage: Option<pb::Usage>,
 }
 
 impl Failure {
@@ -170,6 +173,7 @@ impl Failure {
             outcome: Outcome::Rejected,
             status,
             error: error.into(),
+            usage: None,
         }
     }
 }
@@ -329,9 +333,10 @@ impl Executor {
                         status: failure.status,
                         outcome: outcome.to_pb() as i32,
                         error: failure.error,
+                        // The guest's figures when it ran, with the whole call's wall time.
                         usage: Some(pb::Usage {
                             wall_us: micros(started.elapsed()),
-                            ..Default::default()
+                            ..failure.usage.unwrap_or_default()
                         }),
                         worker_id: self.parts.worker_id.clone(),
                         ..Default::default()
@@ -421,6 +426,7 @@ impl Executor {
                 outcome: Outcome::Trap,
                 status: 500,
                 error: format!("execute_failed: guest task failed: {e}"),
+                usage: None,
             }),
         };
         drop(permit);
@@ -468,29 +474,32 @@ impl Executor {
         // whole call is also bounded on the async side (one tick of grace
         // keeps the epoch trap the normal path for spinning guests).
         let budget = parsed.timeout + 2 * EPOCH_TICK;
-        let call = tokio::time::timeout(budget, async {
+        // CPU time is the thread CPU clock summed over the polls of the guest.
+        let (call, cpu) = CpuTimed::new(tokio::time::timeout(budget, async {
             let instance = compiled.pre.instantiate_async(&mut store).await?;
             instance.call_handler(&mut store, &guest_request).await
-        })
+        }))
         .await;
 
-        let fuel_consumed = match (fuel, store.get_fuel()) {
-            (Some(budget), Ok(left)) => budget.saturating_sub(left),
+        // Metered executions report what they burnt, with or without a budget.
+        let fuel_consumed = match store.get_fuel() {
+            Ok(left) if engine.fuel_enabled() => fuel.unwrap_or(u64::MAX).saturating_sub(left),
             _ => 0,
         };
         let state = store.data_mut();
         let usage = pb::Usage {
             wall_us: micros(started.elapsed()),
-            cpu_us: 0,
+            cpu_us: micros(cpu),
             peak_memory_bytes: state.limiter.peak_bytes as u64,
             fuel_consumed,
-            egress_bytes: state.egress_bytes,
+            egress_bytes: state.egress_total(),
         };
         self.usage.record(
             &state.call.tenant_id,
             &state.call.extension_id,
             Used {
                 wall_us: micros(guest_started.elapsed()),
+                cpu_us: usage.cpu_us,
                 peak_memory_bytes: usage.peak_memory_bytes,
                 egress_bytes: usage.egress_bytes,
                 fuel: usage.fuel_consumed,
@@ -520,6 +529,7 @@ impl Executor {
                         outcome: Outcome::Rejected,
                         status: 500,
                         error,
+                        usage: Some(usage),
                     })
                 } else {
                     Ok(response)
@@ -531,7 +541,10 @@ impl Executor {
                     "system",
                     &format!("execute failed: {}", failure.error),
                 );
-                Err(failure)
+                Err(Failure {
+                    usage: Some(usage),
+                    ..failure
+                })
             }
         };
         self.publish(logs.finish());
@@ -586,6 +599,7 @@ fn classify(
             "execute_failed: execution exceeded its time limit of {} ms",
             timeout.as_millis()
         ),
+        usage: None,
     };
     match call {
         Err(_) => Err(timed_out()),
@@ -610,6 +624,7 @@ fn classify(
                 outcome,
                 status: 500,
                 error: format!("execute_failed: {detail}"),
+                usage: None,
             })
         }
     }

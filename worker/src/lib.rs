@@ -12,7 +12,8 @@
 //! plane's `HostServices` as the host interfaces see it; [`admission`] is
 //! the per-tenant fair queue; [`execute`] runs one request on the guest
 //! runtime and maps outcomes; [`grpc`] is the `Worker` service; [`fleet`]
-//! registers and heartbeats (with [`usage`]); [`server`] assembles a worker
+//! registers and heartbeats (with [`usage`], whose CPU time [`cputime`]
+//! measures); [`server`] assembles a worker
 //! and serves it; [`config`] is the binary's flags; `testing` (feature)
 //! builds guests and starts test workers.
 //!
@@ -28,6 +29,7 @@ pub mod bundles;
 pub mod cache;
 pub mod capabilities;
 pub mod config;
+pub mod cputime;
 pub mod egress;
 pub mod engine;
 pub mod execute;

@@ -22,6 +22,8 @@ struct Ledger {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Used {
     pub wall_us: u64,
+    /// Thread CPU time of the guest's polls.
+    pub cpu_us: u64,
     pub peak_memory_bytes: u64,
     pub egress_bytes: u64,
     pub fuel: u64,
@@ -46,9 +48,7 @@ impl UsageLedger {
             ..Default::default()
         });
         e.invocations += 1;
-        // Guest wall time stands in for CPU time (guests are CPU-bound
-        // except while awaiting host calls, which are not charged here).
-        e.cpu_us += used.wall_us;
+        e.cpu_us += used.cpu_us;
         e.memory_byte_ms += used.peak_memory_bytes.saturating_mul(used.wall_us) / 1000;
         e.egress_bytes += used.egress_bytes;
         e.fuel += used.fuel;
@@ -85,6 +85,7 @@ mod tests {
         let ledger = UsageLedger::default();
         let used = Used {
             wall_us: 2_000,
+            cpu_us: 1_500,
             peak_memory_bytes: 1_000_000,
             egress_bytes: 10,
             fuel: 0,
@@ -97,6 +98,7 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].invocations, 2);
         assert_eq!(all[0].egress_bytes, 20);
+        assert_eq!(all[0].cpu_us, 3_000);
         assert_eq!(all[0].memory_byte_ms, 4_000_000);
         assert!(ledger.drain().is_empty());
     }

@@ -14,6 +14,7 @@ mod installs;
 mod keygen;
 mod pack;
 mod publish;
+mod quota;
 mod secrets;
 mod sign;
 mod token;
@@ -75,6 +76,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         Command::Secrets(cmd) => secrets::run(&cx, cmd).await,
         Command::Trust(cmd) => trust::run(&cx, cmd).await,
         Command::ApiKey(cmd) => api_keys::run(&cx, cmd).await,
+        Command::Quota(cmd) => quota::run(&cx, cmd).await,
+        Command::Usage(args) => quota::usage(&cx, args).await,
         Command::Token(args) => token::run(&cx, args),
         Command::Call(args) => call::call(&cx, args).await,
         Command::Dev(args) => dev::run(args).await,

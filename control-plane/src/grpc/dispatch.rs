@@ -13,12 +13,30 @@ use tonic::{Request, Response, Status};
 use super::status;
 use crate::ControlPlane;
 use crate::dispatch::DispatchRequest;
+use crate::quota::WATCHER_REFRESH;
 
-/// How often a watching edge gets a fresh snapshot when nothing else happens.
+/// How often a watching edge's snapshot is rebuilt (sent only when its
+/// version changed): a quota change reaches every edge within this.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct DispatchService(pub ControlPlane);
+
+/// Removes a routes stream's quota participant row when the stream is dropped.
+struct WatcherGuard {
+    cp: ControlPlane,
+    key: String,
+}
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        let cp = self.cp.clone();
+        let key = std::mem::take(&mut self.key);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { cp.watcher_gone(&key).await });
+        }
+    }
+}
 
 type RouteStream = Pin<Box<dyn Stream<Item = Result<pb::RoutingUpdate, Status>> + Send>>;
 
@@ -54,15 +72,23 @@ impl Dispatch for DispatchService {
         &self,
         req: Request<pb::WatchRoutesRequest>,
     ) -> Result<Response<RouteStream>, Status> {
-        require(&req, &[Role::Edge, Role::Operator, Role::ControlPlane])?;
+        let peer = require(&req, &[Role::Edge, Role::Operator, Role::ControlPlane])?;
         let edge = req.into_inner().edge_id;
         tracing::info!(edge = %edge, "edge watching routes");
         let cp = self.0.clone();
         let mut invalidations = cp.invalidations.subscribe();
         let closed = cp.closed();
+        // Each edge stream is one quota participant (edge ids need not be
+        // unique); other roles watch without enforcing, so they do not count.
+        let watcher = (peer.role == Role::Edge).then(|| WatcherGuard {
+            cp: cp.clone(),
+            key: format!("edge/{edge}/{}", uuid::Uuid::new_v4().simple()),
+        });
         let stream = async_stream::stream! {
             tokio::pin!(closed);
+            let watcher = watcher;
             let mut last_version = None;
+            let mut last_seen: Option<std::time::Instant> = None;
             let mut tick = tokio::time::interval(SNAPSHOT_INTERVAL);
             loop {
                 tokio::select! {
@@ -70,6 +96,14 @@ impl Dispatch for DispatchService {
                     // snapshot and reconnects to a replica.
                     () = &mut closed => break,
                     _ = tick.tick() => {
+                        if let Some(watcher) = &watcher
+                            && last_seen.is_none_or(|at| at.elapsed() >= WATCHER_REFRESH)
+                        {
+                            match cp.watcher_seen(&watcher.key).await {
+                                Ok(()) => last_seen = Some(std::time::Instant::now()),
+                                Err(e) => tracing::warn!(error = %e, "recording a route watcher"),
+                            }
+                        }
                         match cp.routing_snapshot().await {
                             Ok(snapshot) if last_version != Some(snapshot.version) => {
                                 last_version = Some(snapshot.version);

@@ -1,8 +1,9 @@
 //! `annex.v1.Fleet`: worker registration and the heartbeat stream (worker
-//! role only). Commands (prewarm, trust changes) flow back on the stream:
-//! those for every worker and those addressed to this one (a hash newly
-//! placed on it). The stream ends when the control plane shuts down; the
-//! worker reconnects to a replica.
+//! role only). Usage in heartbeats goes to the quota windows. Commands
+//! (prewarm, trust changes) flow back on the stream: those for every worker
+//! and those addressed to this one (a hash newly placed on it). The stream
+//! ends when the control plane shuts down; the worker reconnects to a
+//! replica.
 
 use std::pin::Pin;
 
@@ -101,6 +102,13 @@ impl Fleet for FleetService {
                             if let Err(e) = cp.worker_seen(row(hb.worker_id.clone(), address, hb.capacity, Some(&hb))).await {
                                 yield Err(status(e));
                                 break;
+                            }
+                            // Already drained on the worker: a failed write loses
+                            // these figures rather than counting them twice.
+                            if !hb.usage.is_empty()
+                                && let Err(e) = cp.record_usage(&hb.worker_id, hb.usage).await
+                            {
+                                tracing::warn!(worker = %hb.worker_id, error = %e, "recording usage");
                             }
                         }
                         Ok(None) | Err(_) => break,

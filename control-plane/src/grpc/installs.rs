@@ -1,5 +1,6 @@
 //! `annex.v1.Installs`: changes by the operator role; reads and Resolve also
-//! by the edge and control-plane roles. Workers have no access.
+//! by the edge and control-plane roles. Quotas and usage are operator-only.
+//! Workers have no access.
 
 use annex_ops::Role;
 use annex_ops::tls::require;
@@ -11,7 +12,7 @@ use super::registry::{endpoint_pb, ui_pb};
 use super::{from_ts, status, ts};
 use crate::ControlPlane;
 use crate::installs::{InstallSpec, SecretsUpdate};
-use crate::store::InstallView;
+use crate::store::{InstallView, QuotaLimits, QuotaRow, UsageRow};
 
 const READERS: &[Role] = &[Role::Operator, Role::Edge, Role::ControlPlane];
 const WRITERS: &[Role] = &[Role::Operator];
@@ -24,8 +25,104 @@ fn install_ref(r: Option<pb::InstallRef>) -> Result<(TenantId, String), Status> 
     Ok((TenantId::parse(&r.tenant_id).map_err(status)?, r.extension))
 }
 
+fn quota_ref(r: Option<pb::QuotaRef>) -> Result<(TenantId, String), Status> {
+    let r = r.unwrap_or_default();
+    Ok((TenantId::parse(&r.tenant_id).map_err(status)?, r.extension))
+}
+
+fn quota_pb(q: &QuotaRow) -> pb::Quota {
+    pb::Quota {
+        tenant_id: q.tenant_id.clone(),
+        install_id: q.install_id.map(|i| i.to_string()).unwrap_or_default(),
+        max_concurrency: q.limits.max_concurrency,
+        requests_per_second: q.limits.requests_per_second,
+        updated_at: ts(q.updated_at),
+    }
+}
+
+fn usage_pb(u: &UsageRow) -> pb::ExecutionUsage {
+    pb::ExecutionUsage {
+        tenant_id: u.tenant_id.clone(),
+        registry_id: u.registry_id.to_string(),
+        invocations: u.invocations,
+        cpu_us: u.cpu_us,
+        memory_byte_ms: u.memory_byte_ms,
+        egress_bytes: u.egress_bytes,
+        fuel: u.fuel,
+        window_start_ms: u.window_start.timestamp_millis(),
+    }
+}
+
 #[tonic::async_trait]
 impl Installs for InstallsService {
+    async fn set_quota(
+        &self,
+        req: Request<pb::SetQuotaRequest>,
+    ) -> Result<Response<pb::Quota>, Status> {
+        require(&req, WRITERS)?;
+        let r = req.into_inner();
+        let (tenant, extension) = quota_ref(r.quota)?;
+        let limits = QuotaLimits {
+            max_concurrency: r.max_concurrency,
+            requests_per_second: r.requests_per_second,
+        };
+        let row = self
+            .0
+            .set_quota(&tenant, &extension, limits)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(quota_pb(&row)))
+    }
+
+    async fn list_quotas(
+        &self,
+        req: Request<pb::ListQuotasRequest>,
+    ) -> Result<Response<pb::ListQuotasResponse>, Status> {
+        require(&req, WRITERS)?;
+        let tenant = req.into_inner().tenant_id;
+        let tenant = if tenant.trim().is_empty() {
+            None
+        } else {
+            Some(TenantId::parse(&tenant).map_err(status)?)
+        };
+        let quotas = self.0.list_quotas(tenant.as_ref()).await.map_err(status)?;
+        Ok(Response::new(pb::ListQuotasResponse {
+            quotas: quotas.iter().map(quota_pb).collect(),
+        }))
+    }
+
+    async fn delete_quota(
+        &self,
+        req: Request<pb::QuotaRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        require(&req, WRITERS)?;
+        let (tenant, extension) = quota_ref(Some(req.into_inner()))?;
+        self.0
+            .delete_quota(&tenant, &extension)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn get_usage(
+        &self,
+        req: Request<pb::GetUsageRequest>,
+    ) -> Result<Response<pb::GetUsageResponse>, Status> {
+        require(&req, WRITERS)?;
+        let r = req.into_inner();
+        let tenant = TenantId::parse(&r.tenant_id).map_err(status)?;
+        let since = from_ts(r.since.as_ref()).map_err(status)?;
+        let until = from_ts(r.until.as_ref()).map_err(status)?;
+        let windows = self
+            .0
+            .usage(&tenant, &r.extension, since, until)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::GetUsageResponse {
+            windows: windows.iter().map(usage_pb).collect(),
+        }))
+    }
+
     async fn create_api_key(
         &self,
         req: Request<pb::CreateApiKeyRequest>,

@@ -25,6 +25,7 @@ use super::{
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     runtime: super::memory_runtime::MemoryRuntime,
+    quotas: super::memory_quota::MemoryQuotas,
 }
 
 impl MemoryStore {
@@ -394,6 +395,7 @@ impl Store for MemoryStore {
         // Postgres cascades to schedules and storage rows. Lock order: inner, then runtime.
         inner.schedules.delete_install(install_id);
         self.runtime.delete_install(install_id);
+        self.quotas.delete_install(install_id);
         Ok(inner.installs.remove(&install_id).is_some())
     }
 
@@ -672,5 +674,68 @@ impl Store for MemoryStore {
         let mut inner = self.inner.lock();
         let now = inner.now();
         Ok(inner.schedules.record_run(id, run, now))
+    }
+
+    async fn set_quota(
+        &self,
+        tenant_id: &str,
+        install_id: Option<Uuid>,
+        limits: super::QuotaLimits,
+    ) -> StoreResult<super::QuotaRow> {
+        // Held across the write, so a concurrent delete_install cannot leave
+        // the quota behind (Postgres: the foreign key).
+        let mut inner = self.inner.lock();
+        if let Some(id) = install_id
+            && inner
+                .installs
+                .get(&id)
+                .is_none_or(|i| i.tenant_id != tenant_id)
+        {
+            return Err(StoreError::NotFound("install".into()));
+        }
+        let now = inner.now();
+        Ok(self.quotas.set(tenant_id, install_id, limits, now))
+    }
+
+    async fn list_quotas(&self, tenant_id: Option<&str>) -> StoreResult<Vec<super::QuotaRow>> {
+        Ok(self.quotas.list(tenant_id))
+    }
+
+    async fn delete_quota(&self, tenant_id: &str, install_id: Option<Uuid>) -> StoreResult<bool> {
+        Ok(self.quotas.delete(tenant_id, install_id))
+    }
+
+    async fn touch_route_watcher(
+        &self,
+        edge_id: &str,
+        replica_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.quotas.touch_watcher(edge_id, replica_id, now);
+        Ok(())
+    }
+
+    async fn remove_route_watcher(&self, edge_id: &str, replica_id: &str) -> StoreResult<()> {
+        self.quotas.remove_watcher(edge_id, replica_id);
+        Ok(())
+    }
+
+    async fn count_route_watchers(&self, since: DateTime<Utc>) -> StoreResult<u32> {
+        Ok(self.quotas.count_watchers(since))
+    }
+
+    async fn add_usage(&self, rows: Vec<super::UsageRow>) -> StoreResult<()> {
+        self.quotas.add_usage(rows);
+        Ok(())
+    }
+
+    async fn list_usage(
+        &self,
+        tenant_id: &str,
+        registry_id: Option<Uuid>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> StoreResult<Vec<super::UsageRow>> {
+        Ok(self.quotas.list_usage(tenant_id, registry_id, since, until))
     }
 }

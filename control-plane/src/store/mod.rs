@@ -14,14 +14,17 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 mod memory;
+mod memory_quota;
 mod memory_runtime;
 mod memory_schedules;
 mod pg;
+mod quota;
 mod runtime;
 mod schedule;
 
 pub use memory::MemoryStore;
 pub use pg::{PgStore, PgStoreConfig};
+pub use quota::{QuotaLimits, QuotaRow, UsageRow, merge_usage};
 pub use runtime::{
     ApiKeyRow, ExecutionRow, StoragePut, StorageQuota, StorageRow, StorageScope, WorkerRow,
 };
@@ -558,6 +561,45 @@ pub trait Store: Send + Sync + 'static {
     /// Records a run's outcome and the next occurrence (kept `None` when the
     /// schedule was disabled meanwhile); false when the schedule is gone.
     async fn record_schedule_run(&self, id: Uuid, run: ScheduleRun) -> StoreResult<bool>;
+
+    // ---- execution quotas and usage ----
+    /// Sets (insert or replace) the tenant's quota, or with `install_id` the
+    /// quota of one of its installs; NotFound when the tenant has no such
+    /// install. A per-install quota goes with its install.
+    async fn set_quota(
+        &self,
+        tenant_id: &str,
+        install_id: Option<Uuid>,
+        limits: QuotaLimits,
+    ) -> StoreResult<QuotaRow>;
+    /// One tenant's quotas (or every tenant's), by tenant, the tenant-wide
+    /// quota first, then by install id.
+    async fn list_quotas(&self, tenant_id: Option<&str>) -> StoreResult<Vec<QuotaRow>>;
+    /// False when no such quota is set.
+    async fn delete_quota(&self, tenant_id: &str, install_id: Option<Uuid>) -> StoreResult<bool>;
+    /// Records that `edge_id` follows routes through `replica_id`, seen at `now`.
+    async fn touch_route_watcher(
+        &self,
+        edge_id: &str,
+        replica_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Forgets `edge_id` if `replica_id` still holds it (its stream ended).
+    async fn remove_route_watcher(&self, edge_id: &str, replica_id: &str) -> StoreResult<()>;
+    /// Edges seen at or after `since`, across every replica.
+    async fn count_route_watchers(&self, since: DateTime<Utc>) -> StoreResult<u32>;
+    /// Adds each row's figures into its (tenant, registry, window) row,
+    /// creating it when absent. Rows with equal keys in one call add up.
+    async fn add_usage(&self, rows: Vec<UsageRow>) -> StoreResult<()>;
+    /// The tenant's windows (of one extension, or all) with
+    /// `since <= window_start < until`, oldest first, then by registry id.
+    async fn list_usage(
+        &self,
+        tenant_id: &str,
+        registry_id: Option<Uuid>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> StoreResult<Vec<UsageRow>>;
 }
 
 #[cfg(test)]

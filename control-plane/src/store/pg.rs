@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
@@ -98,6 +99,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0006_schedule_endpoints",
         include_str!("../../../migrations/0006_schedule_endpoints.sql"),
+    ),
+    (
+        "0007_quotas",
+        include_str!("../../../migrations/0007_quotas.sql"),
     ),
 ];
 
@@ -189,6 +194,7 @@ impl PgStore {
 mod rows;
 
 mod installs;
+mod quota;
 mod registry;
 mod runtime;
 mod schedules;
@@ -476,6 +482,54 @@ impl Store for PgStore {
 
     async fn record_schedule_run(&self, id: Uuid, run: super::ScheduleRun) -> StoreResult<bool> {
         schedules::record_schedule_run(self, id, run).await
+    }
+
+    async fn set_quota(
+        &self,
+        tenant_id: &str,
+        install_id: Option<Uuid>,
+        limits: super::QuotaLimits,
+    ) -> StoreResult<super::QuotaRow> {
+        quota::set_quota(self, tenant_id, install_id, limits).await
+    }
+
+    async fn list_quotas(&self, tenant_id: Option<&str>) -> StoreResult<Vec<super::QuotaRow>> {
+        quota::list_quotas(self, tenant_id).await
+    }
+
+    async fn delete_quota(&self, tenant_id: &str, install_id: Option<Uuid>) -> StoreResult<bool> {
+        quota::delete_quota(self, tenant_id, install_id).await
+    }
+
+    async fn touch_route_watcher(
+        &self,
+        edge_id: &str,
+        replica_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        quota::touch_route_watcher(self, edge_id, replica_id, now).await
+    }
+
+    async fn remove_route_watcher(&self, edge_id: &str, replica_id: &str) -> StoreResult<()> {
+        quota::remove_route_watcher(self, edge_id, replica_id).await
+    }
+
+    async fn count_route_watchers(&self, since: DateTime<Utc>) -> StoreResult<u32> {
+        quota::count_route_watchers(self, since).await
+    }
+
+    async fn add_usage(&self, rows: Vec<super::UsageRow>) -> StoreResult<()> {
+        quota::add_usage(self, rows).await
+    }
+
+    async fn list_usage(
+        &self,
+        tenant_id: &str,
+        registry_id: Option<Uuid>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> StoreResult<Vec<super::UsageRow>> {
+        quota::list_usage(self, tenant_id, registry_id, since, until).await
     }
 }
 

@@ -90,6 +90,11 @@ store_suite!(
     remap_moves_endpoints_and_disables_the_missing,
     due_schedules_are_claimed_once_per_lease,
     concurrent_claims_take_disjoint_schedules,
+    quotas_set_replace_list_and_delete,
+    install_quotas_need_the_tenants_install_and_go_with_it,
+    route_watchers_count_the_recently_seen_across_replicas,
+    usage_adds_into_minute_windows,
+    concurrent_usage_adds_lose_nothing,
 );
 
 // ---- fixtures ----
@@ -219,12 +224,14 @@ fn versions_of(list: &[VersionRow]) -> Vec<&str> {
 mod installs;
 mod pg_harness;
 mod postgres_only;
+mod quotas;
 mod registry;
 mod runtime;
 mod schedules;
 mod trust;
 
 use installs::*;
+use quotas::*;
 use registry::*;
 use runtime::*;
 use schedules::*;

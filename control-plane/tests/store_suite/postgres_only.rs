@@ -67,6 +67,8 @@ async fn migrations_apply_once_under_concurrent_starts() {
         "workers",
         "idempotency_records",
         "api_keys",
+        "tenant_quotas",
+        "route_watchers",
     ] {
         let row = client
             .query_one("SELECT to_regclass($1)::text", &[&table])
@@ -232,4 +234,46 @@ async fn persistent_local_cluster_keeps_data_and_port_across_restarts() {
         .await
         .expect("read");
     assert_eq!(row.get::<_, i32>(0), 42);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_keeps_algas_cpu_ms_and_mem_mb_ms_columns_in_step() {
+    let Some(db) = TestDatabase::create("usage_columns").await else {
+        return;
+    };
+    let store: DynStore = Arc::new(db.connect().await);
+    let registry = Uuid::new_v4();
+    let row = |cpu_us: u64, memory_byte_ms: u64| annex_control_plane::store::UsageRow {
+        tenant_id: "t".into(),
+        registry_id: registry,
+        window_start: at(600),
+        invocations: 1,
+        cpu_us,
+        memory_byte_ms,
+        egress_bytes: 0,
+        fuel: 0,
+    };
+    // 0.6 ms + 0.6 ms + 0.9 ms = 2.1 ms: whole milliseconds of the running total.
+    for (cpu, mem) in [(600, 700_000), (600, 700_000), (900, 700_000)] {
+        store.add_usage(vec![row(cpu, mem)]).await.expect("add");
+    }
+    let client = db.sql().await;
+    let got = client
+        .query_one(
+            "SELECT cpu_us, cpu_ms, memory_byte_ms, mem_mb_ms, invocations FROM extension_quota_usage",
+            &[],
+        )
+        .await
+        .expect("row");
+    assert_eq!(got.get::<_, i64>("cpu_us"), 2_100);
+    assert_eq!(got.get::<_, i64>("cpu_ms"), 2);
+    assert_eq!(got.get::<_, i64>("memory_byte_ms"), 2_100_000);
+    assert_eq!(
+        got.get::<_, i64>("mem_mb_ms"),
+        2,
+        "2,100,000 bytes·ms is 2 MiB·ms"
+    );
+    assert_eq!(got.get::<_, i64>("invocations"), 3);
+    drop(client);
+    db.drop_database().await;
 }

@@ -139,7 +139,8 @@ pub struct HostState {
     pub stderr: CapturedOutput,
     /// The install's secrets, fetched on the first read.
     secrets: Option<BTreeMap<String, String>>,
-    /// Request plus response bytes of `http.fetch` calls.
+    /// Request plus response bytes of `http.fetch` calls (see
+    /// [`HostState::egress_total`] for `wasi:http` as well).
     pub egress_bytes: u64,
     http_ctx: WasiHttpCtx,
     http_hooks: wasi_http::EgressHooks,
@@ -168,6 +169,7 @@ impl HostState {
             allowed: caps.has(crate::capabilities::Capability::HttpFetch),
             allowlist: call.allowlist.clone(),
             egress: services.egress.clone(),
+            bytes: Arc::default(),
         };
         HostState {
             wasi,
@@ -188,6 +190,17 @@ impl HostState {
             http_ctx: WasiHttpCtx::new(),
             http_hooks,
         }
+    }
+}
+
+impl HostState {
+    /// Egress bytes of this execution: `http.fetch` and `wasi:http` bodies.
+    pub fn egress_total(&self) -> u64 {
+        self.egress_bytes.saturating_add(
+            self.http_hooks
+                .bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::TokioIo;
@@ -20,6 +21,24 @@ pub struct EgressHooks {
     pub allowed: bool,
     pub allowlist: Allowlist,
     pub egress: Arc<EgressClient>,
+    /// Request and response body bytes that crossed the wire, for usage.
+    pub bytes: Arc<AtomicU64>,
+}
+
+/// Adds the size of each data frame to `counter` as it passes.
+fn counted<B>(
+    body: B,
+    counter: Arc<AtomicU64>,
+) -> impl hyper::body::Body<Data = bytes::Bytes, Error = B::Error>
+where
+    B: hyper::body::Body<Data = bytes::Bytes>,
+{
+    body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        frame
+    })
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
@@ -44,6 +63,7 @@ impl WasiHttpHooks for EgressHooks {
         let allowed = self.allowed;
         let allowlist = self.allowlist.clone();
         let egress = self.egress.clone();
+        let bytes = self.bytes.clone();
         Box::new(async move {
             if !allowed {
                 return Err(Error::HttpRequestDenied);
@@ -73,7 +93,7 @@ impl WasiHttpHooks for EgressHooks {
                     .unwrap_or("/")
                     .parse()
                     .map_err(|_| Error::HttpRequestUriInvalid)?;
-                let request = http::Request::from_parts(parts, body);
+                let request = http::Request::from_parts(parts, counted(body, bytes.clone()));
                 let (mut sender, connection) =
                     hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
                 let io_future: IoFuture = Box::new(async move { Ok(connection.await?) });
@@ -81,7 +101,7 @@ impl WasiHttpHooks for EgressHooks {
                 let response = sender.send_request(request).await?;
                 let max = limits.max_response_bytes;
                 let response = response.map(move |body| {
-                    Limited::new(body, max)
+                    counted(Limited::new(body, max), bytes)
                         .map_err(|_| Error::HttpResponseBodySize(None))
                         .boxed_unsync()
                 });

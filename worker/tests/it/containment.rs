@@ -37,6 +37,10 @@ async fn an_endless_loop_times_out_at_its_deadline() {
     );
     assert!(elapsed < Duration::from_secs(5), "not stopped: {elapsed:?}");
     eprintln!("loop with a 300 ms limit ended after {elapsed:?}");
+    // The spinning guest's CPU time is reported with the timeout.
+    let usage = r.usage.expect("usage");
+    assert!(usage.cpu_us > 0, "{usage:?}");
+    assert!(usage.cpu_us <= usage.wall_us, "{usage:?}");
 }
 
 #[tokio::test]

@@ -125,6 +125,7 @@ async fn registers_heartbeats_prewarms_and_leaves_draining() {
     .await;
     assert_eq!(usage.invocations, 1);
     assert_eq!(usage.registry_id, "ext-1");
+    assert!(usage.cpu_us > 0, "CPU time is measured: {usage:?}");
     // Draining, then leaving: the last heartbeat says so.
     w.executor.drain();
     let _ = stop_tx.send(true);

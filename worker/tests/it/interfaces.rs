@@ -503,3 +503,55 @@ async fn wasi_http_goes_through_the_same_egress_policy() {
     .await;
     assert_eq!(body["ok"]["status"], json!(302));
 }
+
+#[tokio::test]
+async fn usage_counts_cpu_time_and_egress_bytes_of_both_http_paths() {
+    let addr = stub_http_server().await;
+    let (w, _) = worker().await;
+    let hash = publisher().publish("probe");
+    let run = |path: &str, body: Vec<u8>| {
+        Call::new(&hash, "POST", path)
+            .caps(&["cap:http.fetch"])
+            .allow(&["127.0.0.1"])
+            .body(body)
+            .build()
+    };
+    // wasi:http: no request body; the stub answers "GET /w?x=1 " (11 bytes).
+    let r = w
+        .execute(run("/wasi-http", wasi_http_body(addr, "/w?x=1")))
+        .await;
+    assert_eq!(
+        json(&r),
+        json!({"ok": {"status": 200, "body": "GET /w?x=1 "}})
+    );
+    let usage = r.usage.expect("usage");
+    assert_eq!(usage.egress_bytes, 11);
+    assert!(usage.cpu_us > 0, "{usage:?}");
+    assert!(usage.cpu_us <= usage.wall_us, "{usage:?}");
+    assert!(usage.peak_memory_bytes > 0, "{usage:?}");
+    // http.fetch: the request body and the response body both count.
+    let r = w
+        .execute(run("/fetch", fetch_body(&format!("http://{addr}/x"))))
+        .await;
+    assert_eq!(json(&r)["ok"]["body"], json!("POST /x ping"));
+    let usage = r.usage.expect("usage");
+    assert!(
+        usage.egress_bytes >= ("ping".len() + "POST /x ping".len()) as u64,
+        "{usage:?}"
+    );
+    // No egress, no egress bytes.
+    let r = w.execute(Call::new(&hash, "GET", "/context").build()).await;
+    assert_eq!(r.usage.expect("usage").egress_bytes, 0);
+}
+
+#[tokio::test]
+async fn a_metering_worker_reports_the_fuel_an_execution_burnt() {
+    let mut settings = annex_worker::testing::test_settings(None);
+    settings.engine.fuel = true;
+    let w = annex_worker::testing::TestWorker::start(settings, publisher(), None).await;
+    let hash = publisher().publish("probe");
+    let r = w.execute(Call::new(&hash, "GET", "/context").build()).await;
+    assert_eq!(r.outcome, pb::Outcome::Ok as i32, "{r:?}");
+    let usage = r.usage.expect("usage");
+    assert!(usage.fuel_consumed > 0, "{usage:?}");
+}
