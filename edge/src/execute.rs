@@ -2,8 +2,9 @@
 //! snapshot, and once more to the next candidate only when the first call
 //! certainly failed before the guest started (connection refused, stream
 //! refused, worker draining or overloaded:
-//! [`annex_proto::error::never_started`]), or when the request carries an
-//! idempotency key. A connection that broke mid-call fails the call.
+//! [`annex_proto::error::never_started`]). A connection that broke mid-call
+//! fails the call, idempotency key or not: workers do not deduplicate
+//! repeats yet, so sending it again could run a write twice.
 //! Everything under one deadline.
 //!
 //! A worker that fails a call at the transport level (refused, reset,
@@ -53,9 +54,6 @@ pub async fn execute(
         return Err(ExecuteError::NoWorkers);
     }
     let deadline = timeout + DEADLINE_GRACE;
-    // With an idempotency key the worker answers a repeat from its record,
-    // so even a call that may have reached the guest can go elsewhere.
-    let retry_safe = !req.idempotency_key.is_empty();
     let attempts = async {
         let mut last = String::new();
         for (i, target) in candidates.iter().take(ATTEMPTS).enumerate() {
@@ -67,10 +65,7 @@ pub async fn execute(
             annex_ops::trace_context::inject(request.metadata_mut());
             match client.execute(request).await {
                 Ok(r) => return Ok((r.into_inner(), i > 0)),
-                Err(s)
-                    if annex_proto::error::never_started(&s)
-                        || (retry_safe && s.code() == tonic::Code::Unavailable) =>
-                {
+                Err(s) if annex_proto::error::never_started(&s) => {
                     routes.mark_down(&target.id);
                     tracing::debug!(worker = %target.id, message = s.message(), "worker unavailable; trying another");
                     last = format!("worker {} unavailable: {}", target.id, s.message());
