@@ -147,20 +147,24 @@ pub async fn run(
             authenticate(ANY_ROLE),
         ))
         .add_service(InterceptedService::new(reflection, authenticate(ANY_ROLE)))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), {
-            let admin = admin.clone();
-            let cp = cp.clone();
-            let begun = begun_tx;
-            async move {
-                shutdown.await;
-                tracing::info!("control plane shutting down");
-                admin.set_ready(false);
-                // Streams (routes, heartbeats, logs) end now; unary calls
-                // in flight finish.
-                cp.close_streams();
-                let _ = begun.send(true);
-            }
-        });
+        // `Server::tcp_nodelay` only applies to listeners tonic binds itself.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+            {
+                let admin = admin.clone();
+                let cp = cp.clone();
+                let begun = begun_tx;
+                async move {
+                    shutdown.await;
+                    tracing::info!("control plane shutting down");
+                    admin.set_ready(false);
+                    // Streams (routes, heartbeats, logs) end now; unary calls
+                    // in flight finish.
+                    cp.close_streams();
+                    let _ = begun.send(true);
+                }
+            },
+        );
     tracing::info!("control plane serving");
     // Graceful shutdown waits for every connection; a client that keeps one
     // open must not hold the process past the grace period.

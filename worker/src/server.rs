@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admission::{Admission, AdmissionConfig};
 use crate::backend::HostBackend;
@@ -116,8 +115,15 @@ pub async fn serve_plaintext(
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(WorkerService::new(executor).into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
+}
+
+/// Accepted connections with TCP_NODELAY: `Server::tcp_nodelay` only applies
+/// to listeners tonic binds itself, and with Nagle a response split over two
+/// writes can wait for the peer's delayed ACK.
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Roles that may call the `Worker` service.
@@ -140,7 +146,7 @@ pub async fn serve_tls(
     tonic::transport::Server::builder()
         .tls_config(tls.server_config())?
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
 }

@@ -193,6 +193,7 @@ impl PgStore {
 #[macro_use]
 mod rows;
 
+mod cached;
 mod installs;
 mod quota;
 mod registry;

@@ -1,5 +1,6 @@
 //! Installs with their config row and sealed secrets.
 
+use super::cached::Cached;
 use std::collections::BTreeMap;
 
 use deadpool_postgres::GenericClient;
@@ -46,7 +47,7 @@ pub(super) async fn upsert_install(store: &PgStore, new: NewInstall) -> StoreRes
     let caps = strings_to_json(&new.granted_caps);
     let config = config_to_json(&new.config);
     let row = tx
-        .query_opt(
+        .query_opt_c(
             "INSERT INTO tenant_extension_install \
              (id, tenant_id, registry_id, version_id, granted_caps, config, is_enabled, status, egress_allowlist) \
              SELECT $1::uuid, $2::varchar, v.registry_id, v.id, $5::jsonb, $6::jsonb, true, 'enabled', $7::jsonb \
@@ -70,7 +71,7 @@ pub(super) async fn upsert_install(store: &PgStore, new: NewInstall) -> StoreRes
         .map_err(pg_error)?
         .ok_or_else(|| StoreError::NotFound(format!("version {} of extension {}", new.version_id, new.registry_id)))?;
     let install_id: Uuid = col(&row, "id")?;
-    tx.execute(
+    tx.execute_c(
         "INSERT INTO tenant_extension_install_config (install_id, tenant_id, config, providers, version) \
          VALUES ($1, $2, $3, $4, gen_random_uuid()::text) \
          ON CONFLICT (install_id) DO UPDATE SET config = EXCLUDED.config, providers = EXCLUDED.providers, \
@@ -94,7 +95,7 @@ pub(super) async fn set_install_version(
     let tx = client.transaction().await.map_err(pg_error)?;
     let caps = strings_to_json(&granted_caps);
     let updated = tx
-        .execute(
+        .execute_c(
             "UPDATE tenant_extension_install i SET version_id = $2, granted_caps = $3, updated_at = now() \
              WHERE i.id = $1 \
              AND EXISTS (SELECT 1 FROM extension_version v WHERE v.id = $2 AND v.registry_id = i.registry_id)",
@@ -110,7 +111,7 @@ pub(super) async fn set_install_version(
         )));
     }
     // Providers follow the grants; the config and its version do not change.
-    tx.execute(
+    tx.execute_c(
         "UPDATE tenant_extension_install_config SET providers = $2, updated_at = now() WHERE install_id = $1",
         &[&install_id, &caps],
     )
@@ -133,7 +134,7 @@ pub(super) async fn set_install_enabled(
     } else {
         InstallStatus::Disabled
     };
-    tx.execute(
+    tx.execute_c(
         "UPDATE tenant_extension_install SET is_enabled = $2, status = $3, updated_at = now() WHERE id = $1",
         &[&install_id, &enabled, &status.as_str()],
     )
@@ -148,7 +149,7 @@ pub(super) async fn delete_install(store: &PgStore, install_id: Uuid) -> StoreRe
     let client = store.client().await?;
     // Config, secrets, schedules and storage rows go with it (ON DELETE CASCADE).
     let deleted = client
-        .execute(
+        .execute_c(
             "DELETE FROM tenant_extension_install WHERE id = $1",
             &[&install_id],
         )
@@ -167,7 +168,7 @@ pub(super) async fn find_install(
         // An install id wins over a registry id.
         ExtensionSelector::Id(id) => {
             client
-                .query_opt(
+                .query_opt_c(
                     select_install_views!(
                         "WHERE i.tenant_id = $1 AND (i.id = $2 OR i.registry_id = $2) \
                          ORDER BY (i.id = $2) DESC LIMIT 1"
@@ -178,7 +179,7 @@ pub(super) async fn find_install(
         }
         ExtensionSelector::Slug(slug) => {
             client
-                .query_opt(
+                .query_opt_c(
                     select_install_views!(
                         "WHERE i.tenant_id = $1 AND lower(r.publisher || '.' || r.name) = $2 \
                          ORDER BY r.created_at, r.id LIMIT 1"
@@ -198,7 +199,7 @@ pub(super) async fn list_installs(
 ) -> StoreResult<Vec<InstallView>> {
     let client = store.client().await?;
     let rows = client
-        .query(
+        .query_c(
             select_install_views!(
                 "WHERE i.tenant_id = $1 ORDER BY r.publisher COLLATE \"C\", r.name COLLATE \"C\""
             ),
@@ -217,14 +218,14 @@ pub(super) async fn set_install_config(
     let mut client = store.client().await?;
     let tx = client.transaction().await.map_err(pg_error)?;
     let config = config_to_json(&config);
-    tx.execute(
+    tx.execute_c(
         "UPDATE tenant_extension_install SET config = $2, updated_at = now() WHERE id = $1",
         &[&install_id, &config],
     )
     .await
     .map_err(pg_error)?;
     // A missing config row (an install written by Alga) is created with the grants as providers.
-    tx.execute(
+    tx.execute_c(
         "INSERT INTO tenant_extension_install_config (install_id, tenant_id, config, providers, version) \
          SELECT i.id, i.tenant_id, $2::jsonb, i.granted_caps, gen_random_uuid()::text \
          FROM tenant_extension_install i WHERE i.id = $1::uuid \
@@ -248,7 +249,7 @@ pub(super) async fn set_install_secrets(
     let touched = match secrets {
         Some(s) => {
             client
-                .execute(
+                .execute_c(
                     "INSERT INTO tenant_extension_install_secrets \
                      (install_id, tenant_id, ciphertext, algorithm, transit_key, transit_mount, version, expires_at) \
                      SELECT i.id, i.tenant_id, $2::text, $3::varchar, $4::varchar, $5::varchar, $6::varchar, \
@@ -263,7 +264,7 @@ pub(super) async fn set_install_secrets(
         }
         None => {
             client
-                .execute(
+                .execute_c(
                     "WITH d AS (DELETE FROM tenant_extension_install_secrets WHERE install_id = $1) \
                      SELECT 1 FROM tenant_extension_install WHERE id = $1",
                     &[&install_id],

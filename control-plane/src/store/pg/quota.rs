@@ -1,6 +1,7 @@
 //! Quota rows on Postgres: `tenant_quotas`, `route_watchers` and the
 //! `extension_quota_usage` windows.
 
+use super::cached::Cached;
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
@@ -46,7 +47,7 @@ pub(super) async fn set_quota(
     let rps = to_i32(limits.requests_per_second, "requests_per_second")?;
     let row = match install_id {
         None => client
-            .query_opt(
+            .query_opt_c(
                 &format!(
                     "INSERT INTO tenant_quotas (tenant_id, install_id, max_concurrency, requests_per_second) \
                      VALUES ($1, NULL, $2, $3) \
@@ -59,7 +60,7 @@ pub(super) async fn set_quota(
             )
             .await,
         Some(id) => client
-            .query_opt(
+            .query_opt_c(
                 &format!(
                     "INSERT INTO tenant_quotas (tenant_id, install_id, max_concurrency, requests_per_second) \
                      SELECT i.tenant_id, i.id, $3, $4 FROM tenant_extension_install i \
@@ -90,7 +91,7 @@ pub(super) async fn list_quotas(
 ) -> StoreResult<Vec<QuotaRow>> {
     let client = store.client().await?;
     let rows = client
-        .query(
+        .query_c(
             &format!(
                 "SELECT {QUOTA_COLUMNS} FROM tenant_quotas \
                  WHERE $1::varchar IS NULL OR tenant_id = $1 \
@@ -110,7 +111,7 @@ pub(super) async fn delete_quota(
 ) -> StoreResult<bool> {
     let client = store.client().await?;
     let n = client
-        .execute(
+        .execute_c(
             "DELETE FROM tenant_quotas WHERE tenant_id = $1 AND install_id IS NOT DISTINCT FROM $2",
             &[&tenant_id, &install_id],
         )
@@ -127,7 +128,7 @@ pub(super) async fn touch_route_watcher(
 ) -> StoreResult<()> {
     let client = store.client().await?;
     client
-        .execute(
+        .execute_c(
             "INSERT INTO route_watchers (edge_id, replica_id, last_seen) VALUES ($1, $2, $3) \
              ON CONFLICT (edge_id) DO UPDATE SET replica_id = EXCLUDED.replica_id, last_seen = EXCLUDED.last_seen",
             &[&edge_id, &replica_id, &now],
@@ -144,7 +145,7 @@ pub(super) async fn remove_route_watcher(
 ) -> StoreResult<()> {
     let client = store.client().await?;
     client
-        .execute(
+        .execute_c(
             "DELETE FROM route_watchers WHERE edge_id = $1 AND replica_id = $2",
             &[&edge_id, &replica_id],
         )
@@ -159,7 +160,7 @@ pub(super) async fn count_route_watchers(
 ) -> StoreResult<u32> {
     let client = store.client().await?;
     let row = client
-        .query_one(
+        .query_one_c(
             "SELECT count(*) AS n FROM route_watchers WHERE last_seen >= $1",
             &[&since],
         )
@@ -194,7 +195,7 @@ pub(super) async fn add_usage(store: &PgStore, rows: Vec<UsageRow>) -> StoreResu
     // One statement per heartbeat; the added milliseconds are whole ones of
     // the remainder so far plus the new microseconds.
     client
-        .execute(
+        .execute_c(
             "INSERT INTO extension_quota_usage AS u \
                  (tenant_id, registry_id, window_start, invocations, cpu_us, cpu_ms, \
                   memory_byte_ms, mem_mb_ms, egress_bytes, fuel) \
@@ -250,7 +251,7 @@ pub(super) async fn list_usage(
 ) -> StoreResult<Vec<UsageRow>> {
     let client = store.client().await?;
     let rows = client
-        .query(
+        .query_c(
             "SELECT tenant_id, registry_id, window_start, invocations, cpu_us, memory_byte_ms, \
                     egress_bytes, fuel \
                FROM extension_quota_usage \

@@ -1,6 +1,7 @@
 //! Runtime rows on Postgres: API keys, the execution log, worker membership
 //! and extension KV storage with its quotas.
 
+use super::cached::Cached;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde_json::Value;
@@ -41,7 +42,7 @@ pub(super) async fn create_api_key(store: &PgStore, key: ApiKeyRow) -> StoreResu
     let prefix: String = format!("annex_{}", &key.id.simple().to_string()[..8]);
     let scopes = serde_json::json!(key.permissions);
     let row = client
-        .query_one(
+        .query_one_c(
             &format!(
                 "INSERT INTO api_keys (id, key_hash, key_prefix, tenant_id, name, scopes, created_at, revoked_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {API_KEY_COLUMNS}"
@@ -59,7 +60,7 @@ pub(super) async fn create_api_key(store: &PgStore, key: ApiKeyRow) -> StoreResu
 pub(super) async fn list_api_keys(store: &PgStore, tenant_id: &str) -> StoreResult<Vec<ApiKeyRow>> {
     let client = store.client().await?;
     let rows = client
-        .query(
+        .query_c(
             &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"),
             &[&tenant_id],
         )
@@ -71,7 +72,7 @@ pub(super) async fn list_api_keys(store: &PgStore, tenant_id: &str) -> StoreResu
 pub(super) async fn find_api_key(store: &PgStore, id: Uuid) -> StoreResult<Option<ApiKeyRow>> {
     let client = store.client().await?;
     let row = client
-        .query_opt(
+        .query_opt_c(
             &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1"),
             &[&id],
         )
@@ -87,7 +88,7 @@ pub(super) async fn revoke_api_key(
 ) -> StoreResult<bool> {
     let client = store.client().await?;
     let n = client
-        .execute(
+        .execute_c(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 AND tenant_id = $2",
             &[&id, &tenant_id],
         )
@@ -124,7 +125,7 @@ pub(super) async fn record_executions(store: &PgStore, rows: Vec<ExecutionRow>) 
         .await
         .map_err(pg_error)?;
     tx
-        .execute(
+        .execute_c(
             "INSERT INTO extension_execution_log \
              (id, tenant_id, registry_id, version_id, request_id, started_at, finished_at, status, metrics, error) \
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], \
@@ -157,7 +158,7 @@ pub(super) async fn list_executions(
 ) -> StoreResult<Vec<ExecutionRow>> {
     let client = store.client().await?;
     let rows = client
-        .query(
+        .query_c(
             "SELECT id, tenant_id, registry_id, version_id, request_id, started_at, finished_at, status, \
              COALESCE(metrics, '{}'::jsonb) AS metrics, error \
              FROM extension_execution_log WHERE tenant_id = $1 AND registry_id = $2 \
@@ -192,7 +193,7 @@ pub(super) async fn upsert_worker(store: &PgStore, w: WorkerRow) -> StoreResult<
     let capacity = i32::try_from(w.capacity).unwrap_or(i32::MAX);
     let in_flight = i32::try_from(w.in_flight).unwrap_or(i32::MAX);
     client
-        .execute(
+        .execute_c(
             "INSERT INTO workers (id, address, capacity, in_flight, draining, cached_hashes, last_heartbeat_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, capacity = EXCLUDED.capacity, \
@@ -208,7 +209,7 @@ pub(super) async fn upsert_worker(store: &PgStore, w: WorkerRow) -> StoreResult<
 pub(super) async fn active_content_hashes(store: &PgStore) -> StoreResult<Vec<String>> {
     let client = store.client().await?;
     let rows = client
-        .query(
+        .query_c(
             "SELECT DISTINCT b.content_hash FROM tenant_extension_install i \
              JOIN extension_bundle b ON b.version_id = i.version_id \
              WHERE i.is_enabled AND i.status = 'enabled' ORDER BY b.content_hash",
@@ -225,7 +226,7 @@ pub(super) async fn list_workers(
 ) -> StoreResult<Vec<WorkerRow>> {
     let client = store.client().await?;
     let rows = client
-        .query(
+        .query_c(
             "SELECT id, address, capacity, in_flight, draining, cached_hashes, last_heartbeat_at \
              FROM workers WHERE last_heartbeat_at >= $1 ORDER BY id",
             &[&since],
@@ -268,12 +269,12 @@ fn storage_from_row(row: &Row) -> StoreResult<StorageRow> {
 
 /// Deletes the scope's expired rows (Alga deletes lazily on every operation).
 async fn expire(
-    client: &impl GenericClient,
+    client: &(impl Cached + Sync),
     scope: &StorageScope,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
     client
-        .execute(
+        .execute_c(
             "DELETE FROM ext_storage_records WHERE tenant_id = $1 AND extension_install_id = $2 \
              AND ttl_expires_at IS NOT NULL AND ttl_expires_at <= $3",
             &[&scope.tenant_id, &scope.install_id, &now],
@@ -293,7 +294,7 @@ pub(super) async fn storage_get(
     let client = store.client().await?;
     expire(&client, scope, now).await?;
     let row = client
-        .query_opt(
+        .query_opt_c(
             &format!(
                 "SELECT {STORAGE_COLUMNS} FROM ext_storage_records \
                  WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3 AND key = $4"
@@ -316,7 +317,7 @@ pub(super) async fn storage_put(
     let tx = client.transaction().await.map_err(pg_error)?;
     // One writer per install at a time, so quota checks hold under concurrent first writes.
     let lock = format!("ext-storage:{}:{}", scope.tenant_id, scope.install_id);
-    tx.execute(
+    tx.execute_c(
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
         &[&lock],
     )
@@ -324,7 +325,7 @@ pub(super) async fn storage_put(
     .map_err(pg_error)?;
     expire(&tx, scope, now).await?;
     let existing = tx
-        .query_opt(
+        .query_opt_c(
             "SELECT revision, value_size_bytes + metadata_size_bytes AS size FROM ext_storage_records \
              WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3 AND key = $4",
             &[&scope.tenant_id, &scope.install_id, &put.namespace, &put.key],
@@ -344,7 +345,7 @@ pub(super) async fn storage_put(
         _ => {}
     }
     let usage = tx
-        .query_one(
+        .query_one_c(
             "SELECT COALESCE(SUM(value_size_bytes + metadata_size_bytes), 0)::bigint AS bytes, \
              COUNT(DISTINCT namespace)::bigint AS namespaces, \
              COUNT(*) FILTER (WHERE namespace = $3)::bigint AS keys, \
@@ -384,7 +385,7 @@ pub(super) async fn storage_put(
         .unwrap_or(i32::MAX)
         .saturating_sub(metadata_size);
     let row = tx
-        .query_one(
+        .query_one_c(
             &format!(
                 "INSERT INTO ext_storage_records (tenant_id, extension_install_id, namespace, key, revision, value, \
                  metadata, value_size_bytes, metadata_size_bytes, ttl_expires_at, created_at, updated_at) \
@@ -430,7 +431,7 @@ pub(super) async fn storage_delete(
     let client = store.client().await?;
     expire(&client, scope, now).await?;
     let deleted = client
-        .query_opt(
+        .query_opt_c(
             "DELETE FROM ext_storage_records WHERE tenant_id = $1 AND extension_install_id = $2 \
              AND namespace = $3 AND key = $4 AND ($5::bigint IS NULL OR revision = $5) RETURNING revision",
             &[
@@ -449,7 +450,7 @@ pub(super) async fn storage_delete(
     if if_revision.is_some() {
         // Absent, or present with another revision?
         let exists = client
-            .query_opt(
+            .query_opt_c(
                 "SELECT 1 FROM ext_storage_records WHERE tenant_id = $1 AND extension_install_id = $2 \
                  AND namespace = $3 AND key = $4",
                 &[&scope.tenant_id, &scope.install_id, &namespace, &key],
@@ -476,7 +477,7 @@ pub(super) async fn storage_list(
     expire(&client, scope, now).await?;
     // `starts_with` keeps `%` and `_` in the prefix literal.
     let rows = client
-        .query(
+        .query_c(
             &format!(
                 "SELECT {STORAGE_COLUMNS} FROM ext_storage_records \
                  WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3 \
