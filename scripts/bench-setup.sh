@@ -11,16 +11,16 @@
 #     writes `<out>/installs.txt` with `<install id> <bearer token>` lines.
 #
 # Usage: scripts/bench-setup.sh [OUT_DIR] [N]
-# Environment: what `annex dev` writes to .annex/dev.env (ANNEX_TLS_DIR,
-# ANNEX_CONTROL_PLANE_URL, ANNEX_DEV_SECRET_FILE, ...); ANNEX (the annex binary,
-# default target/release/annex). Prints shell assignments to source.
+# Environment: ANNEX_CONTROL_PLANE_URL, ANNEX_TLS_DIR and ANNEX_JWT_SECRET_FILE
+# (read from .annex/dev.env when ANNEX_CONTROL_PLANE_URL is unset); ANNEX (the
+# annex binary, default target/release/annex). Prints shell assignments to source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out="${1:-.annex/bench}"
 count="${2:-100}"
 annex="${ANNEX:-${CARGO_TARGET_DIR:-target}/release/annex}"
-if [ -f .annex/dev.env ]; then
+if [ -z "${ANNEX_CONTROL_PLANE_URL:-}" ] && [ -f .annex/dev.env ]; then
   set -a
   # shellcheck disable=SC1091
   . .annex/dev.env

@@ -13,7 +13,7 @@ lt="${LT:-${CARGO_TARGET_DIR:-target}/release/annex-loadtest}"
 base="${BASE:-http://127.0.0.1:8080}"
 bench="${BENCH:-.annex/bench}"
 d="${DURATION:-8}s"
-if [ -z "${TOKEN:-}" ] && [ -f .annex/dev.env ]; then
+if [ -z "${TOKEN:-}" ] && [ -z "${ANNEX_CONTROL_PLANE_URL:-}" ] && [ -f .annex/dev.env ]; then
   TOKEN="$(sed -n 's/^ANNEX_TOKEN=//p' .annex/dev.env)"
 fi
 hello="${HELLO:-annex.hello}"

@@ -17,9 +17,13 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 const MIB: usize = 1024 * 1024;
 
-/// How often the ticker advances the epoch; one tick is the granularity of
-/// every wall-time limit (Alga uses the same 10 ms).
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the ticker advances the epoch. A running guest yields to the
+/// runtime every tick and is stopped at most one tick past its wall-time
+/// limit. Alga ticks every 10 ms; at 10 ms, 16 spinning guests on 2 cores
+/// delayed another tenant's hello by up to ~80 ms (victim p99 6× in the
+/// noisy-neighbour scenario, BENCHMARKS.md). 1 ms bounds that wait to a few
+/// ms for about a thousand cheap yields a second per spinning guest.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Pooling-allocator limits. Limits that are too small fail when a component
 /// is loaded (`instantiate_pre`/first instantiation), not per request, so the
