@@ -9,6 +9,12 @@
 //! Talking to the control plane lives in [`client`], so `annex dev` (which starts the services
 //! in-process) and later commands reuse the same mTLS plumbing.
 
+/// mimalloc: the request path allocates many small, short-lived buffers
+/// (HTTP, HTTP/2, protobuf); glibc malloc was a quarter of the edge's CPU
+/// samples under load (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cli;
 mod client;
 mod commands;

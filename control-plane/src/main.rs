@@ -1,6 +1,12 @@
 //! `annex-control-plane`: parses configuration, connects the store, binds the
 //! listeners and runs until SIGTERM.
 
+/// mimalloc: the request path allocates many small, short-lived buffers
+/// (HTTP, HTTP/2, protobuf); glibc malloc was a quarter of the edge's CPU
+/// samples under load (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 
 use annex_control_plane::store::{PgStore, PgStoreConfig};

@@ -1,6 +1,12 @@
 //! The `annex-worker` binary: configuration, telemetry, listeners, and the
 //! library's [`run`](annex_worker::server::run) until SIGTERM.
 
+/// mimalloc: the request path allocates many small, short-lived buffers
+/// (HTTP, HTTP/2, protobuf); glibc malloc was a quarter of the edge's CPU
+/// samples under load (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use annex_ops::admin::AdminState;
 use annex_ops::tls::TlsFiles;
 use annex_worker::config::Config;
