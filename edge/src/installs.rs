@@ -275,10 +275,17 @@ impl InstallCache {
         });
     }
 
-    /// Drops everything (after a gap in the watch stream).
-    pub fn clear(&self) {
+    /// After a gap in the invalidation stream: every entry must be resolved
+    /// again before it is served fresh, but each stays available as a stale
+    /// answer (inside its grant) in case the control plane that just came
+    /// back cannot answer yet. Dropping them instead turned a reconnect into
+    /// 503s for every install while the new replica warmed up.
+    pub fn expire_all(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.entries.lock().clear();
+        let now = Instant::now();
+        for e in self.entries.lock().values_mut() {
+            e.expires = e.expires.min(now);
+        }
     }
 }
 
@@ -371,6 +378,19 @@ mod tests {
             e.grant_expires = past;
         }
         assert_eq!(c.resolve("t", "b").await, Err(ResolveError::Unavailable));
+    }
+
+    #[tokio::test]
+    async fn after_a_stream_gap_entries_are_re_resolved_but_still_answer_if_that_fails() {
+        let c = cache();
+        assert!(c.cached(&("t".into(), "a".into())).is_some());
+        c.expire_all();
+        // Nothing is served fresh any more...
+        assert!(c.cached(&("t".into(), "a".into())).is_none());
+        assert_eq!(keys(&c).len(), 5);
+        // ...but while the control plane cannot answer, the old entry does.
+        let got = c.resolve("t", "a").await.expect("stale answer");
+        assert_eq!(got.install_id, "i1");
     }
 
     #[tokio::test]

@@ -14,8 +14,9 @@
 //! control-plane outage does not stop traffic; a snapshot without any
 //! worker (a restarted control plane before the first heartbeats) does not
 //! replace known workers either. Install invalidations on the
-//! same stream go to the [`InstallCache`]; after a gap the whole cache is
-//! dropped because invalidations may have been missed.
+//! same stream go to the [`InstallCache`]; after a gap every cached install
+//! must be resolved again (invalidations may have been missed), the old
+//! answers kept only as a fallback while the control plane cannot answer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -270,7 +271,7 @@ pub async fn watch(
                 .await?
                 .into_inner();
             // Invalidations may have been missed while disconnected.
-            installs.clear();
+            installs.expire_all();
             while let Some(update) = stream.next().await {
                 match update?.update {
                     Some(pb::routing_update::Update::Snapshot(s)) => routes.apply(s),
