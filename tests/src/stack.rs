@@ -580,20 +580,26 @@ impl Stack {
         out
     }
 
+    /// A one-connection store on this deployment's Postgres, for checks.
+    async fn pg_store(&self) -> annex_control_plane::store::PgStore {
+        use annex_control_plane::store::{PgStore, PgStoreConfig};
+        PgStore::connect(PgStoreConfig {
+            url: self.pg.url(),
+            max_connections: 1,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"))
+    }
+
     /// Audit rows of `registry_id` for [`TENANT`], read from Postgres.
     pub async fn audit_rows(
         &self,
         registry_id: &str,
     ) -> Vec<annex_control_plane::store::ExecutionRow> {
-        use annex_control_plane::store::{PgStore, PgStoreConfig, Store as _};
-        let store = PgStore::connect(PgStoreConfig {
-            url: self.pg.url(),
-            max_connections: 1,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
+        use annex_control_plane::store::Store as _;
         let id = registry_id.parse().unwrap_or_else(|e| panic!("uuid: {e}"));
-        store
+        self.pg_store()
+            .await
             .list_executions(TENANT, id, 1000)
             .await
             .unwrap_or_else(|e| panic!("list: {e}"))
@@ -777,15 +783,10 @@ impl Stack {
         tenant: &str,
         registry_id: &str,
     ) -> Vec<annex_control_plane::store::UsageRow> {
-        use annex_control_plane::store::{PgStore, PgStoreConfig, Store as _};
-        let store = PgStore::connect(PgStoreConfig {
-            url: self.pg.url(),
-            max_connections: 1,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
+        use annex_control_plane::store::Store as _;
         let id = registry_id.parse().unwrap_or_else(|e| panic!("uuid: {e}"));
-        store
+        self.pg_store()
+            .await
             .list_usage(tenant, Some(id), None, None)
             .await
             .unwrap_or_else(|e| panic!("usage: {e}"))
