@@ -183,6 +183,26 @@ pub struct DevArgs {
     pub ui_proxy_url: Option<String>,
 }
 
+/// Where the edge is and how `call` and `logs` authenticate to it.
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// Edge base URL.
+    #[arg(long, env = "ANNEX_EDGE_URL", default_value = DEFAULT_EDGE)]
+    pub edge: String,
+
+    /// Bearer token [default: a dev JWT for --tenant, minted from --secret-file].
+    #[arg(long, env = "ANNEX_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Dev JWT secret used when no token is given.
+    #[arg(
+        long,
+        env = "ANNEX_JWT_SECRET_FILE",
+        default_value = ".annex/dev-jwt.secret"
+    )]
+    pub secret_file: PathBuf,
+}
+
 #[derive(Debug, Args)]
 pub struct CallArgs {
     /// Extension: install id, registry id or slug (publisher.name).
@@ -209,21 +229,8 @@ pub struct CallArgs {
     #[arg(long, default_value = "application/json")]
     pub content_type: String,
 
-    /// Edge base URL.
-    #[arg(long, env = "ANNEX_EDGE_URL", default_value = DEFAULT_EDGE)]
-    pub edge: String,
-
-    /// Bearer token [default: a dev JWT for --tenant, minted from --secret-file].
-    #[arg(long, env = "ANNEX_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-
-    /// Dev JWT secret used when no token is given.
-    #[arg(
-        long,
-        env = "ANNEX_JWT_SECRET_FILE",
-        default_value = ".annex/dev-jwt.secret"
-    )]
-    pub secret_file: PathBuf,
+    #[command(flatten)]
+    pub edge: EdgeArgs,
 
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 35)]
@@ -248,21 +255,8 @@ pub struct LogsArgs {
     #[arg(long = "for", value_name = "SECS")]
     pub for_secs: Option<u64>,
 
-    /// Edge base URL.
-    #[arg(long, env = "ANNEX_EDGE_URL", default_value = DEFAULT_EDGE)]
-    pub edge: String,
-
-    /// Bearer token [default: a dev JWT for --tenant, minted from --secret-file].
-    #[arg(long, env = "ANNEX_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-
-    /// Dev JWT secret used when no token is given.
-    #[arg(
-        long,
-        env = "ANNEX_JWT_SECRET_FILE",
-        default_value = ".annex/dev-jwt.secret"
-    )]
-    pub secret_file: PathBuf,
+    #[command(flatten)]
+    pub edge: EdgeArgs,
 }
 
 #[derive(Debug, Args)]

@@ -39,11 +39,11 @@ fn url(edge: &str, tail: &str) -> String {
 }
 
 pub async fn call(cx: &Context, args: CallArgs) -> anyhow::Result<Report> {
-    let token = bearer(cx, &args.token, &args.secret_file)?;
+    let token = bearer(cx, &args.edge.token, &args.edge.secret_file)?;
     let method = reqwest::Method::from_bytes(args.method.to_uppercase().as_bytes())
         .map_err(|_| usage(format!("{:?} is not an HTTP method", args.method)))?;
     let target = url(
-        &args.edge,
+        &args.edge.edge,
         &format!(
             "api/ext/{}/{}",
             args.extension,
@@ -91,9 +91,9 @@ pub async fn call(cx: &Context, args: CallArgs) -> anyhow::Result<Report> {
 }
 
 pub async fn logs(cx: &Context, args: LogsArgs) -> anyhow::Result<Report> {
-    let token = bearer(cx, &args.token, &args.secret_file)?;
+    let token = bearer(cx, &args.edge.token, &args.edge.secret_file)?;
     let mut target = url(
-        &args.edge,
+        &args.edge.edge,
         &format!("api/ext-debug/stream?extensionId={}", args.extension),
     );
     if let Some(r) = &args.request_id {
