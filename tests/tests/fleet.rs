@@ -81,6 +81,18 @@ type MakeRequest = dyn Fn(usize, u64) -> (String, String, Vec<u8>, Option<String
 
 /// `CALLERS` tasks call the edge back to back until `duration` has passed
 /// since `t0`.
+/// Steady GETs of the hello extension through the edge for `duration`.
+fn hello_load(s: &Stack, t0: Instant, duration: Duration) -> tokio::task::JoinHandle<Vec<Sample>> {
+    let path = format!("/api/ext/{}/hello", s.hello.registry_id);
+    start_load(
+        s.edge.http,
+        s.bearer(&serde_json::json!({})),
+        t0,
+        duration,
+        Arc::new(move |_, _| ("GET".to_owned(), path.clone(), Vec::new(), None)),
+    )
+}
+
 fn start_load(
     edge: SocketAddr,
     auth: String,
@@ -417,16 +429,8 @@ mod parking_lot_free {
 async fn sigterm_of_a_worker_under_load_fails_no_request() {
     let _serial = SERIAL.lock().await;
     let mut s = fleet(&[]).await;
-    let path = format!("/api/ext/{}/hello", s.hello.registry_id);
     let t0 = Instant::now();
-    let p = path.clone();
-    let load = start_load(
-        s.edge.http,
-        s.bearer(&serde_json::json!({})),
-        t0,
-        Duration::from_secs(8),
-        Arc::new(move |_, _| ("GET".to_owned(), p.clone(), Vec::new(), None)),
-    );
+    let load = hello_load(&s, t0, Duration::from_secs(8));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let victim = busiest_worker(&s).await;
     let term_ms = t0.elapsed().as_millis() as u64;
@@ -472,16 +476,8 @@ async fn with_every_control_plane_killed_calls_succeed_and_after_a_restart_publi
     // Cached install answers expire during the outage: the edge must serve
     // them stale rather than fail.
     let mut s = fleet_with(&[], &[("ANNEX_EDGE_INSTALL_CACHE_TTL_SECS", "2")]).await;
-    let path = format!("/api/ext/{}/hello", s.hello.registry_id);
     let t0 = Instant::now();
-    let p = path.clone();
-    let load = start_load(
-        s.edge.http,
-        s.bearer(&serde_json::json!({})),
-        t0,
-        Duration::from_secs(9),
-        Arc::new(move |_, _| ("GET".to_owned(), p.clone(), Vec::new(), None)),
-    );
+    let load = hello_load(&s, t0, Duration::from_secs(9));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let kill_ms = t0.elapsed().as_millis() as u64;
     for cp in &mut s.control_planes {
@@ -703,16 +699,8 @@ async fn repeated_calls_for_one_extension_compile_it_on_one_worker() {
 async fn sigterm_stops_a_control_plane_and_the_edge_cleanly_under_load() {
     let _serial = SERIAL.lock().await;
     let mut s = fleet(&[]).await;
-    let path = format!("/api/ext/{}/hello", s.hello.registry_id);
     let t0 = Instant::now();
-    let p = path.clone();
-    let load = start_load(
-        s.edge.http,
-        s.bearer(&serde_json::json!({})),
-        t0,
-        Duration::from_secs(5),
-        Arc::new(move |_, _| ("GET".to_owned(), p.clone(), Vec::new(), None)),
-    );
+    let load = hello_load(&s, t0, Duration::from_secs(5));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // The second control plane holds heartbeat streams of its workers.
     let cp = &mut s.control_planes[1];
