@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use annex_bundle::capability::Capability;
 use annex_proto::pb::LogEvent;
 use annex_proto::{AnnexError, ErrorCode};
 use chrono::Utc;
@@ -77,7 +78,7 @@ pub struct UiProxyCall {
 
 impl ControlPlane {
     /// Verifies a grant and that it carries `cap`.
-    pub fn authorize(&self, token: &str, cap: &str) -> Result<Grant, AnnexError> {
+    pub fn authorize(&self, token: &str, cap: Capability) -> Result<Grant, AnnexError> {
         let grant = self
             .sealer
             .grants()
@@ -91,7 +92,7 @@ impl ControlPlane {
                 };
                 AnnexError::new(ErrorCode::GrantInvalid, msg)
             })?;
-        if !grant.has(cap) {
+        if !grant.has(cap.as_str()) {
             return Err(AnnexError::new(
                 ErrorCode::PermissionDenied,
                 format!("{cap} is not granted to this install"),
@@ -118,7 +119,7 @@ impl ControlPlane {
         &self,
         token: &str,
     ) -> Result<(BTreeMap<String, String>, String), AnnexError> {
-        let grant = self.authorize(token, "cap:secrets.get")?;
+        let grant = self.authorize(token, Capability::SecretsGet)?;
         let view = self.granted_install(&grant).await?;
         match &view.secrets {
             None => Ok((BTreeMap::new(), String::new())),
@@ -137,9 +138,9 @@ impl ControlPlane {
         body_json: &str,
     ) -> Result<HostResponse, AnnexError> {
         let cap = match api {
-            "invoicing" => "cap:invoice.manual.create",
-            "clients" => "cap:client.read",
-            "services" => "cap:service.read",
+            "invoicing" => Capability::InvoiceManualCreate,
+            "clients" => Capability::ClientRead,
+            "services" => Capability::ServiceRead,
             other => return Err(AnnexError::invalid(format!("unknown host api {other:?}"))),
         };
         let grant = self.authorize(token, cap)?;
@@ -170,7 +171,7 @@ impl ControlPlane {
         token: &str,
         call: UiProxyCall,
     ) -> Result<HostResponse, AnnexError> {
-        let grant = self.authorize(token, "cap:ui.proxy")?;
+        let grant = self.authorize(token, Capability::UiProxy)?;
         let view = self.granted_install(&grant).await?;
         let Some(base) = &self.host_app.ui_proxy_base_url else {
             return Ok(HostResponse::status(404));

@@ -50,8 +50,8 @@ pub struct ControlPlane {
     pub http: reqwest::Client,
     /// Identity for calling workers (set by [`run`] from the server's own).
     pub worker_tls: Option<annex_ops::tls::TlsMaterial>,
-    worker_channels:
-        Arc<parking_lot::Mutex<std::collections::HashMap<String, tonic::transport::Channel>>>,
+    /// Channels to workers, health marks and rotation (see [`dispatch`]).
+    workers: Arc<std::sync::OnceLock<annex_dispatch::Workers>>,
     /// Commands for connected workers (prewarm, trust changes).
     pub fleet_commands: tokio::sync::broadcast::Sender<annex_proto::pb::FleetCommand>,
     /// Commands for one worker: (worker id, command), e.g. prewarm a hash
@@ -119,7 +119,7 @@ impl ControlPlane {
         let (close, closing) = tokio::sync::watch::channel(false);
         ControlPlane {
             worker_tls: None,
-            worker_channels: Arc::default(),
+            workers: Arc::default(),
             fleet_commands,
             worker_commands,
             placed: Arc::default(),

@@ -11,21 +11,15 @@ use std::sync::Arc;
 
 use annex_control_plane::store::{PgStore, PgStoreConfig};
 use annex_control_plane::{Config, ControlPlane, Limits, Listeners, seal::Sealer};
+use annex_ops::process;
 use anyhow::Context as _;
 use clap::Parser as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let _telemetry = annex_ops::telemetry::init(config.log_format, "annex-control-plane");
-    annex_ops::tls::install_crypto_provider();
-    let tls = annex_ops::tls::TlsFiles {
-        ca: config.tls_ca.clone(),
-        cert: config.tls_cert.clone(),
-        key: config.tls_key.clone(),
-    }
-    .load()
-    .context("loading TLS files")?;
+    let _telemetry = process::start(config.log_format, "annex-control-plane");
+    let tls = process::load_tls(&config.tls_ca, &config.tls_cert, &config.tls_key)?;
     let sealer = Sealer::from_file(&config.kek_file).context("loading the key-encryption key")?;
     let store = PgStore::connect(PgStoreConfig {
         url: config.database_url()?,
@@ -47,12 +41,8 @@ async fn main() -> anyhow::Result<()> {
     let mut cp = ControlPlane::new(Arc::new(store), sealer, limits);
     cp.host_app = config.host_app()?;
     let listeners = Listeners {
-        grpc: tokio::net::TcpListener::bind(config.grpc_listen)
-            .await
-            .with_context(|| format!("binding gRPC on {}", config.grpc_listen))?,
-        admin: tokio::net::TcpListener::bind(config.admin_listen)
-            .await
-            .with_context(|| format!("binding admin on {}", config.admin_listen))?,
+        grpc: process::bind("gRPC", config.grpc_listen).await?,
+        admin: process::bind("admin", config.admin_listen).await?,
     };
     let admin = annex_ops::admin::AdminState::new();
     annex_control_plane::run(cp, tls, listeners, admin, annex_ops::shutdown::signal()).await

@@ -7,6 +7,7 @@
 //! metadata `{"encoding":"base64-bytes"}`, and read back with Alga's decoding
 //! rules, so rows written by other writers decode the same way.
 
+use annex_bundle::capability::Capability;
 use annex_proto::{AnnexError, ErrorCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
@@ -59,7 +60,7 @@ pub struct ListRequest {
 
 impl ControlPlane {
     async fn storage_scope(&self, grant_token: &str) -> Result<(Grant, StorageScope), AnnexError> {
-        let grant = self.authorize(grant_token, "cap:storage.kv")?;
+        let grant = self.authorize(grant_token, Capability::StorageKv)?;
         // Alga: the install must be enabled, else the call is unauthorised.
         let active = self
             .store

@@ -557,8 +557,8 @@ impl Stack {
                 }
             }
         }
-        annex_edge::auth::jwt::sign(
-            &annex_edge::auth::jwt::SigningKey::Hs256(secret.trim_ascii().to_vec()),
+        annex_edge::jwt::sign(
+            &annex_edge::jwt::SigningKey::Hs256(secret.trim_ascii().to_vec()),
             &claims,
         )
     }

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use annex_ops::backoff::{Backoff, Delays};
 use annex_proto::pb;
 use annex_proto::pb::fleet_client::FleetClient;
 use tokio::sync::{mpsc, watch};
@@ -22,8 +23,7 @@ use crate::execute::Executor;
 /// Heartbeat interval when the control plane does not name one.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
-const MIN_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(2));
 
 /// What the fleet loop needs.
 pub struct Membership {
@@ -37,17 +37,17 @@ pub struct Membership {
 
 /// Runs until `shutdown` turns true.
 pub async fn run(m: Membership, mut shutdown: watch::Receiver<bool>) {
-    let mut backoff = MIN_BACKOFF;
+    let mut delays = RECONNECT.delays();
     while !*shutdown.borrow() {
-        match session(&m, &mut shutdown, &mut backoff).await {
+        match session(&m, &mut shutdown, &mut delays).await {
             Ok(()) => return,
             Err(error) => {
+                let backoff = delays.next_delay();
                 tracing::warn!(%error, retry_in = ?backoff, "fleet session ended");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => {}
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
@@ -68,7 +68,7 @@ fn heartbeat(executor: &Executor) -> pb::WorkerHeartbeat {
 async fn session(
     m: &Membership,
     shutdown: &mut watch::Receiver<bool>,
-    backoff: &mut Duration,
+    delays: &mut Delays,
 ) -> Result<(), tonic::Status> {
     let mut client = FleetClient::new(m.channel.clone());
     let registered = client
@@ -80,7 +80,7 @@ async fn session(
         })
         .await?
         .into_inner();
-    *backoff = MIN_BACKOFF;
+    *delays = RECONNECT.delays();
     let interval = match registered.heartbeat_interval_ms {
         0 => DEFAULT_INTERVAL,
         ms => Duration::from_millis(u64::from(ms)).max(MIN_INTERVAL),

@@ -147,12 +147,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
     let edge_settings = edge_config.settings().context("configuring the edge")?;
     tasks.push(tokio::spawn(annex_edge::run(
         edge_settings,
-        tls(Role::Edge)?,
-        annex_edge::Listeners {
-            http: bind(edge_addr).await?,
-            admin: bind(local(0)).await?,
+        annex_ops::serve::Io {
+            tls: tls(Role::Edge)?,
+            listeners: annex_edge::Listeners {
+                http: bind(edge_addr).await?,
+                admin: bind(local(0)).await?,
+            },
+            admin: AdminState::new(),
         },
-        AdminState::new(),
         stopped(),
     )));
 

@@ -21,6 +21,7 @@ pub mod validate;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use annex_bundle::capability::Capability;
 use annex_proto::{AnnexError, ErrorCode};
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -31,7 +32,7 @@ use crate::store::{
     EndpointRow, InstallView, ScheduleFields, ScheduleRemap, ScheduleRow, StoreError, VersionRow,
 };
 
-const CAPABILITY: &str = "cap:scheduler.manage";
+const CAPABILITY: Capability = Capability::SchedulerManage;
 const NOT_FOUND: &str = "Schedule not found";
 const NAME_TAKEN: &str = "Schedule name already in use for this extension";
 

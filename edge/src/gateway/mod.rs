@@ -1,8 +1,11 @@
-//! The access pipeline `/api/ext` and `/api/ext-proxy` share (§3.1 steps
-//! 2–6, in order): authentication, tenant match, routable method, active
-//! install, declared endpoint, client/RBAC check, rate limit, the tenant's
-//! fleet-wide quota, and the audit slot. Each step can stop the request with its exact §3.1 answer. Denials
-//! after the install is known are audited as `policy_denied`.
+//! The access pipeline `/api/ext` and `/api/ext-proxy` share, in Alga's
+//! order (docs/design/alga-compatibility.md, "Gateway"): authentication,
+//! tenant match, routable method, active install, declared endpoint,
+//! client/RBAC check, rate limit, the tenant's fleet-wide quota, and the
+//! audit slot. Each step can stop the request with Alga's exact answer for
+//! it. Denials after the install is known are audited as `policy_denied`.
+//! The frame around each call ([`frame`]) and the execution and its answer
+//! ([`execution`]) live beside it; the routes only assemble them.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -18,11 +21,17 @@ use crate::error::ApiError;
 use crate::installs::{Install, ResolveError};
 use crate::state::EdgeState;
 
+mod execution;
+mod frame;
+
+pub(crate) use execution::{Execution, dispatch, execute_request, traceparent};
+pub(crate) use frame::{framed, raw_tail, read_body};
+
 /// Longest client-supplied request id accepted; longer ones are replaced.
 const MAX_REQUEST_ID: usize = 128;
 
 /// The client's `x-request-id` when it is sane, else a new UUID.
-pub fn request_id(headers: &HeaderMap) -> String {
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -34,8 +43,12 @@ pub fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-/// §3.1 steps 2–3: who is calling, and do the tenant headers agree.
-pub async fn authenticate(state: &EdgeState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+/// Who is calling, and do the tenant headers agree (the pipeline's first
+/// steps).
+pub(crate) async fn authenticate(
+    state: &EdgeState,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
     let principal = state
         .auth
         .authenticate(headers)
@@ -57,7 +70,7 @@ pub async fn authenticate(state: &EdgeState, headers: &HeaderMap) -> Result<Prin
 }
 
 /// The `index`th path parameter, percent-decoded (empty when absent or not UTF-8).
-pub fn path_param(params: &axum::extract::RawPathParams, index: usize) -> String {
+pub(crate) fn path_param(params: &axum::extract::RawPathParams, index: usize) -> String {
     params
         .iter()
         .nth(index)
@@ -68,7 +81,7 @@ pub fn path_param(params: &axum::extract::RawPathParams, index: usize) -> String
 /// What the pipeline knows about an admitted (or late-denied) request, and
 /// how its audit row is written.
 #[derive(Debug)]
-pub struct AuditCtx {
+pub(crate) struct AuditCtx {
     pub request_id: String,
     pub tenant: String,
     pub registry_id: String,
@@ -91,7 +104,7 @@ fn unix_ms() -> i64 {
 
 impl AuditCtx {
     /// `status`: ok | error | timeout | policy_denied | upstream_error.
-    pub fn row(&self, status: &str, error: &str, http_status: u16) -> pb::ExecutionRecord {
+    pub(crate) fn row(&self, status: &str, error: &str, http_status: u16) -> pb::ExecutionRecord {
         let duration_ms = self.started.elapsed().as_millis() as u64;
         pb::ExecutionRecord {
             // Time-ordered ids keep the log's primary-key index appending at
@@ -121,24 +134,25 @@ impl AuditCtx {
 
 /// An admitted request: it may be dispatched, and its audit slot is held.
 #[derive(Debug)]
-pub struct Admitted {
+pub(crate) struct Admitted {
     pub install: Arc<Install>,
     pub audit: AuditCtx,
     pub slot: AuditSlot,
-    /// The tenant's quota slot, released when the request is finished.
-    pub quota: QuotaPermit,
+    /// The tenant's quota slot, held until the request is finished and
+    /// released when this value is dropped.
+    pub _quota: QuotaPermit,
 }
 
 impl Admitted {
     /// Writes the request's audit row.
-    pub fn finish(self, status: &str, error: &str, http_status: u16) {
+    pub(crate) fn finish(self, status: &str, error: &str, http_status: u16) {
         self.slot.record(self.audit.row(status, error, http_status));
     }
 }
 
 /// The request as the access check sees it.
 #[derive(Debug)]
-pub struct Call<'a> {
+pub(crate) struct Call<'a> {
     pub extension: &'a str,
     /// The effective method (after any ext-proxy override), upper-case.
     pub method: &'a str,
@@ -146,8 +160,8 @@ pub struct Call<'a> {
     pub request_id: &'a str,
 }
 
-/// §3.1 step 4 (`assertAccess`) and the audit reservation of step 6.
-pub async fn admit(
+/// The access check (Alga's `assertAccess`) and the audit reservation.
+pub(crate) async fn admit(
     state: &EdgeState,
     principal: &Principal,
     call: &Call<'_>,
@@ -214,7 +228,7 @@ pub async fn admit(
         install,
         audit,
         slot,
-        quota,
+        _quota: quota,
     })
 }
 
@@ -234,93 +248,9 @@ fn allowed(principal: &Principal, install: &Install, method: &str) -> bool {
     }
 }
 
-/// The `user` an execution carries for a principal (none for API keys).
-pub fn user_pb(principal: &Principal) -> Option<pb::User> {
-    let u = principal.user()?;
-    Some(pb::User {
-        user_id: u.user_id.clone(),
-        user_email: u.email.clone(),
-        user_name: u.name.clone(),
-        user_type: u.user_type.as_str().to_owned(),
-        client_name: u.client_name.clone(),
-        client_id: u.client_id.clone(),
-        additional_fields: Default::default(),
-    })
-}
-
-/// The caller's W3C `traceparent` when well formed
-/// (`00-<32 hex>-<16 hex>-<2 hex>`), carried on to the worker.
-pub fn traceparent(headers: &HeaderMap) -> String {
-    let Some(v) = headers.get("traceparent").and_then(|v| v.to_str().ok()) else {
-        return String::new();
-    };
-    let parts: Vec<&str> = v.trim().split('-').collect();
-    let hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    let valid = parts.len() == 4
-        && hex(parts[0], 2)
-        && parts[0] != "ff"
-        && hex(parts[1], 32)
-        && parts[1].bytes().any(|b| b != b'0')
-        && hex(parts[2], 16)
-        && parts[2].bytes().any(|b| b != b'0')
-        && hex(parts[3], 2);
-    if valid {
-        v.trim().to_owned()
-    } else {
-        String::new()
-    }
-}
-
-/// What a route adds to an execution besides the install and the caller.
-#[derive(Debug)]
-pub struct Execution {
-    /// `http` (`/api/ext`) or `proxy` (`/api/ext-proxy`).
-    pub trigger: &'static str,
-    pub http: pb::HttpRequest,
-    pub idempotency_key: String,
-    pub traceparent: String,
-}
-
-/// The [`pb::ExecuteRequest`] for an admitted request.
-pub fn execute_request(
-    state: &EdgeState,
-    principal: &Principal,
-    admitted: &Admitted,
-    e: Execution,
-) -> pb::ExecuteRequest {
-    let i = &admitted.install;
-    pb::ExecuteRequest {
-        context: Some(pb::ExecContext {
-            request_id: admitted.audit.request_id.clone(),
-            tenant_id: i.tenant.clone(),
-            extension_id: i.registry_id.clone(),
-            install_id: i.install_id.clone(),
-            version_id: i.version_id.clone(),
-            content_hash: i.content_hash.clone(),
-            config: i.config.clone(),
-            trigger: e.trigger.to_owned(),
-            schedule_id: String::new(),
-        }),
-        http: Some(e.http),
-        limits: Some(pb::Limits {
-            timeout_ms: u32::try_from(state.policy.timeout.as_millis()).unwrap_or(u32::MAX),
-            ..Default::default()
-        }),
-        providers: i.providers.clone(),
-        secrets_version: i.secrets_version.clone(),
-        user: user_pb(principal),
-        idempotency_key: e.idempotency_key,
-        execution_grant: i.execution_grant.clone(),
-        egress_allowlist: i.egress_allowlist.clone(),
-        traceparent: e.traceparent,
-    }
-}
-
 /// The query map, last value winning for a repeated key (as Alga's
 /// `Object.fromEntries`).
-pub fn query_map(uri: &http::Uri) -> std::collections::HashMap<String, String> {
+pub(crate) fn query_map(uri: &http::Uri) -> std::collections::HashMap<String, String> {
     axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map(|q| q.0.into_iter().collect())
         .unwrap_or_default()
@@ -329,25 +259,6 @@ pub fn query_map(uri: &http::Uri) -> std::collections::HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_well_formed_traceparents_travel() {
-        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let mut h = HeaderMap::new();
-        h.insert("traceparent", http::HeaderValue::from_static(ok));
-        assert_eq!(traceparent(&h), ok);
-        for bad in [
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-01",
-            "garbage",
-        ] {
-            h.insert("traceparent", http::HeaderValue::from_static(bad));
-            assert_eq!(traceparent(&h), "", "{bad}");
-        }
-        assert_eq!(traceparent(&HeaderMap::new()), "");
-    }
 
     #[test]
     fn request_ids_are_kept_only_when_sane() {
