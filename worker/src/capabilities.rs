@@ -1,15 +1,16 @@
 //! Capability strings (`cap:*`) and the per-request capability set.
 //!
 //! The set is the union of the request's providers and the defaults Alga's
-//! runner always adds (spec §1.3). An unknown capability fails the whole
-//! request (spec §16.2), so parsing reports every unknown name at once.
+//! runner always adds. An unknown capability fails the whole request, so
+//! parsing reports every unknown name at once (both as in Alga:
+//! docs/design/alga-compatibility.md, "Capabilities").
 
 use std::fmt;
 
 /// One known capability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
-pub enum Capability {
+pub(crate) enum Capability {
     ContextRead = 1 << 0,
     SecretsGet = 1 << 1,
     HttpFetch = 1 << 2,
@@ -25,7 +26,7 @@ pub enum Capability {
 
 impl Capability {
     /// Every known capability with its wire name.
-    pub const ALL: [(Capability, &'static str); 11] = [
+    pub(crate) const ALL: [(Capability, &'static str); 11] = [
         (Capability::ContextRead, "cap:context.read"),
         (Capability::SecretsGet, "cap:secrets.get"),
         (Capability::HttpFetch, "cap:http.fetch"),
@@ -39,38 +40,32 @@ impl Capability {
         (Capability::ServiceRead, "cap:service.read"),
     ];
 
-    /// Granted to every request whatever the providers say (spec §1.3).
-    pub const DEFAULTS: [Capability; 3] = [
+    /// Granted to every request whatever the providers say, as Alga's runner
+    /// does.
+    pub(crate) const DEFAULTS: [Capability; 3] = [
         Capability::ContextRead,
         Capability::LogEmit,
         Capability::UserRead,
     ];
 
-    /// Parses a capability after trimming and lower-casing (spec: normalised names).
-    pub fn parse(name: &str) -> Option<Capability> {
+    /// Parses a capability after trimming and lower-casing (Alga compares
+    /// normalised names).
+    pub(crate) fn parse(name: &str) -> Option<Capability> {
         let normalised = name.trim().to_ascii_lowercase();
         Capability::ALL
             .iter()
             .find(|(_, n)| *n == normalised)
             .map(|(c, _)| *c)
     }
-
-    pub fn as_str(self) -> &'static str {
-        Capability::ALL
-            .iter()
-            .find(|(c, _)| *c == self)
-            .map(|(_, n)| *n)
-            .unwrap_or("cap:unknown")
-    }
 }
 
 /// The capabilities one execution holds.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Capabilities(u16);
+pub(crate) struct Capabilities(u16);
 
 impl Capabilities {
     /// Only the defaults.
-    pub fn defaults() -> Capabilities {
+    pub(crate) fn defaults() -> Capabilities {
         Capabilities(
             Capability::DEFAULTS
                 .iter()
@@ -79,7 +74,7 @@ impl Capabilities {
     }
 
     /// The defaults plus `providers`; every unknown name is reported.
-    pub fn from_providers<I, S>(providers: I) -> Result<Capabilities, UnknownCapabilities>
+    pub(crate) fn from_providers<I, S>(providers: I) -> Result<Capabilities, UnknownCapabilities>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
@@ -99,7 +94,7 @@ impl Capabilities {
         }
     }
 
-    pub fn has(self, capability: Capability) -> bool {
+    pub(crate) fn has(self, capability: Capability) -> bool {
         self.0 & capability as u16 != 0
     }
 }
@@ -121,7 +116,7 @@ impl fmt::Debug for Capabilities {
 /// string `unknown_capabilities: a, b`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown_capabilities: {}", .0.join(", "))]
-pub struct UnknownCapabilities(pub Vec<String>);
+pub(crate) struct UnknownCapabilities(pub Vec<String>);
 
 #[cfg(test)]
 mod tests {
@@ -156,7 +151,11 @@ mod tests {
     fn every_known_name_round_trips() {
         for (cap, name) in Capability::ALL {
             assert_eq!(Capability::parse(name), Some(cap));
-            assert_eq!(cap.as_str(), name);
+            assert_eq!(
+                Capability::ALL.iter().filter(|(c, _)| *c == cap).count(),
+                1,
+                "{name} is listed once"
+            );
         }
     }
 }

@@ -1,5 +1,7 @@
-//! The `annex-worker` binary: configuration, telemetry, listeners, and the
-//! library's [`run`](annex_worker::server::run) until SIGTERM.
+//! The `annex-worker` binary: configuration (validated into
+//! [`Settings`](annex_worker::settings::Settings) before anything else),
+//! telemetry, listeners, and the library's
+//! [`run`](annex_worker::server::run) until SIGTERM.
 
 /// mimalloc: the request path allocates many small, short-lived buffers
 /// (HTTP, HTTP/2, protobuf); glibc malloc was a quarter of the edge's CPU
@@ -8,6 +10,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use annex_ops::admin::AdminState;
+use annex_ops::serve::Io;
 use annex_ops::tls::TlsFiles;
 use annex_worker::config::Config;
 use annex_worker::server::{self, Listeners};
@@ -18,6 +21,7 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let _telemetry = annex_ops::telemetry::init(config.log_format, "annex-worker");
+    let settings = config.settings().context("validating the configuration")?;
     let tls = TlsFiles {
         ca: config.tls_ca.clone(),
         cert: config.tls_cert.clone(),
@@ -33,12 +37,10 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("binding the admin listener")?,
     };
-    server::run(
-        &config,
+    let io = Io {
         tls,
         listeners,
-        AdminState::new(),
-        annex_ops::shutdown::signal(),
-    )
-    .await
+        admin: AdminState::new(),
+    };
+    server::run(settings, io, annex_ops::shutdown::signal()).await
 }
