@@ -7,7 +7,7 @@
 use std::fmt;
 
 /// One known capability: the list lives in `annex_bundle::capability`.
-pub use annex_bundle::capability::Capability;
+pub(crate) use annex_bundle::capability::Capability;
 
 /// `capability`'s bit in a [`Capabilities`] set.
 fn bit(capability: Capability) -> u16 {
@@ -16,16 +16,16 @@ fn bit(capability: Capability) -> u16 {
 
 /// The capabilities one execution holds.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Capabilities(u16);
+pub(crate) struct Capabilities(u16);
 
 impl Capabilities {
     /// Only the defaults.
-    pub fn defaults() -> Capabilities {
+    pub(crate) fn defaults() -> Capabilities {
         Capabilities(Capability::DEFAULTS.iter().fold(0, |acc, c| acc | bit(*c)))
     }
 
     /// The defaults plus `providers`; every unknown name is reported.
-    pub fn from_providers<I, S>(providers: I) -> Result<Capabilities, UnknownCapabilities>
+    pub(crate) fn from_providers<I, S>(providers: I) -> Result<Capabilities, UnknownCapabilities>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
@@ -45,7 +45,7 @@ impl Capabilities {
         }
     }
 
-    pub fn has(self, capability: Capability) -> bool {
+    pub(crate) fn has(self, capability: Capability) -> bool {
         self.0 & bit(capability) != 0
     }
 }
@@ -67,7 +67,7 @@ impl fmt::Debug for Capabilities {
 /// string `unknown_capabilities: a, b`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown_capabilities: {}", .0.join(", "))]
-pub struct UnknownCapabilities(pub Vec<String>);
+pub(crate) struct UnknownCapabilities(pub(crate) Vec<String>);
 
 #[cfg(test)]
 mod tests {

@@ -97,7 +97,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
 
     let worker_files = devcerts::role_files(&pki, Role::Worker);
     let worker_addr = local(args.worker_port);
-    let worker_config = annex_worker::config::Config::try_parse_from([
+    let worker_settings = annex_worker::config::Config::try_parse_from([
         "annex-worker".into(),
         format!("--grpc-listen={worker_addr}"),
         "--worker-id=dev-worker".into(),
@@ -110,23 +110,22 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
         // One worker and one edge in this process: nothing to propagate.
         "--drain-propagation-ms=0".into(),
     ])
+    .context("configuring the worker")?
+    .settings()
     .context("configuring the worker")?;
-    let worker_listeners = annex_worker::server::Listeners {
-        grpc: bind(worker_addr).await?,
-        admin: bind(local(0)).await?,
+    let worker_io = annex_ops::serve::Io {
+        listeners: annex_worker::server::Listeners {
+            grpc: bind(worker_addr).await?,
+            admin: bind(local(0)).await?,
+        },
+        tls: tls(Role::Worker)?,
+        admin: AdminState::new(),
     };
-    let worker_tls = tls(Role::Worker)?;
-    let worker_stop = stopped();
-    tasks.push(tokio::spawn(async move {
-        annex_worker::server::run(
-            &worker_config,
-            worker_tls,
-            worker_listeners,
-            AdminState::new(),
-            worker_stop,
-        )
-        .await
-    }));
+    tasks.push(tokio::spawn(annex_worker::server::run(
+        worker_settings,
+        worker_io,
+        stopped(),
+    )));
 
     let edge_files = devcerts::role_files(&pki, Role::Edge);
     let edge_addr = local(args.edge_port);
