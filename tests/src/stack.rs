@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use annex_bundle::ContentHash;
 use annex_bundle::signing::KeyPair;
-use annex_control_plane::postgres_local::{LocalPostgres, LocalPostgresOptions};
+use annex_devpg::{LocalPostgres, LocalPostgresOptions};
 use annex_ops::Role;
 use annex_proto::pb;
 use tokio::process::{Child, Command};
