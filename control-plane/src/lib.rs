@@ -17,7 +17,6 @@ pub mod grpc;
 pub mod host;
 pub mod installs;
 pub mod metrics;
-pub mod postgres_local;
 pub mod quota;
 pub mod registry;
 pub mod scheduler;

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use annex_bundle::hash::ContentHash;
 use annex_bundle::signing::KeyPair;
 use annex_control_plane::installs::InstallSpec;
-use annex_control_plane::postgres_local::{self, ClusterMode, LocalPostgres, LocalPostgresOptions};
 use annex_control_plane::registry::Upload;
 use annex_control_plane::seal::Sealer;
 use annex_control_plane::store::{MemoryStore, PgStore, PgStoreConfig, Store};
 use annex_control_plane::trust::NewKey;
 use annex_control_plane::{ControlPlane, Limits};
+use annex_devpg::{ClusterMode, LocalPostgres, LocalPostgresOptions};
 use annex_ops::Role;
 use annex_ops::admin::AdminState;
 use annex_ops::devcerts;
@@ -218,7 +218,7 @@ async fn open_store(
     dir: &Path,
     memory: bool,
 ) -> anyhow::Result<(Arc<dyn Store>, Option<LocalPostgres>)> {
-    if !memory && postgres_local::binaries_available() {
+    if !memory && annex_devpg::binaries_available() {
         let cluster = LocalPostgres::start(
             &dir.join("pg"),
             LocalPostgresOptions {

@@ -11,7 +11,7 @@
 //! `denied`, `not-found`, `quota-exceeded` and `internal`.
 //!
 //! Running due schedules is not here: the fleet claims them with
-//! [`Store::claim_due_schedules`](crate::store::Store::claim_due_schedules)
+//! [`ScheduleStore::claim_due_schedules`](crate::store::ScheduleStore::claim_due_schedules)
 //! from the `next_run_at` this module keeps.
 
 pub mod cron;

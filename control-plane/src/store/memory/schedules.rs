@@ -1,21 +1,23 @@
-//! The in-memory side of schedules (see [`schedule`](super::schedule)), held
-//! inside [`MemoryStore`](super::MemoryStore)'s lock so that install checks,
-//! the quota and name uniqueness are decided atomically, as in Postgres.
+//! Schedules in memory, under the store's one lock, so that install checks,
+//! the per-install quota, name uniqueness and claims are decided atomically,
+//! as in Postgres.
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{ScheduleFields, ScheduleRemap, ScheduleRow, ScheduleRun, StoreError, StoreResult};
+use super::{MemoryStore, State, micros};
+use crate::store::{
+    InstallRow, ScheduleFields, ScheduleRemap, ScheduleRow, ScheduleRun, ScheduleStore, StoreError,
+    StoreResult,
+};
 
+/// `tenant_extension_schedule`, by id.
 #[derive(Default)]
-pub(super) struct MemorySchedules {
+pub(super) struct Schedules {
     rows: HashMap<Uuid, ScheduleRow>,
-}
-
-fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 /// Timestamps at Postgres's resolution.
@@ -26,7 +28,7 @@ fn stored(fields: ScheduleFields) -> ScheduleFields {
     }
 }
 
-impl MemorySchedules {
+impl Schedules {
     fn of_install(&self, tenant_id: &str, install_id: Uuid) -> impl Iterator<Item = &ScheduleRow> {
         self.rows
             .values()
@@ -55,7 +57,7 @@ impl MemorySchedules {
     }
 
     /// The caller has checked that the install exists.
-    pub(super) fn create(
+    fn create(
         &mut self,
         tenant_id: &str,
         install_id: Uuid,
@@ -92,20 +94,20 @@ impl MemorySchedules {
         Ok(row)
     }
 
-    pub(super) fn list(&self, tenant_id: &str, install_id: Uuid) -> Vec<ScheduleRow> {
+    fn list(&self, tenant_id: &str, install_id: Uuid) -> Vec<ScheduleRow> {
         let mut rows: Vec<_> = self.of_install(tenant_id, install_id).cloned().collect();
         rows.sort_by_key(|s| (s.created_at, s.id));
         rows
     }
 
-    pub(super) fn get(&self, tenant_id: &str, install_id: Uuid, id: Uuid) -> Option<ScheduleRow> {
+    fn get(&self, tenant_id: &str, install_id: Uuid, id: Uuid) -> Option<ScheduleRow> {
         self.rows
             .get(&id)
             .filter(|s| s.tenant_id == tenant_id && s.install_id == install_id)
             .cloned()
     }
 
-    pub(super) fn update(
+    fn update(
         &mut self,
         tenant_id: &str,
         install_id: Uuid,
@@ -127,14 +129,14 @@ impl MemorySchedules {
         Ok(row.clone())
     }
 
-    pub(super) fn delete(&mut self, tenant_id: &str, install_id: Uuid, id: Uuid) -> bool {
+    fn delete(&mut self, tenant_id: &str, install_id: Uuid, id: Uuid) -> bool {
         if self.get(tenant_id, install_id, id).is_none() {
             return false;
         }
         self.rows.remove(&id).is_some()
     }
 
-    pub(super) fn remap(
+    fn remap(
         &mut self,
         tenant_id: &str,
         install_id: Uuid,
@@ -162,7 +164,7 @@ impl MemorySchedules {
     }
 
     /// `active(install)` says whether the install is enabled.
-    pub(super) fn claim_due(
+    fn claim_due(
         &mut self,
         now: DateTime<Utc>,
         lease: chrono::Duration,
@@ -193,7 +195,7 @@ impl MemorySchedules {
             .collect()
     }
 
-    pub(super) fn record_run(&mut self, id: Uuid, run: ScheduleRun, now: DateTime<Utc>) -> bool {
+    fn record_run(&mut self, id: Uuid, run: ScheduleRun, now: DateTime<Utc>) -> bool {
         let Some(row) = self.rows.get_mut(&id) else {
             return false;
         };
@@ -208,5 +210,98 @@ impl MemorySchedules {
     /// What the foreign key's cascade does in Postgres.
     pub(super) fn delete_install(&mut self, install_id: Uuid) {
         self.rows.retain(|_, s| s.install_id != install_id);
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for MemoryStore {
+    async fn create_schedule(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        fields: ScheduleFields,
+        max_per_install: u64,
+    ) -> StoreResult<ScheduleRow> {
+        let mut state = self.lock();
+        state.installs.require(install_id)?;
+        let now = state.now();
+        state
+            .schedules
+            .create(tenant_id, install_id, fields, max_per_install, now)
+    }
+
+    async fn list_schedules(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+    ) -> StoreResult<Vec<ScheduleRow>> {
+        Ok(self.lock().schedules.list(tenant_id, install_id))
+    }
+
+    async fn get_schedule(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        id: Uuid,
+    ) -> StoreResult<Option<ScheduleRow>> {
+        Ok(self.lock().schedules.get(tenant_id, install_id, id))
+    }
+
+    async fn update_schedule(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        id: Uuid,
+        fields: ScheduleFields,
+    ) -> StoreResult<ScheduleRow> {
+        let mut state = self.lock();
+        let now = state.now();
+        state
+            .schedules
+            .update(tenant_id, install_id, id, fields, now)
+    }
+
+    async fn delete_schedule(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        id: Uuid,
+    ) -> StoreResult<bool> {
+        Ok(self.lock().schedules.delete(tenant_id, install_id, id))
+    }
+
+    async fn remap_schedules(
+        &self,
+        tenant_id: &str,
+        install_id: Uuid,
+        remaps: Vec<ScheduleRemap>,
+    ) -> StoreResult<()> {
+        let mut state = self.lock();
+        let now = state.now();
+        state.schedules.remap(tenant_id, install_id, remaps, now);
+        Ok(())
+    }
+
+    async fn claim_due_schedules(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: u32,
+    ) -> StoreResult<Vec<ScheduleRow>> {
+        let mut state = self.lock();
+        let State {
+            installs,
+            schedules,
+            ..
+        } = &mut *state;
+        Ok(schedules.claim_due(now, lease, limit, |id| {
+            installs.rows.get(&id).is_some_and(InstallRow::is_active)
+        }))
+    }
+
+    async fn record_schedule_run(&self, id: Uuid, run: ScheduleRun) -> StoreResult<bool> {
+        let mut state = self.lock();
+        let now = state.now();
+        Ok(state.schedules.record_run(id, run, now))
     }
 }

@@ -1,16 +1,23 @@
-//! Runtime cases: KV storage (spec §9: revisions, compare-and-swap, TTL,
-//! listing, quotas, scoping), API keys, the execution log and workers.
+//! KV storage cases (docs/design/alga-compatibility.md, "Storage"):
+//! revisions, compare-and-swap, TTL, listing, quotas (also under
+//! concurrency), scoping, and the cascade on uninstall.
 
-use annex_control_plane::store::{
-    ApiKeyRow, ExecutionRow, StoragePut, StorageQuota, StorageRow, StorageScope, WorkerRow,
-};
+use annex_control_plane::store::{StoragePut, StorageQuota, StorageRow, StorageScope};
 use serde_json::json;
 
 use super::*;
 
-// ---- fixtures ----
+store_cases!(
+    storage_revisions_start_at_one_and_compare_and_swap,
+    storage_ttl_expires_lazily,
+    storage_list_orders_by_key_after_key_and_literal_prefix,
+    storage_quotas_count_namespaces_keys_and_bytes,
+    storage_namespace_quota_holds_under_concurrent_first_writes,
+    storage_is_scoped_to_tenant_and_install,
+    deleting_an_install_removes_its_storage,
+);
 
-const NOW: i64 = 1_750_000_000;
+// ---- fixtures ----
 
 fn scope_of(install: &InstallRow) -> StorageScope {
     StorageScope {
@@ -69,9 +76,9 @@ fn is_quota(err: &StoreError) -> bool {
     matches!(err, StoreError::QuotaExceeded(_))
 }
 
-// ---- KV storage ----
+// ---- cases ----
 
-pub(crate) async fn storage_revisions_start_at_one_and_compare_and_swap(store: DynStore) {
+async fn storage_revisions_start_at_one_and_compare_and_swap(store: DynStore) {
     let a = scope_of(&installed(&store, "t1", "alpha").await);
 
     let first = put_ok(&store, &a, put("ns", "k", "one"), NOW).await;
@@ -155,7 +162,7 @@ pub(crate) async fn storage_revisions_start_at_one_and_compare_and_swap(store: D
     assert_eq!((again.revision, again.created_at), (1, at(NOW + 10)));
 }
 
-pub(crate) async fn storage_ttl_expires_lazily(store: DynStore) {
+async fn storage_ttl_expires_lazily(store: DynStore) {
     let a = scope_of(&installed(&store, "t1", "alpha").await);
     let ttl = StoragePut {
         ttl_expires_at: Some(at(NOW + 60)),
@@ -213,7 +220,7 @@ pub(crate) async fn storage_ttl_expires_lazily(store: DynStore) {
     assert!(matches!(err, StoreError::RevisionMismatch), "{err:?}");
 }
 
-pub(crate) async fn storage_list_orders_by_key_after_key_and_literal_prefix(store: DynStore) {
+async fn storage_list_orders_by_key_after_key_and_literal_prefix(store: DynStore) {
     let a = scope_of(&installed(&store, "t1", "alpha").await);
     for key in ["c", "ab", "a_b", "a%c", "a%", "a", "b", "aXb"] {
         put_ok(&store, &a, put("ns", key, key), NOW).await;
@@ -250,7 +257,7 @@ pub(crate) async fn storage_list_orders_by_key_after_key_and_literal_prefix(stor
     assert!(other.is_empty());
 }
 
-pub(crate) async fn storage_quotas_count_namespaces_keys_and_bytes(store: DynStore) {
+async fn storage_quotas_count_namespaces_keys_and_bytes(store: DynStore) {
     let a = scope_of(&installed(&store, "t1", "alpha").await);
     let quota = StorageQuota {
         max_namespaces: 2,
@@ -302,7 +309,7 @@ pub(crate) async fn storage_quotas_count_namespaces_keys_and_bytes(store: DynSto
     assert!(n3.is_empty());
 }
 
-pub(crate) async fn storage_namespace_quota_holds_under_concurrent_first_writes(store: DynStore) {
+async fn storage_namespace_quota_holds_under_concurrent_first_writes(store: DynStore) {
     let a = scope_of(&installed(&store, "t1", "alpha").await);
     let puts: Vec<_> = (0..40)
         .map(|i| {
@@ -331,7 +338,7 @@ pub(crate) async fn storage_namespace_quota_holds_under_concurrent_first_writes(
     assert_eq!((written, refused), (32, 8));
 }
 
-pub(crate) async fn storage_is_scoped_to_tenant_and_install(store: DynStore) {
+async fn storage_is_scoped_to_tenant_and_install(store: DynStore) {
     let a_install = installed(&store, "t1", "alpha").await;
     let a = scope_of(&a_install);
     let b = scope_of(&installed(&store, "t1", "beta").await);
@@ -376,7 +383,7 @@ pub(crate) async fn storage_is_scoped_to_tenant_and_install(store: DynStore) {
     );
 }
 
-pub(crate) async fn deleting_an_install_removes_its_storage(store: DynStore) {
+async fn deleting_an_install_removes_its_storage(store: DynStore) {
     let install_row = installed(&store, "t1", "alpha").await;
     let a = scope_of(&install_row);
     let b = scope_of(&installed(&store, "t1", "beta").await);
@@ -402,196 +409,5 @@ pub(crate) async fn deleting_an_install_removes_its_storage(store: DynStore) {
             .await
             .expect("get")
             .is_some()
-    );
-}
-
-// ---- API keys ----
-
-fn api_key(tenant: &str, name: &str, created: i64) -> ApiKeyRow {
-    ApiKeyRow {
-        id: Uuid::new_v4(),
-        tenant_id: tenant.to_owned(),
-        name: name.to_owned(),
-        permissions: vec!["extension:read".into(), "extension:write".into()],
-        secret_sha256: Uuid::new_v4().as_bytes().repeat(2),
-        created_at: at(created),
-        revoked_at: None,
-    }
-}
-
-pub(crate) async fn api_keys_create_list_find_and_revoke_per_tenant(store: DynStore) {
-    let newer = store
-        .create_api_key(api_key("t1", "ci", NOW + 10))
-        .await
-        .expect("create");
-    let older = store
-        .create_api_key(api_key("t1", "ops", NOW))
-        .await
-        .expect("create");
-    let theirs = store
-        .create_api_key(api_key("t2", "ci", NOW))
-        .await
-        .expect("create");
-    assert_eq!(newer.permissions, ["extension:read", "extension:write"]);
-
-    let err = store
-        .create_api_key(ApiKeyRow {
-            secret_sha256: vec![9; 32],
-            ..older.clone()
-        })
-        .await
-        .expect_err("duplicate id");
-    assert!(matches!(err, StoreError::AlreadyExists(_)), "{err:?}");
-
-    let listed = store.list_api_keys("t1").await.expect("list");
-    assert_eq!(
-        listed,
-        [older.clone(), newer.clone()],
-        "oldest first, own tenant only"
-    );
-    assert_eq!(
-        store.find_api_key(theirs.id).await.expect("find"),
-        Some(theirs.clone())
-    );
-    assert_eq!(
-        store.find_api_key(Uuid::new_v4()).await.expect("find"),
-        None
-    );
-
-    // Revoking is scoped to the tenant.
-    assert!(!store.revoke_api_key("t1", theirs.id).await.expect("revoke"));
-    let untouched = store
-        .find_api_key(theirs.id)
-        .await
-        .expect("find")
-        .expect("found");
-    assert_eq!(untouched.revoked_at, None);
-    assert!(
-        !store
-            .revoke_api_key("t1", Uuid::new_v4())
-            .await
-            .expect("revoke")
-    );
-
-    assert!(store.revoke_api_key("t1", older.id).await.expect("revoke"));
-    let revoked = store
-        .find_api_key(older.id)
-        .await
-        .expect("find")
-        .expect("found");
-    let when = revoked.revoked_at.expect("revoked_at set");
-    // Idempotent: the first revocation time stays.
-    assert!(store.revoke_api_key("t1", older.id).await.expect("revoke"));
-    let again = store
-        .find_api_key(older.id)
-        .await
-        .expect("find")
-        .expect("found");
-    assert_eq!(again.revoked_at, Some(when));
-    let listed = store.list_api_keys("t1").await.expect("list");
-    assert_eq!(listed.len(), 2, "revoked keys stay listed");
-}
-
-// ---- execution log ----
-
-fn execution(tenant: &str, registry: Uuid, started: i64, status: &str) -> ExecutionRow {
-    ExecutionRow {
-        id: Uuid::new_v4(),
-        tenant_id: tenant.to_owned(),
-        registry_id: registry,
-        version_id: Uuid::new_v4(),
-        request_id: Some(format!("req-{started}")),
-        started_at: at(started),
-        finished_at: Some(at(started + 1)),
-        status: status.to_owned(),
-        metrics: json!({"method": "GET", "path": "/x", "http_status": 200}),
-        error: (status != "ok").then(|| "extension_error_status".to_owned()),
-    }
-}
-
-pub(crate) async fn executions_list_newest_first_per_tenant_and_extension(store: DynStore) {
-    let (r1, r2) = (Uuid::new_v4(), Uuid::new_v4());
-    let rows = vec![
-        execution("t1", r1, NOW, "ok"),
-        execution("t1", r1, NOW + 20, "error"),
-        execution("t1", r1, NOW + 10, "timeout"),
-        execution("t1", r2, NOW + 30, "ok"),
-        // An audit row of a call still running or refused early: no request id, no finish.
-        ExecutionRow {
-            request_id: None,
-            finished_at: None,
-            ..execution("t2", r1, NOW + 40, "policy_denied")
-        },
-    ];
-    store.record_executions(rows.clone()).await.expect("record");
-    // Recording a row again (a retried batch) changes nothing.
-    store
-        .record_executions(vec![rows[0].clone()])
-        .await
-        .expect("record");
-    store
-        .record_executions(Vec::new())
-        .await
-        .expect("record nothing");
-
-    let listed = store.list_executions("t1", r1, 10).await.expect("list");
-    assert_eq!(listed, [rows[1].clone(), rows[2].clone(), rows[0].clone()]);
-    let limited = store.list_executions("t1", r1, 2).await.expect("list");
-    assert_eq!(limited, [rows[1].clone(), rows[2].clone()]);
-    assert_eq!(
-        store.list_executions("t2", r1, 10).await.expect("list"),
-        [rows[4].clone()]
-    );
-    assert!(
-        store
-            .list_executions("t3", r1, 10)
-            .await
-            .expect("list")
-            .is_empty()
-    );
-}
-
-// ---- workers ----
-
-fn worker(id: &str, seen: i64, capacity: u32) -> WorkerRow {
-    WorkerRow {
-        id: id.to_owned(),
-        address: format!("https://{id}:7443"),
-        capacity,
-        in_flight: 1,
-        draining: false,
-        cached_hashes: vec![content_hash()],
-        last_seen: at(seen),
-    }
-}
-
-pub(crate) async fn workers_upsert_and_list_those_seen_since(store: DynStore) {
-    let b = worker("worker-b", NOW, 8);
-    store.upsert_worker(b.clone()).await.expect("upsert");
-    store
-        .upsert_worker(worker("worker-a", NOW - 100, 8))
-        .await
-        .expect("upsert");
-    assert_eq!(store.list_workers(at(NOW - 50)).await.expect("list"), [b]);
-
-    let back = WorkerRow {
-        draining: true,
-        in_flight: 0,
-        ..worker("worker-a", NOW + 5, 16)
-    };
-    store
-        .upsert_worker(back.clone())
-        .await
-        .expect("upsert again");
-    let listed = store.list_workers(at(NOW)).await.expect("list");
-    let ids: Vec<&str> = listed.iter().map(|w| w.id.as_str()).collect();
-    assert_eq!(ids, ["worker-a", "worker-b"], "by id");
-    assert_eq!(listed[0], back);
-    assert!(
-        store
-            .list_workers(at(NOW + 6))
-            .await
-            .expect("list")
-            .is_empty()
     );
 }

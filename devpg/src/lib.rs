@@ -1,22 +1,28 @@
 //! [`LocalPostgres`]: a private PostgreSQL cluster started from the system's
 //! `initdb`/`pg_ctl`/`postgres`, for the Postgres tests (a throwaway cluster in
 //! a temporary directory) and for `annex dev` (a persistent cluster under
-//! `.annex/`, so local data survives restarts).
+//! `.annex/pg`, so local data survives restarts).
 //!
 //! It listens on 127.0.0.1 only, on a free port, with `trust` authentication:
 //! it is a developer tool and must never be used to run a shared deployment.
-//! Binaries are looked up in `$ANNEX_PG_BIN`, then `/usr/lib/postgresql/*/bin`
-//! (highest version first), then `PATH`. `initdb` and `pg_ctl` refuse to run as
-//! root, so under root they run as the `postgres` system user (via `runuser`,
-//! or `su` where there is no `runuser`); the data directory is then handed to
-//! that user and its ancestors get the others-execute bit so it can reach it.
+//! It manages processes only and holds no SQL: databases are made with the
+//! cluster's own `createdb` and readiness is asked of `pg_isready`, both from
+//! the directory `initdb` and `pg_ctl` come from (see `binaries`). Under root
+//! every program runs as the `postgres` user (see `run_as`).
 
 use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Output, Stdio};
+use std::time::Duration;
 
 use tokio::process::Command;
+
+mod binaries;
+mod run_as;
+
+use binaries::Binaries;
+use run_as::{RunAs, hand_to_postgres_user, shell_join, shell_quote};
 
 /// The database [`LocalPostgres::url`] points at; created when missing.
 pub const DATABASE: &str = "annex";
@@ -30,9 +36,14 @@ const PORT_FILE: &str = "annex-port";
 /// The server log, in the data directory.
 const LOG_FILE: &str = "annex-postgres.log";
 
-/// How long `pg_ctl` waits for start and stop. Generous: a first start after a
+/// How long `pg_ctl` waits for start and stop, and how long an adopted
+/// cluster may take to accept connections. Generous: a first start after a
 /// crash replays WAL, and CI machines are slow.
 const PG_CTL_TIMEOUT_SECS: &str = "60";
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Between two `pg_isready` probes.
+const READY_POLL: Duration = Duration::from_millis(100);
 
 /// A Unix socket path must fit in `sun_path` (108 bytes) with `/.s.PGSQL.NNNNN`.
 const MAX_SOCKET_DIR_LEN: usize = 90;
@@ -72,13 +83,6 @@ pub struct LocalPostgresOptions {
     pub mode: ClusterMode,
 }
 
-/// The three binaries, from one directory so their versions match.
-#[derive(Debug, Clone)]
-struct Binaries {
-    initdb: PathBuf,
-    pg_ctl: PathBuf,
-}
-
 /// A running local cluster; dropping it stops the cluster if this value started it.
 #[derive(Debug)]
 pub struct LocalPostgres {
@@ -95,17 +99,18 @@ pub struct LocalPostgres {
 
 /// Whether [`LocalPostgres::start`] can find the PostgreSQL binaries.
 pub fn binaries_available() -> bool {
-    find_binaries().is_ok()
+    binaries::find().is_ok()
 }
 
 impl LocalPostgres {
     /// Starts (after `initdb` if `data_dir` holds no cluster) or adopts the
-    /// cluster in `data_dir` and makes sure database [`DATABASE`] exists.
+    /// cluster in `data_dir`, waits until it accepts connections and makes
+    /// sure database [`DATABASE`] exists.
     pub async fn start(
         data_dir: &Path,
         opts: LocalPostgresOptions,
     ) -> Result<LocalPostgres, LocalPostgresError> {
-        let binaries = find_binaries()?;
+        let binaries = binaries::find()?;
         let run_as = RunAs::detect();
         std::fs::create_dir_all(data_dir)
             .map_err(|e| failed(format!("create {}", data_dir.display()), e))?;
@@ -139,6 +144,7 @@ impl LocalPostgres {
         if cluster.owned && cluster.mode == ClusterMode::Throwaway {
             cluster.watchdog = Some(cluster.spawn_watchdog()?);
         }
+        cluster.wait_ready().await?;
         cluster.create_database(DATABASE).await?;
         Ok(cluster)
     }
@@ -161,6 +167,72 @@ impl LocalPostgres {
         &self.data_dir
     }
 
+    /// Creates database `name` with the cluster's `createdb`; one that exists
+    /// already is left as it is.
+    pub async fn create_database(&self, name: &str) -> Result<(), LocalPostgresError> {
+        let mut args = self.client_args();
+        args.push(name.into());
+        let output = self
+            .output(&self.binaries.createdb, args, "createdb")
+            .await?;
+        if output.status.success() {
+            tracing::info!(database = name, port = self.port, "database created");
+            return Ok(());
+        }
+        let text = output_text(&output);
+        // The cluster's messages are untranslated (`initdb --no-locale`).
+        if text.contains("already exists") {
+            return Ok(());
+        }
+        Err(failed(
+            format!("create database {name}"),
+            format!("{} ({})", text.trim(), output.status),
+        ))
+    }
+
+    /// `-h 127.0.0.1 -p PORT -U postgres`: how client programs reach the cluster.
+    fn client_args(&self) -> Vec<OsString> {
+        [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            SUPERUSER,
+        ]
+        .map(OsString::from)
+        .into()
+    }
+
+    /// Polls `pg_isready` until the server accepts connections (an adopted
+    /// cluster may still be starting or replaying WAL).
+    async fn wait_ready(&self) -> Result<(), LocalPostgresError> {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            let output = self
+                .output(&self.binaries.pg_isready, self.client_args(), "pg_isready")
+                .await?;
+            // 0: accepting; 1: rejecting (starting up); 2: no response; 3: bad arguments.
+            match output.status.code() {
+                Some(0) => return Ok(()),
+                Some(1 | 2) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(READY_POLL).await;
+                }
+                _ => {
+                    return Err(failed(
+                        format!("wait for postgres on port {}", self.port),
+                        format!(
+                            "{} ({})\n{}",
+                            output_text(&output).trim(),
+                            output.status,
+                            log_tail(&self.data_dir.join(LOG_FILE))
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
     async fn initdb(&self) -> Result<(), LocalPostgresError> {
         let args: Vec<OsString> = vec![
             "-D".into(),
@@ -168,7 +240,8 @@ impl LocalPostgres {
             "--auth=trust".into(),
             format!("-U{SUPERUSER}").into(),
             "--encoding=UTF8".into(),
-            // Byte-order collation: orderings do not depend on the machine's locales.
+            // Byte-order collation: orderings do not depend on the machine's
+            // locales; messages stay untranslated.
             "--no-locale".into(),
             // Skips only the final flush of the fresh files (seconds on a slow
             // disk); a crash in the moment after initdb means a new data directory.
@@ -261,29 +334,6 @@ impl LocalPostgres {
         }
     }
 
-    async fn create_database(&self, name: &str) -> Result<(), LocalPostgresError> {
-        let (client, connection) =
-            tokio_postgres::connect(&self.url_for("postgres"), tokio_postgres::NoTls)
-                .await
-                .map_err(|e| failed("connect to local postgres", e))?;
-        let connection = tokio::spawn(connection);
-        let exists = client
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-            .await
-            .map_err(|e| failed("look up database", e))?;
-        if exists.is_none() {
-            // Identifiers cannot be bound as parameters; `name` is ours, quoted anyway.
-            let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-            client
-                .batch_execute(&sql)
-                .await
-                .map_err(|e| failed(format!("create database {name}"), e))?;
-        }
-        drop(client);
-        let _ = connection.await;
-        Ok(())
-    }
-
     /// A detached shell that waits for this process to exit, then stops the
     /// cluster and removes its data directory. In its own process group, so a
     /// terminal's Ctrl-C reaches the test process but not the cleanup.
@@ -312,14 +362,31 @@ impl LocalPostgres {
             .map_err(|e| failed("start the local postgres watchdog", e))
     }
 
-    /// Runs a PostgreSQL binary (as the `postgres` user under root); fails with
-    /// its output when it exits unsuccessfully.
+    /// Runs a PostgreSQL program (as the `postgres` user under root); fails
+    /// with its output when it exits unsuccessfully.
     async fn run(
         &self,
         binary: &Path,
         args: Vec<OsString>,
         step: &str,
     ) -> Result<String, LocalPostgresError> {
+        let output = self.output(binary, args, step).await?;
+        let text = output_text(&output);
+        if output.status.success() {
+            Ok(text)
+        } else {
+            Err(failed(step, format!("{} ({})", text.trim(), output.status)))
+        }
+    }
+
+    /// Runs a PostgreSQL program (as the `postgres` user under root) to its
+    /// end; fails only when it cannot be started.
+    async fn output(
+        &self,
+        binary: &Path,
+        args: Vec<OsString>,
+        step: &str,
+    ) -> Result<Output, LocalPostgresError> {
         let (program, args) = self.run_as.command_line(binary, args);
         let mut command = Command::new(program);
         // The postgres user may not be able to enter the caller's working directory.
@@ -328,20 +395,10 @@ impl LocalPostgres {
             .current_dir("/")
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        let output = command
+        command
             .output()
             .await
-            .map_err(|e| failed(step, format!("run {}: {e}", binary.display())))?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        if output.status.success() {
-            Ok(text)
-        } else {
-            Err(failed(step, format!("{} ({})", text.trim(), output.status)))
-        }
+            .map_err(|e| failed(step, format!("run {}: {e}", binary.display())))
     }
 }
 
@@ -394,172 +451,15 @@ impl Drop for LocalPostgres {
     }
 }
 
-// ---- finding binaries ----
-
-const NEEDED: [&str; 3] = ["initdb", "pg_ctl", "postgres"];
-
-fn find_binaries() -> Result<Binaries, LocalPostgresError> {
-    if let Some(dir) = std::env::var_os("ANNEX_PG_BIN").filter(|d| !d.is_empty()) {
-        let dir = PathBuf::from(dir);
-        return binaries_in(&dir).ok_or_else(|| {
-            LocalPostgresError::BinariesNotFound(format!(
-                "ANNEX_PG_BIN={} must hold initdb, pg_ctl and postgres",
-                dir.display()
-            ))
-        });
-    }
-    let versioned = versioned_bin_dirs(Path::new("/usr/lib/postgresql"));
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    versioned
-        .iter()
-        .chain(on_path.iter())
-        .find_map(|dir| binaries_in(dir))
-        .ok_or_else(|| {
-            LocalPostgresError::BinariesNotFound(
-                "install postgresql-15 or set ANNEX_PG_BIN".to_owned(),
-            )
-        })
-}
-
-fn binaries_in(dir: &Path) -> Option<Binaries> {
-    NEEDED
-        .iter()
-        .all(|b| is_executable(&dir.join(b)))
-        .then(|| Binaries {
-            initdb: dir.join("initdb"),
-            pg_ctl: dir.join("pg_ctl"),
-        })
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// `<root>/<version>/bin`, highest version first (`16` before `15` before `9.6`).
-fn versioned_bin_dirs(root: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return Vec::new();
-    };
-    let mut versions: Vec<(Vec<u32>, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let version = parse_version(&name)?;
-            Some((version, e.path().join("bin")))
-        })
-        .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
-    versions.into_iter().map(|(_, dir)| dir).collect()
-}
-
-fn parse_version(name: &str) -> Option<Vec<u32>> {
-    name.split('.').map(|part| part.parse().ok()).collect()
-}
-
-// ---- running as the postgres user ----
-
-/// Who runs PostgreSQL's programs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RunAs {
-    /// This process's own user.
-    Caller,
-    /// We are root: the `postgres` user, via `runuser`.
-    PostgresViaRunuser,
-    /// We are root and there is no `runuser`: the `postgres` user, via `su`.
-    PostgresViaSu,
-}
-
-impl RunAs {
-    fn detect() -> RunAs {
-        if !effective_uid_is_root() {
-            RunAs::Caller
-        } else if find_on_path("runuser").is_some() {
-            RunAs::PostgresViaRunuser
-        } else {
-            RunAs::PostgresViaSu
-        }
-    }
-
-    /// The program and arguments that run `binary args` as this user.
-    fn command_line(
-        self,
-        binary: &Path,
-        args: impl IntoIterator<Item = OsString>,
-    ) -> (OsString, Vec<OsString>) {
-        let args = args.into_iter();
-        match self {
-            RunAs::Caller => (binary.into(), args.collect()),
-            RunAs::PostgresViaRunuser => {
-                let prefix = ["-u", SUPERUSER, "--"].map(OsString::from);
-                let all = prefix.into_iter().chain([binary.into()]).chain(args);
-                ("runuser".into(), all.collect())
-            }
-            RunAs::PostgresViaSu => {
-                let line = shell_join(binary.as_os_str(), &args.collect::<Vec<_>>());
-                let all = ["-s", "/bin/sh", SUPERUSER, "-c"].map(OsString::from);
-                ("su".into(), all.into_iter().chain([line.into()]).collect())
-            }
-        }
-    }
-}
-
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| is_executable(p))
-}
-
-/// Whether this process runs as root; `initdb` and `pg_ctl` refuse to.
-fn effective_uid_is_root() -> bool {
-    match std::fs::read_to_string("/proc/self/status") {
-        Ok(status) => effective_uid(&status) == Some(0),
-        Err(_) => std::process::Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0"),
-    }
-}
-
-/// The effective uid from `/proc/self/status` (`Uid: real effective saved fs`).
-fn effective_uid(status: &str) -> Option<u32> {
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-/// Gives the data directory to the `postgres` user and lets it reach the
-/// directory through its ancestors (execute bit only: it cannot list them).
-async fn hand_to_postgres_user(data_dir: &Path) -> Result<(), LocalPostgresError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let output = Command::new("chown")
-        .arg("-R")
-        .arg(format!("{SUPERUSER}:"))
-        .arg(data_dir)
-        .output()
-        .await
-        .map_err(|e| failed("run chown", e))?;
-    if !output.status.success() {
-        return Err(failed(
-            format!("give {} to the {SUPERUSER} user", data_dir.display()),
-            String::from_utf8_lossy(&output.stderr).trim(),
-        ));
-    }
-    for ancestor in data_dir.ancestors().skip(1) {
-        let meta = std::fs::metadata(ancestor)
-            .map_err(|e| failed(format!("inspect {}", ancestor.display()), e))?;
-        let mode = meta.permissions().mode();
-        if mode & 0o001 == 0 {
-            std::fs::set_permissions(ancestor, std::fs::Permissions::from_mode(mode | 0o001))
-                .map_err(|e| failed(format!("make {} traversable", ancestor.display()), e))?;
-        }
-    }
-    Ok(())
-}
-
 // ---- small helpers ----
+
+fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
 
 fn free_port() -> Result<u16, LocalPostgresError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| failed("find a free port", e))?;
@@ -573,20 +473,6 @@ fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-/// `program args…` as one POSIX shell command line.
-fn shell_join(program: &std::ffi::OsStr, args: &[OsString]) -> String {
-    std::iter::once(program)
-        .chain(args.iter().map(OsString::as_os_str))
-        .map(|word| shell_quote(&word.to_string_lossy()))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// `s` as one POSIX shell word.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 /// The last lines of the server log, for error messages.
 fn log_tail(log: &Path) -> String {
     match std::fs::read_to_string(log) {
@@ -596,73 +482,5 @@ fn log_tail(log: &Path) -> String {
             format!("server log {}:\n{tail}", log.display())
         }
         Err(_) => format!("no server log at {}", log.display()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn effective_uid_is_the_second_uid_field() {
-        let status = "Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t5\t5\t5\t5\n";
-        assert_eq!(effective_uid(status), Some(0));
-        assert_eq!(effective_uid("Name:\tx\n"), None);
-    }
-
-    #[test]
-    fn versions_sort_numerically() {
-        let root = tempfile::tempdir().expect("tempdir");
-        for v in ["9.6", "15", "16", "notaversion"] {
-            std::fs::create_dir(root.path().join(v)).expect("mkdir");
-        }
-        let dirs = versioned_bin_dirs(root.path());
-        let names: Vec<_> = dirs
-            .iter()
-            .map(|d| d.parent().and_then(Path::file_name))
-            .collect();
-        assert_eq!(
-            names,
-            ["16", "15", "9.6"].map(|n| Some(std::ffi::OsStr::new(n)))
-        );
-    }
-
-    #[test]
-    fn root_runs_binaries_as_the_postgres_user() {
-        let args = || ["-D", "/data dir"].map(OsString::from);
-        let initdb = Path::new("/usr/lib/postgresql/15/bin/initdb");
-        let (program, line) = RunAs::PostgresViaRunuser.command_line(initdb, args());
-        assert_eq!(program, "runuser");
-        assert_eq!(
-            line,
-            [
-                "-u",
-                "postgres",
-                "--",
-                "/usr/lib/postgresql/15/bin/initdb",
-                "-D",
-                "/data dir"
-            ]
-        );
-        let (program, line) = RunAs::PostgresViaSu.command_line(initdb, args());
-        assert_eq!(program, "su");
-        assert_eq!(
-            line,
-            [
-                "-s",
-                "/bin/sh",
-                "postgres",
-                "-c",
-                "'/usr/lib/postgresql/15/bin/initdb' '-D' '/data dir'"
-            ]
-        );
-        let (program, line) = RunAs::Caller.command_line(initdb, args());
-        assert_eq!((program.as_os_str(), line.len()), (initdb.as_os_str(), 2));
-    }
-
-    #[test]
-    fn shell_quote_survives_single_quotes() {
-        assert_eq!(shell_quote("/tmp/a b'c"), r"'/tmp/a b'\''c'");
-        assert_eq!(shell_quote(""), "''");
     }
 }

@@ -5,6 +5,14 @@ use annex_control_plane::store::{QuotaLimits, UsageRow};
 
 use super::*;
 
+store_cases!(
+    quotas_set_replace_list_and_delete,
+    install_quotas_need_the_tenants_install_and_go_with_it,
+    route_watchers_count_the_recently_seen_across_replicas,
+    usage_adds_into_minute_windows,
+    concurrent_usage_adds_lose_nothing,
+);
+
 fn limits(max_concurrency: u32, requests_per_second: u32) -> QuotaLimits {
     QuotaLimits {
         max_concurrency,
@@ -25,7 +33,7 @@ fn usage(tenant: &str, registry: Uuid, window: i64, invocations: u64, cpu_us: u6
     }
 }
 
-pub(crate) async fn quotas_set_replace_list_and_delete(store: DynStore) {
+async fn quotas_set_replace_list_and_delete(store: DynStore) {
     let (_, version) = publish(&store, "acme", "quota-a", "1.0.0").await;
     let inst = install(&store, "t1", &version).await;
     let tenant_wide = store
@@ -71,7 +79,7 @@ pub(crate) async fn quotas_set_replace_list_and_delete(store: DynStore) {
     );
 }
 
-pub(crate) async fn install_quotas_need_the_tenants_install_and_go_with_it(store: DynStore) {
+async fn install_quotas_need_the_tenants_install_and_go_with_it(store: DynStore) {
     let (_, version) = publish(&store, "acme", "quota-b", "1.0.0").await;
     let inst = install(&store, "t1", &version).await;
     let err = store
@@ -98,7 +106,7 @@ pub(crate) async fn install_quotas_need_the_tenants_install_and_go_with_it(store
     assert_eq!(left[0].install_id, None);
 }
 
-pub(crate) async fn route_watchers_count_the_recently_seen_across_replicas(store: DynStore) {
+async fn route_watchers_count_the_recently_seen_across_replicas(store: DynStore) {
     store
         .touch_route_watcher("edge-a", "r1", at(1_000))
         .await
@@ -137,7 +145,7 @@ pub(crate) async fn route_watchers_count_the_recently_seen_across_replicas(store
     assert_eq!(store.count_route_watchers(at(998)).await.expect("n"), 2);
 }
 
-pub(crate) async fn usage_adds_into_minute_windows(store: DynStore) {
+async fn usage_adds_into_minute_windows(store: DynStore) {
     let ext1 = Uuid::new_v4();
     let ext2 = Uuid::new_v4();
     store
@@ -200,7 +208,7 @@ pub(crate) async fn usage_adds_into_minute_windows(store: DynStore) {
     assert_eq!(t2[0].invocations, 9);
 }
 
-pub(crate) async fn concurrent_usage_adds_lose_nothing(store: DynStore) {
+async fn concurrent_usage_adds_lose_nothing(store: DynStore) {
     let ext = Uuid::new_v4();
     let tasks: Vec<_> = (0..16)
         .map(|_| {
