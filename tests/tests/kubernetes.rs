@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use annex_control_plane::postgres_local::{LocalPostgres, LocalPostgresOptions};
+use annex_devpg::{LocalPostgres, LocalPostgresOptions};
 use annex_e2e::kube::{self, Manifests, MountSource, PodInputs, Process};
 use annex_ops::Role;
 
@@ -258,7 +258,11 @@ fn production_deployments_describe_complete_processes() {
         &edge.env["ANNEX_EDGE_CONTROL_PLANE"],
         &worker.env["ANNEX_WORKER_CONTROL_PLANE_URL"],
     ] {
-        let host = annex_edge::config::url_host(url).unwrap_or_default();
+        let host = url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_owned()))
+            .unwrap_or_default();
         assert!(
             cp_cert.dns_names.contains(&host),
             "{host} is not in {:?}",
