@@ -1,11 +1,18 @@
 //! Making a content hash ready to instantiate: the compiled-component
-//! [`cache`](crate::cache) first, else bytes from the [`BundleSource`]
-//! verified against the [`TrustSource`] (on a blocking thread) and compiled.
+//! [`cache`](crate::cache) first, else bytes from a [`BundleSource`]
+//! verified against a [`TrustSource`] (on a blocking thread) and compiled.
 //! Whatever the source (memory, disk, fresh), the bundle's signature must
 //! still hold under the current trust keys before the component is handed
 //! out: a revoked or expired key stops even a memory-cached component and
 //! evicts it. This is the only place that combines sources, trust and the
 //! cache; it runs no guest and knows nothing of requests.
+//!
+//! A load follows a [`LoadPlan`]: the worker's own (its bundle source and
+//! trust keys), or one a caller brings (the runner API's bundle store).
+//! A plan without trust keys checks the content hash only; the compiled
+//! cache is shared, and a plan with trust keys re-verifies whatever it
+//! finds there, so a component loaded without a signature never reaches a
+//! caller that requires one.
 
 use std::sync::Arc;
 
@@ -14,11 +21,18 @@ use annex_bundle::ContentHash;
 use crate::bundles::{self, BundleSource, TrustSource};
 use crate::cache::{CacheError, Compiled, ComponentCache, LoadSource, Verified};
 
+/// Where one load takes bundle bytes and trust keys from.
+#[derive(Clone)]
+pub(crate) struct LoadPlan {
+    pub(crate) bundles: Arc<dyn BundleSource>,
+    /// `None`: the content hash is the only check (no signature).
+    pub(crate) trust: Option<Arc<dyn TrustSource>>,
+}
+
 /// Loads verified, compiled components.
 pub(crate) struct Loader {
     cache: ComponentCache,
-    bundles: Arc<dyn BundleSource>,
-    trust: Arc<dyn TrustSource>,
+    own: LoadPlan,
 }
 
 impl Loader {
@@ -29,8 +43,10 @@ impl Loader {
     ) -> Loader {
         Loader {
             cache,
-            bundles,
-            trust,
+            own: LoadPlan {
+                bundles,
+                trust: Some(trust),
+            },
         }
     }
 
@@ -38,53 +54,72 @@ impl Loader {
         &self.cache
     }
 
-    /// The component for `hash` and where it came from on this call.
+    /// The component for `hash` from the worker's own sources, and where it
+    /// came from on this call.
     pub(crate) async fn load(
         &self,
         hash: &ContentHash,
+    ) -> Result<(Arc<Compiled>, LoadSource), CacheError> {
+        self.load_with(hash, &self.own).await
+    }
+
+    /// The component for `hash`, fetched and trusted as `plan` says.
+    pub(crate) async fn load_with(
+        &self,
+        hash: &ContentHash,
+        plan: &LoadPlan,
     ) -> Result<(Arc<Compiled>, LoadSource), CacheError> {
         let (compiled, source) = self
             .cache
             .get(
                 hash,
-                async |record| self.recheck(hash, record).await,
-                || self.fetch_and_verify(hash),
+                async |record| recheck(hash, record, plan).await,
+                || fetch_and_verify(hash, plan),
             )
             .await?;
-        let trust = self.trust.trust().await?;
-        if let Err(e) = compiled.ensure_trusted(&trust) {
-            self.cache.evict(hash);
-            return Err(e.into());
+        if let Some(trust) = &plan.trust {
+            let trust = trust.trust().await?;
+            if let Err(e) = compiled.ensure_trusted(&trust) {
+                self.cache.evict(hash);
+                return Err(e.into());
+            }
         }
         Ok((compiled, source))
     }
+}
 
-    /// A disk-cached artifact's signature record under the current keys.
-    async fn recheck(
-        &self,
-        hash: &ContentHash,
-        record: &bundles::SignatureRecord,
-    ) -> Result<(), CacheError> {
-        let trust = self.trust.trust().await?;
+/// A disk-cached artifact's signature record under the plan's current keys
+/// (any artifact passes a plan without keys: only this process writes the
+/// disk cache, from bytes whose hash it checked).
+async fn recheck(
+    hash: &ContentHash,
+    record: &bundles::SignatureRecord,
+    plan: &LoadPlan,
+) -> Result<(), CacheError> {
+    if let Some(trust) = &plan.trust {
+        let trust = trust.trust().await?;
         bundles::verify_signature(hash, record, &trust)?;
-        Ok(())
     }
+    Ok(())
+}
 
-    /// Fetches the bundle and checks hash and signature before taking the
-    /// component out of the archive (hashing and unpacking on a blocking
-    /// thread).
-    async fn fetch_and_verify(&self, hash: &ContentHash) -> Result<Verified, CacheError> {
-        let fetched = self.bundles.fetch(hash).await?;
-        let trust = self.trust.trust().await?;
-        let hash = hash.clone();
-        tokio::task::spawn_blocking(move || {
-            let component = bundles::verify_and_extract(&hash, &fetched, &trust)?;
-            Ok(Verified {
-                component,
-                signature: fetched.signature,
-            })
+/// Fetches the bundle and checks hash and signature before taking the
+/// component out of the archive (hashing and unpacking on a blocking
+/// thread).
+async fn fetch_and_verify(hash: &ContentHash, plan: &LoadPlan) -> Result<Verified, CacheError> {
+    let fetched = plan.bundles.fetch(hash).await?;
+    let trust = match &plan.trust {
+        Some(t) => Some(t.trust().await?),
+        None => None,
+    };
+    let hash = hash.clone();
+    tokio::task::spawn_blocking(move || {
+        let component = bundles::verify_and_extract(&hash, &fetched, trust.as_deref())?;
+        Ok(Verified {
+            component,
+            signature: fetched.signature,
         })
-        .await
-        .map_err(|e| CacheError::Compile(format!("verify task failed: {e}")))?
-    }
+    })
+    .await
+    .map_err(|e| CacheError::Compile(format!("verify task failed: {e}")))?
 }

@@ -5,6 +5,7 @@
 //! execution log (sent without holding up the response). Instances are
 //! never reused: each run instantiates from the cached `InstancePre`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use annex_proto::pb;
@@ -19,7 +20,7 @@ use crate::cache::Compiled;
 use crate::capabilities::Capabilities;
 use crate::cputime::CpuTimed;
 use crate::engine::{EPOCH_TICK, WasmEngine};
-use crate::host::HostState;
+use crate::host::{HostState, Services};
 use crate::logs::{Level, LogSink};
 use crate::usage::Used;
 
@@ -30,6 +31,9 @@ pub(super) struct Job {
     pub(super) budget: Budget,
     /// When the call reached the worker (for `wall_us`).
     pub(super) started: Instant,
+    /// The host services its interfaces reach (the worker's own, or the
+    /// runner API's per execution).
+    pub(super) services: Arc<Services>,
 }
 
 impl Executor {
@@ -44,13 +48,9 @@ impl Executor {
             caps,
             budget,
             started,
+            services,
         } = job;
-        let state = HostState::new(
-            request.call,
-            caps,
-            self.services.clone(),
-            budget.memory_bytes,
-        );
+        let state = HostState::new(request.call, caps, services.clone(), budget.memory_bytes);
         let mut store = Store::new(self.engine.engine(), state);
         let guest_started = Instant::now();
         let fuel = limit(&mut store, &self.engine, &budget, guest_started);
@@ -68,7 +68,7 @@ impl Executor {
                 Err(failure)
             }
         };
-        self.publish(logs.finish());
+        publish(&services, logs.finish());
         match result {
             Ok(response) => Ok(ok_response(response, usage, &self.worker_id)),
             Err(failure) => Err(Failure {
@@ -93,19 +93,19 @@ impl Executor {
             },
         );
     }
+}
 
-    /// Sends the execution's log events without holding up the response.
-    fn publish(&self, events: Vec<pb::LogEvent>) {
-        if events.is_empty() {
-            return;
-        }
-        let backend = self.services.backend.clone();
-        tokio::spawn(async move {
-            if let Err(error) = backend.publish_logs(events).await {
-                tracing::debug!(%error, "publishing guest logs failed");
-            }
-        });
+/// Sends the execution's log events without holding up the response.
+fn publish(services: &Services, events: Vec<pb::LogEvent>) {
+    if events.is_empty() {
+        return;
     }
+    let backend = services.backend.clone();
+    tokio::spawn(async move {
+        if let Err(error) = backend.publish_logs(events).await {
+            tracing::debug!(%error, "publishing guest logs failed");
+        }
+    });
 }
 
 /// Puts the budget on the store: its memory limiter, the wall-time deadline

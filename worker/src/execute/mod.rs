@@ -9,9 +9,12 @@
 //! until its next epoch yield never delays request I/O, and the OS
 //! scheduler shares the cores between the two. This module does not decide
 //! trust (the loader does) or fleet membership (the fleet module does).
+//! [`prepared`] is the same path for executions whose bundle source, trust
+//! and host services the caller brings (the runner API).
 
 mod guest;
 pub(crate) mod limits;
+mod prepared;
 mod request;
 mod response;
 
@@ -34,8 +37,24 @@ use crate::outcome::Outcome;
 use crate::usage::UsageLedger;
 use guest::Job;
 use limits::Limits;
+pub(crate) use prepared::{Prepared, Refusal};
 use request::{InvalidRequest, Request};
 use response::Failure;
+
+/// A failed load as Alga's error strings: `bundle_fetch_failed` (502) for
+/// fetching and verifying, `execute_failed` (500) for compiling and linking.
+fn load_failure(hash: &ContentHash, error: CacheError) -> Failure {
+    match error {
+        CacheError::Bundle(e) => {
+            tracing::warn!(error = %e, hash = %hash, "bundle fetch failed");
+            Failure::rejected(502, format!("bundle_fetch_failed: {e}"))
+        }
+        CacheError::Compile(e) => {
+            tracing::warn!(error = %e, hash = %hash, "component compile failed");
+            Failure::rejected(500, format!("execute_failed: {e}"))
+        }
+    }
+}
 
 /// A request the worker did not start: the caller may retry elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,7 +204,17 @@ impl Executor {
         if self.drain.is_draining() {
             return Err(NotStarted::Draining);
         }
-        let (response, outcome) = match self.attempt(request, started).await {
+        let result = self.attempt(request, started).await;
+        self.answer(result, started)
+    }
+
+    /// The response (or the refusal) for an attempt's result, counted.
+    fn answer(
+        &self,
+        result: Result<pb::ExecuteResponse, ExecuteError>,
+        started: Instant,
+    ) -> Result<pb::ExecuteResponse, NotStarted> {
+        let (response, outcome) = match result {
             Ok(response) => (response, Outcome::Ok),
             Err(ExecuteError::Failed(failure)) => {
                 let outcome = failure.outcome;
@@ -226,6 +255,7 @@ impl Executor {
             caps,
             budget,
             started,
+            services: self.services.clone(),
         };
         let result = self.run_on_guest_runtime(compiled, job).await;
         drop(permit);
@@ -245,14 +275,7 @@ impl Executor {
                 span.record("source", source.as_str());
                 Ok(compiled)
             }
-            Err(CacheError::Bundle(e)) => {
-                tracing::warn!(error = %e, hash = %hash, "bundle fetch failed");
-                Err(Failure::rejected(502, format!("bundle_fetch_failed: {e}")))
-            }
-            Err(CacheError::Compile(e)) => {
-                tracing::warn!(error = %e, hash = %hash, "component compile failed");
-                Err(Failure::rejected(500, format!("execute_failed: {e}")))
-            }
+            Err(e) => Err(load_failure(hash, e)),
         }
     }
 
