@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use annex_ops::telemetry::LogFormat;
 
+use crate::runner_api::RunnerApiConfig;
 use crate::settings::{Settings, SettingsError};
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -47,7 +48,9 @@ pub struct Config {
     /// Local bundles (`<hex>.tar.zst` + `<hex>.sig.json`), without a control plane.
     #[arg(long, env = "ANNEX_WORKER_BUNDLE_DIR")]
     pub(crate) bundle_dir: Option<PathBuf>,
-    /// Trust bundle JSON (`{"keys":[...]}`), without a control plane.
+    /// Trust bundle JSON (`{"keys":[...]}`), without a control plane (the
+    /// runner API verifies signatures with it too; alone, it serves only
+    /// the runner API).
     #[arg(long, env = "ANNEX_WORKER_TRUST_FILE")]
     pub(crate) trust_file: Option<PathBuf>,
     /// CA certificate (PEM) that signs every Annex peer.
@@ -109,6 +112,9 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "ANNEX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+    /// Alga's runner HTTP API (off unless `--runner-api-listen` is set).
+    #[command(flatten)]
+    pub runner_api: RunnerApiConfig,
 }
 
 /// A feature switch that may follow what the host supports.

@@ -17,7 +17,9 @@
 //! whose CPU time `cputime` measures) and holds the drain state; [`server`]
 //! assembles a worker and runs a whole worker process from [`settings`],
 //! which validates the binary's [`config`]; [`metrics`] counts plain
-//! values; `testing` (feature) builds guests and starts test workers.
+//! values; [`runner_api`] serves Alga's runner HTTP API (`/v1/execute`)
+//! with Alga's bundle store and host application as its sources; `testing`
+//! (feature) builds guests and starts test workers.
 //!
 //! Only what the binary, `annex dev`, the edge's and the end-to-end tests
 //! and this crate's integration tests use is public; everything else is
@@ -48,6 +50,7 @@ mod loader;
 mod logs;
 pub mod metrics;
 mod outcome;
+pub mod runner_api;
 pub mod server;
 pub mod settings;
 #[cfg(feature = "testing")]

@@ -23,9 +23,14 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = process::start(config.log_format, "annex-worker");
     let settings = config.settings().context("validating the configuration")?;
     let tls = process::load_tls(&config.tls_ca, &config.tls_cert, &config.tls_key)?;
+    let runner_api = match config.runner_api.runner_api_listen {
+        Some(addr) => Some(process::bind("runner API", addr).await?),
+        None => None,
+    };
     let listeners = Listeners {
         grpc: process::bind("gRPC", config.grpc_listen).await?,
         admin: process::bind("admin", config.admin_listen).await?,
+        runner_api,
     };
     let io = Io {
         tls,

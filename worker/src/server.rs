@@ -1,6 +1,7 @@
 //! Assembling a worker: the engine, linker, caches and executor from
 //! [`ExecutorSettings`], serving the `Worker` service on a listener until a
-//! shutdown signal, and [`run`], a whole worker process from [`Settings`].
+//! shutdown signal, and [`run`], a whole worker process from [`Settings`]
+//! (with Alga's runner API on its own listener when it is on).
 //! Library code binds nothing itself and installs no signal handler:
 //! callers pass the listeners (tests use `127.0.0.1:0`) and the shutdown
 //! future.
@@ -17,7 +18,8 @@ use tonic::transport::Channel;
 use crate::admission::Admission;
 use crate::backend::{GrpcHostBackend, HostBackend, NoHostBackend};
 use crate::bundles::{
-    BundleSource, DirBundleSource, GrpcBundleSource, GrpcTrust, StaticTrust, TrustSource,
+    BundleSource, DirBundleSource, GrpcBundleSource, GrpcTrust, NoBundleSource, StaticTrust,
+    TrustSource,
 };
 use crate::cache::ComponentCache;
 use crate::egress::EgressClient;
@@ -28,6 +30,7 @@ use crate::grpc::WorkerService;
 use crate::host::{self, Services};
 use crate::loader::Loader;
 use crate::metrics::Metrics;
+use crate::runner_api::{self, RunnerApi};
 use crate::settings::{ExecutorSettings, Origin, Settings, ShutdownTiming};
 
 /// Where a worker's bundles, trust keys and host services come from.
@@ -134,6 +137,8 @@ pub async fn serve_tls(
 pub struct Listeners {
     pub grpc: TcpListener,
     pub admin: TcpListener,
+    /// Alga's runner API; required exactly when the settings turn it on.
+    pub runner_api: Option<TcpListener>,
 }
 
 /// How long trust keys are cached: bounds how long a revoked key still
@@ -144,6 +149,16 @@ const TRUST_TTL: Duration = Duration::from_secs(10);
 struct Connected {
     sources: Sources,
     fleet: Option<(Channel, Arc<GrpcTrust>)>,
+    /// The trust keys the runner API verifies signatures with, if any.
+    runner_trust: Option<Arc<dyn TrustSource>>,
+}
+
+/// Reads a trust bundle file.
+fn read_trust(path: &std::path::Path) -> anyhow::Result<Arc<annex_bundle::TrustBundle>> {
+    let trust = std::fs::read(path).context("reading the trust file")?;
+    Ok(Arc::new(
+        serde_json::from_slice(&trust).context("parsing the trust file")?,
+    ))
 }
 
 /// Opens the sources `origin` names (a control-plane channel connects
@@ -162,6 +177,7 @@ fn connect(origin: &Origin, tls: &TlsMaterial) -> anyhow::Result<Connected> {
                     bundles: Arc::new(GrpcBundleSource::new(channel.clone())),
                     trust: trust.clone(),
                 },
+                runner_trust: Some(trust.clone()),
                 fleet: Some((channel, trust)),
             })
         }
@@ -169,14 +185,30 @@ fn connect(origin: &Origin, tls: &TlsMaterial) -> anyhow::Result<Connected> {
             bundle_dir,
             trust_file,
         } => {
-            let trust = std::fs::read(trust_file).context("reading the trust file")?;
-            let trust = serde_json::from_slice(&trust).context("parsing the trust file")?;
+            let trust = Arc::new(StaticTrust(read_trust(trust_file)?));
             Ok(Connected {
                 sources: Sources {
                     backend: Arc::new(NoHostBackend),
                     bundles: Arc::new(DirBundleSource::new(bundle_dir)),
-                    trust: Arc::new(StaticTrust(Arc::new(trust))),
+                    trust: trust.clone(),
                 },
+                runner_trust: Some(trust),
+                fleet: None,
+            })
+        }
+        Origin::RunnerApiOnly { trust_file } => {
+            let keys = match trust_file {
+                Some(path) => read_trust(path)?,
+                None => Arc::default(),
+            };
+            let trust = Arc::new(StaticTrust(keys));
+            Ok(Connected {
+                sources: Sources {
+                    backend: Arc::new(NoHostBackend),
+                    bundles: Arc::new(NoBundleSource),
+                    trust: trust.clone(),
+                },
+                runner_trust: trust_file.as_ref().map(|_| trust as Arc<dyn TrustSource>),
                 fleet: None,
             })
         }
@@ -204,6 +236,20 @@ pub async fn run(
     let metrics = admin.with_registry(Metrics::register);
     let executor =
         build(&settings.executor, connected.sources, metrics).context("building the worker")?;
+    let runner_api = match (&settings.runner_api, listeners.runner_api) {
+        (Some(api), Some(listener)) => {
+            let parts = runner_api::Parts {
+                executor: executor.clone(),
+                trust: connected.runner_trust,
+                cache_dir: settings.executor.cache_dir.clone(),
+            };
+            let state = admin.with_registry(|r| RunnerApi::new(api, parts, Some(r)))?;
+            Some((Arc::new(state), api.clone(), listener))
+        }
+        (None, None) => None,
+        (Some(_), None) => anyhow::bail!("the runner API is on but has no listener"),
+        (None, Some(_)) => anyhow::bail!("a runner API listener was given but the API is off"),
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Fleet membership: stops (with a final draining heartbeat) as soon as
@@ -217,6 +263,17 @@ pub async fn run(
             advertise: settings.advertise_address.clone(),
         };
         tokio::spawn(fleet::run(membership, fleet_stop_rx))
+    });
+    let runner_api_task = runner_api.map(|(state, api, listener)| {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(error) = runner_api::serve(state, &api, listener, stopped).await {
+                tracing::error!(error = %format!("{error:#}"), "runner API stopped");
+            }
+        })
     });
     let admin_task = {
         let admin = admin.clone();
@@ -251,6 +308,9 @@ pub async fn run(
         .context("serving gRPC")?;
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
+    if let Some(task) = runner_api_task {
+        let _ = task.await;
+    }
     if let Some(task) = fleet_task {
         let _ = task.await;
     }

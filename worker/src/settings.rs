@@ -14,6 +14,8 @@ use crate::config::{Config, Toggle};
 use crate::egress::EgressConfig;
 use crate::engine::EngineConfig;
 use crate::execute::limits::Limits;
+use crate::runner_api::RunnerApiSettingsError;
+use crate::runner_api::settings::RunnerApiSettings;
 
 /// A whole worker process.
 #[derive(Debug, Clone)]
@@ -24,6 +26,8 @@ pub struct Settings {
     /// this worker.
     pub(crate) advertise_address: String,
     pub(crate) shutdown: ShutdownTiming,
+    /// Alga's runner HTTP API, when it is on.
+    pub(crate) runner_api: Option<RunnerApiSettings>,
 }
 
 /// Where bundles, trust keys and host services come from.
@@ -41,6 +45,9 @@ pub(crate) enum Origin {
         bundle_dir: PathBuf,
         trust_file: PathBuf,
     },
+    /// Only the runner API serves executions (its bundles come from Alga's
+    /// bundle store); with a trust file, their signatures are verified.
+    RunnerApiOnly { trust_file: Option<PathBuf> },
 }
 
 /// The steps of a graceful shutdown.
@@ -85,12 +92,16 @@ impl Default for ExecutorSettings {
 /// A combination of flags the worker cannot run with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
-    #[error("either --control-plane-url or both --bundle-dir and --trust-file are required")]
+    #[error(
+        "either --control-plane-url, both --bundle-dir and --trust-file, or --runner-api-listen is required"
+    )]
     NoSource,
     #[error("capacity and per-tenant must be positive")]
     NoCapacity,
     #[error("invalid control plane URL {url:?}: {reason}")]
     ControlPlaneUrl { url: String, reason: String },
+    #[error(transparent)]
+    RunnerApi(#[from] RunnerApiSettingsError),
 }
 
 impl TryFrom<&Config> for Settings {
@@ -111,6 +122,7 @@ impl TryFrom<&Config> for Settings {
                 propagation: Duration::from_millis(config.drain_propagation_ms),
                 grace: Duration::from_secs(config.shutdown_grace_secs),
             },
+            runner_api: config.runner_api.settings()?,
         })
     }
 }
@@ -132,6 +144,11 @@ fn origin(config: &Config) -> Result<Origin, SettingsError> {
             bundle_dir: bundle_dir.clone(),
             trust_file: trust_file.clone(),
         }),
+        (None, trust_file) if config.runner_api.runner_api_listen.is_some() => {
+            Ok(Origin::RunnerApiOnly {
+                trust_file: trust_file.clone(),
+            })
+        }
         _ => Err(SettingsError::NoSource),
     }
 }
@@ -189,6 +206,28 @@ mod tests {
             remote.map(|s| s.origin),
             Ok(Origin::ControlPlane { .. })
         ));
+    }
+
+    #[test]
+    fn the_runner_api_alone_is_a_source_with_or_without_trust_keys() {
+        let api = [
+            "--runner-api-listen=127.0.0.1:8080",
+            "--runner-api-token-file=t",
+        ];
+        let alone = Settings::try_from(&parse(&api));
+        assert!(matches!(
+            alone.map(|s| s.origin),
+            Ok(Origin::RunnerApiOnly { trust_file: None })
+        ));
+        let trusted = Settings::try_from(&parse(&[api[0], api[1], "--trust-file=k"]));
+        assert!(matches!(
+            trusted.map(|s| s.origin),
+            Ok(Origin::RunnerApiOnly {
+                trust_file: Some(_)
+            })
+        ));
+        let no_token = Settings::try_from(&parse(&[api[0]]));
+        assert!(matches!(no_token, Err(SettingsError::RunnerApi(_))));
     }
 
     #[test]

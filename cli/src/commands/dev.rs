@@ -117,6 +117,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
         listeners: annex_worker::server::Listeners {
             grpc: bind(worker_addr).await?,
             admin: bind(local(0)).await?,
+            runner_api: None,
         },
         tls: tls(Role::Worker)?,
         admin: AdminState::new(),
