@@ -9,4 +9,5 @@ mod host_services;
 mod interfaces;
 mod js;
 mod mtls;
+mod runner_api;
 mod support;
