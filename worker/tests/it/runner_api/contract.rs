@@ -336,3 +336,68 @@ async fn healthz_warmup_and_the_routes_left_to_the_edge() {
         assert!(r.text().await.expect("text").contains("docs/operators.md"));
     }
 }
+
+#[tokio::test]
+async fn a_draining_worker_answers_worker_unavailable_without_running() {
+    let f = Fixture::start().await;
+    let hex = f.publish("probe");
+    f.api.executor.drain_state().drain();
+    let mut put = envelope(&hex, "PUT", "/storage/put?ns=n&key=k");
+    put["providers"] = json!(["cap:storage.kv"]);
+    let (status, answer) = f.execute(&put).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        answer,
+        json!({"status": 503, "headers": {}, "body_b64": null, "error": "worker_unavailable: worker is draining"})
+    );
+    assert!(f.host.storage_ops().is_empty(), "the guest did not run");
+    let health = f
+        .bare(Method::GET, "/healthz")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn with_certificate_files_the_api_speaks_tls() {
+    let ca = annex_ops::devcerts::DevCa::generate().expect("CA");
+    let material = ca
+        .issue(annex_ops::Role::Worker, "runner")
+        .expect("certificate");
+    let dir = crate::support::tmp_dir("runner-api-tls");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &material.cert_pem).expect("cert file");
+    std::fs::write(&key, &material.key_pem).expect("key file");
+    let f = Fixture::with(Options {
+        flags: vec![
+            format!("--runner-api-tls-cert={}", cert.display()),
+            format!("--runner-api-tls-key={}", key.display()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let hex = f.publish("hello");
+    annex_ops::tls::install_crypto_provider();
+    let root = reqwest::Certificate::from_pem(&material.ca_pem).expect("CA PEM");
+    let client = reqwest::Client::builder()
+        .tls_certs_only([root])
+        .build()
+        .expect("client");
+    let response = client
+        .post(f.api.url("https", "/v1/execute"))
+        .header("x-runner-service-token", super::TOKEN)
+        .header("x-alga-tenant", TENANT)
+        .header("x-alga-extension", EXTENSION)
+        .json(&envelope(&hex, "GET", "/hello"))
+        .send()
+        .await
+        .expect("answers over TLS");
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer = response.json().await.expect("JSON");
+    assert_eq!(answer["status"], 200, "{answer}");
+    // Plain HTTP gets no answer on a TLS listener.
+    let plain = f.bare(Method::GET, "/healthz").send().await;
+    assert!(plain.is_err(), "{plain:?}");
+}
