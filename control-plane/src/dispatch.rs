@@ -6,47 +6,93 @@
 //! Workers are tried in the edge's order: the hash's placed workers, then
 //! the rest in rendezvous order.
 //!
-//! Retry rule (DESIGN.md): a call that failed before the worker started the
-//! guest (connect refused, draining, overload) is retried once on the next
-//! placed worker; a call that reached the guest is never retried.
+//! Retry rule (ARCHITECTURE.md, "Invariants"): a call that failed before the
+//! worker started the guest (connect refused, draining, overload) is retried
+//! once on the next placed worker; a call that reached the guest is never
+//! retried.
+//!
+//! [`Dispatcher`] owns what calling workers takes: the channels to them, this
+//! replica's TLS identity for them and the replica's quota gate. It reads
+//! placement from [`Fleet`] and never changes it.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use annex_proto::domain::TenantId;
 use annex_proto::pb;
 use annex_proto::{AnnexError, ErrorCode};
+use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::ControlPlane;
-use crate::fleet::{placed_workers, rank_workers};
+use crate::fleet::{Fleet, placed_workers, rank_workers};
+use crate::installs::Installs;
+use crate::quota::{DispatchQuotas, Quotas};
 use crate::store::InstallView;
 use crate::store::WorkerRow;
 
 /// An execution request from an internal client.
 #[derive(Debug, Clone, Default)]
-pub struct DispatchRequest {
-    pub tenant: String,
-    pub extension: String,
-    pub http: pb::HttpRequest,
-    pub user: Option<pb::User>,
-    pub request_id: String,
-    pub idempotency_key: String,
-    pub limits: Option<pb::Limits>,
+pub(crate) struct DispatchRequest {
+    pub(crate) tenant: String,
+    pub(crate) extension: String,
+    pub(crate) http: pb::HttpRequest,
+    pub(crate) user: Option<pb::User>,
+    pub(crate) request_id: String,
+    pub(crate) idempotency_key: String,
+    pub(crate) limits: Option<pb::Limits>,
     /// "internal" or "schedule".
-    pub trigger: String,
-    pub schedule_id: String,
+    pub(crate) trigger: String,
+    pub(crate) schedule_id: String,
 }
 
-impl ControlPlane {
-    pub async fn dispatch(&self, req: DispatchRequest) -> Result<pb::ExecuteResponse, AnnexError> {
+/// Executions this replica sends to workers itself.
+pub(crate) struct Dispatcher {
+    installs: Arc<Installs>,
+    fleet: Arc<Fleet>,
+    quotas: Arc<Quotas>,
+    /// This replica's share of the quotas, for executions it dispatches.
+    gate: DispatchQuotas,
+    /// Identity for calling workers: the server's own.
+    worker_tls: annex_ops::tls::TlsMaterial,
+    /// One lazily connected channel per worker address.
+    worker_channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        installs: Arc<Installs>,
+        fleet: Arc<Fleet>,
+        quotas: Arc<Quotas>,
+        worker_tls: annex_ops::tls::TlsMaterial,
+    ) -> Dispatcher {
+        Dispatcher {
+            installs,
+            fleet,
+            quotas,
+            gate: DispatchQuotas::default(),
+            worker_tls,
+            worker_channels: Mutex::default(),
+        }
+    }
+
+    pub(crate) async fn dispatch(
+        &self,
+        req: DispatchRequest,
+    ) -> Result<pb::ExecuteResponse, AnnexError> {
         let tenant = TenantId::parse(&req.tenant)?;
-        let view = self.resolve(&tenant, &req.extension).await?;
+        let view = self.installs.resolve(&tenant, &req.extension).await?;
         // Held until the worker answers: this replica's share of the quotas.
         let _quota = self
-            .dispatch_permit(&view.install.tenant_id, &view.install.id.to_string())
+            .gate
+            .permit(
+                &self.quotas,
+                &view.install.tenant_id,
+                &view.install.id.to_string(),
+            )
             .await?;
         let execute = self.execute_request(&view, req);
-        let workers = self.live_workers().await?;
+        let workers = self.fleet.live_workers().await?;
         let hash = execute
             .context
             .as_ref()
@@ -90,8 +136,8 @@ impl ControlPlane {
     }
 
     /// The request a worker executes for `view`.
-    pub fn execute_request(&self, view: &InstallView, req: DispatchRequest) -> pb::ExecuteRequest {
-        let (grant, _) = self.issue_grant(view);
+    fn execute_request(&self, view: &InstallView, req: DispatchRequest) -> pb::ExecuteRequest {
+        let (grant, _) = self.installs.issue_grant(view);
         let request_id = if req.request_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else {
@@ -134,12 +180,7 @@ impl ControlPlane {
         if let Some(ch) = self.worker_channels.lock().get(address) {
             return Ok(ch.clone());
         }
-        let tls = self.worker_tls.as_ref().ok_or_else(|| {
-            AnnexError::new(
-                ErrorCode::Unavailable,
-                "no TLS identity for calling workers",
-            )
-        })?;
+        let tls = &self.worker_tls;
         let endpoint = Endpoint::from_shared(format!("https://{address}"))
             .and_then(|e| e.tls_config(tls.client_config(host_of(address))))
             .map_err(|e| {

@@ -7,10 +7,8 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::sync::Arc;
-
-use annex_control_plane::store::{PgStore, PgStoreConfig};
-use annex_control_plane::{Config, ControlPlane, Limits, Listeners, seal::Sealer};
+use annex_control_plane::{Config, Listeners};
+use annex_ops::serve::Io;
 use anyhow::Context as _;
 use clap::Parser as _;
 
@@ -26,26 +24,7 @@ async fn main() -> anyhow::Result<()> {
     }
     .load()
     .context("loading TLS files")?;
-    let sealer = Sealer::from_file(&config.kek_file).context("loading the key-encryption key")?;
-    let store = PgStore::connect(PgStoreConfig {
-        url: config.database_url()?,
-        max_connections: config.db_max_connections,
-    })
-    .await
-    .context("connecting to Postgres")?;
-    let limits = Limits {
-        max_bundle_bytes: config.max_bundle_bytes,
-        platform_egress_allowlist: config.egress_allowlist.clone(),
-        scheduler: annex_control_plane::scheduler::SchedulerLimits {
-            test_period: config
-                .scheduler_test_period_ms
-                .map(std::time::Duration::from_millis),
-            ..Default::default()
-        },
-        ..Limits::default()
-    };
-    let mut cp = ControlPlane::new(Arc::new(store), sealer, limits);
-    cp.host_app = config.host_app()?;
+    let settings = config.settings().await?;
     let listeners = Listeners {
         grpc: tokio::net::TcpListener::bind(config.grpc_listen)
             .await
@@ -54,6 +33,10 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding admin on {}", config.admin_listen))?,
     };
-    let admin = annex_ops::admin::AdminState::new();
-    annex_control_plane::run(cp, tls, listeners, admin, annex_ops::shutdown::signal()).await
+    let io = Io {
+        tls,
+        listeners,
+        admin: annex_ops::admin::AdminState::new(),
+    };
+    annex_control_plane::run(settings, io, annex_ops::shutdown::signal()).await
 }
