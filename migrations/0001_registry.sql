@@ -1,5 +1,6 @@
 -- Registry: extensions, immutable versions, their bundles and declared endpoints
--- (spec §7, Alga's column names and constraints), plus Annex's bundle bytes.
+-- (Alga's column names and constraints: docs/design/alga-compatibility.md,
+-- "Data model"), plus Annex's bundle bytes.
 
 CREATE TABLE IF NOT EXISTS extension_registry (
     id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),

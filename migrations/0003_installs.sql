@@ -1,4 +1,5 @@
--- Tenant installs with their config, sealed secrets and schedules (spec §7, §10, §11.2).
+-- Tenant installs with their config, sealed secrets and schedules
+-- (docs/design/alga-compatibility.md, "Data model", "Secrets", "Host APIs").
 
 CREATE TABLE IF NOT EXISTS tenant_extension_install (
     id               uuid PRIMARY KEY,

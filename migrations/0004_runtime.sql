@@ -1,5 +1,6 @@
--- Tables the runtime fills: execution log and quota usage (spec §7, §12), extension
--- KV storage (spec §9), and Annex's worker membership, idempotency records and API keys.
+-- Tables the runtime fills: execution log and quota usage, extension KV storage
+-- (docs/design/alga-compatibility.md, "Data model" and "Storage"), and Annex's
+-- worker membership, idempotency records and API keys.
 
 CREATE TABLE IF NOT EXISTS extension_execution_log (
     id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -1,6 +1,7 @@
--- Schedules name their endpoint by method and path (spec §11.2): that is what
--- the upgrade remap matches on and what a scheduled run calls, so neither
--- needs a join with extension_api_endpoint (whose ids are per version).
+-- Schedules name their endpoint by method and path (docs/design/alga-compatibility.md,
+-- "Host APIs"): that is what the upgrade remap matches on and what a scheduled
+-- run calls, so neither needs a join with extension_api_endpoint (whose ids are
+-- per version).
 ALTER TABLE tenant_extension_schedule
     ADD COLUMN IF NOT EXISTS endpoint_method varchar(16),
     ADD COLUMN IF NOT EXISTS endpoint_path   text;

@@ -1,4 +1,5 @@
-//! Content hashes: `sha256:<64 lowercase hex>` over the exact bytes of `bundle.tar.zst` (spec §8).
+//! Content hashes: `sha256:<64 lowercase hex>` over the exact bytes of `bundle.tar.zst`
+//! (docs/design/alga-compatibility.md, "Bundles and signing").
 //!
 //! This module owns the one validated representation of a content hash, so every crate compares
 //! hashes the same way (lowercase, fixed length, prefixed). It hashes bytes it is given and nothing

@@ -8,6 +8,8 @@
 //! publish, at install and before compilation. It must stay pure logic: no async runtime, no
 //! logging, no I/O beyond [`archive::pack_dir`] reading the directory it is given.
 
+#![warn(unreachable_pub)]
+
 pub mod archive;
 pub mod capability;
 pub mod hash;

@@ -1,27 +1,32 @@
-//! Manifest v2: parsing, validation and normalisation on the publish path (spec §6).
+//! Manifest v2: parsing, validation and normalisation on the publish path
+//! (docs/design/alga-compatibility.md, "Manifest").
 //!
 //! This module owns the rules a `manifest.json` must satisfy before a version is registered, and
 //! the normalised [`Manifest`] every other crate works on. It mirrors Alga's lenient publish-path
 //! validator (`validateManifestShape` + `extractEndpoints`), including its issue paths and
 //! messages, so authors see the same `{path, message}` list. It reports every issue at once rather
-//! than the first. It must not look at capabilities beyond their shape (unknown names are dropped
-//! at install, see [`crate::capability`]), resolve wildcard versions against a registry by itself
-//! (the caller supplies existing versions) or read files.
+//! than the first. It must not decide what a capability grants (see [`crate::capability`]),
+//! resolve wildcard versions against a registry by itself (the caller supplies existing versions)
+//! or read files.
 //!
 //! Deliberate differences from Alga, each stricter:
 //! - `publisher` is required: Annex signatures bind it, and the registry row needs it anyway.
 //! - HTTP methods are matched ASCII-case-insensitively (JavaScript's Unicode `toUpperCase` would
 //!   let `optıons`, with a dotless i, through as `OPTIONS`).
 //! - A wildcard `01.2.*` is read as numbers and resolves under `1.2.`.
+//! - Every capability name must be known ([`Capability`]): Alga accepts any string and drops the
+//!   unknown ones at install, so a typo silently withholds a capability.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Serialize, Serializer};
+
+use crate::capability::Capability;
 use serde_json::{Map, Value};
 
 /// Top-level keys the publish path accepts; anything else is an issue.
-pub const TOP_LEVEL_FIELDS: [&str; 9] = [
+pub(crate) const TOP_LEVEL_FIELDS: [&str; 9] = [
     "name",
     "publisher",
     "version",
@@ -34,7 +39,8 @@ pub const TOP_LEVEL_FIELDS: [&str; 9] = [
 ];
 
 /// HTTP methods an endpoint may declare (stored upper-case).
-pub const HTTP_METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"];
+pub(crate) const HTTP_METHODS: [&str; 7] =
+    ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"];
 
 /// One validation problem. `path` is JSONPath-like (`api.endpoints[0].method`, `$` for the root),
 /// as in Alga's `INVALID_MANIFEST` response `details.issues`.
@@ -179,7 +185,8 @@ pub struct Manifest {
     pub publisher: String,
     pub version: VersionSpec,
     pub runtime: String,
-    /// As declared (not normalised, not filtered); see [`crate::capability::granted`].
+    /// As declared (not normalised), every name a known [`Capability`]; see
+    /// [`crate::capability::granted`].
     pub capabilities: Vec<String>,
     pub ui: Option<UiSpec>,
     /// The authorisation allowlist for `/api/ext` (empty when `api` is absent).
@@ -233,7 +240,7 @@ fn non_empty_str(v: Option<&Value>) -> Option<&str> {
 
 /// Alga's `sanitizePath`: drop leading `./` (repeatedly) and collapse runs of `/`. `..` is left
 /// alone (validation rejects it before this runs).
-pub fn sanitize_path(p: &str) -> String {
+pub(crate) fn sanitize_path(p: &str) -> String {
     let mut rest = p;
     while let Some(stripped) = rest.strip_prefix("./") {
         rest = stripped;
@@ -277,7 +284,7 @@ impl Check {
         let version = self.version(obj);
         let runtime = self.runtime(obj);
         let publisher = self.publisher(obj);
-        let capabilities = self.string_list(obj, "capabilities", "capability");
+        let capabilities = self.capabilities(obj);
         let assets = self.string_list(obj, "assets", "asset");
         let precompiled = self.precompiled(obj);
         let ui = self.ui(obj);
@@ -400,6 +407,24 @@ impl Check {
             }
         }
         out
+    }
+
+    /// `capabilities`: a string list whose every name is a known [`Capability`].
+    fn capabilities(&mut self, obj: &Map<String, Value>) -> Vec<String> {
+        let declared = self.string_list(obj, "capabilities", "capability");
+        if let Some(Value::Array(items)) = obj.get("capabilities") {
+            for (i, v) in items.iter().enumerate() {
+                if let Some(name) = non_empty_str(Some(v))
+                    && let Err(unknown) = Capability::parse(name)
+                {
+                    self.push(
+                        format!("capabilities[{i}]"),
+                        format!("Unknown capability '{}'.", unknown.0),
+                    );
+                }
+            }
+        }
+        declared
     }
 
     fn precompiled(&mut self, obj: &Map<String, Value>) -> BTreeMap<String, String> {

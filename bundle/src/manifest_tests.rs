@@ -2,7 +2,7 @@ use super::*;
 use proptest::prelude::*;
 use serde_json::json;
 
-/// The scheduler sample from spec §6, plus the publisher Annex requires.
+/// Alga's scheduler sample manifest, plus the publisher Annex requires.
 fn sample() -> Value {
     json!({
         "name": "com.alga.sample.scheduler-demo",
@@ -213,7 +213,7 @@ fn string_lists() {
         &[("capabilities", "must be an array")],
     );
     check_issues(
-        with(json!({"capabilities": ["ok", "", 3, " "]})),
+        with(json!({"capabilities": ["cap:log.emit", "", 3, " "]})),
         &[
             ("capabilities[1]", "capability must be a non-empty"),
             ("capabilities[2]", "capability must be a non-empty"),
@@ -228,12 +228,17 @@ fn string_lists() {
         with(json!({"assets": ["a", null]})),
         &[("assets[1]", "asset must be a non-empty")],
     );
-    // Unknown capability names are not an issue at publish.
-    let m = parse(&with(
-        json!({"capabilities": ["events.publish", "cap:nope"]}),
-    ))
-    .expect("valid");
-    assert_eq!(m.capabilities, vec!["events.publish", "cap:nope"]);
+    // Unknown capability names are refused, each named.
+    check_issues(
+        with(json!({"capabilities": ["events.publish", "cap:log.emit", " Cap:Nope "]})),
+        &[
+            ("capabilities[0]", "Unknown capability 'events.publish'."),
+            ("capabilities[2]", "Unknown capability 'Cap:Nope'."),
+        ],
+    );
+    // Known names are kept as declared.
+    let m = parse(&with(json!({"capabilities": [" CAP:Log.Emit "]}))).expect("valid");
+    assert_eq!(m.capabilities, vec![" CAP:Log.Emit "]);
 }
 
 #[test]

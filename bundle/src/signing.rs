@@ -1,4 +1,5 @@
-//! Ed25519 bundle signatures over a domain-separated statement (DESIGN "Bundles, signing, trust").
+//! Ed25519 bundle signatures over a domain-separated statement
+//! (docs/design/alga-compatibility.md, "Bundles and signing").
 //!
 //! This module owns the signed statement's byte format (a wire contract between `annex sign`, the
 //! control plane and the worker), key encodings (PKCS#8 PEM private keys; SPKI PEM or raw base64
@@ -18,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::hash::ContentHash;
 
 /// First bytes of every statement; the version suffix changes if the format ever does.
-pub const DOMAIN: &[u8] = b"annex-bundle-signature-v1\n";
+pub(crate) const DOMAIN: &[u8] = b"annex-bundle-signature-v1\n";
 
 /// Why a key or signature was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -224,7 +225,7 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 }
 
 /// Decodes a base64 signature (any of the four common alphabets/paddings) of exactly 64 bytes.
-pub fn parse_signature(signature_b64: &str) -> Result<Signature, SignatureError> {
+pub(crate) fn parse_signature(signature_b64: &str) -> Result<Signature, SignatureError> {
     let bytes = decode_base64(signature_b64.trim()).ok_or(SignatureError::Malformed)?;
     Signature::from_slice(&bytes).map_err(|_| SignatureError::Malformed)
 }

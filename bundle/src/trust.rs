@@ -1,5 +1,5 @@
-//! The trust bundle: which keys may sign for which publisher, and when (DESIGN "Bundles,
-//! signing, trust").
+//! The trust bundle: which keys may sign for which publisher, and when
+//! (docs/design/alga-compatibility.md, "Bundles and signing").
 //!
 //! This module owns the verdict on a bundle signature given a set of publisher keys with validity
 //! windows and revocation. The control plane applies it at publish and install and the worker

@@ -3,33 +3,33 @@
 //! does the same dispatch from its own snapshot; this path is not on the
 //! public hot path.
 //!
-//! Workers are tried in the edge's order: the hash's placed workers, then
-//! the rest in rendezvous order.
+//! Workers are ranked, called and retried by `annex_dispatch`, exactly as
+//! the edge does: the hash's placed workers with room first, then the
+//! rest, workers that just failed at the transport last; a second worker
+//! only when the first never started a guest.
 //!
-//! Retry rule (ARCHITECTURE.md, "Invariants"): a call that failed before the
-//! worker started the guest (connect refused, draining, overload) is retried
-//! once on the next placed worker; a call that reached the guest is never
-//! retried.
-//!
-//! [`Dispatcher`] owns what calling workers takes: the channels to them, this
-//! replica's TLS identity for them and the replica's quota gate. It reads
-//! placement from [`Fleet`] and never changes it.
+//! [`Dispatcher`] owns what calling workers takes: the `annex_dispatch`
+//! channels and health marks, made with this replica's TLS identity, and the
+//! replica's quota gate. It reads placement from [`Fleet`] and never changes
+//! it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
+use annex_dispatch::{
+    ExecuteError, Installed, Invocation, RoutingTable, Trigger, WorkerTarget, WorkerTls, Workers,
+};
 use annex_proto::domain::TenantId;
 use annex_proto::pb;
 use annex_proto::{AnnexError, ErrorCode};
-use parking_lot::Mutex;
-use tonic::transport::{Channel, Endpoint};
 
-use crate::fleet::{Fleet, placed_workers, rank_workers};
+use crate::fleet::{Fleet, placed_workers};
 use crate::installs::Installs;
 use crate::quota::{DispatchQuotas, Quotas};
 use crate::store::InstallView;
 use crate::store::WorkerRow;
+
+/// Largest Execute message either way: what a worker answers at most.
+const MAX_EXECUTE_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// An execution request from an internal client.
 #[derive(Debug, Clone, Default)]
@@ -53,26 +53,31 @@ pub(crate) struct Dispatcher {
     quotas: Arc<Quotas>,
     /// This replica's share of the quotas, for executions it dispatches.
     gate: DispatchQuotas,
-    /// Identity for calling workers: the server's own.
-    worker_tls: annex_ops::tls::TlsMaterial,
-    /// One lazily connected channel per worker address.
-    worker_channels: Mutex<HashMap<String, Channel>>,
+    /// Channels to workers, health marks and rotation.
+    workers: Workers,
 }
 
 impl Dispatcher {
+    /// `worker_tls` is the identity presented to workers (the server's own).
     pub(crate) fn new(
         installs: Arc<Installs>,
         fleet: Arc<Fleet>,
         quotas: Arc<Quotas>,
         worker_tls: annex_ops::tls::TlsMaterial,
     ) -> Dispatcher {
+        let workers = Workers::new(
+            WorkerTls {
+                material: worker_tls,
+                server_name: None,
+            },
+            MAX_EXECUTE_MESSAGE_BYTES,
+        );
         Dispatcher {
             installs,
             fleet,
             quotas,
             gate: DispatchQuotas::default(),
-            worker_tls,
-            worker_channels: Mutex::default(),
+            workers,
         }
     }
 
@@ -92,138 +97,95 @@ impl Dispatcher {
             )
             .await?;
         let execute = self.execute_request(&view, req);
-        let workers = self.fleet.live_workers().await?;
-        let hash = execute
-            .context
-            .as_ref()
-            .map(|c| c.content_hash.clone())
-            .unwrap_or_default();
-        let ranked = candidates(&hash, &workers);
-        if ranked.is_empty() {
-            return Err(AnnexError::new(
+        let rows = self.fleet.live_workers().await?;
+        let hash = view.version.bundle.content_hash.as_str();
+        let workers = &self.workers;
+        let candidates = workers.candidates(&routing_table(hash, &rows), hash);
+        match workers.execute(&candidates, execute).await {
+            Ok(executed) => Ok(executed.response),
+            Err(ExecuteError::NoWorkers) => Err(AnnexError::new(
                 ErrorCode::Unavailable,
                 "no worker is available",
-            ));
-        }
-        let mut last = None;
-        for worker in ranked.into_iter().take(2) {
-            let channel = self.worker_channel(&worker.address)?;
-            let mut client = pb::worker_client::WorkerClient::new(channel)
-                .max_decoding_message_size(64 * 1024 * 1024)
-                .max_encoding_message_size(64 * 1024 * 1024);
-            let request = annex_ops::trace_context::request(execute.clone());
-            match client.execute(request).await {
-                Ok(resp) => return Ok(resp.into_inner()),
-                Err(status) if before_guest(&status) => {
-                    tracing::warn!(worker = %worker.id, error = %status.message(), "worker refused an execution; trying the next");
-                    last = Some(status);
-                }
-                Err(status) => {
-                    tracing::warn!(worker = %worker.id, error = %status.message(), "execution failed on the worker");
-                    return Err(AnnexError::new(
-                        ErrorCode::Unavailable,
-                        "the worker failed the execution",
-                    ));
-                }
+            )),
+            Err(ExecuteError::Timeout) => {
+                tracing::warn!("the execution timed out");
+                Err(AnnexError::new(
+                    ErrorCode::Timeout,
+                    "the execution timed out",
+                ))
+            }
+            Err(ExecuteError::Refused(error)) => {
+                tracing::warn!(%error, "no worker took the execution");
+                Err(AnnexError::new(
+                    ErrorCode::Unavailable,
+                    "no worker could take the execution",
+                ))
+            }
+            Err(ExecuteError::Failed(error)) => {
+                tracing::warn!(%error, "execution failed on the worker");
+                Err(AnnexError::new(
+                    ErrorCode::Unavailable,
+                    "the worker failed the execution",
+                ))
             }
         }
-        let message = last.map(|s| s.message().to_owned()).unwrap_or_default();
-        tracing::warn!(error = %message, "no worker took the execution");
-        Err(AnnexError::new(
-            ErrorCode::Unavailable,
-            "no worker could take the execution",
-        ))
     }
 
     /// The request a worker executes for `view`.
     fn execute_request(&self, view: &InstallView, req: DispatchRequest) -> pb::ExecuteRequest {
         let (grant, _) = self.installs.issue_grant(view);
-        let request_id = if req.request_id.is_empty() {
-            uuid::Uuid::new_v4().to_string()
-        } else {
-            req.request_id
-        };
-        pb::ExecuteRequest {
-            context: Some(pb::ExecContext {
-                request_id,
+        annex_dispatch::execute_request(
+            Installed {
                 tenant_id: view.install.tenant_id.clone(),
                 extension_id: view.install.registry_id.to_string(),
                 install_id: view.install.id.to_string(),
                 version_id: view.install.version_id.to_string(),
                 content_hash: view.version.bundle.content_hash.clone(),
                 config: view.install.config.clone().into_iter().collect(),
-                trigger: if req.trigger.is_empty() {
-                    "internal".into()
-                } else {
-                    req.trigger
+                providers: view.install.granted_caps.clone(),
+                secrets_version: view
+                    .secrets
+                    .as_ref()
+                    .map(|s| s.version.clone())
+                    .unwrap_or_default(),
+                execution_grant: grant,
+                egress_allowlist: view.install.egress_allowlist.clone(),
+            },
+            Invocation {
+                request_id: req.request_id,
+                trigger: match req.trigger.as_str() {
+                    "schedule" => Trigger::Schedule,
+                    _ => Trigger::Internal,
                 },
                 schedule_id: req.schedule_id,
-            }),
-            http: Some(req.http),
-            limits: req.limits,
-            providers: view.install.granted_caps.clone(),
-            secrets_version: view
-                .secrets
-                .as_ref()
-                .map(|s| s.version.clone())
-                .unwrap_or_default(),
-            user: req.user,
-            idempotency_key: req.idempotency_key,
-            execution_grant: grant,
-            egress_allowlist: view.install.egress_allowlist.clone(),
-            traceparent: String::new(),
-        }
-    }
-
-    /// A cached mTLS channel to a worker (connected lazily).
-    fn worker_channel(&self, address: &str) -> Result<Channel, AnnexError> {
-        if let Some(ch) = self.worker_channels.lock().get(address) {
-            return Ok(ch.clone());
-        }
-        let tls = &self.worker_tls;
-        let endpoint = Endpoint::from_shared(format!("https://{address}"))
-            .and_then(|e| e.tls_config(tls.client_config(host_of(address))))
-            .map_err(|e| {
-                tracing::error!(address, error = %e, "bad worker address");
-                AnnexError::internal()
-            })?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
-        self.worker_channels
-            .lock()
-            .insert(address.to_owned(), channel.clone());
-        Ok(channel)
+                http: req.http,
+                user: req.user,
+                limits: req.limits,
+                idempotency_key: req.idempotency_key,
+                traceparent: String::new(),
+            },
+        )
     }
 }
 
-/// Workers to try for `content_hash`, best first: the placed ones (the
-/// edge's placement, see [`crate::fleet`]), rotated when the hash has spilled
-/// onto more than one, then the rest in rendezvous order.
-fn candidates<'a>(content_hash: &str, workers: &'a [WorkerRow]) -> Vec<&'a WorkerRow> {
-    let mut out = placed_workers(content_hash, workers);
-    if out.len() > 1 {
-        let start = (uuid::Uuid::new_v4().as_u128() % out.len() as u128) as usize;
-        out.rotate_left(start);
+/// The routing table for one content hash: the live workers and the hash's
+/// placement, exactly what a routing snapshot would say about it (see
+/// [`crate::fleet`]).
+fn routing_table(content_hash: &str, workers: &[WorkerRow]) -> RoutingTable {
+    let placed = placed_workers(content_hash, workers)
+        .into_iter()
+        .map(|w| w.id.clone())
+        .collect();
+    RoutingTable {
+        workers: workers
+            .iter()
+            .map(|w| WorkerTarget {
+                id: w.id.clone(),
+                address: w.address.clone(),
+                capacity: w.capacity,
+                in_flight: w.in_flight,
+            })
+            .collect(),
+        placements: [(content_hash.to_owned(), placed)].into(),
     }
-    for w in rank_workers(content_hash, workers) {
-        if !out.iter().any(|o| o.id == w.id) {
-            out.push(w);
-        }
-    }
-    out
-}
-
-/// The host part of `host:port`, for the TLS server name.
-fn host_of(address: &str) -> &str {
-    match address.rsplit_once(':') {
-        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
-        None => address,
-    }
-}
-
-/// Whether a failed call never reached the guest, so retrying elsewhere is
-/// safe (see [`annex_proto::error::never_started`]).
-fn before_guest(status: &tonic::Status) -> bool {
-    annex_proto::error::never_started(status)
 }

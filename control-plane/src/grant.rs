@@ -15,6 +15,7 @@
 //! the code that serves the call. This module stores nothing and reads no
 //! database.
 
+use annex_bundle::capability::Capability;
 use annex_proto::{AnnexError, ErrorCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -71,8 +72,8 @@ impl VerifiedGrant {
     }
 
     /// Refuses the call unless the grant carries `cap`.
-    pub(crate) fn require(&self, cap: &str) -> Result<(), AnnexError> {
-        if self.capabilities().iter().any(|c| c == cap) {
+    pub(crate) fn require(&self, cap: Capability) -> Result<(), AnnexError> {
+        if self.capabilities().iter().any(|c| c == cap.as_str()) {
             return Ok(());
         }
         Err(AnnexError::new(
@@ -179,9 +180,9 @@ mod tests {
         let verified = signer.verify(&token, now).expect("verifies");
         assert_eq!(verified.install(), g.install);
         assert_eq!(verified.tenant(), "t");
-        assert!(verified.require("cap:storage.kv").is_ok());
+        assert!(verified.require(Capability::StorageKv).is_ok());
         assert_eq!(
-            verified.require("cap:secrets.get").map_err(|e| e.code),
+            verified.require(Capability::SecretsGet).map_err(|e| e.code),
             Err(ErrorCode::PermissionDenied)
         );
         assert_eq!(

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use annex_bundle::capability::Capability;
 use annex_proto::pb::LogEvent;
 use annex_proto::{AnnexError, ErrorCode};
 
@@ -111,7 +112,7 @@ impl Host {
     async fn granted_install(
         &self,
         grant: &VerifiedGrant,
-        cap: &str,
+        cap: Capability,
     ) -> Result<InstallView, AnnexError> {
         grant.require(cap)?;
         self.installs
@@ -125,7 +126,7 @@ impl Host {
         &self,
         grant: &VerifiedGrant,
     ) -> Result<(BTreeMap<String, String>, String), AnnexError> {
-        let view = self.granted_install(grant, "cap:secrets.get").await?;
+        let view = self.granted_install(grant, Capability::SecretsGet).await?;
         match &view.secrets {
             None => Ok((BTreeMap::new(), String::new())),
             Some(row) => Ok((
@@ -144,9 +145,9 @@ impl Host {
         body_json: &str,
     ) -> Result<HostResponse, AnnexError> {
         let cap = match api {
-            "invoicing" => "cap:invoice.manual.create",
-            "clients" => "cap:client.read",
-            "services" => "cap:service.read",
+            "invoicing" => Capability::InvoiceManualCreate,
+            "clients" => Capability::ClientRead,
+            "services" => Capability::ServiceRead,
             other => return Err(AnnexError::invalid(format!("unknown host api {other:?}"))),
         };
         self.granted_install(grant, cap).await?;
@@ -177,7 +178,7 @@ impl Host {
         grant: &VerifiedGrant,
         call: UiProxyCall,
     ) -> Result<HostResponse, AnnexError> {
-        let view = self.granted_install(grant, "cap:ui.proxy").await?;
+        let view = self.granted_install(grant, Capability::UiProxy).await?;
         let Some(base) = &self.config.ui_proxy_base_url else {
             return Ok(HostResponse::status(404));
         };

@@ -135,7 +135,8 @@ impl Installs {
                 tenant_id: spec.tenant.to_string(),
                 registry_id: ext.id,
                 version_id: version.id,
-                granted_caps: annex_bundle::capability::granted(&version.capabilities),
+                granted_caps: annex_bundle::capability::granted(&version.capabilities)
+                    .map_err(|e| AnnexError::new(ErrorCode::InvalidManifest, e.to_string()))?,
                 config: spec.config,
                 egress_allowlist,
             })
@@ -175,7 +176,8 @@ impl Installs {
             .set_install_version(
                 current.install.id,
                 target.id,
-                annex_bundle::capability::granted(&target.capabilities),
+                annex_bundle::capability::granted(&target.capabilities)
+                    .map_err(|e| AnnexError::new(ErrorCode::InvalidManifest, e.to_string()))?,
             )
             .await?;
         self.store

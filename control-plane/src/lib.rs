@@ -26,8 +26,8 @@
 //! - `dispatch`: executions the control plane sends to workers itself.
 //! - `apikeys`: edge API keys and the execution audit rows edges ship.
 //! - `metrics`: the `annex_control_plane_*` counters.
-//! - [`store`]: the `Store` trait, its Postgres and in-memory implementations, all SQL.
-//! - [`postgres_local`]: a private PostgreSQL cluster for tests and `annex dev`.
+//! - [`store`]: the `Store` traits (one per area), their Postgres and in-memory
+//!   implementations, all SQL.
 
 #![warn(unreachable_pub)]
 
@@ -40,7 +40,6 @@ mod grpc;
 mod host;
 mod installs;
 mod metrics;
-pub mod postgres_local;
 mod quota;
 mod registry;
 mod scheduler;

@@ -8,34 +8,22 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use annex_control_plane::{Config, Listeners};
+use annex_ops::process;
 use annex_ops::serve::Io;
-use anyhow::Context as _;
 use clap::Parser as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let _telemetry = annex_ops::telemetry::init(config.log_format, "annex-control-plane");
-    annex_ops::tls::install_crypto_provider();
-    let tls = annex_ops::tls::TlsFiles {
-        ca: config.tls_ca.clone(),
-        cert: config.tls_cert.clone(),
-        key: config.tls_key.clone(),
-    }
-    .load()
-    .context("loading TLS files")?;
+    let _telemetry = process::start(config.log_format, "annex-control-plane");
+    let tls = process::load_tls(&config.tls_ca, &config.tls_cert, &config.tls_key)?;
     let settings = config.settings().await?;
-    let listeners = Listeners {
-        grpc: tokio::net::TcpListener::bind(config.grpc_listen)
-            .await
-            .with_context(|| format!("binding gRPC on {}", config.grpc_listen))?,
-        admin: tokio::net::TcpListener::bind(config.admin_listen)
-            .await
-            .with_context(|| format!("binding admin on {}", config.admin_listen))?,
-    };
     let io = Io {
         tls,
-        listeners,
+        listeners: Listeners {
+            grpc: process::bind("gRPC", config.grpc_listen).await?,
+            admin: process::bind("admin", config.admin_listen).await?,
+        },
         admin: annex_ops::admin::AdminState::new(),
     };
     annex_control_plane::run(settings, io, annex_ops::shutdown::signal()).await

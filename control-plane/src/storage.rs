@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use annex_bundle::capability::Capability;
 use annex_proto::{AnnexError, ErrorCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
@@ -77,7 +78,7 @@ impl Storage {
     /// The grant's data: it must carry `cap:storage.kv` and its install must
     /// still be active.
     async fn scope(&self, grant: &VerifiedGrant) -> Result<StorageScope, AnnexError> {
-        grant.require("cap:storage.kv")?;
+        grant.require(Capability::StorageKv)?;
         // Alga: the install must be enabled, else the call is unauthorised.
         if self.installs.granted_install(grant).await?.is_none() {
             return Err(AnnexError::new(

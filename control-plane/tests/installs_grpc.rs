@@ -51,7 +51,7 @@ async fn install_resolve_config_secrets_and_lifecycle() {
     assert_eq!(info.version, "1.0.0");
     assert_eq!(info.content_hash, v1.content_hash);
     assert!(info.enabled);
-    // Known cap:* names survive, unknown and unprefixed ones are dropped, defaults added.
+    // The declared names, normalised, plus the defaults.
     assert_eq!(
         info.granted_caps,
         [

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use annex_ops::backoff::Backoff;
 use annex_proto::pb;
 use annex_proto::pb::dispatch_client::DispatchClient;
 use prometheus_client::metrics::counter::Counter;
@@ -43,29 +44,29 @@ impl Default for AuditSettings {
 }
 
 #[derive(Debug, Clone)]
-pub struct AuditSink {
+pub(crate) struct AuditSink {
     tx: mpsc::Sender<pb::ExecutionRecord>,
 }
 
 /// A reserved place in the buffer for one row.
 #[derive(Debug)]
-pub struct AuditSlot(mpsc::OwnedPermit<pb::ExecutionRecord>);
+pub(crate) struct AuditSlot(mpsc::OwnedPermit<pb::ExecutionRecord>);
 
 impl AuditSlot {
-    pub fn record(self, row: pb::ExecutionRecord) {
+    pub(crate) fn record(self, row: pb::ExecutionRecord) {
         self.0.send(row);
     }
 }
 
 impl AuditSink {
     /// The sink and the receiving end for [`ship`].
-    pub fn new(settings: AuditSettings) -> (AuditSink, mpsc::Receiver<pb::ExecutionRecord>) {
+    pub(crate) fn new(settings: AuditSettings) -> (AuditSink, mpsc::Receiver<pb::ExecutionRecord>) {
         let (tx, rx) = mpsc::channel(settings.buffer.max(1));
         (AuditSink { tx }, rx)
     }
 
     /// A slot, or `None` when the buffer is full.
-    pub fn reserve(&self) -> Option<AuditSlot> {
+    pub(crate) fn reserve(&self) -> Option<AuditSlot> {
         self.tx.clone().try_reserve_owned().ok().map(AuditSlot)
     }
 }
@@ -73,7 +74,7 @@ impl AuditSink {
 /// Ships rows until every sender is gone and the buffer is drained: batches
 /// of up to `batch` rows, up to `in_flight` calls at once, each retried until
 /// the control plane takes it.
-pub async fn ship(
+pub(crate) async fn ship(
     client: DispatchClient<Channel>,
     mut rx: mpsc::Receiver<pb::ExecutionRecord>,
     settings: AuditSettings,
@@ -101,8 +102,11 @@ pub async fn ship(
     while calls.join_next().await.is_some() {}
 }
 
+/// Delays between attempts at one batch.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+
 async fn send(client: DispatchClient<Channel>, batch: Vec<pb::ExecutionRecord>, failures: Counter) {
-    let mut backoff = Duration::from_millis(100);
+    let mut delays = RETRY.delays();
     loop {
         let records = pb::ExecutionRecords {
             records: batch.clone(),
@@ -122,8 +126,7 @@ async fn send(client: DispatchClient<Channel>, batch: Vec<pb::ExecutionRecord>, 
             Err(s) => {
                 failures.inc();
                 tracing::warn!(code = ?s.code(), message = s.message(), rows = batch.len(), "recording audit rows failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(delays.next_delay()).await;
             }
         }
     }

@@ -1,4 +1,5 @@
-//! The postMessage bridge of §4.2 as two scripts the edge serves: the host
+//! The postMessage bridge (docs/design/alga-compatibility.md, "ext-proxy and the bridge") as
+//! two scripts the edge serves: the host
 //! side (`/ext-bridge/host.js`, embeds and answers an extension iframe) and
 //! the child SDK (`/ext-bridge/sdk.js`, loaded by the extension's UI). Both
 //! are compiled into the binary; their ETag is the SHA-256 of their text.
@@ -7,10 +8,10 @@ use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-pub const HOST_JS: &str = include_str!("bridge/host.js");
-pub const SDK_JS: &str = include_str!("bridge/sdk.js");
+pub(crate) const HOST_JS: &str = include_str!("bridge/host.js");
+pub(crate) const SDK_JS: &str = include_str!("bridge/sdk.js");
 
-pub async fn handle(Path(file): Path<String>, headers: HeaderMap) -> Response {
+pub(crate) async fn handle(Path(file): Path<String>, headers: HeaderMap) -> Response {
     let text = match file.as_str() {
         "host.js" => HOST_JS,
         "sdk.js" => SDK_JS,

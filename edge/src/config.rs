@@ -150,7 +150,7 @@ pub struct Settings {
 }
 
 /// The host of `https://host:port` (brackets of an IPv6 literal removed).
-pub fn url_host(url: &str) -> Option<String> {
+pub(crate) fn url_host(url: &str) -> Option<String> {
     let uri: http::Uri = url.parse().ok()?;
     Some(uri.host()?.trim_matches(['[', ']']).to_owned())
 }

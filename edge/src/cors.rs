@@ -1,12 +1,13 @@
 //! CORS for the gateway routes. Origins come from configuration; a matching
 //! `Origin` is echoed with credentials allowed, anything else gets no CORS
 //! headers at all. Never a blind echo (Alga's `/api/ext` echoes any origin
-//! with credentials; DESIGN.md chooses the allowlist of its ext-proxy).
+//! with credentials; Annex uses the allowlist of its ext-proxy for both,
+//! docs/design/differences.md).
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 #[derive(Debug, Clone, Default)]
-pub struct Cors {
+pub(crate) struct Cors {
     /// Exact origins (`https://app.example.com`); `*` is refused at start-up.
     pub allowed_origins: Vec<String>,
 }
@@ -16,7 +17,7 @@ const ALLOW_HEADERS: &str = "content-type,x-request-id,x-idempotency-key";
 
 impl Cors {
     /// The request's `Origin` if it is allowed.
-    pub fn allowed<'a>(&self, headers: &'a HeaderMap) -> Option<&'a HeaderValue> {
+    pub(crate) fn allowed<'a>(&self, headers: &'a HeaderMap) -> Option<&'a HeaderValue> {
         let origin = headers.get(http::header::ORIGIN)?;
         let text = origin.to_str().ok()?;
         self.allowed_origins
@@ -26,7 +27,7 @@ impl Cors {
     }
 
     /// Adds the echo headers to a response when the origin is allowed.
-    pub fn decorate(&self, request: &HeaderMap, response: &mut HeaderMap) {
+    pub(crate) fn decorate(&self, request: &HeaderMap, response: &mut HeaderMap) {
         response.append(http::header::VARY, HeaderValue::from_static("Origin"));
         if let Some(origin) = self.allowed(request) {
             response.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
@@ -41,8 +42,9 @@ impl Cors {
         }
     }
 
-    /// The 204 answer to a preflight (§3.1 step 1), with no authentication.
-    pub fn preflight(&self, request: &HeaderMap) -> (StatusCode, HeaderMap) {
+    /// The 204 answer to a preflight (the pipeline's first step), with no
+    /// authentication.
+    pub(crate) fn preflight(&self, request: &HeaderMap) -> (StatusCode, HeaderMap) {
         let mut h = HeaderMap::new();
         if let Some(origin) = self.allowed(request) {
             h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
@@ -70,7 +72,7 @@ impl Cors {
         (StatusCode::NO_CONTENT, h)
     }
 
-    pub fn is_preflight(method: &Method) -> bool {
+    pub(crate) fn is_preflight(method: &Method) -> bool {
         method == Method::OPTIONS
     }
 }

@@ -1,7 +1,9 @@
-//! `/api/ext-debug/stream` (§12): server-sent events of one extension's logs
+//! `/api/ext-debug/stream` (docs/design/alga-compatibility.md, "Limits and
+//! egress"): server-sent events of one extension's logs
 //! (guest logging, stderr lines, execution failures) relayed from the control
 //! plane's `HostServices.WatchLogs`. Always the caller's own tenant (Alga let
-//! a `tenantId` parameter select any tenant; DESIGN.md closes that), and the
+//! a `tenantId` parameter select any tenant; docs/design/differences.md
+//! closes that), and the
 //! caller needs `extension:read`.
 
 use std::convert::Infallible;
@@ -22,14 +24,14 @@ use crate::state::EdgeState;
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DebugQuery {
+pub(crate) struct DebugQuery {
     extension_id: Option<String>,
     tenant_id: Option<String>,
     install_id: Option<String>,
     request_id: Option<String>,
 }
 
-pub async fn handle(
+pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
     Query(q): Query<DebugQuery>,
     headers: HeaderMap,
@@ -94,7 +96,7 @@ async fn open(state: &EdgeState, q: DebugQuery, headers: &HeaderMap) -> Result<R
 }
 
 /// Alga's SSE event shape.
-pub fn event_json(e: &pb::LogEvent) -> serde_json::Value {
+pub(crate) fn event_json(e: &pb::LogEvent) -> serde_json::Value {
     serde_json::json!({
         "ts": e.ts_ms,
         "level": e.level,

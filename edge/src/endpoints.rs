@@ -1,17 +1,21 @@
-//! Declared-endpoint matching (§3.1 step 4): the installed version's
+//! Declared-endpoint matching (docs/design/alga-compatibility.md, "Gateway"): the installed version's
 //! `api.endpoints` are an allowlist. Method must match exactly (HEAD counts as
 //! GET), the segment count must match, `:param` segments match any non-empty
 //! segment, and nothing else is normalised. No match means 404: fail-closed.
 
 /// A declared endpoint as the control plane resolves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub method: String,
     pub path: String,
 }
 
 /// The endpoint `method path` is served by, if any.
-pub fn find<'a>(endpoints: &'a [Endpoint], method: &str, path: &str) -> Option<&'a Endpoint> {
+pub(crate) fn find<'a>(
+    endpoints: &'a [Endpoint],
+    method: &str,
+    path: &str,
+) -> Option<&'a Endpoint> {
     let method = if method == "HEAD" { "GET" } else { method };
     let want: Vec<&str> = segments(path).collect();
     endpoints.iter().find(|e| {
@@ -39,13 +43,13 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Methods the gateway routes at all (HEAD is served as GET).
-pub fn is_routable(method: &str) -> bool {
+pub(crate) fn is_routable(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE")
 }
 
 /// Decodes `%XX` escapes of a URL path; `None` for a malformed escape or
 /// bytes that are not UTF-8. An encoded `/` becomes a separator (as in Alga).
-pub fn percent_decode(raw: &str) -> Option<String> {
+pub(crate) fn percent_decode(raw: &str) -> Option<String> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -65,7 +69,7 @@ pub fn percent_decode(raw: &str) -> Option<String> {
 
 /// The request path as Alga forms it: `"/" + segments.join("/")` of the
 /// decoded tail (repeated and trailing slashes dropped).
-pub fn request_path(tail: &str) -> Option<String> {
+pub(crate) fn request_path(tail: &str) -> Option<String> {
     let decoded = percent_decode(tail)?;
     let parts: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty()).collect();
     Some(format!("/{}", parts.join("/")))

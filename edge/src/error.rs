@@ -1,5 +1,6 @@
 //! The gateway's error answers: exactly Alga's `{"error":"<code>"}` bodies
-//! with their statuses (§3.1), plus `requestId` on gateway failures. Detail
+//! with their statuses (docs/design/alga-compatibility.md, "Gateway"), plus `requestId` on
+//! gateway failures. Detail
 //! goes to the log with the request id, never into the body.
 
 use axum::response::{IntoResponse, Response};
@@ -7,7 +8,7 @@ use http::{HeaderValue, StatusCode};
 
 /// One refusal or failure the client sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     /// Set for `bad_gateway` / `gateway_timeout`, which carry the request id.
@@ -17,7 +18,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub const fn new(status: StatusCode, code: &'static str) -> ApiError {
+    pub(crate) const fn new(status: StatusCode, code: &'static str) -> ApiError {
         ApiError {
             status,
             code,
@@ -26,45 +27,47 @@ impl ApiError {
         }
     }
 
-    /// 401 `Unauthorized`: no session at all (§3.1 step 2).
-    pub const UNAUTHORIZED: ApiError = ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized");
-    pub const INVALID_SESSION: ApiError =
+    /// 401 `Unauthorized`: no session at all.
+    pub(crate) const UNAUTHORIZED: ApiError =
+        ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized");
+    pub(crate) const INVALID_SESSION: ApiError =
         ApiError::new(StatusCode::UNAUTHORIZED, "invalid_session");
-    pub const UNAUTHENTICATED: ApiError =
+    pub(crate) const UNAUTHENTICATED: ApiError =
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated");
-    pub const TENANT_MISMATCH: ApiError = ApiError::new(StatusCode::FORBIDDEN, "tenant_mismatch");
-    pub const FORBIDDEN: ApiError = ApiError::new(StatusCode::FORBIDDEN, "forbidden");
-    pub const ENDPOINT_NOT_FOUND: ApiError =
+    pub(crate) const TENANT_MISMATCH: ApiError =
+        ApiError::new(StatusCode::FORBIDDEN, "tenant_mismatch");
+    pub(crate) const FORBIDDEN: ApiError = ApiError::new(StatusCode::FORBIDDEN, "forbidden");
+    pub(crate) const ENDPOINT_NOT_FOUND: ApiError =
         ApiError::new(StatusCode::NOT_FOUND, "endpoint_not_found");
-    pub const EXTENSION_NOT_AVAILABLE: ApiError =
+    pub(crate) const EXTENSION_NOT_AVAILABLE: ApiError =
         ApiError::new(StatusCode::NOT_FOUND, "extension_not_available");
-    pub const PAYLOAD_TOO_LARGE: ApiError =
+    pub(crate) const PAYLOAD_TOO_LARGE: ApiError =
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
-    pub const POLICY_UNAVAILABLE: ApiError =
+    pub(crate) const POLICY_UNAVAILABLE: ApiError =
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "access_policy_unavailable");
 
-    pub fn rate_limited(retry_after: u64) -> ApiError {
+    pub(crate) fn rate_limited(retry_after: u64) -> ApiError {
         ApiError {
             retry_after: Some(retry_after.max(1)),
             ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited")
         }
     }
 
-    pub fn bad_gateway(request_id: &str) -> ApiError {
+    pub(crate) fn bad_gateway(request_id: &str) -> ApiError {
         ApiError {
             request_id: Some(request_id.to_owned()),
             ..ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway")
         }
     }
 
-    pub fn gateway_timeout(request_id: &str) -> ApiError {
+    pub(crate) fn gateway_timeout(request_id: &str) -> ApiError {
         ApiError {
             request_id: Some(request_id.to_owned()),
             ..ApiError::new(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout")
         }
     }
 
-    pub fn body(&self) -> serde_json::Value {
+    pub(crate) fn body(&self) -> serde_json::Value {
         match &self.request_id {
             Some(id) => serde_json::json!({"error": self.code, "requestId": id}),
             None => serde_json::json!({"error": self.code}),

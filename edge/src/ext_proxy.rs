@@ -1,4 +1,5 @@
-//! `/api/ext-proxy/{extensionId}/{*route}` (§4.1): what the iframe bridge's
+//! `/api/ext-proxy/{extensionId}/{*route}` (docs/design/alga-compatibility.md, "ext-proxy and the bridge"):
+//! what the iframe bridge's
 //! `apiproxy` messages reach. The same access pipeline as `/api/ext`, the
 //! `__method` override for POST (query parameter first, then a top-level
 //! JSON body field), ext-proxy's own header allowlists and CORS allowlist.
@@ -13,14 +14,13 @@ use http::{HeaderMap, Method, Uri};
 
 use crate::endpoints;
 use crate::error::ApiError;
-use crate::ext_api::{dispatch, framed, raw_tail, read_body};
-use crate::gateway::{self, Call};
+use crate::gateway::{self, Call, dispatch, framed, raw_tail, read_body};
 use crate::headers::{self, ResponsePolicy};
 use crate::state::EdgeState;
 
 const OVERRIDABLE: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
-pub async fn handle(
+pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
     params: RawPathParams,
     method: Method,
@@ -53,14 +53,14 @@ pub async fn handle(
 
 /// The effective method, query and body after the `__method` override.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Overridden {
+pub(crate) struct Overridden {
     pub method: String,
     pub query: std::collections::HashMap<String, String>,
     pub body: Option<Vec<u8>>,
 }
 
-/// Applies §4.1's override rules to a request.
-pub fn apply_override(
+/// Applies Alga's `__method` override rules to a request.
+pub(crate) fn apply_override(
     method: &str,
     mut query: std::collections::HashMap<String, String>,
     body: Option<Vec<u8>>,
@@ -164,7 +164,7 @@ async fn serve(
         &principal,
         &admitted,
         gateway::Execution {
-            trigger: "proxy",
+            trigger: annex_dispatch::Trigger::Proxy,
             http,
             idempotency_key: String::new(),
             traceparent: gateway::traceparent(headers),

@@ -1,4 +1,4 @@
-//! `/ext-ui/{extensionId}/{contentHash}/{*path}` (§5): an extension's iframe
+//! `/ext-ui/{extensionId}/{contentHash}/{*path}` (docs/design/alga-compatibility.md, "UI hosting"): an extension's iframe
 //! UI, from the bundle with that content hash, only for a tenant with an
 //! active install of exactly that bundle (strict validation, always on).
 //! Paths are sanitised before they touch the disk; unknown paths fall back
@@ -18,8 +18,9 @@ use crate::endpoints::percent_decode;
 use crate::state::EdgeState;
 use crate::ui_store::UiStoreError;
 
-/// Alga's default policy (§5); `frame-ancestors` only when configured.
-pub const DEFAULT_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'";
+/// Alga's default policy (docs/design/alga-compatibility.md, "UI hosting");
+/// `frame-ancestors` only when configured.
+pub(crate) const DEFAULT_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'";
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
@@ -55,7 +56,7 @@ impl UiPolicy {
 }
 
 #[derive(Debug, serde::Deserialize)]
-pub struct UiQuery {
+pub(crate) struct UiQuery {
     tenant: Option<String>,
 }
 
@@ -67,7 +68,7 @@ fn not_found() -> Response {
     (StatusCode::NOT_FOUND, [(header::CACHE_CONTROL, "no-store")]).into_response()
 }
 
-pub async fn handle(
+pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
     params: RawPathParams,
     Query(query): Query<UiQuery>,
@@ -237,11 +238,12 @@ fn content_type(path: &std::path::Path) -> &'static str {
     }
 }
 
-/// §5's path rules on a decoded tail: no leading `/`, no control
+/// Alga's path rules (docs/design/alga-compatibility.md, "UI hosting") on a
+/// decoded tail: no leading `/`, no control
 /// characters, no `\`, no `.`/`..` or hidden segments, repeated slashes
 /// collapsed, and a final segment with an extension only from the
 /// allowlist. `None` means 400.
-pub fn sanitize(path: &str) -> Option<String> {
+pub(crate) fn sanitize(path: &str) -> Option<String> {
     if path.starts_with('/') || path.chars().any(|c| c.is_control() || c == '\\') {
         return None;
     }
@@ -324,21 +326,21 @@ mod tests {
 /// The tenant that last loaded each (extension, content hash) UI: Alga's
 /// process-lifetime hint map, bounded (cleared when full).
 #[derive(Debug, Default)]
-pub struct TenantHints {
+pub(crate) struct TenantHints {
     map: parking_lot::Mutex<std::collections::HashMap<(String, String), String>>,
 }
 
 impl TenantHints {
     const MAX_ENTRIES: usize = 10_000;
 
-    pub fn get(&self, extension: &str, hash_hex: &str) -> Option<String> {
+    pub(crate) fn get(&self, extension: &str, hash_hex: &str) -> Option<String> {
         self.map
             .lock()
             .get(&(extension.to_owned(), hash_hex.to_owned()))
             .cloned()
     }
 
-    pub fn remember(&self, extension: &str, hash_hex: &str, tenant: &str) {
+    pub(crate) fn remember(&self, extension: &str, hash_hex: &str, tenant: &str) {
         let mut map = self.map.lock();
         if map.len() >= Self::MAX_ENTRIES {
             map.clear();

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// `/api/ext` request headers forwarded to the guest (§3.3).
-pub const EXT_REQUEST: &[&str] = &[
+/// `/api/ext` request headers forwarded to the guest
+/// (docs/design/alga-compatibility.md, "Gateway").
+pub(crate) const EXT_REQUEST: &[&str] = &[
     "x-request-id",
     "accept",
     "content-type",
@@ -15,8 +16,9 @@ pub const EXT_REQUEST: &[&str] = &[
     "user-agent",
 ];
 
-/// `/api/ext-proxy` request headers forwarded to the guest (§4.1).
-pub const PROXY_REQUEST: &[&str] = &[
+/// `/api/ext-proxy` request headers forwarded to the guest
+/// (docs/design/alga-compatibility.md, "ext-proxy and the bridge").
+pub(crate) const PROXY_REQUEST: &[&str] = &[
     "accept",
     "content-type",
     "accept-encoding",
@@ -29,7 +31,7 @@ pub const PROXY_REQUEST: &[&str] = &[
 
 /// The request headers of `allow`, names lower-case; a repeated header is
 /// joined with `, `.
-pub fn forward(headers: &HeaderMap, allow: &[&str]) -> HashMap<String, String> {
+pub(crate) fn forward(headers: &HeaderMap, allow: &[&str]) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for name in allow {
         let values: Vec<&str> = headers
@@ -46,18 +48,18 @@ pub fn forward(headers: &HeaderMap, allow: &[&str]) -> HashMap<String, String> {
 
 /// Which of the extension's response headers the client sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponsePolicy {
+pub(crate) enum ResponsePolicy {
     /// `/api/ext`: `content-type`, `cache-control` (never `immutable`),
-    /// `etag` and `x-ext-*` (DESIGN.md, deliberate differences).
+    /// `etag` and `x-ext-*` (docs/design/differences.md).
     Ext,
     /// `/api/ext-proxy`: `content-type`, `cache-control`, `x-ext-request-id`,
-    /// `x-ext-warning` (§4.1).
+    /// `x-ext-warning` (docs/design/alga-compatibility.md, "ext-proxy and the bridge").
     Proxy,
 }
 
 /// Filters the guest's response headers through `policy`. Names are
 /// lower-cased; invalid names or values are dropped.
-pub fn relay(guest: &HashMap<String, String>, policy: ResponsePolicy) -> HeaderMap {
+pub(crate) fn relay(guest: &HashMap<String, String>, policy: ResponsePolicy) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in guest {
         let name = name.trim().to_ascii_lowercase();

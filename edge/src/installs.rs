@@ -32,7 +32,7 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(2);
 
 /// An active install, as the edge uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Install {
+pub(crate) struct Install {
     pub tenant: String,
     pub install_id: String,
     pub registry_id: String,
@@ -48,7 +48,7 @@ pub struct Install {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ResolveError {
+pub(crate) enum ResolveError {
     /// No active install: 404 `extension_not_available`.
     #[error("no active install")]
     NotFound,
@@ -116,7 +116,7 @@ struct Entry {
 }
 
 #[derive(Clone)]
-pub struct InstallCache {
+pub(crate) struct InstallCache {
     client: InstallsClient<Channel>,
     ttl: Duration,
     entries: Arc<Mutex<HashMap<Key, Entry>>>,
@@ -135,7 +135,7 @@ impl std::fmt::Debug for InstallCache {
 }
 
 impl InstallCache {
-    pub fn new(client: InstallsClient<Channel>, ttl: Duration) -> InstallCache {
+    pub(crate) fn new(client: InstallsClient<Channel>, ttl: Duration) -> InstallCache {
         InstallCache {
             client,
             ttl,
@@ -146,7 +146,7 @@ impl InstallCache {
     }
 
     /// The active install `extension` names for `tenant`.
-    pub async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         tenant: &str,
         extension: &str,
@@ -262,7 +262,7 @@ impl InstallCache {
 
     /// Drops every entry of `tenant` that names this install (and every
     /// negative entry of the tenant, which may now resolve).
-    pub fn invalidate(&self, tenant: &str, install_id: &str, registry_id: &str) {
+    pub(crate) fn invalidate(&self, tenant: &str, install_id: &str, registry_id: &str) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let whole_tenant = install_id.is_empty() && registry_id.is_empty();
         self.entries.lock().retain(|(t, _), e| {
@@ -280,7 +280,7 @@ impl InstallCache {
     /// answer (inside its grant) in case the control plane that just came
     /// back cannot answer yet. Dropping them instead turned a reconnect into
     /// 503s for every install while the new replica warmed up.
-    pub fn expire_all(&self) {
+    pub(crate) fn expire_all(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let now = Instant::now();
         for e in self.entries.lock().values_mut() {

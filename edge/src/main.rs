@@ -11,35 +11,23 @@ use anyhow::Context as _;
 use clap::Parser as _;
 
 use annex_edge::{Config, Listeners};
+use annex_ops::process;
+use annex_ops::serve::Io;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let _telemetry = annex_ops::telemetry::init(config.log_format, "annex-edge");
-    annex_ops::tls::install_crypto_provider();
+    let _telemetry = process::start(config.log_format, "annex-edge");
     let settings = config.settings().context("validating the configuration")?;
-    let tls = annex_ops::tls::TlsFiles {
-        ca: config.tls_ca.clone(),
-        cert: config.tls_cert.clone(),
-        key: config.tls_key.clone(),
-    }
-    .load()
-    .context("loading TLS files")?;
+    let tls = process::load_tls(&config.tls_ca, &config.tls_cert, &config.tls_key)?;
     let listeners = Listeners {
-        http: tokio::net::TcpListener::bind(config.http_listen)
-            .await
-            .with_context(|| format!("binding HTTP on {}", config.http_listen))?,
-        admin: tokio::net::TcpListener::bind(config.admin_listen)
-            .await
-            .with_context(|| format!("binding admin on {}", config.admin_listen))?,
+        http: process::bind("HTTP", config.http_listen).await?,
+        admin: process::bind("admin", config.admin_listen).await?,
     };
-    let admin = annex_ops::admin::AdminState::new();
-    annex_edge::run(
-        settings,
+    let io = Io {
         tls,
         listeners,
-        admin,
-        annex_ops::shutdown::signal(),
-    )
-    .await
+        admin: annex_ops::admin::AdminState::new(),
+    };
+    annex_edge::run(settings, io, annex_ops::shutdown::signal()).await
 }

@@ -8,7 +8,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
+pub(crate) struct RouteLabels {
     /// `ext`, `proxy`, `ui`, `debug`.
     pub route: &'static str,
     /// The HTTP status class: `2xx`, `4xx`, `5xx`.
@@ -16,7 +16,7 @@ pub struct RouteLabels {
 }
 
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub requests: Family<RouteLabels, Counter>,
     pub duration: Family<RouteLabels, Histogram>,
     pub worker_retries: Counter,
@@ -44,7 +44,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn register(&self, r: &mut Registry) {
+    pub(crate) fn register(&self, r: &mut Registry) {
         r.register(
             "annex_edge_requests",
             "Requests answered, by route and status class",
@@ -82,7 +82,7 @@ impl Metrics {
         );
     }
 
-    pub fn observe(&self, route: &'static str, status: u16, seconds: f64) {
+    pub(crate) fn observe(&self, route: &'static str, status: u16, seconds: f64) {
         let class = match status {
             200..=299 => "2xx",
             300..=399 => "3xx",

@@ -12,7 +12,7 @@ use annex_proto::pb;
 use crate::error::ApiError;
 
 /// The snapshot's quotas as gate shares.
-pub fn shares(quotas: Vec<pb::TenantQuota>) -> Vec<QuotaShare> {
+pub(crate) fn shares(quotas: Vec<pb::TenantQuota>) -> Vec<QuotaShare> {
     quotas
         .into_iter()
         .filter(|q| !q.tenant_id.is_empty())
@@ -26,7 +26,11 @@ pub fn shares(quotas: Vec<pb::TenantQuota>) -> Vec<QuotaShare> {
 }
 
 /// Admits one execution of the tenant's install, or answers 429.
-pub fn admit(gate: &QuotaGate, tenant: &str, install_id: &str) -> Result<QuotaPermit, ApiError> {
+pub(crate) fn admit(
+    gate: &QuotaGate,
+    tenant: &str,
+    install_id: &str,
+) -> Result<QuotaPermit, ApiError> {
     gate.acquire(tenant, install_id).map_err(|refusal| {
         tracing::debug!(tenant, install = install_id, limit = ?refusal.limit, "over the tenant's quota");
         ApiError::rate_limited(refusal.retry_after)

@@ -1,5 +1,5 @@
-//! Per-install token buckets (§3.1 step 4: 60 tokens, refilled 1/s, by
-//! default). In-process: each edge replica enforces its own bucket, so a
+//! Per-install token buckets (Alga's: 60 tokens, refilled 1/s, by default;
+//! docs/design/alga-compatibility.md, "Gateway"). In-process: each edge replica enforces its own bucket, so a
 //! fleet of N edges admits up to N times the rate. Fleet-wide quotas set
 //! through the control plane are enforced by [`crate::quota`].
 
@@ -28,13 +28,13 @@ impl Default for RateSettings {
 }
 
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     settings: RateSettings,
     buckets: Mutex<HashMap<String, TokenBucket>>,
 }
 
 impl RateLimiter {
-    pub fn new(settings: RateSettings) -> RateLimiter {
+    pub(crate) fn new(settings: RateSettings) -> RateLimiter {
         RateLimiter {
             settings,
             buckets: Mutex::default(),
@@ -43,7 +43,7 @@ impl RateLimiter {
 
     /// Takes one token for `key`, or says after how many whole seconds (at
     /// least 1) one will be available.
-    pub fn take(&self, key: &str) -> Result<(), u64> {
+    pub(crate) fn take(&self, key: &str) -> Result<(), u64> {
         self.take_at(key, Instant::now())
     }
 

@@ -1,14 +1,8 @@
 //! The routing snapshot the control plane pushes over `Dispatch.WatchRoutes`
-//! (workers, placements and quota shares), the worker choice for one execution, and the
-//! mTLS channels to workers.
-//!
-//! Worker choice: the workers the control plane placed the content hash on
-//! come first (those with room before busy ones; rotated when the hash has
-//! spilled onto several), then every other worker, rotated. A worker a call
-//! could not reach (connection refused or reset, draining) is marked down
-//! locally for [`DOWN_FOR`] and tried only after every other worker, so
-//! traffic leaves a dead worker at once rather than after the control
-//! plane's heartbeat TTL.
+//! (workers, placements and quota shares), and the watch that follows it.
+//! The worker order for one execution, the passive health check and the
+//! channels to workers are `annex_dispatch`'s, shared with the control
+//! plane's own dispatch.
 //!
 //! The edge keeps the last snapshot when the stream breaks, so a short
 //! control-plane outage does not stop traffic; a snapshot without any
@@ -18,71 +12,37 @@
 //! must be resolved again (invalidations may have been missed), the old
 //! answers kept only as a fallback while the control plane cannot answer.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use annex_dispatch::{ExecuteError, Executed, RoutingTable, WorkerTarget, WorkerTls, Workers};
+use annex_ops::backoff::Backoff;
 use annex_ops::quota::QuotaGate;
-use annex_ops::tls::TlsMaterial;
 use annex_proto::pb;
 use annex_proto::pb::dispatch_client::DispatchClient;
-use annex_proto::pb::worker_client::WorkerClient;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use tokio_stream::StreamExt as _;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::installs::InstallCache;
 
 /// Largest Execute message either way: a 10 MiB body plus headers, with room.
-pub const MAX_EXECUTE_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
-
-/// How long a worker that failed a call at the transport level is passed
-/// over (passive health check).
-pub const DOWN_FOR: Duration = Duration::from_secs(5);
-
-/// A worker that can take executions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerTarget {
-    pub id: String,
-    pub address: String,
-    /// Capacity and in-flight executions as of the snapshot (0: unknown).
-    pub capacity: u32,
-    pub in_flight: u32,
-}
-
-impl WorkerTarget {
-    /// Whether the snapshot says this worker has a free slot.
-    fn has_room(&self) -> bool {
-        self.capacity == 0 || self.in_flight < self.capacity
-    }
-}
+pub(crate) const MAX_EXECUTE_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Default)]
 struct Snapshot {
     version: u64,
-    workers: Vec<WorkerTarget>,
-    placements: HashMap<String, Vec<String>>,
+    table: RoutingTable,
 }
 
-/// How the edge reaches workers.
-#[derive(Clone)]
-pub struct WorkerTls {
-    pub material: TlsMaterial,
-    /// Name checked against worker certificates; `None`: the host of the address.
-    pub server_name: Option<String>,
-}
-
-pub struct Routes {
+pub(crate) struct Routes {
     snapshot: RwLock<Arc<Snapshot>>,
     /// This edge's shares of the fleet-wide quotas, from the same snapshot.
     pub quotas: QuotaGate,
     received: AtomicBool,
-    next: AtomicUsize,
-    channels: Mutex<HashMap<String, Channel>>,
-    /// Worker id → until when it is passed over.
-    down: Mutex<HashMap<String, Instant>>,
-    tls: WorkerTls,
+    /// Channels, health marks and rotation for sending to workers.
+    pub workers: Workers,
 }
 
 impl std::fmt::Debug for Routes {
@@ -94,46 +54,28 @@ impl std::fmt::Debug for Routes {
 }
 
 impl Routes {
-    pub fn new(tls: WorkerTls) -> Routes {
+    pub(crate) fn new(tls: WorkerTls) -> Routes {
         Routes {
             snapshot: RwLock::default(),
             quotas: QuotaGate::new(),
             received: AtomicBool::new(false),
-            next: AtomicUsize::new(0),
-            channels: Mutex::default(),
-            down: Mutex::default(),
-            tls,
+            workers: Workers::new(tls, MAX_EXECUTE_MESSAGE_BYTES),
         }
     }
 
     /// Whether a snapshot has arrived since start.
-    pub fn has_snapshot(&self) -> bool {
+    pub(crate) fn has_snapshot(&self) -> bool {
         self.received.load(Ordering::SeqCst)
     }
 
-    pub fn apply(&self, mut s: pb::RoutingSnapshot) {
+    pub(crate) fn apply(&self, mut s: pb::RoutingSnapshot) {
         self.quotas
             .apply(crate::quota::shares(std::mem::take(&mut s.quotas)));
         let snapshot = Snapshot {
             version: s.version,
-            workers: s
-                .workers
-                .into_iter()
-                .filter(|w| !w.address.is_empty())
-                .map(|w| WorkerTarget {
-                    id: w.worker_id,
-                    address: w.address,
-                    capacity: w.capacity,
-                    in_flight: w.in_flight,
-                })
-                .collect(),
-            placements: s
-                .placements
-                .into_iter()
-                .map(|p| (p.content_hash, p.worker_ids))
-                .collect(),
+            table: RoutingTable::from_snapshot(s.workers, s.placements),
         };
-        if snapshot.workers.is_empty() && !self.snapshot.read().workers.is_empty() {
+        if snapshot.table.workers.is_empty() && !self.snapshot.read().table.workers.is_empty() {
             // Static stability: a control plane that just restarted has seen
             // no heartbeats yet. An empty list never replaces known workers;
             // dead ones are passed over by the passive health check.
@@ -146,11 +88,10 @@ impl Routes {
         }
         tracing::debug!(
             version = snapshot.version,
-            workers = snapshot.workers.len(),
+            workers = snapshot.table.workers.len(),
             "routing snapshot"
         );
-        let live: Vec<String> = snapshot.workers.iter().map(|w| w.address.clone()).collect();
-        self.channels.lock().retain(|addr, _| live.contains(addr));
+        self.workers.retain(&snapshot.table);
         *self.snapshot.write() = Arc::new(snapshot);
         self.received.store(true, Ordering::SeqCst);
     }
@@ -159,110 +100,40 @@ impl Routes {
     /// (with room first, in the control plane's order, rotated when there
     /// are several), then every other worker rotated so load spreads, and
     /// workers marked down last.
-    pub fn candidates(&self, content_hash: &str) -> Vec<WorkerTarget> {
+    pub(crate) fn candidates(&self, content_hash: &str) -> Vec<WorkerTarget> {
         let snap = self.snapshot.read().clone();
-        let n = snap.workers.len();
-        if n == 0 {
-            return Vec::new();
-        }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        let down = self.down_now();
-        let mut placed: Vec<WorkerTarget> = snap
-            .placements
-            .get(content_hash)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| snap.workers.iter().find(|w| &w.id == id).cloned())
-            .collect();
-        if placed.len() > 1 {
-            let k = turn % placed.len();
-            placed.rotate_left(k);
-        }
-        // Stable: keeps the order within each group.
-        placed.sort_by_key(|w| !w.has_room());
-        let mut out = placed;
-        let start = turn % n;
-        for i in 0..n {
-            let w = &snap.workers[(start + i) % n];
-            if !out.iter().any(|o| o.id == w.id) {
-                out.push(w.clone());
-            }
-        }
-        out.sort_by_key(|w| down.contains(&w.id));
-        out
+        self.workers.candidates(&snap.table, content_hash)
     }
 
-    /// Passes over `worker_id` for [`DOWN_FOR`]: a call to it failed before
-    /// reaching a guest (connection refused or reset, draining).
-    pub fn mark_down(&self, worker_id: &str) {
-        let mut down = self.down.lock();
-        if !down.contains_key(worker_id) {
-            tracing::info!(worker = worker_id, "worker unreachable; passing it over");
-        }
-        down.insert(worker_id.to_owned(), Instant::now() + DOWN_FOR);
-    }
-
-    /// Worker ids currently marked down (expired marks are dropped).
-    fn down_now(&self) -> Vec<String> {
-        let now = Instant::now();
-        let mut down = self.down.lock();
-        down.retain(|_, until| *until > now);
-        down.keys().cloned().collect()
-    }
-
-    /// A `Worker` client for `target` over mTLS (channels are reused).
-    pub fn client(
-        &self,
-        target: &WorkerTarget,
-    ) -> Result<WorkerClient<Channel>, tonic::transport::Error> {
-        let mut channels = self.channels.lock();
-        let channel = match channels.get(&target.address) {
-            Some(c) => c.clone(),
-            None => {
-                let authority = authority(&target.address);
-                let host = authority
-                    .rsplit_once(':')
-                    .map(|(h, _)| h.trim_matches(['[', ']']))
-                    .unwrap_or(authority);
-                let name = self.tls.server_name.as_deref().unwrap_or(host);
-                let c = Endpoint::from_shared(format!("https://{authority}"))?
-                    .tls_config(self.tls.material.client_config(name))?
-                    .connect_timeout(Duration::from_secs(2))
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(20))
-                    .connect_lazy();
-                channels.insert(target.address.clone(), c.clone());
-                c
-            }
-        };
-        Ok(WorkerClient::new(channel)
-            .max_decoding_message_size(MAX_EXECUTE_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_EXECUTE_MESSAGE_BYTES))
+    /// Sends `req` to the best worker for its content hash, retrying once
+    /// on the next only when the first never started a guest.
+    pub(crate) async fn execute(&self, req: pb::ExecuteRequest) -> Result<Executed, ExecuteError> {
+        let hash = req
+            .context
+            .as_ref()
+            .map(|c| c.content_hash.as_str())
+            .unwrap_or_default();
+        let candidates = self.candidates(hash);
+        self.workers.execute(&candidates, req).await
     }
 }
 
-/// `host:port` of a worker address. The protocol says `host:port`; a
-/// scheme some workers advertise is tolerated and ignored (always mTLS).
-fn authority(address: &str) -> &str {
-    let rest = address
-        .strip_prefix("https://")
-        .or_else(|| address.strip_prefix("http://"))
-        .unwrap_or(address);
-    rest.trim_end_matches('/')
-}
+/// Delays between attempts to reopen the routing stream.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 
 /// Follows `Dispatch.WatchRoutes` until `stop` flips, reconnecting with
-/// backoff.
-pub async fn watch(
+/// backoff (started over once a stream has delivered an update).
+pub(crate) async fn watch(
     client: DispatchClient<Channel>,
     edge_id: String,
     routes: Arc<Routes>,
     installs: InstallCache,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut delays = RECONNECT.delays();
     loop {
         let attempt = async {
+            let mut delivered = false;
             let mut stream = client
                 .clone()
                 .watch_routes(pb::WatchRoutesRequest {
@@ -273,7 +144,12 @@ pub async fn watch(
             // Invalidations may have been missed while disconnected.
             installs.expire_all();
             while let Some(update) = stream.next().await {
-                match update?.update {
+                let update = update?;
+                if !delivered {
+                    delivered = true;
+                    delays = RECONNECT.delays();
+                }
+                match update.update {
                     Some(pb::routing_update::Update::Snapshot(s)) => routes.apply(s),
                     Some(pb::routing_update::Update::Invalidation(i)) => {
                         tracing::debug!(tenant = %i.tenant_id, install = %i.install_id, "install invalidated");
@@ -292,10 +168,9 @@ pub async fn watch(
             _ = stop.wait_for(|s| *s) => return,
         }
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(delays.next_delay()) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -318,13 +193,6 @@ mod tests {
             address: format!("{id}:1"),
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn worker_addresses_may_carry_a_scheme() {
-        assert_eq!(authority("127.0.0.1:7444"), "127.0.0.1:7444");
-        assert_eq!(authority("https://w1:7444/"), "w1:7444");
-        assert_eq!(authority("http://[::1]:7444"), "[::1]:7444");
     }
 
     #[test]
@@ -420,10 +288,55 @@ mod tests {
             quotas: vec![],
         });
         assert_eq!(r.candidates("h")[0].id, "a");
-        r.mark_down("a");
+        r.workers.mark_down("a");
         for _ in 0..3 {
             let ids: Vec<String> = r.candidates("h").into_iter().map(|w| w.id).collect();
             assert_eq!(ids, ["b", "a"]);
         }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_never_started_and_marks_the_worker_down() {
+        annex_ops::tls::install_crypto_provider();
+        let routes = routes();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr");
+        drop(closed);
+        let target = WorkerTarget {
+            id: "gone".into(),
+            address: addr.to_string(),
+            capacity: 0,
+            in_flight: 0,
+        };
+        let status = routes
+            .workers
+            .client(&target)
+            .expect("client")
+            .execute(pb::ExecuteRequest::default())
+            .await
+            .expect_err("nothing listens");
+        assert!(annex_proto::error::never_started(&status), "{status:?}");
+
+        routes.apply(pb::RoutingSnapshot {
+            version: 1,
+            workers: vec![pb::WorkerRoute {
+                worker_id: "gone".into(),
+                address: addr.to_string(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let err = routes
+            .execute(pb::ExecuteRequest {
+                limits: Some(pb::Limits {
+                    timeout_ms: 5_000,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect_err("nothing listens");
+        assert!(matches!(err, ExecuteError::Refused(_)), "{err:?}");
+        assert_eq!(routes.candidates("")[0].id, "gone", "still the only worker");
     }
 }

@@ -1,13 +1,13 @@
 //! Runs an edge: the public HTTP routes, the routing watch, the audit
-//! shipper and the admin listener. A server is a function of (settings, TLS
-//! material, listeners, shutdown): it binds nothing and installs no signal
-//! handlers.
+//! shipper and the admin listener. A server is a function of (settings,
+//! [`Io`] (TLS material, listeners, admin state), shutdown): it binds
+//! nothing and installs no signal handlers.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use annex_ops::admin::AdminState;
+use annex_ops::serve::Io;
 use annex_ops::tls::TlsMaterial;
 use annex_proto::pb;
 use anyhow::Context as _;
@@ -23,10 +23,11 @@ use crate::cors::Cors;
 use crate::installs::InstallCache;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
-use crate::routing::{self, Routes, WorkerTls};
+use crate::routing::{self, Routes};
 use crate::state::EdgeState;
 use crate::ui_store::UiStore;
 use crate::{bridge, debug_stream, ext_api, ext_proxy, ext_ui};
+use annex_dispatch::WorkerTls;
 
 /// Bound sockets for an edge.
 #[derive(Debug)]
@@ -39,7 +40,7 @@ pub struct Listeners {
 const AUDIT_DRAIN: Duration = Duration::from_secs(5);
 
 /// The public routes over `state`.
-pub fn router(state: Arc<EdgeState>) -> Router {
+pub(crate) fn router(state: Arc<EdgeState>) -> Router {
     Router::new()
         .route("/api/ext/{extension_id}", any(ext_api::handle))
         .route("/api/ext/{extension_id}/", any(ext_api::handle))
@@ -74,11 +75,14 @@ fn control_plane_channel(settings: &Settings, tls: &TlsMaterial) -> anyhow::Resu
 /// in-flight requests and ships the buffered audit rows.
 pub async fn run(
     settings: Settings,
-    tls: TlsMaterial,
-    listeners: Listeners,
-    admin: AdminState,
+    io: Io<Listeners>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let Io {
+        tls,
+        listeners,
+        admin,
+    } = io;
     annex_ops::tls::install_crypto_provider();
     let channel = control_plane_channel(&settings, &tls)?;
     let dispatch = pb::dispatch_client::DispatchClient::new(channel.clone());

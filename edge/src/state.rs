@@ -17,7 +17,7 @@ use crate::routing::Routes;
 use crate::ui_store::UiStore;
 
 #[derive(Debug)]
-pub struct EdgeState {
+pub(crate) struct EdgeState {
     pub auth: Authenticator,
     pub installs: InstallCache,
     pub routes: Arc<Routes>,

@@ -18,7 +18,7 @@ use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
 
 #[derive(Debug, thiserror::Error)]
-pub enum UiStoreError {
+pub(crate) enum UiStoreError {
     /// The bytes the control plane sent do not hash to what was asked: 502.
     #[error("archive hash mismatch: expected {expected}, got {actual}")]
     HashMismatch { expected: String, actual: String },
@@ -43,7 +43,7 @@ struct Cached {
     used: Instant,
 }
 
-pub struct UiStore {
+pub(crate) struct UiStore {
     registry: RegistryClient<Channel>,
     settings: UiStoreSettings,
     index: Mutex<HashMap<String, Cached>>,
@@ -66,7 +66,7 @@ const MAX_ETAGS: usize = 20_000;
 impl UiStore {
     /// Opens the store, indexing what an earlier process left (partial
     /// fills are removed).
-    pub fn open(
+    pub(crate) fn open(
         registry: RegistryClient<Channel>,
         settings: UiStoreSettings,
         fills_total: prometheus_client::metrics::counter::Counter,
@@ -103,7 +103,7 @@ impl UiStore {
     }
 
     /// The `ui/` directory of bundle `hash`, fetching it if needed.
-    pub async fn ui_dir(&self, hash: &ContentHash) -> Result<PathBuf, UiStoreError> {
+    pub(crate) async fn ui_dir(&self, hash: &ContentHash) -> Result<PathBuf, UiStoreError> {
         let hex = hash.hex().to_owned();
         let dir = self.settings.root.join(&hex);
         if self.touch(&hex) {
@@ -222,7 +222,7 @@ impl UiStore {
     }
 
     /// The strong ETag of a cached file: `"sha256-<hex of its bytes>"`.
-    pub fn etag(&self, path: &Path, bytes: &[u8]) -> String {
+    pub(crate) fn etag(&self, path: &Path, bytes: &[u8]) -> String {
         if let Some(t) = self.etags.lock().get(path) {
             return t.clone();
         }

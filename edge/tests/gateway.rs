@@ -447,7 +447,7 @@ async fn writes_carry_an_idempotency_key() {
 #[tokio::test]
 async fn the_rate_limit_answers_429_with_retry_after() {
     let w = World::start_with(EdgeOptions {
-        rate: annex_edge::ratelimit::RateSettings {
+        rate: annex_edge::RateSettings {
             capacity: 2,
             refill_per_sec: 0.01,
         },

@@ -1,4 +1,4 @@
-//! `/api/ext-proxy` (§4.1): the method override, its authorisation by the
+//! `/api/ext-proxy` (docs/design/alga-compatibility.md, "ext-proxy and the bridge"): the method override, its authorisation by the
 //! effective method, the narrower header allowlists and CORS allowlist.
 
 mod support;

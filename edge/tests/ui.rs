@@ -1,4 +1,4 @@
-//! `/ext-ui` (§5): tenant validation against the active install's bundle,
+//! `/ext-ui` (docs/design/alga-compatibility.md, "UI hosting"): tenant validation against the active install's bundle,
 //! path sanitising, SPA fallback, strong ETags and 304, CSP and nosniff,
 //! immutable caching, oversized assets; and the bridge scripts.
 

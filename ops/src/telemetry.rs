@@ -39,7 +39,7 @@ pub struct Telemetry {
 
 impl Telemetry {
     /// Whether spans are exported.
-    pub fn exporting(&self) -> bool {
+    pub(crate) fn exporting(&self) -> bool {
         self.provider.is_some()
     }
 

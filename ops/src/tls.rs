@@ -13,7 +13,7 @@ use annex_proto::{AnnexError, ErrorCode};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// URI SAN prefix that carries the role.
-pub const ROLE_URI_PREFIX: &str = "urn:annex:role:";
+pub(crate) const ROLE_URI_PREFIX: &str = "urn:annex:role:";
 
 /// Who is calling, by certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -129,7 +129,7 @@ impl TlsMaterial {
 }
 
 /// Reads the role and name from a DER certificate.
-pub fn peer_from_der(der: &[u8]) -> Option<Peer> {
+pub(crate) fn peer_from_der(der: &[u8]) -> Option<Peer> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let name = cert
         .subject()

@@ -8,7 +8,7 @@
 use std::fmt;
 
 /// Response metadata key carrying the stable error code.
-pub const ERROR_CODE_METADATA: &str = "annex-error-code";
+pub(crate) const ERROR_CODE_METADATA: &str = "annex-error-code";
 
 macro_rules! error_codes {
     ($( $(#[$doc:meta])* $variant:ident => ($name:literal, $grpc:ident, $http:literal), )*) => {
@@ -28,7 +28,7 @@ macro_rules! error_codes {
             }
 
             /// The gRPC status code.
-            pub fn grpc_code(self) -> tonic::Code {
+            pub(crate) fn grpc_code(self) -> tonic::Code {
                 match self { $(ErrorCode::$variant => tonic::Code::$grpc,)* }
             }
 
@@ -177,8 +177,8 @@ impl From<AnnexError> for tonic::Status {
 }
 
 /// Whether a failed call to a worker certainly never started a guest, so
-/// it may be sent to another worker (DESIGN.md, retry rule): the server
-/// refused it itself (`UNAVAILABLE` or `RESOURCE_EXHAUSTED` with an Annex
+/// it may be sent to another worker (ARCHITECTURE.md, "Invariants"): the
+/// server refused it itself (`UNAVAILABLE` or `RESOURCE_EXHAUSTED` with an Annex
 /// error code: draining, overloaded), the connection could not be made
 /// (refused, TLS handshake), or HTTP/2 refused the stream (`REFUSED_STREAM`,
 /// e.g. after the server's GOAWAY). A connection that broke while the call

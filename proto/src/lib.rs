@@ -4,11 +4,13 @@
 //!
 //! This is the only crate that knows protobuf. It must not do I/O.
 
+#![warn(unreachable_pub)]
+
 pub mod domain;
 pub mod error;
 
 /// Generated `annex.v1` messages, clients and servers.
-#[allow(clippy::all, clippy::pedantic, missing_docs)]
+#[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
 pub mod pb {
     tonic::include_proto!("annex.v1");
 }

@@ -9,6 +9,7 @@
 //! with a message saying what is missing.
 
 pub mod http;
+pub mod kube;
 pub mod stack;
 pub mod webdriver;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use annex_bundle::ContentHash;
 use annex_bundle::signing::KeyPair;
-use annex_control_plane::postgres_local::{LocalPostgres, LocalPostgresOptions};
+use annex_devpg::{LocalPostgres, LocalPostgresOptions};
 use annex_ops::Role;
 use annex_proto::pb;
 use tokio::process::{Child, Command};
@@ -557,8 +557,8 @@ impl Stack {
                 }
             }
         }
-        annex_edge::auth::jwt::sign(
-            &annex_edge::auth::jwt::SigningKey::Hs256(secret.trim_ascii().to_vec()),
+        annex_edge::jwt::sign(
+            &annex_edge::jwt::SigningKey::Hs256(secret.trim_ascii().to_vec()),
             &claims,
         )
     }
@@ -596,7 +596,7 @@ impl Stack {
         &self,
         registry_id: &str,
     ) -> Vec<annex_control_plane::store::ExecutionRow> {
-        use annex_control_plane::store::Store as _;
+        use annex_control_plane::store::ExecutionLogStore as _;
         let id = registry_id.parse().unwrap_or_else(|e| panic!("uuid: {e}"));
         self.pg_store()
             .await
@@ -783,7 +783,7 @@ impl Stack {
         tenant: &str,
         registry_id: &str,
     ) -> Vec<annex_control_plane::store::UsageRow> {
-        use annex_control_plane::store::Store as _;
+        use annex_control_plane::store::QuotaStore as _;
         let id = registry_id.parse().unwrap_or_else(|e| panic!("uuid: {e}"));
         self.pg_store()
             .await

@@ -14,15 +14,15 @@ use tokio::sync::oneshot;
 
 /// Admission limits.
 #[derive(Debug, Clone)]
-pub struct AdmissionConfig {
+pub(crate) struct AdmissionConfig {
     /// Executions running at once on this worker. Bounded by the pool's
     /// component instances; 2 cores gain nothing from more runnable guests,
     /// but guests awaiting host calls hold a slot without using a core.
-    pub capacity: usize,
+    pub(crate) capacity: usize,
     /// Executions of one tenant running at once.
-    pub per_tenant: usize,
+    pub(crate) per_tenant: usize,
     /// Waiters per tenant before new requests are refused.
-    pub queue_per_tenant: usize,
+    pub(crate) queue_per_tenant: usize,
 }
 
 impl Default for AdmissionConfig {
@@ -37,7 +37,7 @@ impl Default for AdmissionConfig {
 
 /// Why a request was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     #[error("the tenant's queue is full")]
     QueueFull,
     #[error("waited too long for an execution slot")]
@@ -65,7 +65,7 @@ pub struct Admission {
 }
 
 /// A held execution slot; released on drop.
-pub struct Permit {
+pub(crate) struct Permit {
     admission: Arc<Admission>,
     tenant: String,
 }
@@ -77,14 +77,14 @@ impl Drop for Permit {
 }
 
 impl Admission {
-    pub fn new(config: AdmissionConfig) -> Arc<Admission> {
+    pub(crate) fn new(config: AdmissionConfig) -> Arc<Admission> {
         Arc::new(Admission {
             config,
             state: Mutex::new(State::default()),
         })
     }
 
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.config.capacity
     }
 
@@ -94,7 +94,7 @@ impl Admission {
     }
 
     /// Waits for a slot for `tenant`, at most `max_wait`.
-    pub async fn acquire(
+    pub(crate) async fn acquire(
         self: &Arc<Self>,
         tenant: &str,
         max_wait: Duration,

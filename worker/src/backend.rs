@@ -20,17 +20,18 @@ use tonic::transport::Channel;
 
 /// A failed host-service call, reduced to what the guest-visible mappings
 /// branch on: the HTTP-equivalent status of the error code (Alga's runner
-/// maps HTTP statuses, spec §9 and §11, and the error-code table gives the
-/// same statuses), plus a message for the log.
+/// maps its server's HTTP statuses, see docs/design/alga-compatibility.md,
+/// "Storage" and "Host APIs", and the error-code table gives the same
+/// statuses), plus a message for the log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("host service failed with status {status}: {message}")]
 pub struct HostError {
-    pub status: u16,
-    pub message: String,
+    pub(crate) status: u16,
+    pub(crate) message: String,
 }
 
 impl HostError {
-    pub fn unavailable(message: impl Into<String>) -> HostError {
+    pub(crate) fn unavailable(message: impl Into<String>) -> HostError {
         HostError {
             status: 503,
             message: message.into(),
@@ -51,29 +52,29 @@ impl From<tonic::Status> for HostError {
 /// A storage record as the guest sees it: `value` holds the decoded bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageRecord {
-    pub namespace: String,
-    pub key: String,
-    pub value: Vec<u8>,
-    pub revision: u64,
+    pub(crate) namespace: String,
+    pub(crate) key: String,
+    pub(crate) value: Vec<u8>,
+    pub(crate) revision: u64,
 }
 
 /// A relayed host-application response (invoicing, clients, services,
 /// ui-proxy): its HTTP status (0 when unreachable) and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostApiResponse {
-    pub status: u16,
-    pub body: Vec<u8>,
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
 }
 
 /// One `ui-proxy.call-route`, with what the control plane forwards as
 /// `x-request-id`, `x-user-id` and `x-user-email`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UiProxyCall {
-    pub route: String,
-    pub payload: Option<Vec<u8>>,
-    pub request_id: String,
-    pub user_id: String,
-    pub user_email: String,
+    pub(crate) route: String,
+    pub(crate) payload: Option<Vec<u8>>,
+    pub(crate) request_id: String,
+    pub(crate) user_id: String,
+    pub(crate) user_email: String,
 }
 
 /// The host-application API a relayed call goes to.
@@ -85,7 +86,7 @@ pub enum HostApi {
 }
 
 impl HostApi {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             HostApi::Invoicing => "invoicing",
             HostApi::Clients => "clients",

@@ -4,9 +4,10 @@
 //! and links against the same linker.
 //!
 //! Imports are `async` on the Rust side only: the WIT stays synchronous, the
-//! one configuration real components link against (facts file; spec §1.3b:
-//! `async | store` reproduces Alga's "type mismatch with async"). `trappable`
-//! lets a host function fail the call with a trap instead of panicking.
+//! one configuration real components link against (docs/design/wasmtime.md;
+//! docs/design/alga-compatibility.md, "Guest ABI": `async | store`
+//! reproduces Alga's "type mismatch with async"). `trappable` lets a host
+//! function fail the call with a trap instead of panicking.
 
 wasmtime::component::bindgen!({
     path: "../examples/wit",
@@ -15,4 +16,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use alga::extension::types;
+pub(crate) use alga::extension::types;

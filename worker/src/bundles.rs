@@ -28,21 +28,21 @@ use tonic::transport::Channel;
 /// content hash to).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignatureRecord {
-    pub publisher: String,
-    pub name: String,
-    pub version: String,
+    pub(crate) publisher: String,
+    pub(crate) name: String,
+    pub(crate) version: String,
     /// Standard base64 Ed25519 signature.
-    pub signature: String,
+    pub(crate) signature: String,
     /// Optional: every trusted key of the publisher is tried when empty.
     #[serde(default)]
-    pub key_id: String,
+    pub(crate) key_id: String,
 }
 
 /// Archive bytes with their signature record, not yet verified.
 #[derive(Debug, Clone)]
 pub struct FetchedBundle {
-    pub bytes: Vec<u8>,
-    pub signature: SignatureRecord,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) signature: SignatureRecord,
 }
 
 /// Why a bundle could not be used. Displayed after `bundle_fetch_failed: `.
@@ -65,7 +65,7 @@ pub enum BundleError {
 }
 
 /// Parses a content hash; like Alga's execute, the `sha256:` prefix is optional.
-pub fn parse_hash(s: &str) -> Result<ContentHash, BundleError> {
+pub(crate) fn parse_hash(s: &str) -> Result<ContentHash, BundleError> {
     let s = s.trim();
     ContentHash::from_str(s)
         .or_else(|_| ContentHash::from_hex(s))
@@ -86,7 +86,7 @@ pub trait TrustSource: Send + Sync + 'static {
 
 /// Checks hash and signature, then unpacks and returns `dist/main.wasm`.
 /// CPU-bound (hashing, zstd): call it on a blocking thread.
-pub fn verify_and_extract(
+pub(crate) fn verify_and_extract(
     hash: &ContentHash,
     bundle: &FetchedBundle,
     trust: &TrustBundle,
@@ -104,7 +104,7 @@ pub fn verify_and_extract(
 }
 
 /// Checks only the signature record (the hash is the caller's key).
-pub fn verify_signature(
+pub(crate) fn verify_signature(
     hash: &ContentHash,
     record: &SignatureRecord,
     trust: &TrustBundle,
@@ -136,7 +136,7 @@ pub struct DirBundleSource {
 }
 
 impl DirBundleSource {
-    pub fn new(dir: impl Into<PathBuf>) -> DirBundleSource {
+    pub(crate) fn new(dir: impl Into<PathBuf>) -> DirBundleSource {
         DirBundleSource { dir: dir.into() }
     }
 
@@ -145,7 +145,11 @@ impl DirBundleSource {
     }
 
     /// Stores a bundle so [`BundleSource::fetch`] finds it.
-    pub fn store(&self, bytes: &[u8], signature: &SignatureRecord) -> std::io::Result<ContentHash> {
+    pub(crate) fn store(
+        &self,
+        bytes: &[u8],
+        signature: &SignatureRecord,
+    ) -> std::io::Result<ContentHash> {
         let hash = ContentHash::of(bytes);
         std::fs::create_dir_all(&self.dir)?;
         std::fs::write(self.dir.join(format!("{}.tar.zst", hash.hex())), bytes)?;
@@ -269,13 +273,13 @@ impl GrpcTrust {
 impl GrpcTrust {
     /// Forgets the cached keys: the next load lists them again (the control
     /// plane announces trust changes on the fleet stream).
-    pub async fn invalidate(&self) {
+    pub(crate) async fn invalidate(&self) {
         *self.cached.lock().await = None;
     }
 }
 
 /// Converts `Trust.ListKeys` keys; keys that do not parse are skipped.
-pub fn trust_from_pb(keys: Vec<pb::PublisherKey>) -> TrustBundle {
+pub(crate) fn trust_from_pb(keys: Vec<pb::PublisherKey>) -> TrustBundle {
     TrustBundle {
         keys: keys
             .into_iter()

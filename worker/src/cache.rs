@@ -33,14 +33,14 @@ use annex_bundle::TrustBundle;
 
 /// Where a component came from on this call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoadSource {
+pub(crate) enum LoadSource {
     Memory,
     Disk,
     Compiled,
 }
 
 impl LoadSource {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LoadSource::Memory => "memory",
             LoadSource::Disk => "disk",
@@ -50,11 +50,11 @@ impl LoadSource {
 }
 
 /// A component ready to instantiate.
-pub struct Compiled {
-    pub hash: ContentHash,
-    pub pre: RunnerV2Pre<HostState>,
+pub(crate) struct Compiled {
+    pub(crate) hash: ContentHash,
+    pub(crate) pre: RunnerV2Pre<HostState>,
     /// The signed identity, checked again whenever the trust keys change.
-    pub signature: SignatureRecord,
+    pub(crate) signature: SignatureRecord,
     /// The trust keys the signature last verified against.
     verified_with: Mutex<Option<Arc<TrustBundle>>>,
 }
@@ -62,7 +62,7 @@ pub struct Compiled {
 impl Compiled {
     /// Re-verifies the signature if `trust` is not the bundle it was last
     /// verified with (one Ed25519 check per trust change, none otherwise).
-    pub fn ensure_trusted(&self, trust: &Arc<TrustBundle>) -> Result<(), BundleError> {
+    pub(crate) fn ensure_trusted(&self, trust: &Arc<TrustBundle>) -> Result<(), BundleError> {
         if self
             .verified_with
             .lock()
@@ -79,7 +79,7 @@ impl Compiled {
 
 /// Why a component could not be made ready.
 #[derive(Debug, thiserror::Error)]
-pub enum CacheError {
+pub(crate) enum CacheError {
     /// Fetching or verifying the bundle failed (Alga: `bundle_fetch_failed`).
     #[error(transparent)]
     Bundle(#[from] crate::bundles::BundleError),
@@ -89,9 +89,9 @@ pub enum CacheError {
 }
 
 /// What the loader hands the cache after verification.
-pub struct Verified {
-    pub component: Vec<u8>,
-    pub signature: SignatureRecord,
+pub(crate) struct Verified {
+    pub(crate) component: Vec<u8>,
+    pub(crate) signature: SignatureRecord,
 }
 
 /// The compiled-component cache.
@@ -106,7 +106,7 @@ pub struct ComponentCache {
 
 impl ComponentCache {
     /// `capacity`: components kept in memory. `disk`: artifact directory.
-    pub fn new(
+    pub(crate) fn new(
         engine: Arc<WasmEngine>,
         linker: Linker<HostState>,
         capacity: NonZeroUsize,
@@ -140,19 +140,19 @@ impl ComponentCache {
     }
 
     /// Forgets `hash` in memory (its signature stopped verifying).
-    pub fn evict(&self, hash: &ContentHash) {
+    pub(crate) fn evict(&self, hash: &ContentHash) {
         self.memory.lock().pop(hash);
     }
 
     /// A memory hit, without loading anything.
-    pub fn get_memory(&self, hash: &ContentHash) -> Option<Arc<Compiled>> {
+    pub(crate) fn get_memory(&self, hash: &ContentHash) -> Option<Arc<Compiled>> {
         self.memory.lock().get(hash).cloned()
     }
 
     /// Returns the component for `hash`, from memory, else disk (after the
     /// signature record passes `recheck`), else by verifying bytes from
     /// `load` and compiling them.
-    pub async fn get<L, LF, R>(
+    pub(crate) async fn get<L, LF, R>(
         &self,
         hash: &ContentHash,
         recheck: R,
@@ -333,8 +333,8 @@ fn deserialize_own_artifact(engine: &WasmEngine, path: &Path) -> anyhow::Result<
     // (created 0700 by this process), and only after compiling bytes whose
     // hash and signature were verified; the file name carries the engine's
     // compatibility hash, and Wasmtime itself rejects artifacts built with
-    // other settings or versions. This is the one documented `unsafe` of
-    // the workspace (STYLE.md).
+    // other settings or versions. This is the one documented exception to
+    // the workspace's `unsafe_code = "deny"` lint (root Cargo.toml).
     let component = unsafe { Component::deserialize_file(engine.engine(), path)? };
     Ok(component)
 }

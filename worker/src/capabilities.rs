@@ -6,80 +6,26 @@
 
 use std::fmt;
 
-/// One known capability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u16)]
-pub enum Capability {
-    ContextRead = 1 << 0,
-    SecretsGet = 1 << 1,
-    HttpFetch = 1 << 2,
-    StorageKv = 1 << 3,
-    LogEmit = 1 << 4,
-    UiProxy = 1 << 5,
-    UserRead = 1 << 6,
-    SchedulerManage = 1 << 7,
-    InvoiceManualCreate = 1 << 8,
-    ClientRead = 1 << 9,
-    ServiceRead = 1 << 10,
-}
+/// One known capability: the list lives in `annex_bundle::capability`.
+pub(crate) use annex_bundle::capability::Capability;
 
-impl Capability {
-    /// Every known capability with its wire name.
-    pub const ALL: [(Capability, &'static str); 11] = [
-        (Capability::ContextRead, "cap:context.read"),
-        (Capability::SecretsGet, "cap:secrets.get"),
-        (Capability::HttpFetch, "cap:http.fetch"),
-        (Capability::StorageKv, "cap:storage.kv"),
-        (Capability::LogEmit, "cap:log.emit"),
-        (Capability::UiProxy, "cap:ui.proxy"),
-        (Capability::UserRead, "cap:user.read"),
-        (Capability::SchedulerManage, "cap:scheduler.manage"),
-        (Capability::InvoiceManualCreate, "cap:invoice.manual.create"),
-        (Capability::ClientRead, "cap:client.read"),
-        (Capability::ServiceRead, "cap:service.read"),
-    ];
-
-    /// Granted to every request whatever the providers say (spec §1.3).
-    pub const DEFAULTS: [Capability; 3] = [
-        Capability::ContextRead,
-        Capability::LogEmit,
-        Capability::UserRead,
-    ];
-
-    /// Parses a capability after trimming and lower-casing (spec: normalised names).
-    pub fn parse(name: &str) -> Option<Capability> {
-        let normalised = name.trim().to_ascii_lowercase();
-        Capability::ALL
-            .iter()
-            .find(|(_, n)| *n == normalised)
-            .map(|(c, _)| *c)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        Capability::ALL
-            .iter()
-            .find(|(c, _)| *c == self)
-            .map(|(_, n)| *n)
-            .unwrap_or("cap:unknown")
-    }
+/// `capability`'s bit in a [`Capabilities`] set.
+fn bit(capability: Capability) -> u16 {
+    1 << capability as u16
 }
 
 /// The capabilities one execution holds.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Capabilities(u16);
+pub(crate) struct Capabilities(u16);
 
 impl Capabilities {
     /// Only the defaults.
-    pub fn defaults() -> Capabilities {
-        Capabilities(
-            Capability::DEFAULTS
-                .iter()
-                .fold(0, |acc, c| acc | *c as u16),
-        )
+    pub(crate) fn defaults() -> Capabilities {
+        Capabilities(Capability::DEFAULTS.iter().fold(0, |acc, c| acc | bit(*c)))
     }
 
     /// The defaults plus `providers`; every unknown name is reported.
-    pub fn from_providers<I, S>(providers: I) -> Result<Capabilities, UnknownCapabilities>
+    pub(crate) fn from_providers<I, S>(providers: I) -> Result<Capabilities, UnknownCapabilities>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
@@ -88,8 +34,8 @@ impl Capabilities {
         let mut unknown = Vec::new();
         for p in providers {
             match Capability::parse(p.as_ref()) {
-                Some(c) => set.0 |= c as u16,
-                None => unknown.push(p.as_ref().trim().to_string()),
+                Ok(c) => set.0 |= bit(c),
+                Err(_) => unknown.push(p.as_ref().trim().to_string()),
             }
         }
         if unknown.is_empty() {
@@ -99,8 +45,8 @@ impl Capabilities {
         }
     }
 
-    pub fn has(self, capability: Capability) -> bool {
-        self.0 & capability as u16 != 0
+    pub(crate) fn has(self, capability: Capability) -> bool {
+        self.0 & bit(capability) != 0
     }
 }
 
@@ -109,9 +55,9 @@ impl fmt::Debug for Capabilities {
         f.debug_set()
             .entries(
                 Capability::ALL
-                    .iter()
-                    .filter(|(c, _)| self.has(*c))
-                    .map(|(_, n)| n),
+                    .into_iter()
+                    .filter(|c| self.has(*c))
+                    .map(Capability::as_str),
             )
             .finish()
     }
@@ -121,7 +67,7 @@ impl fmt::Debug for Capabilities {
 /// string `unknown_capabilities: a, b`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown_capabilities: {}", .0.join(", "))]
-pub struct UnknownCapabilities(pub Vec<String>);
+pub(crate) struct UnknownCapabilities(pub(crate) Vec<String>);
 
 #[cfg(test)]
 mod tests {
@@ -154,9 +100,13 @@ mod tests {
 
     #[test]
     fn every_known_name_round_trips() {
-        for (cap, name) in Capability::ALL {
-            assert_eq!(Capability::parse(name), Some(cap));
-            assert_eq!(cap.as_str(), name);
+        for cap in Capability::ALL {
+            assert_eq!(Capability::parse(cap.as_str()), Ok(cap));
+            assert!(
+                Capabilities::from_providers([cap.as_str()])
+                    .expect("known")
+                    .has(cap)
+            );
         }
     }
 }

@@ -1,14 +1,15 @@
 //! Configuration of the `annex-worker` binary: flags, each with an
-//! `ANNEX_WORKER_*` environment variable, turned into [`Settings`].
+//! `ANNEX_WORKER_*` environment variable, turned into [`Settings`] (which
+//! validates them; see `settings`). Parsing only: this module checks no
+//! combination of flags itself.
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use annex_ops::telemetry::LogFormat;
 
-use crate::server::Settings;
+use crate::settings::{Settings, SettingsError};
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "annex-worker", version, about = "Annex Wasmtime worker")]
@@ -25,30 +26,30 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// This worker's id (reported in responses and stats).
     #[arg(long, env = "ANNEX_WORKER_ID", default_value = "worker")]
-    pub worker_id: String,
+    pub(crate) worker_id: String,
     /// Control plane gRPC URL (https://host:port): bundles, trust keys and
     /// host services. Without it, `--bundle-dir` and `--trust-file` are used
     /// and host services are unavailable.
     #[arg(long, env = "ANNEX_WORKER_CONTROL_PLANE_URL")]
-    pub control_plane_url: Option<String>,
+    pub(crate) control_plane_url: Option<String>,
     /// `host:port` registered with the control plane for edges to reach this
     /// worker (default: the gRPC listen address, with an unspecified IP
     /// replaced by 127.0.0.1; set it to the pod IP in a cluster).
     #[arg(long, env = "ANNEX_WORKER_ADVERTISE_ADDRESS")]
-    pub advertise_address: Option<String>,
+    pub(crate) advertise_address: Option<String>,
     /// Name the control plane's certificate is checked against.
     #[arg(
         long,
         env = "ANNEX_WORKER_CONTROL_PLANE_NAME",
         default_value = "control-plane"
     )]
-    pub control_plane_name: String,
+    pub(crate) control_plane_name: String,
     /// Local bundles (`<hex>.tar.zst` + `<hex>.sig.json`), without a control plane.
     #[arg(long, env = "ANNEX_WORKER_BUNDLE_DIR")]
-    pub bundle_dir: Option<PathBuf>,
+    pub(crate) bundle_dir: Option<PathBuf>,
     /// Trust bundle JSON (`{"keys":[...]}`), without a control plane.
     #[arg(long, env = "ANNEX_WORKER_TRUST_FILE")]
-    pub trust_file: Option<PathBuf>,
+    pub(crate) trust_file: Option<PathBuf>,
     /// CA certificate (PEM) that signs every Annex peer.
     #[arg(long, env = "ANNEX_WORKER_TLS_CA")]
     pub tls_ca: PathBuf,
@@ -60,42 +61,42 @@ pub struct Config {
     pub tls_key: PathBuf,
     /// Directory of compiled artifacts (disk cache); unset disables it.
     #[arg(long, env = "ANNEX_WORKER_CACHE_DIR")]
-    pub cache_dir: Option<PathBuf>,
+    pub(crate) cache_dir: Option<PathBuf>,
     /// Components kept compiled in memory.
     #[arg(long, env = "ANNEX_WORKER_MEMORY_CACHE_ENTRIES", default_value_t = NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN))]
-    pub memory_cache_entries: NonZeroUsize,
+    pub(crate) memory_cache_entries: NonZeroUsize,
     /// Executions running at once.
     #[arg(long, env = "ANNEX_WORKER_CAPACITY", default_value_t = 64)]
-    pub capacity: usize,
+    pub(crate) capacity: usize,
     /// Executions of one tenant running at once.
     #[arg(long, env = "ANNEX_WORKER_PER_TENANT", default_value_t = 16)]
-    pub per_tenant: usize,
+    pub(crate) per_tenant: usize,
     /// Time limit when a request sends none, in milliseconds.
     #[arg(
         long,
         env = "ANNEX_WORKER_DEFAULT_TIMEOUT_MS",
         default_value_t = 30_000
     )]
-    pub default_timeout_ms: u64,
+    pub(crate) default_timeout_ms: u64,
     /// Memory limit when a request sends none, in MiB.
     #[arg(long, env = "ANNEX_WORKER_DEFAULT_MEMORY_MB", default_value_t = 256)]
-    pub default_memory_mb: u32,
+    pub(crate) default_memory_mb: u32,
     /// Pool slots (concurrent component instances).
     #[arg(long, env = "ANNEX_WORKER_POOL_INSTANCES", default_value_t = 256)]
-    pub pool_instances: u32,
+    pub(crate) pool_instances: u32,
     /// Reset reused memory slots via the kernel's PAGEMAP_SCAN (only dirty
     /// pages): auto (when the kernel has it), on (fail if missing) or off.
     #[arg(long, env = "ANNEX_WORKER_POOL_PAGEMAP_SCAN", value_enum, default_value_t = Toggle::Auto)]
-    pub pool_pagemap_scan: Toggle,
+    pub(crate) pool_pagemap_scan: Toggle,
     /// Use on-demand allocation instead of the pooling allocator.
     #[arg(long, env = "ANNEX_WORKER_NO_POOL")]
-    pub no_pool: bool,
+    pub(crate) no_pool: bool,
     /// Enable fuel metering (requests may then send a fuel budget).
     #[arg(long, env = "ANNEX_WORKER_FUEL")]
-    pub fuel: bool,
+    pub(crate) fuel: bool,
     /// How long in-flight work may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "ANNEX_WORKER_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
-    pub shutdown_grace_secs: u64,
+    pub(crate) shutdown_grace_secs: u64,
     /// After SIGTERM, how long calls are still accepted while the routing
     /// snapshot without this worker reaches every edge (heartbeat, snapshot
     /// interval and delivery), in milliseconds.
@@ -104,7 +105,7 @@ pub struct Config {
         env = "ANNEX_WORKER_DRAIN_PROPAGATION_MS",
         default_value_t = 2000
     )]
-    pub drain_propagation_ms: u64,
+    pub(crate) drain_propagation_ms: u64,
     /// Log format.
     #[arg(long, env = "ANNEX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -112,7 +113,7 @@ pub struct Config {
 
 /// A feature switch that may follow what the host supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Toggle {
+pub(crate) enum Toggle {
     Auto,
     On,
     Off,
@@ -120,42 +121,7 @@ pub enum Toggle {
 
 impl Config {
     /// Validates the combination of flags and builds [`Settings`].
-    pub fn settings(&self) -> anyhow::Result<Settings> {
-        if self.control_plane_url.is_none()
-            && (self.bundle_dir.is_none() || self.trust_file.is_none())
-        {
-            anyhow::bail!(
-                "either --control-plane-url or both --bundle-dir and --trust-file are required"
-            );
-        }
-        anyhow::ensure!(
-            self.capacity > 0 && self.per_tenant > 0,
-            "capacity and per-tenant must be positive"
-        );
-        let mut s = Settings {
-            worker_id: self.worker_id.clone(),
-            memory_cache_entries: self.memory_cache_entries,
-            cache_dir: self.cache_dir.clone(),
-            ..Settings::default()
-        };
-        let n = self.pool_instances.max(1);
-        let pool = &mut s.engine.pool;
-        pool.enabled = !self.no_pool;
-        pool.total_component_instances = n;
-        pool.total_core_instances = n.saturating_mul(8);
-        pool.total_memories = n.saturating_mul(2);
-        pool.total_tables = n.saturating_mul(2);
-        pool.total_stacks = n;
-        pool.pagemap_scan = match self.pool_pagemap_scan {
-            Toggle::Auto => wasmtime::Enabled::Auto,
-            Toggle::On => wasmtime::Enabled::Yes,
-            Toggle::Off => wasmtime::Enabled::No,
-        };
-        s.engine.fuel = self.fuel;
-        s.admission.capacity = self.capacity.min(n as usize);
-        s.admission.per_tenant = self.per_tenant;
-        s.exec.default_timeout = Duration::from_millis(self.default_timeout_ms.max(1));
-        s.exec.default_memory_mb = self.default_memory_mb.max(1);
-        Ok(s)
+    pub fn settings(&self) -> Result<Settings, SettingsError> {
+        Settings::try_from(self)
     }
 }

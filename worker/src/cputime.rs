@@ -12,7 +12,7 @@ use std::time::Duration;
 use rustix::time::{ClockId, clock_gettime};
 
 /// The calling thread's CPU time so far.
-pub fn thread_cpu_time() -> Duration {
+pub(crate) fn thread_cpu_time() -> Duration {
     let ts = clock_gettime(ClockId::ThreadCPUTime);
     Duration::new(
         u64::try_from(ts.tv_sec).unwrap_or(0),
@@ -22,13 +22,13 @@ pub fn thread_cpu_time() -> Duration {
 
 /// Wraps a future and sums the thread CPU time of its polls.
 #[derive(Debug)]
-pub struct CpuTimed<F> {
+pub(crate) struct CpuTimed<F> {
     fut: Pin<Box<F>>,
     cpu: Duration,
 }
 
 impl<F: Future> CpuTimed<F> {
-    pub fn new(fut: F) -> CpuTimed<F> {
+    pub(crate) fn new(fut: F) -> CpuTimed<F> {
         CpuTimed {
             fut: Box::pin(fut),
             cpu: Duration::ZERO,

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 
 /// What a guest asked to send.
 #[derive(Debug, Clone)]
-pub struct OutboundRequest {
+pub(crate) struct OutboundRequest {
     pub method: String,
     pub url: String,
     pub headers: Vec<(String, String)>,
@@ -29,7 +29,7 @@ pub struct OutboundRequest {
 
 /// What came back.
 #[derive(Debug, Clone)]
-pub struct OutboundResponse {
+pub(crate) struct OutboundResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -37,20 +37,18 @@ pub struct OutboundResponse {
 
 /// Failures in the guest's vocabulary (`http-error`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EgressError {
+pub(crate) enum EgressError {
     #[error("invalid url or method: {0}")]
     InvalidUrl(String),
     #[error("destination not allowed: {0}")]
     NotAllowed(String),
     #[error("transport: {0}")]
     Transport(String),
-    #[error("internal: {0}")]
-    Internal(String),
 }
 
 /// Limits of the outbound client.
 #[derive(Debug, Clone)]
-pub struct EgressConfig {
+pub(crate) struct EgressConfig {
     /// Per-request cap (Alga's client uses 30 s). The execution's own
     /// deadline still applies on top of it.
     pub timeout: Duration,
@@ -79,7 +77,7 @@ enum Pattern {
 
 /// How a host matched the allowlist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostMatch {
+pub(crate) enum HostMatch {
     /// Named exactly: non-public addresses are allowed for it.
     Exact,
     /// Matched a `*.` entry: only public addresses.
@@ -88,10 +86,10 @@ pub enum HostMatch {
 
 /// The hosts one install may reach. Empty: nothing (deny by default).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Allowlist(Vec<Pattern>);
+pub(crate) struct Allowlist(Vec<Pattern>);
 
 impl Allowlist {
-    pub fn new<I, S>(entries: I) -> Allowlist
+    pub(crate) fn new<I, S>(entries: I) -> Allowlist
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
@@ -113,7 +111,7 @@ impl Allowlist {
         )
     }
 
-    pub fn matches(&self, host: &str) -> Option<HostMatch> {
+    pub(crate) fn matches(&self, host: &str) -> Option<HostMatch> {
         let host = normalise_host(host);
         let mut best = None;
         for p in &self.0 {
@@ -144,7 +142,7 @@ fn normalise_host(h: &str) -> String {
 /// Whether an address is on the public internet. Everything else (loopback,
 /// private, link-local, CGNAT, multicast, unspecified, documentation,
 /// benchmarking, unique-local) needs an exact allowlist entry.
-pub fn is_public(ip: IpAddr) -> bool {
+pub(crate) fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
         IpAddr::V6(v6) => {
@@ -179,18 +177,18 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 /// A connected stream, plain or TLS.
-pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// The outbound HTTP client shared by every execution on the worker.
-pub struct EgressClient {
+pub(crate) struct EgressClient {
     config: EgressConfig,
     tls: tokio_rustls::TlsConnector,
 }
 
 impl EgressClient {
-    pub fn new(config: EgressConfig) -> EgressClient {
+    pub(crate) fn new(config: EgressConfig) -> EgressClient {
         let roots =
             rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -205,7 +203,7 @@ impl EgressClient {
     }
 
     /// Checks `request` against `allowlist` and sends it.
-    pub async fn fetch(
+    pub(crate) async fn fetch(
         &self,
         allowlist: &Allowlist,
         request: OutboundRequest,
@@ -238,14 +236,14 @@ impl EgressClient {
         .map_err(|_| EgressError::Transport("timed out".into()))?
     }
 
-    pub fn config(&self) -> &EgressConfig {
+    pub(crate) fn config(&self) -> &EgressConfig {
         &self.config
     }
 
     /// Checks `host` against `allowlist`, resolves it, refuses non-public
     /// addresses unless the host is named exactly, and connects (with TLS
     /// for `https`) to the address it checked.
-    pub async fn connect(
+    pub(crate) async fn connect(
         &self,
         allowlist: &Allowlist,
         host: &str,

@@ -5,7 +5,8 @@
 //! (with a fallback to on-demand allocation when its address space cannot be
 //! reserved), epoch interruption driven by a 10 ms ticker thread, optional
 //! fuel, and the engine compatibility hash that keys the disk cache.
-//! Numbers quoted below come from `shared/spec/wasmtime48-facts.md`.
+//! The numbers quoted below were measured with real Alga components; the
+//! engine facts they rest on are recorded in docs/design/wasmtime.md.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ const MIB: usize = 1024 * 1024;
 /// delayed another tenant's hello by up to ~80 ms (victim p99 6× in the
 /// noisy-neighbour scenario, BENCHMARKS.md). 1 ms bounds that wait to a few
 /// ms for about a thousand cheap yields a second per spinning guest.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Pooling-allocator limits. Limits that are too small fail when a component
 /// is loaded (`instantiate_pre`/first instantiation), not per request, so the
@@ -31,45 +32,45 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     /// Use the pooling allocator at all (falls back to on-demand on failure).
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Concurrent component instances: the worker's hard execution capacity.
     /// 256 matches Alga's pool and, with 4 GiB reservations per memory, stays
     /// around 1 TiB of virtual address space (a fraction of 128 TiB).
-    pub total_component_instances: u32,
+    pub(crate) total_component_instances: u32,
     /// A JS component uses 3 core instances and a Rust wasip2 guest a few
     /// more for its shims: 8 per component leaves headroom.
-    pub total_core_instances: u32,
+    pub(crate) total_core_instances: u32,
     /// One memory per JS component; a second one for the rare guest with two.
-    pub total_memories: u32,
+    pub(crate) total_memories: u32,
     /// JS components use 2 tables; Rust guests 1 or 2.
-    pub total_tables: u32,
+    pub(crate) total_tables: u32,
     /// Async stacks: one per concurrently running guest call.
-    pub total_stacks: u32,
+    pub(crate) total_stacks: u32,
     /// Per-component caps (JS: 3 core instances, 1 memory, 2 tables).
-    pub max_core_instances_per_component: u32,
-    pub max_memories_per_component: u32,
-    pub max_tables_per_component: u32,
+    pub(crate) max_core_instances_per_component: u32,
+    pub(crate) max_memories_per_component: u32,
+    pub(crate) max_tables_per_component: u32,
     /// Largest linear memory any request may grow to. Must be at least the
     /// largest per-request memory limit and a JS component's initial 9.5 MB.
-    pub max_memory_size: usize,
+    pub(crate) max_memory_size: usize,
     /// A JS component needs at least 7,589 table elements; 20,000 is
     /// Wasmtime's own default and covers larger bundles.
-    pub table_elements: usize,
+    pub(crate) table_elements: usize,
     /// Core instance ≈ 200 KB and component instance ≈ 204 KB for JS
     /// components: 1 MiB is plenty (Alga uses the same).
-    pub max_core_instance_size: usize,
-    pub max_component_instance_size: usize,
+    pub(crate) max_core_instance_size: usize,
+    pub(crate) max_component_instance_size: usize,
     /// Bytes of each slot kept resident (not returned to the OS) between
     /// uses. With nothing kept resident two threads are slower than one
     /// (madvise/page-fault contention); keeping 32 MiB of linear memory,
     /// 1 MiB of tables and 2 MiB of async stack resident gave 3,884 req/s
     /// instead of 744 for the JS component on 2 cores.
-    pub linear_memory_keep_resident: usize,
-    pub table_keep_resident: usize,
-    pub async_stack_keep_resident: usize,
+    pub(crate) linear_memory_keep_resident: usize,
+    pub(crate) table_keep_resident: usize,
+    pub(crate) async_stack_keep_resident: usize,
     /// Warm slots kept for reuse; bounds the memory the keep-resident
     /// settings can pin (100 × 35 MiB worst case).
-    pub max_unused_warm_slots: u32,
+    pub(crate) max_unused_warm_slots: u32,
     /// Reset a reused linear memory by asking the kernel which pages the
     /// last instance dirtied (Linux `PAGEMAP_SCAN`, 6.7+) instead of
     /// rewriting every kept-resident byte. Without it a slot's whole
@@ -115,7 +116,7 @@ pub struct EngineConfig {
     /// Guest stack limit; unbounded recursion traps with "call stack
     /// exhausted" at this depth. Wasmtime's default (512 KiB) suits Alga's
     /// JS components.
-    pub max_wasm_stack: usize,
+    pub(crate) max_wasm_stack: usize,
 }
 
 impl Default for EngineConfig {
@@ -130,13 +131,13 @@ impl Default for EngineConfig {
 
 /// Which instance allocator the engine ended up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Allocator {
+pub(crate) enum Allocator {
     Pooling,
     OnDemand,
 }
 
 /// The process's Wasmtime engine plus its epoch ticker.
-pub struct WasmEngine {
+pub(crate) struct WasmEngine {
     engine: Engine,
     allocator: Allocator,
     fuel: bool,
@@ -146,7 +147,7 @@ pub struct WasmEngine {
 
 impl WasmEngine {
     /// Builds the engine and starts the epoch ticker.
-    pub fn new(config: &EngineConfig) -> anyhow::Result<Arc<WasmEngine>> {
+    pub(crate) fn new(config: &EngineConfig) -> anyhow::Result<Arc<WasmEngine>> {
         let (engine, allocator) = if config.pool.enabled {
             match Engine::new(&base_config(config, Some(&config.pool))) {
                 Ok(engine) => (engine, Allocator::Pooling),
@@ -178,21 +179,21 @@ impl WasmEngine {
         }))
     }
 
-    pub fn engine(&self) -> &Engine {
+    pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }
 
-    pub fn allocator(&self) -> Allocator {
+    pub(crate) fn allocator(&self) -> Allocator {
         self.allocator
     }
 
-    pub fn fuel_enabled(&self) -> bool {
+    pub(crate) fn fuel_enabled(&self) -> bool {
         self.fuel
     }
 
     /// Identifies which serialized artifacts this engine can load: equal
     /// hashes mean compatible settings, Wasmtime version and target.
-    pub fn compatibility_hash(&self) -> &str {
+    pub(crate) fn compatibility_hash(&self) -> &str {
         &self.compatibility_hash
     }
 }

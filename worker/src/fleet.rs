@@ -3,13 +3,19 @@
 //! per tenant and minute) with commands coming back (prewarm a content
 //! hash; re-list trust keys). Reconnects with exponential backoff (0.5 s up
 //! to 2 s: a restarted control plane must see heartbeats again within about
-//! its worker TTL). When the executor
+//! its worker TTL). When the worker
 //! announces it is leaving, a heartbeat with `draining` goes out at once; a
 //! final one is sent on shutdown.
+//!
+//! [`DrainState`] is the worker's way out of the fleet in two steps:
+//! leaving (heartbeats say `draining`, calls still served) and draining
+//! (new calls refused). This module does not run executions.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use annex_ops::backoff::{Backoff, Delays};
 use annex_proto::pb;
 use annex_proto::pb::fleet_client::FleetClient;
 use tokio::sync::{mpsc, watch};
@@ -22,8 +28,57 @@ use crate::execute::Executor;
 /// Heartbeat interval when the control plane does not name one.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
-const MIN_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(2));
+
+/// Whether this worker is leaving the fleet and whether it still takes
+/// calls. Leaving comes first: the control plane stops placing work here
+/// while calls already on their way are served; draining follows and
+/// refuses new calls with UNAVAILABLE, so callers retry elsewhere.
+#[derive(Debug)]
+pub struct DrainState {
+    /// True once the worker announced it is leaving the fleet.
+    leaving: watch::Sender<bool>,
+    /// Read on every execution: an atomic, not a lock.
+    draining: AtomicBool,
+}
+
+impl Default for DrainState {
+    fn default() -> Self {
+        DrainState {
+            leaving: watch::Sender::new(false),
+            draining: AtomicBool::new(false),
+        }
+    }
+}
+
+impl DrainState {
+    /// Stop taking new executions; running ones finish. Implies [`Self::leave`].
+    pub fn drain(&self) {
+        self.leave();
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Announce leaving the fleet (heartbeats say `draining`, so no new work
+    /// is placed here) while still taking the calls that arrive meanwhile.
+    pub(crate) fn leave(&self) {
+        self.leaving.send_replace(true);
+    }
+
+    /// Whether the worker announced it is leaving (or is draining).
+    pub(crate) fn is_leaving(&self) -> bool {
+        *self.leaving.borrow()
+    }
+
+    /// Changes of [`Self::is_leaving`], so the announcement goes out at once.
+    pub(crate) fn leaving(&self) -> watch::Receiver<bool> {
+        self.leaving.subscribe()
+    }
+
+    /// Whether new executions are refused.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
 
 /// What the fleet loop needs.
 pub struct Membership {
@@ -37,17 +92,17 @@ pub struct Membership {
 
 /// Runs until `shutdown` turns true.
 pub async fn run(m: Membership, mut shutdown: watch::Receiver<bool>) {
-    let mut backoff = MIN_BACKOFF;
+    let mut delays = RECONNECT.delays();
     while !*shutdown.borrow() {
-        match session(&m, &mut shutdown, &mut backoff).await {
+        match session(&m, &mut shutdown, &mut delays).await {
             Ok(()) => return,
             Err(error) => {
+                let backoff = delays.next_delay();
                 tracing::warn!(%error, retry_in = ?backoff, "fleet session ended");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => {}
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
@@ -60,7 +115,7 @@ fn heartbeat(executor: &Executor) -> pb::WorkerHeartbeat {
         in_flight: u32::try_from(admission.running()).unwrap_or(u32::MAX),
         capacity: u32::try_from(admission.capacity()).unwrap_or(u32::MAX),
         cached_hashes: executor.cache().cached_hashes(),
-        draining: executor.is_leaving(),
+        draining: executor.drain_state().is_leaving(),
         usage: executor.take_usage(),
     }
 }
@@ -68,7 +123,7 @@ fn heartbeat(executor: &Executor) -> pb::WorkerHeartbeat {
 async fn session(
     m: &Membership,
     shutdown: &mut watch::Receiver<bool>,
-    backoff: &mut Duration,
+    delays: &mut Delays,
 ) -> Result<(), tonic::Status> {
     let mut client = FleetClient::new(m.channel.clone());
     let registered = client
@@ -80,7 +135,7 @@ async fn session(
         })
         .await?
         .into_inner();
-    *backoff = MIN_BACKOFF;
+    *delays = RECONNECT.delays();
     let interval = match registered.heartbeat_interval_ms {
         0 => DEFAULT_INTERVAL,
         ms => Duration::from_millis(u64::from(ms)).max(MIN_INTERVAL),
@@ -97,7 +152,7 @@ async fn session(
         .into_inner();
     let mut ticker = tokio::time::interval(interval);
     ticker.tick().await;
-    let mut leaving = m.executor.leaving();
+    let mut leaving = m.executor.drain_state().leaving();
     loop {
         tokio::select! {
             _ = ticker.tick() => tx.send(heartbeat(&m.executor)).await.map_err(|_| closed())?,

@@ -17,12 +17,13 @@ use tracing::Instrument as _;
 
 use crate::bundles::BundleError;
 use crate::cache::CacheError;
-use crate::execute::Executor;
+use crate::execute::{Executor, NotStarted};
 
 /// Largest request or response message: a guest response is capped by
 /// `max_response_bytes` (default 8 MiB); this leaves room above it.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The `Worker` service over one executor.
 #[derive(Clone)]
 pub struct WorkerService {
     executor: Arc<Executor>,
@@ -39,6 +40,15 @@ impl WorkerService {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
+}
+
+/// A refusal before any guest ran: UNAVAILABLE with Annex's error code, so
+/// the caller may retry on another worker (`annex_proto::error::never_started`).
+fn not_started(e: &NotStarted) -> AnnexError {
+    let code = match e {
+        NotStarted::Draining | NotStarted::Overloaded(_) => ErrorCode::Unavailable,
+    };
+    AnnexError::new(code, e.to_string())
 }
 
 fn cache_error(e: &CacheError) -> AnnexError {
@@ -100,7 +110,7 @@ impl Worker for WorkerService {
             .instrument(span)
             .await
             .map(Response::new)
-            .map_err(|e| AnnexError::new(ErrorCode::Unavailable, e.to_string()).into())
+            .map_err(|e| not_started(&e).into())
     }
 
     async fn prewarm(
@@ -124,7 +134,7 @@ impl Worker for WorkerService {
 
     async fn drain(&self, _: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
         tracing::info!("draining: no new executions");
-        self.executor.drain();
+        self.executor.drain_state().drain();
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -136,7 +146,7 @@ impl Worker for WorkerService {
             capacity: u32::try_from(admission.capacity()).unwrap_or(u32::MAX),
             cached_hashes: self.executor.cache().cached_hashes(),
             compiles: self.executor.cache().compiles(),
-            draining: self.executor.is_draining(),
+            draining: self.executor.drain_state().is_draining(),
         }))
     }
 }

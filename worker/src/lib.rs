@@ -5,40 +5,51 @@
 //! Code map: [`engine`] fixes the Wasmtime configuration (pool, epochs,
 //! fuel); [`cache`] holds compiled components (memory LRU + disk, single
 //! flight); [`bundles`] fetches bundles and trust keys and verifies both
-//! before anything is compiled; [`host`] is the linker and every host
-//! interface (WASI 0.2, `wasi:http`, the twelve `alga:extension` interfaces
-//! and `config`), gated by [`capabilities`]; [`egress`] is the outbound HTTP
-//! policy shared by `http.fetch` and `wasi:http`; [`backend`] is the control
+//! before anything is compiled; `loader` combines the two and re-checks
+//! trust on every load; `host` is the linker and every host interface
+//! (WASI 0.2, `wasi:http`, the twelve `alga:extension` interfaces and
+//! `config`), gated by `capabilities`; `egress` is the outbound HTTP policy
+//! shared by `http.fetch` and `wasi:http`; [`backend`] is the control
 //! plane's `HostServices` as the host interfaces see it; [`admission`] is
-//! the per-tenant fair queue; [`execute`] runs one request on the guest
-//! runtime and maps outcomes; [`grpc`] is the `Worker` service; [`fleet`]
-//! registers and heartbeats (with [`usage`], whose CPU time [`cputime`]
-//! measures); [`server`] assembles a worker
-//! and serves it; [`config`] is the binary's flags; `testing` (feature)
-//! builds guests and starts test workers.
+//! the per-tenant fair queue; [`execute`] runs one request (decode, admit,
+//! load, run on the guest runtime, answer with an `outcome`); [`grpc`] is
+//! the `Worker` service; [`fleet`] registers, heartbeats (with `usage`,
+//! whose CPU time `cputime` measures) and holds the drain state; [`server`]
+//! assembles a worker and runs a whole worker process from [`settings`],
+//! which validates the binary's [`config`]; [`metrics`] counts plain
+//! values; `testing` (feature) builds guests and starts test workers.
+//!
+//! Only what the binary, `annex dev`, the edge's and the end-to-end tests
+//! and this crate's integration tests use is public; everything else is
+//! `pub(crate)` (enforced by `unreachable_pub`).
 //!
 //! Invariants: nothing is compiled before its bytes and signature verified;
 //! compilation never runs on the async runtime and runs once per content
 //! hash at a time; every store has an epoch deadline; guests see no config,
 //! providers or limits except through the interfaces.
 
+#![warn(unreachable_pub)]
+
 pub mod admission;
 pub mod backend;
-pub mod bindings;
+mod bindings;
 pub mod bundles;
 pub mod cache;
-pub mod capabilities;
+mod capabilities;
 pub mod config;
-pub mod cputime;
-pub mod egress;
+mod cputime;
+mod egress;
 pub mod engine;
 pub mod execute;
 pub mod fleet;
 pub mod grpc;
-pub mod host;
-pub mod logs;
+mod host;
+mod loader;
+mod logs;
 pub mod metrics;
+mod outcome;
 pub mod server;
+pub mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod usage;
+mod usage;

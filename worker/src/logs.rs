@@ -21,15 +21,15 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
 /// Alga's `RUNNER_DEBUG_MAX_EVENT_BYTES`.
-pub const MAX_EVENT_BYTES: usize = 8192;
+pub(crate) const MAX_EVENT_BYTES: usize = 8192;
 /// Events kept per execution.
-pub const MAX_EVENTS: usize = 256;
+pub(crate) const MAX_EVENTS: usize = 256;
 /// Bytes of stdout and of stderr kept per execution.
-pub const MAX_CAPTURE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_CAPTURE_BYTES: usize = 64 * 1024;
 
 /// The identifiers every event of one execution carries.
 #[derive(Debug, Clone, Default)]
-pub struct LogScope {
+pub(crate) struct LogScope {
     pub tenant_id: String,
     pub extension_id: String,
     pub install_id: String,
@@ -40,7 +40,7 @@ pub struct LogScope {
 
 /// Log levels as the debug stream spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
+pub(crate) enum Level {
     Info,
     Warn,
     Error,
@@ -58,14 +58,14 @@ impl Level {
 
 /// Collects one execution's events.
 #[derive(Debug)]
-pub struct LogSink {
+pub(crate) struct LogSink {
     scope: LogScope,
     events: Vec<pb::LogEvent>,
     dropped: usize,
 }
 
 impl LogSink {
-    pub fn new(scope: LogScope) -> LogSink {
+    pub(crate) fn new(scope: LogScope) -> LogSink {
         LogSink {
             scope,
             events: Vec::new(),
@@ -74,7 +74,7 @@ impl LogSink {
     }
 
     /// Records one event; `stream` is `log`, `stdout`, `stderr` or `system`.
-    pub fn push(&mut self, level: Level, stream: &str, message: &str) {
+    pub(crate) fn push(&mut self, level: Level, stream: &str, message: &str) {
         let (text, truncated) = truncate(message, MAX_EVENT_BYTES);
         let s = &self.scope;
         match level {
@@ -108,7 +108,7 @@ impl LogSink {
     }
 
     /// Adds the captured output as one event per line.
-    pub fn push_output(&mut self, stream: &str, level: Level, captured: &CapturedOutput) {
+    pub(crate) fn push_output(&mut self, stream: &str, level: Level, captured: &CapturedOutput) {
         let (bytes, overflowed) = captured.contents();
         let text = String::from_utf8_lossy(&bytes);
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -124,7 +124,7 @@ impl LogSink {
     }
 
     /// The events, with a final note if some were dropped.
-    pub fn finish(mut self) -> Vec<pb::LogEvent> {
+    pub(crate) fn finish(mut self) -> Vec<pb::LogEvent> {
         if self.dropped > 0 {
             let dropped = self.dropped;
             self.events.pop();
@@ -143,7 +143,7 @@ impl LogSink {
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.
-pub fn truncate(s: &str, max: usize) -> (&str, bool) {
+pub(crate) fn truncate(s: &str, max: usize) -> (&str, bool) {
     if s.len() <= max {
         return (s, false);
     }
@@ -165,7 +165,7 @@ fn now_ms() -> i64 {
 /// the rest silently discarded (a full buffer must not make the guest's
 /// `println!` fail and panic).
 #[derive(Debug, Clone, Default)]
-pub struct CapturedOutput {
+pub(crate) struct CapturedOutput {
     inner: Arc<Mutex<Capture>>,
 }
 
@@ -176,12 +176,12 @@ struct Capture {
 }
 
 impl CapturedOutput {
-    pub fn new() -> CapturedOutput {
+    pub(crate) fn new() -> CapturedOutput {
         CapturedOutput::default()
     }
 
     /// What was captured and whether anything was dropped.
-    pub fn contents(&self) -> (Vec<u8>, bool) {
+    pub(crate) fn contents(&self) -> (Vec<u8>, bool) {
         let c = self.inner.lock();
         (c.buf.clone(), c.overflowed)
     }

@@ -1,5 +1,7 @@
-//! The `annex-worker` binary: configuration, telemetry, listeners, and the
-//! library's [`run`](annex_worker::server::run) until SIGTERM.
+//! The `annex-worker` binary: configuration (validated into
+//! [`Settings`](annex_worker::settings::Settings) before anything else),
+//! telemetry, listeners, and the library's
+//! [`run`](annex_worker::server::run) until SIGTERM.
 
 /// mimalloc: the request path allocates many small, short-lived buffers
 /// (HTTP, HTTP/2, protobuf); glibc malloc was a quarter of the edge's CPU
@@ -8,37 +10,27 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use annex_ops::admin::AdminState;
-use annex_ops::tls::TlsFiles;
+use annex_ops::process;
+use annex_ops::serve::Io;
 use annex_worker::config::Config;
 use annex_worker::server::{self, Listeners};
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let _telemetry = annex_ops::telemetry::init(config.log_format, "annex-worker");
-    let tls = TlsFiles {
-        ca: config.tls_ca.clone(),
-        cert: config.tls_cert.clone(),
-        key: config.tls_key.clone(),
-    }
-    .load()
-    .context("loading TLS material")?;
+    let _telemetry = process::start(config.log_format, "annex-worker");
+    let settings = config.settings().context("validating the configuration")?;
+    let tls = process::load_tls(&config.tls_ca, &config.tls_cert, &config.tls_key)?;
     let listeners = Listeners {
-        grpc: tokio::net::TcpListener::bind(config.grpc_listen)
-            .await
-            .context("binding the gRPC listener")?,
-        admin: tokio::net::TcpListener::bind(config.admin_listen)
-            .await
-            .context("binding the admin listener")?,
+        grpc: process::bind("gRPC", config.grpc_listen).await?,
+        admin: process::bind("admin", config.admin_listen).await?,
     };
-    server::run(
-        &config,
+    let io = Io {
         tls,
         listeners,
-        AdminState::new(),
-        annex_ops::shutdown::signal(),
-    )
-    .await
+        admin: AdminState::new(),
+    };
+    server::run(settings, io, annex_ops::shutdown::signal()).await
 }

@@ -1,5 +1,6 @@
 //! Prometheus metrics of the worker (`annex_worker_*`, base units, no
-//! tenant or extension labels).
+//! tenant or extension labels). It records plain values (an [`Outcome`], a
+//! load source's name, seconds) and knows nothing of how executions run.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -8,25 +9,25 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::execute::Outcome;
+use crate::outcome::Outcome;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabel {
-    pub outcome: &'static str,
+struct OutcomeLabel {
+    outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SourceLabel {
-    pub source: &'static str,
+struct SourceLabel {
+    source: &'static str,
 }
 
 /// The worker's metric handles.
 #[derive(Clone)]
 pub struct Metrics {
-    pub executions: Family<OutcomeLabel, Counter>,
-    pub duration: Family<OutcomeLabel, Histogram>,
-    pub component_loads: Family<SourceLabel, Counter>,
-    pub in_flight: Gauge,
+    executions: Family<OutcomeLabel, Counter>,
+    duration: Family<OutcomeLabel, Histogram>,
+    component_loads: Family<SourceLabel, Counter>,
+    in_flight: Gauge,
 }
 
 impl Metrics {
@@ -69,12 +70,36 @@ impl Metrics {
         }
     }
 
-    pub fn record(&self, outcome: Outcome, seconds: f64) {
+    /// Counts one execution and its wall time.
+    pub(crate) fn record(&self, outcome: Outcome, seconds: f64) {
         let label = OutcomeLabel {
             outcome: outcome.as_str(),
         };
         self.executions.get_or_create(&label).inc();
         self.duration.get_or_create(&label).observe(seconds);
+    }
+
+    /// Counts a component made ready; `source` is `memory`, `disk` or
+    /// `compiled`.
+    pub(crate) fn component_loaded(&self, source: &'static str) {
+        self.component_loads
+            .get_or_create(&SourceLabel { source })
+            .inc();
+    }
+
+    /// Counts an execution holding a slot until the guard is dropped.
+    pub(crate) fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+}
+
+/// One execution counted in `annex_worker_in_flight`; uncounted on drop.
+pub(crate) struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

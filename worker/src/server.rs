@@ -1,53 +1,34 @@
 //! Assembling a worker: the engine, linker, caches and executor from
-//! [`Settings`], and serving the `Worker` service on a listener until a
-//! shutdown signal. Library code binds nothing itself: callers pass the
-//! listener (tests use `127.0.0.1:0`).
+//! [`ExecutorSettings`], serving the `Worker` service on a listener until a
+//! shutdown signal, and [`run`], a whole worker process from [`Settings`].
+//! Library code binds nothing itself and installs no signal handler:
+//! callers pass the listeners (tests use `127.0.0.1:0`) and the shutdown
+//! future.
 
-use std::num::NonZeroUsize;
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use annex_ops::serve::Io;
+use annex_ops::tls::TlsMaterial;
+use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tonic::transport::Channel;
 
-use crate::admission::{Admission, AdmissionConfig};
-use crate::backend::HostBackend;
-use crate::bundles::{BundleSource, TrustSource};
+use crate::admission::Admission;
+use crate::backend::{GrpcHostBackend, HostBackend, NoHostBackend};
+use crate::bundles::{
+    BundleSource, DirBundleSource, GrpcBundleSource, GrpcTrust, StaticTrust, TrustSource,
+};
 use crate::cache::ComponentCache;
-use crate::egress::{EgressClient, EgressConfig};
-use crate::engine::{EngineConfig, WasmEngine};
-use crate::execute::{ExecConfig, Executor, ExecutorParts};
+use crate::egress::EgressClient;
+use crate::engine::{Allocator, WasmEngine};
+use crate::execute::{Executor, ExecutorParts};
+use crate::fleet;
 use crate::grpc::WorkerService;
 use crate::host::{self, Services};
+use crate::loader::Loader;
 use crate::metrics::Metrics;
-
-/// Everything configurable about a worker, as values.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub worker_id: String,
-    pub engine: EngineConfig,
-    pub exec: ExecConfig,
-    pub admission: AdmissionConfig,
-    pub egress: EgressConfig,
-    /// Compiled components kept in memory. A JS component's code is ~36 MB
-    /// mapped; 64 of them fit comfortably in a worker's memory.
-    pub memory_cache_entries: NonZeroUsize,
-    /// Serialized artifacts; `None` disables the disk cache.
-    pub cache_dir: Option<PathBuf>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            worker_id: "worker".to_string(),
-            engine: EngineConfig::default(),
-            exec: ExecConfig::default(),
-            admission: AdmissionConfig::default(),
-            egress: EgressConfig::default(),
-            memory_cache_entries: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
-            cache_dir: None,
-        }
-    }
-}
+use crate::settings::{ExecutorSettings, Origin, Settings, ShutdownTiming};
 
 /// Where a worker's bundles, trust keys and host services come from.
 pub struct Sources {
@@ -58,7 +39,7 @@ pub struct Sources {
 
 /// Builds the engine and executor.
 pub fn build(
-    settings: &Settings,
+    settings: &ExecutorSettings,
     sources: Sources,
     metrics: Metrics,
 ) -> anyhow::Result<Arc<Executor>> {
@@ -82,25 +63,23 @@ pub fn build(
     // Never admit more executions than the pool has instance slots (each
     // execution holds one component instance and one async stack).
     let mut admission = settings.admission.clone();
-    if engine.allocator() == crate::engine::Allocator::Pooling {
+    if engine.allocator() == Allocator::Pooling {
         let pool = &settings.engine.pool;
         let slots = pool.total_component_instances.min(pool.total_stacks) as usize;
         admission.capacity = admission.capacity.min(slots.max(1));
     }
-    let mut exec = settings.exec.clone();
+    let mut limits = settings.limits.clone();
     // A request may never be granted more memory than a pool slot holds.
     let pool_mb =
         u32::try_from(settings.engine.pool.max_memory_size / (1024 * 1024)).unwrap_or(u32::MAX);
-    exec.max_memory_mb = exec.max_memory_mb.min(pool_mb);
-    exec.default_memory_mb = exec.default_memory_mb.min(exec.max_memory_mb);
+    limits.max_memory_mb = limits.max_memory_mb.min(pool_mb);
+    limits.default_memory_mb = limits.default_memory_mb.min(limits.max_memory_mb);
     Ok(Arc::new(Executor::new(ExecutorParts {
         engine,
-        cache,
+        loader: Loader::new(cache, sources.bundles, sources.trust),
         services,
-        bundles: sources.bundles,
-        trust: sources.trust,
         admission: Admission::new(admission),
-        config: exec,
+        limits,
         metrics,
         worker_id: settings.worker_id.clone(),
     })?))
@@ -108,7 +87,7 @@ pub fn build(
 
 /// Serves the `Worker` service (plaintext) on `listener` until `shutdown`.
 /// The binary serves it with mTLS and the role interceptor instead.
-pub async fn serve_plaintext(
+pub(crate) async fn serve_plaintext(
     executor: Arc<Executor>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -127,8 +106,7 @@ fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
 }
 
 /// Roles that may call the `Worker` service.
-pub const CALLER_ROLES: &[annex_ops::Role] =
-    &[annex_ops::Role::Edge, annex_ops::Role::ControlPlane];
+const CALLER_ROLES: &[annex_ops::Role] = &[annex_ops::Role::Edge, annex_ops::Role::ControlPlane];
 
 /// Serves the `Worker` service with mTLS on `listener` until `shutdown`:
 /// a client certificate signed by the CA is required, and only the edge and
@@ -136,7 +114,7 @@ pub const CALLER_ROLES: &[annex_ops::Role] =
 pub async fn serve_tls(
     executor: Arc<Executor>,
     listener: TcpListener,
-    tls: &annex_ops::tls::TlsMaterial,
+    tls: &TlsMaterial,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let service = tonic::service::interceptor::InterceptedService::new(
@@ -160,85 +138,83 @@ pub struct Listeners {
 
 /// How long trust keys are cached: bounds how long a revoked key still
 /// admits new loads.
-const TRUST_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+const TRUST_TTL: Duration = Duration::from_secs(10);
 
-/// Runs a whole worker process from its configuration: sources (the control
-/// plane, or a bundle directory and trust file), the executor, fleet
-/// membership, the admin listener and the mTLS `Worker` server. On
-/// `shutdown` it reports not-ready and heartbeats `draining` at once, keeps
-/// serving the calls that still arrive for the propagation window, then
-/// refuses new ones with UNAVAILABLE, lets in-flight executions finish up to
-/// the grace period and returns. Used by the binary and by
-/// `annex dev`.
-pub async fn run(
-    config: &crate::config::Config,
-    tls: annex_ops::tls::TlsMaterial,
-    listeners: Listeners,
-    admin: annex_ops::admin::AdminState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    use std::time::Duration;
+/// The sources, and the fleet connection when there is a control plane.
+struct Connected {
+    sources: Sources,
+    fleet: Option<(Channel, Arc<GrpcTrust>)>,
+}
 
-    use anyhow::Context as _;
-    use tonic::transport::Channel;
-
-    use crate::backend::{GrpcHostBackend, NoHostBackend};
-    use crate::bundles::{DirBundleSource, GrpcBundleSource, GrpcTrust, StaticTrust};
-    use crate::fleet;
-
-    let settings = config.settings()?;
-    let mut fleet_channel = None;
-    let mut grpc_trust = None;
-    let sources = match &config.control_plane_url {
-        Some(url) => {
-            let channel = Channel::from_shared(url.clone())
-                .context("parsing the control plane URL")?
-                .tls_config(tls.client_config(&config.control_plane_name))
+/// Opens the sources `origin` names (a control-plane channel connects
+/// lazily; a local trust file is read now).
+fn connect(origin: &Origin, tls: &TlsMaterial) -> anyhow::Result<Connected> {
+    match origin {
+        Origin::ControlPlane { url, name } => {
+            let channel = Channel::builder(url.clone())
+                .tls_config(tls.client_config(name))
                 .context("configuring TLS to the control plane")?
                 .connect_lazy();
             let trust = Arc::new(GrpcTrust::new(channel.clone(), TRUST_TTL));
-            fleet_channel = Some(channel.clone());
-            grpc_trust = Some(trust.clone());
-            Sources {
-                backend: Arc::new(GrpcHostBackend::new(channel.clone())),
-                bundles: Arc::new(GrpcBundleSource::new(channel)),
-                trust,
-            }
+            Ok(Connected {
+                sources: Sources {
+                    backend: Arc::new(GrpcHostBackend::new(channel.clone())),
+                    bundles: Arc::new(GrpcBundleSource::new(channel.clone())),
+                    trust: trust.clone(),
+                },
+                fleet: Some((channel, trust)),
+            })
         }
-        None => {
-            let (Some(dir), Some(trust_file)) = (&config.bundle_dir, &config.trust_file) else {
-                anyhow::bail!("--bundle-dir and --trust-file are required without a control plane");
-            };
+        Origin::Local {
+            bundle_dir,
+            trust_file,
+        } => {
             let trust = std::fs::read(trust_file).context("reading the trust file")?;
             let trust = serde_json::from_slice(&trust).context("parsing the trust file")?;
-            Sources {
-                backend: Arc::new(NoHostBackend),
-                bundles: Arc::new(DirBundleSource::new(dir)),
-                trust: Arc::new(StaticTrust(Arc::new(trust))),
-            }
+            Ok(Connected {
+                sources: Sources {
+                    backend: Arc::new(NoHostBackend),
+                    bundles: Arc::new(DirBundleSource::new(bundle_dir)),
+                    trust: Arc::new(StaticTrust(Arc::new(trust))),
+                },
+                fleet: None,
+            })
         }
-    };
+    }
+}
 
+/// Runs a whole worker process: sources (the control plane, or a bundle
+/// directory and trust file), the executor, fleet membership, the admin
+/// listener and the mTLS `Worker` server. On `shutdown` it reports
+/// not-ready and heartbeats `draining` at once, keeps serving the calls
+/// that still arrive for the propagation window, then refuses new ones with
+/// UNAVAILABLE, lets in-flight executions finish up to the grace period and
+/// returns. Used by the binary and by `annex dev`.
+pub async fn run(
+    settings: Settings,
+    io: Io<Listeners>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Io {
+        tls,
+        listeners,
+        admin,
+    } = io;
+    let connected = connect(&settings.origin, &tls)?;
     let metrics = admin.with_registry(Metrics::register);
-    let executor = build(&settings, sources, metrics).context("building the worker")?;
+    let executor =
+        build(&settings.executor, connected.sources, metrics).context("building the worker")?;
 
-    let admin_listener = listeners.admin;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Fleet membership: stops (with a final draining heartbeat) as soon as
     // shutdown begins, so no new work is placed here.
     let (fleet_stop_tx, fleet_stop_rx) = tokio::sync::watch::channel(false);
-    let fleet_task = fleet_channel.map(|channel| {
+    let fleet_task = connected.fleet.map(|(channel, trust)| {
         let membership = fleet::Membership {
             channel,
             executor: executor.clone(),
-            trust: grpc_trust.clone(),
-            advertise: config.advertise_address.clone().unwrap_or_else(|| {
-                let mut addr = config.grpc_listen;
-                if addr.ip().is_unspecified() {
-                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                addr.to_string()
-            }),
+            trust: Some(trust),
+            advertise: settings.advertise_address.clone(),
         };
         tokio::spawn(fleet::run(membership, fleet_stop_rx))
     });
@@ -246,39 +222,30 @@ pub async fn run(
         let admin = admin.clone();
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
-            let _ = annex_ops::admin::serve(admin_listener, admin, async move {
+            let _ = annex_ops::admin::serve(listeners.admin, admin, async move {
                 let _ = rx.wait_for(|s| *s).await;
             })
             .await;
         })
     };
 
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let propagation = Duration::from_millis(config.drain_propagation_ms);
-    let drain_executor = executor.clone();
-    let drain_admin = admin.clone();
-    let drain = async move {
-        shutdown.await;
-        // 1. Leave the fleet: the next heartbeat (sent now) says draining,
-        //    so the routing snapshot drops this worker; calls already on
-        //    their way are still served while the snapshot propagates.
-        tracing::info!(?propagation, "shutting down: leaving the fleet");
-        drain_admin.set_ready(false);
-        drain_executor.leave();
-        tokio::time::sleep(propagation).await;
-        // 2. Refuse new calls with UNAVAILABLE (callers retry elsewhere) and
-        //    let in-flight executions finish, up to the grace period.
-        tracing::info!("shutting down: draining");
-        drain_executor.drain();
-        let deadline = tokio::time::Instant::now() + grace;
-        while drain_executor.admission().running() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    let drain = {
+        let executor = executor.clone();
+        let admin = admin.clone();
+        let timing = settings.shutdown;
+        async move {
+            shutdown.await;
+            drain(&executor, &admin, timing).await;
+            // Final heartbeat, then the server stops.
+            let _ = fleet_stop_tx.send(true);
         }
-        // 3. Final heartbeat, then the server stops.
-        let _ = fleet_stop_tx.send(true);
     };
     admin.set_ready(true);
-    tracing::info!(listen = %config.grpc_listen, worker = %config.worker_id, "worker serving");
+    let listen = listeners
+        .grpc
+        .local_addr()
+        .map_or_else(|e| e.to_string(), |a| a.to_string());
+    tracing::info!(%listen, worker = %settings.executor.worker_id, "worker serving");
     serve_tls(executor, listeners.grpc, &tls, drain)
         .await
         .context("serving gRPC")?;
@@ -288,4 +255,23 @@ pub async fn run(
         let _ = task.await;
     }
     Ok(())
+}
+
+/// The shutdown sequence, up to the point where the server may stop.
+async fn drain(executor: &Executor, admin: &annex_ops::admin::AdminState, timing: ShutdownTiming) {
+    // 1. Leave the fleet: the next heartbeat (sent now) says draining, so
+    //    the routing snapshot drops this worker; calls already on their way
+    //    are still served while the snapshot propagates.
+    tracing::info!(propagation = ?timing.propagation, "shutting down: leaving the fleet");
+    admin.set_ready(false);
+    executor.drain_state().leave();
+    tokio::time::sleep(timing.propagation).await;
+    // 2. Refuse new calls with UNAVAILABLE (callers retry elsewhere) and let
+    //    in-flight executions finish, up to the grace period.
+    tracing::info!("shutting down: draining");
+    executor.drain_state().drain();
+    let deadline = tokio::time::Instant::now() + timing.grace;
+    while executor.admission().running() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

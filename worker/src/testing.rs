@@ -20,7 +20,8 @@ use crate::bundles::{DirBundleSource, SignatureRecord, StaticTrust};
 use crate::engine::PoolConfig;
 use crate::execute::Executor;
 use crate::metrics::Metrics;
-use crate::server::{self, Settings, Sources};
+use crate::server::{self, Sources};
+use crate::settings::ExecutorSettings;
 
 /// `examples/` in this repository.
 pub fn examples_dir() -> PathBuf {
@@ -67,7 +68,7 @@ pub fn pack_guest(name: &str) -> Vec<u8> {
 }
 
 /// Packs a manifest and component bytes as a bundle.
-pub fn pack(manifest: &[u8], component: &[u8]) -> Vec<u8> {
+pub(crate) fn pack(manifest: &[u8], component: &[u8]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     std::fs::create_dir_all(dir.path().join("dist")).unwrap_or_else(|e| panic!("mkdir: {e}"));
     std::fs::write(dir.path().join("manifest.json"), manifest)
@@ -78,11 +79,11 @@ pub fn pack(manifest: &[u8], component: &[u8]) -> Vec<u8> {
 }
 
 /// The publisher every test bundle is signed by.
-pub const PUBLISHER: &str = "annex";
+pub(crate) const PUBLISHER: &str = "annex";
 
 /// A signing key, a trust bundle holding it, and a bundle directory.
 pub struct Publisher {
-    pub key: KeyPair,
+    pub(crate) key: KeyPair,
     pub trust: Arc<TrustBundle>,
     pub bundles: DirBundleSource,
     _dir: Option<tempfile::TempDir>,
@@ -155,7 +156,7 @@ impl Publisher {
 
 /// Settings for tests: a small pool (tests run in parallel, each with its
 /// own engine) and the given cache directory.
-pub fn test_settings(cache_dir: Option<PathBuf>) -> Settings {
+pub fn test_settings(cache_dir: Option<PathBuf>) -> ExecutorSettings {
     let pool = PoolConfig {
         total_component_instances: 32,
         total_core_instances: 32 * 8,
@@ -164,10 +165,10 @@ pub fn test_settings(cache_dir: Option<PathBuf>) -> Settings {
         total_stacks: 32,
         ..PoolConfig::default()
     };
-    let mut settings = Settings {
+    let mut settings = ExecutorSettings {
         worker_id: "test-worker".to_string(),
         cache_dir,
-        ..Settings::default()
+        ..ExecutorSettings::default()
     };
     settings.engine.pool = pool;
     settings
@@ -295,7 +296,6 @@ impl crate::bundles::TrustSource for SwappableTrust {
 pub struct TestWorker {
     pub executor: Arc<Executor>,
     pub client: WorkerClient<Channel>,
-    pub addr: std::net::SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -304,7 +304,7 @@ impl TestWorker {
     /// Starts a worker over `publisher`'s bundles and trust, with `backend`
     /// as its host services (or none).
     pub async fn start(
-        settings: Settings,
+        settings: ExecutorSettings,
         publisher: &Publisher,
         backend: Option<Arc<dyn HostBackend>>,
     ) -> TestWorker {
@@ -317,7 +317,7 @@ impl TestWorker {
     }
 
     /// Starts a worker over explicit sources.
-    pub async fn start_with(settings: Settings, sources: Sources) -> TestWorker {
+    pub async fn start_with(settings: ExecutorSettings, sources: Sources) -> TestWorker {
         let executor = server::build(&settings, sources, Metrics::unregistered())
             .unwrap_or_else(|e| panic!("build worker: {e:#}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -341,7 +341,6 @@ impl TestWorker {
         TestWorker {
             executor,
             client,
-            addr,
             shutdown: Some(tx),
             server: Some(server),
         }

@@ -10,7 +10,7 @@ use annex_proto::pb;
 use parking_lot::Mutex;
 
 /// Entries kept between two heartbeats.
-pub const MAX_KEYS: usize = 10_000;
+pub(crate) const MAX_KEYS: usize = 10_000;
 
 #[derive(Debug, Default)]
 struct Ledger {
@@ -20,7 +20,7 @@ struct Ledger {
 
 /// What one execution used.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Used {
+pub(crate) struct Used {
     pub wall_us: u64,
     /// Thread CPU time of the guest's polls.
     pub cpu_us: u64,
@@ -30,10 +30,10 @@ pub struct Used {
 }
 
 #[derive(Debug, Default)]
-pub struct UsageLedger(Mutex<Ledger>);
+pub(crate) struct UsageLedger(Mutex<Ledger>);
 
 impl UsageLedger {
-    pub fn record(&self, tenant: &str, extension: &str, used: Used) {
+    pub(crate) fn record(&self, tenant: &str, extension: &str, used: Used) {
         let window = minute_start_ms();
         let mut l = self.0.lock();
         let key = (tenant.to_string(), extension.to_string(), window);
@@ -55,7 +55,7 @@ impl UsageLedger {
     }
 
     /// Takes everything recorded so far.
-    pub fn drain(&self) -> Vec<pb::ExecutionUsage> {
+    pub(crate) fn drain(&self) -> Vec<pb::ExecutionUsage> {
         let mut l = self.0.lock();
         if l.dropped > 0 {
             tracing::warn!(

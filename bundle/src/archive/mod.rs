@@ -1,5 +1,5 @@
 //! `bundle.tar.zst`: deterministic packing of an extension directory and safe, capped unpacking
-//! into memory (spec §8, DESIGN "Bundles, signing, trust").
+//! into memory (docs/design/alga-compatibility.md, "Bundles and signing").
 //!
 //! This module owns the entry rules every consumer relies on: only regular files and
 //! directories; no absolute paths, `..`, hidden, empty or oddly-charactered segments; caps on
@@ -31,12 +31,12 @@ pub const MANIFEST_PATH: &str = "manifest.json";
 /// The only entry the worker loads (a WebAssembly component).
 pub const COMPONENT_PATH: &str = "dist/main.wasm";
 /// Everything under this prefix is served as the extension's iframe UI.
-pub const UI_PREFIX: &str = "ui/";
+pub(crate) const UI_PREFIX: &str = "ui/";
 
 /// Caps applied while unpacking. The defaults suit publish and the worker alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Compressed size. 200 MiB is Alga's upload cap (spec §8), so every bundle Alga accepts fits.
+    /// Compressed size. 200 MiB is Alga's upload cap, so every bundle Alga accepts fits.
     pub max_archive_bytes: u64,
     /// Decompressed tar stream (headers and padding included, so at least the sum of file sizes).
     /// 512 MiB bounds the memory one unpack may take while leaving room for a large component
@@ -170,7 +170,7 @@ impl Bundle {
     /// The root `manifest.json`. [`unpack`] has already lifted a bundle whose files all sit in
     /// one top-level directory holding a `manifest.json` (`ext/manifest.json`, `ext/dist/…`) to
     /// the root, as Alga's finalize accepts that layout.
-    pub fn manifest_bytes(&self) -> Result<&[u8], ArchiveError> {
+    pub(crate) fn manifest_bytes(&self) -> Result<&[u8], ArchiveError> {
         self.file(MANIFEST_PATH)
             .ok_or(ArchiveError::MissingManifest)
     }

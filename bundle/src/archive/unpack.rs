@@ -313,7 +313,11 @@ pub(super) mod tests_support {
     use std::cell::Cell;
     use std::io::Read;
 
-    pub fn capped<'a, R: Read + 'a>(inner: R, read: &'a Cell<u64>, cap: u64) -> impl Read + 'a {
+    pub(in crate::archive) fn capped<'a, R: Read + 'a>(
+        inner: R,
+        read: &'a Cell<u64>,
+        cap: u64,
+    ) -> impl Read + 'a {
         super::Capped { inner, read, cap }
     }
 }

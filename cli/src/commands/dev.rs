@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use annex_bundle::hash::ContentHash;
 use annex_bundle::signing::KeyPair;
-use annex_control_plane::postgres_local::{self, ClusterMode, LocalPostgres, LocalPostgresOptions};
 use annex_control_plane::store::{MemoryStore, PgStore, PgStoreConfig, Store};
 use annex_control_plane::{HostAppConfig, Limits, Sealer, Settings};
+use annex_devpg::{ClusterMode, LocalPostgres, LocalPostgresOptions};
 use annex_ops::Role;
 use annex_ops::admin::AdminState;
 use annex_ops::devcerts;
@@ -98,7 +98,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
 
     let worker_files = devcerts::role_files(&pki, Role::Worker);
     let worker_addr = local(args.worker_port);
-    let worker_config = annex_worker::config::Config::try_parse_from([
+    let worker_settings = annex_worker::config::Config::try_parse_from([
         "annex-worker".into(),
         format!("--grpc-listen={worker_addr}"),
         "--worker-id=dev-worker".into(),
@@ -111,23 +111,22 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
         // One worker and one edge in this process: nothing to propagate.
         "--drain-propagation-ms=0".into(),
     ])
+    .context("configuring the worker")?
+    .settings()
     .context("configuring the worker")?;
-    let worker_listeners = annex_worker::server::Listeners {
-        grpc: bind(worker_addr).await?,
-        admin: bind(local(0)).await?,
+    let worker_io = annex_ops::serve::Io {
+        listeners: annex_worker::server::Listeners {
+            grpc: bind(worker_addr).await?,
+            admin: bind(local(0)).await?,
+        },
+        tls: tls(Role::Worker)?,
+        admin: AdminState::new(),
     };
-    let worker_tls = tls(Role::Worker)?;
-    let worker_stop = stopped();
-    tasks.push(tokio::spawn(async move {
-        annex_worker::server::run(
-            &worker_config,
-            worker_tls,
-            worker_listeners,
-            AdminState::new(),
-            worker_stop,
-        )
-        .await
-    }));
+    tasks.push(tokio::spawn(annex_worker::server::run(
+        worker_settings,
+        worker_io,
+        stopped(),
+    )));
 
     let edge_files = devcerts::role_files(&pki, Role::Edge);
     let edge_addr = local(args.edge_port);
@@ -148,12 +147,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
     let edge_settings = edge_config.settings().context("configuring the edge")?;
     tasks.push(tokio::spawn(annex_edge::run(
         edge_settings,
-        tls(Role::Edge)?,
-        annex_edge::Listeners {
-            http: bind(edge_addr).await?,
-            admin: bind(local(0)).await?,
+        annex_ops::serve::Io {
+            tls: tls(Role::Edge)?,
+            listeners: annex_edge::Listeners {
+                http: bind(edge_addr).await?,
+                admin: bind(local(0)).await?,
+            },
+            admin: AdminState::new(),
         },
-        AdminState::new(),
         stopped(),
     )));
 
@@ -220,7 +221,7 @@ async fn open_store(
     dir: &Path,
     memory: bool,
 ) -> anyhow::Result<(Arc<dyn Store>, Option<LocalPostgres>)> {
-    if !memory && postgres_local::binaries_available() {
+    if !memory && annex_devpg::binaries_available() {
         let cluster = LocalPostgres::start(
             &dir.join("pg"),
             LocalPostgresOptions {

@@ -14,7 +14,7 @@
 //!
 //! [`Scheduler`] owns the scheduler's limits and the per-install mutation
 //! rate limiter. Running due schedules is [`runner`]'s: the fleet claims them
-//! with [`Store::claim_due_schedules`](crate::store::Store::claim_due_schedules)
+//! with [`ScheduleStore::claim_due_schedules`](crate::store::ScheduleStore::claim_due_schedules)
 //! from the `next_run_at` this module keeps.
 
 mod cron;
@@ -24,6 +24,7 @@ mod validate;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use annex_bundle::capability::Capability;
 use annex_proto::{AnnexError, ErrorCode};
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -38,7 +39,7 @@ use crate::store::{
     VersionRow,
 };
 
-const CAPABILITY: &str = "cap:scheduler.manage";
+const CAPABILITY: Capability = Capability::SchedulerManage;
 const NOT_FOUND: &str = "Schedule not found";
 const NAME_TAKEN: &str = "Schedule name already in use for this extension";
 

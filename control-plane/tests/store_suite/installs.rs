@@ -2,7 +2,20 @@
 
 use super::*;
 
-pub(crate) async fn reinstall_keeps_id_and_secrets_and_resets_config(store: DynStore) {
+store_cases!(
+    reinstall_keeps_id_and_secrets_and_resets_config,
+    install_needs_a_version_of_its_extension,
+    find_install_by_install_id_registry_id_or_slug,
+    find_install_never_returns_another_tenants_install,
+    disabled_install_is_found_but_inactive,
+    set_install_version_keeps_config,
+    set_install_config_writes_a_new_config_version,
+    secrets_set_replace_and_delete,
+    delete_install_removes_config_and_secrets,
+    installs_list_by_publisher_then_name,
+);
+
+async fn reinstall_keeps_id_and_secrets_and_resets_config(store: DynStore) {
     let (ext, v1) = publish(&store, "acme", "alpha", "1.0.0").await;
     let (_, v2) = publish(&store, "acme", "alpha", "2.0.0").await;
 
@@ -59,7 +72,7 @@ pub(crate) async fn reinstall_keeps_id_and_secrets_and_resets_config(store: DynS
     assert_eq!(view.secrets, Some(secrets("c1", "s1")), "secrets are kept");
 }
 
-pub(crate) async fn install_needs_a_version_of_its_extension(store: DynStore) {
+async fn install_needs_a_version_of_its_extension(store: DynStore) {
     let (_, alpha) = publish(&store, "acme", "alpha", "1.0.0").await;
     let (_, beta) = publish(&store, "acme", "beta", "1.0.0").await;
 
@@ -84,7 +97,7 @@ pub(crate) async fn install_needs_a_version_of_its_extension(store: DynStore) {
     assert!(store.list_installs("t1").await.expect("list").is_empty());
 }
 
-pub(crate) async fn find_install_by_install_id_registry_id_or_slug(store: DynStore) {
+async fn find_install_by_install_id_registry_id_or_slug(store: DynStore) {
     let (ext, v1) = publish(&store, "Acme", "Alpha", "1.0.0").await;
     let mine = install(&store, "t1", &v1).await;
     store
@@ -132,7 +145,7 @@ pub(crate) async fn find_install_by_install_id_registry_id_or_slug(store: DynSto
     );
 }
 
-pub(crate) async fn find_install_never_returns_another_tenants_install(store: DynStore) {
+async fn find_install_never_returns_another_tenants_install(store: DynStore) {
     let (alpha, a1) = publish(&store, "acme", "alpha", "1.0.0").await;
     let (beta, b1) = publish(&store, "acme", "beta", "1.0.0").await;
     let mine = install(&store, "t1", &a1).await;
@@ -166,7 +179,7 @@ pub(crate) async fn find_install_never_returns_another_tenants_install(store: Dy
     assert_eq!(find("t3", slug("acme.alpha")).await, None);
 }
 
-pub(crate) async fn disabled_install_is_found_but_inactive(store: DynStore) {
+async fn disabled_install_is_found_but_inactive(store: DynStore) {
     let (_, v1) = publish(&store, "acme", "alpha", "1.0.0").await;
     let row = install(&store, "t1", &v1).await;
 
@@ -199,7 +212,7 @@ pub(crate) async fn disabled_install_is_found_but_inactive(store: DynStore) {
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
 
-pub(crate) async fn set_install_version_keeps_config(store: DynStore) {
+async fn set_install_version_keeps_config(store: DynStore) {
     let (_, v1) = publish(&store, "acme", "alpha", "1.0.0").await;
     let (_, v2) = publish(&store, "acme", "alpha", "1.1.0").await;
     let (_, other) = publish(&store, "acme", "beta", "1.1.0").await;
@@ -241,7 +254,7 @@ pub(crate) async fn set_install_version_keeps_config(store: DynStore) {
     assert_eq!(unchanged.install, moved);
 }
 
-pub(crate) async fn set_install_config_writes_a_new_config_version(store: DynStore) {
+async fn set_install_config_writes_a_new_config_version(store: DynStore) {
     let (_, v1) = publish(&store, "acme", "alpha", "1.0.0").await;
     let row = install(&store, "t1", &v1).await;
 
@@ -279,7 +292,7 @@ pub(crate) async fn set_install_config_writes_a_new_config_version(store: DynSto
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
 
-pub(crate) async fn secrets_set_replace_and_delete(store: DynStore) {
+async fn secrets_set_replace_and_delete(store: DynStore) {
     let (_, v1) = publish(&store, "acme", "alpha", "1.0.0").await;
     let row = install(&store, "t1", &v1).await;
     let find_secrets = || {
@@ -332,7 +345,7 @@ pub(crate) async fn secrets_set_replace_and_delete(store: DynStore) {
     }
 }
 
-pub(crate) async fn delete_install_removes_config_and_secrets(store: DynStore) {
+async fn delete_install_removes_config_and_secrets(store: DynStore) {
     let (_, v1) = publish(&store, "acme", "alpha", "1.0.0").await;
     let row = install(&store, "t1", &v1).await;
     store
@@ -377,7 +390,7 @@ pub(crate) async fn delete_install_removes_config_and_secrets(store: DynStore) {
     assert_eq!(view.install.config, config(&[("region", "eu")]));
 }
 
-pub(crate) async fn installs_list_by_publisher_then_name(store: DynStore) {
+async fn installs_list_by_publisher_then_name(store: DynStore) {
     for (publisher, name) in [("zeta", "a"), ("acme", "b"), ("acme", "a")] {
         let (_, version) = publish(&store, publisher, name, "1.0.0").await;
         install(&store, "t1", &version).await;
@@ -399,34 +412,5 @@ pub(crate) async fn installs_list_by_publisher_then_name(store: DynStore) {
             .await
             .expect("list")
             .is_empty()
-    );
-}
-
-pub(crate) async fn ping_answers(store: DynStore) {
-    store.ping().await.expect("ping");
-}
-
-pub(crate) async fn active_content_hashes_are_those_active_installs_run(store: DynStore) {
-    let (_, a1) = publish(&store, "acme", "alpha", "1.0.0").await;
-    let (_, b1) = publish(&store, "acme", "beta", "1.0.0").await;
-    let (_, c1) = publish(&store, "acme", "gamma", "1.0.0").await;
-    // Two tenants on one version: its hash is listed once.
-    install(&store, "t1", &a1).await;
-    install(&store, "t2", &a1).await;
-    install(&store, "t1", &b1).await;
-    let off = install(&store, "t1", &c1).await;
-    store
-        .set_install_enabled(off.id, false)
-        .await
-        .expect("disable");
-    let mut expected = vec![
-        a1.bundle.content_hash.clone(),
-        b1.bundle.content_hash.clone(),
-    ];
-    expected.sort();
-    assert_eq!(
-        store.active_content_hashes().await.expect("hashes"),
-        expected,
-        "a disabled install's version is not kept warm"
     );
 }

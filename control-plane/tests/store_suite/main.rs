@@ -1,12 +1,15 @@
-//! The store conformance suite: every case below runs against `MemoryStore`
-//! (module `memory`) and against `PgStore` on a fresh database (module
-//! `postgres`). A few Postgres-only checks (migrations, rows left behind,
-//! connection errors) follow in `postgres_only`.
+//! The store conformance suite: one file of cases per store area, named as
+//! in `src/store/`; [`store_cases!`] runs every case of a file against
+//! `MemoryStore` (`<area>::memory::<case>`) and against `PgStore` on a fresh
+//! database (`<area>::postgres::<case>`), and
+//! [`every_case_runs_on_both_stores`] checks that no case is left out. The
+//! Postgres-only checks (migrations, rows below the traits, connection
+//! errors, the persistent local cluster) are in `postgres_only`.
 //!
 //! Postgres: `DATABASE_URL` if set (each test creates and drops its own
 //! database there), else one throwaway cluster per test binary started with
-//! `LocalPostgres` from the system binaries. With neither, the Postgres tests
-//! fail under `CI=true` and print a notice and pass elsewhere.
+//! `annex_devpg::LocalPostgres` from the system binaries. With neither, the
+//! Postgres tests fail under `CI=true` and print a notice and pass elsewhere.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,14 +24,19 @@ use uuid::Uuid;
 
 type DynStore = Arc<dyn Store>;
 
-/// Runs each named case against both stores.
-macro_rules! store_suite {
+/// Runs each named case of the calling module against both stores, and names
+/// them in `CASES` for [`every_case_runs_on_both_stores`]. A case is an
+/// `async fn name(store: DynStore)` of that module.
+macro_rules! store_cases {
     ($($case:ident),* $(,)?) => {
+        pub(crate) const CASES: &[&str] = &[$(stringify!($case)),*];
+
         mod memory {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    super::$case(std::sync::Arc::new(annex_control_plane::store::MemoryStore::new())).await;
+                    let store = annex_control_plane::store::MemoryStore::new();
+                    super::$case(std::sync::Arc::new(store)).await;
                 }
             )*
         }
@@ -37,7 +45,8 @@ macro_rules! store_suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    let Some(db) = super::pg_harness::TestDatabase::create(stringify!($case)).await else {
+                    let Some(db) = crate::pg_harness::TestDatabase::create(stringify!($case)).await
+                    else {
                         return;
                     };
                     super::$case(std::sync::Arc::new(db.connect().await)).await;
@@ -48,56 +57,10 @@ macro_rules! store_suite {
     };
 }
 
-store_suite!(
-    publish_then_get_by_id_and_slug,
-    extensions_list_by_publisher_then_name,
-    duplicate_version_is_rejected_without_writing,
-    concurrent_publishes_of_one_version_have_one_winner,
-    wildcard_takes_the_next_stable_patch,
-    concurrent_wildcard_publishes_get_distinct_patches,
-    versions_list_newest_first,
-    deprecate_marks_the_version,
-    version_by_content_hash_finds_the_newest_owner,
-    blobs_are_idempotent_and_kept_while_referenced,
-    keys_add_list_revoke_and_revision,
-    reinstall_keeps_id_and_secrets_and_resets_config,
-    install_needs_a_version_of_its_extension,
-    find_install_by_install_id_registry_id_or_slug,
-    find_install_never_returns_another_tenants_install,
-    disabled_install_is_found_but_inactive,
-    set_install_version_keeps_config,
-    set_install_config_writes_a_new_config_version,
-    secrets_set_replace_and_delete,
-    delete_install_removes_config_and_secrets,
-    installs_list_by_publisher_then_name,
-    active_content_hashes_are_those_active_installs_run,
-    ping_answers,
-    storage_revisions_start_at_one_and_compare_and_swap,
-    storage_ttl_expires_lazily,
-    storage_list_orders_by_key_after_key_and_literal_prefix,
-    storage_quotas_count_namespaces_keys_and_bytes,
-    storage_namespace_quota_holds_under_concurrent_first_writes,
-    storage_is_scoped_to_tenant_and_install,
-    deleting_an_install_removes_its_storage,
-    api_keys_create_list_find_and_revoke_per_tenant,
-    executions_list_newest_first_per_tenant_and_extension,
-    workers_upsert_and_list_those_seen_since,
-    schedules_create_list_get_update_delete,
-    schedule_quota_and_unique_names_per_install,
-    schedule_quota_holds_under_concurrent_creates,
-    schedules_are_scoped_to_their_install,
-    schedules_go_with_their_install,
-    remap_moves_endpoints_and_disables_the_missing,
-    due_schedules_are_claimed_once_per_lease,
-    concurrent_claims_take_disjoint_schedules,
-    quotas_set_replace_list_and_delete,
-    install_quotas_need_the_tenants_install_and_go_with_it,
-    route_watchers_count_the_recently_seen_across_replicas,
-    usage_adds_into_minute_windows,
-    concurrent_usage_adds_lose_nothing,
-);
-
 // ---- fixtures ----
+
+/// A fixed "now" for cases that pass their own clock.
+const NOW: i64 = 1_750_000_000;
 
 fn content_hash() -> String {
     format!(
@@ -221,18 +184,66 @@ fn versions_of(list: &[VersionRow]) -> Vec<&str> {
     list.iter().map(|v| v.version.as_str()).collect()
 }
 
+mod apikeys;
+mod blobs;
+mod executions;
+mod fleet;
+mod health;
 mod installs;
+mod kv;
 mod pg_harness;
 mod postgres_only;
-mod quotas;
+mod quota;
 mod registry;
-mod runtime;
 mod schedules;
 mod trust;
 
-use installs::*;
-use quotas::*;
-use registry::*;
-use runtime::*;
-use schedules::*;
-use trust::*;
+/// Every `async fn name(store: DynStore)` of an area file is in that file's
+/// `store_cases!` list, and no area file declares a test of its own: each
+/// case runs on both stores.
+#[test]
+fn every_case_runs_on_both_stores() {
+    let areas: [(&str, &[&str], &str); 11] = [
+        ("apikeys", apikeys::CASES, include_str!("apikeys.rs")),
+        ("blobs", blobs::CASES, include_str!("blobs.rs")),
+        (
+            "executions",
+            executions::CASES,
+            include_str!("executions.rs"),
+        ),
+        ("fleet", fleet::CASES, include_str!("fleet.rs")),
+        ("health", health::CASES, include_str!("health.rs")),
+        ("installs", installs::CASES, include_str!("installs.rs")),
+        ("kv", kv::CASES, include_str!("kv.rs")),
+        ("quota", quota::CASES, include_str!("quota.rs")),
+        ("registry", registry::CASES, include_str!("registry.rs")),
+        ("schedules", schedules::CASES, include_str!("schedules.rs")),
+        ("trust", trust::CASES, include_str!("trust.rs")),
+    ];
+    let mut total = 0;
+    for (area, cases, source) in areas {
+        assert!(
+            !source.contains("#[tokio::test") && !source.contains("#[test"),
+            "{area}.rs declares a test outside store_cases!: it would run on one store only"
+        );
+        let defined: Vec<&str> = source
+            .split("async fn ")
+            .skip(1)
+            .filter_map(|item| {
+                let (name, rest) = item.split_once('(')?;
+                let (params, _) = rest.split_once(')')?;
+                let params: String = params.split_whitespace().collect();
+                (params.trim_end_matches(',') == "store:DynStore").then_some(name.trim())
+            })
+            .collect();
+        for name in &defined {
+            assert!(
+                cases.contains(name),
+                "case {area}::{name} is missing from its store_cases! list"
+            );
+        }
+        assert_eq!(defined.len(), cases.len(), "{area}: {cases:?}");
+        total += cases.len();
+    }
+    assert!(total >= 46, "{total} cases");
+}

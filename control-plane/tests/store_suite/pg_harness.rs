@@ -2,8 +2,8 @@
 
 use std::io::Write as _;
 
-use annex_control_plane::postgres_local::{self, LocalPostgres, LocalPostgresOptions};
 use annex_control_plane::store::{PgStore, PgStoreConfig};
+use annex_devpg::{LocalPostgres, LocalPostgresOptions};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -30,7 +30,7 @@ async fn server() -> &'static Server {
             {
                 return Server::External { url };
             }
-            if !postgres_local::binaries_available() {
+            if !annex_devpg::binaries_available() {
                 return Server::Missing;
             }
             // Not a TempDir: a static is never dropped, so the cluster's own
@@ -51,7 +51,7 @@ async fn server() -> &'static Server {
 /// Whether `LocalPostgres` can run here; outside CI a missing installation
 /// skips the caller (after a notice), under `CI=true` it fails.
 pub fn local_binaries_or_skip() -> bool {
-    if postgres_local::binaries_available() {
+    if annex_devpg::binaries_available() {
         return true;
     }
     skip_or_fail(

@@ -1,8 +1,8 @@
-//! Postgres-only checks: migrations, rows below the trait, connection errors,
+//! Postgres-only checks: migrations, rows below the traits, connection errors,
 //! and `LocalPostgres` in the persistent mode `annex dev` uses.
 
-use annex_control_plane::postgres_local::{ClusterMode, LocalPostgres, LocalPostgresOptions};
-use annex_control_plane::store::{PgStore, PgStoreConfig, Store, StoreError};
+use annex_control_plane::store::{HealthStore, PgStore, PgStoreConfig, StoreError};
+use annex_devpg::{ClusterMode, LocalPostgres, LocalPostgresOptions};
 
 use super::pg_harness::{self, TestDatabase};
 use super::*;

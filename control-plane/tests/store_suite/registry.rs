@@ -1,8 +1,21 @@
-//! Registry cases: publish, versions, wildcards, deprecation, bundle bytes.
+//! Registry cases: publish, versions, wildcards, deprecation, lookup by
+//! content hash.
 
 use super::*;
 
-pub(crate) async fn publish_then_get_by_id_and_slug(store: DynStore) {
+store_cases!(
+    publish_then_get_by_id_and_slug,
+    extensions_list_by_publisher_then_name,
+    duplicate_version_is_rejected_without_writing,
+    concurrent_publishes_of_one_version_have_one_winner,
+    wildcard_takes_the_next_stable_patch,
+    concurrent_wildcard_publishes_get_distinct_patches,
+    versions_list_newest_first,
+    deprecate_marks_the_version,
+    version_by_content_hash_finds_the_newest_owner,
+);
+
+async fn publish_then_get_by_id_and_slug(store: DynStore) {
     let new = new_version("Acme", "Alpha", exact("1.0.0"));
     let (ext, version) = store.publish_version(new.clone()).await.expect("publish");
 
@@ -104,7 +117,7 @@ pub(crate) async fn publish_then_get_by_id_and_slug(store: DynStore) {
     assert_eq!(store.list_extensions().await.expect("list"), vec![ext]);
 }
 
-pub(crate) async fn extensions_list_by_publisher_then_name(store: DynStore) {
+async fn extensions_list_by_publisher_then_name(store: DynStore) {
     for (publisher, name) in [("zeta", "a"), ("acme", "b"), ("acme", "a"), ("Acme", "z")] {
         publish(&store, publisher, name, "1.0.0").await;
     }
@@ -120,7 +133,7 @@ pub(crate) async fn extensions_list_by_publisher_then_name(store: DynStore) {
     assert_eq!(listed, expected.map(|(p, n)| (p.to_owned(), n.to_owned())));
 }
 
-pub(crate) async fn duplicate_version_is_rejected_without_writing(store: DynStore) {
+async fn duplicate_version_is_rejected_without_writing(store: DynStore) {
     let first = new_version("acme", "alpha", exact("1.0.0"));
     store
         .put_blob(&first.content_hash, Bytes::from_static(b"first bundle"))
@@ -161,7 +174,7 @@ pub(crate) async fn duplicate_version_is_rejected_without_writing(store: DynStor
     assert_eq!(store.list_extensions().await.expect("list").len(), 1);
 }
 
-pub(crate) async fn concurrent_publishes_of_one_version_have_one_winner(store: DynStore) {
+async fn concurrent_publishes_of_one_version_have_one_winner(store: DynStore) {
     // The extension does not exist yet: the registry row is raced for as well.
     let tasks: Vec<_> = (0..8)
         .map(|_| {
@@ -190,7 +203,7 @@ pub(crate) async fn concurrent_publishes_of_one_version_have_one_winner(store: D
     );
 }
 
-pub(crate) async fn wildcard_takes_the_next_stable_patch(store: DynStore) {
+async fn wildcard_takes_the_next_stable_patch(store: DynStore) {
     let (ext, first) = store
         .publish_version(new_version("acme", "wild", wildcard(1, 2)))
         .await
@@ -223,7 +236,7 @@ pub(crate) async fn wildcard_takes_the_next_stable_patch(store: DynStore) {
     assert_eq!(other_minor.version, "2.0.0");
 }
 
-pub(crate) async fn concurrent_wildcard_publishes_get_distinct_patches(store: DynStore) {
+async fn concurrent_wildcard_publishes_get_distinct_patches(store: DynStore) {
     publish(&store, "acme", "wild", "3.1.0").await;
     let tasks: Vec<_> = (0..8)
         .map(|_| {
@@ -244,7 +257,7 @@ pub(crate) async fn concurrent_wildcard_publishes_get_distinct_patches(store: Dy
     assert_eq!(versions, expected);
 }
 
-pub(crate) async fn versions_list_newest_first(store: DynStore) {
+async fn versions_list_newest_first(store: DynStore) {
     let (ext, _) = publish(&store, "acme", "alpha", "1.0.0").await;
     publish(&store, "acme", "alpha", "1.1.0").await;
     publish(&store, "acme", "alpha", "0.9.0").await;
@@ -263,7 +276,7 @@ pub(crate) async fn versions_list_newest_first(store: DynStore) {
     );
 }
 
-pub(crate) async fn deprecate_marks_the_version(store: DynStore) {
+async fn deprecate_marks_the_version(store: DynStore) {
     let (ext, v1) = publish(&store, "acme", "alpha", "1.0.0").await;
     let (_, v2) = publish(&store, "acme", "alpha", "1.1.0").await;
 
@@ -306,7 +319,7 @@ pub(crate) async fn deprecate_marks_the_version(store: DynStore) {
     assert!(matches!(other, StoreError::NotFound(_)), "{other:?}");
 }
 
-pub(crate) async fn version_by_content_hash_finds_the_newest_owner(store: DynStore) {
+async fn version_by_content_hash_finds_the_newest_owner(store: DynStore) {
     let (_, v1) = publish(&store, "acme", "alpha", "1.0.0").await;
     let (_, v2) = publish(&store, "acme", "alpha", "1.1.0").await;
     assert_eq!(
@@ -342,67 +355,5 @@ pub(crate) async fn version_by_content_hash_finds_the_newest_owner(store: DynSto
             .await
             .expect("get"),
         Some(newest)
-    );
-}
-
-// ---- blobs ----
-
-pub(crate) async fn blobs_are_idempotent_and_kept_while_referenced(store: DynStore) {
-    let loose = content_hash();
-    store
-        .put_blob(&loose, Bytes::from_static(b"one"))
-        .await
-        .expect("put");
-    store
-        .put_blob(&loose, Bytes::from_static(b"two"))
-        .await
-        .expect("put again");
-    assert_eq!(
-        store.get_blob(&loose).await.expect("get"),
-        Some(Bytes::from_static(b"one")),
-        "first write wins"
-    );
-    assert_eq!(store.get_blob(&content_hash()).await.expect("get"), None);
-
-    let new = new_version("acme", "alpha", exact("1.0.0"));
-    let bytes = Bytes::from([0u8, 1, 2, 255].repeat(1024));
-    store
-        .put_blob(&new.content_hash, bytes.clone())
-        .await
-        .expect("put");
-    store.publish_version(new.clone()).await.expect("publish");
-
-    assert!(
-        !store
-            .delete_unreferenced_blob(&new.content_hash)
-            .await
-            .expect("delete"),
-        "referenced"
-    );
-    assert_eq!(
-        store.get_blob(&new.content_hash).await.expect("get"),
-        Some(bytes)
-    );
-
-    assert!(
-        store
-            .delete_unreferenced_blob(&loose)
-            .await
-            .expect("delete")
-    );
-    assert_eq!(store.get_blob(&loose).await.expect("get"), None);
-    assert!(
-        !store
-            .delete_unreferenced_blob(&loose)
-            .await
-            .expect("delete"),
-        "already gone"
-    );
-    assert!(
-        !store
-            .delete_unreferenced_blob(&content_hash())
-            .await
-            .expect("delete"),
-        "never stored"
     );
 }

@@ -10,6 +10,17 @@ use serde_json::json;
 
 use super::*;
 
+store_cases!(
+    schedules_create_list_get_update_delete,
+    schedule_quota_and_unique_names_per_install,
+    schedule_quota_holds_under_concurrent_creates,
+    schedules_are_scoped_to_their_install,
+    schedules_go_with_their_install,
+    remap_moves_endpoints_and_disables_the_missing,
+    due_schedules_are_claimed_once_per_lease,
+    concurrent_claims_take_disjoint_schedules,
+);
+
 const NOW: i64 = 1_750_000_000;
 
 fn fields(name: Option<&str>, next: Option<i64>) -> ScheduleFields {
@@ -42,7 +53,7 @@ fn ids(rows: &[ScheduleRow]) -> Vec<Uuid> {
     rows.iter().map(|r| r.id).collect()
 }
 
-pub(crate) async fn schedules_create_list_get_update_delete(store: DynStore) {
+async fn schedules_create_list_get_update_delete(store: DynStore) {
     let i = installed(&store, "t1", "alpha").await;
     let first = create(&store, &i, fields(Some("nightly"), Some(NOW))).await;
     let second = create(&store, &i, fields(None, None)).await;
@@ -129,7 +140,7 @@ impl WithEndpoint for ScheduleFields {
     }
 }
 
-pub(crate) async fn schedule_quota_and_unique_names_per_install(store: DynStore) {
+async fn schedule_quota_and_unique_names_per_install(store: DynStore) {
     let i = installed(&store, "t1", "alpha").await;
     let j = installed(&store, "t1", "beta").await;
     let quota = |f: ScheduleFields, install: &InstallRow| {
@@ -179,7 +190,7 @@ pub(crate) async fn schedule_quota_and_unique_names_per_install(store: DynStore)
         .expect("slot and name are free");
 }
 
-pub(crate) async fn schedule_quota_holds_under_concurrent_creates(store: DynStore) {
+async fn schedule_quota_holds_under_concurrent_creates(store: DynStore) {
     let i = installed(&store, "t1", "alpha").await;
     let creates: Vec<_> = (0..20)
         .map(|n| {
@@ -207,7 +218,7 @@ pub(crate) async fn schedule_quota_holds_under_concurrent_creates(store: DynStor
     );
 }
 
-pub(crate) async fn schedules_are_scoped_to_their_install(store: DynStore) {
+async fn schedules_are_scoped_to_their_install(store: DynStore) {
     let a = installed(&store, "t1", "alpha").await;
     let b = installed(&store, "t1", "beta").await;
     let s = create(&store, &a, fields(Some("mine"), Some(NOW))).await;
@@ -256,7 +267,7 @@ pub(crate) async fn schedules_are_scoped_to_their_install(store: DynStore) {
     );
 }
 
-pub(crate) async fn schedules_go_with_their_install(store: DynStore) {
+async fn schedules_go_with_their_install(store: DynStore) {
     let a = installed(&store, "t1", "alpha").await;
     let b = installed(&store, "t1", "beta").await;
     create(&store, &a, fields(Some("x"), Some(NOW))).await;
@@ -290,7 +301,7 @@ pub(crate) async fn schedules_go_with_their_install(store: DynStore) {
     );
 }
 
-pub(crate) async fn remap_moves_endpoints_and_disables_the_missing(store: DynStore) {
+async fn remap_moves_endpoints_and_disables_the_missing(store: DynStore) {
     let i = installed(&store, "t1", "alpha").await;
     let moved = create(&store, &i, fields(Some("moved"), Some(NOW))).await;
     let gone = create(&store, &i, fields(Some("gone"), Some(NOW))).await;
@@ -341,7 +352,7 @@ pub(crate) async fn remap_moves_endpoints_and_disables_the_missing(store: DynSto
     assert_eq!(get(untouched.id).await, untouched);
 }
 
-pub(crate) async fn due_schedules_are_claimed_once_per_lease(store: DynStore) {
+async fn due_schedules_are_claimed_once_per_lease(store: DynStore) {
     let a = installed(&store, "t1", "alpha").await;
     let b = installed(&store, "t2", "beta").await;
     let early = create(&store, &a, fields(None, Some(NOW - 10))).await;
@@ -434,7 +445,7 @@ pub(crate) async fn due_schedules_are_claimed_once_per_lease(store: DynStore) {
     );
 }
 
-pub(crate) async fn concurrent_claims_take_disjoint_schedules(store: DynStore) {
+async fn concurrent_claims_take_disjoint_schedules(store: DynStore) {
     let i = installed(&store, "t1", "alpha").await;
     let mut all = HashSet::new();
     for n in 0..10 {

@@ -2,7 +2,9 @@
 
 use super::*;
 
-pub(crate) async fn keys_add_list_revoke_and_revision(store: DynStore) {
+store_cases!(keys_add_list_revoke_and_revision,);
+
+async fn keys_add_list_revoke_and_revision(store: DynStore) {
     let (keys, mut revision) = store.list_keys(None).await.expect("list");
     assert!(keys.is_empty());
 

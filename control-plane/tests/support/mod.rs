@@ -176,7 +176,7 @@ pub fn manifest(publisher: &str, name: &str, version: &str) -> Vec<u8> {
         "publisher": publisher,
         "version": version,
         "runtime": "wasm-js@1",
-        "capabilities": ["cap:storage.kv", "cap:http.fetch", "cap:bogus", "storage.kv"],
+        "capabilities": ["cap:storage.kv", " Cap:Http.Fetch "],
         "ui": {"type": "iframe", "entry": "ui/index.html", "hooks": {"appMenu": {"label": "Demo"}}},
         "api": {"endpoints": [
             {"method": "get", "path": "hello", "handler": "dist/main"},

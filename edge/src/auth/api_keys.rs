@@ -23,7 +23,7 @@ const MAX_ENTRIES: usize = 10_000;
 type Cached = (Instant, Option<Principal>);
 
 #[derive(Clone)]
-pub struct ApiKeyCache {
+pub(crate) struct ApiKeyCache {
     client: DispatchClient<Channel>,
     ttl: Duration,
     negative_ttl: Duration,
@@ -39,7 +39,7 @@ impl std::fmt::Debug for ApiKeyCache {
 }
 
 impl ApiKeyCache {
-    pub fn new(client: DispatchClient<Channel>, ttl: Duration) -> ApiKeyCache {
+    pub(crate) fn new(client: DispatchClient<Channel>, ttl: Duration) -> ApiKeyCache {
         ApiKeyCache {
             client,
             ttl,
@@ -48,7 +48,7 @@ impl ApiKeyCache {
         }
     }
 
-    pub async fn authenticate(&self, secret: &str) -> Result<Principal, AuthError> {
+    pub(crate) async fn authenticate(&self, secret: &str) -> Result<Principal, AuthError> {
         if secret.is_empty() {
             return Err(AuthError::NoSession);
         }

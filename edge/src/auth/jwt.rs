@@ -32,7 +32,7 @@ impl std::fmt::Debug for JwtKey {
 
 impl JwtKey {
     /// An Ed25519 public key: SPKI PEM, or 32 raw bytes in base64.
-    pub fn ed25519_from_text(text: &str) -> Result<JwtKey, JwtError> {
+    pub(crate) fn ed25519_from_text(text: &str) -> Result<JwtKey, JwtError> {
         let text = text.trim();
         if text.starts_with("-----BEGIN") {
             return ed25519_dalek::VerifyingKey::from_public_key_pem(text)
@@ -68,7 +68,7 @@ impl JwtKey {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum JwtError {
+pub(crate) enum JwtError {
     #[error("the key is not a usable Ed25519 public key")]
     BadKey,
     #[error("the token is malformed")]
@@ -87,7 +87,7 @@ pub enum JwtError {
 
 /// The claims Annex reads from a session token. `sub` is the user id.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-pub struct Claims {
+pub(crate) struct Claims {
     #[serde(default, alias = "user_id")]
     pub sub: String,
     #[serde(default, alias = "tenant_id")]
@@ -151,7 +151,7 @@ pub struct JwtVerifier {
 impl JwtVerifier {
     /// Verifies `token` at `now` (Unix seconds) and returns its claims. `exp`
     /// is required: a session token that never expires is refused.
-    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, JwtError> {
+    pub(crate) fn verify(&self, token: &str, now: i64) -> Result<Claims, JwtError> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())

@@ -3,23 +3,23 @@
 //! checked by the control plane and cached briefly). The result is a
 //! [`Principal`]; the caller's credentials never travel past this module.
 
-pub mod api_keys;
+pub(crate) mod api_keys;
 pub mod jwt;
 
 use http::HeaderMap;
 
-pub use api_keys::ApiKeyCache;
-pub use jwt::{Claims, JwtKey, JwtVerifier};
+pub(crate) use api_keys::ApiKeyCache;
+pub(crate) use jwt::{Claims, JwtKey, JwtVerifier};
 
 /// `extension:read` / `extension:write`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Permissions {
+pub(crate) struct Permissions {
     pub read: bool,
     pub write: bool,
 }
 
 impl Permissions {
-    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Permissions {
+    pub(crate) fn from_names<S: AsRef<str>>(names: &[S]) -> Permissions {
         let has = |want: &str| names.iter().any(|n| n.as_ref().trim() == want);
         Permissions {
             read: has("extension:read"),
@@ -30,14 +30,14 @@ impl Permissions {
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
+pub(crate) struct Principal {
     pub tenant: String,
     pub kind: PrincipalKind,
     pub permissions: Permissions,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PrincipalKind {
+pub(crate) enum PrincipalKind {
     /// An end user of the host application.
     User(UserInfo),
     /// A service client holding a tenant API key.
@@ -45,7 +45,7 @@ pub enum PrincipalKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserInfo {
+pub(crate) struct UserInfo {
     pub user_id: String,
     pub email: String,
     pub name: String,
@@ -55,13 +55,13 @@ pub struct UserInfo {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserType {
+pub(crate) enum UserType {
     Internal,
     Client,
 }
 
 impl UserType {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             UserType::Internal => "internal",
             UserType::Client => "client",
@@ -71,14 +71,14 @@ impl UserType {
 
 impl Principal {
     /// `user` or `api_key`, as written in audit rows.
-    pub fn kind_name(&self) -> &'static str {
+    pub(crate) fn kind_name(&self) -> &'static str {
         match self.kind {
             PrincipalKind::User(_) => "user",
             PrincipalKind::ApiKey { .. } => "api_key",
         }
     }
 
-    pub fn user(&self) -> Option<&UserInfo> {
+    pub(crate) fn user(&self) -> Option<&UserInfo> {
         match &self.kind {
             PrincipalKind::User(u) => Some(u),
             PrincipalKind::ApiKey { .. } => None,
@@ -86,7 +86,7 @@ impl Principal {
     }
 
     /// The id written to audit rows: the user id or `api_key:<id>`.
-    pub fn audit_id(&self) -> String {
+    pub(crate) fn audit_id(&self) -> String {
         match &self.kind {
             PrincipalKind::User(u) => u.user_id.clone(),
             PrincipalKind::ApiKey { key_id } => format!("api_key:{key_id}"),
@@ -94,9 +94,10 @@ impl Principal {
     }
 }
 
-/// Why a request is not authenticated; each maps to a §3.1 error.
+/// Why a request is not authenticated; each maps to one of the gateway's
+/// error answers (docs/design/alga-compatibility.md, "Gateway").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     /// No credentials, or credentials that do not verify: 401 `Unauthorized`.
     #[error("no valid session")]
     NoSession,
@@ -113,7 +114,7 @@ pub enum AuthError {
 
 /// Where session tokens are read from.
 #[derive(Debug, Clone)]
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     pub jwt: JwtVerifier,
     /// Cookie holding the session token when there is no `Authorization`.
     pub cookie: Option<String>,
@@ -122,7 +123,7 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// Authenticates the request's credentials.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+    pub(crate) async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
         if let Some(token) = self.session_token(headers) {
             return self.verify_session(&token);
         }
@@ -166,8 +167,8 @@ impl Authenticator {
     }
 }
 
-/// Turns verified claims into a principal (§3.1 steps 3–4).
-pub fn principal_from_claims(claims: Claims) -> Result<Principal, AuthError> {
+/// Turns verified claims into a principal (docs/design/alga-compatibility.md, "Gateway").
+pub(crate) fn principal_from_claims(claims: Claims) -> Result<Principal, AuthError> {
     if claims.tenant.trim().is_empty() {
         return Err(AuthError::BlankTenant);
     }

@@ -1,4 +1,5 @@
-// Annex extension iframe bridge, host side (Alga spec §4.2/§4.3).
+// Annex extension iframe bridge, host side (Alga's postMessage envelope and host
+// bridges; docs/design/alga-compatibility.md, "ext-proxy and the bridge").
 // Served by the edge at /ext-bridge/host.js. Usage:
 //   const cleanup = AnnexBridge.bootstrapIframe({ iframe, extensionId, src,
 //       allowedOrigin, minHeight: 100, maxHeight: 4000, proxyBase: '', theme: {...} });

@@ -1,5 +1,5 @@
-// Annex extension iframe SDK, child side (Alga's @alga-psa/extension-iframe-sdk,
-// spec §4.5). Served by the edge at /ext-bridge/sdk.js. Usage inside the UI:
+// Annex extension iframe SDK, child side (Alga's @alga-psa/extension-iframe-sdk;
+// docs/design/alga-compatibility.md, "ext-proxy and the bridge"). Served by the edge at /ext-bridge/sdk.js. Usage inside the UI:
 //   const bridge = AnnexSdk.createBridge();   // parent origin from ?parentOrigin=
 //   bridge.ready();
 //   const data = await AnnexSdk.callHandlerJson(bridge, '/hello');

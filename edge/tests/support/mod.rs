@@ -15,14 +15,10 @@ use annex_bundle::ContentHash;
 use annex_bundle::signing::KeyPair;
 use annex_control_plane::store::{MemoryStore, Store, StoreError, WorkerRow};
 use annex_control_plane::{HostAppConfig, Limits, Listeners, Sealer};
-use annex_edge::Settings;
-use annex_edge::audit::AuditSettings;
-use annex_edge::auth::JwtVerifier;
-use annex_edge::auth::jwt::{self, SigningKey};
-use annex_edge::config::Policy;
-use annex_edge::ext_ui::UiPolicy;
-use annex_edge::ratelimit::RateSettings;
-use annex_edge::ui_store::UiStoreSettings;
+use annex_edge::jwt::{self, SigningKey};
+use annex_edge::{
+    AuditSettings, JwtVerifier, Policy, RateSettings, Settings, UiPolicy, UiStoreSettings,
+};
 use annex_ops::Role;
 use annex_ops::devcerts::DevCa;
 use annex_ops::serve::Io;
@@ -357,9 +353,11 @@ impl Edge {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(annex_edge::run(
             settings,
-            tls,
-            annex_edge::Listeners { http, admin },
-            annex_ops::admin::AdminState::new(),
+            annex_ops::serve::Io {
+                tls,
+                listeners: annex_edge::Listeners { http, admin },
+                admin: annex_ops::admin::AdminState::new(),
+            },
             async move {
                 let _ = stopped.await;
             },

@@ -1,5 +1,6 @@
-// Alga's echo component (spec §15, `executes_dynamic_component_in_process`):
-// answers any request with the ids, method, URL and the raw body bytes.
+// Alga's echo component, the case its runner's `executes_dynamic_component_in_process`
+// test checks: answers any request with the ids, method, URL and the raw body bytes
+// (docs/design/alga-compatibility.md, "Handler mapping").
 export function handler(request) {
   const { context, http } = request;
   const body = http.body ? Array.from(http.body) : [];

@@ -53,7 +53,6 @@ impl http::Host for HostState {
                     EgressError::InvalidUrl(_) => HttpError::InvalidUrl,
                     EgressError::NotAllowed(_) => HttpError::NotAllowed,
                     EgressError::Transport(_) => HttpError::Transport,
-                    EgressError::Internal(_) => HttpError::Internal,
                 })
             }
         })

@@ -1,7 +1,8 @@
 //! The per-execution host state and the linker. Each host interface is its
-//! own module and reads only what it needs from [`HostState`]:
+//! own module and reads only what it needs from [`HostState`]; gating
+//! follows Alga's runner (docs/design/alga-compatibility.md, "Capabilities"):
 //!
-//! | module | interfaces | gating (spec §1.3) |
+//! | module | interfaces | gating |
 //! | --- | --- | --- |
 //! | [`context`] | `context`, `config` | default capability; config is Annex's addition |
 //! | [`logging`] | `logging` | silent drop without `cap:log.emit` |
@@ -17,15 +18,15 @@
 //! `wasi:http/outgoing-handler` goes through the egress policy
 //! ([`wasi_http`]), gated by `cap:http.fetch` like `http.fetch`.
 
-pub mod bridges;
-pub mod context;
-pub mod http;
-pub mod logging;
-pub mod scheduler;
-pub mod secrets;
-pub mod storage;
-pub mod user;
-pub mod wasi_http;
+pub(crate) mod bridges;
+pub(crate) mod context;
+pub(crate) mod http;
+pub(crate) mod logging;
+pub(crate) mod scheduler;
+pub(crate) mod secrets;
+pub(crate) mod storage;
+pub(crate) mod user;
+pub(crate) mod wasi_http;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,7 +46,7 @@ use crate::logs::{CapturedOutput, LogScope, LogSink};
 /// What the host interfaces know about the request (never shown to the
 /// guest except through the interfaces themselves).
 #[derive(Debug, Clone, Default)]
-pub struct CallContext {
+pub(crate) struct CallContext {
     pub request_id: Option<String>,
     pub tenant_id: String,
     pub extension_id: String,
@@ -62,7 +63,7 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    pub fn log_scope(&self) -> LogScope {
+    pub(crate) fn log_scope(&self) -> LogScope {
         LogScope {
             tenant_id: self.tenant_id.clone(),
             extension_id: self.extension_id.clone(),
@@ -74,14 +75,14 @@ impl CallContext {
     }
 
     /// The install id, if present and non-empty (host APIs keyed by install
-    /// need one, spec §1.3).
-    pub fn install_id(&self) -> Option<&str> {
+    /// need one; docs/design/alga-compatibility.md, "Capabilities").
+    pub(crate) fn install_id(&self) -> Option<&str> {
         self.install_id.as_deref().filter(|s| !s.trim().is_empty())
     }
 }
 
 /// Process-wide services the host interfaces use.
-pub struct Services {
+pub(crate) struct Services {
     pub backend: Arc<dyn HostBackend>,
     pub egress: Arc<EgressClient>,
 }
@@ -90,7 +91,7 @@ pub struct Services {
 /// return -1 (the guest decides what to do); the execution is classified as
 /// `oom` only if it then fails.
 #[derive(Debug)]
-pub struct MemoryLimiter {
+pub(crate) struct MemoryLimiter {
     pub limit_bytes: usize,
     pub peak_bytes: usize,
     pub denied: bool,
@@ -127,7 +128,7 @@ impl ResourceLimiter for MemoryLimiter {
 }
 
 /// Everything one execution's store holds.
-pub struct HostState {
+pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub limiter: MemoryLimiter,
@@ -147,7 +148,7 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(
+    pub(crate) fn new(
         call: CallContext,
         caps: Capabilities,
         services: Arc<Services>,
@@ -156,7 +157,8 @@ impl HostState {
         let stdout = CapturedOutput::new();
         let stderr = CapturedOutput::new();
         // No args, env, preopens or stdin; TCP, UDP and name lookup off
-        // (facts file: this gives a WASI context with nothing inherited).
+        // (docs/design/wasmtime.md: this gives a WASI context with nothing
+        // inherited).
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
@@ -195,7 +197,7 @@ impl HostState {
 
 impl HostState {
     /// Egress bytes of this execution: `http.fetch` and `wasi:http` bodies.
-    pub fn egress_total(&self) -> u64 {
+    pub(crate) fn egress_total(&self) -> u64 {
         self.egress_bytes.saturating_add(
             self.http_hooks
                 .bytes
@@ -226,7 +228,7 @@ impl WasiHttpView for HostState {
 /// The linker every component is instantiated with: WASI 0.2,
 /// `wasi:http/outgoing-handler` behind the egress policy, and every
 /// `alga:extension` interface. Built once per engine.
-pub fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
+pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;

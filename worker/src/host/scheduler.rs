@@ -1,4 +1,5 @@
-//! `alga:extension/scheduler` through `HostServices` (spec §11.2). Without
+//! `alga:extension/scheduler` through `HostServices`
+//! (docs/design/alga-compatibility.md, "Host APIs"). Without
 //! `cap:scheduler.manage` or an install id: `denied` (or, for the
 //! record-returning functions, `{success:false, error:"Denied"}`).
 //!

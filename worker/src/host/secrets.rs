@@ -1,6 +1,7 @@
 //! `alga:extension/secrets`. The install's opened secrets come from
 //! `HostServices.GetSecrets` on the first read and are kept for the rest of
-//! the execution. Gating (spec §1.3): `get` without `cap:secrets.get` is
+//! the execution. Gating (docs/design/alga-compatibility.md,
+//! "Capabilities"): `get` without `cap:secrets.get` is
 //! `denied`; an install without secrets, or an absent key, is `missing`;
 //! `list-keys` without the capability is an empty list. A failed fetch is
 //! `internal` (Alga fails the whole request before the guest runs instead).

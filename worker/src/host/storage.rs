@@ -1,4 +1,5 @@
-//! `alga:extension/storage` through `HostServices` (spec §9). Without
+//! `alga:extension/storage` through `HostServices`
+//! (docs/design/alga-compatibility.md, "Storage"). Without
 //! `cap:storage.kv` or an install id: `denied`. Errors map by the
 //! HTTP-equivalent status as Alga's runner maps its server's statuses:
 //! 401/403/429 → `denied`, 404 → `missing`, 409 → `conflict`, anything else

@@ -4,7 +4,7 @@
 //! the connection goes to the address that was checked, redirects are not
 //! followed, the response body is capped and the whole exchange is bounded
 //! by the egress timeout. Alga links `wasi:http` with default hooks, which
-//! bypass its allowlist (spec §1.6, a gap Annex closes).
+//! bypass its allowlist; Annex closes that gap (docs/design/differences.md).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 use crate::egress::{Allowlist, EgressClient, EgressError};
 
 /// The per-execution hooks: what this execution may reach.
-pub struct EgressHooks {
+pub(crate) struct EgressHooks {
     pub allowed: bool,
     pub allowlist: Allowlist,
     pub egress: Arc<EgressClient>,
@@ -49,7 +49,7 @@ fn egress_error(e: EgressError) -> Error {
     match e {
         EgressError::NotAllowed(_) => Error::HttpRequestDenied,
         EgressError::InvalidUrl(_) => Error::HttpRequestUriInvalid,
-        EgressError::Transport(m) | EgressError::Internal(m) => Error::InternalError(Some(m)),
+        EgressError::Transport(m) => Error::InternalError(Some(m)),
     }
 }
 

@@ -127,7 +127,7 @@ async fn registers_heartbeats_prewarms_and_leaves_draining() {
     assert_eq!(usage.registry_id, "ext-1");
     assert!(usage.cpu_us > 0, "CPU time is measured: {usage:?}");
     // Draining, then leaving: the last heartbeat says so.
-    w.executor.drain();
+    w.executor.drain_state().drain();
     let _ = stop_tx.send(true);
     task.await.expect("fleet task");
     let last = fake.heartbeats.lock().last().cloned().expect("heartbeats");

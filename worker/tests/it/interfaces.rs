@@ -1,5 +1,6 @@
 //! Each host interface's success path and its missing-capability behaviour
-//! (spec §1.3), through `Worker.Execute` with the probe guest.
+//! (docs/design/alga-compatibility.md, "Capabilities"), through
+//! `Worker.Execute` with the probe guest.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! The JavaScript guest (jco componentize, `--disable all`) answers Alga's
-//! echo case exactly as Alga's runner test expects (spec §15,
-//! `executes_dynamic_component_in_process`).
+//! echo case exactly as Alga's runner test
+//! `executes_dynamic_component_in_process` expects
+//! (docs/design/alga-compatibility.md, "Handler mapping").
 
 use annex_proto::pb;
 use annex_worker::testing::{Call, json};

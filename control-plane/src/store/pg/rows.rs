@@ -30,7 +30,8 @@ macro_rules! version_columns {
     };
 }
 
-/// The current bundle of version `v`: the newest (spec §7).
+/// The current bundle of version `v`: the newest one
+/// (docs/design/alga-compatibility.md, "Data model").
 macro_rules! current_bundle_join {
     () => {
         " JOIN LATERAL (SELECT * FROM extension_bundle cb WHERE cb.version_id = v.id \

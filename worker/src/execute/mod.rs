@@ -1,0 +1,285 @@
+//! One execution from the wire to its answer: decode ([`request`]), admit
+//! (the per-tenant fair queue), load the component (the [`Loader`]), run
+//! the guest on the separate guest runtime ([`guest`]) and answer with an
+//! outcome ([`response`]). Every path ends in an `ExecuteResponse`
+//! (`ok | trap | timeout | oom | rejected`) except the refusals of
+//! [`NotStarted`], which the caller may retry on another worker.
+//!
+//! The guest runtime is apart from the one serving gRPC: a guest that spins
+//! until its next epoch yield never delays request I/O, and the OS
+//! scheduler shares the cores between the two. This module does not decide
+//! trust (the loader does) or fleet membership (the fleet module does).
+
+mod guest;
+pub(crate) mod limits;
+mod request;
+mod response;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use annex_bundle::ContentHash;
+use annex_proto::pb;
+use tracing::Instrument as _;
+
+use crate::admission::{Admission, Refused};
+use crate::cache::{CacheError, Compiled, ComponentCache, LoadSource};
+use crate::capabilities::Capabilities;
+use crate::engine::WasmEngine;
+use crate::fleet::DrainState;
+use crate::host::Services;
+use crate::loader::Loader;
+use crate::metrics::Metrics;
+use crate::outcome::Outcome;
+use crate::usage::UsageLedger;
+use guest::Job;
+use limits::Limits;
+use request::{InvalidRequest, Request};
+use response::Failure;
+
+/// A request the worker did not start: the caller may retry elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NotStarted {
+    #[error("worker is draining")]
+    Draining,
+    #[error("worker overloaded: {0}")]
+    Overloaded(Refused),
+}
+
+/// Why an execution produced no guest response: refused before it started
+/// (no outcome; the caller may retry elsewhere), or rejected or failed
+/// (answered with the failure's outcome).
+#[derive(Debug)]
+enum ExecuteError {
+    NotStarted(NotStarted),
+    Failed(Failure),
+}
+
+impl From<NotStarted> for ExecuteError {
+    fn from(e: NotStarted) -> Self {
+        ExecuteError::NotStarted(e)
+    }
+}
+
+impl From<Failure> for ExecuteError {
+    fn from(f: Failure) -> Self {
+        ExecuteError::Failed(f)
+    }
+}
+
+impl From<InvalidRequest> for ExecuteError {
+    fn from(e: InvalidRequest) -> Self {
+        ExecuteError::Failed(Failure::rejected(400, e.to_string()))
+    }
+}
+
+/// Everything an [`Executor`] is built from.
+pub(crate) struct ExecutorParts {
+    pub(crate) engine: Arc<WasmEngine>,
+    pub(crate) loader: Loader,
+    pub(crate) services: Arc<Services>,
+    pub(crate) admission: Arc<Admission>,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: Metrics,
+    pub(crate) worker_id: String,
+}
+
+/// Runs executions on one engine.
+pub struct Executor {
+    engine: Arc<WasmEngine>,
+    loader: Loader,
+    services: Arc<Services>,
+    admission: Arc<Admission>,
+    limits: Limits,
+    metrics: Metrics,
+    worker_id: String,
+    drain: DrainState,
+    guests: GuestRuntime,
+    usage: UsageLedger,
+}
+
+/// The runtime guests run on (see the module documentation).
+struct GuestRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for GuestRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime may block; this may run inside another runtime.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Aborts the spawned guest task when the caller goes away (a cancelled
+/// `Execute` stops its guest at the next epoch yield).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Executor {
+    pub(crate) fn new(parts: ExecutorParts) -> std::io::Result<Executor> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(parts.limits.guest_threads.max(1))
+            .thread_name("annex-guest")
+            .enable_all()
+            .build()?;
+        Ok(Executor {
+            engine: parts.engine,
+            loader: parts.loader,
+            services: parts.services,
+            admission: parts.admission,
+            limits: parts.limits,
+            metrics: parts.metrics,
+            worker_id: parts.worker_id,
+            drain: DrainState::default(),
+            guests: GuestRuntime(Some(runtime)),
+            usage: UsageLedger::default(),
+        })
+    }
+
+    pub(crate) fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// The engine's compatibility hash (reported at registration).
+    pub(crate) fn engine_hash(&self) -> &str {
+        self.engine.compatibility_hash()
+    }
+
+    /// Usage recorded since the last call.
+    pub(crate) fn take_usage(&self) -> Vec<pb::ExecutionUsage> {
+        self.usage.drain()
+    }
+
+    pub fn cache(&self) -> &ComponentCache {
+        self.loader.cache()
+    }
+
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+
+    /// Leaving the fleet and refusing new calls.
+    pub fn drain_state(&self) -> &DrainState {
+        &self.drain
+    }
+
+    /// Fetches, verifies and compiles `content_hash` ahead of traffic.
+    pub(crate) async fn prewarm(&self, content_hash: &str) -> Result<LoadSource, CacheError> {
+        let hash = crate::bundles::parse_hash(content_hash)?;
+        let (_, source) = self.load(&hash).await?;
+        Ok(source)
+    }
+
+    /// Runs one request. `Err` only when the guest was not started and the
+    /// caller may retry on another worker.
+    pub(crate) async fn execute(
+        self: &Arc<Self>,
+        request: pb::ExecuteRequest,
+    ) -> Result<pb::ExecuteResponse, NotStarted> {
+        let started = Instant::now();
+        if self.drain.is_draining() {
+            return Err(NotStarted::Draining);
+        }
+        let (response, outcome) = match self.attempt(request, started).await {
+            Ok(response) => (response, Outcome::Ok),
+            Err(ExecuteError::Failed(failure)) => {
+                let outcome = failure.outcome;
+                // The guest's figures when it ran, with the whole call's wall time.
+                let response = failure.into_response(started.elapsed(), &self.worker_id);
+                (response, outcome)
+            }
+            Err(ExecuteError::NotStarted(refusal)) => {
+                self.metrics
+                    .record(Outcome::Rejected, started.elapsed().as_secs_f64());
+                return Err(refusal);
+            }
+        };
+        self.metrics
+            .record(outcome, started.elapsed().as_secs_f64());
+        Ok(response)
+    }
+
+    /// Decode, admit, load, run.
+    async fn attempt(
+        self: &Arc<Self>,
+        request: pb::ExecuteRequest,
+        started: Instant,
+    ) -> Result<pb::ExecuteResponse, ExecuteError> {
+        let request = Request::try_from(request)?;
+        let budget = self.limits.budget(&request.limits);
+        let caps = Capabilities::from_providers(&request.providers)
+            .map_err(|unknown| Failure::rejected(400, unknown.to_string()))?;
+        let permit = self
+            .admission
+            .acquire(&request.call.tenant_id, self.limits.queue_wait(&budget))
+            .await
+            .map_err(NotStarted::Overloaded)?;
+        let _in_flight = self.metrics.in_flight();
+        let compiled = self.component(&request.hash).await?;
+        let job = Job {
+            request,
+            caps,
+            budget,
+            started,
+        };
+        let result = self.run_on_guest_runtime(compiled, job).await;
+        drop(permit);
+        result
+    }
+
+    /// Fetch, verify and compile, or a cache hit (the span's `source` says
+    /// which); a failure is answered with Alga's error string.
+    async fn component(&self, hash: &ContentHash) -> Result<Arc<Compiled>, Failure> {
+        let span = annex_ops::span!(
+            "worker.compile",
+            hash = %hash,
+            source = tracing::field::Empty
+        );
+        match self.load(hash).instrument(span.clone()).await {
+            Ok((compiled, source)) => {
+                span.record("source", source.as_str());
+                Ok(compiled)
+            }
+            Err(CacheError::Bundle(e)) => {
+                tracing::warn!(error = %e, hash = %hash, "bundle fetch failed");
+                Err(Failure::rejected(502, format!("bundle_fetch_failed: {e}")))
+            }
+            Err(CacheError::Compile(e)) => {
+                tracing::warn!(error = %e, hash = %hash, "component compile failed");
+                Err(Failure::rejected(500, format!("execute_failed: {e}")))
+            }
+        }
+    }
+
+    /// The loader, counted by source.
+    async fn load(&self, hash: &ContentHash) -> Result<(Arc<Compiled>, LoadSource), CacheError> {
+        let loaded = self.loader.load(hash).await?;
+        self.metrics.component_loaded(loaded.1.as_str());
+        Ok(loaded)
+    }
+
+    /// Instantiation and the guest's handler on the guest runtime; host
+    /// calls made from it carry the `worker.run` span's context.
+    async fn run_on_guest_runtime(
+        self: &Arc<Self>,
+        compiled: Arc<Compiled>,
+        job: Job,
+    ) -> Result<pb::ExecuteResponse, ExecuteError> {
+        let Some(runtime) = self.guests.0.as_ref() else {
+            return Err(Failure::rejected(503, "worker is shutting down").into());
+        };
+        let me = self.clone();
+        let mut task = AbortOnDrop(runtime.spawn(
+            async move { me.run(&compiled, job).await }.instrument(annex_ops::span!("worker.run")),
+        ));
+        match (&mut task.0).await {
+            Ok(result) => Ok(result?),
+            Err(e) => Err(Failure::guest_task(e).into()),
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The worker's validated settings: [`Settings`] for a whole worker process
+//! (what [`server::run`](crate::server::run) takes), built from the
+//! binary's flags by [`Config::settings`], and [`ExecutorSettings`], the
+//! part an executor is built from (tests start executors from it directly).
+//! Invalid flag combinations fail here, at start, before anything binds or
+//! connects. Values only: nothing here reads files or opens connections.
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::admission::AdmissionConfig;
+use crate::config::{Config, Toggle};
+use crate::egress::EgressConfig;
+use crate::engine::EngineConfig;
+use crate::execute::limits::Limits;
+
+/// A whole worker process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub(crate) executor: ExecutorSettings,
+    pub(crate) origin: Origin,
+    /// `host:port` registered with the control plane for edges to reach
+    /// this worker.
+    pub(crate) advertise_address: String,
+    pub(crate) shutdown: ShutdownTiming,
+}
+
+/// Where bundles, trust keys and host services come from.
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    /// The control plane (mTLS): bundles, trust keys, host services and
+    /// fleet membership.
+    ControlPlane {
+        url: http::Uri,
+        /// The name its certificate is checked against.
+        name: String,
+    },
+    /// A bundle directory and a trust file; no host services, no fleet.
+    Local {
+        bundle_dir: PathBuf,
+        trust_file: PathBuf,
+    },
+}
+
+/// The steps of a graceful shutdown.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ShutdownTiming {
+    /// How long calls are still served after leaving the fleet, while the
+    /// routing snapshot without this worker reaches every edge.
+    pub(crate) propagation: Duration,
+    /// How long in-flight executions may take to finish after that.
+    pub(crate) grace: Duration,
+}
+
+/// Everything configurable about an executor, as values.
+#[derive(Debug, Clone)]
+pub struct ExecutorSettings {
+    pub(crate) worker_id: String,
+    pub engine: EngineConfig,
+    pub(crate) limits: Limits,
+    pub(crate) admission: AdmissionConfig,
+    pub(crate) egress: EgressConfig,
+    /// Compiled components kept in memory. A JS component's code is ~36 MB
+    /// mapped; 64 of them fit comfortably in a worker's memory.
+    pub(crate) memory_cache_entries: NonZeroUsize,
+    /// Serialized artifacts; `None` disables the disk cache.
+    pub(crate) cache_dir: Option<PathBuf>,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        ExecutorSettings {
+            worker_id: "worker".to_string(),
+            engine: EngineConfig::default(),
+            limits: Limits::default(),
+            admission: AdmissionConfig::default(),
+            egress: EgressConfig::default(),
+            memory_cache_entries: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
+            cache_dir: None,
+        }
+    }
+}
+
+/// A combination of flags the worker cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("either --control-plane-url or both --bundle-dir and --trust-file are required")]
+    NoSource,
+    #[error("capacity and per-tenant must be positive")]
+    NoCapacity,
+    #[error("invalid control plane URL {url:?}: {reason}")]
+    ControlPlaneUrl { url: String, reason: String },
+}
+
+impl TryFrom<&Config> for Settings {
+    type Error = SettingsError;
+
+    fn try_from(config: &Config) -> Result<Settings, SettingsError> {
+        Ok(Settings {
+            origin: origin(config)?,
+            executor: executor(config)?,
+            advertise_address: config.advertise_address.clone().unwrap_or_else(|| {
+                let mut addr = config.grpc_listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                addr.to_string()
+            }),
+            shutdown: ShutdownTiming {
+                propagation: Duration::from_millis(config.drain_propagation_ms),
+                grace: Duration::from_secs(config.shutdown_grace_secs),
+            },
+        })
+    }
+}
+
+fn origin(config: &Config) -> Result<Origin, SettingsError> {
+    if let Some(url) = &config.control_plane_url {
+        let uri =
+            http::Uri::try_from(url.as_str()).map_err(|e| SettingsError::ControlPlaneUrl {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        return Ok(Origin::ControlPlane {
+            url: uri,
+            name: config.control_plane_name.clone(),
+        });
+    }
+    match (&config.bundle_dir, &config.trust_file) {
+        (Some(bundle_dir), Some(trust_file)) => Ok(Origin::Local {
+            bundle_dir: bundle_dir.clone(),
+            trust_file: trust_file.clone(),
+        }),
+        _ => Err(SettingsError::NoSource),
+    }
+}
+
+fn executor(config: &Config) -> Result<ExecutorSettings, SettingsError> {
+    if config.capacity == 0 || config.per_tenant == 0 {
+        return Err(SettingsError::NoCapacity);
+    }
+    let mut s = ExecutorSettings {
+        worker_id: config.worker_id.clone(),
+        memory_cache_entries: config.memory_cache_entries,
+        cache_dir: config.cache_dir.clone(),
+        ..ExecutorSettings::default()
+    };
+    let n = config.pool_instances.max(1);
+    let pool = &mut s.engine.pool;
+    pool.enabled = !config.no_pool;
+    pool.total_component_instances = n;
+    pool.total_core_instances = n.saturating_mul(8);
+    pool.total_memories = n.saturating_mul(2);
+    pool.total_tables = n.saturating_mul(2);
+    pool.total_stacks = n;
+    pool.pagemap_scan = match config.pool_pagemap_scan {
+        Toggle::Auto => wasmtime::Enabled::Auto,
+        Toggle::On => wasmtime::Enabled::Yes,
+        Toggle::Off => wasmtime::Enabled::No,
+    };
+    s.engine.fuel = config.fuel;
+    s.admission.capacity = config.capacity.min(n as usize);
+    s.admission.per_tenant = config.per_tenant;
+    s.limits.default_timeout = Duration::from_millis(config.default_timeout_ms.max(1));
+    s.limits.default_memory_mb = config.default_memory_mb.max(1);
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let base = ["annex-worker", "--tls-ca=ca", "--tls-cert=c", "--tls-key=k"];
+        Config::try_parse_from(base.iter().chain(args)).expect("flags parse")
+    }
+
+    #[test]
+    fn a_worker_needs_a_control_plane_or_local_bundles_and_trust() {
+        let no_source = Settings::try_from(&parse(&["--bundle-dir=b"]));
+        assert_eq!(no_source.err(), Some(SettingsError::NoSource));
+        let local = Settings::try_from(&parse(&["--bundle-dir=b", "--trust-file=t"]));
+        assert!(matches!(local.map(|s| s.origin), Ok(Origin::Local { .. })));
+        let remote = Settings::try_from(&parse(&["--control-plane-url=https://cp:7443"]));
+        assert!(matches!(
+            remote.map(|s| s.origin),
+            Ok(Origin::ControlPlane { .. })
+        ));
+    }
+
+    #[test]
+    fn invalid_values_fail_at_start() {
+        let url = Settings::try_from(&parse(&["--control-plane-url=https://a b"]));
+        assert!(matches!(url, Err(SettingsError::ControlPlaneUrl { .. })));
+        let capacity = Settings::try_from(&parse(&[
+            "--control-plane-url=https://cp:7443",
+            "--capacity=0",
+        ]));
+        assert_eq!(capacity.err(), Some(SettingsError::NoCapacity));
+    }
+
+    #[test]
+    fn capacity_is_bounded_by_the_pool_and_advertise_defaults_to_loopback() {
+        let s = Settings::try_from(&parse(&[
+            "--control-plane-url=https://cp:7443",
+            "--pool-instances=8",
+            "--capacity=64",
+            "--grpc-listen=0.0.0.0:7444",
+        ]))
+        .expect("valid");
+        assert_eq!(s.executor.admission.capacity, 8);
+        assert_eq!(s.advertise_address, "127.0.0.1:7444");
+    }
+}
