@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::ControlPlane;
+use crate::egress::EgressEntry;
 use crate::grant::{GRANT_TTL, Grant};
 use crate::registry::selector;
 use crate::seal;
@@ -220,17 +221,22 @@ impl ControlPlane {
     }
 
     /// The keys of the install's secrets (never the values).
+    /// The install's secret keys, their version and when they expire.
     pub async fn secret_keys(
         &self,
         tenant: &TenantId,
         extension: &str,
-    ) -> Result<(Vec<String>, Option<String>), AnnexError> {
+    ) -> Result<(Vec<String>, Option<String>, Option<DateTime<Utc>>), AnnexError> {
         let view = self.view(tenant, extension).await?;
         match &view.secrets {
-            None => Ok((Vec::new(), None)),
+            None => Ok((Vec::new(), None, None)),
             Some(s) => {
                 let values = self.open_secrets(&view.install.id.to_string(), s)?;
-                Ok((values.into_keys().collect(), Some(s.version.clone())))
+                Ok((
+                    values.into_keys().collect(),
+                    Some(s.version.clone()),
+                    s.expires_at,
+                ))
             }
         }
     }
@@ -294,32 +300,26 @@ impl ControlPlane {
         Ok(self.store.list_installs(tenant.as_str()).await?)
     }
 
-    /// Validates an install's egress hosts against the platform allowlist.
+    /// Validates an install's egress entries (`host[:port]`, `*.suffix`,
+    /// IP literals, `private:host[:port]`) against the platform allowlist;
+    /// see [`crate::egress`].
     fn check_egress(&self, hosts: Vec<String>) -> Result<Vec<String>, AnnexError> {
         let platform = &self.limits.platform_egress_allowlist;
         let mut out = Vec::new();
         for host in hosts {
-            let host = host.trim().to_lowercase();
-            if host.is_empty() {
+            if host.trim().is_empty() {
                 continue;
             }
-            let valid = host
-                .strip_prefix("*.")
-                .unwrap_or(&host)
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-            if !valid {
-                return Err(AnnexError::invalid(format!(
-                    "egress host {host:?} is not a host name or pattern"
-                )));
-            }
-            if !platform.iter().any(|p| host_pattern_covers(p, &host)) {
+            let entry = EgressEntry::parse(&host)
+                .map_err(|e| AnnexError::invalid(format!("egress entry {e}")))?;
+            let text = entry.to_text();
+            if !platform.iter().any(|p| crate::egress::covers(p, &entry)) {
                 return Err(AnnexError::new(
                     ErrorCode::PermissionDenied,
-                    format!("egress host {host} is outside the platform allowlist"),
+                    format!("egress entry {text} is outside the platform allowlist"),
                 ));
             }
-            out.push(host);
+            out.push(text);
         }
         out.sort();
         out.dedup();

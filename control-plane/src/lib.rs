@@ -11,6 +11,7 @@
 pub mod apikeys;
 pub mod config;
 pub mod dispatch;
+mod egress;
 pub mod fleet;
 pub mod grant;
 pub mod grpc;

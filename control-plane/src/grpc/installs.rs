@@ -317,10 +317,13 @@ impl Installs for InstallsService {
     ) -> Result<Response<pb::SecretKeys>, Status> {
         require(&req, WRITERS)?;
         let (tenant, ext) = install_ref(Some(req.into_inner()))?;
-        let (keys, version) = self.0.secret_keys(&tenant, &ext).await.map_err(status)?;
+        let (keys, version, expires_at) =
+            self.0.secret_keys(&tenant, &ext).await.map_err(status)?;
         Ok(Response::new(pb::SecretKeys {
             keys,
             secrets_version: version.unwrap_or_default(),
+            expires_at: expires_at.and_then(ts),
+            expired: expires_at.is_some_and(|at| at <= chrono::Utc::now()),
         }))
     }
 
