@@ -87,6 +87,13 @@ pub trait BundleSource: Send + Sync + 'static {
 #[async_trait]
 pub trait TrustSource: Send + Sync + 'static {
     async fn trust(&self) -> Result<Arc<TrustBundle>, BundleError>;
+
+    /// The keys listed again now, for a bundle the current keys do not
+    /// admit (a key added since the last listing); a source without a
+    /// remote returns the current keys.
+    async fn relisted(&self) -> Result<Arc<TrustBundle>, BundleError> {
+        self.trust().await
+    }
 }
 
 /// Checks hash and signature, then unpacks and returns `dist/main.wasm`.

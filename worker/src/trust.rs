@@ -11,10 +11,15 @@
 //! than the maximum age (`--trust-max-age-secs`, 24 h by default), and
 //! fails with "trust keys unavailable" beyond it until a listing succeeds.
 //! Only a worker that has never listed the keys waits, for at most
-//! [`FIRST_WAIT`]. A newer listing replaces the old one the moment it
-//! arrives, so a revocation stops loads as soon as the worker receives it.
-//! Key validity windows are still checked against the clock on every load.
-//! This module verifies no signature itself (see `bundles`).
+//! [`FIRST_WAIT`]; and a bundle the current keys do not admit (its key was
+//! added since the last listing) makes the load list them once more
+//! ([`TrustSource::relisted`]), at most once per [`MIN_RELIST`], so an
+//! admitted bundle never waits and an unknown one cannot make the worker
+//! hammer the control plane. A newer listing replaces the old one the
+//! moment it arrives, so a revocation stops loads as soon as the worker
+//! receives it. Key validity windows are still checked against the clock
+//! on every load. This module verifies no signature itself (see
+//! `bundles`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +40,8 @@ pub(crate) const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const FIRST_WAIT: Duration = Duration::from_secs(5);
 /// Retry period while the worker has no keys at all.
 const RETRY_EMPTY: Duration = Duration::from_secs(1);
+/// Loads that need fresher keys list them at most once per this period.
+pub(crate) const MIN_RELIST: Duration = Duration::from_secs(1);
 /// The default of `--trust-max-age-secs`: a day of control-plane or
 /// database outage keeps cached extensions running; a revocation made
 /// during such an outage cannot reach the worker anyway.
@@ -66,6 +73,8 @@ struct Shared {
     last_error: Mutex<Option<String>>,
     wake: Notify,
     refresh: Duration,
+    /// One load-triggered listing at a time, and when the last one was.
+    relisting: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// The control plane's trust keys, refreshed in the background (see the
@@ -93,6 +102,7 @@ impl GrpcTrust {
             last_error: Mutex::new(None),
             wake: Notify::new(),
             refresh,
+            relisting: tokio::sync::Mutex::new(None),
         });
         let task = tokio::spawn(refresh_loop(shared.clone()));
         GrpcTrust {
@@ -151,6 +161,35 @@ impl TrustSource for GrpcTrust {
         }
         Ok(listing.keys)
     }
+
+    async fn relisted(&self) -> Result<Arc<TrustBundle>, BundleError> {
+        let mut last = self.shared.relisting.lock().await;
+        if last.is_some_and(|at| at.elapsed() < MIN_RELIST) {
+            return self.trust().await;
+        }
+        *last = Some(Instant::now());
+        match list(&self.shared.client).await {
+            Ok(keys) => Ok(self.shared.publish(keys)),
+            Err(error) => {
+                tracing::warn!(%error, "listing the trust keys for a load failed");
+                *self.shared.last_error.lock() = Some(error);
+                self.trust().await
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Makes `keys` the current listing.
+    fn publish(&self, keys: TrustBundle) -> Arc<TrustBundle> {
+        let keys = Arc::new(keys);
+        *self.last_error.lock() = None;
+        self.current.send_replace(Some(Listing {
+            keys: keys.clone(),
+            at: Instant::now(),
+        }));
+        keys
+    }
 }
 
 /// Lists the keys until the [`GrpcTrust`] is dropped (which aborts it).
@@ -163,11 +202,7 @@ async fn refresh_loop(s: Arc<Shared>) {
                     tracing::info!(failures, "trust keys listed again");
                 }
                 failures = 0;
-                *s.last_error.lock() = None;
-                s.current.send_replace(Some(Listing {
-                    keys: Arc::new(keys),
-                    at: Instant::now(),
-                }));
+                s.publish(keys);
             }
             Err(error) => {
                 failures = failures.saturating_add(1);

@@ -184,3 +184,21 @@ async fn a_revocation_announced_by_the_control_plane_stops_loads_at_once() {
     assert_eq!(r.status, 502);
     assert!(r.error.contains("revoked"), "{}", r.error);
 }
+
+#[tokio::test]
+async fn a_key_added_after_the_last_listing_admits_its_bundle_at_once() {
+    let (fake, channel) = fake_trust().await;
+    let key = fake.keys.lock().pop().expect("the publisher's key");
+    // Listed (without the key) at start, next in an hour.
+    let w = worker_trusting(GrpcTrust::new(channel, Duration::from_secs(3600))).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.lists.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the keys were never listed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The operator trusts the key, then publishes: the first load sees it.
+    fake.keys.lock().push(key);
+    let hash = publisher().publish("hello");
+    let r = w.execute(Call::new(&hash, "GET", "/hello").build()).await;
+    assert_eq!((r.status, r.error.as_str()), (200, ""));
+}
