@@ -6,6 +6,10 @@
 //!
 //! It writes `.annex/dev.env` (edge URL, tenant, a read+write token, the
 //! sample's slug) and runs until Ctrl-C, then stops every service cleanly.
+//! `.annex` is readable by its owner only (0700), and so are the files in
+//! it that hold a secret (0600: `dev.env`, the publisher key, the JWT
+//! secret, the key-encryption key, the certificates' keys); an existing
+//! directory or file from an earlier run is tightened the same way.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,7 +44,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
     let _telemetry = annex_ops::telemetry::init(annex_ops::telemetry::LogFormat::Text, "annex");
     annex_ops::tls::install_crypto_provider();
     let dir = absolute(&args.dir)?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    private_dir(&dir)?;
     let pki = dir.join("pki");
     devcerts::ensure_dir(&pki).context("writing the dev certificates")?;
     let tls = |role| devcerts::role_files(&pki, role).load();
@@ -178,7 +182,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
         jwt_secret_file.display()
     );
     let env_file = dir.join("dev.env");
-    std::fs::write(&env_file, env).with_context(|| format!("writing {}", env_file.display()))?;
+    crate::files::write_private(&env_file, env.as_bytes(), true)?;
     print_welcome(&edge_url, &env_file, sample.as_deref());
 
     tokio::select! {
@@ -204,6 +208,32 @@ async fn first_failure(tasks: &mut [tokio::task::JoinHandle<anyhow::Result<()>>]
         Ok(Err(e)) => e,
         Err(e) => anyhow::anyhow!("a service panicked: {e}"),
     }
+}
+
+/// Creates `dir` (and its parents) and makes it its owner's only (0700).
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Makes an existing file its owner's only (0600): files an earlier run
+/// wrote world-readable.
+fn private_file(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
@@ -281,10 +311,13 @@ async fn install_sample(
 
     let key_file = dir.join("dev-publisher.pem");
     let key = match std::fs::read_to_string(&key_file) {
-        Ok(pem) => KeyPair::from_pkcs8_pem(&pem).context("reading the dev publisher key")?,
+        Ok(pem) => {
+            private_file(&key_file)?;
+            KeyPair::from_pkcs8_pem(&pem).context("reading the dev publisher key")?
+        }
         Err(_) => {
             let key = KeyPair::generate();
-            std::fs::write(&key_file, key.to_pkcs8_pem()?)
+            crate::files::write_private(&key_file, key.to_pkcs8_pem()?.as_bytes(), true)
                 .context("writing the dev publisher key")?;
             key
         }
@@ -455,4 +488,51 @@ fn print_welcome(edge_url: &str, env_file: &Path, sample: Option<&str>) {
          \n\nCtrl-C stops everything.\n",
         env = env_file.display()
     );
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[test]
+    fn the_dev_directory_and_its_secrets_are_the_owners_only() {
+        let root = tempfile::tempdir().expect("tempdir");
+        // What an earlier run left: a world-readable directory, token file
+        // and publisher key.
+        let dir = root.path().join(".annex");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let key = dir.join("dev-publisher.pem");
+        std::fs::write(&key, "key").expect("write");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let env = dir.join("dev.env");
+        std::fs::write(&env, "ANNEX_TOKEN=old").expect("write");
+        std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+        private_dir(&dir).expect("private dir");
+        private_file(&key).expect("private key");
+        crate::files::write_private(&env, b"ANNEX_TOKEN=new", true).expect("env");
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(mode(&env), 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&env).expect("read"),
+            "ANNEX_TOKEN=new"
+        );
+
+        // A fresh directory is private from the start.
+        let fresh = root.path().join("fresh/.annex");
+        private_dir(&fresh).expect("fresh dir");
+        assert_eq!(mode(&fresh), 0o700);
+    }
 }
