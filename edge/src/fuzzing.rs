@@ -221,7 +221,8 @@ pub fn guest_response(status: u32, pairs: &[(String, String)], body: Option<Vec<
     for policy in [ResponsePolicy::Ext, ResponsePolicy::Proxy] {
         let Some(code) = gateway::guest_status(status, policy) else {
             assert!(
-                !(200..=599).contains(&status) && !(status == 0 && policy == ResponsePolicy::Proxy),
+                !((200..=599).contains(&status)
+                    || (status == 0 && policy == ResponsePolicy::Proxy)),
                 "status {status} refused"
             );
             continue;
