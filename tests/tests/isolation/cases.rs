@@ -695,6 +695,19 @@ fn secret_cases() -> Vec<Case> {
         ),
         case(
             "secrets",
+            EdgeApiKey,
+            "B's probe reads A's secret name with B's API key",
+            Seen::Http(200, json!({"err": "missing"})),
+            |c| async move {
+                let p = format!(
+                    "/api/ext/{}/secrets/get?key={}",
+                    c.b_probe.install_id, A_SECRET.0
+                );
+                edge(&c, "GET", &p, &[("x-api-key", &c.b_key_secret)]).await
+            },
+        ),
+        case(
+            "secrets",
             GrpcWorker,
             "GetSecrets with B's grant",
             Seen::Hidden,
@@ -828,6 +841,19 @@ fn config_cases() -> Vec<Case> {
                     c.b_probe.install_id, A_CONFIG.0
                 );
                 edge(&c, "GET", &p, &[("authorization", &c.b_auth)]).await
+            },
+        ),
+        case(
+            "config",
+            EdgeApiKey,
+            "B's probe reads A's config key with B's API key",
+            Seen::Http(200, json!({"value": null})),
+            |c| async move {
+                let p = format!(
+                    "/api/ext/{}/config/get?key={}",
+                    c.b_probe.install_id, A_CONFIG.0
+                );
+                edge(&c, "GET", &p, &[("x-api-key", &c.b_key_secret)]).await
             },
         ),
         case(

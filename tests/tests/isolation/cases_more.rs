@@ -609,5 +609,69 @@ pub fn usage_and_quota_cases() -> Vec<Case> {
             Seen::Cli(1, "NOT_FOUND".into()),
             |c| async move { annex(&c, &["api-key", "revoke", &c.a_key_id]).await },
         ),
+        case(
+            "quotas",
+            GrpcWorker,
+            "ListQuotas as a worker",
+            grpc("PERMISSION_DENIED"),
+            |c| async move {
+                let r = installs(c.channel(Role::Worker).await)
+                    .list_quotas(pb::ListQuotasRequest {
+                        tenant_id: TENANT.into(),
+                    })
+                    .await;
+                answer(r, |q| Seen::Leaked(format!("{q:?}")))
+            },
+        ),
+        case(
+            "api keys",
+            GrpcEdge,
+            "CreateApiKey for A as an edge",
+            grpc("PERMISSION_DENIED"),
+            |c| async move {
+                let r = installs(c.channel(Role::Edge).await)
+                    .create_api_key(pb::CreateApiKeyRequest {
+                        tenant_id: TENANT.into(),
+                        name: "b".into(),
+                        ..Default::default()
+                    })
+                    .await;
+                answer(r, |k| Seen::Leaked(format!("created {:?}", k.key)))
+            },
+        ),
+        case(
+            "api keys",
+            GrpcEdge,
+            "AuthenticateApiKey of B's secret names only B",
+            Seen::Hidden,
+            |c| async move {
+                let r = pb::dispatch_client::DispatchClient::new(c.channel(Role::Edge).await)
+                    .authenticate_api_key(pb::AuthenticateApiKeyRequest {
+                        secret: c.b_key_secret.clone(),
+                    })
+                    .await;
+                answer(r, |k| {
+                    if k.tenant_id == OTHER_TENANT {
+                        hidden(&c, k)
+                    } else {
+                        Seen::Leaked(format!("{k:?}"))
+                    }
+                })
+            },
+        ),
+        case(
+            "api keys",
+            GrpcWorker,
+            "ListApiKeys of A as a worker",
+            grpc("PERMISSION_DENIED"),
+            |c| async move {
+                let r = installs(c.channel(Role::Worker).await)
+                    .list_api_keys(pb::ListApiKeysRequest {
+                        tenant_id: TENANT.into(),
+                    })
+                    .await;
+                answer(r, |k| Seen::Leaked(format!("{k:?}")))
+            },
+        ),
     ]
 }
