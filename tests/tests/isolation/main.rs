@@ -10,8 +10,11 @@
 //! and is reported as not built, never as passed.
 
 mod cases;
-mod cases_more;
 mod ctx;
+mod rows_admin;
+mod rows_data;
+mod rows_installs;
+mod rows_logs;
 
 use cases::{Case, Entry, Seen, cases, check};
 use ctx::Ctx;
