@@ -2,7 +2,7 @@
 //! (HS256 and EdDSA keys, `exp`/`nbf`/`aud`, claims to a principal); input
 //! that is a JSON object is used as claims, signed, verified and then
 //! tampered with; and the API-key secret shape the control plane reads a
-//! key id from (`annex_control_plane::apikeys::api_key_id`).
+//! key id from (`annex_control_plane::api_key_id`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(claims @ serde_json::Value::Object(_)) = serde_json::from_slice(data) {
         annex_edge::fuzzing::session_roundtrip(&claims);
     }
-    if let Some(id) = annex_control_plane::apikeys::api_key_id(&text) {
+    if let Some(id) = annex_control_plane::api_key_id(&text) {
         let simple = id.simple().to_string();
         let hyphenated = id.hyphenated().to_string();
         let rest = text.trim().strip_prefix("annex_").unwrap_or_default();
