@@ -53,6 +53,7 @@ mod trust;
 
 use annex_proto::{AnnexError, ErrorCode};
 
+pub use apikeys::api_key_id;
 pub use config::{Config, Limits, Settings};
 pub use host::HostAppConfig;
 pub use scheduler::SchedulerLimits;
