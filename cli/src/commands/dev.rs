@@ -10,6 +10,12 @@
 //! it that hold a secret (0600: `dev.env`, the publisher key, the JWT
 //! secret, the key-encryption key, the certificates' keys); an existing
 //! directory or file from an earlier run is tightened the same way.
+//! With `--watch DIR` the author's project takes the sample's place and is
+//! rebuilt and reinstalled on every change ([`watch_loop`]).
+
+mod release;
+mod ui_host;
+mod watch_loop;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +39,7 @@ use super::token::{self, Claims};
 use crate::cli::DevArgs;
 use crate::client::{self, PUBLISH_CHUNK, Target, remote};
 use crate::output::Report;
+use crate::progress;
 
 /// The tenant the sample is installed for.
 pub const DEV_TENANT: &str = "dev";
@@ -43,6 +50,11 @@ const SAMPLE_NAME: &str = "hello";
 pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
     let _telemetry = annex_ops::telemetry::init(annex_ops::telemetry::LogFormat::Text, "annex");
     annex_ops::tls::install_crypto_provider();
+    let watched = args
+        .watch
+        .as_deref()
+        .map(watch_loop::Project::open)
+        .transpose()?;
     let dir = absolute(&args.dir)?;
     private_dir(&dir)?;
     let pki = dir.join("pki");
@@ -162,7 +174,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
         stopped(),
     )));
 
-    let sample = if args.no_sample {
+    let sample = if let Some(project) = &watched {
+        Some(project.slug.clone())
+    } else if args.no_sample {
         None
     } else {
         let target = Target::new(&cp_url, &pki, [None, None, None], Some("localhost".into()));
@@ -184,6 +198,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
     let env_file = dir.join("dev.env");
     crate::files::write_private(&env_file, env.as_bytes(), true)?;
     print_welcome(&edge_url, &env_file, sample.as_deref());
+    if let Some(project) = watched {
+        let setup = watch_loop::Setup {
+            project,
+            dev_dir: dir.clone(),
+            control_plane: crate::client::Target::new(&cp_url, &pki, [None, None, None], None),
+            edge_url: edge_url.clone(),
+            ui_listener: bind(local(args.ui_port)).await?,
+            jwt_secret: jwt_secret.clone(),
+        };
+        tasks.push(tokio::spawn(watch_loop::run(setup, stopped())));
+    }
 
     tokio::select! {
         () = annex_ops::shutdown::signal() => {}
@@ -252,13 +277,18 @@ async fn open_store(
     memory: bool,
 ) -> anyhow::Result<(Arc<dyn Store>, Option<LocalPostgres>)> {
     if !memory && annex_devpg::binaries_available() {
-        let cluster = LocalPostgres::start(
-            &dir.join("pg"),
-            LocalPostgresOptions {
-                mode: ClusterMode::Persistent,
-            },
-        )
-        .await
+        let cluster = {
+            let _progress = progress::spinner(
+                "annex dev: starting PostgreSQL under .annex/pg (the first start creates the cluster)",
+            );
+            LocalPostgres::start(
+                &dir.join("pg"),
+                LocalPostgresOptions {
+                    mode: ClusterMode::Persistent,
+                },
+            )
+            .await
+        }
         .context("starting the dev PostgreSQL cluster under .annex/pg")?;
         let store = PgStore::connect(PgStoreConfig {
             url: cluster.url(),
@@ -450,7 +480,9 @@ async fn build_sample(examples: &Path) -> anyhow::Result<PathBuf> {
             .context("running rustup (the Rust toolchain is needed to build the sample)")?;
         anyhow::ensure!(status.success(), "rustup target add wasm32-wasip2 failed");
     }
-    eprintln!("annex dev: building the sample guest");
+    let _progress = progress::spinner(
+        "annex dev: building the sample guest (the first build compiles its dependencies)",
+    );
     let status = tokio::process::Command::new("cargo")
         .args([
             "build",
