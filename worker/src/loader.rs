@@ -4,8 +4,11 @@
 //! Whatever the source (memory, disk, fresh), the bundle's signature must
 //! still hold under the current trust keys before the component is handed
 //! out: a revoked or expired key stops even a memory-cached component and
-//! evicts it. This is the only place that combines sources, trust and the
-//! cache; it runs no guest and knows nothing of requests.
+//! evicts it. A signature the current keys reject is checked once more
+//! against keys listed again ([`TrustSource::relisted`]): a key added since
+//! the last listing admits its bundle at once. This is the only place that
+//! combines sources, trust and the cache; it runs no guest and knows nothing
+//! of requests.
 //!
 //! A load follows a [`LoadPlan`]: the worker's own (its bundle source and
 //! trust keys), or one a caller brings (the runner API's bundle store).
@@ -16,9 +19,9 @@
 
 use std::sync::Arc;
 
-use annex_bundle::ContentHash;
+use annex_bundle::{ContentHash, TrustBundle};
 
-use crate::bundles::{self, BundleSource, TrustSource};
+use crate::bundles::{self, BundleError, BundleSource, TrustSource};
 use crate::cache::{CacheError, Compiled, ComponentCache, LoadSource, Verified};
 
 /// Where one load takes bundle bytes and trust keys from.
@@ -78,13 +81,39 @@ impl Loader {
             )
             .await?;
         if let Some(trust) = &plan.trust {
-            let trust = trust.trust().await?;
-            if let Err(e) = compiled.ensure_trusted(&trust) {
+            let current = trust.trust().await?;
+            let trusted = match compiled.ensure_trusted(&current) {
+                Err(BundleError::Untrusted(_)) => {
+                    let relisted = trust.relisted().await?;
+                    compiled.ensure_trusted(&relisted)
+                }
+                checked => checked,
+            };
+            if let Err(e) = trusted {
                 self.cache.evict(hash);
                 return Err(e.into());
             }
         }
         Ok((compiled, source))
+    }
+}
+
+/// The keys that admit `record`: the current ones, or, when they do not,
+/// the keys listed again.
+async fn admitting(
+    trust: &dyn TrustSource,
+    hash: &ContentHash,
+    record: &bundles::SignatureRecord,
+) -> Result<Arc<TrustBundle>, CacheError> {
+    let current = trust.trust().await?;
+    match bundles::verify_signature(hash, record, &current) {
+        Ok(_) => Ok(current),
+        Err(BundleError::Untrusted(_)) => {
+            let relisted = trust.relisted().await?;
+            bundles::verify_signature(hash, record, &relisted)?;
+            Ok(relisted)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -96,20 +125,20 @@ async fn recheck(
     record: &bundles::SignatureRecord,
     plan: &LoadPlan,
 ) -> Result<(), CacheError> {
-    if let Some(trust) = &plan.trust {
-        let trust = trust.trust().await?;
-        bundles::verify_signature(hash, record, &trust)?;
+    match &plan.trust {
+        Some(trust) => admitting(trust.as_ref(), hash, record).await.map(drop),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Fetches the bundle and checks hash and signature before taking the
 /// component out of the archive (hashing and unpacking on a blocking
-/// thread).
+/// thread; the signature, which binds the requested hash, is checked first
+/// so that a key added since the last listing can be looked up).
 async fn fetch_and_verify(hash: &ContentHash, plan: &LoadPlan) -> Result<Verified, CacheError> {
     let fetched = plan.bundles.fetch(hash).await?;
     let trust = match &plan.trust {
-        Some(t) => Some(t.trust().await?),
+        Some(trust) => Some(admitting(trust.as_ref(), hash, &fetched.signature).await?),
         None => None,
     };
     let hash = hash.clone();

@@ -6,23 +6,30 @@
 //!
 //! It writes `.annex/dev.env` (edge URL, tenant, a read+write token, the
 //! sample's slug) and runs until Ctrl-C, then stops every service cleanly.
+//! `.annex` is readable by its owner only (0700), and so are the files in
+//! it that hold a secret (0600: `dev.env`, the publisher key, the JWT
+//! secret, the key-encryption key, the certificates' keys); an existing
+//! directory or file from an earlier run is tightened the same way.
+//! With `--watch DIR` the author's project takes the sample's place and is
+//! rebuilt and reinstalled on every change ([`watch_loop`]).
+
+mod release;
+mod ui_host;
+mod watch_loop;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use annex_bundle::hash::ContentHash;
 use annex_bundle::signing::KeyPair;
-use annex_control_plane::installs::InstallSpec;
-use annex_control_plane::registry::Upload;
-use annex_control_plane::seal::Sealer;
 use annex_control_plane::store::{MemoryStore, PgStore, PgStoreConfig, Store};
-use annex_control_plane::trust::NewKey;
-use annex_control_plane::{ControlPlane, Limits};
+use annex_control_plane::{HostAppConfig, Limits, Sealer, Settings};
 use annex_devpg::{ClusterMode, LocalPostgres, LocalPostgresOptions};
 use annex_ops::Role;
 use annex_ops::admin::AdminState;
 use annex_ops::devcerts;
-use annex_proto::domain::TenantId;
+use annex_ops::serve::Io;
+use annex_proto::{ErrorCode, pb};
 use anyhow::Context as _;
 use clap::Parser as _;
 use serde_json::json;
@@ -30,7 +37,9 @@ use tokio::sync::watch;
 
 use super::token::{self, Claims};
 use crate::cli::DevArgs;
+use crate::client::{self, PUBLISH_CHUNK, Target, remote};
 use crate::output::Report;
+use crate::progress;
 
 /// The tenant the sample is installed for.
 pub const DEV_TENANT: &str = "dev";
@@ -41,8 +50,13 @@ const SAMPLE_NAME: &str = "hello";
 pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
     let _telemetry = annex_ops::telemetry::init(annex_ops::telemetry::LogFormat::Text, "annex");
     annex_ops::tls::install_crypto_provider();
+    let watched = args
+        .watch
+        .as_deref()
+        .map(watch_loop::Project::open)
+        .transpose()?;
     let dir = absolute(&args.dir)?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    private_dir(&dir)?;
     let pki = dir.join("pki");
     devcerts::ensure_dir(&pki).context("writing the dev certificates")?;
     let tls = |role| devcerts::role_files(&pki, role).load();
@@ -52,20 +66,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
     let jwt_secret = token::load_or_create_secret(&jwt_secret_file)?;
 
     let (store, _postgres) = open_store(&dir, args.memory_store).await?;
-    let mut cp = ControlPlane::new(
+    let cp_settings = Settings {
         store,
         sealer,
-        Limits {
+        limits: Limits {
             // Local work may reach any host an install is allowed.
             platform_egress_allowlist: vec!["*".into()],
             ..Limits::default()
         },
-    );
-    cp.host_app = annex_control_plane::host::HostAppConfig {
-        base_url: args.host_app_url.clone(),
-        token: Some(args.host_app_token.clone()),
-        ui_proxy_base_url: args.ui_proxy_url.clone(),
-        ..annex_control_plane::host::HostAppConfig::new()
+        host_app: HostAppConfig {
+            base_url: args.host_app_url.clone(),
+            token: Some(args.host_app_token.clone()),
+            ui_proxy_base_url: args.ui_proxy_url.clone(),
+            ..HostAppConfig::new()
+        },
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -83,14 +97,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
 
     let mut tasks = Vec::new();
     let cp_addr = local(args.control_plane_port);
-    tasks.push(tokio::spawn(annex_control_plane::run(
-        cp.clone(),
-        tls(Role::ControlPlane)?,
-        annex_control_plane::Listeners {
+    let cp_io = Io {
+        tls: tls(Role::ControlPlane)?,
+        listeners: annex_control_plane::Listeners {
             grpc: bind(cp_addr).await?,
             admin: bind(local(0)).await?,
         },
-        AdminState::new(),
+        admin: AdminState::new(),
+    };
+    tasks.push(tokio::spawn(annex_control_plane::run(
+        cp_settings,
+        cp_io,
         stopped(),
     )));
     let cp_url = format!("https://{cp_addr}");
@@ -158,9 +175,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
         stopped(),
     )));
 
-    let sample = if args.no_sample {
+    let sample = if let Some(project) = &watched {
+        Some(project.slug.clone())
+    } else if args.no_sample {
         None
     } else {
+        let target = Target::new(&cp_url, &pki, [None, None, None], Some("localhost".into()));
+        let cp = client::ControlPlane::connect(&target).await?;
         Some(install_sample(&cp, &dir, &args.examples).await?)
     };
 
@@ -176,8 +197,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
         jwt_secret_file.display()
     );
     let env_file = dir.join("dev.env");
-    std::fs::write(&env_file, env).with_context(|| format!("writing {}", env_file.display()))?;
+    crate::files::write_private(&env_file, env.as_bytes(), true)?;
     print_welcome(&edge_url, &env_file, sample.as_deref());
+    if let Some(project) = watched {
+        let setup = watch_loop::Setup {
+            project,
+            dev_dir: dir.clone(),
+            control_plane: crate::client::Target::new(&cp_url, &pki, [None, None, None], None),
+            edge_url: edge_url.clone(),
+            ui_listener: bind(local(args.ui_port)).await?,
+            jwt_secret: jwt_secret.clone(),
+        };
+        tasks.push(tokio::spawn(watch_loop::run(setup, stopped())));
+    }
 
     tokio::select! {
         () = annex_ops::shutdown::signal() => {}
@@ -204,6 +236,32 @@ async fn first_failure(tasks: &mut [tokio::task::JoinHandle<anyhow::Result<()>>]
     }
 }
 
+/// Creates `dir` (and its parents) and makes it its owner's only (0700).
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Makes an existing file its owner's only (0600): files an earlier run
+/// wrote world-readable.
+fn private_file(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     if path.is_absolute() {
         Ok(path.to_owned())
@@ -220,13 +278,18 @@ async fn open_store(
     memory: bool,
 ) -> anyhow::Result<(Arc<dyn Store>, Option<LocalPostgres>)> {
     if !memory && annex_devpg::binaries_available() {
-        let cluster = LocalPostgres::start(
-            &dir.join("pg"),
-            LocalPostgresOptions {
-                mode: ClusterMode::Persistent,
-            },
-        )
-        .await
+        let cluster = {
+            let _progress = progress::spinner(
+                "annex dev: starting PostgreSQL under .annex/pg (the first start creates the cluster)",
+            );
+            LocalPostgres::start(
+                &dir.join("pg"),
+                LocalPostgresOptions {
+                    mode: ClusterMode::Persistent,
+                },
+            )
+            .await
+        }
         .context("starting the dev PostgreSQL cluster under .annex/pg")?;
         let store = PgStore::connect(PgStoreConfig {
             url: cluster.url(),
@@ -250,8 +313,13 @@ async fn open_store(
 }
 
 /// Builds, signs, publishes (if these bytes are new) and installs the hello
-/// sample for the dev tenant; returns its slug.
-async fn install_sample(cp: &ControlPlane, dir: &Path, examples: &Path) -> anyhow::Result<String> {
+/// sample for the dev tenant through the control plane's gRPC API, as the
+/// operator; returns its slug.
+async fn install_sample(
+    cp: &client::ControlPlane,
+    dir: &Path,
+    examples: &Path,
+) -> anyhow::Result<String> {
     let wasm = build_sample(examples).await?;
     // Stage with a wildcard version so changed code publishes the next patch.
     let manifest_path = examples.join(SAMPLE_NAME).join("manifest.json");
@@ -274,36 +342,39 @@ async fn install_sample(cp: &ControlPlane, dir: &Path, examples: &Path) -> anyho
 
     let key_file = dir.join("dev-publisher.pem");
     let key = match std::fs::read_to_string(&key_file) {
-        Ok(pem) => KeyPair::from_pkcs8_pem(&pem).context("reading the dev publisher key")?,
+        Ok(pem) => {
+            private_file(&key_file)?;
+            KeyPair::from_pkcs8_pem(&pem).context("reading the dev publisher key")?
+        }
         Err(_) => {
             let key = KeyPair::generate();
-            std::fs::write(&key_file, key.to_pkcs8_pem()?)
+            crate::files::write_private(&key_file, key.to_pkcs8_pem()?.as_bytes(), true)
                 .context("writing the dev publisher key")?;
             key
         }
     };
-    let (keys, _) = cp
-        .store
-        .list_keys(Some(SAMPLE_PUBLISHER))
-        .await
-        .map_err(annex_proto::AnnexError::from)?;
-    if !keys.iter().any(|k| k.key_id == key.public_key().key_id()) {
-        cp.add_key(NewKey {
+    let keys = cp
+        .trust()
+        .list_keys(pb::ListKeysRequest {
             publisher: SAMPLE_PUBLISHER.into(),
-            public_key: key.public_key().to_pem(),
-            key_id: None,
-            not_before: None,
-            not_after: None,
         })
-        .await?;
-    }
-    let version = match cp
-        .store
-        .version_by_content_hash(&hash.to_string())
         .await
-        .map_err(annex_proto::AnnexError::from)?
-    {
-        Some(v) => v.version,
+        .map_err(remote)?
+        .into_inner()
+        .keys;
+    if !keys.iter().any(|k| k.key_id == key.public_key().key_id()) {
+        cp.trust()
+            .add_key(pb::AddKeyRequest {
+                publisher: SAMPLE_PUBLISHER.into(),
+                public_key: key.public_key().to_pem(),
+                ..Default::default()
+            })
+            .await
+            .map_err(remote)?;
+    }
+    let slug = format!("{SAMPLE_PUBLISHER}.{SAMPLE_NAME}");
+    let version = match published_version(cp, &slug, &hash).await? {
+        Some(version) => version,
         None => {
             let signature = annex_bundle::signing::sign_bundle(
                 &key,
@@ -312,30 +383,78 @@ async fn install_sample(cp: &ControlPlane, dir: &Path, examples: &Path) -> anyho
                 SAMPLE_NAME,
                 "0.1.*",
             );
-            let (_, v) = cp
-                .publish(Upload {
-                    bytes: bytes.into(),
-                    content_hash: hash.clone(),
-                    signature,
-                    key_id: None,
-                    declared_hash: None,
-                    declared_size: None,
-                })
-                .await?;
-            v.version
+            publish(cp, signature, bytes).await?
         }
     };
-    let slug = format!("{SAMPLE_PUBLISHER}.{SAMPLE_NAME}");
-    cp.install(InstallSpec {
-        tenant: TenantId::parse(DEV_TENANT)?,
-        extension: slug.clone(),
-        version: Some(version.clone()),
-        config: [("greeting".to_string(), "hello from annex dev".to_string())].into(),
-        egress_allowlist: Vec::new(),
-    })
-    .await?;
+    cp.installs()
+        .install(pb::InstallRequest {
+            tenant_id: DEV_TENANT.into(),
+            extension: slug.clone(),
+            version: version.clone(),
+            config: [("greeting".to_string(), "hello from annex dev".to_string())].into(),
+            egress_allowlist: Vec::new(),
+        })
+        .await
+        .map_err(remote)?;
     eprintln!("annex dev: {slug} {version} ({hash}) installed for tenant {DEV_TENANT}");
     Ok(slug)
+}
+
+/// The version of `slug` whose bundle is `hash`, if one was published.
+async fn published_version(
+    cp: &client::ControlPlane,
+    slug: &str,
+    hash: &ContentHash,
+) -> anyhow::Result<Option<String>> {
+    let listed = cp
+        .registry()
+        .list_versions(pb::ListVersionsRequest {
+            extension: slug.into(),
+        })
+        .await;
+    let versions = match listed {
+        Ok(resp) => resp.into_inner().versions,
+        Err(status)
+            if annex_proto::AnnexError::from_status(&status).code
+                == ErrorCode::ExtensionNotFound =>
+        {
+            Vec::new()
+        }
+        Err(status) => return Err(remote(status)),
+    };
+    let hash = hash.to_string();
+    Ok(versions
+        .into_iter()
+        .find(|v| v.content_hash == hash)
+        .map(|v| v.version))
+}
+
+/// Publishes the sample's bundle; returns the version it became.
+async fn publish(
+    cp: &client::ControlPlane,
+    signature: String,
+    bytes: Vec<u8>,
+) -> anyhow::Result<String> {
+    let header = pb::PublishRequest {
+        part: Some(pb::publish_request::Part::Header(pb::PublishHeader {
+            signature,
+            ..Default::default()
+        })),
+    };
+    let chunks = bytes.chunks(PUBLISH_CHUNK).map(|c| pb::PublishRequest {
+        part: Some(pb::publish_request::Part::Chunk(c.to_vec())),
+    });
+    let parts: Vec<pb::PublishRequest> = std::iter::once(header).chain(chunks).collect();
+    let published = cp
+        .registry()
+        .publish(futures::stream::iter(parts))
+        .await
+        .map_err(remote)?
+        .into_inner();
+    published
+        .version
+        .map(|v| v.version)
+        .context("the control plane answered a publish without its version")
 }
 
 /// Builds the hello guest for wasm32-wasip2 (adding the target if needed).
@@ -362,7 +481,9 @@ async fn build_sample(examples: &Path) -> anyhow::Result<PathBuf> {
             .context("running rustup (the Rust toolchain is needed to build the sample)")?;
         anyhow::ensure!(status.success(), "rustup target add wasm32-wasip2 failed");
     }
-    eprintln!("annex dev: building the sample guest");
+    let _progress = progress::spinner(
+        "annex dev: building the sample guest (the first build compiles its dependencies)",
+    );
     let status = tokio::process::Command::new("cargo")
         .args([
             "build",
@@ -400,4 +521,51 @@ fn print_welcome(edge_url: &str, env_file: &Path, sample: Option<&str>) {
          \n\nCtrl-C stops everything.\n",
         env = env_file.display()
     );
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[test]
+    fn the_dev_directory_and_its_secrets_are_the_owners_only() {
+        let root = tempfile::tempdir().expect("tempdir");
+        // What an earlier run left: a world-readable directory, token file
+        // and publisher key.
+        let dir = root.path().join(".annex");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let key = dir.join("dev-publisher.pem");
+        std::fs::write(&key, "key").expect("write");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let env = dir.join("dev.env");
+        std::fs::write(&env, "ANNEX_TOKEN=old").expect("write");
+        std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+        private_dir(&dir).expect("private dir");
+        private_file(&key).expect("private key");
+        crate::files::write_private(&env, b"ANNEX_TOKEN=new", true).expect("env");
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(mode(&env), 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&env).expect("read"),
+            "ANNEX_TOKEN=new"
+        );
+
+        // A fresh directory is private from the start.
+        let fresh = root.path().join("fresh/.annex");
+        private_dir(&fresh).expect("fresh dir");
+        assert_eq!(mode(&fresh), 0o700);
+    }
 }

@@ -100,6 +100,7 @@ impl Executor {
         let services = Arc::new(Services {
             backend,
             egress: self.services.egress.clone(),
+            log_rates: self.services.log_rates.clone(),
         });
         let job = Job {
             request,
@@ -107,6 +108,7 @@ impl Executor {
             budget,
             started,
             services,
+            ship_logs: false,
         };
         let result = self.run_on_guest_runtime(compiled, job).await;
         drop(permit);

@@ -12,11 +12,12 @@ use clap::Parser as _;
 
 use super::{Parts, RunnerApi, RunnerApiConfig};
 use crate::backend::NoHostBackend;
-use crate::bundles::{NoBundleSource, StaticTrust, TrustSource};
+use crate::bundles::{NoBundleSource, TrustSource};
 use crate::execute::Executor;
 use crate::metrics::Metrics;
 use crate::server::{self, Sources};
 use crate::testing::test_settings;
+use crate::trust::StaticTrust;
 
 #[derive(clap::Parser)]
 struct Flags {

@@ -4,10 +4,13 @@
 
 mod bundles;
 mod containment;
+mod egress;
 mod fleet;
 mod host_services;
+mod hostile;
 mod interfaces;
 mod js;
 mod mtls;
 mod runner_api;
 mod support;
+mod trust;
