@@ -8,6 +8,8 @@
 //! [`HostApp`] is the process-wide client and settings; [`ExecutionHost`]
 //! is one execution's [`HostBackend`] (its ids, user and secrets), so the
 //! host interfaces stay as they are and the grant they pass is ignored.
+//! Payloads are bounded as on the worker's own host calls (requests to
+//! 4 MiB, answers to 16 MiB).
 //! Guest logs are already `tracing` events on target `ext` (the worker's
 //! own log); nothing else receives them. The per-API mappings live in
 //! [`storage`], [`scheduler`] and [`ui_proxy`].
@@ -24,7 +26,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::backend::{
-    HostApi, HostApiResponse, HostBackend, HostError, StorageRecord, UiProxyCall,
+    HostApi, HostApiResponse, HostBackend, HostError, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+    StorageRecord, UiProxyCall,
 };
 use crate::runner_api::settings::HostAppSettings;
 
@@ -48,6 +51,9 @@ impl HostApp {
         install: &str,
         body: String,
     ) -> Result<HostApiResponse, HostError> {
+        if let Some(refused) = too_large(body.len()) {
+            return Err(refused);
+        }
         let (Some(base), Some(token)) = (&self.settings.base, &self.settings.token) else {
             return Err(HostError::unavailable(
                 "the host application's base URL or token is not configured",
@@ -82,13 +88,30 @@ async fn read(
         HostError::unavailable(format!("calling the host application: {e}"))
     })?;
     let status = response.status().as_u16();
-    let body = response.bytes().await.map_err(|e| {
-        tracing::warn!(error = %e, api = what, "reading a host application answer");
-        HostError::unavailable(format!("reading the host application's answer: {e}"))
-    })?;
-    Ok(HostApiResponse {
-        status,
-        body: body.to_vec(),
+    let mut response = response;
+    let mut body = Vec::new();
+    loop {
+        let chunk = response.chunk().await.map_err(|e| {
+            tracing::warn!(error = %e, api = what, "reading a host application answer");
+            HostError::unavailable(format!("reading the host application's answer: {e}"))
+        })?;
+        let Some(chunk) = chunk else { break };
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            tracing::warn!(api = what, "host application answer too large");
+            return Err(HostError::unavailable(format!(
+                "the host application's answer exceeds {MAX_RESPONSE_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(HostApiResponse { status, body })
+}
+
+/// A request body above the worker's bound on host-call payloads.
+fn too_large(bytes: usize) -> Option<HostError> {
+    (bytes > MAX_REQUEST_BYTES).then(|| HostError {
+        status: 413,
+        message: format!("host call payload of {bytes} bytes exceeds {MAX_REQUEST_BYTES}"),
     })
 }
 

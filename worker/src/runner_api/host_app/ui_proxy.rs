@@ -5,7 +5,7 @@
 //! headers, with the install's `api_key` secret as `x-api-key`. Without a
 //! base every route is not found. The interface maps the status.
 
-use super::{ExecutionHost, read};
+use super::{ExecutionHost, read, too_large};
 use crate::backend::{HostApiResponse, HostError, UiProxyCall};
 
 /// The URL of `route` under `base`: `None` for an empty route or a `.` or
@@ -57,6 +57,9 @@ pub(super) async fn call(
     let Some(url) = url(base, &host.extension, &call.route) else {
         return Ok(status(400));
     };
+    if let Some(refused) = call.payload.as_ref().and_then(|p| too_large(p.len())) {
+        return Err(refused);
+    }
     let mut request = match call.payload {
         None => app.client.get(&url),
         Some(body) => app
