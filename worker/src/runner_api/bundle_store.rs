@@ -232,6 +232,8 @@ mod tests {
     use super::*;
 
     fn store(base: &str) -> BundleStore {
+        // The workspace's reqwest brings no crypto provider of its own.
+        annex_ops::tls::install_crypto_provider();
         BundleStore::new(
             url::Url::parse(base).expect("url"),
             reqwest::Client::new(),
