@@ -56,7 +56,12 @@ async fn bytes_that_do_not_match_their_digest_are_never_compiled() {
 
 #[tokio::test]
 async fn bundles_are_looked_up_under_the_routing_tenant_and_extension() {
-    let f = Fixture::start().await;
+    // A fresh cache: a hash compiled once is served to any tenant from it.
+    let f = Fixture::with(Options {
+        fresh_cache: true,
+        ..Options::default()
+    })
+    .await;
     let (bytes, hash) = bundle("hello");
     // Stored under another tenant's prefix only.
     f.store.put(
