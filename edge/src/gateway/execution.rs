@@ -156,6 +156,17 @@ pub(crate) async fn dispatch(
         admitted.finish("error", "invalid_response", 502);
         return ApiError::bad_gateway(&request_id).into_response();
     };
+    // Guest data never panics the edge: an answer whose headers are over
+    // the caps is a malformed answer, like an invalid status.
+    let relayed = match headers::relay(&outcome.headers, policy) {
+        Ok(h) => h,
+        Err(e) => {
+            state.metrics.guest_answers_refused.inc();
+            tracing::warn!(request_id = %request_id, worker = %outcome.worker_id, error = %e, "guest answered headers over the caps");
+            admitted.finish("error", "invalid_response", 502);
+            return ApiError::bad_gateway(&request_id).into_response();
+        }
+    };
     if status.as_u16() >= 400 {
         admitted.finish("upstream_error", "extension_error_status", status.as_u16());
     } else {
@@ -168,7 +179,7 @@ pub(crate) async fn dispatch(
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
-    *resp.headers_mut() = headers::relay(&outcome.headers, policy);
+    *resp.headers_mut() = relayed;
     resp
 }
 

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod worker;
+pub mod attack;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -167,7 +168,9 @@ pub fn manifest(name: &str, client_portal: bool) -> serde_json::Value {
             {"method": "GET", "path": "/slow", "handler": "dist/main"},
             {"method": "GET", "path": "/trap", "handler": "dist/main"},
             {"method": "GET", "path": "/guest-timeout", "handler": "dist/main"},
-            {"method": "GET", "path": "/teapot", "handler": "dist/main"}
+            {"method": "GET", "path": "/teapot", "handler": "dist/main"},
+            {"method": "GET", "path": "/many-headers", "handler": "dist/main"},
+            {"method": "GET", "path": "/html", "handler": "dist/main"}
         ]}
     })
 }
@@ -258,6 +261,37 @@ pub struct EdgeOptions {
     pub timeout: Duration,
     pub audit_buffer: usize,
     pub audit_batch: usize,
+    /// The limits the hardening tests tighten.
+    pub limits: Limits,
+}
+
+/// Caches, budgets, connections and UI origins (see `hardening.rs`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The UI cache's root (default: a fresh temporary directory).
+    pub ui_dir: Option<std::path::PathBuf>,
+    pub ui_hosts: Option<annex_edge::UiHostPattern>,
+    pub client_ip_header: Option<&'static str>,
+    pub install_cache_max_bytes: usize,
+    pub api_key_cache_max_bytes: usize,
+    pub lookups: annex_edge::LookupSettings,
+    pub connections: annex_edge::ConnectionSettings,
+    pub debug_streams: annex_edge::StreamSettings,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            ui_dir: None,
+            ui_hosts: None,
+            client_ip_header: None,
+            install_cache_max_bytes: 16 * 1024 * 1024,
+            api_key_cache_max_bytes: 4 * 1024 * 1024,
+            lookups: annex_edge::LookupSettings::default(),
+            connections: annex_edge::ConnectionSettings::default(),
+            debug_streams: annex_edge::StreamSettings::default(),
+        }
+    }
 }
 
 impl Default for EdgeOptions {
@@ -271,6 +305,7 @@ impl Default for EdgeOptions {
             timeout: Duration::from_secs(1),
             audit_buffer: 1024,
             audit_batch: 64,
+            limits: Limits::default(),
         }
     }
 }
@@ -286,6 +321,7 @@ pub struct Edge {
 impl Edge {
     pub async fn start(cp: &Cp, opts: EdgeOptions) -> Edge {
         let ui_dir = tempfile::tempdir().expect("tempdir");
+        let limits = opts.limits.clone();
         let settings = Settings {
             edge_id: "edge-test".into(),
             control_plane_url: format!("https://{}", cp.addr),
@@ -313,10 +349,19 @@ impl Edge {
                 flush_interval: Duration::from_millis(50),
             },
             ui_store: UiStoreSettings {
-                root: ui_dir.path().to_owned(),
+                root: limits.ui_dir.unwrap_or_else(|| ui_dir.path().to_owned()),
                 max_bytes: 64 * 1024 * 1024,
             },
-            ui_policy: UiPolicy::new(None, None, Some(UI_MAX_FILE)),
+            ui_policy: UiPolicy {
+                hosts: limits.ui_hosts,
+                ..UiPolicy::new(None, None, Some(UI_MAX_FILE))
+            },
+            install_cache_max_bytes: limits.install_cache_max_bytes,
+            api_key_cache_max_bytes: limits.api_key_cache_max_bytes,
+            lookups: limits.lookups,
+            client_ip_header: limits.client_ip_header.map(http::HeaderName::from_static),
+            connections: limits.connections,
+            debug_streams: limits.debug_streams,
         };
         let tls = cp.ca.issue(Role::Edge, "edge").expect("cert");
         let http = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -458,10 +503,10 @@ pub async fn send(
             .await
             .expect("handshake");
     tokio::spawn(conn);
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost");
+    let mut req = http::Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req = req.header("host", "localhost");
+    }
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
