@@ -3,6 +3,11 @@
 //!
 //! A key's secret is `annex_<key id>_<43 random base64url chars>`, shown once
 //! at creation; the store keeps only its SHA-256.
+//!
+//! [`ApiKeys`] and [`Audit`] hold nothing but the store handle; neither
+//! decides what a key may do at the edge.
+
+use std::sync::Arc;
 
 use annex_proto::domain::TenantId;
 use annex_proto::pb;
@@ -14,18 +19,31 @@ use ring::rand::SecureRandom as _;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use crate::ControlPlane;
-use crate::store::{ApiKeyRow, ExecutionRow};
+use crate::store::{ApiKeyRow, ExecutionRow, Store};
 
 /// Permissions a key may carry.
-pub const PERMISSIONS: [&str; 2] = ["extension:read", "extension:write"];
+const PERMISSIONS: [&str; 2] = ["extension:read", "extension:write"];
 
 /// Most audit rows accepted in one batch.
 const MAX_BATCH: usize = 1_000;
 
-impl ControlPlane {
+/// Per-tenant API keys.
+pub(crate) struct ApiKeys {
+    store: Arc<dyn Store>,
+}
+
+/// The execution log rows edges ship.
+pub(crate) struct Audit {
+    store: Arc<dyn Store>,
+}
+
+impl ApiKeys {
+    pub(crate) fn new(store: Arc<dyn Store>) -> ApiKeys {
+        ApiKeys { store }
+    }
+
     /// Creates a key; returns the row and the secret (shown once).
-    pub async fn create_api_key(
+    pub(crate) async fn create(
         &self,
         tenant: &TenantId,
         name: &str,
@@ -67,11 +85,11 @@ impl ControlPlane {
         Ok((row, secret))
     }
 
-    pub async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRow>, AnnexError> {
+    pub(crate) async fn list(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRow>, AnnexError> {
         Ok(self.store.list_api_keys(tenant.as_str()).await?)
     }
 
-    pub async fn revoke_api_key(&self, tenant: &TenantId, id: &str) -> Result<(), AnnexError> {
+    pub(crate) async fn revoke(&self, tenant: &TenantId, id: &str) -> Result<(), AnnexError> {
         let id = Uuid::parse_str(id.trim())
             .map_err(|_| AnnexError::invalid("id must be a key id (UUID)"))?;
         if !self.store.revoke_api_key(tenant.as_str(), id).await? {
@@ -82,7 +100,7 @@ impl ControlPlane {
     }
 
     /// The key a secret belongs to, if it is known and not revoked.
-    pub async fn authenticate_api_key(&self, secret: &str) -> Result<ApiKeyRow, AnnexError> {
+    pub(crate) async fn authenticate(&self, secret: &str) -> Result<ApiKeyRow, AnnexError> {
         let denied = || AnnexError::new(ErrorCode::Unauthenticated, "unknown or revoked API key");
         let id = secret
             .trim()
@@ -97,9 +115,15 @@ impl ControlPlane {
         }
         Ok(row)
     }
+}
+
+impl Audit {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Audit {
+        Audit { store }
+    }
 
     /// Stores audit rows from an edge.
-    pub async fn record_executions(
+    pub(crate) async fn record_executions(
         &self,
         records: Vec<pb::ExecutionRecord>,
     ) -> Result<(), AnnexError> {

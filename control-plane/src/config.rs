@@ -1,10 +1,65 @@
 //! Configuration of the `annex-control-plane` binary: flags, each with an
 //! `ANNEX_CONTROL_PLANE_*` environment variable; secrets come from files.
+//! [`Config::settings`] turns them into [`Settings`], the validated value
+//! [`run`](crate::run) takes (`annex dev` and the tests build one directly).
+//! Nothing here binds a socket.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use annex_ops::telemetry::LogFormat;
+use anyhow::Context as _;
+
+use crate::host::HostAppConfig;
+use crate::scheduler::SchedulerLimits;
+use crate::seal::Sealer;
+use crate::store::{PgStore, PgStoreConfig, Store};
+
+/// Everything a control plane runs with, validated.
+pub struct Settings {
+    /// The database (Postgres in production, `MemoryStore` in tests).
+    pub store: Arc<dyn Store>,
+    /// The key-encryption key: seals install secrets, signs execution grants.
+    pub sealer: Sealer,
+    pub limits: Limits,
+    /// Where the host application's internal APIs are.
+    pub host_app: HostAppConfig,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("limits", &self.limits)
+            .field("host_app", &self.host_app.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Limits the control plane enforces on what it accepts.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest bundle a publish may upload (Alga: 200 MiB).
+    pub max_bundle_bytes: u64,
+    /// Caps applied while unpacking a bundle at publish.
+    pub unpack: annex_bundle::archive::Limits,
+    /// Hosts installs may be allowed to reach; an install's own list must fit
+    /// inside it. `*` admits any host (not recommended in production).
+    pub platform_egress_allowlist: Vec<String>,
+    /// The scheduler host API's quota and mutation rate (Alga's: 50, 10 per 60 s).
+    pub scheduler: SchedulerLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bundle_bytes: 200 * 1024 * 1024,
+            unpack: annex_bundle::archive::Limits::default(),
+            platform_egress_allowlist: Vec::new(),
+            scheduler: SchedulerLimits::default(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -93,9 +148,40 @@ pub struct Config {
 }
 
 impl Config {
+    /// Reads the key-encryption key and the host-app token, connects to
+    /// Postgres and gathers the limits.
+    pub async fn settings(&self) -> anyhow::Result<Settings> {
+        let sealer = Sealer::from_file(&self.kek_file).context("loading the key-encryption key")?;
+        let store = PgStore::connect(PgStoreConfig {
+            url: self.database_url()?,
+            max_connections: self.db_max_connections,
+        })
+        .await
+        .context("connecting to Postgres")?;
+        Ok(Settings {
+            store: Arc::new(store),
+            sealer,
+            limits: self.limits(),
+            host_app: self.host_app()?,
+        })
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_bundle_bytes: self.max_bundle_bytes,
+            platform_egress_allowlist: self.egress_allowlist.clone(),
+            scheduler: SchedulerLimits {
+                test_period: self
+                    .scheduler_test_period_ms
+                    .map(std::time::Duration::from_millis),
+                ..SchedulerLimits::default()
+            },
+            ..Limits::default()
+        }
+    }
+
     /// The host application's URLs and credentials.
-    pub fn host_app(&self) -> anyhow::Result<crate::host::HostAppConfig> {
-        use anyhow::Context as _;
+    fn host_app(&self) -> anyhow::Result<HostAppConfig> {
         let token = match &self.host_app_token_file {
             Some(path) => Some(
                 std::fs::read_to_string(path)
@@ -105,17 +191,16 @@ impl Config {
             ),
             None => None,
         };
-        Ok(crate::host::HostAppConfig {
+        Ok(HostAppConfig {
             base_url: self.host_app_url.clone(),
             token,
             ui_proxy_base_url: self.ui_proxy_url.clone(),
-            ..crate::host::HostAppConfig::new()
+            ..HostAppConfig::new()
         })
     }
 
     /// The database URL from the flag or its file.
-    pub fn database_url(&self) -> anyhow::Result<String> {
-        use anyhow::Context as _;
+    fn database_url(&self) -> anyhow::Result<String> {
         match (&self.database_url, &self.database_url_file) {
             (Some(url), _) => Ok(url.clone()),
             (None, Some(path)) => Ok(std::fs::read_to_string(path)

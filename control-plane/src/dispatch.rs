@@ -7,6 +7,13 @@
 //! the edge does: the hash's placed workers with room first, then the
 //! rest, workers that just failed at the transport last; a second worker
 //! only when the first never started a guest.
+//!
+//! [`Dispatcher`] owns what calling workers takes: the `annex_dispatch`
+//! channels and health marks, made with this replica's TLS identity, and the
+//! replica's quota gate. It reads placement from [`Fleet`] and never changes
+//! it.
+
+use std::sync::Arc;
 
 use annex_dispatch::{
     ExecuteError, Installed, Invocation, RoutingTable, Trigger, WorkerTarget, WorkerTls, Workers,
@@ -15,8 +22,9 @@ use annex_proto::domain::TenantId;
 use annex_proto::pb;
 use annex_proto::{AnnexError, ErrorCode};
 
-use crate::ControlPlane;
-use crate::fleet::placed_workers;
+use crate::fleet::{Fleet, placed_workers};
+use crate::installs::Installs;
+use crate::quota::{DispatchQuotas, Quotas};
 use crate::store::InstallView;
 use crate::store::WorkerRow;
 
@@ -25,31 +33,73 @@ const MAX_EXECUTE_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// An execution request from an internal client.
 #[derive(Debug, Clone, Default)]
-pub struct DispatchRequest {
-    pub tenant: String,
-    pub extension: String,
-    pub http: pb::HttpRequest,
-    pub user: Option<pb::User>,
-    pub request_id: String,
-    pub idempotency_key: String,
-    pub limits: Option<pb::Limits>,
+pub(crate) struct DispatchRequest {
+    pub(crate) tenant: String,
+    pub(crate) extension: String,
+    pub(crate) http: pb::HttpRequest,
+    pub(crate) user: Option<pb::User>,
+    pub(crate) request_id: String,
+    pub(crate) idempotency_key: String,
+    pub(crate) limits: Option<pb::Limits>,
     /// "internal" or "schedule".
-    pub trigger: String,
-    pub schedule_id: String,
+    pub(crate) trigger: String,
+    pub(crate) schedule_id: String,
 }
 
-impl ControlPlane {
-    pub async fn dispatch(&self, req: DispatchRequest) -> Result<pb::ExecuteResponse, AnnexError> {
+/// Executions this replica sends to workers itself.
+pub(crate) struct Dispatcher {
+    installs: Arc<Installs>,
+    fleet: Arc<Fleet>,
+    quotas: Arc<Quotas>,
+    /// This replica's share of the quotas, for executions it dispatches.
+    gate: DispatchQuotas,
+    /// Channels to workers, health marks and rotation.
+    workers: Workers,
+}
+
+impl Dispatcher {
+    /// `worker_tls` is the identity presented to workers (the server's own).
+    pub(crate) fn new(
+        installs: Arc<Installs>,
+        fleet: Arc<Fleet>,
+        quotas: Arc<Quotas>,
+        worker_tls: annex_ops::tls::TlsMaterial,
+    ) -> Dispatcher {
+        let workers = Workers::new(
+            WorkerTls {
+                material: worker_tls,
+                server_name: None,
+            },
+            MAX_EXECUTE_MESSAGE_BYTES,
+        );
+        Dispatcher {
+            installs,
+            fleet,
+            quotas,
+            gate: DispatchQuotas::default(),
+            workers,
+        }
+    }
+
+    pub(crate) async fn dispatch(
+        &self,
+        req: DispatchRequest,
+    ) -> Result<pb::ExecuteResponse, AnnexError> {
         let tenant = TenantId::parse(&req.tenant)?;
-        let view = self.resolve(&tenant, &req.extension).await?;
+        let view = self.installs.resolve(&tenant, &req.extension).await?;
         // Held until the worker answers: this replica's share of the quotas.
         let _quota = self
-            .dispatch_permit(&view.install.tenant_id, &view.install.id.to_string())
+            .gate
+            .permit(
+                &self.quotas,
+                &view.install.tenant_id,
+                &view.install.id.to_string(),
+            )
             .await?;
         let execute = self.execute_request(&view, req);
-        let rows = self.live_workers().await?;
+        let rows = self.fleet.live_workers().await?;
         let hash = view.version.bundle.content_hash.as_str();
-        let workers = self.workers()?;
+        let workers = &self.workers;
         let candidates = workers.candidates(&routing_table(hash, &rows), hash);
         match workers.execute(&candidates, execute).await {
             Ok(executed) => Ok(executed.response),
@@ -82,8 +132,8 @@ impl ControlPlane {
     }
 
     /// The request a worker executes for `view`.
-    pub fn execute_request(&self, view: &InstallView, req: DispatchRequest) -> pb::ExecuteRequest {
-        let (grant, _) = self.issue_grant(view);
+    fn execute_request(&self, view: &InstallView, req: DispatchRequest) -> pb::ExecuteRequest {
+        let (grant, _) = self.installs.issue_grant(view);
         annex_dispatch::execute_request(
             Installed {
                 tenant_id: view.install.tenant_id.clone(),
@@ -115,29 +165,6 @@ impl ControlPlane {
                 traceparent: String::new(),
             },
         )
-    }
-
-    /// The channels, health marks and rotation for calling workers, made
-    /// on first use from the identity [`crate::run`] sets.
-    fn workers(&self) -> Result<&Workers, AnnexError> {
-        if let Some(w) = self.workers.get() {
-            return Ok(w);
-        }
-        let tls = self.worker_tls.as_ref().ok_or_else(|| {
-            AnnexError::new(
-                ErrorCode::Unavailable,
-                "no TLS identity for calling workers",
-            )
-        })?;
-        Ok(self.workers.get_or_init(|| {
-            Workers::new(
-                WorkerTls {
-                    material: tls.clone(),
-                    server_name: None,
-                },
-                MAX_EXECUTE_MESSAGE_BYTES,
-            )
-        }))
     }
 }
 

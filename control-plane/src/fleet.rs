@@ -12,28 +12,73 @@
 //! calls for one bundle therefore land on the worker that already compiled
 //! it. A worker a hash is newly placed on gets a `Prewarm` command on its
 //! heartbeat stream from the replica it is connected to.
+//!
+//! [`Fleet`] owns this replica's memory of what it placed and the command
+//! broadcasts to the workers connected to it. It does not call workers (that
+//! is [`Dispatcher`](crate::dispatch::Dispatcher)) and holds no quota state.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use annex_proto::AnnexError;
 use annex_proto::pb::{self, RoutingSnapshot, WorkerRoute};
 use chrono::Utc;
+use parking_lot::Mutex;
 use sha2::{Digest as _, Sha256};
 
-use crate::ControlPlane;
-use crate::store::WorkerRow;
+use crate::quota::Quotas;
+use crate::store::{Store, WorkerRow};
 
 /// How often workers are asked to heartbeat.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 /// A worker unseen for this long is out of the snapshot.
-pub const WORKER_TTL: Duration = Duration::from_secs(3);
+const WORKER_TTL: Duration = Duration::from_secs(3);
 /// A placed worker with this share of its capacity in use (numerator,
 /// denominator) is busy: the hash spills onto the next ranked worker.
 const SPILL_AT: (u64, u64) = (4, 5);
+/// Commands wait for slow heartbeat streams in broadcasts of this many.
+const COMMAND_BUFFER: usize = 1024;
 
-impl ControlPlane {
-    pub async fn worker_seen(&self, row: WorkerRow) -> Result<(), AnnexError> {
+/// A command for one worker: (worker id, command).
+type Addressed = (String, pb::FleetCommand);
+
+/// Worker membership, placement and the commands sent to workers.
+pub(crate) struct Fleet {
+    store: Arc<dyn Store>,
+    /// (content hash, worker id) pairs of the last placement this replica
+    /// computed, to prewarm only what is newly placed.
+    placed: Mutex<HashSet<(String, String)>>,
+    /// Commands for every connected worker.
+    commands: tokio::sync::broadcast::Sender<pb::FleetCommand>,
+    /// Commands for one worker, e.g. prewarm a hash newly placed on it.
+    addressed: tokio::sync::broadcast::Sender<Addressed>,
+}
+
+impl Fleet {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Fleet {
+        let (commands, _) = tokio::sync::broadcast::channel(COMMAND_BUFFER);
+        let (addressed, _) = tokio::sync::broadcast::channel(COMMAND_BUFFER);
+        Fleet {
+            store,
+            placed: Mutex::default(),
+            commands,
+            addressed,
+        }
+    }
+
+    /// Commands for every worker connected to this replica, from now on.
+    pub(crate) fn commands(&self) -> tokio::sync::broadcast::Receiver<pb::FleetCommand> {
+        self.commands.subscribe()
+    }
+
+    /// Commands addressed to single workers, from now on (each stream keeps
+    /// those for its own worker).
+    pub(crate) fn addressed_commands(&self) -> tokio::sync::broadcast::Receiver<Addressed> {
+        self.addressed.subscribe()
+    }
+
+    pub(crate) async fn worker_seen(&self, row: WorkerRow) -> Result<(), AnnexError> {
         if row.id.trim().is_empty() || row.address.trim().is_empty() {
             return Err(AnnexError::invalid("worker_id and address are required"));
         }
@@ -41,18 +86,32 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// The address `worker_id` registered with, if it did.
+    pub(crate) async fn registered_address(&self, worker_id: &str) -> Option<String> {
+        self.store
+            .list_workers(chrono::DateTime::<Utc>::UNIX_EPOCH)
+            .await
+            .ok()
+            .and_then(|ws| ws.into_iter().find(|w| w.id == worker_id))
+            .map(|w| w.address)
+    }
+
     /// Workers that may take traffic now: seen within the TTL and not draining.
-    pub async fn live_workers(&self) -> Result<Vec<WorkerRow>, AnnexError> {
+    pub(crate) async fn live_workers(&self) -> Result<Vec<WorkerRow>, AnnexError> {
         let since = Utc::now() - chrono::Duration::from_std(WORKER_TTL).unwrap_or_default();
         let mut workers = self.store.list_workers(since).await?;
         workers.retain(|w| !w.draining);
         Ok(workers)
     }
 
-    /// The routing snapshot; `version` changes whenever its content does.
-    pub async fn routing_snapshot(&self) -> Result<RoutingSnapshot, AnnexError> {
+    /// The routing snapshot, with `quotas`' shares; `version` changes
+    /// whenever its content does.
+    pub(crate) async fn routing_snapshot(
+        &self,
+        quotas: &Quotas,
+    ) -> Result<RoutingSnapshot, AnnexError> {
         let workers = self.live_workers().await?;
-        let quotas = self.quota_shares().await?;
+        let quotas = quotas.shares().await?;
         let routes: Vec<WorkerRoute> = workers
             .iter()
             .map(|w| WorkerRoute {
@@ -91,12 +150,16 @@ impl ControlPlane {
         })
     }
 
+    /// Places every active bundle on the live workers now (see
+    /// [`Self::placements`]).
+    pub(crate) async fn place(&self) -> Result<(), AnnexError> {
+        let workers = self.live_workers().await?;
+        self.placements(&workers).await.map(|_| ())
+    }
+
     /// Where each content hash of an active install runs (see the module
     /// docs), and a `Prewarm` for every worker a hash is newly placed on.
-    pub async fn placements(
-        &self,
-        workers: &[WorkerRow],
-    ) -> Result<Vec<pb::Placement>, AnnexError> {
+    async fn placements(&self, workers: &[WorkerRow]) -> Result<Vec<pb::Placement>, AnnexError> {
         if workers.is_empty() {
             return Ok(Vec::new());
         }
@@ -128,30 +191,31 @@ impl ControlPlane {
         for (hash, worker) in fresh {
             tracing::debug!(%hash, %worker, "placed; prewarming");
             // Only workers connected to this replica receive it.
-            let _ = self.worker_commands.send((worker, prewarm(&hash)));
+            let _ = self.addressed.send((worker, prewarm(&hash)));
         }
         Ok(placements)
     }
-}
 
-impl ControlPlane {
     /// Forgets where `worker_id` was placed, so the next placement round
     /// prewarms all its hashes again: called when a worker's heartbeat
     /// stream opens on this replica (a restarted worker has an empty memory
     /// cache, and commands sent before its stream opened were lost).
-    pub fn forget_placements_of(&self, worker_id: &str) {
+    pub(crate) fn forget_placements_of(&self, worker_id: &str) {
         self.placed.lock().retain(|(_, w)| w != worker_id);
     }
 }
 
 /// How often each replica recomputes placements on its own (edges watching
 /// it trigger the same computation with every snapshot).
-pub const PLACEMENT_INTERVAL: Duration = Duration::from_millis(500);
+const PLACEMENT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Recomputes placements every [`PLACEMENT_INTERVAL`] until `shutdown`, so
 /// the workers connected to this replica get `Prewarm` for newly placed
 /// hashes even when no edge follows this replica.
-pub async fn placement_loop(cp: ControlPlane, shutdown: impl std::future::Future<Output = ()>) {
+pub(crate) async fn placement_loop(
+    fleet: Arc<Fleet>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let mut tick = tokio::time::interval(PLACEMENT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -160,11 +224,7 @@ pub async fn placement_loop(cp: ControlPlane, shutdown: impl std::future::Future
             () = &mut shutdown => return,
             _ = tick.tick() => {}
         }
-        let placed = match cp.live_workers().await {
-            Ok(workers) => cp.placements(&workers).await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = placed {
+        if let Err(e) = fleet.place().await {
             tracing::debug!(error = %e, "computing placements");
         }
     }
@@ -173,7 +233,10 @@ pub async fn placement_loop(cp: ControlPlane, shutdown: impl std::future::Future
 /// The workers `content_hash` is placed on, preferred first: the rendezvous
 /// order cut after the first worker that is not busy (all of them when every
 /// worker is busy).
-pub fn placed_workers<'a>(content_hash: &str, workers: &'a [WorkerRow]) -> Vec<&'a WorkerRow> {
+pub(crate) fn placed_workers<'a>(
+    content_hash: &str,
+    workers: &'a [WorkerRow],
+) -> Vec<&'a WorkerRow> {
     let mut placed = Vec::new();
     for w in rank_workers(content_hash, workers) {
         placed.push(w);
@@ -192,7 +255,7 @@ fn busy(w: &WorkerRow) -> bool {
 /// Workers for `content_hash`, best first: rendezvous (highest random weight)
 /// hashing, so each hash has a stable preferred worker and losing a worker
 /// moves only its hashes.
-pub fn rank_workers<'a>(content_hash: &str, workers: &'a [WorkerRow]) -> Vec<&'a WorkerRow> {
+pub(crate) fn rank_workers<'a>(content_hash: &str, workers: &'a [WorkerRow]) -> Vec<&'a WorkerRow> {
     let mut ranked: Vec<(&WorkerRow, [u8; 32])> = workers
         .iter()
         .map(|w| {
@@ -208,7 +271,7 @@ pub fn rank_workers<'a>(content_hash: &str, workers: &'a [WorkerRow]) -> Vec<&'a
 }
 
 /// A prewarm fleet command for `content_hash`.
-pub fn prewarm(content_hash: &str) -> pb::FleetCommand {
+fn prewarm(content_hash: &str) -> pb::FleetCommand {
     pb::FleetCommand {
         command: Some(pb::fleet_command::Command::PrewarmContentHash(
             content_hash.to_owned(),

@@ -7,7 +7,16 @@
 //! Format: `v1.<base64url(JSON claims)>.<base64url(HMAC-SHA256)>`, keyed by a
 //! subkey derived from the key-encryption key, so every control-plane replica
 //! sharing the KEK can verify any replica's grants.
+//!
+//! A token is checked once, where a `HostServices` call arrives: the gRPC
+//! layer turns it into a [`VerifiedGrant`], the only proof of a valid
+//! signature and expiry the domain code accepts. What a grant must also
+//! satisfy per call (the capability, the install still active) is checked by
+//! the code that serves the call. This module stores nothing and reads no
+//! database.
 
+use annex_bundle::capability::Capability;
+use annex_proto::{AnnexError, ErrorCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use chrono::{DateTime, Utc};
@@ -15,31 +24,67 @@ use ring::hmac;
 use uuid::Uuid;
 
 /// How long a grant is valid. Edges refresh resolutions well before this.
-pub const GRANT_TTL: chrono::Duration = chrono::Duration::minutes(10);
+pub(crate) const GRANT_TTL: chrono::Duration = chrono::Duration::minutes(10);
 
 const PREFIX: &str = "v1";
 
-/// What a grant allows.
+/// The claims of a grant, as signed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Grant {
-    pub tenant: String,
-    pub install: Uuid,
-    pub registry: Uuid,
-    pub version: Uuid,
+pub(crate) struct Grant {
+    pub(crate) tenant: String,
+    pub(crate) install: Uuid,
+    pub(crate) registry: Uuid,
+    pub(crate) version: Uuid,
     /// Granted capabilities (with defaults).
-    pub caps: Vec<String>,
+    pub(crate) caps: Vec<String>,
     /// Expiry, unix ms.
-    pub exp: i64,
+    pub(crate) exp: i64,
 }
 
-impl Grant {
-    pub fn has(&self, cap: &str) -> bool {
-        self.caps.iter().any(|c| c == cap)
+/// A grant whose signature and expiry were checked by [`GrantSigner::verify`],
+/// the only way to make one. It names the tenant, install, extension and
+/// version the call may act for and the capabilities it may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VerifiedGrant {
+    claims: Grant,
+}
+
+impl VerifiedGrant {
+    pub(crate) fn tenant(&self) -> &str {
+        &self.claims.tenant
+    }
+
+    pub(crate) fn install(&self) -> Uuid {
+        self.claims.install
+    }
+
+    /// The extension's registry id.
+    pub(crate) fn extension(&self) -> Uuid {
+        self.claims.registry
+    }
+
+    pub(crate) fn version(&self) -> Uuid {
+        self.claims.version
+    }
+
+    pub(crate) fn capabilities(&self) -> &[String] {
+        &self.claims.caps
+    }
+
+    /// Refuses the call unless the grant carries `cap`.
+    pub(crate) fn require(&self, cap: Capability) -> Result<(), AnnexError> {
+        if self.capabilities().iter().any(|c| c == cap.as_str()) {
+            return Ok(());
+        }
+        Err(AnnexError::new(
+            ErrorCode::PermissionDenied,
+            format!("{cap} is not granted to this install"),
+        ))
     }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum GrantError {
+pub(crate) enum GrantError {
     #[error("the execution grant is malformed")]
     Malformed,
     #[error("the execution grant's signature does not verify")]
@@ -48,8 +93,21 @@ pub enum GrantError {
     Expired,
 }
 
+/// What the caller of a host service sees: every refusal is
+/// `GRANT_INVALID`, an expired grant saying so.
+impl From<GrantError> for AnnexError {
+    fn from(err: GrantError) -> Self {
+        let msg = match err {
+            GrantError::Expired => "the execution grant has expired",
+            GrantError::BadSignature | GrantError::Malformed => "the execution grant is not valid",
+        };
+        AnnexError::new(ErrorCode::GrantInvalid, msg)
+    }
+}
+
 /// Signs and verifies grants.
-pub struct GrantSigner {
+#[derive(Clone)]
+pub(crate) struct GrantSigner {
     key: hmac::Key,
 }
 
@@ -61,7 +119,7 @@ impl std::fmt::Debug for GrantSigner {
 
 impl GrantSigner {
     /// Derives the grant key from the key-encryption key.
-    pub fn from_kek(kek: &[u8]) -> GrantSigner {
+    pub(crate) fn from_kek(kek: &[u8]) -> GrantSigner {
         let root = hmac::Key::new(hmac::HMAC_SHA256, kek);
         let derived = hmac::sign(&root, b"annex-execution-grant-v1");
         GrantSigner {
@@ -69,7 +127,7 @@ impl GrantSigner {
         }
     }
 
-    pub fn sign(&self, grant: &Grant) -> String {
+    pub(crate) fn sign(&self, grant: &Grant) -> String {
         // Serialising a plain struct of strings and numbers cannot fail.
         let claims = serde_json::to_vec(grant).unwrap_or_default();
         let body = format!("{PREFIX}.{}", B64URL.encode(claims));
@@ -77,7 +135,11 @@ impl GrantSigner {
         format!("{body}.{}", B64URL.encode(tag.as_ref()))
     }
 
-    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Grant, GrantError> {
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<VerifiedGrant, GrantError> {
         let (body, tag) = token.trim().rsplit_once('.').ok_or(GrantError::Malformed)?;
         let (prefix, claims) = body.split_once('.').ok_or(GrantError::Malformed)?;
         if prefix != PREFIX {
@@ -90,7 +152,7 @@ impl GrantSigner {
         if grant.exp <= now.timestamp_millis() {
             return Err(GrantError::Expired);
         }
-        Ok(grant)
+        Ok(VerifiedGrant { claims: grant })
     }
 }
 
@@ -115,7 +177,14 @@ mod tests {
         let now = Utc::now();
         let g = grant(now.timestamp_millis() + 60_000);
         let token = signer.sign(&g);
-        assert_eq!(signer.verify(&token, now), Ok(g.clone()));
+        let verified = signer.verify(&token, now).expect("verifies");
+        assert_eq!(verified.install(), g.install);
+        assert_eq!(verified.tenant(), "t");
+        assert!(verified.require(Capability::StorageKv).is_ok());
+        assert_eq!(
+            verified.require(Capability::SecretsGet).map_err(|e| e.code),
+            Err(ErrorCode::PermissionDenied)
+        );
         assert_eq!(
             GrantSigner::from_kek(&[2; 32]).verify(&token, now),
             Err(GrantError::BadSignature)

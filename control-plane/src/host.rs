@@ -1,23 +1,29 @@
 //! Host services for running guests: the parts that need the control plane's
-//! state or credentials. Every call is authorised by an execution grant (see
-//! [`grant`](crate::grant)) and the capability it names, checked here again
-//! even though the worker gates guest calls first.
+//! state or credentials. Every call comes with a verified execution grant
+//! (see [`grant`](crate::grant)); the capability it needs is checked here
+//! again even though the worker gates guest calls first.
 //!
 //! The host-application bridges (invoicing, clients, services, ui-proxy) are
 //! relayed to the host application with Alga's request bodies; the control
-//! plane holds its URL and credentials, workers hold none.
+//! plane holds its URL and credentials, workers hold none. [`Host`] owns that
+//! configuration, the HTTP client and the broadcast of guest logs; it stores
+//! nothing.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use annex_bundle::capability::Capability;
 use annex_proto::pb::LogEvent;
 use annex_proto::{AnnexError, ErrorCode};
-use chrono::Utc;
 
-use crate::ControlPlane;
-use crate::grant::{Grant, GrantError};
-use crate::store::{ExtensionSelector, InstallView};
+use crate::grant::VerifiedGrant;
+use crate::installs::Installs;
+use crate::store::InstallView;
+
+/// Guest log events wait for slow watchers in a broadcast of this many; a
+/// watcher further behind loses the oldest.
+const LOG_BUFFER: usize = 4096;
 
 /// Where the host application's internal APIs are.
 #[derive(Debug, Clone, Default)]
@@ -45,9 +51,9 @@ impl HostAppConfig {
 /// A relayed response: HTTP status (0 when the host app could not be reached
 /// or is not configured) and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostResponse {
-    pub status: u16,
-    pub body: Vec<u8>,
+pub(crate) struct HostResponse {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
 }
 
 impl HostResponse {
@@ -68,72 +74,73 @@ impl HostResponse {
 
 /// A ui-proxy call.
 #[derive(Debug, Clone, Default)]
-pub struct UiProxyCall {
-    pub route: String,
-    pub payload: Option<Vec<u8>>,
-    pub request_id: String,
-    pub user_id: String,
-    pub user_email: String,
+pub(crate) struct UiProxyCall {
+    pub(crate) route: String,
+    pub(crate) payload: Option<Vec<u8>>,
+    pub(crate) request_id: String,
+    pub(crate) user_id: String,
+    pub(crate) user_email: String,
 }
 
-impl ControlPlane {
-    /// Verifies a grant and that it carries `cap`.
-    pub fn authorize(&self, token: &str, cap: Capability) -> Result<Grant, AnnexError> {
-        let grant = self
-            .sealer
-            .grants()
-            .verify(token, Utc::now())
-            .map_err(|e| {
-                let msg = match e {
-                    GrantError::Expired => "the execution grant has expired",
-                    GrantError::BadSignature | GrantError::Malformed => {
-                        "the execution grant is not valid"
-                    }
-                };
-                AnnexError::new(ErrorCode::GrantInvalid, msg)
-            })?;
-        if !grant.has(cap.as_str()) {
-            return Err(AnnexError::new(
-                ErrorCode::PermissionDenied,
-                format!("{cap} is not granted to this install"),
-            ));
+/// Secrets, the host-application relays and guest logs.
+pub(crate) struct Host {
+    installs: Arc<Installs>,
+    config: HostAppConfig,
+    /// Client for the host application; never follows redirects.
+    http: reqwest::Client,
+    /// Guest log events, for `HostServices.WatchLogs`.
+    logs: tokio::sync::broadcast::Sender<LogEvent>,
+}
+
+impl Host {
+    pub(crate) fn new(installs: Arc<Installs>, config: HostAppConfig) -> Host {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        let (logs, _) = tokio::sync::broadcast::channel(LOG_BUFFER);
+        Host {
+            installs,
+            config,
+            http,
+            logs,
         }
-        Ok(grant)
     }
 
-    /// The grant's install, if it is still active.
-    pub(crate) async fn granted_install(&self, grant: &Grant) -> Result<InstallView, AnnexError> {
-        let view = self
-            .store
-            .find_install(&grant.tenant, &ExtensionSelector::Id(grant.install))
+    /// The grant's install after checking `cap`: refused unless it is still
+    /// active.
+    async fn granted_install(
+        &self,
+        grant: &VerifiedGrant,
+        cap: Capability,
+    ) -> Result<InstallView, AnnexError> {
+        grant.require(cap)?;
+        self.installs
+            .granted_install(grant)
             .await?
-            .filter(|v| v.install.id == grant.install && v.install.is_active())
-            .ok_or_else(|| {
-                AnnexError::new(ErrorCode::InstallNotFound, "the install is not active")
-            })?;
-        Ok(view)
+            .ok_or_else(|| AnnexError::new(ErrorCode::InstallNotFound, "the install is not active"))
     }
 
     /// The opened secret map of the grant's install and its version.
-    pub async fn grant_secrets(
+    pub(crate) async fn secrets(
         &self,
-        token: &str,
+        grant: &VerifiedGrant,
     ) -> Result<(BTreeMap<String, String>, String), AnnexError> {
-        let grant = self.authorize(token, Capability::SecretsGet)?;
-        let view = self.granted_install(&grant).await?;
+        let view = self.granted_install(grant, Capability::SecretsGet).await?;
         match &view.secrets {
             None => Ok((BTreeMap::new(), String::new())),
             Some(row) => Ok((
-                self.open_secrets(&grant.install.to_string(), row)?,
+                self.installs
+                    .open_secrets(&grant.install().to_string(), row)?,
                 row.version.clone(),
             )),
         }
     }
 
     /// Relays an invoicing, clients or services call to the host application.
-    pub async fn call_host_api(
+    pub(crate) async fn call_host_api(
         &self,
-        token: &str,
+        grant: &VerifiedGrant,
         api: &str,
         body_json: &str,
     ) -> Result<HostResponse, AnnexError> {
@@ -143,45 +150,45 @@ impl ControlPlane {
             "services" => Capability::ServiceRead,
             other => return Err(AnnexError::invalid(format!("unknown host api {other:?}"))),
         };
-        let grant = self.authorize(token, cap)?;
-        self.granted_install(&grant).await?;
+        self.granted_install(grant, cap).await?;
         serde_json::from_str::<serde_json::Value>(body_json)
             .map_err(|_| AnnexError::invalid("body_json is not JSON"))?;
-        let (Some(base), Some(auth)) = (&self.host_app.base_url, &self.host_app.token) else {
+        let (Some(base), Some(auth)) = (&self.config.base_url, &self.config.token) else {
             return Ok(HostResponse::unreachable());
         };
         let url = format!(
             "{}/api/internal/ext-{api}/install/{}",
             trim_base(base),
-            grant.install
+            grant.install()
         );
         let request = self
             .http
             .post(&url)
-            .timeout(self.host_app.timeout)
+            .timeout(self.config.timeout)
             .header("content-type", "application/json")
             .header("x-runner-auth", auth)
             .body(body_json.to_owned());
         Ok(relay(request).await)
     }
 
-    /// `ui-proxy.call-route` as Alga's runner builds it (spec §11.5).
-    pub async fn call_ui_proxy(
+    /// `ui-proxy.call-route` as Alga's runner builds it
+    /// (docs/design/alga-compatibility.md, "Host APIs").
+    pub(crate) async fn call_ui_proxy(
         &self,
-        token: &str,
+        grant: &VerifiedGrant,
         call: UiProxyCall,
     ) -> Result<HostResponse, AnnexError> {
-        let grant = self.authorize(token, Capability::UiProxy)?;
-        let view = self.granted_install(&grant).await?;
-        let Some(base) = &self.host_app.ui_proxy_base_url else {
+        let view = self.granted_install(grant, Capability::UiProxy).await?;
+        let Some(base) = &self.config.ui_proxy_base_url else {
             return Ok(HostResponse::status(404));
         };
-        let Some(url) = ui_proxy_url(base, &grant.registry.to_string(), &call.route) else {
+        let Some(url) = ui_proxy_url(base, &grant.extension().to_string(), &call.route) else {
             return Ok(HostResponse::status(400));
         };
         let api_key = match &view.secrets {
             Some(row) => self
-                .open_secrets(&grant.install.to_string(), row)
+                .installs
+                .open_secrets(&grant.install().to_string(), row)
                 .ok()
                 .and_then(|m| m.get("api_key").cloned()),
             None => None,
@@ -194,7 +201,7 @@ impl ControlPlane {
                 .header("content-type", "application/json")
                 .body(body),
         }
-        .timeout(self.host_app.ui_proxy_timeout)
+        .timeout(self.config.ui_proxy_timeout)
         .header(
             "x-request-id",
             if call.request_id.is_empty() {
@@ -203,10 +210,10 @@ impl ControlPlane {
                 call.request_id.as_str()
             },
         )
-        .header("x-alga-tenant", &grant.tenant)
-        .header("x-alga-extension", grant.registry.to_string())
-        .header("x-ext-install-id", grant.install.to_string())
-        .header("x-ext-version-id", grant.version.to_string());
+        .header("x-alga-tenant", grant.tenant())
+        .header("x-alga-extension", grant.extension().to_string())
+        .header("x-ext-install-id", grant.install().to_string())
+        .header("x-ext-version-id", grant.version().to_string());
         if let Some(key) = api_key {
             request = request.header("x-api-key", key);
         }
@@ -219,11 +226,16 @@ impl ControlPlane {
     }
 
     /// Fans guest logs out to debug-stream watchers (this replica's).
-    pub fn publish_logs(&self, events: Vec<LogEvent>) {
+    pub(crate) fn publish_logs(&self, events: Vec<LogEvent>) {
         for event in events {
             // No watcher is fine.
             let _ = self.logs.send(event);
         }
+    }
+
+    /// Guest log events published on this replica from now on.
+    pub(crate) fn watch_logs(&self) -> tokio::sync::broadcast::Receiver<LogEvent> {
+        self.logs.subscribe()
     }
 }
 
@@ -235,7 +247,7 @@ fn trim_base(base: &str) -> &str {
 
 /// Builds the ui-proxy URL: `/api/...` routes go straight under the base,
 /// others under the extension id; `.`/`..` segments and empty routes are refused.
-pub fn ui_proxy_url(base: &str, extension_id: &str, route: &str) -> Option<String> {
+fn ui_proxy_url(base: &str, extension_id: &str, route: &str) -> Option<String> {
     let route = route.trim();
     if route.is_empty() {
         return None;

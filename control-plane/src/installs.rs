@@ -5,8 +5,15 @@
 //!
 //! A version's signature is checked again at install and upgrade: a key that
 //! was revoked or expired since publish blocks new installs of its bundles.
+//!
+//! [`Installs`] owns the key-encryption key's uses for installs (sealing and
+//! opening secrets, signing execution grants) and the invalidation broadcast
+//! edges follow; every change it makes is announced there. It does not run
+//! executions or decide placement (it only asks [`Fleet`] to place a new
+//! bundle early).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use annex_proto::domain::TenantId;
 use annex_proto::pb::InstallInvalidation;
@@ -14,34 +21,83 @@ use annex_proto::{AnnexError, ErrorCode};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::ControlPlane;
-use crate::grant::{GRANT_TTL, Grant};
-use crate::registry::selector;
-use crate::seal;
-use crate::store::{InstallView, NewInstall, SecretsRow};
+use crate::fleet::Fleet;
+use crate::grant::{GRANT_TTL, Grant, VerifiedGrant};
+use crate::metrics::Metrics;
+use crate::registry::{Registry, selector};
+use crate::seal::{self, Sealer};
+use crate::store::{ExtensionSelector, InstallView, NewInstall, SecretsRow, Store};
+use crate::trust::Trust;
 
 /// An install request, validated.
 #[derive(Debug, Clone)]
-pub struct InstallSpec {
-    pub tenant: TenantId,
-    pub extension: String,
+pub(crate) struct InstallSpec {
+    pub(crate) tenant: TenantId,
+    pub(crate) extension: String,
     /// None: the newest version that is not deprecated.
-    pub version: Option<String>,
-    pub config: BTreeMap<String, String>,
-    pub egress_allowlist: Vec<String>,
+    pub(crate) version: Option<String>,
+    pub(crate) config: BTreeMap<String, String>,
+    pub(crate) egress_allowlist: Vec<String>,
 }
 
 /// A secrets update, validated.
 #[derive(Debug, Clone)]
-pub struct SecretsUpdate {
-    pub values: BTreeMap<String, String>,
-    pub clear: bool,
-    pub expires_at: Option<DateTime<Utc>>,
+pub(crate) struct SecretsUpdate {
+    pub(crate) values: BTreeMap<String, String>,
+    pub(crate) clear: bool,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
 }
 
-impl ControlPlane {
-    pub async fn install(&self, spec: InstallSpec) -> Result<InstallView, AnnexError> {
-        let ext = self.find_extension(&spec.extension).await?;
+/// Install changes wait for slow routes streams in a broadcast of this many; a
+/// stream further behind skips the oldest.
+const INVALIDATION_BUFFER: usize = 1024;
+
+/// The install lifecycle, secrets and execution grants.
+pub(crate) struct Installs {
+    store: Arc<dyn Store>,
+    sealer: Arc<Sealer>,
+    registry: Arc<Registry>,
+    trust: Arc<Trust>,
+    fleet: Arc<Fleet>,
+    /// Hosts installs may be allowed to reach (see [`crate::Limits`]).
+    platform_egress_allowlist: Vec<String>,
+    metrics: Arc<Metrics>,
+    /// Install changes, for edges following `Dispatch.WatchRoutes`.
+    invalidations: tokio::sync::broadcast::Sender<InstallInvalidation>,
+}
+
+/// What [`Installs`] works with besides the store.
+pub(crate) struct InstallsParts {
+    pub(crate) sealer: Arc<Sealer>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) trust: Arc<Trust>,
+    pub(crate) fleet: Arc<Fleet>,
+    pub(crate) platform_egress_allowlist: Vec<String>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Installs {
+    pub(crate) fn new(store: Arc<dyn Store>, parts: InstallsParts) -> Installs {
+        let (invalidations, _) = tokio::sync::broadcast::channel(INVALIDATION_BUFFER);
+        Installs {
+            store,
+            sealer: parts.sealer,
+            registry: parts.registry,
+            trust: parts.trust,
+            fleet: parts.fleet,
+            platform_egress_allowlist: parts.platform_egress_allowlist,
+            metrics: parts.metrics,
+            invalidations,
+        }
+    }
+
+    /// Follows install changes from now on.
+    pub(crate) fn invalidations(&self) -> tokio::sync::broadcast::Receiver<InstallInvalidation> {
+        self.invalidations.subscribe()
+    }
+
+    pub(crate) async fn install(&self, spec: InstallSpec) -> Result<InstallView, AnnexError> {
+        let ext = self.registry.find_extension(&spec.extension).await?;
         let version = match spec
             .version
             .as_deref()
@@ -49,7 +105,7 @@ impl ControlPlane {
             .filter(|v| !v.is_empty())
         {
             Some(v) => {
-                let version = self.find_version(&ext.id.to_string(), v).await?;
+                let version = self.registry.find_version(&ext.id.to_string(), v).await?;
                 if version.deprecated {
                     return Err(AnnexError::new(
                         ErrorCode::VersionDeprecated,
@@ -71,7 +127,7 @@ impl ControlPlane {
                     )
                 })?,
         };
-        self.verify_version(&version).await?;
+        self.trust.verify_version(&version).await?;
         let egress_allowlist = self.check_egress(spec.egress_allowlist)?;
         let row = self
             .store
@@ -94,7 +150,7 @@ impl ControlPlane {
         self.view(&spec.tenant, &row.id.to_string()).await
     }
 
-    pub async fn upgrade(
+    pub(crate) async fn upgrade(
         &self,
         tenant: &TenantId,
         extension: &str,
@@ -103,13 +159,18 @@ impl ControlPlane {
     ) -> Result<InstallView, AnnexError> {
         let current = self.view(tenant, extension).await?;
         let target = self
+            .registry
             .find_version(&current.extension.id.to_string(), version)
             .await?;
-        self.verify_version(&target).await?;
+        self.trust.verify_version(&target).await?;
         // Decided before anything is written: a refused remap leaves the install as it was.
-        let remaps = self
-            .plan_schedule_remap(&current, &target, disable_missing_schedules)
-            .await?;
+        let remaps = crate::scheduler::plan_remap(
+            self.store.as_ref(),
+            &current,
+            &target,
+            disable_missing_schedules,
+        )
+        .await?;
         let row = self
             .store
             .set_install_version(
@@ -131,7 +192,11 @@ impl ControlPlane {
         self.view(tenant, &row.id.to_string()).await
     }
 
-    pub async fn uninstall(&self, tenant: &TenantId, extension: &str) -> Result<(), AnnexError> {
+    pub(crate) async fn uninstall(
+        &self,
+        tenant: &TenantId,
+        extension: &str,
+    ) -> Result<(), AnnexError> {
         let view = self.view(tenant, extension).await?;
         self.store.delete_install(view.install.id).await?;
         tracing::info!(tenant = %tenant, install = %view.install.id, "extension uninstalled");
@@ -144,7 +209,7 @@ impl ControlPlane {
         Ok(())
     }
 
-    pub async fn set_enabled(
+    pub(crate) async fn set_enabled(
         &self,
         tenant: &TenantId,
         extension: &str,
@@ -160,7 +225,7 @@ impl ControlPlane {
         self.view(tenant, &row.id.to_string()).await
     }
 
-    pub async fn set_config(
+    pub(crate) async fn set_config(
         &self,
         tenant: &TenantId,
         extension: &str,
@@ -178,7 +243,7 @@ impl ControlPlane {
     /// Merges `update` into the install's secrets (new values win, empty
     /// values are ignored, `clear` starts from nothing); an empty result
     /// deletes the row. Returns the new secrets version, if any.
-    pub async fn set_secrets(
+    pub(crate) async fn set_secrets(
         &self,
         tenant: &TenantId,
         extension: &str,
@@ -220,7 +285,7 @@ impl ControlPlane {
     }
 
     /// The keys of the install's secrets (never the values).
-    pub async fn secret_keys(
+    pub(crate) async fn secret_keys(
         &self,
         tenant: &TenantId,
         extension: &str,
@@ -236,7 +301,7 @@ impl ControlPlane {
     }
 
     /// Opens a secrets row (Annex-sealed or Alga inline).
-    pub fn open_secrets(
+    pub(crate) fn open_secrets(
         &self,
         install_id: &str,
         row: &SecretsRow,
@@ -250,7 +315,7 @@ impl ControlPlane {
     }
 
     /// The tenant's install, active or not.
-    pub async fn view(
+    pub(crate) async fn view(
         &self,
         tenant: &TenantId,
         extension: &str,
@@ -264,7 +329,7 @@ impl ControlPlane {
 
     /// The tenant's active install (`is_enabled` and `status='enabled'`):
     /// what the edge executes. An inactive install answers as not found.
-    pub async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         tenant: &TenantId,
         extension: &str,
@@ -277,7 +342,7 @@ impl ControlPlane {
     }
 
     /// Signs an execution grant for an install, valid for [`GRANT_TTL`].
-    pub fn issue_grant(&self, view: &InstallView) -> (String, DateTime<Utc>) {
+    pub(crate) fn issue_grant(&self, view: &InstallView) -> (String, DateTime<Utc>) {
         let exp = Utc::now() + GRANT_TTL;
         let grant = Grant {
             tenant: view.install.tenant_id.clone(),
@@ -290,13 +355,30 @@ impl ControlPlane {
         (self.sealer.grants().sign(&grant), exp)
     }
 
-    pub async fn list_installs(&self, tenant: &TenantId) -> Result<Vec<InstallView>, AnnexError> {
+    /// The grant's install if it is still active (enabled, and the one the
+    /// grant names); `None` otherwise. Each host service says in its own
+    /// terms what an inactive install means for its call.
+    pub(crate) async fn granted_install(
+        &self,
+        grant: &VerifiedGrant,
+    ) -> Result<Option<InstallView>, AnnexError> {
+        Ok(self
+            .store
+            .find_install(grant.tenant(), &ExtensionSelector::Id(grant.install()))
+            .await?
+            .filter(|v| v.install.id == grant.install() && v.install.is_active()))
+    }
+
+    pub(crate) async fn list_installs(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<InstallView>, AnnexError> {
         Ok(self.store.list_installs(tenant.as_str()).await?)
     }
 
     /// Validates an install's egress hosts against the platform allowlist.
     fn check_egress(&self, hosts: Vec<String>) -> Result<Vec<String>, AnnexError> {
-        let platform = &self.limits.platform_egress_allowlist;
+        let platform = &self.platform_egress_allowlist;
         let mut out = Vec::new();
         for host in hosts {
             let host = host.trim().to_lowercase();
@@ -330,11 +412,7 @@ impl ControlPlane {
     /// those) compile it before its first request. A failure is not the
     /// install's: the placement loop places it on its next round.
     async fn prewarm(&self, content_hash: &str) {
-        let placed = match self.live_workers().await {
-            Ok(workers) => self.placements(&workers).await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = placed {
+        if let Err(e) = self.fleet.place().await {
             tracing::warn!(%content_hash, error = %e, "placing a new bundle");
         }
     }
@@ -361,7 +439,7 @@ fn install_not_found(tenant: &TenantId, extension: &str) -> AnnexError {
 /// Whether platform pattern `pattern` admits the install's host or pattern
 /// `host`: `*` admits everything, `*.example.com` admits `example.com`'s
 /// subdomains (and narrower patterns), anything else must match exactly.
-pub fn host_pattern_covers(pattern: &str, host: &str) -> bool {
+fn host_pattern_covers(pattern: &str, host: &str) -> bool {
     let pattern = pattern.trim().to_lowercase();
     if pattern == "*" || pattern == host {
         return true;

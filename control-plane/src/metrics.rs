@@ -1,5 +1,6 @@
 //! Control-plane metrics (Prometheus names `annex_control_plane_*`; never a
-//! tenant or extension label).
+//! tenant or extension label): the counters the domain types bump, registered
+//! once with the admin listener's registry. Nothing here reads them back.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -7,24 +8,24 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabel {
+struct ResultLabel {
     /// `ok` or the error code's name.
-    pub result: String,
+    result: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OpLabel {
-    pub op: String,
+struct OpLabel {
+    op: String,
 }
 
 #[derive(Debug, Default)]
-pub struct Metrics {
-    pub publishes: Family<ResultLabel, Counter>,
-    pub install_changes: Family<OpLabel, Counter>,
+pub(crate) struct Metrics {
+    publishes: Family<ResultLabel, Counter>,
+    install_changes: Family<OpLabel, Counter>,
 }
 
 impl Metrics {
-    pub fn register(&self, registry: &mut Registry) {
+    pub(crate) fn register(&self, registry: &mut Registry) {
         registry.register(
             "annex_control_plane_publishes",
             "Bundle publishes by result",
@@ -37,7 +38,7 @@ impl Metrics {
         );
     }
 
-    pub fn publish(&self, result: Result<(), annex_proto::ErrorCode>) {
+    pub(crate) fn publish(&self, result: Result<(), annex_proto::ErrorCode>) {
         let result = match result {
             Ok(()) => "ok".to_owned(),
             Err(code) => code.as_str().to_owned(),
@@ -45,7 +46,7 @@ impl Metrics {
         self.publishes.get_or_create(&ResultLabel { result }).inc();
     }
 
-    pub fn install_change(&self, op: &str) {
+    pub(crate) fn install_change(&self, op: &str) {
         self.install_changes
             .get_or_create(&OpLabel { op: op.to_owned() })
             .inc();

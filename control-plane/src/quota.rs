@@ -12,10 +12,14 @@
 //! covers them, so a change reaches every edge within one snapshot tick.
 //!
 //! Usage: workers report per (tenant, extension, minute) figures in their
-//! heartbeats; [`ControlPlane::record_usage`] adds them into
+//! heartbeats; [`Quotas::record_usage`] adds them into
 //! `extension_quota_usage`. A heartbeat's figures were drained from the
 //! worker's ledger when it was sent, so each is added once (a heartbeat lost
 //! with its stream is not re-sent: usage errs low, never double).
+//!
+//! [`Quotas`] owns the quota rows, this replica's participant record and the
+//! usage windows; [`DispatchQuotas`] is the gate of the executions this
+//! replica dispatches itself. Neither runs executions.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,27 +33,35 @@ use parking_lot::Mutex;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use crate::ControlPlane;
-use crate::store::{ExtensionSelector, QuotaLimits, QuotaRow, UsageRow};
+use crate::installs::Installs;
+use crate::store::{ExtensionSelector, QuotaLimits, QuotaRow, Store, UsageRow};
 
 /// A watcher (edge or replica) unseen this long no longer counts.
-pub const WATCHER_TTL: Duration = Duration::from_secs(3);
+const WATCHER_TTL: Duration = Duration::from_secs(3);
 /// How often a watcher's row is refreshed.
-pub const WATCHER_REFRESH: Duration = Duration::from_secs(1);
+pub(crate) const WATCHER_REFRESH: Duration = Duration::from_secs(1);
 /// How stale the replica's own shares may get before a dispatch re-reads them.
 const GATE_REFRESH: Duration = Duration::from_millis(500);
 /// Largest limit accepted: far above any real fleet, and it fits `integer`.
-pub const MAX_LIMIT: u32 = 1_000_000;
+const MAX_LIMIT: u32 = 1_000_000;
+
+/// Fleet-wide quotas, their shares and the usage windows.
+pub(crate) struct Quotas {
+    store: Arc<dyn Store>,
+    installs: Arc<Installs>,
+    /// Names this replica in `route_watchers` (a new UUID per process).
+    replica_id: String,
+}
 
 /// This replica's own enforcement for `Dispatch.Execute` and schedules.
 #[derive(Debug, Default)]
-pub struct DispatchQuotas {
+pub(crate) struct DispatchQuotas {
     gate: QuotaGate,
     refreshed: Mutex<Option<Instant>>,
 }
 
 /// `ceil(limit / participants)`, at least 1 for a non-zero limit; 0 stays unlimited.
-pub fn share(limit: u32, participants: u32) -> u32 {
+fn share(limit: u32, participants: u32) -> u32 {
     if limit == 0 {
         return 0;
     }
@@ -58,7 +70,7 @@ pub fn share(limit: u32, participants: u32) -> u32 {
 
 /// Feeds the quotas into a snapshot's version hash, so the version changes
 /// whenever a share does.
-pub fn hash_quotas(hasher: &mut Sha256, quotas: &[pb::TenantQuota]) {
+pub(crate) fn hash_quotas(hasher: &mut Sha256, quotas: &[pb::TenantQuota]) {
     for q in quotas {
         hasher.update(b"quota\0");
         hasher.update(q.tenant_id.as_bytes());
@@ -103,7 +115,15 @@ fn from_ms(ms: i64) -> Option<DateTime<Utc>> {
     Utc.timestamp_millis_opt(ms).single()
 }
 
-impl ControlPlane {
+impl Quotas {
+    pub(crate) fn new(store: Arc<dyn Store>, installs: Arc<Installs>) -> Quotas {
+        Quotas {
+            store,
+            installs,
+            replica_id: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
     /// The install a quota names: `None` for an empty `extension` (the
     /// tenant's quota), else the tenant's install (enabled or not).
     async fn quota_install(
@@ -114,11 +134,13 @@ impl ControlPlane {
         if extension.trim().is_empty() {
             return Ok(None);
         }
-        Ok(Some(self.view(tenant, extension).await?.install.id))
+        Ok(Some(
+            self.installs.view(tenant, extension).await?.install.id,
+        ))
     }
 
     /// Sets the tenant's quota, or an install's (`extension` non-empty).
-    pub async fn set_quota(
+    pub(crate) async fn set_quota(
         &self,
         tenant: &TenantId,
         extension: &str,
@@ -140,7 +162,7 @@ impl ControlPlane {
         Ok(row)
     }
 
-    pub async fn list_quotas(
+    pub(crate) async fn list_quotas(
         &self,
         tenant: Option<&TenantId>,
     ) -> Result<Vec<QuotaRow>, AnnexError> {
@@ -148,7 +170,11 @@ impl ControlPlane {
     }
 
     /// NotFound when no such quota is set.
-    pub async fn delete_quota(&self, tenant: &TenantId, extension: &str) -> Result<(), AnnexError> {
+    pub(crate) async fn delete_quota(
+        &self,
+        tenant: &TenantId,
+        extension: &str,
+    ) -> Result<(), AnnexError> {
         let install = self.quota_install(tenant, extension).await?;
         if !self.store.delete_quota(tenant.as_str(), install).await? {
             return Err(quota_not_found(tenant, extension));
@@ -158,7 +184,7 @@ impl ControlPlane {
     }
 
     /// Every quota with one participant's share of it (see the module docs).
-    pub async fn quota_shares(&self) -> Result<Vec<pb::TenantQuota>, AnnexError> {
+    pub(crate) async fn shares(&self) -> Result<Vec<pb::TenantQuota>, AnnexError> {
         let quotas = self.store.list_quotas(None).await?;
         if quotas.is_empty() {
             return Ok(Vec::new());
@@ -177,7 +203,7 @@ impl ControlPlane {
     }
 
     /// Records that a watcher (an edge's routes stream, or this replica) is live.
-    pub async fn watcher_seen(&self, watcher: &str) -> Result<(), AnnexError> {
+    pub(crate) async fn watcher_seen(&self, watcher: &str) -> Result<(), AnnexError> {
         self.store
             .touch_route_watcher(watcher, &self.replica_id, Utc::now())
             .await?;
@@ -185,7 +211,7 @@ impl ControlPlane {
     }
 
     /// Forgets a watcher whose stream ended here.
-    pub async fn watcher_gone(&self, watcher: &str) {
+    pub(crate) async fn watcher_gone(&self, watcher: &str) {
         if let Err(e) = self
             .store
             .remove_route_watcher(watcher, &self.replica_id)
@@ -197,7 +223,7 @@ impl ControlPlane {
 
     /// Keeps this replica counted as a quota participant until `stop` turns
     /// true, then removes it.
-    pub async fn quota_upkeep(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub(crate) async fn upkeep(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
         if *stop.borrow() {
             return;
         }
@@ -220,53 +246,10 @@ impl ControlPlane {
         self.watcher_gone(&me).await;
     }
 
-    /// Admits one execution dispatched by this replica under its share of
-    /// the tenant's and the install's quotas.
-    pub async fn dispatch_permit(
-        &self,
-        tenant: &str,
-        install_id: &str,
-    ) -> Result<QuotaPermit, AnnexError> {
-        let stale = self
-            .dispatch_quotas
-            .refreshed
-            .lock()
-            .is_none_or(|at| at.elapsed() >= GATE_REFRESH);
-        if stale {
-            match self.quota_shares().await {
-                Ok(shares) => {
-                    self.dispatch_quotas
-                        .gate
-                        .apply(shares.into_iter().map(|q| QuotaShare {
-                            tenant_id: q.tenant_id,
-                            install_id: (!q.install_id.is_empty()).then_some(q.install_id),
-                            max_concurrency: q.max_concurrency,
-                            requests_per_second: q.requests_per_second,
-                        }));
-                    *self.dispatch_quotas.refreshed.lock() = Some(Instant::now());
-                }
-                // Keep enforcing the last shares known.
-                Err(e) => tracing::warn!(error = %e, "reading quota shares"),
-            }
-        }
-        self.dispatch_quotas
-            .gate
-            .acquire(tenant, install_id)
-            .map_err(|refusal| {
-                AnnexError::new(
-                    ErrorCode::RateLimited,
-                    format!(
-                        "tenant {tenant} is over its execution quota; retry after {} s",
-                        refusal.retry_after
-                    ),
-                )
-            })
-    }
-
     /// Adds a heartbeat's usage into the windows. Entries that name no
     /// tenant, a registry id that is not a UUID or an impossible window are
     /// dropped with a warning.
-    pub async fn record_usage(
+    pub(crate) async fn record_usage(
         &self,
         worker: &str,
         usage: Vec<pb::ExecutionUsage>,
@@ -302,7 +285,7 @@ impl ControlPlane {
 
     /// The tenant's usage windows, of one extension (registry id, install id
     /// or slug) or all.
-    pub async fn usage(
+    pub(crate) async fn usage(
         &self,
         tenant: &TenantId,
         extension: &str,
@@ -345,8 +328,46 @@ impl ControlPlane {
     }
 }
 
-/// A shared handle, so clones of the [`ControlPlane`] enforce one gate.
-pub type SharedDispatchQuotas = Arc<DispatchQuotas>;
+impl DispatchQuotas {
+    /// Admits one execution dispatched by this replica under its share of
+    /// the tenant's and the install's quotas (re-read from `quotas` when
+    /// older than [`GATE_REFRESH`]).
+    pub(crate) async fn permit(
+        &self,
+        quotas: &Quotas,
+        tenant: &str,
+        install_id: &str,
+    ) -> Result<QuotaPermit, AnnexError> {
+        let stale = self
+            .refreshed
+            .lock()
+            .is_none_or(|at| at.elapsed() >= GATE_REFRESH);
+        if stale {
+            match quotas.shares().await {
+                Ok(shares) => {
+                    self.gate.apply(shares.into_iter().map(|q| QuotaShare {
+                        tenant_id: q.tenant_id,
+                        install_id: (!q.install_id.is_empty()).then_some(q.install_id),
+                        max_concurrency: q.max_concurrency,
+                        requests_per_second: q.requests_per_second,
+                    }));
+                    *self.refreshed.lock() = Some(Instant::now());
+                }
+                // Keep enforcing the last shares known.
+                Err(e) => tracing::warn!(error = %e, "reading quota shares"),
+            }
+        }
+        self.gate.acquire(tenant, install_id).map_err(|refusal| {
+            AnnexError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "tenant {tenant} is over its execution quota; retry after {} s",
+                    refusal.retry_after
+                ),
+            )
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -6,35 +6,74 @@
 //! is computed from the bytes, the manifest is read from inside the archive,
 //! and the signature is checked against the trust bundle before anything is
 //! stored. A failed publish leaves no rows and no orphaned bytes.
+//!
+//! [`Registry`] owns the publish limits and the publish counter; it reads and
+//! writes extensions, versions and bundle bytes only through the store, and
+//! knows nothing of installs.
+
+use std::sync::Arc;
 
 use annex_bundle::hash::ContentHash;
 use annex_bundle::manifest::{Manifest, VersionSpec as ManifestVersion};
 use annex_proto::{AnnexError, ErrorCode};
 use bytes::Bytes;
 
-use crate::ControlPlane;
+use crate::metrics::Metrics;
 use crate::store::{
-    EndpointRow, ExtensionRow, ExtensionSelector, NewVersion, UiRow, VersionRow, VersionSpec,
+    EndpointRow, ExtensionRow, ExtensionSelector, NewVersion, Store, UiRow, VersionRow, VersionSpec,
 };
-use crate::trust::SignedBundle;
+use crate::trust::{SignedBundle, Trust};
 
 /// The uploaded bundle and what the client declared about it.
 #[derive(Debug, Clone)]
-pub struct Upload {
-    pub bytes: Bytes,
+pub(crate) struct Upload {
+    pub(crate) bytes: Bytes,
     /// Computed while the bytes streamed in.
-    pub content_hash: ContentHash,
-    pub signature: String,
-    pub key_id: Option<String>,
-    pub declared_hash: Option<String>,
-    pub declared_size: Option<u64>,
+    pub(crate) content_hash: ContentHash,
+    pub(crate) signature: String,
+    pub(crate) key_id: Option<String>,
+    pub(crate) declared_hash: Option<String>,
+    pub(crate) declared_size: Option<u64>,
 }
 
 /// The first bytes of a WebAssembly component (magic + component-model layer).
 const COMPONENT_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 
-impl ControlPlane {
-    pub async fn publish(&self, upload: Upload) -> Result<(ExtensionRow, VersionRow), AnnexError> {
+/// Extensions, their immutable versions and the bundle bytes.
+pub(crate) struct Registry {
+    store: Arc<dyn Store>,
+    trust: Arc<Trust>,
+    /// Largest bundle a publish may upload.
+    max_bundle_bytes: u64,
+    unpack: annex_bundle::archive::Limits,
+    metrics: Arc<Metrics>,
+}
+
+impl Registry {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        trust: Arc<Trust>,
+        limits: &crate::Limits,
+        metrics: Arc<Metrics>,
+    ) -> Registry {
+        Registry {
+            store,
+            trust,
+            max_bundle_bytes: limits.max_bundle_bytes,
+            unpack: limits.unpack,
+            metrics,
+        }
+    }
+
+    /// The largest bundle a publish may upload, checked while it streams in.
+    pub(crate) fn max_bundle_bytes(&self) -> u64 {
+        self.max_bundle_bytes
+    }
+
+    pub(crate) async fn publish(
+        &self,
+        upload: Upload,
+    ) -> Result<(ExtensionRow, VersionRow), AnnexError> {
         let result = self.publish_inner(upload).await;
         self.metrics
             .publish(result.as_ref().map(|_| ()).map_err(|e| e.code));
@@ -49,6 +88,7 @@ impl ControlPlane {
         let manifest = self.read_bundle_manifest(upload.bytes.clone()).await?;
         let version_written = manifest.version.to_string();
         let key_id = self
+            .trust
             .verify_signature(SignedBundle {
                 content_hash: &upload.content_hash,
                 publisher: &manifest.publisher,
@@ -113,7 +153,7 @@ impl ControlPlane {
 
     /// Unpacks the bundle off the async runtime and returns its validated manifest.
     async fn read_bundle_manifest(&self, bytes: Bytes) -> Result<Manifest, AnnexError> {
-        let limits = self.limits.unpack;
+        let limits = self.unpack;
         tokio::task::spawn_blocking(move || -> Result<Manifest, AnnexError> {
             let bundle = annex_bundle::archive::unpack(&bytes, &limits).map_err(archive_error)?;
             let manifest = bundle.manifest().map_err(archive_error)?;
@@ -132,7 +172,11 @@ impl ControlPlane {
         .map_err(|_| AnnexError::internal())?
     }
 
-    pub async fn find_extension(&self, extension: &str) -> Result<ExtensionRow, AnnexError> {
+    pub(crate) async fn list_extensions(&self) -> Result<Vec<ExtensionRow>, AnnexError> {
+        Ok(self.store.list_extensions().await?)
+    }
+
+    pub(crate) async fn find_extension(&self, extension: &str) -> Result<ExtensionRow, AnnexError> {
         let selector = selector(extension)?;
         self.store.get_extension(&selector).await?.ok_or_else(|| {
             AnnexError::new(
@@ -142,7 +186,16 @@ impl ControlPlane {
         })
     }
 
-    pub async fn find_version(
+    /// An extension's versions, newest first.
+    pub(crate) async fn list_versions(
+        &self,
+        extension: &str,
+    ) -> Result<Vec<VersionRow>, AnnexError> {
+        let ext = self.find_extension(extension).await?;
+        Ok(self.store.list_versions(ext.id).await?)
+    }
+
+    pub(crate) async fn find_version(
         &self,
         extension: &str,
         version: &str,
@@ -160,7 +213,7 @@ impl ControlPlane {
             })
     }
 
-    pub async fn deprecate(
+    pub(crate) async fn deprecate(
         &self,
         extension: &str,
         version: &str,
@@ -176,7 +229,7 @@ impl ControlPlane {
     }
 
     /// The bundle bytes and their version by content hash.
-    pub async fn fetch_bundle(
+    pub(crate) async fn fetch_bundle(
         &self,
         content_hash: &str,
     ) -> Result<(VersionRow, Bytes), AnnexError> {

@@ -1,14 +1,17 @@
-//! Runs a control plane: gRPC services behind mTLS with per-service role
-//! checks, `grpc.health.v1`, reflection, and the admin listener. A server is
-//! a function of (state, TLS material, listeners, shutdown): it binds nothing
-//! and installs no signal handlers.
+//! Runs a control plane: builds the domain types from [`Settings`] once, serves
+//! the gRPC services behind mTLS with per-service role checks,
+//! `grpc.health.v1`, reflection and the admin listener, and runs the
+//! background loops (scheduler, placement, quota participation). A server is
+//! a function of (settings, TLS material, listeners, shutdown): it binds
+//! nothing and installs no signal handlers.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use annex_ops::Role;
-use annex_ops::admin::AdminState;
-use annex_ops::tls::{TlsMaterial, authenticate};
+use annex_ops::serve::Io;
+use annex_ops::tls::authenticate;
 use annex_proto::pb;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -16,13 +19,27 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-use crate::ControlPlane;
+use crate::Settings;
+use crate::apikeys::{ApiKeys, Audit};
+use crate::dispatch::Dispatcher;
+use crate::fleet::Fleet;
+use crate::grant::GrantSigner;
+use crate::grpc::Closing;
 use crate::grpc::dispatch::DispatchService;
 use crate::grpc::fleet::FleetService;
 use crate::grpc::host::HostService;
 use crate::grpc::installs::InstallsService;
 use crate::grpc::registry::RegistryService;
 use crate::grpc::trust::TrustService;
+use crate::host::Host;
+use crate::installs::{Installs, InstallsParts};
+use crate::metrics::Metrics;
+use crate::quota::Quotas;
+use crate::registry::Registry;
+use crate::scheduler::Scheduler;
+use crate::storage::Storage;
+use crate::store::Store;
+use crate::trust::Trust;
 
 /// Largest gRPC message: a publish chunk or fetch chunk is far smaller, but
 /// config maps and listings can be large.
@@ -44,16 +61,189 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
+/// The domain types of one control-plane process, each built once here and
+/// shared by the gRPC services and loops that call it.
+struct ControlPlane {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    grants: Arc<GrantSigner>,
+    registry: Arc<Registry>,
+    trust: Arc<Trust>,
+    installs: Arc<Installs>,
+    fleet: Arc<Fleet>,
+    quotas: Arc<Quotas>,
+    dispatcher: Arc<Dispatcher>,
+    scheduler: Arc<Scheduler>,
+    storage: Arc<Storage>,
+    host: Arc<Host>,
+    api_keys: Arc<ApiKeys>,
+    audit: Arc<Audit>,
+}
+
+impl ControlPlane {
+    /// Wires the domain types; `worker_tls` is the identity the control plane
+    /// presents to workers (its own).
+    fn new(settings: Settings, worker_tls: annex_ops::tls::TlsMaterial) -> ControlPlane {
+        let Settings {
+            store,
+            sealer,
+            limits,
+            host_app,
+        } = settings;
+        let metrics = Arc::new(Metrics::default());
+        let grants = Arc::new(sealer.grants().clone());
+        let trust = Arc::new(Trust::new(store.clone()));
+        let registry = Arc::new(Registry::new(
+            store.clone(),
+            trust.clone(),
+            &limits,
+            metrics.clone(),
+        ));
+        let fleet = Arc::new(Fleet::new(store.clone()));
+        let installs = Arc::new(Installs::new(
+            store.clone(),
+            InstallsParts {
+                sealer: Arc::new(sealer),
+                registry: registry.clone(),
+                trust: trust.clone(),
+                fleet: fleet.clone(),
+                platform_egress_allowlist: limits.platform_egress_allowlist,
+                metrics: metrics.clone(),
+            },
+        ));
+        let quotas = Arc::new(Quotas::new(store.clone(), installs.clone()));
+        let dispatcher = Arc::new(Dispatcher::new(
+            installs.clone(),
+            fleet.clone(),
+            quotas.clone(),
+            worker_tls,
+        ));
+        ControlPlane {
+            scheduler: Arc::new(Scheduler::new(
+                store.clone(),
+                installs.clone(),
+                limits.scheduler,
+            )),
+            storage: Arc::new(Storage::new(store.clone(), installs.clone())),
+            host: Arc::new(Host::new(installs.clone(), host_app)),
+            api_keys: Arc::new(ApiKeys::new(store.clone())),
+            audit: Arc::new(Audit::new(store.clone())),
+            store,
+            metrics,
+            grants,
+            registry,
+            trust,
+            installs,
+            fleet,
+            quotas,
+            dispatcher,
+        }
+    }
+
+    /// The gRPC services, each holding only the domain types it calls, plus
+    /// health (serving once this returns) and reflection.
+    async fn routes(&self, closing: &Closing) -> anyhow::Result<tonic::service::Routes> {
+        let registry = pb::registry_server::RegistryServer::new(RegistryService {
+            registry: self.registry.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let trust = pb::trust_server::TrustServer::new(TrustService {
+            trust: self.trust.clone(),
+        });
+        let installs = pb::installs_server::InstallsServer::new(InstallsService {
+            installs: self.installs.clone(),
+            quotas: self.quotas.clone(),
+            api_keys: self.api_keys.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let dispatch = pb::dispatch_server::DispatchServer::new(DispatchService {
+            dispatcher: self.dispatcher.clone(),
+            fleet: self.fleet.clone(),
+            quotas: self.quotas.clone(),
+            installs: self.installs.clone(),
+            api_keys: self.api_keys.clone(),
+            audit: self.audit.clone(),
+            closing: closing.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(64 * 1024 * 1024);
+        let fleet = pb::fleet_server::FleetServer::new(FleetService {
+            fleet: self.fleet.clone(),
+            quotas: self.quotas.clone(),
+            closing: closing.clone(),
+        });
+        let host = pb::host_services_server::HostServicesServer::new(HostService {
+            grants: self.grants.clone(),
+            storage: self.storage.clone(),
+            host: self.host.clone(),
+            scheduler: self.scheduler.clone(),
+            closing: closing.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<pb::registry_server::RegistryServer<RegistryService>>()
+            .await;
+        health
+            .set_serving::<pb::trust_server::TrustServer<TrustService>>()
+            .await;
+        health
+            .set_serving::<pb::installs_server::InstallsServer<InstallsService>>()
+            .await;
+        health
+            .set_serving::<pb::dispatch_server::DispatchServer<DispatchService>>()
+            .await;
+        health
+            .set_serving::<pb::fleet_server::FleetServer<FleetService>>()
+            .await;
+        health
+            .set_serving::<pb::host_services_server::HostServicesServer<HostService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(annex_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building the reflection service")?;
+
+        let mut routes = tonic::service::RoutesBuilder::default();
+        routes
+            .add_service(InterceptedService::new(registry, authenticate(ANY_ROLE)))
+            .add_service(InterceptedService::new(trust, authenticate(ANY_ROLE)))
+            .add_service(InterceptedService::new(
+                installs,
+                authenticate(INSTALL_ROLES),
+            ))
+            .add_service(InterceptedService::new(
+                dispatch,
+                authenticate(DISPATCH_ROLES),
+            ))
+            .add_service(InterceptedService::new(fleet, authenticate(FLEET_ROLES)))
+            .add_service(InterceptedService::new(host, authenticate(HOST_ROLES)))
+            .add_service(InterceptedService::new(
+                health_service,
+                authenticate(ANY_ROLE),
+            ))
+            .add_service(InterceptedService::new(reflection, authenticate(ANY_ROLE)));
+        Ok(routes.routes())
+    }
+}
+
 /// Serves until `shutdown` resolves, then reports not-ready, ends the
 /// long-lived streams (edges and workers reconnect to another replica) and
 /// lets in-flight calls finish, for up to 10 s.
 pub async fn run(
-    cp: ControlPlane,
-    tls: TlsMaterial,
-    listeners: Listeners,
-    admin: AdminState,
+    settings: Settings,
+    io: Io<Listeners>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    annex_ops::tls::install_crypto_provider();
+    let Io {
+        tls,
+        listeners,
+        admin,
+    } = io;
+    let cp = ControlPlane::new(settings, tls.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -62,8 +252,6 @@ pub async fn run(
         }
     };
 
-    let mut cp = cp;
-    cp.worker_tls = Some(tls.clone());
     admin.with_registry(|r| cp.metrics.register(r));
     let admin_task = tokio::spawn(annex_ops::admin::serve(
         listeners.admin,
@@ -71,54 +259,26 @@ pub async fn run(
         stopped(),
     ));
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<pb::registry_server::RegistryServer<RegistryService>>()
-        .await;
-    health
-        .set_serving::<pb::trust_server::TrustServer<TrustService>>()
-        .await;
-    health
-        .set_serving::<pb::installs_server::InstallsServer<InstallsService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(annex_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building the reflection service")?;
+    let (close, closing) = Closing::new();
+    let routes = cp.routes(&closing).await?;
 
-    let registry = pb::registry_server::RegistryServer::new(RegistryService(cp.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let trust = pb::trust_server::TrustServer::new(TrustService(cp.clone()));
-    let installs = pb::installs_server::InstallsServer::new(InstallsService(cp.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-
-    let dispatch = pb::dispatch_server::DispatchServer::new(DispatchService(cp.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(64 * 1024 * 1024);
-    let fleet = pb::fleet_server::FleetServer::new(FleetService(cp.clone()));
-    let host = pb::host_services_server::HostServicesServer::new(HostService(cp.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    health
-        .set_serving::<pb::dispatch_server::DispatchServer<DispatchService>>()
-        .await;
-    health
-        .set_serving::<pb::fleet_server::FleetServer<FleetService>>()
-        .await;
-    health
-        .set_serving::<pb::host_services_server::HostServicesServer<HostService>>()
-        .await;
-
-    let scheduler = tokio::spawn(crate::scheduler::runner::run(cp.clone(), stopped()));
-    let placement = tokio::spawn(crate::fleet::placement_loop(cp.clone(), stopped()));
-    let quota_upkeep = tokio::spawn(cp.clone().quota_upkeep(stop_tx.subscribe()));
+    let scheduler = tokio::spawn(crate::scheduler::runner::run(
+        cp.scheduler.clone(),
+        cp.dispatcher.clone(),
+        stopped(),
+    ));
+    let placement = tokio::spawn(crate::fleet::placement_loop(cp.fleet.clone(), stopped()));
+    let quota_upkeep = {
+        let (quotas, stop) = (cp.quotas.clone(), stop_tx.subscribe());
+        tokio::spawn(async move { quotas.upkeep(stop).await })
+    };
 
     let readiness = {
-        let cp = cp.clone();
+        let store = cp.store.clone();
         let admin = admin.clone();
         tokio::spawn(async move {
             loop {
-                admin.set_ready(cp.store.ping().await.is_ok());
+                admin.set_ready(store.ping().await.is_ok());
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         })
@@ -130,38 +290,20 @@ pub async fn run(
         .context("configuring TLS")?
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .layer(crate::grpc::TRACED)
-        .add_service(InterceptedService::new(registry, authenticate(ANY_ROLE)))
-        .add_service(InterceptedService::new(trust, authenticate(ANY_ROLE)))
-        .add_service(InterceptedService::new(
-            installs,
-            authenticate(INSTALL_ROLES),
-        ))
-        .add_service(InterceptedService::new(
-            dispatch,
-            authenticate(DISPATCH_ROLES),
-        ))
-        .add_service(InterceptedService::new(fleet, authenticate(FLEET_ROLES)))
-        .add_service(InterceptedService::new(host, authenticate(HOST_ROLES)))
-        .add_service(InterceptedService::new(
-            health_service,
-            authenticate(ANY_ROLE),
-        ))
-        .add_service(InterceptedService::new(reflection, authenticate(ANY_ROLE)))
+        .add_routes(routes)
         // `Server::tcp_nodelay` only applies to listeners tonic binds itself.
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
             {
                 let admin = admin.clone();
-                let cp = cp.clone();
-                let begun = begun_tx;
                 async move {
                     shutdown.await;
                     tracing::info!("control plane shutting down");
                     admin.set_ready(false);
                     // Streams (routes, heartbeats, logs) end now; unary calls
                     // in flight finish.
-                    cp.close_streams();
-                    let _ = begun.send(true);
+                    let _ = close.send(true);
+                    let _ = begun_tx.send(true);
                 }
             },
         );

@@ -1,11 +1,17 @@
 //! Extension KV storage as guests see it through `alga:extension/storage`
-//! (spec §9): data scoped to (tenant, install), revisions with
-//! compare-and-swap, TTLs, Alga's limits and quotas, and listing by key with
-//! a cursor that works (the last key returned, or Alga's base64url cursor).
+//! (docs/design/alga-compatibility.md, "Storage"): data scoped to (tenant,
+//! install), revisions with compare-and-swap, TTLs, Alga's limits and
+//! quotas, and listing by key with a cursor that works (the last key
+//! returned, or Alga's base64url cursor).
 //!
 //! Values are stored the way Alga's runner writes them, a base64 string with
 //! metadata `{"encoding":"base64-bytes"}`, and read back with Alga's decoding
 //! rules, so rows written by other writers decode the same way.
+//!
+//! [`Storage`] holds no state; the scope of every call comes from its
+//! verified execution grant, never from the request.
+
+use std::sync::Arc;
 
 use annex_bundle::capability::Capability;
 use annex_proto::{AnnexError, ErrorCode};
@@ -14,9 +20,9 @@ use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::ControlPlane;
-use crate::grant::Grant;
-use crate::store::{StoragePut, StorageQuota, StorageRow, StorageScope};
+use crate::grant::VerifiedGrant;
+use crate::installs::Installs;
+use crate::store::{StoragePut, StorageQuota, StorageRow, StorageScope, Store};
 
 const MAX_NAMESPACE: usize = 128;
 const MAX_KEY: usize = 256;
@@ -28,68 +34,71 @@ const MAX_LIST_LIMIT: u32 = 100;
 
 /// A record with its value decoded to bytes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    pub namespace: String,
-    pub key: String,
-    pub value: Vec<u8>,
-    pub metadata: Value,
-    pub revision: u64,
-    pub ttl_expires_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+pub(crate) struct Record {
+    pub(crate) namespace: String,
+    pub(crate) key: String,
+    pub(crate) value: Vec<u8>,
+    pub(crate) metadata: Value,
+    pub(crate) revision: u64,
+    pub(crate) ttl_expires_at: Option<DateTime<Utc>>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
 }
 
 /// A guest's put.
 #[derive(Debug, Clone, Default)]
-pub struct PutRequest {
-    pub namespace: String,
-    pub key: String,
-    pub value: Vec<u8>,
-    pub if_revision: Option<u64>,
-    pub ttl_seconds: Option<u64>,
+pub(crate) struct PutRequest {
+    pub(crate) namespace: String,
+    pub(crate) key: String,
+    pub(crate) value: Vec<u8>,
+    pub(crate) if_revision: Option<u64>,
+    pub(crate) ttl_seconds: Option<u64>,
 }
 
 /// A guest's list.
 #[derive(Debug, Clone, Default)]
-pub struct ListRequest {
-    pub namespace: String,
-    pub cursor: Option<String>,
-    pub limit: Option<u32>,
-    pub key_prefix: Option<String>,
+pub(crate) struct ListRequest {
+    pub(crate) namespace: String,
+    pub(crate) cursor: Option<String>,
+    pub(crate) limit: Option<u32>,
+    pub(crate) key_prefix: Option<String>,
 }
 
-impl ControlPlane {
-    async fn storage_scope(&self, grant_token: &str) -> Result<(Grant, StorageScope), AnnexError> {
-        let grant = self.authorize(grant_token, Capability::StorageKv)?;
+/// The KV host API.
+pub(crate) struct Storage {
+    store: Arc<dyn Store>,
+    installs: Arc<Installs>,
+}
+
+impl Storage {
+    pub(crate) fn new(store: Arc<dyn Store>, installs: Arc<Installs>) -> Storage {
+        Storage { store, installs }
+    }
+
+    /// The grant's data: it must carry `cap:storage.kv` and its install must
+    /// still be active.
+    async fn scope(&self, grant: &VerifiedGrant) -> Result<StorageScope, AnnexError> {
+        grant.require(Capability::StorageKv)?;
         // Alga: the install must be enabled, else the call is unauthorised.
-        let active = self
-            .store
-            .find_install(
-                &grant.tenant,
-                &crate::store::ExtensionSelector::Id(grant.install),
-            )
-            .await?
-            .is_some_and(|v| v.install.id == grant.install && v.install.is_active());
-        if !active {
+        if self.installs.granted_install(grant).await?.is_none() {
             return Err(AnnexError::new(
                 ErrorCode::GrantInvalid,
                 "the install is not active",
             ));
         }
-        let scope = StorageScope {
-            tenant_id: grant.tenant.clone(),
-            install_id: grant.install,
-        };
-        Ok((grant, scope))
+        Ok(StorageScope {
+            tenant_id: grant.tenant().to_owned(),
+            install_id: grant.install(),
+        })
     }
 
-    pub async fn storage_get(
+    pub(crate) async fn get(
         &self,
-        grant: &str,
+        grant: &VerifiedGrant,
         namespace: &str,
         key: &str,
     ) -> Result<Record, AnnexError> {
-        let (_, scope) = self.storage_scope(grant).await?;
+        let scope = self.scope(grant).await?;
         check_namespace(namespace)?;
         check_key(key)?;
         let row = self
@@ -101,8 +110,12 @@ impl ControlPlane {
         Ok(decode(row))
     }
 
-    pub async fn storage_put(&self, grant: &str, put: PutRequest) -> Result<Record, AnnexError> {
-        let (_, scope) = self.storage_scope(grant).await?;
+    pub(crate) async fn put(
+        &self,
+        grant: &VerifiedGrant,
+        put: PutRequest,
+    ) -> Result<Record, AnnexError> {
+        let scope = self.scope(grant).await?;
         check_namespace(&put.namespace)?;
         check_key(&put.key)?;
         let value = Value::String(B64.encode(&put.value));
@@ -149,14 +162,14 @@ impl ControlPlane {
         Ok(decode(row))
     }
 
-    pub async fn storage_delete(
+    pub(crate) async fn delete(
         &self,
-        grant: &str,
+        grant: &VerifiedGrant,
         namespace: &str,
         key: &str,
         if_revision: Option<u64>,
     ) -> Result<bool, AnnexError> {
-        let (_, scope) = self.storage_scope(grant).await?;
+        let scope = self.scope(grant).await?;
         check_namespace(namespace)?;
         check_key(key)?;
         self.store
@@ -167,12 +180,12 @@ impl ControlPlane {
 
     /// A page of records and the cursor for the next page (the last key
     /// returned), if there is one.
-    pub async fn storage_list(
+    pub(crate) async fn list(
         &self,
-        grant: &str,
+        grant: &VerifiedGrant,
         req: ListRequest,
     ) -> Result<(Vec<Record>, Option<String>), AnnexError> {
-        let (_, scope) = self.storage_scope(grant).await?;
+        let scope = self.scope(grant).await?;
         check_namespace(&req.namespace)?;
         let limit = match req.limit {
             None | Some(0) => DEFAULT_LIST_LIMIT,
@@ -219,7 +232,7 @@ impl ControlPlane {
 
 /// A cursor is the last key returned, or Alga's `base64url({"key": k})`
 /// (which continues after `k`, as Alga's service does).
-pub fn parse_cursor(cursor: &str) -> Result<String, AnnexError> {
+fn parse_cursor(cursor: &str) -> Result<String, AnnexError> {
     if let Ok(raw) = B64URL.decode(cursor.trim_end_matches('='))
         && let Ok(v) = serde_json::from_slice::<Value>(&raw)
         && let Some(k) = v.get("key").and_then(Value::as_str)
@@ -251,7 +264,7 @@ fn check_key(key: &str) -> Result<(), AnnexError> {
 /// Alga's value decoding: `metadata.encoding == "base64-bytes"` → base64;
 /// an object with `_bytes_b64` → that; a string → base64 if it decodes, else
 /// its UTF-8; anything else → its JSON text.
-pub fn decode_value(value: &Value, metadata: &Value) -> Vec<u8> {
+fn decode_value(value: &Value, metadata: &Value) -> Vec<u8> {
     if metadata.get("encoding").and_then(Value::as_str) == Some("base64-bytes")
         && let Some(bytes) = value.as_str().and_then(|s| B64.decode(s).ok())
     {

@@ -1,6 +1,9 @@
 //! The trust bundle: publisher signing keys with validity windows and
 //! revocation, and the one place that turns a signature check into a verdict
-//! the registry and installs act on.
+//! the registry and installs act on. [`Trust`] owns nothing but its store
+//! handle; it never stores bundles or decides what a verdict leads to.
+
+use std::sync::Arc;
 
 use annex_bundle::hash::ContentHash;
 use annex_bundle::signing::PublicKey;
@@ -8,32 +11,40 @@ use annex_bundle::trust::{TrustBundle, TrustError, TrustedKey};
 use annex_proto::{AnnexError, ErrorCode};
 use chrono::{DateTime, Utc};
 
-use crate::ControlPlane;
-use crate::store::{KeyRow, StoreError, VersionRow};
+use crate::store::{KeyRow, Store, StoreError, VersionRow};
 
 /// A key to add, as given by an operator.
 #[derive(Debug, Clone)]
-pub struct NewKey {
-    pub publisher: String,
-    pub public_key: String,
-    pub key_id: Option<String>,
-    pub not_before: Option<DateTime<Utc>>,
-    pub not_after: Option<DateTime<Utc>>,
+pub(crate) struct NewKey {
+    pub(crate) publisher: String,
+    pub(crate) public_key: String,
+    pub(crate) key_id: Option<String>,
+    pub(crate) not_before: Option<DateTime<Utc>>,
+    pub(crate) not_after: Option<DateTime<Utc>>,
 }
 
 /// What a signature check needs to know about a bundle.
 #[derive(Debug, Clone, Copy)]
-pub struct SignedBundle<'a> {
-    pub content_hash: &'a ContentHash,
-    pub publisher: &'a str,
-    pub name: &'a str,
-    pub version: &'a str,
-    pub signature: &'a str,
-    pub key_id: Option<&'a str>,
+pub(crate) struct SignedBundle<'a> {
+    pub(crate) content_hash: &'a ContentHash,
+    pub(crate) publisher: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) version: &'a str,
+    pub(crate) signature: &'a str,
+    pub(crate) key_id: Option<&'a str>,
 }
 
-impl ControlPlane {
-    pub async fn add_key(&self, new: NewKey) -> Result<KeyRow, AnnexError> {
+/// Publisher keys and signature verdicts.
+pub(crate) struct Trust {
+    store: Arc<dyn Store>,
+}
+
+impl Trust {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Trust {
+        Trust { store }
+    }
+
+    pub(crate) async fn add_key(&self, new: NewKey) -> Result<KeyRow, AnnexError> {
         let publisher = annex_proto::domain::required("publisher", &new.publisher)?.to_owned();
         let key = PublicKey::parse(&new.public_key)
             .map_err(|e| AnnexError::invalid(format!("public_key: {e}")))?;
@@ -71,7 +82,15 @@ impl ControlPlane {
         }
     }
 
-    pub async fn revoke_key(&self, key_id: &str) -> Result<KeyRow, AnnexError> {
+    /// The keys of one publisher (or all) and the trust bundle's revision.
+    pub(crate) async fn list_keys(
+        &self,
+        publisher: Option<&str>,
+    ) -> Result<(Vec<KeyRow>, u64), AnnexError> {
+        Ok(self.store.list_keys(publisher).await?)
+    }
+
+    pub(crate) async fn revoke_key(&self, key_id: &str) -> Result<KeyRow, AnnexError> {
         let key_id = annex_proto::domain::required("key_id", key_id)?;
         match self.store.revoke_key(key_id).await {
             Ok(row) => {
@@ -88,7 +107,10 @@ impl ControlPlane {
 
     /// Checks a bundle's signature against the publisher's keys as they stand
     /// now; returns the key id that verified.
-    pub async fn verify_signature(&self, bundle: SignedBundle<'_>) -> Result<String, AnnexError> {
+    pub(crate) async fn verify_signature(
+        &self,
+        bundle: SignedBundle<'_>,
+    ) -> Result<String, AnnexError> {
         let (keys, _) = self.store.list_keys(Some(bundle.publisher)).await?;
         let trust = TrustBundle {
             keys: keys.iter().filter_map(trusted_key).collect(),
@@ -107,7 +129,7 @@ impl ControlPlane {
     }
 
     /// Re-checks a stored version's signature (at install and upgrade).
-    pub async fn verify_version(&self, version: &VersionRow) -> Result<String, AnnexError> {
+    pub(crate) async fn verify_version(&self, version: &VersionRow) -> Result<String, AnnexError> {
         let hash: ContentHash = version
             .bundle
             .content_hash

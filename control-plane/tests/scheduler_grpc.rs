@@ -1,5 +1,6 @@
-//! The scheduler's host API over real mTLS (spec §11.2), called as a worker
-//! with the execution grant the edge gets from Installs.Resolve: create, list,
+//! The scheduler's host API over real mTLS (docs/design/alga-compatibility.md,
+//! "Host APIs"), called as a worker with the execution grant the edge gets
+//! from Installs.Resolve: create, list,
 //! get, update, delete and get-endpoints; every validation failure with its
 //! field error; the quota and the mutation rate limit; isolation between
 //! installs; the capability check; the upgrade remap and uninstall.
@@ -7,8 +8,7 @@
 mod support;
 
 use annex_bundle::signing::KeyPair;
-use annex_control_plane::Limits;
-use annex_control_plane::scheduler::SchedulerLimits;
+use annex_control_plane::{Limits, SchedulerLimits};
 use annex_ops::Role;
 use annex_proto::{ErrorCode, pb};
 use pb::host_services_client::HostServicesClient;

@@ -57,8 +57,8 @@ async fn the_debug_stream_is_scoped_to_the_callers_tenant() {
             "no event arrived: {seen}"
         );
         // Publish until the stream (which subscribes when opened) sees one.
-        let _ = w.cp.cp.logs.send(event(OTHER_TENANT, "theirs"));
-        let _ = w.cp.cp.logs.send(event(TENANT, "mine-1"));
+        w.cp.publish_logs(vec![event(OTHER_TENANT, "theirs"), event(TENANT, "mine-1")])
+            .await;
         if let Ok(Ok(n)) =
             tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf)).await
         {

@@ -59,23 +59,7 @@ async fn start_worker(
             .serve_with_incoming(TcpIncoming::from(listener))
             .await;
     });
-    let cp_handle = cp.cp.clone();
-    let heartbeat = tokio::spawn(async move {
-        loop {
-            let _ = cp_handle
-                .worker_seen(annex_control_plane::store::WorkerRow {
-                    id: "real-worker".into(),
-                    address: addr.to_string(),
-                    capacity: 64,
-                    in_flight: 0,
-                    draining: false,
-                    cached_hashes: vec![],
-                    last_seen: chrono::Utc::now(),
-                })
-                .await;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
+    let heartbeat = cp.keep_registered_at("real-worker", addr);
     (addr, heartbeat, cache)
 }
 
@@ -143,7 +127,7 @@ async fn the_hello_guest_answers_through_the_edge() {
     let install = install_hello(&cp).await;
     assert!(
         eventually(5, || async {
-            cp.cp.live_workers().await.is_ok_and(|w| !w.is_empty())
+            cp.live_workers().await.is_ok_and(|w| !w.is_empty())
         })
         .await
     );

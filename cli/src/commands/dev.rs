@@ -12,17 +12,14 @@ use std::sync::Arc;
 
 use annex_bundle::hash::ContentHash;
 use annex_bundle::signing::KeyPair;
-use annex_control_plane::installs::InstallSpec;
-use annex_control_plane::registry::Upload;
-use annex_control_plane::seal::Sealer;
 use annex_control_plane::store::{MemoryStore, PgStore, PgStoreConfig, Store};
-use annex_control_plane::trust::NewKey;
-use annex_control_plane::{ControlPlane, Limits};
+use annex_control_plane::{HostAppConfig, Limits, Sealer, Settings};
 use annex_devpg::{ClusterMode, LocalPostgres, LocalPostgresOptions};
 use annex_ops::Role;
 use annex_ops::admin::AdminState;
 use annex_ops::devcerts;
-use annex_proto::domain::TenantId;
+use annex_ops::serve::Io;
+use annex_proto::{ErrorCode, pb};
 use anyhow::Context as _;
 use clap::Parser as _;
 use serde_json::json;
@@ -30,6 +27,7 @@ use tokio::sync::watch;
 
 use super::token::{self, Claims};
 use crate::cli::DevArgs;
+use crate::client::{self, PUBLISH_CHUNK, Target, remote};
 use crate::output::Report;
 
 /// The tenant the sample is installed for.
@@ -52,20 +50,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
     let jwt_secret = token::load_or_create_secret(&jwt_secret_file)?;
 
     let (store, _postgres) = open_store(&dir, args.memory_store).await?;
-    let mut cp = ControlPlane::new(
+    let cp_settings = Settings {
         store,
         sealer,
-        Limits {
+        limits: Limits {
             // Local work may reach any host an install is allowed.
             platform_egress_allowlist: vec!["*".into()],
             ..Limits::default()
         },
-    );
-    cp.host_app = annex_control_plane::host::HostAppConfig {
-        base_url: args.host_app_url.clone(),
-        token: Some(args.host_app_token.clone()),
-        ui_proxy_base_url: args.ui_proxy_url.clone(),
-        ..annex_control_plane::host::HostAppConfig::new()
+        host_app: HostAppConfig {
+            base_url: args.host_app_url.clone(),
+            token: Some(args.host_app_token.clone()),
+            ui_proxy_base_url: args.ui_proxy_url.clone(),
+            ..HostAppConfig::new()
+        },
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -83,14 +81,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
 
     let mut tasks = Vec::new();
     let cp_addr = local(args.control_plane_port);
-    tasks.push(tokio::spawn(annex_control_plane::run(
-        cp.clone(),
-        tls(Role::ControlPlane)?,
-        annex_control_plane::Listeners {
+    let cp_io = Io {
+        tls: tls(Role::ControlPlane)?,
+        listeners: annex_control_plane::Listeners {
             grpc: bind(cp_addr).await?,
             admin: bind(local(0)).await?,
         },
-        AdminState::new(),
+        admin: AdminState::new(),
+    };
+    tasks.push(tokio::spawn(annex_control_plane::run(
+        cp_settings,
+        cp_io,
         stopped(),
     )));
     let cp_url = format!("https://{cp_addr}");
@@ -160,6 +161,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
     let sample = if args.no_sample {
         None
     } else {
+        let target = Target::new(&cp_url, &pki, [None, None, None], Some("localhost".into()));
+        let cp = client::ControlPlane::connect(&target).await?;
         Some(install_sample(&cp, &dir, &args.examples).await?)
     };
 
@@ -249,8 +252,13 @@ async fn open_store(
 }
 
 /// Builds, signs, publishes (if these bytes are new) and installs the hello
-/// sample for the dev tenant; returns its slug.
-async fn install_sample(cp: &ControlPlane, dir: &Path, examples: &Path) -> anyhow::Result<String> {
+/// sample for the dev tenant through the control plane's gRPC API, as the
+/// operator; returns its slug.
+async fn install_sample(
+    cp: &client::ControlPlane,
+    dir: &Path,
+    examples: &Path,
+) -> anyhow::Result<String> {
     let wasm = build_sample(examples).await?;
     // Stage with a wildcard version so changed code publishes the next patch.
     let manifest_path = examples.join(SAMPLE_NAME).join("manifest.json");
@@ -281,28 +289,28 @@ async fn install_sample(cp: &ControlPlane, dir: &Path, examples: &Path) -> anyho
             key
         }
     };
-    let (keys, _) = cp
-        .store
-        .list_keys(Some(SAMPLE_PUBLISHER))
-        .await
-        .map_err(annex_proto::AnnexError::from)?;
-    if !keys.iter().any(|k| k.key_id == key.public_key().key_id()) {
-        cp.add_key(NewKey {
+    let keys = cp
+        .trust()
+        .list_keys(pb::ListKeysRequest {
             publisher: SAMPLE_PUBLISHER.into(),
-            public_key: key.public_key().to_pem(),
-            key_id: None,
-            not_before: None,
-            not_after: None,
         })
-        .await?;
-    }
-    let version = match cp
-        .store
-        .version_by_content_hash(&hash.to_string())
         .await
-        .map_err(annex_proto::AnnexError::from)?
-    {
-        Some(v) => v.version,
+        .map_err(remote)?
+        .into_inner()
+        .keys;
+    if !keys.iter().any(|k| k.key_id == key.public_key().key_id()) {
+        cp.trust()
+            .add_key(pb::AddKeyRequest {
+                publisher: SAMPLE_PUBLISHER.into(),
+                public_key: key.public_key().to_pem(),
+                ..Default::default()
+            })
+            .await
+            .map_err(remote)?;
+    }
+    let slug = format!("{SAMPLE_PUBLISHER}.{SAMPLE_NAME}");
+    let version = match published_version(cp, &slug, &hash).await? {
+        Some(version) => version,
         None => {
             let signature = annex_bundle::signing::sign_bundle(
                 &key,
@@ -311,30 +319,78 @@ async fn install_sample(cp: &ControlPlane, dir: &Path, examples: &Path) -> anyho
                 SAMPLE_NAME,
                 "0.1.*",
             );
-            let (_, v) = cp
-                .publish(Upload {
-                    bytes: bytes.into(),
-                    content_hash: hash.clone(),
-                    signature,
-                    key_id: None,
-                    declared_hash: None,
-                    declared_size: None,
-                })
-                .await?;
-            v.version
+            publish(cp, signature, bytes).await?
         }
     };
-    let slug = format!("{SAMPLE_PUBLISHER}.{SAMPLE_NAME}");
-    cp.install(InstallSpec {
-        tenant: TenantId::parse(DEV_TENANT)?,
-        extension: slug.clone(),
-        version: Some(version.clone()),
-        config: [("greeting".to_string(), "hello from annex dev".to_string())].into(),
-        egress_allowlist: Vec::new(),
-    })
-    .await?;
+    cp.installs()
+        .install(pb::InstallRequest {
+            tenant_id: DEV_TENANT.into(),
+            extension: slug.clone(),
+            version: version.clone(),
+            config: [("greeting".to_string(), "hello from annex dev".to_string())].into(),
+            egress_allowlist: Vec::new(),
+        })
+        .await
+        .map_err(remote)?;
     eprintln!("annex dev: {slug} {version} ({hash}) installed for tenant {DEV_TENANT}");
     Ok(slug)
+}
+
+/// The version of `slug` whose bundle is `hash`, if one was published.
+async fn published_version(
+    cp: &client::ControlPlane,
+    slug: &str,
+    hash: &ContentHash,
+) -> anyhow::Result<Option<String>> {
+    let listed = cp
+        .registry()
+        .list_versions(pb::ListVersionsRequest {
+            extension: slug.into(),
+        })
+        .await;
+    let versions = match listed {
+        Ok(resp) => resp.into_inner().versions,
+        Err(status)
+            if annex_proto::AnnexError::from_status(&status).code
+                == ErrorCode::ExtensionNotFound =>
+        {
+            Vec::new()
+        }
+        Err(status) => return Err(remote(status)),
+    };
+    let hash = hash.to_string();
+    Ok(versions
+        .into_iter()
+        .find(|v| v.content_hash == hash)
+        .map(|v| v.version))
+}
+
+/// Publishes the sample's bundle; returns the version it became.
+async fn publish(
+    cp: &client::ControlPlane,
+    signature: String,
+    bytes: Vec<u8>,
+) -> anyhow::Result<String> {
+    let header = pb::PublishRequest {
+        part: Some(pb::publish_request::Part::Header(pb::PublishHeader {
+            signature,
+            ..Default::default()
+        })),
+    };
+    let chunks = bytes.chunks(PUBLISH_CHUNK).map(|c| pb::PublishRequest {
+        part: Some(pb::publish_request::Part::Chunk(c.to_vec())),
+    });
+    let parts: Vec<pb::PublishRequest> = std::iter::once(header).chain(chunks).collect();
+    let published = cp
+        .registry()
+        .publish(futures::stream::iter(parts))
+        .await
+        .map_err(remote)?
+        .into_inner();
+    published
+        .version
+        .map(|v| v.version)
+        .context("the control plane answered a publish without its version")
 }
 
 /// Builds the hello guest for wasm32-wasip2 (adding the target if needed).

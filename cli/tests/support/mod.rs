@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use annex_control_plane::seal::Sealer;
 use annex_control_plane::store::MemoryStore;
-use annex_control_plane::{ControlPlane, Limits, Listeners};
+use annex_control_plane::{HostAppConfig, Limits, Listeners, Sealer, Settings};
 use annex_ops::Role;
 use annex_ops::admin::AdminState;
 use annex_ops::devcerts::{ensure_dir, role_files};
+use annex_ops::serve::Io;
 
 /// The smallest valid WebAssembly component: the preamble alone.
 pub const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
@@ -52,26 +52,26 @@ impl Stack {
                 addr_tx
                     .send(grpc.local_addr().expect("addr"))
                     .expect("send");
-                let cp = ControlPlane::new(
-                    Arc::new(MemoryStore::new()),
-                    Sealer::from_bytes(&[7u8; 32]).expect("kek"),
-                    Limits {
+                let settings = Settings {
+                    store: Arc::new(MemoryStore::new()),
+                    sealer: Sealer::from_bytes(&[7u8; 32]).expect("kek"),
+                    limits: Limits {
                         platform_egress_allowlist: vec!["*.example.com".into()],
                         ..Limits::default()
                     },
-                );
+                    host_app: HostAppConfig::new(),
+                };
+                let io = Io {
+                    tls,
+                    listeners: Listeners { grpc, admin },
+                    admin: AdminState::new(),
+                };
                 let shutdown = async move {
                     let _ = stopped.await;
                 };
-                annex_control_plane::run(
-                    cp,
-                    tls,
-                    Listeners { grpc, admin },
-                    AdminState::new(),
-                    shutdown,
-                )
-                .await
-                .expect("control plane runs");
+                annex_control_plane::run(settings, io, shutdown)
+                    .await
+                    .expect("control plane runs");
             });
         });
         let addr = addr_rx.recv().expect("control plane address");

@@ -2,6 +2,7 @@
 //! snapshot stream for edges, audit rows and API-key checks from edges.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use annex_ops::Role;
@@ -10,30 +11,40 @@ use annex_proto::pb::{self, dispatch_server::Dispatch};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::status;
-use crate::ControlPlane;
-use crate::dispatch::DispatchRequest;
-use crate::quota::WATCHER_REFRESH;
+use super::Closing;
+use crate::apikeys::{ApiKeys, Audit};
+use crate::dispatch::{DispatchRequest, Dispatcher};
+use crate::fleet::Fleet;
+use crate::installs::Installs;
+use crate::quota::{Quotas, WATCHER_REFRESH};
 
 /// How often a watching edge's snapshot is rebuilt (sent only when its
 /// version changed): a quota change reaches every edge within this.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(500);
 
-#[derive(Debug, Clone)]
-pub struct DispatchService(pub ControlPlane);
+pub(crate) struct DispatchService {
+    pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) fleet: Arc<Fleet>,
+    pub(crate) quotas: Arc<Quotas>,
+    /// Install invalidations for the routes stream.
+    pub(crate) installs: Arc<Installs>,
+    pub(crate) api_keys: Arc<ApiKeys>,
+    pub(crate) audit: Arc<Audit>,
+    pub(crate) closing: Closing,
+}
 
 /// Removes a routes stream's quota participant row when the stream is dropped.
 struct WatcherGuard {
-    cp: ControlPlane,
+    quotas: Arc<Quotas>,
     key: String,
 }
 
 impl Drop for WatcherGuard {
     fn drop(&mut self) {
-        let cp = self.cp.clone();
+        let quotas = self.quotas.clone();
         let key = std::mem::take(&mut self.key);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { cp.watcher_gone(&key).await });
+            rt.spawn(async move { quotas.watcher_gone(&key).await });
         }
     }
 }
@@ -49,7 +60,7 @@ impl Dispatch for DispatchService {
         require(&req, &[Role::Operator, Role::Edge, Role::ControlPlane])?;
         let r = req.into_inner();
         let resp = self
-            .0
+            .dispatcher
             .dispatch(DispatchRequest {
                 tenant: r.tenant_id,
                 extension: r.extension,
@@ -61,8 +72,7 @@ impl Dispatch for DispatchService {
                 trigger: "internal".into(),
                 schedule_id: String::new(),
             })
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(resp))
     }
 
@@ -75,13 +85,13 @@ impl Dispatch for DispatchService {
         let peer = require(&req, &[Role::Edge, Role::Operator, Role::ControlPlane])?;
         let edge = req.into_inner().edge_id;
         tracing::info!(edge = %edge, "edge watching routes");
-        let cp = self.0.clone();
-        let mut invalidations = cp.invalidations.subscribe();
-        let closed = cp.closed();
+        let (fleet, quotas) = (self.fleet.clone(), self.quotas.clone());
+        let mut invalidations = self.installs.invalidations();
+        let closed = self.closing.closed();
         // Each edge stream is one quota participant (edge ids need not be
         // unique); other roles watch without enforcing, so they do not count.
         let watcher = (peer.role == Role::Edge).then(|| WatcherGuard {
-            cp: cp.clone(),
+            quotas: quotas.clone(),
             key: format!("edge/{edge}/{}", uuid::Uuid::new_v4().simple()),
         });
         let stream = async_stream::stream! {
@@ -99,12 +109,12 @@ impl Dispatch for DispatchService {
                         if let Some(watcher) = &watcher
                             && last_seen.is_none_or(|at| at.elapsed() >= WATCHER_REFRESH)
                         {
-                            match cp.watcher_seen(&watcher.key).await {
+                            match quotas.watcher_seen(&watcher.key).await {
                                 Ok(()) => last_seen = Some(std::time::Instant::now()),
                                 Err(e) => tracing::warn!(error = %e, "recording a route watcher"),
                             }
                         }
-                        match cp.routing_snapshot().await {
+                        match fleet.routing_snapshot(&quotas).await {
                             Ok(snapshot) if last_version != Some(snapshot.version) => {
                                 last_version = Some(snapshot.version);
                                 yield Ok(pb::RoutingUpdate { update: Some(pb::routing_update::Update::Snapshot(snapshot)) });
@@ -130,10 +140,9 @@ impl Dispatch for DispatchService {
         req: Request<pb::ExecutionRecords>,
     ) -> Result<Response<pb::Empty>, Status> {
         require(&req, &[Role::Edge, Role::ControlPlane])?;
-        self.0
+        self.audit
             .record_executions(req.into_inner().records)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -142,11 +151,7 @@ impl Dispatch for DispatchService {
         req: Request<pb::AuthenticateApiKeyRequest>,
     ) -> Result<Response<pb::ApiKeyPrincipal>, Status> {
         require(&req, &[Role::Edge])?;
-        let key = self
-            .0
-            .authenticate_api_key(&req.into_inner().secret)
-            .await
-            .map_err(status)?;
+        let key = self.api_keys.authenticate(&req.into_inner().secret).await?;
         Ok(Response::new(pb::ApiKeyPrincipal {
             key_id: key.id.to_string(),
             tenant_id: key.tenant_id,

@@ -6,6 +6,7 @@
 //! replica.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use annex_ops::Role;
 use annex_ops::tls::require;
@@ -14,13 +15,17 @@ use chrono::Utc;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::status;
-use crate::ControlPlane;
+use super::Closing;
 use crate::fleet::HEARTBEAT_INTERVAL;
+use crate::quota::Quotas;
 use crate::store::WorkerRow;
 
-#[derive(Debug, Clone)]
-pub struct FleetService(pub ControlPlane);
+pub(crate) struct FleetService {
+    pub(crate) fleet: Arc<crate::fleet::Fleet>,
+    /// Usage in heartbeats goes to the quota windows.
+    pub(crate) quotas: Arc<Quotas>,
+    pub(crate) closing: Closing,
+}
 
 type CommandStream = Pin<Box<dyn Stream<Item = Result<pb::FleetCommand, Status>> + Send>>;
 
@@ -50,10 +55,9 @@ impl Fleet for FleetService {
         require(&req, &[Role::Worker])?;
         let r = req.into_inner();
         tracing::info!(worker = %r.worker_id, address = %r.address, capacity = r.capacity, "worker registered");
-        self.0
+        self.fleet
             .worker_seen(row(r.worker_id, r.address, r.capacity, None))
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(pb::RegisterWorkerResponse {
             heartbeat_interval_ms: u32::try_from(HEARTBEAT_INTERVAL.as_millis()).unwrap_or(500),
         }))
@@ -67,10 +71,10 @@ impl Fleet for FleetService {
     ) -> Result<Response<CommandStream>, Status> {
         require(&req, &[Role::Worker])?;
         let mut inbound = req.into_inner();
-        let cp = self.0.clone();
-        let mut commands = cp.fleet_commands.subscribe();
-        let mut addressed = cp.worker_commands.subscribe();
-        let closed = cp.closed();
+        let (fleet, quotas) = (self.fleet.clone(), self.quotas.clone());
+        let mut commands = fleet.commands();
+        let mut addressed = fleet.addressed_commands();
+        let closed = self.closing.closed();
         let stream = async_stream::stream! {
             tokio::pin!(closed);
             // The worker's address comes from its registration row, read once.
@@ -84,29 +88,23 @@ impl Fleet for FleetService {
                             if worker_id.is_none() {
                                 worker_id = Some(hb.worker_id.clone());
                                 // Its hashes are prewarmed again on this stream.
-                                cp.forget_placements_of(&hb.worker_id);
+                                fleet.forget_placements_of(&hb.worker_id);
                             }
                             if address.is_none() {
-                                address = cp
-                                    .store
-                                    .list_workers(chrono::DateTime::<Utc>::UNIX_EPOCH)
-                                    .await
-                                    .ok()
-                                    .and_then(|ws| ws.into_iter().find(|w| w.id == hb.worker_id))
-                                    .map(|w| w.address);
+                                address = fleet.registered_address(&hb.worker_id).await;
                             }
                             let Some(address) = address.clone() else {
                                 yield Err(Status::failed_precondition("register before heartbeating"));
                                 break;
                             };
-                            if let Err(e) = cp.worker_seen(row(hb.worker_id.clone(), address, hb.capacity, Some(&hb))).await {
-                                yield Err(status(e));
+                            if let Err(e) = fleet.worker_seen(row(hb.worker_id.clone(), address, hb.capacity, Some(&hb))).await {
+                                yield Err(e.into());
                                 break;
                             }
                             // Already drained on the worker: a failed write loses
                             // these figures rather than counting them twice.
                             if !hb.usage.is_empty()
-                                && let Err(e) = cp.record_usage(&hb.worker_id, hb.usage).await
+                                && let Err(e) = quotas.record_usage(&hb.worker_id, hb.usage).await
                             {
                                 tracing::warn!(worker = %hb.worker_id, error = %e, "recording usage");
                             }

@@ -1,24 +1,44 @@
 //! `annex.v1.HostServices`: called by workers for running guests (worker
 //! role, every call carrying an execution grant); `WatchLogs` by edges and
-//! operators.
+//! operators. The grant's signature and expiry are checked here, before
+//! anything else the call carries; the domain types get a
+//! [`VerifiedGrant`], never the token.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use annex_ops::Role;
 use annex_ops::tls::require;
+use annex_proto::AnnexError;
 use annex_proto::pb::{self, host_services_server::HostServices};
+use chrono::Utc;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{scheduler, status};
-use crate::ControlPlane;
-use crate::host::UiProxyCall;
+use super::{Closing, scheduler, storage};
+use crate::grant::{GrantSigner, VerifiedGrant};
+use crate::host::{Host, UiProxyCall};
+use crate::scheduler::Scheduler;
+use crate::storage::Storage;
 
 const WORKERS: &[Role] = &[Role::Worker];
 const WATCHERS: &[Role] = &[Role::Edge, Role::Operator];
 
-#[derive(Debug, Clone)]
-pub struct HostService(pub ControlPlane);
+pub(crate) struct HostService {
+    pub(crate) grants: Arc<GrantSigner>,
+    pub(crate) storage: Arc<Storage>,
+    pub(crate) host: Arc<Host>,
+    pub(crate) scheduler: Arc<Scheduler>,
+    pub(crate) closing: Closing,
+}
+
+impl HostService {
+    /// The call's execution grant, if its signature holds and it has not
+    /// expired.
+    fn verified(&self, token: &str) -> Result<VerifiedGrant, AnnexError> {
+        Ok(self.grants.verify(token, Utc::now())?)
+    }
+}
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogEvent, Status>> + Send>>;
 
@@ -30,13 +50,10 @@ impl HostServices for HostService {
     ) -> Result<Response<pb::StorageGetResponse>, Status> {
         require(&req, WORKERS)?;
         let r = req.into_inner();
-        let record = self
-            .0
-            .storage_get(&r.grant, &r.namespace, &r.key)
-            .await
-            .map_err(status)?;
+        let grant = self.verified(&r.grant)?;
+        let record = self.storage.get(&grant, &r.namespace, &r.key).await?;
         Ok(Response::new(pb::StorageGetResponse {
-            record: Some(super::storage::record_pb(&record)),
+            record: Some(storage::record_pb(&record)),
         }))
     }
 
@@ -45,14 +62,10 @@ impl HostServices for HostService {
         req: Request<pb::StoragePutRequest>,
     ) -> Result<Response<pb::StorageRecord>, Status> {
         require(&req, WORKERS)?;
-        let mut r = req.into_inner();
-        let grant = std::mem::take(&mut r.grant);
-        let record = self
-            .0
-            .storage_put(&grant, super::storage::put_from_pb(r))
-            .await
-            .map_err(status)?;
-        Ok(Response::new(super::storage::record_pb(&record)))
+        let r = req.into_inner();
+        let grant = self.verified(&r.grant)?;
+        let record = self.storage.put(&grant, storage::put_from_pb(r)).await?;
+        Ok(Response::new(storage::record_pb(&record)))
     }
 
     async fn storage_delete(
@@ -61,11 +74,11 @@ impl HostServices for HostService {
     ) -> Result<Response<pb::StorageDeleteResponse>, Status> {
         require(&req, WORKERS)?;
         let r = req.into_inner();
+        let grant = self.verified(&r.grant)?;
         let deleted = self
-            .0
-            .storage_delete(&r.grant, &r.namespace, &r.key, r.if_revision)
-            .await
-            .map_err(status)?;
+            .storage
+            .delete(&grant, &r.namespace, &r.key, r.if_revision)
+            .await?;
         Ok(Response::new(pb::StorageDeleteResponse { deleted }))
     }
 
@@ -75,13 +88,10 @@ impl HostServices for HostService {
     ) -> Result<Response<pb::StorageListResponse>, Status> {
         require(&req, WORKERS)?;
         let r = req.into_inner();
-        let (records, next) = self
-            .0
-            .storage_list(&r.grant, super::storage::list_from_pb(&r))
-            .await
-            .map_err(status)?;
+        let grant = self.verified(&r.grant)?;
+        let (records, next) = self.storage.list(&grant, storage::list_from_pb(&r)).await?;
         Ok(Response::new(pb::StorageListResponse {
-            records: records.iter().map(super::storage::record_pb).collect(),
+            records: records.iter().map(storage::record_pb).collect(),
             next_cursor: next.unwrap_or_default(),
         }))
     }
@@ -91,11 +101,8 @@ impl HostServices for HostService {
         req: Request<pb::GetSecretsRequest>,
     ) -> Result<Response<pb::GetSecretsResponse>, Status> {
         require(&req, WORKERS)?;
-        let (values, version) = self
-            .0
-            .grant_secrets(&req.into_inner().grant)
-            .await
-            .map_err(status)?;
+        let grant = self.verified(&req.into_inner().grant)?;
+        let (values, version) = self.host.secrets(&grant).await?;
         Ok(Response::new(pb::GetSecretsResponse {
             values: values.into_iter().collect(),
             version,
@@ -107,11 +114,8 @@ impl HostServices for HostService {
         req: Request<pb::ListSchedulesRequest>,
     ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
         require(&req, WORKERS)?;
-        let rows = self
-            .0
-            .list_schedules(&req.into_inner().grant)
-            .await
-            .map_err(status)?;
+        let grant = self.verified(&req.into_inner().grant)?;
+        let rows = self.scheduler.list_schedules(&grant).await?;
         Ok(Response::new(pb::ListSchedulesResponse {
             schedules: rows.iter().map(scheduler::info_pb).collect(),
         }))
@@ -123,11 +127,8 @@ impl HostServices for HostService {
     ) -> Result<Response<pb::GetScheduleResponse>, Status> {
         require(&req, WORKERS)?;
         let r = req.into_inner();
-        let row = self
-            .0
-            .get_schedule(&r.grant, &r.schedule_id)
-            .await
-            .map_err(status)?;
+        let grant = self.verified(&r.grant)?;
+        let row = self.scheduler.get_schedule(&grant, &r.schedule_id).await?;
         Ok(Response::new(pb::GetScheduleResponse {
             schedule: row.as_ref().map(scheduler::info_pb),
         }))
@@ -138,13 +139,12 @@ impl HostServices for HostService {
         req: Request<pb::CreateScheduleRequest>,
     ) -> Result<Response<pb::ScheduleMutationResult>, Status> {
         require(&req, WORKERS)?;
-        let mut r = req.into_inner();
-        let grant = std::mem::take(&mut r.grant);
+        let r = req.into_inner();
+        let grant = self.verified(&r.grant)?;
         let result = self
-            .0
+            .scheduler
             .create_schedule(&grant, scheduler::create_from_pb(r))
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(scheduler::mutation_pb(result.map(Some))))
     }
 
@@ -154,15 +154,12 @@ impl HostServices for HostService {
     ) -> Result<Response<pb::ScheduleMutationResult>, Status> {
         require(&req, WORKERS)?;
         let mut r = req.into_inner();
-        let (grant, id) = (
-            std::mem::take(&mut r.grant),
-            std::mem::take(&mut r.schedule_id),
-        );
+        let grant = self.verified(&r.grant)?;
+        let id = std::mem::take(&mut r.schedule_id);
         let result = self
-            .0
+            .scheduler
             .update_schedule(&grant, &id, scheduler::changes_from_pb(r))
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(scheduler::mutation_pb(result.map(|()| None))))
     }
 
@@ -172,11 +169,11 @@ impl HostServices for HostService {
     ) -> Result<Response<pb::ScheduleMutationResult>, Status> {
         require(&req, WORKERS)?;
         let r = req.into_inner();
+        let grant = self.verified(&r.grant)?;
         let result = self
-            .0
-            .delete_schedule(&r.grant, &r.schedule_id)
-            .await
-            .map_err(status)?;
+            .scheduler
+            .delete_schedule(&grant, &r.schedule_id)
+            .await?;
         Ok(Response::new(scheduler::mutation_pb(result.map(|()| None))))
     }
 
@@ -185,11 +182,8 @@ impl HostServices for HostService {
         req: Request<pb::GetEndpointsRequest>,
     ) -> Result<Response<pb::GetEndpointsResponse>, Status> {
         require(&req, WORKERS)?;
-        let endpoints = self
-            .0
-            .schedule_endpoints(&req.into_inner().grant)
-            .await
-            .map_err(status)?;
+        let grant = self.verified(&req.into_inner().grant)?;
+        let endpoints = self.scheduler.endpoints(&grant).await?;
         Ok(Response::new(pb::GetEndpointsResponse {
             endpoints: endpoints.into_iter().map(scheduler::endpoint_pb).collect(),
         }))
@@ -201,11 +195,11 @@ impl HostServices for HostService {
     ) -> Result<Response<pb::HostApiResponse>, Status> {
         require(&req, WORKERS)?;
         let r = req.into_inner();
+        let grant = self.verified(&r.grant)?;
         let resp = self
-            .0
-            .call_host_api(&r.grant, &r.api, &r.body_json)
-            .await
-            .map_err(status)?;
+            .host
+            .call_host_api(&grant, &r.api, &r.body_json)
+            .await?;
         Ok(Response::new(pb::HostApiResponse {
             status: u32::from(resp.status),
             body: resp.body,
@@ -218,6 +212,7 @@ impl HostServices for HostService {
     ) -> Result<Response<pb::HostApiResponse>, Status> {
         require(&req, WORKERS)?;
         let r = req.into_inner();
+        let grant = self.verified(&r.grant)?;
         let call = UiProxyCall {
             route: r.route,
             payload: r.payload,
@@ -225,7 +220,7 @@ impl HostServices for HostService {
             user_id: r.user_id,
             user_email: r.user_email,
         };
-        let resp = self.0.call_ui_proxy(&r.grant, call).await.map_err(status)?;
+        let resp = self.host.call_ui_proxy(&grant, call).await?;
         Ok(Response::new(pb::HostApiResponse {
             status: u32::from(resp.status),
             body: resp.body,
@@ -237,7 +232,7 @@ impl HostServices for HostService {
         req: Request<pb::LogBatch>,
     ) -> Result<Response<pb::Empty>, Status> {
         require(&req, WORKERS)?;
-        self.0.publish_logs(req.into_inner().events);
+        self.host.publish_logs(req.into_inner().events);
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -250,12 +245,10 @@ impl HostServices for HostService {
         require(&req, WATCHERS)?;
         let filter = req.into_inner();
         if filter.tenant_id.trim().is_empty() || filter.extension_id.trim().is_empty() {
-            return Err(status(annex_proto::AnnexError::invalid(
-                "tenant_id and extension_id are required",
-            )));
+            return Err(AnnexError::invalid("tenant_id and extension_id are required").into());
         }
-        let mut rx = self.0.logs.subscribe();
-        let closed = self.0.closed();
+        let mut rx = self.host.watch_logs();
+        let closed = self.closing.closed();
         let stream = async_stream::stream! {
             tokio::pin!(closed);
             loop {

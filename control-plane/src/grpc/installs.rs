@@ -2,6 +2,8 @@
 //! by the edge and control-plane roles. Quotas and usage are operator-only.
 //! Workers have no access.
 
+use std::sync::Arc;
+
 use annex_ops::Role;
 use annex_ops::tls::require;
 use annex_proto::domain::{TenantId, string_map};
@@ -9,25 +11,29 @@ use annex_proto::pb::{self, installs_server::Installs};
 use tonic::{Request, Response, Status};
 
 use super::registry::{endpoint_pb, ui_pb};
-use super::{from_ts, status, ts};
-use crate::ControlPlane;
+use super::{from_ts, ts};
+use crate::apikeys::ApiKeys;
 use crate::installs::{InstallSpec, SecretsUpdate};
+use crate::quota::Quotas;
 use crate::store::{InstallView, QuotaLimits, QuotaRow, UsageRow};
 
 const READERS: &[Role] = &[Role::Operator, Role::Edge, Role::ControlPlane];
 const WRITERS: &[Role] = &[Role::Operator];
 
-#[derive(Debug, Clone)]
-pub struct InstallsService(pub ControlPlane);
+pub(crate) struct InstallsService {
+    pub(crate) installs: Arc<crate::installs::Installs>,
+    pub(crate) quotas: Arc<Quotas>,
+    pub(crate) api_keys: Arc<ApiKeys>,
+}
 
 fn install_ref(r: Option<pb::InstallRef>) -> Result<(TenantId, String), Status> {
     let r = r.unwrap_or_default();
-    Ok((TenantId::parse(&r.tenant_id).map_err(status)?, r.extension))
+    Ok((TenantId::parse(&r.tenant_id)?, r.extension))
 }
 
 fn quota_ref(r: Option<pb::QuotaRef>) -> Result<(TenantId, String), Status> {
     let r = r.unwrap_or_default();
-    Ok((TenantId::parse(&r.tenant_id).map_err(status)?, r.extension))
+    Ok((TenantId::parse(&r.tenant_id)?, r.extension))
 }
 
 fn quota_pb(q: &QuotaRow) -> pb::Quota {
@@ -66,11 +72,7 @@ impl Installs for InstallsService {
             max_concurrency: r.max_concurrency,
             requests_per_second: r.requests_per_second,
         };
-        let row = self
-            .0
-            .set_quota(&tenant, &extension, limits)
-            .await
-            .map_err(status)?;
+        let row = self.quotas.set_quota(&tenant, &extension, limits).await?;
         Ok(Response::new(quota_pb(&row)))
     }
 
@@ -83,9 +85,9 @@ impl Installs for InstallsService {
         let tenant = if tenant.trim().is_empty() {
             None
         } else {
-            Some(TenantId::parse(&tenant).map_err(status)?)
+            Some(TenantId::parse(&tenant)?)
         };
-        let quotas = self.0.list_quotas(tenant.as_ref()).await.map_err(status)?;
+        let quotas = self.quotas.list_quotas(tenant.as_ref()).await?;
         Ok(Response::new(pb::ListQuotasResponse {
             quotas: quotas.iter().map(quota_pb).collect(),
         }))
@@ -97,10 +99,7 @@ impl Installs for InstallsService {
     ) -> Result<Response<pb::Empty>, Status> {
         require(&req, WRITERS)?;
         let (tenant, extension) = quota_ref(Some(req.into_inner()))?;
-        self.0
-            .delete_quota(&tenant, &extension)
-            .await
-            .map_err(status)?;
+        self.quotas.delete_quota(&tenant, &extension).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -110,14 +109,13 @@ impl Installs for InstallsService {
     ) -> Result<Response<pb::GetUsageResponse>, Status> {
         require(&req, WRITERS)?;
         let r = req.into_inner();
-        let tenant = TenantId::parse(&r.tenant_id).map_err(status)?;
-        let since = from_ts(r.since.as_ref()).map_err(status)?;
-        let until = from_ts(r.until.as_ref()).map_err(status)?;
+        let tenant = TenantId::parse(&r.tenant_id)?;
+        let since = from_ts(r.since.as_ref())?;
+        let until = from_ts(r.until.as_ref())?;
         let windows = self
-            .0
+            .quotas
             .usage(&tenant, &r.extension, since, until)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(pb::GetUsageResponse {
             windows: windows.iter().map(usage_pb).collect(),
         }))
@@ -129,12 +127,11 @@ impl Installs for InstallsService {
     ) -> Result<Response<pb::CreatedApiKey>, Status> {
         require(&req, WRITERS)?;
         let r = req.into_inner();
-        let tenant = TenantId::parse(&r.tenant_id).map_err(status)?;
+        let tenant = TenantId::parse(&r.tenant_id)?;
         let (row, secret) = self
-            .0
-            .create_api_key(&tenant, &r.name, r.permissions)
-            .await
-            .map_err(status)?;
+            .api_keys
+            .create(&tenant, &r.name, r.permissions)
+            .await?;
         Ok(Response::new(pb::CreatedApiKey {
             key: Some(api_key_pb(&row)),
             secret,
@@ -146,8 +143,8 @@ impl Installs for InstallsService {
         req: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
         require(&req, WRITERS)?;
-        let tenant = TenantId::parse(&req.into_inner().tenant_id).map_err(status)?;
-        let keys = self.0.list_api_keys(&tenant).await.map_err(status)?;
+        let tenant = TenantId::parse(&req.into_inner().tenant_id)?;
+        let keys = self.api_keys.list(&tenant).await?;
         Ok(Response::new(pb::ListApiKeysResponse {
             keys: keys.iter().map(api_key_pb).collect(),
         }))
@@ -159,11 +156,8 @@ impl Installs for InstallsService {
     ) -> Result<Response<pb::Empty>, Status> {
         require(&req, WRITERS)?;
         let r = req.into_inner();
-        let tenant = TenantId::parse(&r.tenant_id).map_err(status)?;
-        self.0
-            .revoke_api_key(&tenant, &r.id)
-            .await
-            .map_err(status)?;
+        let tenant = TenantId::parse(&r.tenant_id)?;
+        self.api_keys.revoke(&tenant, &r.id).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -174,13 +168,13 @@ impl Installs for InstallsService {
         require(&req, WRITERS)?;
         let r = req.into_inner();
         let spec = InstallSpec {
-            tenant: TenantId::parse(&r.tenant_id).map_err(status)?,
+            tenant: TenantId::parse(&r.tenant_id)?,
             extension: r.extension,
             version: Some(r.version).filter(|v| !v.trim().is_empty()),
-            config: string_map("config", r.config).map_err(status)?,
+            config: string_map("config", r.config)?,
             egress_allowlist: r.egress_allowlist,
         };
-        let view = self.0.install(spec).await.map_err(status)?;
+        let view = self.installs.install(spec).await?;
         Ok(Response::new(info_pb(&view)))
     }
 
@@ -190,24 +184,23 @@ impl Installs for InstallsService {
     ) -> Result<Response<pb::InstallInfo>, Status> {
         require(&req, WRITERS)?;
         let r = req.into_inner();
-        let tenant = TenantId::parse(&r.tenant_id).map_err(status)?;
+        let tenant = TenantId::parse(&r.tenant_id)?;
         let view = self
-            .0
+            .installs
             .upgrade(
                 &tenant,
                 &r.extension,
                 &r.version,
                 r.disable_missing_schedules,
             )
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(info_pb(&view)))
     }
 
     async fn uninstall(&self, req: Request<pb::InstallRef>) -> Result<Response<pb::Empty>, Status> {
         require(&req, WRITERS)?;
         let (tenant, ext) = install_ref(Some(req.into_inner()))?;
-        self.0.uninstall(&tenant, &ext).await.map_err(status)?;
+        self.installs.uninstall(&tenant, &ext).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -217,11 +210,7 @@ impl Installs for InstallsService {
     ) -> Result<Response<pb::InstallInfo>, Status> {
         require(&req, WRITERS)?;
         let (tenant, ext) = install_ref(Some(req.into_inner()))?;
-        let view = self
-            .0
-            .set_enabled(&tenant, &ext, true)
-            .await
-            .map_err(status)?;
+        let view = self.installs.set_enabled(&tenant, &ext, true).await?;
         Ok(Response::new(info_pb(&view)))
     }
 
@@ -231,11 +220,7 @@ impl Installs for InstallsService {
     ) -> Result<Response<pb::InstallInfo>, Status> {
         require(&req, WRITERS)?;
         let (tenant, ext) = install_ref(Some(req.into_inner()))?;
-        let view = self
-            .0
-            .set_enabled(&tenant, &ext, false)
-            .await
-            .map_err(status)?;
+        let view = self.installs.set_enabled(&tenant, &ext, false).await?;
         Ok(Response::new(info_pb(&view)))
     }
 
@@ -245,7 +230,7 @@ impl Installs for InstallsService {
     ) -> Result<Response<pb::InstallInfo>, Status> {
         require(&req, READERS)?;
         let (tenant, ext) = install_ref(Some(req.into_inner()))?;
-        let view = self.0.view(&tenant, &ext).await.map_err(status)?;
+        let view = self.installs.view(&tenant, &ext).await?;
         Ok(Response::new(info_pb(&view)))
     }
 
@@ -254,8 +239,8 @@ impl Installs for InstallsService {
         req: Request<pb::ListInstallsRequest>,
     ) -> Result<Response<pb::ListInstallsResponse>, Status> {
         require(&req, READERS)?;
-        let tenant = TenantId::parse(&req.into_inner().tenant_id).map_err(status)?;
-        let views = self.0.list_installs(&tenant).await.map_err(status)?;
+        let tenant = TenantId::parse(&req.into_inner().tenant_id)?;
+        let views = self.installs.list_installs(&tenant).await?;
         Ok(Response::new(pb::ListInstallsResponse {
             installs: views.iter().map(info_pb).collect(),
         }))
@@ -267,7 +252,7 @@ impl Installs for InstallsService {
     ) -> Result<Response<pb::InstallConfig>, Status> {
         require(&req, READERS)?;
         let (tenant, ext) = install_ref(Some(req.into_inner()))?;
-        let view = self.0.view(&tenant, &ext).await.map_err(status)?;
+        let view = self.installs.view(&tenant, &ext).await?;
         Ok(Response::new(config_pb(&view)))
     }
 
@@ -278,12 +263,8 @@ impl Installs for InstallsService {
         require(&req, WRITERS)?;
         let r = req.into_inner();
         let (tenant, ext) = install_ref(r.install)?;
-        let config = string_map("config", r.config).map_err(status)?;
-        let view = self
-            .0
-            .set_config(&tenant, &ext, config)
-            .await
-            .map_err(status)?;
+        let config = string_map("config", r.config)?;
+        let view = self.installs.set_config(&tenant, &ext, config).await?;
         Ok(Response::new(config_pb(&view)))
     }
 
@@ -295,15 +276,11 @@ impl Installs for InstallsService {
         let r = req.into_inner();
         let (tenant, ext) = install_ref(r.install)?;
         let update = SecretsUpdate {
-            values: string_map("secrets", r.secrets).map_err(status)?,
+            values: string_map("secrets", r.secrets)?,
             clear: r.clear,
-            expires_at: from_ts(r.expires_at.as_ref()).map_err(status)?,
+            expires_at: from_ts(r.expires_at.as_ref())?,
         };
-        let (view, version) = self
-            .0
-            .set_secrets(&tenant, &ext, update)
-            .await
-            .map_err(status)?;
+        let (view, version) = self.installs.set_secrets(&tenant, &ext, update).await?;
         Ok(Response::new(pb::SecretsMetadata {
             install_id: view.install.id.to_string(),
             has_envelope: version.is_some(),
@@ -317,7 +294,7 @@ impl Installs for InstallsService {
     ) -> Result<Response<pb::SecretKeys>, Status> {
         require(&req, WRITERS)?;
         let (tenant, ext) = install_ref(Some(req.into_inner()))?;
-        let (keys, version) = self.0.secret_keys(&tenant, &ext).await.map_err(status)?;
+        let (keys, version) = self.installs.secret_keys(&tenant, &ext).await?;
         Ok(Response::new(pb::SecretKeys {
             keys,
             secrets_version: version.unwrap_or_default(),
@@ -330,13 +307,9 @@ impl Installs for InstallsService {
     ) -> Result<Response<pb::ResolvedInstall>, Status> {
         require(&req, READERS)?;
         let r = req.into_inner();
-        let tenant = TenantId::parse(&r.tenant_id).map_err(status)?;
-        let view = self
-            .0
-            .resolve(&tenant, &r.extension)
-            .await
-            .map_err(status)?;
-        let (grant, grant_expires) = self.0.issue_grant(&view);
+        let tenant = TenantId::parse(&r.tenant_id)?;
+        let view = self.installs.resolve(&tenant, &r.extension).await?;
+        let (grant, grant_expires) = self.installs.issue_grant(&view);
         Ok(Response::new(pb::ResolvedInstall {
             execution_grant: grant,
             grant_expires_at: ts(grant_expires),
@@ -377,7 +350,7 @@ fn config_pb(view: &InstallView) -> pb::InstallConfig {
     }
 }
 
-pub(crate) fn info_pb(view: &InstallView) -> pb::InstallInfo {
+fn info_pb(view: &InstallView) -> pb::InstallInfo {
     let i = &view.install;
     pb::InstallInfo {
         install_id: i.id.to_string(),

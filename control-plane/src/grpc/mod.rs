@@ -1,16 +1,18 @@
 //! gRPC surface of the control plane: each service decodes protobuf into
 //! validated values, checks the caller's role for the method, calls the
-//! domain logic on [`ControlPlane`](crate::ControlPlane) and encodes the
-//! answer. No logic lives here beyond that.
+//! domain types it holds (and only those) and encodes the answer. Domain
+//! errors become statuses through `From<AnnexError> for Status`, so handlers
+//! use `?`. `HostServices` verifies the execution grant here, once per call.
+//! No logic lives here beyond that.
 
-pub mod dispatch;
-pub mod fleet;
-pub mod host;
-pub mod installs;
-pub mod registry;
+pub(crate) mod dispatch;
+pub(crate) mod fleet;
+pub(crate) mod host;
+pub(crate) mod installs;
+pub(crate) mod registry;
 mod scheduler;
-pub mod storage;
-pub mod trust;
+mod storage;
+pub(crate) mod trust;
 
 use annex_ops::trace_context::GrpcServerSpans;
 use annex_proto::pb;
@@ -18,7 +20,7 @@ use annex_proto::pb;
 /// The calls that get a server span continuing the caller's trace while
 /// spans are exported: those made on behalf of one execution. Streams,
 /// heartbeats, log shipping and audit batches do not.
-pub const TRACED: GrpcServerSpans = GrpcServerSpans::new(&[
+pub(crate) const TRACED: GrpcServerSpans = GrpcServerSpans::new(&[
     "/annex.v1.Dispatch/Execute",
     "/annex.v1.Dispatch/AuthenticateApiKey",
     "/annex.v1.Installs/Resolve",
@@ -58,7 +60,24 @@ pub(crate) fn from_ts(
     }
 }
 
-/// Runs a domain call and turns its error into a status.
-pub(crate) fn status(err: annex_proto::AnnexError) -> tonic::Status {
-    tonic::Status::from(err)
+/// Ends the long-lived streams (routes, heartbeats, logs) when the process
+/// shuts down, so the server's graceful shutdown can finish; clients
+/// reconnect to another replica.
+#[derive(Debug, Clone)]
+pub(crate) struct Closing(tokio::sync::watch::Receiver<bool>);
+
+impl Closing {
+    /// A handle for the streams and the sender that closes them.
+    pub(crate) fn new() -> (tokio::sync::watch::Sender<bool>, Closing) {
+        let (close, closing) = tokio::sync::watch::channel(false);
+        (close, Closing(closing))
+    }
+
+    /// Resolves once the process began to shut down.
+    pub(crate) fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! reads and streamed bundle fetch (every role).
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use annex_bundle::hash::ContentHasher;
 use annex_ops::Role;
@@ -12,16 +13,16 @@ use bytes::BytesMut;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{status, ts};
-use crate::ControlPlane;
+use super::ts;
 use crate::registry::Upload;
 use crate::store::{ExtensionRow, VersionRow};
 
 /// Size of the chunks a bundle is streamed back in.
 const FETCH_CHUNK: usize = 256 * 1024;
 
-#[derive(Debug, Clone)]
-pub struct RegistryService(pub ControlPlane);
+pub(crate) struct RegistryService {
+    pub(crate) registry: Arc<crate::registry::Registry>,
+}
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchBundleResponse, Status>> + Send>>;
 
@@ -38,14 +39,14 @@ impl Registry for RegistryService {
                 part: Some(pb::publish_request::Part::Header(h)),
             }) => h,
             _ => {
-                return Err(status(AnnexError::invalid(
-                    "the first publish message must be the header",
-                )));
+                return Err(
+                    AnnexError::invalid("the first publish message must be the header").into(),
+                );
             }
         };
-        let max = self.0.limits.max_bundle_bytes;
+        let max = self.registry.max_bundle_bytes();
         if header.declared_size > max {
-            return Err(status(too_large(max)));
+            return Err(too_large(max).into());
         }
         let mut bytes = BytesMut::new();
         let mut hasher = ContentHasher::new();
@@ -53,23 +54,18 @@ impl Registry for RegistryService {
             match msg.part {
                 Some(pb::publish_request::Part::Chunk(chunk)) => {
                     if bytes.len() as u64 + chunk.len() as u64 > max {
-                        return Err(status(too_large(max)));
+                        return Err(too_large(max).into());
                     }
                     hasher.update(&chunk);
                     bytes.extend_from_slice(&chunk);
                 }
                 _ => {
-                    return Err(status(AnnexError::invalid(
-                        "only one publish header is allowed",
-                    )));
+                    return Err(AnnexError::invalid("only one publish header is allowed").into());
                 }
             }
         }
         if bytes.is_empty() {
-            return Err(status(AnnexError::new(
-                ErrorCode::InvalidBundle,
-                "the bundle is empty",
-            )));
+            return Err(AnnexError::new(ErrorCode::InvalidBundle, "the bundle is empty").into());
         }
         let upload = Upload {
             bytes: bytes.freeze(),
@@ -79,7 +75,7 @@ impl Registry for RegistryService {
             declared_hash: Some(header.declared_hash).filter(|h| !h.is_empty()),
             declared_size: Some(header.declared_size).filter(|s| *s > 0),
         };
-        let (ext, version) = self.0.publish(upload).await.map_err(status)?;
+        let (ext, version) = self.registry.publish(upload).await?;
         Ok(Response::new(pb::PublishResponse {
             extension: Some(extension_pb(&ext)),
             version: Some(version_pb(&version)),
@@ -90,12 +86,7 @@ impl Registry for RegistryService {
         &self,
         _req: Request<pb::ListExtensionsRequest>,
     ) -> Result<Response<pb::ListExtensionsResponse>, Status> {
-        let rows = self
-            .0
-            .store
-            .list_extensions()
-            .await
-            .map_err(|e| status(e.into()))?;
+        let rows = self.registry.list_extensions().await?;
         Ok(Response::new(pb::ListExtensionsResponse {
             extensions: rows.iter().map(extension_pb).collect(),
         }))
@@ -106,10 +97,9 @@ impl Registry for RegistryService {
         req: Request<pb::GetExtensionRequest>,
     ) -> Result<Response<pb::Extension>, Status> {
         let ext = self
-            .0
+            .registry
             .find_extension(&req.into_inner().extension)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(extension_pb(&ext)))
     }
 
@@ -117,17 +107,10 @@ impl Registry for RegistryService {
         &self,
         req: Request<pb::ListVersionsRequest>,
     ) -> Result<Response<pb::ListVersionsResponse>, Status> {
-        let ext = self
-            .0
-            .find_extension(&req.into_inner().extension)
-            .await
-            .map_err(status)?;
         let versions = self
-            .0
-            .store
-            .list_versions(ext.id)
-            .await
-            .map_err(|e| status(e.into()))?;
+            .registry
+            .list_versions(&req.into_inner().extension)
+            .await?;
         Ok(Response::new(pb::ListVersionsResponse {
             versions: versions.iter().map(version_pb).collect(),
         }))
@@ -138,11 +121,7 @@ impl Registry for RegistryService {
         req: Request<pb::GetVersionRequest>,
     ) -> Result<Response<pb::Version>, Status> {
         let r = req.into_inner();
-        let v = self
-            .0
-            .find_version(&r.extension, &r.version)
-            .await
-            .map_err(status)?;
+        let v = self.registry.find_version(&r.extension, &r.version).await?;
         Ok(Response::new(version_pb(&v)))
     }
 
@@ -153,10 +132,9 @@ impl Registry for RegistryService {
         require(&req, &[Role::Operator])?;
         let r = req.into_inner();
         let v = self
-            .0
+            .registry
             .deprecate(&r.extension, &r.version, &r.reason)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(version_pb(&v)))
     }
 
@@ -167,10 +145,9 @@ impl Registry for RegistryService {
         req: Request<pb::FetchBundleRequest>,
     ) -> Result<Response<FetchStream>, Status> {
         let (version, bytes) = self
-            .0
+            .registry
             .fetch_bundle(&req.into_inner().content_hash)
-            .await
-            .map_err(status)?;
+            .await?;
         let info = pb::BundleInfo {
             content_hash: version.bundle.content_hash.clone(),
             size_bytes: bytes.len() as u64,

@@ -1,17 +1,19 @@
 //! `annex.v1.Trust`: operators add and revoke publisher keys; every role may list.
 
+use std::sync::Arc;
+
 use annex_ops::Role;
 use annex_ops::tls::require;
 use annex_proto::pb::{self, trust_server::Trust};
 use tonic::{Request, Response, Status};
 
-use super::{from_ts, status, ts};
-use crate::ControlPlane;
+use super::{from_ts, ts};
 use crate::store::KeyRow;
 use crate::trust::NewKey;
 
-#[derive(Debug, Clone)]
-pub struct TrustService(pub ControlPlane);
+pub(crate) struct TrustService {
+    pub(crate) trust: Arc<crate::trust::Trust>,
+}
 
 #[tonic::async_trait]
 impl Trust for TrustService {
@@ -25,10 +27,10 @@ impl Trust for TrustService {
             publisher: r.publisher,
             public_key: r.public_key,
             key_id: Some(r.key_id).filter(|k| !k.is_empty()),
-            not_before: from_ts(r.not_before.as_ref()).map_err(status)?,
-            not_after: from_ts(r.not_after.as_ref()).map_err(status)?,
+            not_before: from_ts(r.not_before.as_ref())?,
+            not_after: from_ts(r.not_after.as_ref())?,
         };
-        let row = self.0.add_key(new).await.map_err(status)?;
+        let row = self.trust.add_key(new).await?;
         Ok(Response::new(key_pb(&row)))
     }
 
@@ -38,12 +40,7 @@ impl Trust for TrustService {
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let publisher = req.into_inner().publisher;
         let publisher = Some(publisher.trim()).filter(|p| !p.is_empty());
-        let (keys, revision) = self
-            .0
-            .store
-            .list_keys(publisher)
-            .await
-            .map_err(|e| status(e.into()))?;
+        let (keys, revision) = self.trust.list_keys(publisher).await?;
         Ok(Response::new(pb::ListKeysResponse {
             keys: keys.iter().map(key_pb).collect(),
             revision,
@@ -55,16 +52,12 @@ impl Trust for TrustService {
         req: Request<pb::RevokeKeyRequest>,
     ) -> Result<Response<pb::PublisherKey>, Status> {
         require(&req, &[Role::Operator])?;
-        let row = self
-            .0
-            .revoke_key(&req.into_inner().key_id)
-            .await
-            .map_err(status)?;
+        let row = self.trust.revoke_key(&req.into_inner().key_id).await?;
         Ok(Response::new(key_pb(&row)))
     }
 }
 
-pub(crate) fn key_pb(row: &KeyRow) -> pb::PublisherKey {
+fn key_pb(row: &KeyRow) -> pb::PublisherKey {
     use base64::Engine as _;
     pb::PublisherKey {
         key_id: row.key_id.clone(),

@@ -1,6 +1,6 @@
 //! Five-field cron expressions (`minute hour day-of-month month day-of-week`):
-//! Alga's acceptance rules (spec §11.2), the fields' values, and the next
-//! occurrence in an IANA time zone.
+//! Alga's acceptance rules (docs/design/alga-compatibility.md, "Host APIs"),
+//! the fields' values, and the next occurrence in an IANA time zone.
 //!
 //! Semantics are Vixie cron's: day-of-week 0–7 with 0 and 7 both Sunday;
 //! `a/n` means `a-max/n`; when both day fields are restricted a day matching
@@ -12,11 +12,11 @@ use chrono::{DateTime, Datelike, Days, LocalResult, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 
 /// The longest expression Alga accepts.
-pub const MAX_LEN: usize = 128;
+pub(crate) const MAX_LEN: usize = 128;
 
 /// A parsed expression: one bit per allowed value of each field.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cron {
+pub(crate) struct Cron {
     minutes: u64,
     hours: u32,
     days_of_month: u32,
@@ -29,7 +29,7 @@ pub struct Cron {
 
 /// Validates `raw` as Alga does, then reads its values. Returns the trimmed
 /// expression (what is stored) or the message for `fieldErrors.cron`.
-pub fn validate(raw: &str) -> Result<(String, Cron), &'static str> {
+pub(crate) fn validate(raw: &str) -> Result<(String, Cron), &'static str> {
     let value = raw.trim();
     if value.encode_utf16().count() > MAX_LEN {
         return Err("Cron expression too long");
@@ -58,7 +58,7 @@ pub fn validate(raw: &str) -> Result<(String, Cron), &'static str> {
 
 impl Cron {
     /// Reads an expression that passed [`validate`] (or any 5-field one).
-    pub fn parse(expr: &str) -> Option<Cron> {
+    pub(crate) fn parse(expr: &str) -> Option<Cron> {
         let parts: Vec<&str> = expr.split_whitespace().collect();
         let [min, hour, dom, mon, dow] = parts[..] else {
             return None;
@@ -95,7 +95,7 @@ impl Cron {
 
     /// The first time strictly after `after` at which the expression fires in
     /// `tz`; `None` if it never does (e.g. `0 0 30 2 *`).
-    pub fn next_after(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_after(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let start = after.with_timezone(&tz).date_naive();
         // Eight years cover any day-of-month/month combination (29 February).
         for offset in 0..=(366 * 8) {
@@ -159,7 +159,7 @@ fn number(s: &str) -> Option<u32> {
 }
 
 /// A convenience for tests and callers holding a stored row.
-pub fn next_run(cron: &str, timezone: &str, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(crate) fn next_run(cron: &str, timezone: &str, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let tz = super::validate::parse_timezone(timezone)?;
     Cron::parse(cron)?.next_after(tz, after)
 }

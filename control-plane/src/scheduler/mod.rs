@@ -1,8 +1,10 @@
-//! The scheduler's host API (spec §11.2): what a guest with
-//! `cap:scheduler.manage` may do to its own install's schedules through the
-//! worker's `alga:extension/scheduler`, and the upgrade remap (spec §7).
+//! The scheduler's host API (docs/design/alga-compatibility.md, "Host APIs"):
+//! what a guest with `cap:scheduler.manage` may do to its own install's
+//! schedules through the worker's `alga:extension/scheduler`, and how an
+//! upgrade carries schedules onto the new version's endpoints
+//! (docs/design/alga-compatibility.md, "Data model").
 //!
-//! Every call is authorised by the execution grant, which names the tenant
+//! Every call comes with a verified execution grant, which names the tenant
 //! and install; a schedule id of another install answers as absent. Input
 //! rules and messages are Alga's ([`validate`], [`cron`]). Mutations that
 //! fail validation are answered in the result record ([`Rejection`]); a
@@ -10,13 +12,14 @@
 //! failures are errors ([`AnnexError`]) that the worker maps to
 //! `denied`, `not-found`, `quota-exceeded` and `internal`.
 //!
-//! Running due schedules is not here: the fleet claims them with
-//! [`ScheduleStore::claim_due_schedules`](crate::store::ScheduleStore::claim_due_schedules)
+//! [`Scheduler`] owns the scheduler's limits and the per-install mutation
+//! rate limiter. Running due schedules is [`runner`]'s: the fleet claims them
+//! with [`ScheduleStore::claim_due_schedules`](crate::store::ScheduleStore::claim_due_schedules)
 //! from the `next_run_at` this module keeps.
 
-pub mod cron;
-pub mod runner;
-pub mod validate;
+mod cron;
+pub(crate) mod runner;
+mod validate;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -27,9 +30,13 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use crate::ControlPlane;
+use std::sync::Arc;
+
+use crate::grant::VerifiedGrant;
+use crate::installs::Installs;
 use crate::store::{
-    EndpointRow, InstallView, ScheduleFields, ScheduleRemap, ScheduleRow, StoreError, VersionRow,
+    EndpointRow, InstallView, ScheduleFields, ScheduleRemap, ScheduleRow, Store, StoreError,
+    VersionRow,
 };
 
 const CAPABILITY: Capability = Capability::SchedulerManage;
@@ -71,7 +78,7 @@ impl Default for SchedulerLimits {
 
 /// A sliding-window count of each install's recent mutations.
 #[derive(Debug, Default)]
-pub struct MutationLimiter {
+struct MutationLimiter {
     hits: Mutex<HashMap<Uuid, VecDeque<Instant>>>,
 }
 
@@ -98,36 +105,36 @@ impl MutationLimiter {
 
 /// A create as the guest asked for it (`create-schedule-input`).
 #[derive(Debug, Clone, Default)]
-pub struct NewSchedule {
-    pub endpoint: String,
-    pub cron: String,
-    pub timezone: Option<String>,
-    pub enabled: Option<bool>,
-    pub name: Option<String>,
+pub(crate) struct NewSchedule {
+    pub(crate) endpoint: String,
+    pub(crate) cron: String,
+    pub(crate) timezone: Option<String>,
+    pub(crate) enabled: Option<bool>,
+    pub(crate) name: Option<String>,
     /// JSON text.
-    pub payload_json: Option<String>,
+    pub(crate) payload_json: Option<String>,
 }
 
 /// An update as the guest asked for it (`update-schedule-input`): `None`
 /// keeps a field; an empty endpoint, cron or timezone keeps it too; an empty
 /// name clears it; payload `null` clears it.
 #[derive(Debug, Clone, Default)]
-pub struct ScheduleChanges {
-    pub endpoint: Option<String>,
-    pub cron: Option<String>,
-    pub timezone: Option<String>,
-    pub enabled: Option<bool>,
-    pub name: Option<String>,
-    pub payload_json: Option<String>,
+pub(crate) struct ScheduleChanges {
+    pub(crate) endpoint: Option<String>,
+    pub(crate) cron: Option<String>,
+    pub(crate) timezone: Option<String>,
+    pub(crate) enabled: Option<bool>,
+    pub(crate) name: Option<String>,
+    pub(crate) payload_json: Option<String>,
 }
 
 /// Why a create, update or delete did not happen: `{success:false, error,
 /// fieldErrors?}` in the result record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub error: String,
+pub(crate) struct Rejection {
+    pub(crate) error: String,
     /// The input field at fault, if one is: `fieldErrors = {field: error}`.
-    pub field: Option<&'static str>,
+    pub(crate) field: Option<&'static str>,
 }
 
 impl Rejection {
@@ -147,22 +154,22 @@ impl Rejection {
 }
 
 /// The outcome of a mutation the caller may retry or correct.
-pub type Mutation<T> = Result<T, Rejection>;
+pub(crate) type Mutation<T> = Result<T, Rejection>;
 
 /// An endpoint of the installed version as `get-endpoints` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndpointInfo {
-    pub id: Uuid,
-    pub method: String,
-    pub path: String,
-    pub handler: String,
-    pub schedulable: bool,
+pub(crate) struct EndpointInfo {
+    pub(crate) id: Uuid,
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) handler: String,
+    pub(crate) schedulable: bool,
 }
 
 /// A stable id for an endpoint of a version (a UUID from a hash of the
 /// version, method and path), reported by `get-endpoints` and stored with
 /// schedules as `endpoint_id`.
-pub fn endpoint_id(version: Uuid, method: &str, path: &str) -> Uuid {
+fn endpoint_id(version: Uuid, method: &str, path: &str) -> Uuid {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(format!("{version} {method} {path}").as_bytes());
     let mut bytes = [0u8; 16];
@@ -180,28 +187,52 @@ fn on<T>(field: &'static str, result: Result<T, &'static str>) -> Mutation<T> {
     result.map_err(|message| Rejection::field(field, message))
 }
 
-impl ControlPlane {
+/// The scheduler host API of one replica.
+pub(crate) struct Scheduler {
+    store: Arc<dyn Store>,
+    installs: Arc<Installs>,
+    limits: SchedulerLimits,
+    /// Recent schedule mutations per install, for the rate limit.
+    mutations: MutationLimiter,
+}
+
+impl Scheduler {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        installs: Arc<Installs>,
+        limits: SchedulerLimits,
+    ) -> Scheduler {
+        Scheduler {
+            store,
+            installs,
+            limits,
+            mutations: MutationLimiter::default(),
+        }
+    }
+
     /// [`SchedulerLimits::test_period`] as a chrono duration.
-    pub(crate) fn test_period(&self) -> Option<chrono::Duration> {
+    fn test_period(&self) -> Option<chrono::Duration> {
         self.limits
-            .scheduler
             .test_period
             .and_then(|p| chrono::Duration::from_std(p).ok())
             .filter(|p| *p > chrono::Duration::zero())
     }
 
     /// The grant's active install, after checking the capability.
-    async fn scheduler_install(&self, token: &str) -> Result<InstallView, AnnexError> {
-        let grant = self.authorize(token, CAPABILITY)?;
-        self.granted_install(&grant).await
+    async fn scheduler_install(&self, grant: &VerifiedGrant) -> Result<InstallView, AnnexError> {
+        grant.require(CAPABILITY)?;
+        self.installs
+            .granted_install(grant)
+            .await?
+            .ok_or_else(|| AnnexError::new(ErrorCode::InstallNotFound, "the install is not active"))
     }
 
     /// As [`Self::scheduler_install`], and counts a mutation against the rate limit.
-    async fn scheduler_mutation(&self, token: &str) -> Result<InstallView, AnnexError> {
-        let view = self.scheduler_install(token).await?;
-        let limits = &self.limits.scheduler;
+    async fn scheduler_mutation(&self, grant: &VerifiedGrant) -> Result<InstallView, AnnexError> {
+        let view = self.scheduler_install(grant).await?;
+        let limits = &self.limits;
         if !self
-            .schedule_mutations
+            .mutations
             .admit(view.install.id, limits, Instant::now())
         {
             return Err(AnnexError::new(
@@ -217,20 +248,23 @@ impl ControlPlane {
     }
 
     /// The install's schedules, oldest first.
-    pub async fn list_schedules(&self, token: &str) -> Result<Vec<ScheduleRow>, AnnexError> {
-        let view = self.scheduler_install(token).await?;
+    pub(crate) async fn list_schedules(
+        &self,
+        grant: &VerifiedGrant,
+    ) -> Result<Vec<ScheduleRow>, AnnexError> {
+        let view = self.scheduler_install(grant).await?;
         let i = &view.install;
         Ok(self.store.list_schedules(&i.tenant_id, i.id).await?)
     }
 
     /// One of the install's schedules; `None` for a malformed id or another
     /// install's schedule.
-    pub async fn get_schedule(
+    pub(crate) async fn get_schedule(
         &self,
-        token: &str,
+        grant: &VerifiedGrant,
         schedule_id: &str,
     ) -> Result<Option<ScheduleRow>, AnnexError> {
-        let view = self.scheduler_install(token).await?;
+        let view = self.scheduler_install(grant).await?;
         let Ok(id) = validate::schedule_id(schedule_id) else {
             return Ok(None);
         };
@@ -239,8 +273,11 @@ impl ControlPlane {
     }
 
     /// The declared endpoints of the installed version, by path.
-    pub async fn schedule_endpoints(&self, token: &str) -> Result<Vec<EndpointInfo>, AnnexError> {
-        let view = self.scheduler_install(token).await?;
+    pub(crate) async fn endpoints(
+        &self,
+        grant: &VerifiedGrant,
+    ) -> Result<Vec<EndpointInfo>, AnnexError> {
+        let view = self.scheduler_install(grant).await?;
         let mut endpoints: Vec<EndpointInfo> = view
             .version
             .endpoints
@@ -258,12 +295,12 @@ impl ControlPlane {
         Ok(endpoints)
     }
 
-    pub async fn create_schedule(
+    pub(crate) async fn create_schedule(
         &self,
-        token: &str,
+        grant: &VerifiedGrant,
         input: NewSchedule,
     ) -> Result<Mutation<Uuid>, AnnexError> {
-        let view = self.scheduler_mutation(token).await?;
+        let view = self.scheduler_mutation(grant).await?;
         let mut fields = match new_fields(&view.version, input) {
             Ok(f) => f,
             Err(rejection) => return Ok(Err(rejection)),
@@ -274,12 +311,7 @@ impl ControlPlane {
         let i = &view.install;
         let created = self
             .store
-            .create_schedule(
-                &i.tenant_id,
-                i.id,
-                fields,
-                self.limits.scheduler.max_per_install,
-            )
+            .create_schedule(&i.tenant_id, i.id, fields, self.limits.max_per_install)
             .await;
         Ok(match created {
             Ok(row) => {
@@ -288,20 +320,20 @@ impl ControlPlane {
             }
             Err(StoreError::QuotaExceeded(_)) => Err(Rejection::general(&format!(
                 "Too many schedules (max {} per extension install)",
-                self.limits.scheduler.max_per_install
+                self.limits.max_per_install
             ))),
             Err(StoreError::AlreadyExists(_)) => Err(Rejection::field("name", NAME_TAKEN)),
             Err(e) => return Err(e.into()),
         })
     }
 
-    pub async fn update_schedule(
+    pub(crate) async fn update_schedule(
         &self,
-        token: &str,
+        grant: &VerifiedGrant,
         schedule_id: &str,
         changes: ScheduleChanges,
     ) -> Result<Mutation<()>, AnnexError> {
-        let view = self.scheduler_mutation(token).await?;
+        let view = self.scheduler_mutation(grant).await?;
         let i = &view.install;
         let id = match on("scheduleId", validate::schedule_id(schedule_id)) {
             Ok(id) => id,
@@ -338,12 +370,12 @@ impl ControlPlane {
         )
     }
 
-    pub async fn delete_schedule(
+    pub(crate) async fn delete_schedule(
         &self,
-        token: &str,
+        grant: &VerifiedGrant,
         schedule_id: &str,
     ) -> Result<Mutation<()>, AnnexError> {
-        let view = self.scheduler_mutation(token).await?;
+        let view = self.scheduler_mutation(grant).await?;
         let i = &view.install;
         let id = match validate::schedule_id(schedule_id) {
             Ok(id) => id,
@@ -355,43 +387,43 @@ impl ControlPlane {
         tracing::info!(tenant = %i.tenant_id, install = %i.id, schedule = %id, "schedule deleted");
         Ok(Ok(()))
     }
+}
 
-    /// How an upgrade of `view` to `target` changes its schedules: each
-    /// schedule's `METHOD path` must be an endpoint of `target`; the others
-    /// refuse the upgrade with `SCHEDULE_REMAP_FAILED` naming them, or with
-    /// `disable_missing` are disabled with `last_error` set. Nothing is
-    /// written here; the caller applies the plan once the version moved.
-    pub async fn plan_schedule_remap(
-        &self,
-        view: &InstallView,
-        target: &VersionRow,
-        disable_missing: bool,
-    ) -> Result<Vec<ScheduleRemap>, AnnexError> {
-        let i = &view.install;
-        let schedules = self.store.list_schedules(&i.tenant_id, i.id).await?;
-        let (remaps, missing) = remap(&schedules, target);
-        if !missing.is_empty() && !disable_missing {
-            let list: Vec<String> = missing
-                .iter()
-                .map(|s| {
-                    format!(
-                        "{} ({} {})",
-                        s.id, s.fields.endpoint_method, s.fields.endpoint_path
-                    )
-                })
-                .collect();
-            return Err(AnnexError::new(
-                ErrorCode::ScheduleRemapFailed,
+/// How an upgrade of `view` to `target` changes its schedules: each
+/// schedule's `METHOD path` must be an endpoint of `target`; the others
+/// refuse the upgrade with `SCHEDULE_REMAP_FAILED` naming them, or with
+/// `disable_missing` are disabled with `last_error` set. Nothing is
+/// written here; the caller applies the plan once the version moved.
+pub(crate) async fn plan_remap(
+    store: &dyn Store,
+    view: &InstallView,
+    target: &VersionRow,
+    disable_missing: bool,
+) -> Result<Vec<ScheduleRemap>, AnnexError> {
+    let i = &view.install;
+    let schedules = store.list_schedules(&i.tenant_id, i.id).await?;
+    let (remaps, missing) = remap(&schedules, target);
+    if !missing.is_empty() && !disable_missing {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|s| {
                 format!(
-                    "version {} has no endpoint for {} schedule(s): {}; upgrade with disable_missing_schedules to disable them",
-                    target.version,
-                    missing.len(),
-                    list.join(", ")
-                ),
-            ));
-        }
-        Ok(remaps)
+                    "{} ({} {})",
+                    s.id, s.fields.endpoint_method, s.fields.endpoint_path
+                )
+            })
+            .collect();
+        return Err(AnnexError::new(
+            ErrorCode::ScheduleRemapFailed,
+            format!(
+                "version {} has no endpoint for {} schedule(s): {}; upgrade with disable_missing_schedules to disable them",
+                target.version,
+                missing.len(),
+                list.join(", ")
+            ),
+        ));
     }
+    Ok(remaps)
 }
 
 /// The remap of `schedules` onto `target`, and the schedules whose endpoint

@@ -1,11 +1,16 @@
-//! Runs due schedules (spec §3.5). Every replica ticks; each due run is
-//! claimed by exactly one of them (`FOR UPDATE SKIP LOCKED` with a lease), so
-//! two or more replicas need no leader and one schedule never overlaps itself.
+//! Runs due schedules as Alga's scheduled invocations do
+//! (docs/design/alga-compatibility.md, "Gateway"). Every replica ticks; each
+//! due run is claimed by exactly one of them (`FOR UPDATE SKIP LOCKED` with a
+//! lease), so two or more replicas need no leader and one schedule never
+//! overlaps itself.
 //!
 //! A run is a dispatch with trigger `schedule`, no user, a fresh request id
 //! that doubles as the idempotency key, the endpoint's method and path, and
 //! for non-GET the payload as a JSON body. It fails on a dispatch error, a
 //! guest trap or timeout, a status ≥ 400 or a response over 256 KiB.
+//!
+//! This module holds no state of its own; it sends runs through the
+//! [`Dispatcher`] like any internal client.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,9 +19,9 @@ use annex_proto::pb;
 use chrono::Utc;
 use tokio::sync::Semaphore;
 
+use super::Scheduler;
 use super::cron::next_run;
-use crate::ControlPlane;
-use crate::dispatch::DispatchRequest;
+use crate::dispatch::{DispatchRequest, Dispatcher};
 use crate::store::{ScheduleRow, ScheduleRun};
 
 /// Runs at most this many schedules at once per replica.
@@ -29,8 +34,12 @@ const MAX_ERROR_CHARS: usize = 4_000;
 const RUN_TIMEOUT_MS: u32 = 30_000;
 
 /// Claims and runs due schedules until `shutdown` resolves.
-pub async fn run(cp: ControlPlane, shutdown: impl Future<Output = ()>) {
-    let limits = cp.limits.scheduler;
+pub(crate) async fn run(
+    scheduler: Arc<Scheduler>,
+    dispatcher: Arc<Dispatcher>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let limits = scheduler.limits;
     let lease = chrono::Duration::from_std(limits.lease).unwrap_or(chrono::Duration::minutes(2));
     let permits = Arc::new(Semaphore::new(CONCURRENT_RUNS));
     let mut tick = tokio::time::interval(limits.tick);
@@ -45,7 +54,11 @@ pub async fn run(cp: ControlPlane, shutdown: impl Future<Output = ()>) {
         if free == 0 {
             continue;
         }
-        let due = match cp.store.claim_due_schedules(Utc::now(), lease, free).await {
+        let due = match scheduler
+            .store
+            .claim_due_schedules(Utc::now(), lease, free)
+            .await
+        {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming due schedules");
@@ -56,16 +69,16 @@ pub async fn run(cp: ControlPlane, shutdown: impl Future<Output = ()>) {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
-            let cp = cp.clone();
+            let (scheduler, dispatcher) = (scheduler.clone(), dispatcher.clone());
             tokio::spawn(async move {
-                run_one(&cp, schedule).await;
+                run_one(&scheduler, &dispatcher, schedule).await;
                 drop(permit);
             });
         }
     }
 }
 
-async fn run_one(cp: &ControlPlane, schedule: ScheduleRow) {
+async fn run_one(scheduler: &Scheduler, dispatcher: &Dispatcher, schedule: ScheduleRow) {
     let started = Utc::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let f = &schedule.fields;
@@ -73,7 +86,7 @@ async fn run_one(cp: &ControlPlane, schedule: ScheduleRow) {
         (_, "GET") | (None, _) => None,
         (Some(payload), _) => Some(payload.to_string().into_bytes()),
     };
-    let result = cp
+    let result = dispatcher
         .dispatch(DispatchRequest {
             tenant: schedule.tenant_id.clone(),
             extension: schedule.install_id.to_string(),
@@ -127,7 +140,7 @@ async fn run_one(cp: &ControlPlane, schedule: ScheduleRow) {
         }
     }
     log_run(
-        cp,
+        scheduler,
         &schedule,
         &request_id,
         started,
@@ -135,7 +148,7 @@ async fn run_one(cp: &ControlPlane, schedule: ScheduleRow) {
         error.as_deref(),
     )
     .await;
-    let next_run_at = match (cp.test_period(), f.next_run_at) {
+    let next_run_at = match (scheduler.test_period(), f.next_run_at) {
         // Test time: the next multiple of the period after the due time, so
         // late ticks never shift or add runs.
         (Some(period), Some(due)) => {
@@ -153,7 +166,7 @@ async fn run_one(cp: &ControlPlane, schedule: ScheduleRow) {
         error: error.map(|e| e.chars().take(MAX_ERROR_CHARS).collect()),
         next_run_at,
     };
-    if let Err(e) = cp.store.record_schedule_run(schedule.id, run).await {
+    if let Err(e) = scheduler.store.record_schedule_run(schedule.id, run).await {
         tracing::warn!(schedule = %schedule.id, error = %e, "recording a schedule run");
     }
 }
@@ -161,7 +174,7 @@ async fn run_one(cp: &ControlPlane, schedule: ScheduleRow) {
 /// Writes the run to the execution log (`extension_execution_log`), as the
 /// edge does for HTTP calls: principal kind `schedule`, no user.
 async fn log_run(
-    cp: &ControlPlane,
+    scheduler: &Scheduler,
     schedule: &ScheduleRow,
     request_id: &str,
     started: chrono::DateTime<Utc>,
@@ -172,7 +185,11 @@ async fn log_run(
         return;
     };
     // The install as it is now (an upgrade may have moved the version).
-    let view = match cp.resolve(&tenant, &schedule.install_id.to_string()).await {
+    let view = match scheduler
+        .installs
+        .resolve(&tenant, &schedule.install_id.to_string())
+        .await
+    {
         Ok(view) => view,
         Err(e) => {
             tracing::warn!(schedule = %schedule.id, error = %e, "no install to log a schedule run under");
@@ -212,7 +229,7 @@ async fn log_run(
         metrics,
         error: kind.map(str::to_owned),
     };
-    if let Err(e) = cp.store.record_executions(vec![row]).await {
+    if let Err(e) = scheduler.store.record_executions(vec![row]).await {
         tracing::warn!(schedule = %schedule.id, error = %e, "logging a schedule run");
     }
 }

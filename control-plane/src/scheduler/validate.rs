@@ -1,7 +1,8 @@
-//! The scheduler's input rules (spec §11.2) with Alga's messages: time zone,
-//! payload, name, schedule id and the endpoint selector. Lengths are counted
-//! in UTF-16 code units, as Alga's JavaScript counts them. Cron expressions
-//! are in [`cron`](super::cron).
+//! The scheduler's input rules with Alga's messages
+//! (docs/design/alga-compatibility.md, "Host APIs"): time zone, payload,
+//! name, schedule id and the endpoint selector. Lengths are counted in UTF-16
+//! code units, as Alga's JavaScript counts them. Cron expressions are in
+//! [`cron`](super::cron). Pure checks: nothing here reads or writes state.
 
 use std::str::FromStr as _;
 
@@ -10,19 +11,19 @@ use uuid::Uuid;
 
 use crate::store::EndpointRow;
 
-pub const MAX_TIMEZONE_LEN: usize = 64;
-pub const MAX_NAME_LEN: usize = 128;
-pub const MAX_PAYLOAD_LEN: usize = 100_000;
+pub(crate) const MAX_TIMEZONE_LEN: usize = 64;
+pub(crate) const MAX_NAME_LEN: usize = 128;
+pub(crate) const MAX_PAYLOAD_LEN: usize = 100_000;
 
-pub const ENDPOINT_NOT_SCHEDULABLE: &str = "Endpoint not found or not schedulable";
-pub const PAYLOAD_NOT_JSON: &str = "Payload must be valid JSON object or array";
+pub(crate) const ENDPOINT_NOT_SCHEDULABLE: &str = "Endpoint not found or not schedulable";
+pub(crate) const PAYLOAD_NOT_JSON: &str = "Payload must be valid JSON object or array";
 
 fn js_len(s: &str) -> usize {
     s.encode_utf16().count()
 }
 
 /// An IANA zone name, matched case-insensitively as `Intl.DateTimeFormat` does.
-pub fn parse_timezone(name: &str) -> Option<Tz> {
+pub(crate) fn parse_timezone(name: &str) -> Option<Tz> {
     let name = name.trim();
     Tz::from_str(name)
         .ok()
@@ -30,7 +31,7 @@ pub fn parse_timezone(name: &str) -> Option<Tz> {
 }
 
 /// The zone to store: trimmed, `UTC` when absent or empty.
-pub fn timezone(raw: Option<&str>) -> Result<String, &'static str> {
+pub(crate) fn timezone(raw: Option<&str>) -> Result<String, &'static str> {
     let value = raw.map(str::trim).unwrap_or_default();
     if value.is_empty() {
         return Ok("UTC".to_owned());
@@ -43,7 +44,7 @@ pub fn timezone(raw: Option<&str>) -> Result<String, &'static str> {
 }
 
 /// The payload's JSON text: an object or array, or null (stored as none).
-pub fn payload(raw: Option<&str>) -> Result<Option<serde_json::Value>, &'static str> {
+pub(crate) fn payload(raw: Option<&str>) -> Result<Option<serde_json::Value>, &'static str> {
     let Some(text) = raw else {
         return Ok(None);
     };
@@ -60,7 +61,7 @@ pub fn payload(raw: Option<&str>) -> Result<Option<serde_json::Value>, &'static 
 }
 
 /// A schedule name: trimmed; empty means none.
-pub fn name(raw: Option<&str>) -> Result<Option<String>, &'static str> {
+pub(crate) fn name(raw: Option<&str>) -> Result<Option<String>, &'static str> {
     let value = raw.map(str::trim).unwrap_or_default();
     if value.is_empty() {
         return Ok(None);
@@ -72,7 +73,7 @@ pub fn name(raw: Option<&str>) -> Result<Option<String>, &'static str> {
 }
 
 /// A schedule id as the guest passed it.
-pub fn schedule_id(raw: &str) -> Result<Uuid, &'static str> {
+pub(crate) fn schedule_id(raw: &str) -> Result<Uuid, &'static str> {
     let value = raw.trim();
     if value.is_empty() {
         return Err("Missing scheduleId");
@@ -81,7 +82,7 @@ pub fn schedule_id(raw: &str) -> Result<Uuid, &'static str> {
 }
 
 /// Whether an endpoint can be scheduled: GET or POST without path parameters.
-pub fn schedulable(method: &str, path: &str) -> bool {
+pub(crate) fn schedulable(method: &str, path: &str) -> bool {
     matches!(method.to_ascii_uppercase().as_str(), "GET" | "POST")
         && !path.contains([':', '{', '}'])
 }
@@ -98,7 +99,10 @@ fn with_slash(path: &str) -> String {
 /// declared) against a version's endpoints; `None` when there is no such
 /// endpoint or it cannot be scheduled. Paths match with or without the
 /// leading `/`.
-pub fn endpoint<'a>(selector: &str, endpoints: &'a [EndpointRow]) -> Option<&'a EndpointRow> {
+pub(crate) fn endpoint<'a>(
+    selector: &str,
+    endpoints: &'a [EndpointRow],
+) -> Option<&'a EndpointRow> {
     let selector = selector.trim();
     let (method, path) = match selector.split_once(char::is_whitespace) {
         Some((method, path)) => (Some(method.to_ascii_uppercase()), path.trim()),
@@ -121,7 +125,7 @@ pub fn endpoint<'a>(selector: &str, endpoints: &'a [EndpointRow]) -> Option<&'a 
 }
 
 /// `METHOD path`, normalised, as the upgrade remap compares endpoints.
-pub fn endpoint_key(method: &str, path: &str) -> String {
+pub(crate) fn endpoint_key(method: &str, path: &str) -> String {
     format!("{} {}", method.to_ascii_uppercase(), with_slash(path))
 }
 

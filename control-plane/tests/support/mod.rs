@@ -12,9 +12,10 @@ use std::sync::Arc;
 use annex_bundle::hash::ContentHash;
 use annex_bundle::signing::KeyPair;
 use annex_control_plane::store::Store;
-use annex_control_plane::{ControlPlane, Limits, Listeners, seal::Sealer};
+use annex_control_plane::{HostAppConfig, Limits, Listeners, Sealer, Settings};
 use annex_ops::Role;
 use annex_ops::devcerts::DevCa;
+use annex_ops::serve::Io;
 use annex_ops::tls::TlsMaterial;
 use annex_proto::pb;
 use tonic::transport::{Channel, Endpoint};
@@ -23,7 +24,6 @@ pub struct TestServer {
     pub addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
     pub ca: DevCa,
-    pub cp: ControlPlane,
     pub store: Arc<dyn Store>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -41,8 +41,12 @@ impl TestServer {
     pub async fn start_with(limits: Limits) -> TestServer {
         annex_ops::tls::install_crypto_provider();
         let store = database::store().await;
-        let sealer = Sealer::from_bytes(&[42u8; 32]).expect("kek");
-        let cp = ControlPlane::new(store.clone(), sealer, limits);
+        let settings = Settings {
+            store: store.clone(),
+            sealer: Sealer::from_bytes(&[42u8; 32]).expect("kek"),
+            limits,
+            host_app: HostAppConfig::new(),
+        };
         let ca = DevCa::generate().expect("ca");
         let tls = ca
             .issue(Role::ControlPlane, "control-plane")
@@ -56,20 +60,18 @@ impl TestServer {
         let addr = grpc.local_addr().expect("addr");
         let admin_addr = admin.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(annex_control_plane::run(
-            cp.clone(),
+        let io = Io {
             tls,
-            Listeners { grpc, admin },
-            annex_ops::admin::AdminState::new(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+            listeners: Listeners { grpc, admin },
+            admin: annex_ops::admin::AdminState::new(),
+        };
+        let task = tokio::spawn(annex_control_plane::run(settings, io, async move {
+            let _ = stopped.await;
+        }));
         TestServer {
             addr,
             admin_addr,
             ca,
-            cp,
             store,
             stop: Some(stop),
             task: Some(task),

@@ -14,14 +14,15 @@ use std::time::Duration;
 
 use annex_bundle::ContentHash;
 use annex_bundle::signing::KeyPair;
-use annex_control_plane::store::{MemoryStore, Store, WorkerRow};
-use annex_control_plane::{ControlPlane, Limits, seal::Sealer};
+use annex_control_plane::store::{MemoryStore, Store, StoreError, WorkerRow};
+use annex_control_plane::{HostAppConfig, Limits, Listeners, Sealer};
 use annex_edge::jwt::{self, SigningKey};
 use annex_edge::{
     AuditSettings, JwtVerifier, Policy, RateSettings, Settings, UiPolicy, UiStoreSettings,
 };
 use annex_ops::Role;
 use annex_ops::devcerts::DevCa;
+use annex_ops::serve::Io;
 use annex_proto::pb;
 use http::HeaderMap;
 use tonic::transport::{Channel, Endpoint};
@@ -39,7 +40,6 @@ pub const UI_MAX_FILE: u64 = 2048;
 pub struct Cp {
     pub addr: SocketAddr,
     pub ca: DevCa,
-    pub cp: ControlPlane,
     pub store: Arc<dyn Store>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -49,11 +49,12 @@ impl Cp {
     pub async fn start() -> Cp {
         annex_ops::tls::install_crypto_provider();
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let cp = ControlPlane::new(
-            store.clone(),
-            Sealer::from_bytes(&[42u8; 32]).expect("kek"),
-            Limits::default(),
-        );
+        let settings = annex_control_plane::Settings {
+            store: store.clone(),
+            sealer: Sealer::from_bytes(&[42u8; 32]).expect("kek"),
+            limits: Limits::default(),
+            host_app: HostAppConfig::new(),
+        };
         let ca = DevCa::generate().expect("ca");
         let tls = ca.issue(Role::ControlPlane, "control-plane").expect("cert");
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -64,19 +65,17 @@ impl Cp {
             .expect("bind");
         let addr = grpc.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(annex_control_plane::run(
-            cp.clone(),
+        let io = Io {
             tls,
-            annex_control_plane::Listeners { grpc, admin },
-            annex_ops::admin::AdminState::new(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+            listeners: Listeners { grpc, admin },
+            admin: annex_ops::admin::AdminState::new(),
+        };
+        let task = tokio::spawn(annex_control_plane::run(settings, io, async move {
+            let _ = stopped.await;
+        }));
         Cp {
             addr,
             ca,
-            cp,
             store,
             stop: Some(stop),
             task: Some(task),
@@ -100,8 +99,14 @@ impl Cp {
 
     /// Keeps `worker` in the routing snapshot (heartbeats every 500 ms).
     pub fn keep_registered(&self, worker: &ScriptedWorker) -> tokio::task::JoinHandle<()> {
-        let cp = self.cp.clone();
-        let (id, address) = (worker.id.clone(), worker.addr.to_string());
+        self.keep_registered_at(&worker.id, worker.addr)
+    }
+
+    /// Keeps a worker `id` at `address` in the routing snapshot: its row in
+    /// the store is refreshed every 500 ms, as its heartbeats would.
+    pub fn keep_registered_at(&self, id: &str, address: SocketAddr) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let (id, address) = (id.to_owned(), address.to_string());
         tokio::spawn(async move {
             loop {
                 let row = WorkerRow {
@@ -113,10 +118,26 @@ impl Cp {
                     cached_hashes: vec![],
                     last_seen: chrono::Utc::now(),
                 };
-                let _ = cp.worker_seen(row).await;
+                let _ = store.upsert_worker(row).await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         })
+    }
+
+    /// Workers the routing snapshot holds: seen in the last 3 s and not draining.
+    pub async fn live_workers(&self) -> Result<Vec<WorkerRow>, StoreError> {
+        let since = chrono::Utc::now() - chrono::Duration::seconds(3);
+        let mut workers = self.store.list_workers(since).await?;
+        workers.retain(|w| !w.draining);
+        Ok(workers)
+    }
+
+    /// Publishes guest log events as a worker does (`HostServices.PublishLogs`).
+    pub async fn publish_logs(&self, events: Vec<pb::LogEvent>) {
+        pb::host_services_client::HostServicesClient::new(self.channel(Role::Worker).await)
+            .publish_logs(pb::LogBatch { events })
+            .await
+            .expect("publish logs");
     }
 
     /// Stops serving (the edge keeps its last snapshot).
@@ -577,7 +598,7 @@ impl World {
         // The first snapshot must hold the worker before the edge is ready.
         assert!(
             eventually(5, || async {
-                cp.cp.live_workers().await.is_ok_and(|w| !w.is_empty())
+                cp.live_workers().await.is_ok_and(|w| !w.is_empty())
             })
             .await,
             "worker never registered"
