@@ -152,7 +152,11 @@ async fn send(client: DispatchClient<Channel>, batch: Vec<pb::ExecutionRecord>, 
         match send_until_answered(&client, &batch, &c.failures).await {
             Delivery::Stored => {}
             Delivery::Refused(message) if batch.len() > 1 => {
-                tracing::warn!(rows = batch.len(), message, "the control plane refused an audit batch; splitting it");
+                tracing::warn!(
+                    rows = batch.len(),
+                    message,
+                    "the control plane refused an audit batch; splitting it"
+                );
                 let mut first = batch;
                 let second = first.split_off(first.len() / 2);
                 // Popped last-in first-out: the first half goes first.

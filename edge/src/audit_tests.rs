@@ -19,8 +19,19 @@ struct Fake {
     calls: AtomicUsize,
 }
 
+/// The service over a shared [`Fake`] (the test keeps the other handle).
+struct Service(Arc<Fake>);
+
+impl std::ops::Deref for Service {
+    type Target = Fake;
+
+    fn deref(&self) -> &Fake {
+        &self.0
+    }
+}
+
 #[tonic::async_trait]
-impl pb::dispatch_server::Dispatch for Arc<Fake> {
+impl pb::dispatch_server::Dispatch for Service {
     type WatchRoutesStream = tokio_stream::Empty<Result<pb::RoutingUpdate, Status>>;
 
     async fn execute(
@@ -68,7 +79,7 @@ async fn serve(fake: Arc<Fake>) -> DispatchClient<Channel> {
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(pb::dispatch_server::DispatchServer::new(fake))
+            .add_service(pb::dispatch_server::DispatchServer::new(Service(fake)))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -80,7 +91,11 @@ async fn serve(fake: Arc<Fake>) -> DispatchClient<Channel> {
 fn row(i: usize, poisoned: bool) -> pb::ExecutionRecord {
     pb::ExecutionRecord {
         id: format!("row-{i}"),
-        error: if poisoned { "a\0b".into() } else { String::new() },
+        error: if poisoned {
+            "a\0b".into()
+        } else {
+            String::new()
+        },
         ..Default::default()
     }
 }
@@ -96,7 +111,12 @@ async fn ship_all(fake: &Arc<Fake>, rows: Vec<pb::ExecutionRecord>) -> AuditCoun
     };
     let (sink, rx) = AuditSink::new(settings);
     let counters = AuditCounters::default();
-    let shipper = tokio::spawn(ship(serve(fake.clone()).await, rx, settings, counters.clone()));
+    let shipper = tokio::spawn(ship(
+        serve(fake.clone()).await,
+        rx,
+        settings,
+        counters.clone(),
+    ));
     for r in rows {
         sink.reserve().expect("slot").record(r);
     }

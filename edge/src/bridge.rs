@@ -4,6 +4,7 @@
 //! the child SDK (`/ext-bridge/sdk.js`, loaded by the extension's UI). Both
 //! are compiled into the binary; their ETag is the SHA-256 of their text.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -38,13 +39,9 @@ pub(crate) async fn handle(
     Path(file): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let host;
-    let text = match file.as_str() {
-        "host.js" => {
-            host = host_js(state.ui_policy.hosts.as_ref());
-            host.as_str()
-        }
-        "sdk.js" => SDK_JS,
+    let text: Cow<'static, str> = match file.as_str() {
+        "host.js" => Cow::Owned(host_js(state.ui_policy.hosts.as_ref())),
+        "sdk.js" => Cow::Borrowed(SDK_JS),
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     use sha2::Digest as _;

@@ -190,16 +190,25 @@ mod tests {
     fn the_client_is_the_peer_or_what_the_trusted_proxy_appended() {
         let direct = clients(None);
         let p = parts(&[("x-forwarded-for", "203.0.113.9")], Some("10.0.0.1:5000"));
-        assert_eq!(direct.key(&p), ClientKey::of("10.0.0.1".parse().expect("ip")));
+        assert_eq!(
+            direct.key(&p),
+            ClientKey::of("10.0.0.1".parse().expect("ip"))
+        );
         let proxied = clients(Some("x-forwarded-for"));
         let p = parts(
             &[("x-forwarded-for", "198.51.100.1, 203.0.113.9")],
             Some("10.0.0.1:5000"),
         );
-        assert_eq!(proxied.key(&p), ClientKey::of("203.0.113.9".parse().expect("ip")));
+        assert_eq!(
+            proxied.key(&p),
+            ClientKey::of("203.0.113.9".parse().expect("ip"))
+        );
         // An unparsable header falls back to the peer.
         let p = parts(&[("x-forwarded-for", "garbage")], Some("10.0.0.1:5000"));
-        assert_eq!(proxied.key(&p), ClientKey::of("10.0.0.1".parse().expect("ip")));
+        assert_eq!(
+            proxied.key(&p),
+            ClientKey::of("10.0.0.1".parse().expect("ip"))
+        );
         // IPv6 counts per /64.
         assert_eq!(
             ClientKey::of("2001:db8:1:2:aaaa::1".parse().expect("ip")),

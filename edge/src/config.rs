@@ -16,8 +16,8 @@ use crate::clients::LookupSettings;
 use crate::debug_stream::StreamSettings;
 use crate::ext_ui::UiPolicy;
 use crate::listener::ConnectionSettings;
-use crate::ui_hosts::UiHostPattern;
 use crate::ratelimit::RateSettings;
+use crate::ui_hosts::UiHostPattern;
 use crate::ui_store::UiStoreSettings;
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -149,14 +149,22 @@ pub struct Config {
     #[arg(long, env = "ANNEX_EDGE_MAX_CONNECTIONS", default_value_t = 8192)]
     pub max_connections: usize,
     /// How long a request's head may take to arrive, in milliseconds.
-    #[arg(long, env = "ANNEX_EDGE_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "ANNEX_EDGE_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub header_read_timeout_ms: u64,
     /// How long a connection may stay silent both ways, in seconds (above
     /// the execution deadline).
     #[arg(long, env = "ANNEX_EDGE_IDLE_TIMEOUT_SECS", default_value_t = 75)]
     pub idle_timeout_secs: u64,
     /// Debug streams one tenant may hold open at once (429 beyond).
-    #[arg(long, env = "ANNEX_EDGE_DEBUG_STREAMS_PER_TENANT", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "ANNEX_EDGE_DEBUG_STREAMS_PER_TENANT",
+        default_value_t = 20
+    )]
     pub debug_streams_per_tenant: usize,
     /// Debug streams one user (or API key) may hold open at once (429 beyond).
     #[arg(long, env = "ANNEX_EDGE_DEBUG_STREAMS_PER_USER", default_value_t = 5)]

@@ -97,9 +97,7 @@ mod tests {
     fn principal(via: Credential) -> Principal {
         Principal {
             tenant: "t".into(),
-            kind: PrincipalKind::ApiKey {
-                key_id: "k".into(),
-            },
+            kind: PrincipalKind::ApiKey { key_id: "k".into() },
             permissions: Permissions::default(),
             via,
         }
@@ -123,20 +121,65 @@ mod tests {
         let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
         let origin_refused = Some(ApiError::ORIGIN_NOT_ALLOWED);
         let type_refused = Some(ApiError::CONTENT_TYPE_NOT_ALLOWED);
-        let cases: Vec<(&Method, Vec<(&'static str, &'static str)>, Option<ApiError>)> = vec![
-            (&post, vec![("origin", "https://app.example.com"), json], None),
-            (&post, vec![("origin", "https://evil.example"), json], origin_refused.clone()),
-            (&post, vec![("origin", "null"), json], origin_refused.clone()),
-            (&get, vec![("sec-fetch-site", "cross-site")], origin_refused.clone()),
-            (&get, vec![("sec-fetch-site", "same-site")], origin_refused.clone()),
+        type Case<'a> = (
+            &'a Method,
+            Vec<(&'static str, &'static str)>,
+            Option<ApiError>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                &post,
+                vec![("origin", "https://app.example.com"), json],
+                None,
+            ),
+            (
+                &post,
+                vec![("origin", "https://evil.example"), json],
+                origin_refused.clone(),
+            ),
+            (
+                &post,
+                vec![("origin", "null"), json],
+                origin_refused.clone(),
+            ),
+            (
+                &get,
+                vec![("sec-fetch-site", "cross-site")],
+                origin_refused.clone(),
+            ),
+            (
+                &get,
+                vec![("sec-fetch-site", "same-site")],
+                origin_refused.clone(),
+            ),
             (&get, vec![("sec-fetch-site", "same-origin")], None),
             (&get, vec![("sec-fetch-site", "none")], None),
             (&get, vec![], None),
-            (&post, vec![("content-type", "text/plain")], type_refused.clone()),
-            (&post, vec![("content-type", "application/x-www-form-urlencoded")], type_refused.clone()),
-            (&post, vec![("content-type", "multipart/form-data; boundary=x")], type_refused.clone()),
-            (&post, vec![("content-type", "application/octet-stream")], None),
-            (&post, vec![("content-type", "application/vnd.api+json")], None),
+            (
+                &post,
+                vec![("content-type", "text/plain")],
+                type_refused.clone(),
+            ),
+            (
+                &post,
+                vec![("content-type", "application/x-www-form-urlencoded")],
+                type_refused.clone(),
+            ),
+            (
+                &post,
+                vec![("content-type", "multipart/form-data; boundary=x")],
+                type_refused.clone(),
+            ),
+            (
+                &post,
+                vec![("content-type", "application/octet-stream")],
+                None,
+            ),
+            (
+                &post,
+                vec![("content-type", "application/vnd.api+json")],
+                None,
+            ),
             (&post, vec![("content-length", "4")], type_refused.clone()),
             (&post, vec![("content-length", "0")], None),
             (&delete, vec![], None),
@@ -146,7 +189,10 @@ mod tests {
             assert_eq!(got, want, "{method} {h:?}");
         }
         // Bearer and API-key calls are not the browser's to forge.
-        let evil = headers(&[("origin", "https://evil.example"), ("content-type", "text/plain")]);
+        let evil = headers(&[
+            ("origin", "https://evil.example"),
+            ("content-type", "text/plain"),
+        ]);
         for via in [Credential::Bearer, Credential::ApiKey] {
             assert_eq!(check(&principal(via), &cors, &post, &evil), Ok(()));
         }

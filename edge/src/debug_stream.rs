@@ -66,7 +66,12 @@ async fn open(
     incoming: &Incoming<'_>,
 ) -> Result<Response, ApiError> {
     let principal = gateway::authenticate(state, incoming).await?;
-    csrf::check(&principal, &state.ext_cors, incoming.method, incoming.headers)?;
+    csrf::check(
+        &principal,
+        &state.ext_cors,
+        incoming.method,
+        incoming.headers,
+    )?;
     if !principal.permissions.read {
         return Err(ApiError::FORBIDDEN);
     }
@@ -83,7 +88,10 @@ async fn open(
         ));
     };
     if !crate::identifiers::is_extension(&extension) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_extension_id"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_extension_id",
+        ));
     }
     let user = format!("{}/{}", principal.tenant, principal.audit_id());
     let Some(permit) = state.debug_streams.acquire(&principal.tenant, &user) else {

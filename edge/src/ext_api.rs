@@ -76,7 +76,14 @@ async fn serve(
     let body = if matches!(*method, Method::GET | Method::HEAD) {
         None
     } else {
-        match read_body(body, headers, state.policy.max_body_bytes, state.policy.timeout).await {
+        match read_body(
+            body,
+            headers,
+            state.policy.max_body_bytes,
+            state.policy.timeout,
+        )
+        .await
+        {
             Ok(b) => Some(b.to_vec()),
             Err(e) => {
                 admitted.finish("policy_denied", "", e.status.as_u16());

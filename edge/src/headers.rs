@@ -209,8 +209,8 @@ mod tests {
         assert!(!got.contains_key("set-cookie"));
         assert!(!got.contains_key("location"));
         assert!(!got.contains_key("x-ext-bad"));
-        let only_immutable = relay(&map(&[("cache-control", "immutable")]), ResponsePolicy::Ext)
-            .expect("relayed");
+        let only_immutable =
+            relay(&map(&[("cache-control", "immutable")]), ResponsePolicy::Ext).expect("relayed");
         assert_eq!(only_immutable.len(), 1);
         assert_eq!(only_immutable["cache-control"], "private");
     }
@@ -219,7 +219,10 @@ mod tests {
     fn cache_control_is_always_private_or_no_store() {
         for (guest, want) in [
             (None, "private"),
-            (Some("public, max-age=600, s-maxage=900"), "private, max-age=600"),
+            (
+                Some("public, max-age=600, s-maxage=900"),
+                "private, max-age=600",
+            ),
             (Some("PUBLIC,Proxy-Revalidate"), "private"),
             (Some("no-store"), "no-store"),
             (Some("private, max-age=5"), "private, max-age=5"),
@@ -247,7 +250,9 @@ mod tests {
             .map(|i| (format!("x-ext-{i}"), "v".to_owned()))
             .collect();
         assert_eq!(
-            relay(&at_cap, ResponsePolicy::Ext).expect("at the cap").len(),
+            relay(&at_cap, ResponsePolicy::Ext)
+                .expect("at the cap")
+                .len(),
             MAX_GUEST_HEADERS + 1
         );
     }

@@ -36,12 +36,24 @@ mod tests {
 
     #[test]
     fn tenants_must_be_exact_ids() {
-        for ok in ["tenant-a", "0f9e6b8c-3d7a-4c11-9a57-1c2d3e4f5a6b", "acme_co.1"] {
+        for ok in [
+            "tenant-a",
+            "0f9e6b8c-3d7a-4c11-9a57-1c2d3e4f5a6b",
+            "acme_co.1",
+        ] {
             assert!(is_tenant(ok), "{ok}");
         }
         let long = "t".repeat(129);
         for bad in [
-            "", " tenant-a", "tenant-a ", "a b", "a/b", "a\\b", "a\0b", "tênant", &long,
+            "",
+            " tenant-a",
+            "tenant-a ",
+            "a b",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            "tênant",
+            &long,
         ] {
             assert!(!is_tenant(bad), "{bad:?}");
         }

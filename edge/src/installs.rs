@@ -128,7 +128,10 @@ impl Install {
         ];
         let lists = self.providers.iter().chain(&self.egress_allowlist);
         let config = self.config.iter().map(|(k, v)| k.len() + v.len() + 64);
-        let endpoints = self.endpoints.iter().map(|e| e.method.len() + e.path.len() + 48);
+        let endpoints = self
+            .endpoints
+            .iter()
+            .map(|e| e.method.len() + e.path.len() + 48);
         std::mem::size_of::<Install>()
             + strings.iter().map(|s| s.len()).sum::<usize>()
             + lists.map(|s| s.len() + 24).sum::<usize>()
@@ -224,7 +227,8 @@ impl InstallCache {
         clients: &Clients,
         client: ClientKey,
     ) -> Result<Arc<Install>, ResolveError> {
-        self.lookup(tenant, extension, Some((clients, client))).await
+        self.lookup(tenant, extension, Some((clients, client)))
+            .await
     }
 
     async fn lookup(

@@ -7,8 +7,8 @@ use tonic::transport::Channel;
 
 use crate::audit::AuditSink;
 use crate::auth::Authenticator;
-use crate::config::Policy;
 use crate::clients::Clients;
+use crate::config::Policy;
 use crate::cors::Cors;
 use crate::debug_stream::StreamCaps;
 use crate::ext_ui::UiPolicy;

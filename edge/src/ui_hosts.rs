@@ -109,7 +109,11 @@ pub(crate) fn request_host(uri: &Uri, headers: &HeaderMap) -> String {
 /// Keeps UI hosts to UI files and the bridge scripts: any other route asked
 /// on an extension's host answers 404, so a UI's own script cannot reach the
 /// API on its origin.
-pub(crate) async fn guard(State(state): State<Arc<EdgeState>>, req: Request, next: Next) -> Response {
+pub(crate) async fn guard(
+    State(state): State<Arc<EdgeState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     if let Some(pattern) = &state.ui_policy.hosts {
         let host = request_host(req.uri(), req.headers());
         let path = req.uri().path();
@@ -137,12 +141,19 @@ mod tests {
         assert!(p.is_ui_host("anything.ext.example.com"));
         assert!(!p.is_ui_host("edge.example.com"));
         assert!(!p.is_ui_host("ext.example.com"));
-        let ported = UiHostPattern::parse("ui-{extension}.localhost:8443").expect_err("not a label");
+        let ported =
+            UiHostPattern::parse("ui-{extension}.localhost:8443").expect_err("not a label");
         assert!(ported.contains("whole label"));
         let ported = UiHostPattern::parse("{extension}.localhost:8443").expect("valid");
         assert!(ported.is_ui_host("abc.localhost:8443"));
         assert!(!ported.is_ui_host("abc.localhost:9000"));
-        for bad in ["ext.example.com", "{extension}", "{extension}.{extension}.x", "a{extension}.x", "{extension}.x/y"] {
+        for bad in [
+            "ext.example.com",
+            "{extension}",
+            "{extension}.{extension}.x",
+            "a{extension}.x",
+            "{extension}.x/y",
+        ] {
             assert!(UiHostPattern::parse(bad).is_err(), "{bad}");
         }
     }

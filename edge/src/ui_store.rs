@@ -74,11 +74,7 @@ pub(crate) struct UiBundle {
 impl UiBundle {
     /// The file `rel`'s bytes, when they still hash to what the bundle held.
     pub(crate) async fn read(&self, rel: &str) -> Result<Vec<u8>, UiStoreError> {
-        let file = self
-            .files
-            .get(rel)
-            .ok_or(UiStoreError::NotFound)?
-            .clone();
+        let file = self.files.get(rel).ok_or(UiStoreError::NotFound)?.clone();
         let path = self.dir.join(rel);
         let rel = rel.to_owned();
         tokio::task::spawn_blocking(move || {

@@ -37,7 +37,10 @@ async fn a_control_character_in_the_path_is_refused_before_dispatch() {
         ext_path(&w, "/items/%0d%0a"),
         format!("/api/ext-proxy/{}/a%00b", w.ext.registry_id),
     ] {
-        let r = w.edge.send("GET", &path, &[("authorization", &auth)], b"").await;
+        let r = w
+            .edge
+            .send("GET", &path, &[("authorization", &auth)], b"")
+            .await;
         assert_eq!(
             (r.status, r.json()),
             (400, json!({"error": "invalid_path"})),
@@ -107,7 +110,10 @@ async fn identity_claims_are_checked_strictly_at_authentication() {
     let w = World::start().await;
     for (claims, code) in [
         (json!({"tenant": format!(" {TENANT}")}), "invalid_session"),
-        (json!({"tenant": format!("{TENANT}\u{0}")}), "invalid_session"),
+        (
+            json!({"tenant": format!("{TENANT}\u{0}")}),
+            "invalid_session",
+        ),
         (json!({"tenant": "t".repeat(129)}), "invalid_session"),
         (json!({"sub": "user\u{0}1"}), "unauthenticated"),
         (json!({"email": "a@b\r\nx-injected: 1"}), "unauthenticated"),
@@ -121,7 +127,11 @@ async fn identity_claims_are_checked_strictly_at_authentication() {
                 b"",
             )
             .await;
-        assert_eq!((r.status, r.json()), (401, json!({"error": code})), "{claims}");
+        assert_eq!(
+            (r.status, r.json()),
+            (401, json!({"error": code})),
+            "{claims}"
+        );
     }
 }
 
@@ -212,25 +222,31 @@ async fn api_key_floods_are_refused_or_bounded_and_a_real_key_keeps_working() {
         };
     }))
     .await;
-    let key = w
-        .cp
-        .installs()
-        .await
-        .create_api_key(annex_proto::pb::CreateApiKeyRequest {
-            tenant_id: TENANT.into(),
-            name: "svc".into(),
-            permissions: vec!["extension:read".into()],
-        })
-        .await
-        .expect("key")
-        .into_inner()
-        .secret;
+    let key =
+        w.cp.installs()
+            .await
+            .create_api_key(annex_proto::pb::CreateApiKeyRequest {
+                tenant_id: TENANT.into(),
+                name: "svc".into(),
+                permissions: vec!["extension:read".into()],
+            })
+            .await
+            .expect("key")
+            .into_inner()
+            .secret;
     let hello = ext_path(&w, "/hello");
     let with_key = |k: String, ip: String| {
         let path = hello.clone();
         let addr = w.edge.http;
         async move {
-            send(addr, "GET", &path, &[("x-api-key", &k), ("x-forwarded-for", &ip)], b"").await
+            send(
+                addr,
+                "GET",
+                &path,
+                &[("x-api-key", &k), ("x-forwarded-for", &ip)],
+                b"",
+            )
+            .await
         }
     };
     assert_eq!(with_key(key.clone(), "192.0.2.1".into()).await.status, 200);
@@ -255,7 +271,10 @@ async fn api_key_floods_are_refused_or_bounded_and_a_real_key_keeps_working() {
     let bytes = metric(w.edge.admin, "annex_edge_api_key_cache_bytes")
         .await
         .expect("cache bytes metric");
-    assert!(bytes > 0.0 && bytes <= (BOUND + BOUND / 4) as f64, "{bytes}");
+    assert!(
+        bytes > 0.0 && bytes <= (BOUND + BOUND / 4) as f64,
+        "{bytes}"
+    );
     // The real key is still cached: it works with the control plane gone.
     let mut w = w;
     w.cp.stop();
@@ -282,7 +301,10 @@ async fn cookie_sessions_refuse_cross_site_requests() {
     let refused = [
         (
             echo.as_str(),
-            vec![("origin", "https://evil.example"), ("content-type", "text/plain")],
+            vec![
+                ("origin", "https://evil.example"),
+                ("content-type", "text/plain"),
+            ],
             "origin_not_allowed",
         ),
         (
@@ -295,7 +317,10 @@ async fn cookie_sessions_refuse_cross_site_requests() {
         ),
         (
             echo.as_str(),
-            vec![("sec-fetch-site", "cross-site"), ("content-type", "text/plain")],
+            vec![
+                ("sec-fetch-site", "cross-site"),
+                ("content-type", "text/plain"),
+            ],
             "origin_not_allowed",
         ),
         (
@@ -313,10 +338,18 @@ async fn cookie_sessions_refuse_cross_site_requests() {
         let mut h = vec![("cookie", cookie.as_str())];
         h.extend(headers.iter().copied());
         let r = w.edge.send("POST", path, &h, b"a=1").await;
-        assert_eq!((r.status, r.json()), (403, json!({"error": code})), "{path} {headers:?}");
+        assert_eq!(
+            (r.status, r.json()),
+            (403, json!({"error": code})),
+            "{path} {headers:?}"
+        );
         assert_eq!(r.header("cache-control"), Some("no-store"));
     }
-    assert_eq!(w.worker.calls().len(), calls_before, "nothing reached the guest");
+    assert_eq!(
+        w.worker.calls().len(),
+        calls_before,
+        "nothing reached the guest"
+    );
     // The host page's own JSON call, and the bridge's octet-stream one, pass.
     for ct in ["application/json", "application/octet-stream"] {
         let r = w
@@ -324,7 +357,11 @@ async fn cookie_sessions_refuse_cross_site_requests() {
             .send(
                 "POST",
                 &echo,
-                &[("cookie", &cookie), ("origin", ORIGIN), ("content-type", ct)],
+                &[
+                    ("cookie", &cookie),
+                    ("origin", ORIGIN),
+                    ("content-type", ct),
+                ],
                 b"{}",
             )
             .await;
@@ -352,7 +389,10 @@ async fn cookie_sessions_refuse_cross_site_requests() {
         &[("cookie", &cookie), ("origin", "https://evil.example")],
     )
     .await;
-    assert_eq!((r.status, r.json()), (403, json!({"error": "origin_not_allowed"})));
+    assert_eq!(
+        (r.status, r.json()),
+        (403, json!({"error": "origin_not_allowed"}))
+    );
 }
 
 /// Finding 8: a guest's `text/html` was served on the edge's origin with
@@ -363,14 +403,21 @@ async fn api_answers_are_never_pages_nor_publicly_cached() {
     let auth = bearer(&token(json!({})));
     let proxy_html = format!("/api/ext-proxy/{}/html", w.ext.registry_id);
     for path in [ext_path(&w, "/html"), proxy_html] {
-        let r = w.edge.send("GET", &path, &[("authorization", &auth)], b"").await;
+        let r = w
+            .edge
+            .send("GET", &path, &[("authorization", &auth)], b"")
+            .await;
         assert_eq!(r.status, 200, "{path}");
         assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
         assert_eq!(
             r.header("content-security-policy"),
             Some("default-src 'none'; frame-ancestors 'none'; sandbox")
         );
-        assert_eq!(r.header("cache-control"), Some("private, max-age=3600"), "{path}");
+        assert_eq!(
+            r.header("cache-control"),
+            Some("private, max-age=3600"),
+            "{path}"
+        );
     }
     let refused = w.edge.send("GET", &ext_path(&w, "/html"), &[], b"").await;
     assert_eq!(refused.status, 401);
@@ -395,7 +442,12 @@ async fn per_extension_ui_origins_serve_each_ui_on_its_own_host_only() {
     let auth = bearer(&token(json!({})));
     let api = w
         .edge
-        .send("GET", &ext_path(&w, "/hello"), &[("authorization", &auth), ("host", &own)], b"")
+        .send(
+            "GET",
+            &ext_path(&w, "/hello"),
+            &[("authorization", &auth), ("host", &own)],
+            b"",
+        )
         .await;
     assert_eq!(api.status, 404);
     // ...but is on the edge's own.
@@ -420,11 +472,24 @@ async fn slow_and_silent_connections_are_closed() {
     .await;
     let mut slow = partial(w.edge.http, b"GET /api/ext/x/hello HTTP/1.1\r\nhost: a\r\n").await;
     let mut silent = partial(w.edge.http, b"").await;
-    assert!(closed_within(&mut slow, Duration::from_secs(10)).await, "partial head");
-    assert!(closed_within(&mut silent, Duration::from_secs(10)).await, "silent");
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(10)).await,
+        "partial head"
+    );
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(10)).await,
+        "silent"
+    );
     // A kept-alive connection that goes quiet after a request is closed too.
-    let mut kept = partial(w.edge.http, b"GET /ext-bridge/sdk.js HTTP/1.1\r\nhost: a\r\n\r\n").await;
-    assert!(closed_within(&mut kept, Duration::from_secs(10)).await, "idle");
+    let mut kept = partial(
+        w.edge.http,
+        b"GET /ext-bridge/sdk.js HTTP/1.1\r\nhost: a\r\n\r\n",
+    )
+    .await;
+    assert!(
+        closed_within(&mut kept, Duration::from_secs(10)).await,
+        "idle"
+    );
     assert_eq!(w.call("GET", "/hello").await.status, 200);
 }
 
@@ -447,7 +512,11 @@ async fn connections_over_the_cap_are_closed_at_once() {
     })
     .await;
     assert!(open, "four connections open");
-    let mut extra = partial(w.edge.http, b"GET /ext-bridge/sdk.js HTTP/1.1\r\nhost: a\r\n\r\n").await;
+    let mut extra = partial(
+        w.edge.http,
+        b"GET /ext-bridge/sdk.js HTTP/1.1\r\nhost: a\r\n\r\n",
+    )
+    .await;
     assert!(closed_within(&mut extra, Duration::from_secs(5)).await);
     assert_eq!(
         metric(w.edge.admin, "annex_edge_connections_refused_total").await,
@@ -465,11 +534,15 @@ async fn connections_over_the_cap_are_closed_at_once() {
 
 /// Opens a debug stream by hand and returns it with its status line.
 async fn open_stream(w: &World, sub: &str) -> (tokio::net::TcpStream, String) {
-    let mut conn = tokio::net::TcpStream::connect(w.edge.http).await.expect("connect");
+    let mut conn = tokio::net::TcpStream::connect(w.edge.http)
+        .await
+        .expect("connect");
     let req = format!(
         "GET /api/ext-debug/stream?extensionId={} HTTP/1.1\r\nhost: localhost\r\nauthorization: {}\r\n\r\n",
         w.ext.registry_id,
-        bearer(&token(json!({"sub": sub, "permissions": ["extension:read"]})))
+        bearer(&token(
+            json!({"sub": sub, "permissions": ["extension:read"]})
+        ))
     );
     conn.write_all(req.as_bytes()).await.expect("write");
     let mut head = Vec::new();
@@ -508,7 +581,10 @@ async fn debug_streams_are_capped_per_user_and_per_tenant() {
     assert!(s5.contains(" 429"), "the tenant's fourth: {s5}");
     // Closing a stream gives its place back.
     drop(first);
-    let reopened = eventually(10, || async { open_stream(&w, "ann").await.1.contains(" 200") }).await;
+    let reopened = eventually(10, || async {
+        open_stream(&w, "ann").await.1.contains(" 200")
+    })
+    .await;
     assert!(reopened);
 }
 
@@ -522,7 +598,11 @@ async fn forged_or_tampered_ui_files_are_never_served() {
     std::fs::create_dir_all(&forged).expect("mkdir");
     std::fs::write(forged.join("index.html"), "forged").expect("write");
     let w = World::start_with(limits(|l| l.ui_dir = Some(root.path().to_owned()))).await;
-    assert_eq!(w.ext.content_hash, hash.to_string(), "the bundle is deterministic");
+    assert_eq!(
+        w.ext.content_hash,
+        hash.to_string(),
+        "the bundle is deterministic"
+    );
     let r = get(w.edge.http, &ui_path(&w.ext, TENANT), &[]).await;
     assert_eq!((r.status, r.body.as_slice()), (200, INDEX_HTML));
     // Change every cached copy on disk behind the edge's back.

@@ -60,7 +60,10 @@ async fn a_poisoned_request_never_stops_auditing_or_serving() {
     // an edge retries).
     let mut dispatch = pb::dispatch_client::DispatchClient::new(s.channel(Role::Edge).await);
     let poisoned = pb::ExecutionRecords {
-        records: vec![record(&s, "batch-good", "/fine"), record(&s, "batch-bad", "/a\u{0}b")],
+        records: vec![
+            record(&s, "batch-good", "/fine"),
+            record(&s, "batch-bad", "/a\u{0}b"),
+        ],
     };
     let refusal = dispatch
         .record_executions(poisoned)
@@ -82,7 +85,12 @@ async fn a_poisoned_request_never_stops_auditing_or_serving() {
             (format!("/api/ext/{}/hello", other.registry_id), &other_auth)
         };
         let id = format!("after-{i}");
-        let r = get(edge, &path, &[("authorization", auth), ("x-request-id", &id)]).await;
+        let r = get(
+            edge,
+            &path,
+            &[("authorization", auth), ("x-request-id", &id)],
+        )
+        .await;
         assert_eq!(r.status, 200, "request {i}: {}\n{}", r.text(), s.logs());
     }
     // ...and audited.
@@ -90,9 +98,16 @@ async fn a_poisoned_request_never_stops_auditing_or_serving() {
         let rows = s.audit_rows(&s.hello.registry_id).await;
         let after = rows
             .iter()
-            .filter(|r| r.request_id.as_deref().is_some_and(|id| id.starts_with("after-")))
+            .filter(|r| {
+                r.request_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with("after-"))
+            })
             .count();
-        after == 50 && rows.iter().any(|r| r.request_id.as_deref() == Some("batch-good"))
+        after == 50
+            && rows
+                .iter()
+                .any(|r| r.request_id.as_deref() == Some("batch-good"))
     })
     .await;
     assert!(audited, "audit rows stopped arriving:\n{}", s.logs());
@@ -101,7 +116,12 @@ async fn a_poisoned_request_never_stops_auditing_or_serving() {
     for i in 0..20 {
         let id = format!("drain-{i}");
         let path = format!("/api/ext/{}/hello", s.hello.registry_id);
-        let r = get(edge, &path, &[("authorization", &auth), ("x-request-id", &id)]).await;
+        let r = get(
+            edge,
+            &path,
+            &[("authorization", &auth), ("x-request-id", &id)],
+        )
+        .await;
         assert_eq!(r.status, 200);
     }
     s.edge.proc.terminate();
@@ -110,7 +130,11 @@ async fn a_poisoned_request_never_stops_auditing_or_serving() {
     let rows = s.audit_rows(&s.hello.registry_id).await;
     let drained = rows
         .iter()
-        .filter(|r| r.request_id.as_deref().is_some_and(|id| id.starts_with("drain-")))
+        .filter(|r| {
+            r.request_id
+                .as_deref()
+                .is_some_and(|id| id.starts_with("drain-"))
+        })
         .count();
     assert_eq!(drained, 20, "rows lost at shutdown:\n{}", s.logs());
 

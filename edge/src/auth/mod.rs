@@ -233,7 +233,10 @@ pub(crate) fn principal_from_claims(claims: Claims) -> Result<Principal, AuthErr
         claims.client_name.as_ref(),
     ];
     if !carriable(&claims.sub, MAX_USER_ID)
-        || !others.into_iter().flatten().all(|v| carriable(v, MAX_CLAIM))
+        || !others
+            .into_iter()
+            .flatten()
+            .all(|v| carriable(v, MAX_CLAIM))
     {
         return Err(AuthError::MalformedClaim);
     }
@@ -284,7 +287,11 @@ mod tests {
                 tenant: tenant.into(),
                 ..base.clone()
             };
-            assert_eq!(principal_from_claims(odd), Err(AuthError::BadTenant), "{tenant:?}");
+            assert_eq!(
+                principal_from_claims(odd),
+                Err(AuthError::BadTenant),
+                "{tenant:?}"
+            );
         }
         for bad in [
             Claims {

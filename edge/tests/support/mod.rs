@@ -5,8 +5,8 @@
 
 #![allow(dead_code)]
 
-pub mod worker;
 pub mod attack;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::time::Duration;
 use annex_bundle::ContentHash;
 use annex_bundle::signing::KeyPair;
 use annex_control_plane::store::{MemoryStore, Store, StoreError, WorkerRow};
-use annex_control_plane::{HostAppConfig, Limits, Listeners, Sealer};
+use annex_control_plane::{HostAppConfig, Listeners, Sealer};
 use annex_edge::jwt::{self, SigningKey};
 use annex_edge::{
     AuditSettings, JwtVerifier, Policy, RateSettings, Settings, UiPolicy, UiStoreSettings,
@@ -52,7 +52,7 @@ impl Cp {
         let settings = annex_control_plane::Settings {
             store: store.clone(),
             sealer: Sealer::from_bytes(&[42u8; 32]).expect("kek"),
-            limits: Limits::default(),
+            limits: annex_control_plane::Limits::default(),
             host_app: HostAppConfig::new(),
         };
         let ca = DevCa::generate().expect("ca");
