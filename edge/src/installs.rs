@@ -531,8 +531,8 @@ mod tests {
         assert_eq!(keys(&c), ["u/a"]);
     }
 
-    #[test]
-    fn refusals_never_push_out_answers() {
+    #[tokio::test]
+    async fn refusals_never_push_out_answers() {
         let c = cache();
         let far = Instant::now() + Duration::from_secs(60);
         let mut e = c.entries.lock();

@@ -11,7 +11,7 @@
 //! still hash to what the bundle held ([`UiBundle`] keeps every file's
 //! SHA-256 in memory). Files left by an earlier process are never served:
 //! run directories whose owner is gone (its lock released) are removed at
-//! start, as is anything else in the root.
+//! start, as are bundle directories an earlier version left in the root.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -290,22 +290,22 @@ impl UiStore {
     }
 }
 
-/// Removes everything under `root` but the run directories of live
-/// processes (whose lock file is held).
+/// Removes what earlier edges left under `root`: run directories whose
+/// owner is gone (its lock released) and bundle directories of the earlier
+/// layout (64 hex digits). Anything else is not the edge's and is left
+/// alone (it is never served: only this process's run directory is).
 fn clear_abandoned(root: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("run-") && entry.file_type()?.is_dir() && owner_alive(&path) {
+        let is_dir = entry.file_type()?.is_dir();
+        let run = name.starts_with("run-");
+        let old_bundle = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_dir || !(run || old_bundle) || (run && owner_alive(&path)) {
             continue;
         }
-        let removed = if entry.file_type()?.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        if let Err(e) = removed {
+        if let Err(e) = std::fs::remove_dir_all(&path) {
             tracing::warn!(path = %path.display(), error = %e, "removing old UI cache entries failed");
         }
     }
@@ -402,12 +402,17 @@ mod tests {
         std::fs::create_dir_all(&forged).expect("mkdir");
         std::fs::write(forged.join("index.html"), "forged").expect("write");
         std::fs::create_dir_all(dir.path().join("run-abandoned")).expect("mkdir");
+        // Not the edge's: left alone (and never served).
+        std::fs::write(dir.path().join("notes.txt"), "operator's").expect("write");
         let live = store(dir.path(), 1000);
-        let names: Vec<String> = std::fs::read_dir(dir.path())
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
             .expect("read")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names.len(), 1, "{names:?}");
+        names.sort();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(names[0], "notes.txt");
+        assert!(names[1].starts_with("run-"), "{names:?}");
         assert!(live.index.lock().is_empty());
         let mode = std::fs::metadata(&live.run.path)
             .expect("meta")
