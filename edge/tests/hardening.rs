@@ -84,7 +84,7 @@ async fn a_control_character_in_the_path_is_refused_before_dispatch() {
 #[tokio::test]
 async fn a_guest_flooding_headers_gets_a_502_and_the_edge_keeps_serving() {
     let w = World::start().await;
-    let r = w.call("GET", "/many-headers").await;
+    let r = w.call("GET", "/items/many-headers").await;
     assert_eq!(r.status, 502, "{}", r.text());
     let body = r.json();
     assert_eq!(body["error"], "bad_gateway");
@@ -401,8 +401,8 @@ async fn cookie_sessions_refuse_cross_site_requests() {
 async fn api_answers_are_never_pages_nor_publicly_cached() {
     let w = World::start().await;
     let auth = bearer(&token(json!({})));
-    let proxy_html = format!("/api/ext-proxy/{}/html", w.ext.registry_id);
-    for path in [ext_path(&w, "/html"), proxy_html] {
+    let proxy_html = format!("/api/ext-proxy/{}/items/html", w.ext.registry_id);
+    for path in [ext_path(&w, "/items/html"), proxy_html] {
         let r = w
             .edge
             .send("GET", &path, &[("authorization", &auth)], b"")
@@ -419,7 +419,10 @@ async fn api_answers_are_never_pages_nor_publicly_cached() {
             "{path}"
         );
     }
-    let refused = w.edge.send("GET", &ext_path(&w, "/html"), &[], b"").await;
+    let refused = w
+        .edge
+        .send("GET", &ext_path(&w, "/items/html"), &[], b"")
+        .await;
     assert_eq!(refused.status, 401);
     assert_eq!(refused.header("x-content-type-options"), Some("nosniff"));
 }
