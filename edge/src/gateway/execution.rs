@@ -149,11 +149,12 @@ pub(crate) async fn dispatch(
     };
     // Guest data never panics the edge: an answer whose headers are over
     // the caps is a malformed answer, like an invalid status.
-    let relayed = match headers::relay(&outcome.headers, policy) {
-        Ok(h) => h,
+    let worker = outcome.worker_id.clone();
+    let response = match guest_response(status, outcome, policy) {
+        Ok(r) => r,
         Err(e) => {
             state.metrics.guest_answers_refused.inc();
-            tracing::warn!(request_id = %request_id, worker = %outcome.worker_id, error = %e, "guest answered headers over the caps");
+            tracing::warn!(request_id = %request_id, worker = %worker, error = %e, "guest answered headers over the caps");
             admitted.finish("error", "invalid_response", 502);
             return ApiError::bad_gateway(&request_id).into_response();
         }
@@ -163,7 +164,7 @@ pub(crate) async fn dispatch(
     } else {
         admitted.finish("ok", "", status.as_u16());
     }
-    guest_response(status, outcome, policy)
+    response
 }
 
 /// The client's status for a guest's answer: 200–599 (an unset status is
@@ -181,12 +182,14 @@ pub(crate) fn guest_status(status: u32, policy: ResponsePolicy) -> Option<Status
 }
 
 /// The client's response for a guest's `Ok` answer with a valid status:
-/// its body (none for 204 and 304) and its headers through `policy`.
+/// its body (none for 204 and 304) and its headers through `policy`; an
+/// error when the headers are over the caps (the caller answers 502).
 pub(crate) fn guest_response(
     status: StatusCode,
     outcome: pb::ExecuteResponse,
     policy: ResponsePolicy,
-) -> Response {
+) -> Result<Response, headers::RelayError> {
+    let relayed = headers::relay(&outcome.headers, policy)?;
     let body = if matches!(status.as_u16(), 204 | 304) {
         Body::empty()
     } else {
@@ -195,7 +198,7 @@ pub(crate) fn guest_response(
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     *resp.headers_mut() = relayed;
-    resp
+    Ok(resp)
 }
 
 #[cfg(test)]
