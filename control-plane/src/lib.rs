@@ -87,6 +87,10 @@ impl From<store::StoreError> for AnnexError {
                 AnnexError::new(ErrorCode::RevisionMismatch, "revision mismatch")
             }
             E::QuotaExceeded(what) => AnnexError::new(ErrorCode::QuotaExceeded, what),
+            E::InvalidData(detail) => {
+                tracing::warn!(error = %detail, "the database refused a value");
+                AnnexError::invalid("a value cannot be stored (the database refused it)")
+            }
             E::Internal(detail) => {
                 tracing::error!(error = %detail, "store failure");
                 AnnexError::internal()

@@ -3,10 +3,16 @@
 //! 503, never an unaudited execution), fills it when the request ends, and a
 //! background task ships batches to `Dispatch.RecordExecutions`.
 //!
-//! While the control plane refuses batches the calls keep retrying and the
-//! task stops draining the buffer, so a long outage fills the buffer (the
-//! rows held are the buffer plus the batches in flight) and the edge starts
-//! answering 503 instead of serving without an audit trail.
+//! While the control plane cannot take batches (unavailable, overloaded) the
+//! calls keep retrying and the task stops draining the buffer, so a long
+//! outage fills the buffer (the rows held are the buffer plus the batches in
+//! flight) and the edge starts answering 503 instead of serving without an
+//! audit trail. A batch the control plane *refuses* (`INVALID_ARGUMENT`: a
+//! row it cannot store) is split in halves until the refused row stands
+//! alone; that row is dropped, counted and logged, and every other row is
+//! stored. No single row can hold the pipeline. Strings are made safe for
+//! Postgres (`text` and `jsonb` refuse NUL) before a row is buffered, see
+//! [`clean`].
 
 use std::time::Duration;
 
@@ -71,14 +77,46 @@ impl AuditSink {
     }
 }
 
+/// Longest audit string kept, in characters; longer ones are cut (a path
+/// is at most a few KiB of URI, an endpoint template is the author's text).
+pub(crate) const MAX_AUDIT_TEXT: usize = 1024;
+
+/// `text` as an audit row may hold it: control characters (NUL above all,
+/// which Postgres refuses in `text` and `jsonb`) written as `\u{..}`
+/// escapes, and at most [`MAX_AUDIT_TEXT`] characters.
+pub(crate) fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_AUDIT_TEXT));
+    for (count, c) in text.chars().enumerate() {
+        if count >= MAX_AUDIT_TEXT {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What the shipper counts.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AuditCounters {
+    /// RecordExecutions calls that failed.
+    pub failures: Counter,
+    /// Rows the control plane refused on their own, dropped.
+    pub dropped: Counter,
+}
+
 /// Ships rows until every sender is gone and the buffer is drained: batches
-/// of up to `batch` rows, up to `in_flight` calls at once, each retried until
-/// the control plane takes it.
+/// of up to `batch` rows, up to `in_flight` calls at once, each retried while
+/// the control plane cannot take it and split while it refuses it.
 pub(crate) async fn ship(
     client: DispatchClient<Channel>,
     mut rx: mpsc::Receiver<pb::ExecutionRecord>,
     settings: AuditSettings,
-    failures: Counter,
+    counters: AuditCounters,
 ) {
     let mut calls = tokio::task::JoinSet::new();
     loop {
@@ -97,7 +135,7 @@ pub(crate) async fn ship(
         while calls.len() >= settings.in_flight.max(1) {
             let _ = calls.join_next().await;
         }
-        calls.spawn(send(client.clone(), batch, failures.clone()));
+        calls.spawn(send(client.clone(), batch, counters.clone()));
     }
     while calls.join_next().await.is_some() {}
 }
@@ -105,23 +143,61 @@ pub(crate) async fn ship(
 /// Delays between attempts at one batch.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
-async fn send(client: DispatchClient<Channel>, batch: Vec<pb::ExecutionRecord>, failures: Counter) {
+/// Sends one batch: retried while the control plane cannot take it; when it
+/// refuses the rows, halves are sent on their own until the refused row is
+/// alone, and that row is dropped.
+async fn send(client: DispatchClient<Channel>, batch: Vec<pb::ExecutionRecord>, c: AuditCounters) {
+    let mut pending = vec![batch];
+    while let Some(batch) = pending.pop() {
+        match send_until_answered(&client, &batch, &c.failures).await {
+            Delivery::Stored => {}
+            Delivery::Refused(message) if batch.len() > 1 => {
+                tracing::warn!(
+                    rows = batch.len(),
+                    message,
+                    "the control plane refused an audit batch; splitting it"
+                );
+                let mut first = batch;
+                let second = first.split_off(first.len() / 2);
+                // Popped last-in first-out: the first half goes first.
+                pending.push(second);
+                pending.push(first);
+            }
+            Delivery::Refused(message) => {
+                c.dropped.inc();
+                let row = batch.first();
+                tracing::error!(
+                    row = row.map(|r| r.id.as_str()).unwrap_or_default(),
+                    request_id = row.map(|r| r.request_id.as_str()).unwrap_or_default(),
+                    message,
+                    "the control plane refused an audit row; dropped"
+                );
+            }
+        }
+    }
+}
+
+enum Delivery {
+    Stored,
+    /// The control plane will never take these rows as they are.
+    Refused(String),
+}
+
+async fn send_until_answered(
+    client: &DispatchClient<Channel>,
+    batch: &[pb::ExecutionRecord],
+    failures: &Counter,
+) -> Delivery {
     let mut delays = RETRY.delays();
     loop {
         let records = pb::ExecutionRecords {
-            records: batch.clone(),
+            records: batch.to_vec(),
         };
         match client.clone().record_executions(records).await {
-            Ok(_) => return,
+            Ok(_) => return Delivery::Stored,
             Err(s) if s.code() == tonic::Code::InvalidArgument => {
-                // Retrying cannot help a batch the control plane rejects as malformed.
                 failures.inc();
-                tracing::error!(
-                    message = s.message(),
-                    rows = batch.len(),
-                    "the control plane rejected audit rows"
-                );
-                return;
+                return Delivery::Refused(s.message().to_owned());
             }
             Err(s) => {
                 failures.inc();
@@ -131,3 +207,7 @@ async fn send(client: DispatchClient<Channel>, batch: Vec<pb::ExecutionRecord>, 
         }
     }
 }
+
+#[cfg(test)]
+#[path = "audit_tests.rs"]
+mod tests;

@@ -4,17 +4,44 @@
 //! the child SDK (`/ext-bridge/sdk.js`, loaded by the extension's UI). Both
 //! are compiled into the binary; their ETag is the SHA-256 of their text.
 
-use axum::extract::Path;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+
+use crate::state::EdgeState;
+use crate::ui_hosts::UiHostPattern;
 
 pub(crate) const HOST_JS: &str = include_str!("bridge/host.js");
 pub(crate) const SDK_JS: &str = include_str!("bridge/sdk.js");
 
-pub(crate) async fn handle(Path(file): Path<String>, headers: HeaderMap) -> Response {
-    let text = match file.as_str() {
-        "host.js" => HOST_JS,
-        "sdk.js" => SDK_JS,
+/// Where `host.js` learns the per-extension UI host pattern, if any.
+const HOST_PATTERN_SLOT: &str = "/*ANNEX_UI_HOST_PATTERN*/null";
+
+/// `host.js` as this edge serves it: with the UI host pattern filled in
+/// when per-extension UI origins are configured, so `buildSrc` points each
+/// iframe at its extension's own host.
+pub(crate) fn host_js(pattern: Option<&UiHostPattern>) -> String {
+    match pattern {
+        Some(p) => HOST_JS.replacen(
+            HOST_PATTERN_SLOT,
+            &serde_json::Value::String(p.as_text()).to_string(),
+            1,
+        ),
+        None => HOST_JS.to_owned(),
+    }
+}
+
+pub(crate) async fn handle(
+    State(state): State<Arc<EdgeState>>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let text: Cow<'static, str> = match file.as_str() {
+        "host.js" => Cow::Owned(host_js(state.ui_policy.hosts.as_ref())),
+        "sdk.js" => Cow::Borrowed(SDK_JS),
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     use sha2::Digest as _;
@@ -52,4 +79,18 @@ pub(crate) async fn handle(Path(file): Path<String>, headers: HeaderMap) -> Resp
         HeaderValue::from_static("*"),
     );
     (StatusCode::OK, h, text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_script_carries_the_ui_host_pattern_when_there_is_one() {
+        assert!(HOST_JS.contains(HOST_PATTERN_SLOT));
+        assert_eq!(host_js(None), HOST_JS);
+        let p = UiHostPattern::parse("{extension}.ext.example.com").expect("pattern");
+        let js = host_js(Some(&p));
+        assert!(js.contains("var UI_HOST_PATTERN = \"{extension}.ext.example.com\";"));
+    }
 }

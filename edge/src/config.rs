@@ -12,8 +12,12 @@ use anyhow::Context as _;
 
 use crate::audit::AuditSettings;
 use crate::auth::{JwtKey, JwtVerifier};
+use crate::clients::LookupSettings;
+use crate::debug_stream::StreamSettings;
 use crate::ext_ui::UiPolicy;
+use crate::listener::ConnectionSettings;
 use crate::ratelimit::RateSettings;
+use crate::ui_hosts::UiHostPattern;
 use crate::ui_store::UiStoreSettings;
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -117,6 +121,54 @@ pub struct Config {
     /// Appended to the CSP as `frame-ancestors <value>`.
     #[arg(long, env = "ANNEX_EDGE_UI_FRAME_ANCESTORS")]
     pub ui_frame_ancestors: Option<String>,
+    /// Per-extension UI origins: a host pattern such as
+    /// `{extension}.ext.example.com` (the registry id fills `{extension}`).
+    /// Each UI is then served only on its own host, and nothing but UI files
+    /// and bridge scripts on such hosts. Unset: every UI on the edge's origin.
+    #[arg(long, env = "ANNEX_EDGE_UI_HOST_PATTERN")]
+    pub ui_host_pattern: Option<String>,
+    /// Bytes of install resolutions cached (refusals get an eighth more).
+    #[arg(long, env = "ANNEX_EDGE_INSTALL_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub install_cache_max_bytes: usize,
+    /// Bytes of API-key checks cached (refusals get a quarter more).
+    #[arg(long, env = "ANNEX_EDGE_API_KEY_CACHE_MAX_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub api_key_cache_max_bytes: usize,
+    /// Lookups one client may cause in a burst by naming tenants (`/ext-ui`)
+    /// or API keys the edge has not cached; over it: 429.
+    #[arg(long, env = "ANNEX_EDGE_LOOKUP_BURST", default_value_t = 200)]
+    pub lookup_burst: u32,
+    /// Lookups per second one client's budget regains.
+    #[arg(long, env = "ANNEX_EDGE_LOOKUP_PER_SEC", default_value_t = 20.0)]
+    pub lookup_per_sec: f64,
+    /// A header the proxy in front of the edge appends the client's address
+    /// to (e.g. `x-forwarded-for`; its last value counts). Unset: the
+    /// connection's peer address. Set it only behind a proxy that writes it.
+    #[arg(long, env = "ANNEX_EDGE_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
+    /// Client connections open at once; more are closed on arrival.
+    #[arg(long, env = "ANNEX_EDGE_MAX_CONNECTIONS", default_value_t = 8192)]
+    pub max_connections: usize,
+    /// How long a request's head may take to arrive, in milliseconds.
+    #[arg(
+        long,
+        env = "ANNEX_EDGE_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub header_read_timeout_ms: u64,
+    /// How long a connection may stay silent both ways, in seconds (above
+    /// the execution deadline).
+    #[arg(long, env = "ANNEX_EDGE_IDLE_TIMEOUT_SECS", default_value_t = 75)]
+    pub idle_timeout_secs: u64,
+    /// Debug streams one tenant may hold open at once (429 beyond).
+    #[arg(
+        long,
+        env = "ANNEX_EDGE_DEBUG_STREAMS_PER_TENANT",
+        default_value_t = 20
+    )]
+    pub debug_streams_per_tenant: usize,
+    /// Debug streams one user (or API key) may hold open at once (429 beyond).
+    #[arg(long, env = "ANNEX_EDGE_DEBUG_STREAMS_PER_USER", default_value_t = 5)]
+    pub debug_streams_per_user: usize,
     /// Log format.
     #[arg(long, env = "ANNEX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -147,6 +199,16 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub ui_store: UiStoreSettings,
     pub ui_policy: UiPolicy,
+    /// Bytes of install resolutions cached.
+    pub install_cache_max_bytes: usize,
+    /// Bytes of API-key checks cached.
+    pub api_key_cache_max_bytes: usize,
+    /// Lookups per client.
+    pub lookups: LookupSettings,
+    /// A header a trusted proxy appends the client's address to.
+    pub client_ip_header: Option<http::HeaderName>,
+    pub connections: ConnectionSettings,
+    pub debug_streams: StreamSettings,
 }
 
 /// The host of `https://host:port` (brackets of an IPv6 literal removed).
@@ -207,6 +269,33 @@ impl Config {
             "--rate-refill-per-sec must be positive"
         );
         anyhow::ensure!(self.timeout_ms >= 1, "--timeout-ms must be positive");
+        anyhow::ensure!(
+            self.idle_timeout_secs.saturating_mul(1000) > self.timeout_ms,
+            "--idle-timeout-secs must be longer than --timeout-ms (a call waits that long in silence)"
+        );
+        anyhow::ensure!(
+            self.header_read_timeout_ms >= 1 && self.max_connections >= 1,
+            "--header-read-timeout-ms and --max-connections must be positive"
+        );
+        anyhow::ensure!(
+            self.lookup_burst >= 1 && self.lookup_per_sec.is_finite() && self.lookup_per_sec > 0.0,
+            "--lookup-burst and --lookup-per-sec must be positive"
+        );
+        let client_ip_header = self
+            .client_ip_header
+            .as_deref()
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(|h| http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()))
+            .transpose()
+            .context("--client-ip-header is not a header name")?;
+        let ui_hosts = self
+            .ui_host_pattern
+            .as_deref()
+            .filter(|p| !p.trim().is_empty())
+            .map(UiHostPattern::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--ui-host-pattern: {e}"))?;
         let server_name = match &self.control_plane_server_name {
             Some(n) => n.clone(),
             None => url_host(&self.control_plane).with_context(|| {
@@ -248,11 +337,32 @@ impl Config {
                 root: self.ui_cache_dir.clone(),
                 max_bytes: self.ui_cache_max_bytes,
             },
-            ui_policy: UiPolicy::new(
-                self.ui_csp.clone(),
-                self.ui_frame_ancestors.clone(),
-                self.ui_max_file_bytes,
-            ),
+            ui_policy: UiPolicy {
+                hosts: ui_hosts,
+                ..UiPolicy::new(
+                    self.ui_csp.clone(),
+                    self.ui_frame_ancestors.clone(),
+                    self.ui_max_file_bytes,
+                )
+            },
+            install_cache_max_bytes: self.install_cache_max_bytes,
+            api_key_cache_max_bytes: self.api_key_cache_max_bytes,
+            lookups: LookupSettings {
+                burst: self.lookup_burst,
+                per_sec: self.lookup_per_sec,
+            },
+            client_ip_header,
+            connections: ConnectionSettings {
+                max_connections: self.max_connections,
+                header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+                idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+                // In-flight calls may take their whole deadline to finish.
+                drain: Duration::from_millis(self.timeout_ms) + Duration::from_secs(1),
+            },
+            debug_streams: StreamSettings {
+                per_tenant: self.debug_streams_per_tenant.max(1),
+                per_user: self.debug_streams_per_user.max(1),
+            },
         })
     }
 }

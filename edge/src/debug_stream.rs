@@ -4,8 +4,11 @@
 //! plane's `HostServices.WatchLogs`. Always the caller's own tenant (Alga let
 //! a `tenantId` parameter select any tenant; docs/design/differences.md
 //! closes that), and the
-//! caller needs `extension:read`.
+//! caller needs `extension:read`. Open streams are capped per tenant and per
+//! user ([`StreamCaps`]; 429 `too_many_streams` beyond), and a cookie
+//! session's stream must come from an allowed origin (`crate::csrf`).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +17,15 @@ use annex_proto::pb;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Method, StatusCode, Uri};
+use parking_lot::Mutex;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio_stream::StreamExt as _;
 
+use crate::clients::Client;
+use crate::csrf;
 use crate::error::ApiError;
-use crate::gateway;
+use crate::gateway::{self, Incoming};
 use crate::installs::ResolveError;
 use crate::state::EdgeState;
 
@@ -33,17 +40,38 @@ pub(crate) struct DebugQuery {
 
 pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
+    Client(client): Client,
     Query(q): Query<DebugQuery>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    match open(&state, q, &headers).await {
+    let request_id = gateway::request_id(&headers);
+    let incoming = Incoming {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        request_id: &request_id,
+        client,
+    };
+    match open(&state, q, &incoming).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn open(state: &EdgeState, q: DebugQuery, headers: &HeaderMap) -> Result<Response, ApiError> {
-    let principal = gateway::authenticate(state, headers).await?;
+async fn open(
+    state: &EdgeState,
+    q: DebugQuery,
+    incoming: &Incoming<'_>,
+) -> Result<Response, ApiError> {
+    let principal = gateway::authenticate(state, incoming).await?;
+    csrf::check(
+        &principal,
+        &state.ext_cors,
+        incoming.method,
+        incoming.headers,
+    )?;
     if !principal.permissions.read {
         return Err(ApiError::FORBIDDEN);
     }
@@ -58,6 +86,18 @@ async fn open(state: &EdgeState, q: DebugQuery, headers: &HeaderMap) -> Result<R
             StatusCode::BAD_REQUEST,
             "extension_id_required",
         ));
+    };
+    if !crate::identifiers::is_extension(&extension) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_extension_id",
+        ));
+    }
+    let user = format!("{}/{}", principal.tenant, principal.audit_id());
+    let Some(permit) = state.debug_streams.acquire(&principal.tenant, &user) else {
+        state.metrics.debug_stream_refusals.inc();
+        tracing::info!(tenant = %principal.tenant, "debug stream refused over its cap");
+        return Err(ApiError::too_many_streams());
     };
     // Accept an install id or slug too; a disabled install still has logs
     // worth reading, so an unresolvable id is passed through as given.
@@ -81,18 +121,104 @@ async fn open(state: &EdgeState, q: DebugQuery, headers: &HeaderMap) -> Result<R
             ApiError::POLICY_UNAVAILABLE
         })?
         .into_inner();
-    let events = stream.map_while(|item| match item {
-        Ok(e) => Some(Ok::<Event, Infallible>(
-            Event::default().data(event_json(&e).to_string()),
-        )),
-        Err(s) => {
-            tracing::debug!(code = ?s.code(), "log stream ended");
-            None
+    let events = stream.map_while(move |item| {
+        // The stream's cap slot lives as long as the stream.
+        let _held = &permit;
+        match item {
+            Ok(e) => Some(Ok::<Event, Infallible>(
+                Event::default().data(event_json(&e).to_string()),
+            )),
+            Err(s) => {
+                tracing::debug!(code = ?s.code(), "log stream ended");
+                None
+            }
         }
     });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+/// Caps on open debug streams per tenant and per user (a user is a tenant's
+/// user id or API key): one read-only session must not hold hundreds of
+/// streams open.
+#[derive(Debug)]
+pub(crate) struct StreamCaps {
+    settings: StreamSettings,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    gauge: Gauge,
+}
+
+/// How many debug streams may be open at once.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSettings {
+    pub per_tenant: usize,
+    pub per_user: usize,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        // A developer watches a few extensions at a time; a tenant has a
+        // handful of developers.
+        StreamSettings {
+            per_tenant: 20,
+            per_user: 5,
+        }
+    }
+}
+
+/// One open stream's place under the caps, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct StreamPermit {
+    keys: [String; 2],
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    gauge: Gauge,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut open = self.open.lock();
+        for k in &self.keys {
+            if let Some(n) = open.get_mut(k) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(k);
+                }
+            }
+        }
+        self.gauge.dec();
+    }
+}
+
+impl StreamCaps {
+    pub(crate) fn new(settings: StreamSettings, gauge: Gauge) -> StreamCaps {
+        StreamCaps {
+            settings,
+            open: Arc::default(),
+            gauge,
+        }
+    }
+
+    /// A place for one more stream of `tenant`'s `user`, unless either is at
+    /// its cap.
+    pub(crate) fn acquire(&self, tenant: &str, user: &str) -> Option<StreamPermit> {
+        let keys = [format!("t:{tenant}"), format!("u:{user}")];
+        let mut open = self.open.lock();
+        let count = |k: &str| open.get(k).copied().unwrap_or(0);
+        if count(&keys[0]) >= self.settings.per_tenant || count(&keys[1]) >= self.settings.per_user
+        {
+            return None;
+        }
+        for k in &keys {
+            *open.entry(k.clone()).or_default() += 1;
+        }
+        self.gauge.inc();
+        Some(StreamPermit {
+            keys,
+            open: self.open.clone(),
+            gauge: self.gauge.clone(),
+        })
+    }
 }
 
 /// Alga's SSE event shape.
@@ -110,4 +236,28 @@ pub(crate) fn event_json(e: &pb::LogEvent) -> serde_json::Value {
         "message": e.message,
         "truncated": e.truncated,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_are_capped_per_tenant_and_per_user_and_given_back() {
+        let caps = StreamCaps::new(
+            StreamSettings {
+                per_tenant: 3,
+                per_user: 2,
+            },
+            Gauge::default(),
+        );
+        let a1 = caps.acquire("t", "t/ann").expect("first");
+        let _a2 = caps.acquire("t", "t/ann").expect("second");
+        assert!(caps.acquire("t", "t/ann").is_none(), "user cap");
+        let _b1 = caps.acquire("t", "t/bob").expect("bob");
+        assert!(caps.acquire("t", "t/cid").is_none(), "tenant cap");
+        assert!(caps.acquire("u", "u/ann").is_some(), "another tenant");
+        drop(a1);
+        assert!(caps.acquire("t", "t/ann").is_some(), "given back");
+    }
 }

@@ -67,12 +67,29 @@ pub(crate) fn percent_decode(raw: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Why a request path is not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum PathError {
+    /// A malformed escape or bytes that are not UTF-8: 404
+    /// `endpoint_not_found`, as Alga answers.
+    #[error("malformed percent escape or non-UTF-8 path")]
+    Malformed,
+    /// A control character (NUL included) once decoded: 400 `invalid_path`.
+    /// No handler path needs one, and it must never reach a guest, a log
+    /// line or the audit trail.
+    #[error("control character in the decoded path")]
+    ControlCharacter,
+}
+
 /// The request path as Alga forms it: `"/" + segments.join("/")` of the
 /// decoded tail (repeated and trailing slashes dropped).
-pub(crate) fn request_path(tail: &str) -> Option<String> {
-    let decoded = percent_decode(tail)?;
+pub(crate) fn request_path(tail: &str) -> Result<String, PathError> {
+    let decoded = percent_decode(tail).ok_or(PathError::Malformed)?;
+    if decoded.chars().any(char::is_control) {
+        return Err(PathError::ControlCharacter);
+    }
     let parts: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty()).collect();
-    Some(format!("/{}", parts.join("/")))
+    Ok(format!("/{}", parts.join("/")))
 }
 
 #[cfg(test)]
@@ -113,11 +130,14 @@ mod tests {
 
     #[test]
     fn paths_are_decoded_and_joined() {
-        assert_eq!(request_path("a/b/").as_deref(), Some("/a/b"));
-        assert_eq!(request_path("a%2Fb").as_deref(), Some("/a/b"));
-        assert_eq!(request_path("").as_deref(), Some("/"));
-        assert_eq!(request_path("x%20y").as_deref(), Some("/x y"));
-        assert_eq!(request_path("bad%zz"), None);
-        assert_eq!(request_path("bad%ff"), None);
+        assert_eq!(request_path("a/b/").as_deref(), Ok("/a/b"));
+        assert_eq!(request_path("a%2Fb").as_deref(), Ok("/a/b"));
+        assert_eq!(request_path("").as_deref(), Ok("/"));
+        assert_eq!(request_path("x%20y").as_deref(), Ok("/x y"));
+        assert_eq!(request_path("bad%zz"), Err(PathError::Malformed));
+        assert_eq!(request_path("bad%ff"), Err(PathError::Malformed));
+        for bad in ["a%00b", "a%0Ab", "a%0d%0a", "tab%09", "del%7F", "c1%C2%85"] {
+            assert_eq!(request_path(bad), Err(PathError::ControlCharacter), "{bad}");
+        }
     }
 }

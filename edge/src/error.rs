@@ -45,11 +45,32 @@ impl ApiError {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     pub(crate) const POLICY_UNAVAILABLE: ApiError =
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "access_policy_unavailable");
+    /// A decoded request path holding a control character (Annex).
+    pub(crate) const INVALID_PATH: ApiError =
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_path");
+    /// A cookie-authenticated call from an origin outside the allowlist (Annex).
+    pub(crate) const ORIGIN_NOT_ALLOWED: ApiError =
+        ApiError::new(StatusCode::FORBIDDEN, "origin_not_allowed");
+    /// A cookie-authenticated write whose body a cross-site form could have
+    /// sent (Annex).
+    pub(crate) const CONTENT_TYPE_NOT_ALLOWED: ApiError =
+        ApiError::new(StatusCode::FORBIDDEN, "content_type_not_allowed");
+    /// A request body that did not arrive within the deadline (Annex).
+    pub(crate) const REQUEST_TIMEOUT: ApiError =
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout");
 
     pub(crate) fn rate_limited(retry_after: u64) -> ApiError {
         ApiError {
             retry_after: Some(retry_after.max(1)),
             ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        }
+    }
+
+    /// Over a tenant's or user's cap of open debug streams (Annex).
+    pub(crate) fn too_many_streams() -> ApiError {
+        ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_streams")
         }
     }
 

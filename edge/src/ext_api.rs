@@ -12,14 +12,16 @@ use axum::extract::{RawPathParams, State};
 use axum::response::Response;
 use http::{HeaderMap, Method, Uri};
 
-use crate::endpoints;
+use crate::clients::Client;
+use crate::csrf;
 use crate::error::ApiError;
-use crate::gateway::{self, Call, dispatch, framed, raw_tail, read_body};
+use crate::gateway::{self, Call, Incoming, dispatch, framed, raw_tail, read_body};
 use crate::headers::{self, ResponsePolicy};
 use crate::state::EdgeState;
 
 pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
+    Client(client): Client,
     params: RawPathParams,
     method: Method,
     uri: Uri,
@@ -28,15 +30,14 @@ pub(crate) async fn handle(
 ) -> Response {
     let request_id = gateway::request_id(&headers);
     let extension = crate::gateway::path_param(&params, 0);
-    let call = serve(
-        &state,
-        &extension,
-        &method,
-        &uri,
-        &headers,
-        body,
-        &request_id,
-    );
+    let incoming = Incoming {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        request_id: &request_id,
+        client,
+    };
+    let call = serve(&state, &extension, &incoming, body);
     framed(
         &state,
         "ext",
@@ -52,15 +53,19 @@ pub(crate) async fn handle(
 async fn serve(
     state: &EdgeState,
     extension: &str,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
+    incoming: &Incoming<'_>,
     body: Body,
-    request_id: &str,
 ) -> Result<Response, ApiError> {
-    let principal = gateway::authenticate(state, headers).await?;
-    let path =
-        endpoints::request_path(raw_tail(uri, "/api/ext/")).ok_or(ApiError::ENDPOINT_NOT_FOUND)?;
+    let Incoming {
+        method,
+        uri,
+        headers,
+        request_id,
+        ..
+    } = *incoming;
+    let principal = gateway::authenticate(state, incoming).await?;
+    csrf::check(&principal, &state.ext_cors, method, headers)?;
+    let path = gateway::decoded_path(raw_tail(uri, "/api/ext/"))?;
     let call = Call {
         extension,
         method: method.as_str(),
@@ -71,7 +76,14 @@ async fn serve(
     let body = if matches!(*method, Method::GET | Method::HEAD) {
         None
     } else {
-        match read_body(body, headers, state.policy.max_body_bytes).await {
+        match read_body(
+            body,
+            headers,
+            state.policy.max_body_bytes,
+            state.policy.timeout,
+        )
+        .await
+        {
             Ok(b) => Some(b.to_vec()),
             Err(e) => {
                 admitted.finish("policy_denied", "", e.status.as_u16());

@@ -12,9 +12,10 @@ use axum::extract::{RawPathParams, State};
 use axum::response::Response;
 use http::{HeaderMap, Method, Uri};
 
-use crate::endpoints;
+use crate::clients::Client;
+use crate::csrf;
 use crate::error::ApiError;
-use crate::gateway::{self, Call, dispatch, framed, raw_tail, read_body};
+use crate::gateway::{self, Call, Incoming, dispatch, framed, raw_tail, read_body};
 use crate::headers::{self, ResponsePolicy};
 use crate::state::EdgeState;
 
@@ -22,6 +23,7 @@ const OVERRIDABLE: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
+    Client(client): Client,
     params: RawPathParams,
     method: Method,
     uri: Uri,
@@ -30,15 +32,14 @@ pub(crate) async fn handle(
 ) -> Response {
     let request_id = gateway::request_id(&headers);
     let extension = crate::gateway::path_param(&params, 0);
-    let call = serve(
-        &state,
-        &extension,
-        &method,
-        &uri,
-        &headers,
-        body,
-        &request_id,
-    );
+    let incoming = Incoming {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        request_id: &request_id,
+        client,
+    };
+    let call = serve(&state, &extension, &incoming, body);
     framed(
         &state,
         "proxy",
@@ -103,24 +104,31 @@ pub(crate) fn apply_override(
 async fn serve(
     state: &EdgeState,
     extension: &str,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
+    incoming: &Incoming<'_>,
     body: Body,
-    request_id: &str,
 ) -> Result<Response, ApiError> {
+    let Incoming {
+        method,
+        uri,
+        headers,
+        request_id,
+        ..
+    } = *incoming;
     if !OVERRIDABLE.contains(&method.as_str()) {
         return Err(ApiError::ENDPOINT_NOT_FOUND);
     }
-    let principal = gateway::authenticate(state, headers).await?;
-    let path = endpoints::request_path(raw_tail(uri, "/api/ext-proxy/"))
-        .ok_or(ApiError::ENDPOINT_NOT_FOUND)?;
+    let principal = gateway::authenticate(state, incoming).await?;
+    // On the transport method: a form POST with `?__method=GET` is still a
+    // write as far as the browser's protections go.
+    csrf::check(&principal, &state.proxy_cors, method, headers)?;
+    let path = gateway::decoded_path(raw_tail(uri, "/api/ext-proxy/"))?;
     // The override decides authorisation, so the (capped) body is read first.
     let raw_body = if *method == Method::GET {
         None
     } else {
+        let limit = state.policy.max_body_bytes;
         Some(
-            read_body(body, headers, state.policy.max_body_bytes)
+            read_body(body, headers, limit, state.policy.timeout)
                 .await?
                 .to_vec(),
         )

@@ -5,7 +5,6 @@
 //! to `index.html` (single-page apps); every file carries a strong ETag,
 //! immutable caching and `nosniff`, and HTML the content security policy.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,9 +13,12 @@ use axum::extract::{Query, RawPathParams, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 
+use crate::clients::{Client, ClientKey};
 use crate::endpoints::percent_decode;
+use crate::identifiers;
+use crate::installs::ResolveError;
 use crate::state::EdgeState;
-use crate::ui_store::UiStoreError;
+use crate::ui_store::{UiBundle, UiStoreError};
 
 /// Alga's default policy (docs/design/alga-compatibility.md, "UI hosting");
 /// `frame-ancestors` only when configured.
@@ -35,6 +37,9 @@ pub struct UiPolicy {
     pub csp: String,
     /// Largest file served; larger is 413.
     pub max_file_bytes: Option<u64>,
+    /// Per-extension UI hosts ([`crate::ui_hosts`]); `None`: every UI on
+    /// the edge's own origin.
+    pub hosts: Option<crate::ui_hosts::UiHostPattern>,
 }
 
 impl UiPolicy {
@@ -51,6 +56,7 @@ impl UiPolicy {
         UiPolicy {
             csp,
             max_file_bytes,
+            hosts: None,
         }
     }
 }
@@ -70,6 +76,7 @@ fn not_found() -> Response {
 
 pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
+    Client(client): Client,
     params: RawPathParams,
     Query(query): Query<UiQuery>,
     uri: Uri,
@@ -78,7 +85,15 @@ pub(crate) async fn handle(
     let started = Instant::now();
     let extension = crate::gateway::path_param(&params, 0);
     let hash = crate::gateway::path_param(&params, 1);
-    let resp = serve(&state, &extension, &hash, &uri, &query, &headers).await;
+    let req = UiRequest {
+        extension: &extension,
+        hash: &hash,
+        uri: &uri,
+        query: &query,
+        headers: &headers,
+        client,
+    };
+    let resp = serve(&state, &req).await;
     state.metrics.observe(
         "ui",
         resp.status().as_u16(),
@@ -87,117 +102,171 @@ pub(crate) async fn handle(
     resp
 }
 
-async fn serve(
-    state: &EdgeState,
-    extension: &str,
-    hash: &str,
-    uri: &Uri,
-    query: &UiQuery,
-    headers: &HeaderMap,
-) -> Response {
-    let Some(hex) = hash
-        .strip_prefix("sha256:")
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
-    else {
-        return text(StatusCode::BAD_REQUEST, "invalid content hash");
-    };
-    // The tail, still encoded: everything after /ext-ui/{ext}/{hash}/.
-    let raw = uri.path().splitn(5, '/').nth(4).unwrap_or("");
-    let Some(rel) = percent_decode(raw).and_then(|p| sanitize(&p)) else {
-        return text(StatusCode::BAD_REQUEST, "invalid path");
-    };
-    let tenant = query
+/// One `/ext-ui` request as the route received it.
+struct UiRequest<'a> {
+    extension: &'a str,
+    hash: &'a str,
+    uri: &'a Uri,
+    query: &'a UiQuery,
+    headers: &'a HeaderMap,
+    client: ClientKey,
+}
+
+/// The request's tenant: `?tenant=`, else `x-tenant-id` (blank ones ignored).
+fn claimed_tenant(req: &UiRequest<'_>) -> Option<String> {
+    req.query
         .tenant
         .clone()
         .filter(|t| !t.trim().is_empty())
         .or_else(|| {
-            headers
+            req.headers
                 .get("x-tenant-id")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
                 .filter(|t| !t.trim().is_empty())
-        });
+        })
+}
+
+async fn serve(state: &EdgeState, req: &UiRequest<'_>) -> Response {
+    // Exactly `sha256:` and 64 hex digits: anything else names no bundle.
+    let Some(hex) = req
+        .hash
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    else {
+        return text(StatusCode::BAD_REQUEST, "invalid content hash");
+    };
+    // The tail, still encoded: everything after /ext-ui/{ext}/{hash}/.
+    let raw = req.uri.path().splitn(5, '/').nth(4).unwrap_or("");
+    let Some(rel) = percent_decode(raw).and_then(|p| sanitize(&p)) else {
+        return text(StatusCode::BAD_REQUEST, "invalid path");
+    };
+    if !identifiers::is_extension(req.extension) {
+        return text(StatusCode::BAD_REQUEST, "invalid extension");
+    }
+    let host = crate::ui_hosts::request_host(req.uri, req.headers);
+    if let Some(pattern) = &state.ui_policy.hosts
+        && !pattern.is_ui_host(&host)
+    {
+        // Per-extension origins: UI files never on the API's origin.
+        return not_found();
+    }
     // Alga's runner remembers the tenant that loaded (extension, hash), so the
     // page's relative subresources (`app.js`), which carry no `?tenant=`,
     // resolve too. They are validated again like any request.
-    let Some(tenant) = tenant.or_else(|| state.ui_tenants.get(extension, hex)) else {
-        return not_found();
+    let tenant = match claimed_tenant(req) {
+        Some(t) if !identifiers::is_tenant(t.trim()) => {
+            return text(StatusCode::BAD_REQUEST, "invalid tenant");
+        }
+        Some(t) => t.trim().to_owned(),
+        None => match state.ui_tenants.get(req.extension, hex) {
+            Some(t) => t,
+            None => return not_found(),
+        },
     };
-    // Strict validation: an active install of exactly this bundle.
-    match state.installs.resolve(tenant.trim(), extension).await {
-        Ok(install) if install.content_hash == hash => {}
-        Ok(_) | Err(crate::installs::ResolveError::NotFound) => return not_found(),
+    // Strict validation: an active install of exactly this bundle. The
+    // tenant is only claimed, so a miss spends the client's lookup budget.
+    let resolved = state
+        .installs
+        .resolve_unverified(&tenant, req.extension, &state.clients, req.client)
+        .await;
+    match resolved {
+        Ok(install) if install.content_hash == req.hash => {
+            if let Some(pattern) = &state.ui_policy.hosts
+                && !pattern.is_host_of(&host, &install.registry_id)
+            {
+                return not_found();
+            }
+        }
+        Ok(_) | Err(ResolveError::NotFound) => return not_found(),
+        Err(ResolveError::Limited(retry_after)) => {
+            let mut r = text(StatusCode::TOO_MANY_REQUESTS, "too many lookups");
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+            return r;
+        }
         Err(e) => {
             tracing::warn!(error = %e, "validating an ext-ui request failed");
             return not_found();
         }
     }
-    state.ui_tenants.remember(extension, hex, tenant.trim());
+    state.ui_tenants.remember(req.extension, hex, &tenant);
     let Ok(content_hash) = ContentHash::from_hex(hex) else {
         return not_found();
     };
-    let ui = match state.ui.ui_dir(&content_hash).await {
-        Ok(dir) => dir,
-        Err(UiStoreError::HashMismatch { expected, actual }) => {
+    let bundle = match state.ui.bundle(&content_hash).await {
+        Ok(b) => b,
+        Err(e) => return store_failure(e),
+    };
+    file_response(state, &bundle, &rel, req.headers).await
+}
+
+fn store_failure(e: UiStoreError) -> Response {
+    match e {
+        UiStoreError::HashMismatch { expected, actual } => {
             tracing::error!(%expected, %actual, "bundle bytes do not match their content hash");
-            return (
+            (
                 StatusCode::BAD_GATEWAY,
                 axum::Json(serde_json::json!({"code": "archive_hash_mismatch"})),
             )
-                .into_response();
+                .into_response()
         }
-        Err(UiStoreError::NotFound) => return not_found(),
-        Err(e) => {
+        UiStoreError::NotFound => not_found(),
+        e => {
             tracing::error!(error = %e, "filling the UI cache failed");
-            return (
+            (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 axum::Json(serde_json::json!({"code": "extract_failed"})),
             )
-                .into_response();
+                .into_response()
         }
-    };
-    file_response(state, ui, rel, headers).await
+    }
 }
 
+/// Serves `rel` from the bundle (a missing file or a directory: the
+/// bundle's `index.html`), only as the bundle held it.
 async fn file_response(
     state: &EdgeState,
-    ui: PathBuf,
-    rel: String,
+    bundle: &UiBundle,
+    rel: &str,
     headers: &HeaderMap,
 ) -> Response {
-    let mut path = ui.join(&rel);
-    let is_file = !rel.is_empty() && tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file());
-    if !is_file {
-        path = ui.join("index.html");
-    }
-    let meta = match tokio::fs::metadata(&path).await {
-        Ok(m) if m.is_file() => m,
-        _ => return not_found(),
+    let rel = if bundle.files.contains_key(rel) {
+        rel
+    } else {
+        "index.html"
+    };
+    let Some(file) = bundle.files.get(rel) else {
+        return not_found();
     };
     if state
         .ui_policy
         .max_file_bytes
-        .is_some_and(|max| meta.len() > max)
+        .is_some_and(|max| file.len > max)
     {
         return text(StatusCode::PAYLOAD_TOO_LARGE, "asset too large");
     }
-    let Ok(bytes) = tokio::fs::read(&path).await else {
-        return not_found();
-    };
-    let etag = state.ui.etag(&path, &bytes);
-    let content_type = content_type(&path);
+    let content_type = content_type(std::path::Path::new(rel));
     let html = content_type == "text/html";
     let mut h = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    if let Ok(v) = HeaderValue::from_str(&file.etag) {
         h.insert(header::ETAG, v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
     if html && let Ok(v) = HeaderValue::from_str(&state.ui_policy.csp) {
         h.insert(header::CONTENT_SECURITY_POLICY, v);
     }
-    if if_none_match(headers, &etag) {
+    if if_none_match(headers, &file.etag) {
         return (StatusCode::NOT_MODIFIED, h).into_response();
     }
+    let bytes = match bundle.read(rel).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "a cached UI file is not what the bundle held; dropping the bundle");
+            state.ui.forget(bundle);
+            return store_failure(e);
+        }
+    };
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

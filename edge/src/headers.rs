@@ -49,55 +49,126 @@ pub(crate) fn forward(headers: &HeaderMap, allow: &[&str]) -> HashMap<String, St
 /// Which of the extension's response headers the client sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ResponsePolicy {
-    /// `/api/ext`: `content-type`, `cache-control` (never `immutable`),
-    /// `etag` and `x-ext-*` (docs/design/differences.md).
+    /// `/api/ext`: `content-type`, `cache-control`, `etag` and `x-ext-*`
+    /// (docs/design/differences.md).
     Ext,
     /// `/api/ext-proxy`: `content-type`, `cache-control`, `x-ext-request-id`,
     /// `x-ext-warning` (docs/design/alga-compatibility.md, "ext-proxy and the bridge").
     Proxy,
 }
 
+/// Most headers a guest answer may carry; more is a malformed answer (502).
+pub(crate) const MAX_GUEST_HEADERS: usize = 128;
+/// Most bytes (names and values) a guest answer's headers may hold.
+pub(crate) const MAX_GUEST_HEADER_BYTES: usize = 64 * 1024;
+
+/// Why a guest answer's headers are not relayed at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RelayError {
+    #[error("{count} headers (at most {MAX_GUEST_HEADERS})")]
+    TooMany { count: usize },
+    #[error("{bytes} bytes of headers (at most {MAX_GUEST_HEADER_BYTES})")]
+    TooLarge { bytes: usize },
+}
+
 /// Filters the guest's response headers through `policy`. Names are
-/// lower-cased; invalid names or values are dropped.
-pub(crate) fn relay(guest: &HashMap<String, String>, policy: ResponsePolicy) -> HeaderMap {
-    let mut out = HeaderMap::new();
+/// lower-cased; invalid names or values are dropped. An answer over the
+/// count or size caps is refused whole (the edge never builds an unbounded
+/// header map from guest data). `cache-control` is rewritten for an
+/// authenticated answer ([`private_cache_control`]).
+pub(crate) fn relay(
+    guest: &HashMap<String, String>,
+    policy: ResponsePolicy,
+) -> Result<HeaderMap, RelayError> {
+    if guest.len() > MAX_GUEST_HEADERS {
+        return Err(RelayError::TooMany { count: guest.len() });
+    }
+    let bytes: usize = guest.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_GUEST_HEADER_BYTES {
+        return Err(RelayError::TooLarge { bytes });
+    }
+    let mut out = HeaderMap::with_capacity(guest.len());
+    let mut cache_control = None;
     for (name, value) in guest {
         let name = name.trim().to_ascii_lowercase();
         let allowed = match policy {
             ResponsePolicy::Ext => {
-                matches!(name.as_str(), "content-type" | "cache-control" | "etag")
-                    || name.starts_with("x-ext-")
+                matches!(name.as_str(), "content-type" | "etag") || name.starts_with("x-ext-")
             }
             ResponsePolicy::Proxy => matches!(
                 name.as_str(),
-                "content-type" | "cache-control" | "x-ext-request-id" | "x-ext-warning"
+                "content-type" | "x-ext-request-id" | "x-ext-warning"
             ),
         };
+        if name == "cache-control" {
+            cache_control = Some(value.as_str());
+            continue;
+        }
         if !allowed {
             continue;
         }
-        let value = if name == "cache-control" && policy == ResponsePolicy::Ext {
-            let kept: Vec<&str> = value
-                .split(',')
-                .map(str::trim)
-                .filter(|d| !d.is_empty() && !d.eq_ignore_ascii_case("immutable"))
-                .collect();
-            if kept.is_empty() {
-                continue;
-            }
-            kept.join(", ")
-        } else {
-            value.clone()
-        };
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
+            HeaderValue::from_str(value),
         ) {
-            out.insert(n, v);
+            // Within the caps above, so never at HeaderMap's own limit.
+            let _ = out.try_insert(n, v);
         }
     }
-    out
+    if let Ok(v) = HeaderValue::from_str(&private_cache_control(cache_control)) {
+        let _ = out.try_insert(http::header::CACHE_CONTROL, v);
+    }
+    Ok(out)
 }
+
+/// The `cache-control` of an authenticated answer: the guest's directives
+/// without those that let a shared cache (or a year of browser cache) keep
+/// it (`public`, `s-maxage`, `proxy-revalidate`, `immutable`), and
+/// `private` unless the guest said `private` or `no-store` itself. Every
+/// answer on these routes was made for one caller, whether the credential
+/// was a header or a cookie.
+pub(crate) fn private_cache_control(guest: Option<&str>) -> String {
+    let kept: Vec<&str> = guest
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|d| {
+            let name = d.split('=').next().unwrap_or_default().trim();
+            !d.is_empty()
+                && !["public", "immutable", "s-maxage", "proxy-revalidate"]
+                    .iter()
+                    .any(|bad| name.eq_ignore_ascii_case(bad))
+        })
+        .collect();
+    let private = kept
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case("private") || d.eq_ignore_ascii_case("no-store"));
+    let mut out = Vec::with_capacity(kept.len() + 1);
+    if !private {
+        out.push("private");
+    }
+    out.extend(kept);
+    out.join(", ")
+}
+
+/// What every `/api/ext` and `/api/ext-proxy` answer carries, whatever the
+/// guest said: the answer is data for a script, never a page or a style
+/// sheet rendered on the edge's origin.
+pub(crate) fn harden(response: &mut HeaderMap) {
+    response.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(API_CSP),
+    );
+}
+
+/// The content security policy of API answers: nothing loads, nothing
+/// frames it, and a document opened from it runs sandboxed on an opaque
+/// origin.
+pub(crate) const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
 
 #[cfg(test)]
 mod tests {
@@ -111,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn ext_policy_keeps_the_allowlist_and_strips_immutable() {
+    fn ext_policy_keeps_the_allowlist_and_never_lets_a_shared_cache_keep_it() {
         let got = relay(
             &map(&[
                 ("Content-Type", "text/plain"),
@@ -123,22 +194,67 @@ mod tests {
                 ("x-ext-bad", "line\nbreak"),
             ]),
             ResponsePolicy::Ext,
-        );
+        )
+        .expect("relayed");
         assert_eq!(
             got.get("content-type").map(|v| v.as_bytes()),
             Some(&b"text/plain"[..])
         );
         assert_eq!(
             got.get("cache-control").map(|v| v.as_bytes()),
-            Some(&b"public, max-age=60"[..])
+            Some(&b"private, max-age=60"[..])
         );
         assert!(got.contains_key("etag"));
         assert!(got.contains_key("x-ext-trace"));
         assert!(!got.contains_key("set-cookie"));
         assert!(!got.contains_key("location"));
         assert!(!got.contains_key("x-ext-bad"));
-        let only_immutable = relay(&map(&[("cache-control", "immutable")]), ResponsePolicy::Ext);
-        assert!(only_immutable.is_empty());
+        let only_immutable =
+            relay(&map(&[("cache-control", "immutable")]), ResponsePolicy::Ext).expect("relayed");
+        assert_eq!(only_immutable.len(), 1);
+        assert_eq!(only_immutable["cache-control"], "private");
+    }
+
+    #[test]
+    fn cache_control_is_always_private_or_no_store() {
+        for (guest, want) in [
+            (None, "private"),
+            (
+                Some("public, max-age=600, s-maxage=900"),
+                "private, max-age=600",
+            ),
+            (Some("PUBLIC,Proxy-Revalidate"), "private"),
+            (Some("no-store"), "no-store"),
+            (Some("private, max-age=5"), "private, max-age=5"),
+            (Some("no-cache"), "private, no-cache"),
+        ] {
+            assert_eq!(private_cache_control(guest), want, "{guest:?}");
+        }
+    }
+
+    #[test]
+    fn guest_header_floods_are_refused_not_mapped() {
+        let many: HashMap<String, String> = (0..33_000)
+            .map(|i| (format!("x-ext-{i}"), "v".to_owned()))
+            .collect();
+        assert_eq!(
+            relay(&many, ResponsePolicy::Ext),
+            Err(RelayError::TooMany { count: 33_000 })
+        );
+        let big = map(&[("x-ext-big", &"v".repeat(MAX_GUEST_HEADER_BYTES))]);
+        assert!(matches!(
+            relay(&big, ResponsePolicy::Proxy),
+            Err(RelayError::TooLarge { .. })
+        ));
+        let at_cap: HashMap<String, String> = (0..MAX_GUEST_HEADERS)
+            .map(|i| (format!("x-ext-{i}"), "v".to_owned()))
+            .collect();
+        assert_eq!(
+            relay(&at_cap, ResponsePolicy::Ext)
+                .expect("at the cap")
+                .len(),
+            MAX_GUEST_HEADERS + 1
+        );
     }
 
     #[test]
@@ -151,10 +267,12 @@ mod tests {
                 ("content-type", "a/b"),
             ]),
             ResponsePolicy::Proxy,
-        );
+        )
+        .expect("relayed");
         let names: Vec<&str> = got.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(names.len(), 3, "{names:?}");
         assert!(got.contains_key("x-ext-warning") && got.contains_key("content-type"));
+        assert_eq!(got["cache-control"], "private");
     }
 
     #[test]

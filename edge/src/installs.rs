@@ -10,6 +10,12 @@
 //!
 //! A resolve that races an invalidation is not cached (generation check), so
 //! a stale answer cannot outlive the event that should have removed it.
+//!
+//! Memory is bounded by bytes, least recently used first, with answers and
+//! "not installed" refusals in separate bounds: a flood of names that
+//! resolve to nothing can only push out other refusals, never a working
+//! install. Lookups on behalf of unverified callers (an `/ext-ui` tenant)
+//! also spend the client's lookup budget ([`crate::clients`]) on a miss.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,16 +25,19 @@ use std::time::{Duration, Instant, SystemTime};
 use annex_proto::pb;
 use annex_proto::pb::installs_client::InstallsClient;
 use parking_lot::Mutex;
+use prometheus_client::metrics::gauge::Gauge;
 use tonic::transport::Channel;
 
+use crate::byte_lru::ByteLru;
+use crate::clients::{ClientKey, Clients};
 use crate::endpoints::Endpoint;
 
-/// Entries kept before the cache is cleared wholesale.
-const MAX_ENTRIES: usize = 50_000;
 /// Refresh an execution grant this long before it expires.
 const GRANT_MARGIN: Duration = Duration::from_secs(10);
 /// "Not installed" answers are remembered this long at most.
 const NEGATIVE_TTL: Duration = Duration::from_secs(2);
+/// Refusals may hold this fraction (1/n) of the cache's bytes, on top.
+const NEGATIVE_SHARE: usize = 8;
 
 /// An active install, as the edge uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +67,9 @@ pub(crate) enum ResolveError {
     /// The control plane answered something unusable: 502.
     #[error("the control plane's answer is incomplete: {0}")]
     Incomplete(&'static str),
+    /// The client's lookup budget is spent: 429, `Retry-After` in seconds.
+    #[error("too many lookups from this client")]
+    Limited(u64),
 }
 
 impl TryFrom<pb::ResolvedInstall> for Install {
@@ -102,28 +114,68 @@ impl TryFrom<pb::ResolvedInstall> for Install {
     }
 }
 
+impl Install {
+    /// What the install holds on the heap, roughly, for the cache's bound.
+    fn weight(&self) -> usize {
+        let strings = [
+            &self.tenant,
+            &self.install_id,
+            &self.registry_id,
+            &self.version_id,
+            &self.content_hash,
+            &self.secrets_version,
+            &self.execution_grant,
+        ];
+        let lists = self.providers.iter().chain(&self.egress_allowlist);
+        let config = self.config.iter().map(|(k, v)| k.len() + v.len() + 64);
+        let endpoints = self
+            .endpoints
+            .iter()
+            .map(|e| e.method.len() + e.path.len() + 48);
+        std::mem::size_of::<Install>()
+            + strings.iter().map(|s| s.len()).sum::<usize>()
+            + lists.map(|s| s.len() + 24).sum::<usize>()
+            + config.sum::<usize>()
+            + endpoints.sum::<usize>()
+            + self.client_portal_label.as_ref().map_or(0, String::len)
+    }
+}
+
 /// (tenant, extension as the caller named it, lower-cased).
 type Key = (String, String);
 /// A lock per key being resolved.
 type Turns = HashMap<Key, Arc<tokio::sync::Mutex<()>>>;
 
+fn key_weight(key: &Key) -> usize {
+    std::mem::size_of::<Key>() + key.0.len() + key.1.len()
+}
+
 struct Entry {
-    value: Option<Arc<Install>>,
+    value: Arc<Install>,
     expires: Instant,
     /// Until when the entry may be served stale while the control plane is
     /// unreachable: its execution grant's expiry, less a margin.
     grant_expires: Instant,
 }
 
+/// Answers and refusals, each bounded by bytes.
+struct Entries {
+    found: ByteLru<Key, Entry>,
+    /// "Not installed", until the instant stored.
+    missing: ByteLru<Key, Instant>,
+}
+
 #[derive(Clone)]
 pub(crate) struct InstallCache {
     client: InstallsClient<Channel>,
     ttl: Duration,
-    entries: Arc<Mutex<HashMap<Key, Entry>>>,
+    entries: Arc<Mutex<Entries>>,
     generation: Arc<AtomicU64>,
     /// One resolve per key at a time: a burst after an invalidation makes
     /// one control-plane call, not one per request.
     inflight: Arc<Mutex<Turns>>,
+    /// The bytes held, for `annex_edge_install_cache_bytes`.
+    bytes: Gauge,
 }
 
 impl std::fmt::Debug for InstallCache {
@@ -135,25 +187,62 @@ impl std::fmt::Debug for InstallCache {
 }
 
 impl InstallCache {
-    pub(crate) fn new(client: InstallsClient<Channel>, ttl: Duration) -> InstallCache {
+    /// A cache holding at most `max_bytes` of answers (and an eighth of
+    /// that again of refusals).
+    pub(crate) fn new(
+        client: InstallsClient<Channel>,
+        ttl: Duration,
+        max_bytes: usize,
+        bytes: Gauge,
+    ) -> InstallCache {
         InstallCache {
             client,
             ttl,
-            entries: Arc::default(),
+            entries: Arc::new(Mutex::new(Entries {
+                found: ByteLru::new(max_bytes),
+                missing: ByteLru::new(max_bytes / NEGATIVE_SHARE),
+            })),
             generation: Arc::default(),
             inflight: Arc::default(),
+            bytes,
         }
     }
 
-    /// The active install `extension` names for `tenant`.
+    /// The active install `extension` names for `tenant`, for a caller
+    /// whose tenant is verified (a session or an API key).
     pub(crate) async fn resolve(
         &self,
         tenant: &str,
         extension: &str,
     ) -> Result<Arc<Install>, ResolveError> {
+        self.lookup(tenant, extension, None).await
+    }
+
+    /// As [`Self::resolve`], for a caller whose tenant is only claimed: a
+    /// miss spends a lookup from `client`'s budget first.
+    pub(crate) async fn resolve_unverified(
+        &self,
+        tenant: &str,
+        extension: &str,
+        clients: &Clients,
+        client: ClientKey,
+    ) -> Result<Arc<Install>, ResolveError> {
+        self.lookup(tenant, extension, Some((clients, client)))
+            .await
+    }
+
+    async fn lookup(
+        &self,
+        tenant: &str,
+        extension: &str,
+        budget: Option<(&Clients, ClientKey)>,
+    ) -> Result<Arc<Install>, ResolveError> {
         let key = (tenant.to_owned(), extension.to_ascii_lowercase());
         if let Some(hit) = self.cached(&key) {
             return hit;
+        }
+        if let Some((clients, client)) = budget {
+            clients.take_lookup(client).map_err(ResolveError::Limited)?;
         }
         let lock = self.inflight.lock().entry(key.clone()).or_default().clone();
         let result = {
@@ -172,9 +261,18 @@ impl InstallCache {
     }
 
     fn cached(&self, key: &Key) -> Option<Result<Arc<Install>, ResolveError>> {
-        let entries = self.entries.lock();
-        let e = entries.get(key)?;
-        (e.expires > Instant::now()).then(|| e.value.clone().ok_or(ResolveError::NotFound))
+        let now = Instant::now();
+        let mut entries = self.entries.lock();
+        if let Some(e) = entries.found.get(key)
+            && e.expires > now
+        {
+            return Some(Ok(e.value.clone()));
+        }
+        entries
+            .missing
+            .peek(key)
+            .is_some_and(|until| *until > now)
+            .then_some(Err(ResolveError::NotFound))
     }
 
     async fn fetch(
@@ -192,7 +290,7 @@ impl InstallCache {
                 extension: extension.to_owned(),
             }))
             .await;
-        let (value, expires, grant_expires) = match answer {
+        let found = match answer {
             Ok(r) => {
                 let r = r.into_inner();
                 let grant_expiry = r.grant_expires_at.as_ref().map(|t| t.unix_ms);
@@ -202,11 +300,11 @@ impl InstallCache {
                     return Err(ResolveError::Incomplete("tenant"));
                 }
                 let now = Instant::now();
-                (
-                    Some(Arc::new(install)),
-                    now + self.entry_ttl(grant_expiry),
-                    now + grant_left(grant_expiry).unwrap_or(self.ttl),
-                )
+                Some(Entry {
+                    value: Arc::new(install),
+                    expires: now + self.entry_ttl(grant_expiry),
+                    grant_expires: now + grant_left(grant_expiry).unwrap_or(self.ttl),
+                })
             }
             Err(s)
                 if matches!(
@@ -214,8 +312,7 @@ impl InstallCache {
                     tonic::Code::NotFound | tonic::Code::InvalidArgument
                 ) =>
             {
-                let until = Instant::now() + NEGATIVE_TTL.min(self.ttl);
-                (None, until, until)
+                None
             }
             Err(s) => {
                 // Static stability: with the control plane unreachable, an
@@ -228,29 +325,37 @@ impl InstallCache {
                 return Err(ResolveError::Unavailable);
             }
         };
+        let value = found.as_ref().map(|e| e.value.clone());
         let mut entries = self.entries.lock();
         if self.generation.load(Ordering::SeqCst) == generation {
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
+            let weight = key_weight(&key);
+            match found {
+                Some(e) => {
+                    let weight = weight + e.value.weight();
+                    entries.missing.retain(|k, _| *k != key);
+                    entries.found.insert(key, e, weight);
+                }
+                None => {
+                    let until = Instant::now() + NEGATIVE_TTL.min(self.ttl);
+                    entries.found.retain(|k, _| *k != key);
+                    entries.missing.insert(key, until, weight);
+                }
             }
-            entries.insert(
-                key,
-                Entry {
-                    value: value.clone(),
-                    expires,
-                    grant_expires,
-                },
-            );
+            self.report(&entries);
         }
         value.ok_or(ResolveError::NotFound)
+    }
+
+    fn report(&self, entries: &Entries) {
+        let bytes = entries.found.bytes() + entries.missing.bytes();
+        self.bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// An expired positive entry whose execution grant is still valid.
     fn stale(&self, key: &Key) -> Option<Arc<Install>> {
         let entries = self.entries.lock();
-        let e = entries.get(key)?;
-        let install = e.value.clone()?;
-        (e.grant_expires > Instant::now()).then_some(install)
+        let e = entries.found.peek(key)?;
+        (e.grant_expires > Instant::now()).then(|| e.value.clone())
     }
 
     fn entry_ttl(&self, grant_expiry_ms: Option<i64>) -> Duration {
@@ -265,14 +370,15 @@ impl InstallCache {
     pub(crate) fn invalidate(&self, tenant: &str, install_id: &str, registry_id: &str) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let whole_tenant = install_id.is_empty() && registry_id.is_empty();
-        self.entries.lock().retain(|(t, _), e| {
+        let mut entries = self.entries.lock();
+        entries.found.retain(|(t, _), e| {
             t != tenant
                 || !whole_tenant
-                    && e.value.as_ref().is_some_and(|i| {
-                        (install_id.is_empty() || i.install_id != install_id)
-                            && (registry_id.is_empty() || i.registry_id != registry_id)
-                    })
+                    && (install_id.is_empty() || e.value.install_id != install_id)
+                    && (registry_id.is_empty() || e.value.registry_id != registry_id)
         });
+        entries.missing.retain(|(t, _), _| t != tenant);
+        self.report(&entries);
     }
 
     /// After a gap in the invalidation stream: every entry must be resolved
@@ -283,9 +389,12 @@ impl InstallCache {
     pub(crate) fn expire_all(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let now = Instant::now();
-        for e in self.entries.lock().values_mut() {
+        let mut entries = self.entries.lock();
+        for e in entries.found.values_mut() {
             e.expires = e.expires.min(now);
         }
+        entries.missing.retain(|_, _| false);
+        self.report(&entries);
     }
 }
 
@@ -324,7 +433,12 @@ mod tests {
 
     fn cache() -> InstallCache {
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-        let c = InstallCache::new(InstallsClient::new(channel), Duration::from_secs(60));
+        let c = InstallCache::new(
+            InstallsClient::new(channel),
+            Duration::from_secs(60),
+            1024 * 1024,
+            Gauge::default(),
+        );
         let far = Instant::now() + Duration::from_secs(60);
         let mut e = c.entries.lock();
         for (tenant, key, value) in [
@@ -334,24 +448,34 @@ mod tests {
             ("t", "missing", None),
             ("u", "a", install("i1", "r1")),
         ] {
-            e.insert(
-                (tenant.into(), key.into()),
-                Entry {
-                    value,
-                    expires: far,
-                    grant_expires: far,
-                },
-            );
+            let key: Key = (tenant.into(), key.into());
+            match value {
+                Some(value) => {
+                    e.found.insert(
+                        key,
+                        Entry {
+                            value,
+                            expires: far,
+                            grant_expires: far,
+                        },
+                        100,
+                    );
+                }
+                None => {
+                    e.missing.insert(key, far, 10);
+                }
+            }
         }
         drop(e);
         c
     }
 
     fn keys(c: &InstallCache) -> Vec<String> {
-        let mut k: Vec<String> = c
-            .entries
-            .lock()
+        let e = c.entries.lock();
+        let mut k: Vec<String> = e
+            .found
             .keys()
+            .chain(e.missing.keys())
             .map(|(t, k)| format!("{t}/{k}"))
             .collect();
         k.sort();
@@ -362,7 +486,7 @@ mod tests {
     async fn an_expired_install_is_served_while_the_control_plane_is_unreachable() {
         let c = cache();
         let past = Instant::now() - Duration::from_secs(1);
-        for e in c.entries.lock().values_mut() {
+        for e in c.entries.lock().found.values_mut() {
             e.expires = past;
         }
         // 127.0.0.1:9 refuses: the stale entries answer.
@@ -374,7 +498,7 @@ mod tests {
             Err(ResolveError::Unavailable)
         );
         // A stale answer whose grant has expired is not served.
-        for e in c.entries.lock().values_mut() {
+        for e in c.entries.lock().found.values_mut() {
             e.grant_expires = past;
         }
         assert_eq!(c.resolve("t", "b").await, Err(ResolveError::Unavailable));
@@ -387,7 +511,8 @@ mod tests {
         c.expire_all();
         // Nothing is served fresh any more...
         assert!(c.cached(&("t".into(), "a".into())).is_none());
-        assert_eq!(keys(&c).len(), 5);
+        // Answers stay as fallbacks; refusals go (the name may resolve now).
+        assert_eq!(keys(&c).len(), 4);
         // ...but while the control plane cannot answer, the old entry does.
         let got = c.resolve("t", "a").await.expect("stale answer");
         assert_eq!(got.install_id, "i1");
@@ -404,5 +529,25 @@ mod tests {
         let c = cache();
         c.invalidate("t", "", "");
         assert_eq!(keys(&c), ["u/a"]);
+    }
+
+    #[tokio::test]
+    async fn refusals_never_push_out_answers() {
+        let c = cache();
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut e = c.entries.lock();
+        for i in 0..100_000 {
+            let key: Key = (format!("tenant-{i}"), "acme.x".into());
+            let w = key_weight(&key);
+            e.missing.insert(key, far, w);
+        }
+        assert!(e.missing.bytes() <= 1024 * 1024 / NEGATIVE_SHARE);
+        drop(e);
+        for name in ["a", "slug-a", "b"] {
+            assert!(
+                matches!(c.cached(&("t".into(), name.into())), Some(Ok(_))),
+                "{name} was evicted"
+            );
+        }
     }
 }

@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -25,6 +26,24 @@ pub(crate) struct Metrics {
     pub ui_cache_fills: Counter,
     /// Requests refused over the tenant's or install's quota share.
     pub quota_refusals: Counter,
+    /// Audit rows the control plane refused on their own, dropped.
+    pub audit_dropped: Counter,
+    /// Bytes held by the install cache (answers and refusals).
+    pub install_cache_bytes: Gauge,
+    /// Bytes held by the API-key cache (answers and refusals).
+    pub api_key_cache_bytes: Gauge,
+    /// Lookups refused because one client asked about too many unknown names.
+    pub lookup_refusals: Counter,
+    /// Guest answers refused at the edge (too many or too large headers).
+    pub guest_answers_refused: Counter,
+    /// Open client connections on the public listener.
+    pub connections: Gauge,
+    /// Connections closed at once because the listener was at its cap.
+    pub connections_refused: Counter,
+    /// Open debug streams.
+    pub debug_streams: Gauge,
+    /// Debug streams refused over a tenant's or user's cap.
+    pub debug_stream_refusals: Counter,
 }
 
 impl Default for Metrics {
@@ -39,6 +58,15 @@ impl Default for Metrics {
             audit_failures: Counter::default(),
             ui_cache_fills: Counter::default(),
             quota_refusals: Counter::default(),
+            audit_dropped: Counter::default(),
+            install_cache_bytes: Gauge::default(),
+            api_key_cache_bytes: Gauge::default(),
+            lookup_refusals: Counter::default(),
+            guest_answers_refused: Counter::default(),
+            connections: Gauge::default(),
+            connections_refused: Counter::default(),
+            debug_streams: Gauge::default(),
+            debug_stream_refusals: Counter::default(),
         }
     }
 }
@@ -79,6 +107,51 @@ impl Metrics {
             "annex_edge_quota_refusals",
             "Requests refused with 429 over this edge's share of a tenant or install quota",
             self.quota_refusals.clone(),
+        );
+        r.register(
+            "annex_edge_audit_rows_dropped",
+            "Audit rows the control plane refused on their own (after splitting their batch), dropped",
+            self.audit_dropped.clone(),
+        );
+        r.register(
+            "annex_edge_install_cache_bytes",
+            "Bytes held by the install-resolution cache",
+            self.install_cache_bytes.clone(),
+        );
+        r.register(
+            "annex_edge_api_key_cache_bytes",
+            "Bytes held by the API-key cache",
+            self.api_key_cache_bytes.clone(),
+        );
+        r.register(
+            "annex_edge_lookup_refusals",
+            "Install or API-key lookups refused because one client asked about too many unknown names",
+            self.lookup_refusals.clone(),
+        );
+        r.register(
+            "annex_edge_guest_answers_refused",
+            "Guest answers refused with 502 at the edge (headers over the caps)",
+            self.guest_answers_refused.clone(),
+        );
+        r.register(
+            "annex_edge_connections",
+            "Open client connections on the public listener",
+            self.connections.clone(),
+        );
+        r.register(
+            "annex_edge_connections_refused",
+            "Client connections closed at once because the listener was at its cap",
+            self.connections_refused.clone(),
+        );
+        r.register(
+            "annex_edge_debug_streams",
+            "Open debug streams",
+            self.debug_streams.clone(),
+        );
+        r.register(
+            "annex_edge_debug_stream_refusals",
+            "Debug streams refused with 429 over a tenant's or user's cap",
+            self.debug_stream_refusals.clone(),
         );
     }
 

@@ -17,16 +17,18 @@ use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::audit::{self, AuditSink};
-use crate::auth::{ApiKeyCache, Authenticator};
+use crate::auth::{ApiKeyCache, ApiKeyCacheParts, Authenticator};
+use crate::clients::Clients;
 use crate::config::Settings;
 use crate::cors::Cors;
+use crate::debug_stream::StreamCaps;
 use crate::installs::InstallCache;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::routing::{self, Routes};
 use crate::state::EdgeState;
 use crate::ui_store::UiStore;
-use crate::{bridge, debug_stream, ext_api, ext_proxy, ext_ui};
+use crate::{bridge, debug_stream, ext_api, ext_proxy, ext_ui, listener, ui_hosts};
 use annex_dispatch::WorkerTls;
 
 /// Bound sockets for an edge.
@@ -57,6 +59,10 @@ pub(crate) fn router(state: Arc<EdgeState>) -> Router {
         )
         .route("/api/ext-debug/stream", get(debug_stream::handle))
         .route("/ext-bridge/{file}", get(bridge::handle))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ui_hosts::guard,
+        ))
         .with_state(state)
 }
 
@@ -86,16 +92,23 @@ pub async fn run(
     annex_ops::tls::install_crypto_provider();
     let channel = control_plane_channel(&settings, &tls)?;
     let dispatch = pb::dispatch_client::DispatchClient::new(channel.clone());
+    let metrics = Metrics::default();
+    admin.with_registry(|r| metrics.register(r));
     let installs = InstallCache::new(
         pb::installs_client::InstallsClient::new(channel.clone()),
         settings.install_cache_ttl,
+        settings.install_cache_max_bytes,
+        metrics.install_cache_bytes.clone(),
     );
     let routes = Arc::new(Routes::new(WorkerTls {
         material: tls.clone(),
         server_name: settings.worker_server_name.clone(),
     }));
-    let metrics = Metrics::default();
-    admin.with_registry(|r| metrics.register(r));
+    let clients = Arc::new(Clients::new(
+        settings.client_ip_header.clone(),
+        settings.lookups,
+        metrics.lookup_refusals.clone(),
+    ));
     let ui = UiStore::open(
         pb::registry_client::RegistryClient::new(channel.clone())
             .max_decoding_message_size(routing::MAX_EXECUTE_MESSAGE_BYTES),
@@ -113,7 +126,13 @@ pub async fn run(
         auth: Authenticator {
             jwt: settings.jwt.clone(),
             cookie: settings.session_cookie.clone(),
-            api_keys: ApiKeyCache::new(dispatch.clone(), settings.api_key_cache_ttl),
+            api_keys: ApiKeyCache::new(ApiKeyCacheParts {
+                client: dispatch.clone(),
+                ttl: settings.api_key_cache_ttl,
+                max_bytes: settings.api_key_cache_max_bytes,
+                clients: clients.clone(),
+                bytes: metrics.api_key_cache_bytes.clone(),
+            }),
         },
         installs: installs.clone(),
         routes: routes.clone(),
@@ -131,6 +150,8 @@ pub async fn run(
             allowed_origins: settings.proxy_allowed_origins.clone(),
         },
         policy: settings.policy,
+        clients,
+        debug_streams: StreamCaps::new(settings.debug_streams, metrics.debug_streams.clone()),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -151,7 +172,10 @@ pub async fn run(
         dispatch,
         audit_rx,
         settings.audit,
-        metrics.audit_failures.clone(),
+        audit::AuditCounters {
+            failures: metrics.audit_failures.clone(),
+            dropped: metrics.audit_dropped.clone(),
+        },
     ));
     // Ready once the first routing snapshot has arrived (before it, every
     // execution would fail with no worker to send it to).
@@ -174,13 +198,15 @@ pub async fn run(
     };
 
     tracing::info!(edge = %settings.edge_id, "edge serving");
-    // Without TCP_NODELAY a response written in two pieces (headers, then a
-    // body over a few KiB) waits for the client's delayed ACK: 40 ms.
-    let http = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let result = axum::serve(http, router(state))
-        .with_graceful_shutdown({
+    listener::serve(
+        listeners.http,
+        router(state),
+        settings.connections,
+        listener::ConnectionMetrics {
+            open: metrics.connections.clone(),
+            refused: metrics.connections_refused.clone(),
+        },
+        {
             let admin = admin.clone();
             let stop_tx = stop_tx.clone();
             async move {
@@ -189,9 +215,9 @@ pub async fn run(
                 let _ = stop_tx.send(true);
                 admin.set_ready(false);
             }
-        })
-        .await
-        .context("serving HTTP");
+        },
+    )
+    .await;
     let _ = stop_tx.send(true);
     admin.set_ready(false);
     readiness.abort();
@@ -202,5 +228,5 @@ pub async fn run(
         tracing::warn!("audit rows still unshipped at shutdown");
     }
     let _ = admin_task.await;
-    result
+    Ok(())
 }

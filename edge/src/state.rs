@@ -7,8 +7,10 @@ use tonic::transport::Channel;
 
 use crate::audit::AuditSink;
 use crate::auth::Authenticator;
+use crate::clients::Clients;
 use crate::config::Policy;
 use crate::cors::Cors;
+use crate::debug_stream::StreamCaps;
 use crate::ext_ui::UiPolicy;
 use crate::installs::InstallCache;
 use crate::metrics::Metrics;
@@ -32,4 +34,8 @@ pub(crate) struct EdgeState {
     pub ext_cors: Cors,
     pub proxy_cors: Cors,
     pub policy: Policy,
+    /// Client identification and the per-client lookup budget.
+    pub clients: Arc<Clients>,
+    /// Caps on open debug streams.
+    pub debug_streams: StreamCaps,
 }

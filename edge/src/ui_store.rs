@@ -1,11 +1,20 @@
 //! The UI files of bundles, by content hash, on local disk: fetched from the
 //! control plane (`Registry.FetchBundle`), checked against the hash they were
 //! asked for, unpacked with the bundle crate's capped unpacker, and kept
-//! under `<root>/<hex>/` within a total size bound (least recently used
-//! bundles are evicted first). Only `ui/**` is written; the component never
-//! touches the edge's disk.
+//! within a total size bound (least recently used bundles are evicted
+//! first). Only `ui/**` is written; the component never touches the edge's
+//! disk.
+//!
+//! Nothing on disk is trusted. Each process writes into a directory of its
+//! own, created with mode 0700 under an unpredictable name inside the
+//! configured root (`run-<uuid>`), and serves a file only when its bytes
+//! still hash to what the bundle held ([`UiBundle`] keeps every file's
+//! SHA-256 in memory). Files left by an earlier process are never served:
+//! run directories whose owner is gone (its lock released) are removed at
+//! start, as are bundle directories an earlier version left in the root.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +23,7 @@ use annex_bundle::ContentHash;
 use annex_proto::pb;
 use annex_proto::pb::registry_client::RegistryClient;
 use parking_lot::Mutex;
+use sha2::Digest as _;
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
 
@@ -28,27 +38,87 @@ pub(crate) enum UiStoreError {
     /// Fetching, unpacking or writing failed: 500.
     #[error("extracting the bundle failed: {0}")]
     Extract(String),
+    /// A cached file no longer holds what the bundle held: 500 (the bundle
+    /// is dropped from the cache and fetched again on the next request).
+    #[error("cached UI file {0} changed on disk")]
+    Tampered(String),
 }
 
 #[derive(Debug, Clone)]
 pub struct UiStoreSettings {
+    /// Where the process's private cache directory is created.
     pub root: PathBuf,
     /// Total bytes of UI files kept on disk.
     pub max_bytes: u64,
 }
 
+/// One file of a cached bundle, as the bundle held it.
+#[derive(Debug, Clone)]
+pub(crate) struct UiFile {
+    /// `"sha256-<hex>"`, quoted: the file's strong ETag.
+    pub etag: String,
+    sha256: [u8; 32],
+    pub len: u64,
+}
+
+/// A cached bundle's UI: where its files are and what each must hold.
+#[derive(Debug)]
+pub(crate) struct UiBundle {
+    hex: String,
+    /// The bundle's `ui/` directory.
+    dir: PathBuf,
+    /// Every file, by its path under `ui/`.
+    pub files: HashMap<String, UiFile>,
+}
+
+impl UiBundle {
+    /// The file `rel`'s bytes, when they still hash to what the bundle held.
+    pub(crate) async fn read(&self, rel: &str) -> Result<Vec<u8>, UiStoreError> {
+        let file = self.files.get(rel).ok_or(UiStoreError::NotFound)?.clone();
+        let path = self.dir.join(rel);
+        let rel = rel.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path).map_err(|_| UiStoreError::Tampered(rel.clone()))?;
+            let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+            if bytes.len() as u64 != file.len || digest != file.sha256 {
+                return Err(UiStoreError::Tampered(rel));
+            }
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| UiStoreError::Extract(format!("read task: {e}")))?
+    }
+}
+
 #[derive(Debug)]
 struct Cached {
+    bundle: Arc<UiBundle>,
     bytes: u64,
     used: Instant,
 }
 
+/// This process's private directory: removed when the store goes away. The
+/// lock file tells a later process whether the directory's owner is alive.
+#[derive(Debug)]
+struct RunDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+const LOCK_FILE: &str = ".lock";
+
 pub(crate) struct UiStore {
     registry: RegistryClient<Channel>,
     settings: UiStoreSettings,
+    run: RunDir,
     index: Mutex<HashMap<String, Cached>>,
     fills: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    etags: Mutex<HashMap<PathBuf, String>>,
     fills_total: prometheus_client::metrics::counter::Counter,
 }
 
@@ -56,90 +126,89 @@ impl std::fmt::Debug for UiStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UiStore")
             .field("settings", &self.settings)
+            .field("run", &self.run.path)
             .finish_non_exhaustive()
     }
 }
 
-/// ETags remembered before the map is cleared.
-const MAX_ETAGS: usize = 20_000;
-
 impl UiStore {
-    /// Opens the store, indexing what an earlier process left (partial
-    /// fills are removed).
+    /// Opens the store: clears what no live process owns under the root and
+    /// creates this process's private directory.
     pub(crate) fn open(
         registry: RegistryClient<Channel>,
         settings: UiStoreSettings,
         fills_total: prometheus_client::metrics::counter::Counter,
     ) -> std::io::Result<UiStore> {
         std::fs::create_dir_all(&settings.root)?;
-        let mut index = HashMap::new();
-        for entry in std::fs::read_dir(&settings.root)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
-            if name.len() == 64
-                && name.bytes().all(|b| b.is_ascii_hexdigit())
-                && path.join("ui").is_dir()
-            {
-                index.insert(
-                    name,
-                    Cached {
-                        bytes: dir_size(&path),
-                        used: Instant::now(),
-                    },
-                );
-            } else if path.is_dir() {
-                let _ = std::fs::remove_dir_all(&path);
-            }
-        }
+        clear_abandoned(&settings.root)?;
+        let run = create_run_dir(&settings.root)?;
         Ok(UiStore {
             registry,
             settings,
-            index: Mutex::new(index),
+            run,
+            index: Mutex::default(),
             fills: Mutex::default(),
-            etags: Mutex::default(),
             fills_total,
         })
     }
 
-    /// The `ui/` directory of bundle `hash`, fetching it if needed.
-    pub(crate) async fn ui_dir(&self, hash: &ContentHash) -> Result<PathBuf, UiStoreError> {
+    /// The UI of bundle `hash`, fetching it if needed.
+    pub(crate) async fn bundle(&self, hash: &ContentHash) -> Result<Arc<UiBundle>, UiStoreError> {
         let hex = hash.hex().to_owned();
-        let dir = self.settings.root.join(&hex);
-        if self.touch(&hex) {
-            return Ok(dir.join("ui"));
+        if let Some(b) = self.touch(&hex) {
+            return Ok(b);
         }
         let lock = self.fills.lock().entry(hex.clone()).or_default().clone();
         let _guard = lock.lock().await;
-        if self.touch(&hex) {
-            return Ok(dir.join("ui"));
+        if let Some(b) = self.touch(&hex) {
+            return Ok(b);
         }
+        let dir = self.run.path.join(&hex);
         let result = self.fill(hash, &dir).await;
         self.fills.lock().remove(&hex);
-        let bytes = result?;
+        let files = result?;
         self.fills_total.inc();
+        let bytes = files.values().map(|f| f.len).sum();
+        let bundle = Arc::new(UiBundle {
+            hex: hex.clone(),
+            dir: dir.join("ui"),
+            files,
+        });
         self.index.lock().insert(
             hex.clone(),
             Cached {
+                bundle: bundle.clone(),
                 bytes,
                 used: Instant::now(),
             },
         );
         self.evict(&hex);
-        Ok(dir.join("ui"))
+        Ok(bundle)
     }
 
-    fn touch(&self, hex: &str) -> bool {
-        match self.index.lock().get_mut(hex) {
-            Some(c) => {
-                c.used = Instant::now();
-                true
+    /// Drops a bundle whose files changed on disk; the next request fetches
+    /// it again.
+    pub(crate) fn forget(&self, bundle: &UiBundle) {
+        if self.index.lock().remove(&bundle.hex).is_some() {
+            let path = self.run.path.join(&bundle.hex);
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "removing UI files failed");
             }
-            None => false,
         }
     }
 
-    async fn fill(&self, hash: &ContentHash, dir: &Path) -> Result<u64, UiStoreError> {
+    fn touch(&self, hex: &str) -> Option<Arc<UiBundle>> {
+        let mut index = self.index.lock();
+        let c = index.get_mut(hex)?;
+        c.used = Instant::now();
+        Some(c.bundle.clone())
+    }
+
+    async fn fill(
+        &self,
+        hash: &ContentHash,
+        dir: &Path,
+    ) -> Result<HashMap<String, UiFile>, UiStoreError> {
         let limits = annex_bundle::Limits::default();
         let mut stream = self
             .registry
@@ -169,8 +238,8 @@ impl UiStore {
         let expected = hash.clone();
         let dir = dir.to_owned();
         let tmp = self
-            .settings
-            .root
+            .run
+            .path
             .join(format!(".fill-{}", uuid::Uuid::new_v4()));
         tokio::task::spawn_blocking(move || {
             let actual = ContentHash::of(&bytes);
@@ -182,7 +251,7 @@ impl UiStore {
             }
             let bundle = annex_bundle::archive::unpack(&bytes, &limits)
                 .map_err(|e| UiStoreError::Extract(format!("unpacking: {e}")))?;
-            let written = write_ui(&bundle, &tmp).map_err(|e| {
+            let files = write_ui(&bundle, &tmp).map_err(|e| {
                 let _ = std::fs::remove_dir_all(&tmp);
                 UiStoreError::Extract(format!("writing UI files: {e}"))
             })?;
@@ -191,7 +260,7 @@ impl UiStore {
                 let _ = std::fs::remove_dir_all(&tmp);
                 UiStoreError::Extract(format!("moving UI files into place: {e}"))
             })?;
-            Ok(written)
+            Ok(files)
         })
         .await
         .map_err(|e| UiStoreError::Extract(format!("unpack task: {e}")))?
@@ -213,34 +282,59 @@ impl UiStore {
             if let Some(c) = index.remove(&victim) {
                 total -= c.bytes;
             }
-            let path = self.settings.root.join(&victim);
-            self.etags.lock().retain(|p, _| !p.starts_with(&path));
+            let path = self.run.path.join(&victim);
             if let Err(e) = std::fs::remove_dir_all(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "evicting UI files failed");
             }
         }
     }
-
-    /// The strong ETag of a cached file: `"sha256-<hex of its bytes>"`.
-    pub(crate) fn etag(&self, path: &Path, bytes: &[u8]) -> String {
-        if let Some(t) = self.etags.lock().get(path) {
-            return t.clone();
-        }
-        use sha2::Digest as _;
-        let tag = format!("\"sha256-{}\"", hex::encode(sha2::Sha256::digest(bytes)));
-        let mut etags = self.etags.lock();
-        if etags.len() >= MAX_ETAGS {
-            etags.clear();
-        }
-        etags.insert(path.to_owned(), tag.clone());
-        tag
-    }
 }
 
-fn write_ui(bundle: &annex_bundle::Bundle, tmp: &Path) -> std::io::Result<u64> {
+/// Removes what earlier edges left under `root`: run directories whose
+/// owner is gone (its lock released) and bundle directories of the earlier
+/// layout (64 hex digits). Anything else is not the edge's and is left
+/// alone (it is never served: only this process's run directory is).
+fn clear_abandoned(root: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_dir = entry.file_type()?.is_dir();
+        let run = name.starts_with("run-");
+        let old_bundle = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_dir || !(run || old_bundle) || (run && owner_alive(&path)) {
+            continue;
+        }
+        if let Err(e) = std::fs::remove_dir_all(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "removing old UI cache entries failed");
+        }
+    }
+    Ok(())
+}
+
+/// Whether the process that made run directory `dir` still holds its lock.
+fn owner_alive(dir: &Path) -> bool {
+    let Ok(file) = File::open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// `root/run-<uuid>`, mode 0700, created here (never an existing one), with
+/// its lock file held for the life of the store.
+fn create_run_dir(root: &Path) -> std::io::Result<RunDir> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let path = root.join(format!("run-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+    let lock = File::create(path.join(LOCK_FILE))?;
+    lock.lock()?;
+    Ok(RunDir { path, _lock: lock })
+}
+
+fn write_ui(bundle: &annex_bundle::Bundle, tmp: &Path) -> std::io::Result<HashMap<String, UiFile>> {
     let ui = tmp.join("ui");
     std::fs::create_dir_all(&ui)?;
-    let mut total = 0u64;
+    let mut files = HashMap::new();
     for (rel, data) in bundle.ui_files() {
         // The unpacker already refused absolute, `..` and hidden paths.
         let path = ui.join(rel);
@@ -252,76 +346,134 @@ fn write_ui(bundle: &annex_bundle::Bundle, tmp: &Path) -> std::io::Result<u64> {
             std::fs::create_dir_all(parent)?;
         }
         std::fs::write(&path, data)?;
-        total += data.len() as u64;
+        let sha256: [u8; 32] = sha2::Sha256::digest(data).into();
+        files.insert(
+            rel.to_owned(),
+            UiFile {
+                etag: format!("\"sha256-{}\"", hex::encode(sha256)),
+                sha256,
+                len: data.len() as u64,
+            },
+        );
     }
-    Ok(total)
-}
-
-fn dir_size(path: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![path.to_owned()];
-    while let Some(p) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&p) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(_) => total += e.metadata().map(|m| m.len()).unwrap_or(0),
-                Err(_) => {}
-            }
-        }
-    }
-    total
+    Ok(files)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn fill(root: &Path, hex: &str, bytes: usize) {
-        let ui = root.join(hex).join("ui");
-        std::fs::create_dir_all(&ui).expect("mkdir");
-        std::fs::write(ui.join("index.html"), vec![b'x'; bytes]).expect("write");
-    }
-
-    #[tokio::test]
-    async fn the_cache_reopens_what_it_had_and_evicts_least_recently_used() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
-        fill(dir.path(), &a, 400);
-        fill(dir.path(), &b, 400);
-        std::fs::create_dir_all(dir.path().join(".fill-partial")).expect("mkdir");
+    fn store(root: &Path, max_bytes: u64) -> UiStore {
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-        let store = UiStore::open(
+        UiStore::open(
             RegistryClient::new(channel),
             UiStoreSettings {
-                root: dir.path().to_owned(),
-                max_bytes: 1000,
+                root: root.to_owned(),
+                max_bytes,
             },
             Default::default(),
         )
-        .expect("open");
-        assert!(
-            !dir.path().join(".fill-partial").exists(),
-            "partial fills are removed"
-        );
-        assert_eq!(store.index.lock().len(), 2);
-        // `a` is used after `b`, so `b` goes first when `c` arrives.
-        assert!(store.touch(&b));
-        assert!(store.touch(&a));
-        fill(dir.path(), &c, 400);
-        store.index.lock().insert(
-            c.clone(),
+        .expect("open")
+    }
+
+    fn cache(s: &UiStore, hex: &str, bytes: u64) {
+        let dir = s.run.path.join(hex);
+        std::fs::create_dir_all(dir.join("ui")).expect("mkdir");
+        s.index.lock().insert(
+            hex.to_owned(),
             Cached {
-                bytes: 400,
+                bundle: Arc::new(UiBundle {
+                    hex: hex.to_owned(),
+                    dir: dir.join("ui"),
+                    files: HashMap::new(),
+                }),
+                bytes,
                 used: Instant::now(),
             },
         );
-        store.evict(&c);
-        assert!(dir.path().join(&a).exists());
-        assert!(!dir.path().join(&b).exists());
-        assert!(dir.path().join(&c).exists());
-        assert!(!store.touch(&b));
+    }
+
+    #[tokio::test]
+    async fn nothing_from_before_is_trusted_and_the_run_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        // What an earlier process (or anyone who could write here) left.
+        let forged = dir.path().join("a".repeat(64)).join("ui");
+        std::fs::create_dir_all(&forged).expect("mkdir");
+        std::fs::write(forged.join("index.html"), "forged").expect("write");
+        std::fs::create_dir_all(dir.path().join("run-abandoned")).expect("mkdir");
+        // Not the edge's: left alone (and never served).
+        std::fs::write(dir.path().join("notes.txt"), "operator's").expect("write");
+        let live = store(dir.path(), 1000);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("read")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(names[0], "notes.txt");
+        assert!(names[1].starts_with("run-"), "{names:?}");
+        assert!(live.index.lock().is_empty());
+        let mode = std::fs::metadata(&live.run.path)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // A second process keeps the first one's directory while it lives...
+        let second = store(dir.path(), 1000);
+        assert!(live.run.path.exists());
+        // ...and it goes with its store.
+        let first = live.run.path.clone();
+        drop(live);
+        assert!(!first.exists());
+        drop(second);
+    }
+
+    #[tokio::test]
+    async fn a_file_changed_on_disk_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(dir.path(), 1000);
+        let tmp = s.run.path.join("b".repeat(64));
+        let mut files = HashMap::new();
+        std::fs::create_dir_all(tmp.join("ui")).expect("mkdir");
+        std::fs::write(tmp.join("ui/app.js"), "good").expect("write");
+        let sha256: [u8; 32] = sha2::Sha256::digest(b"good").into();
+        files.insert(
+            "app.js".to_owned(),
+            UiFile {
+                etag: String::new(),
+                sha256,
+                len: 4,
+            },
+        );
+        let bundle = UiBundle {
+            hex: "b".repeat(64),
+            dir: tmp.join("ui"),
+            files,
+        };
+        assert_eq!(bundle.read("app.js").await.expect("good"), b"good");
+        std::fs::write(tmp.join("ui/app.js"), "evil").expect("write");
+        assert!(matches!(
+            bundle.read("app.js").await,
+            Err(UiStoreError::Tampered(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn least_recently_used_bundles_are_evicted_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(dir.path(), 1000);
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        cache(&s, &a, 400);
+        cache(&s, &b, 400);
+        // `a` is used after `b`, so `b` goes first when `c` arrives.
+        assert!(s.touch(&b).is_some());
+        assert!(s.touch(&a).is_some());
+        cache(&s, &c, 400);
+        s.evict(&c);
+        assert!(s.run.path.join(&a).exists());
+        assert!(!s.run.path.join(&b).exists());
+        assert!(s.run.path.join(&c).exists());
+        assert!(s.touch(&b).is_none());
     }
 }

@@ -147,7 +147,8 @@ async fn a_call_reaches_the_guest_with_only_allowlisted_headers_both_ways() {
     assert_eq!(resp.header("content-type"), Some("text/plain"));
     assert_eq!(resp.header("x-ext-foo"), Some("bar"));
     assert_eq!(resp.header("etag"), Some("\"v1\""));
-    assert_eq!(resp.header("cache-control"), Some("public, max-age=60"));
+    // Never publicly cacheable: every answer here was made for one caller.
+    assert_eq!(resp.header("cache-control"), Some("private, max-age=60"));
     assert_eq!(resp.header("set-cookie"), None);
     assert_eq!(resp.header("location"), None);
 

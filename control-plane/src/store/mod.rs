@@ -62,6 +62,11 @@ pub enum StoreError {
     /// The database cannot be reached or is overloaded; safe to retry.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The database refused a value itself (SQLSTATE class 22, data
+    /// exception: e.g. a NUL character in text or JSON, a number out of
+    /// range). Retrying the same rows cannot help.
+    #[error("invalid data: {0}")]
+    InvalidData(String),
     /// Anything else; the message is for the log.
     #[error("store failure: {0}")]
     Internal(String),

@@ -8,7 +8,7 @@ pub mod jwt;
 
 use http::HeaderMap;
 
-pub(crate) use api_keys::ApiKeyCache;
+pub(crate) use api_keys::{ApiKeyCache, ApiKeyCacheParts};
 pub(crate) use jwt::{Claims, JwtKey, JwtVerifier};
 
 /// `extension:read` / `extension:write`.
@@ -34,6 +34,20 @@ pub(crate) struct Principal {
     pub tenant: String,
     pub kind: PrincipalKind,
     pub permissions: Permissions,
+    /// How the credentials arrived; only a cookie rides along on a request
+    /// another site makes the browser send (see `crate::csrf`).
+    pub via: Credential,
+}
+
+/// Where a request's credentials came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credential {
+    /// `Authorization: Bearer`.
+    Bearer,
+    /// The session cookie.
+    Cookie,
+    /// `x-api-key`.
+    ApiKey,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,15 +115,25 @@ pub(crate) enum AuthError {
     /// No credentials, or credentials that do not verify: 401 `Unauthorized`.
     #[error("no valid session")]
     NoSession,
-    /// A verified session without a tenant: 401 `invalid_session`.
-    #[error("the session has no tenant")]
-    BlankTenant,
+    /// A verified session without a tenant, or with a tenant claim that is
+    /// not exactly a tenant id (surrounding spaces included): 401
+    /// `invalid_session`.
+    #[error("the session has no usable tenant")]
+    BadTenant,
     /// A verified session without a user id or user type: 401 `unauthenticated`.
     #[error("the session names no user")]
     NoUser,
+    /// A verified session whose identity claims the edge cannot carry
+    /// (control characters, over-long values): 401 `unauthenticated`.
+    #[error("the session's identity claims are malformed")]
+    MalformedClaim,
     /// The control plane could not be asked about an API key: 503.
     #[error("the API key could not be checked")]
     Unavailable,
+    /// The client has asked about too many unknown API keys: 429, with
+    /// `Retry-After` in seconds.
+    #[error("too many API-key lookups from this client")]
+    Limited(u64),
 }
 
 /// Where session tokens are read from.
@@ -123,17 +147,25 @@ pub(crate) struct Authenticator {
 
 impl Authenticator {
     /// Authenticates the request's credentials.
-    pub(crate) async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
-        if let Some(token) = self.session_token(headers) {
-            return self.verify_session(&token);
+    /// `client` names the caller for the API-key cache's per-client budget
+    /// of lookups (see [`ApiKeyCache::authenticate`]).
+    pub(crate) async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        client: crate::clients::ClientKey,
+    ) -> Result<Principal, AuthError> {
+        if let Some((token, via)) = self.session_token(headers) {
+            let mut principal = self.verify_session(&token)?;
+            principal.via = via;
+            return Ok(principal);
         }
         if let Some(secret) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-            return self.api_keys.authenticate(secret.trim()).await;
+            return self.api_keys.authenticate(secret.trim(), client).await;
         }
         Err(AuthError::NoSession)
     }
 
-    fn session_token(&self, headers: &HeaderMap) -> Option<String> {
+    fn session_token(&self, headers: &HeaderMap) -> Option<(String, Credential)> {
         if let Some(auth) = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -141,7 +173,7 @@ impl Authenticator {
             let (scheme, token) = auth.trim().split_once(' ')?;
             return scheme
                 .eq_ignore_ascii_case("bearer")
-                .then(|| token.trim().to_owned());
+                .then(|| (token.trim().to_owned(), Credential::Bearer));
         }
         let name = self.cookie.as_deref()?;
         headers
@@ -151,7 +183,7 @@ impl Authenticator {
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.trim().to_owned())
+            .map(|(_, v)| (v.trim().to_owned(), Credential::Cookie))
     }
 
     fn verify_session(&self, token: &str) -> Result<Principal, AuthError> {
@@ -167,10 +199,24 @@ impl Authenticator {
     }
 }
 
-/// Turns verified claims into a principal (docs/design/alga-compatibility.md, "Gateway").
+/// Longest user id accepted from a session.
+const MAX_USER_ID: usize = 256;
+/// Longest other identity claim (email, names, client id) accepted.
+const MAX_CLAIM: usize = 1024;
+
+/// A claim the edge may pass to a guest and write into the audit trail: no
+/// control characters, at most `max` bytes.
+fn carriable(value: &str, max: usize) -> bool {
+    value.len() <= max && !value.chars().any(char::is_control)
+}
+
+/// Turns verified claims into a principal (docs/design/alga-compatibility.md,
+/// "Gateway"). The tenant must be exactly a tenant id: a near miss (a
+/// leading space) would resolve nothing and must not look like a server
+/// failure.
 pub(crate) fn principal_from_claims(claims: Claims) -> Result<Principal, AuthError> {
-    if claims.tenant.trim().is_empty() {
-        return Err(AuthError::BlankTenant);
+    if claims.tenant.trim().is_empty() || !crate::identifiers::is_tenant(&claims.tenant) {
+        return Err(AuthError::BadTenant);
     }
     let user_type = match claims.user_type.as_str() {
         "internal" => UserType::Internal,
@@ -180,8 +226,23 @@ pub(crate) fn principal_from_claims(claims: Claims) -> Result<Principal, AuthErr
     if claims.sub.trim().is_empty() {
         return Err(AuthError::NoUser);
     }
+    let others = [
+        Some(&claims.email),
+        Some(&claims.name),
+        claims.client_id.as_ref(),
+        claims.client_name.as_ref(),
+    ];
+    if !carriable(&claims.sub, MAX_USER_ID)
+        || !others
+            .into_iter()
+            .flatten()
+            .all(|v| carriable(v, MAX_CLAIM))
+    {
+        return Err(AuthError::MalformedClaim);
+    }
     Ok(Principal {
         tenant: claims.tenant,
+        via: Credential::Bearer,
         permissions: Permissions::from_names(&claims.permissions),
         kind: PrincipalKind::User(UserInfo {
             user_id: claims.sub,
@@ -220,7 +281,38 @@ mod tests {
             tenant: " ".into(),
             ..base.clone()
         };
-        assert_eq!(principal_from_claims(blank), Err(AuthError::BlankTenant));
+        assert_eq!(principal_from_claims(blank), Err(AuthError::BadTenant));
+        for tenant in [" t", "t ", "a b", "t\0", &"t".repeat(129)] {
+            let odd = Claims {
+                tenant: tenant.into(),
+                ..base.clone()
+            };
+            assert_eq!(
+                principal_from_claims(odd),
+                Err(AuthError::BadTenant),
+                "{tenant:?}"
+            );
+        }
+        for bad in [
+            Claims {
+                sub: "u\0".into(),
+                ..base.clone()
+            },
+            Claims {
+                sub: "u".repeat(257),
+                ..base.clone()
+            },
+            Claims {
+                email: "a@b\r\nx".into(),
+                ..base.clone()
+            },
+            Claims {
+                client_name: Some("c\u{85}".into()),
+                ..base.clone()
+            },
+        ] {
+            assert_eq!(principal_from_claims(bad), Err(AuthError::MalformedClaim));
+        }
         let nouser = Claims {
             sub: String::new(),
             ..base.clone()

@@ -10,6 +10,9 @@
   'use strict';
   var METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
   var HASH = /^sha256:[0-9a-f]{64}$/i;
+  // Per-extension UI origins: the edge fills in its ANNEX_EDGE_UI_HOST_PATTERN
+  // (e.g. "{extension}.ext.example.com") when it serves this script.
+  var UI_HOST_PATTERN = /*ANNEX_UI_HOST_PATTERN*/null;
 
   function toBase64(bytes) {
     var s = '';
@@ -28,6 +31,16 @@
     try { return new URL(url, global.location.href).origin; } catch (e) { return null; }
   }
 
+  // The origin an extension's UI is served from: its own host when the edge
+  // has per-extension UI origins (extensionId is then the registry id), else
+  // `base`.
+  function uiBase(base, extensionId) {
+    base = String(base || '').replace(/\/+$/, '');
+    if (!UI_HOST_PATTERN) return base;
+    var scheme = /^http:/i.test(base) ? 'http:' : 'https:';
+    return scheme + '//' + UI_HOST_PATTERN.replace('{extension}', String(extensionId).toLowerCase());
+  }
+
   // The /ext-ui URL of an extension's UI (Alga's buildExtUiSrc, plus parentOrigin).
   function buildSrc(base, extensionId, contentHash, opts) {
     opts = opts || {};
@@ -37,7 +50,7 @@
     if (opts.tenantId) q.set('tenant', opts.tenantId);
     q.set('extensionId', extensionId);
     q.set('parentOrigin', global.location.origin);
-    return String(base || '').replace(/\/+$/, '') + '/ext-ui/' + encodeURIComponent(extensionId) +
+    return uiBase(base, extensionId) + '/ext-ui/' + encodeURIComponent(extensionId) +
       '/' + encodeURIComponent(contentHash) + '/index.html?' + q.toString();
   }
 

@@ -147,12 +147,24 @@ pub(crate) async fn dispatch(
         admitted.finish("error", "invalid_response", 502);
         return ApiError::bad_gateway(&request_id).into_response();
     };
+    // Guest data never panics the edge: an answer whose headers are over
+    // the caps is a malformed answer, like an invalid status.
+    let worker = outcome.worker_id.clone();
+    let response = match guest_response(status, outcome, policy) {
+        Ok(r) => r,
+        Err(e) => {
+            state.metrics.guest_answers_refused.inc();
+            tracing::warn!(request_id = %request_id, worker = %worker, error = %e, "guest answered headers over the caps");
+            admitted.finish("error", "invalid_response", 502);
+            return ApiError::bad_gateway(&request_id).into_response();
+        }
+    };
     if status.as_u16() >= 400 {
         admitted.finish("upstream_error", "extension_error_status", status.as_u16());
     } else {
         admitted.finish("ok", "", status.as_u16());
     }
-    guest_response(status, outcome, policy)
+    response
 }
 
 /// The client's status for a guest's answer: 200–599 (an unset status is
@@ -170,12 +182,14 @@ pub(crate) fn guest_status(status: u32, policy: ResponsePolicy) -> Option<Status
 }
 
 /// The client's response for a guest's `Ok` answer with a valid status:
-/// its body (none for 204 and 304) and its headers through `policy`.
+/// its body (none for 204 and 304) and its headers through `policy`; an
+/// error when the headers are over the caps (the caller answers 502).
 pub(crate) fn guest_response(
     status: StatusCode,
     outcome: pb::ExecuteResponse,
     policy: ResponsePolicy,
-) -> Response {
+) -> Result<Response, headers::RelayError> {
+    let relayed = headers::relay(&outcome.headers, policy)?;
     let body = if matches!(status.as_u16(), 204 | 304) {
         Body::empty()
     } else {
@@ -183,8 +197,8 @@ pub(crate) fn guest_response(
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
-    *resp.headers_mut() = headers::relay(&outcome.headers, policy);
-    resp
+    *resp.headers_mut() = relayed;
+    Ok(resp)
 }
 
 #[cfg(test)]

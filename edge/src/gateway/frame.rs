@@ -74,7 +74,9 @@ fn request_span(
     span
 }
 
-/// Sets `x-request-id` and records the request's metrics.
+/// Sets `x-request-id` and the headers every API answer carries
+/// (`nosniff`, the API content security policy), and records the request's
+/// metrics.
 fn finish(
     state: &EdgeState,
     route: &'static str,
@@ -85,6 +87,7 @@ fn finish(
     if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    crate::headers::harden(resp.headers_mut());
     state.metrics.observe(
         route,
         resp.status().as_u16(),
@@ -103,11 +106,13 @@ pub(crate) fn raw_tail<'a>(uri: &'a Uri, prefix: &str) -> &'a str {
     }
 }
 
-/// Reads a request body of at most `limit` bytes; more is 413.
+/// Reads a request body of at most `limit` bytes within `deadline`; more is
+/// 413, later is 408.
 pub(crate) async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limit: usize,
+    deadline: std::time::Duration,
 ) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
@@ -116,9 +121,19 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PAYLOAD_TOO_LARGE);
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        // Over the limit, or the client went away mid-body; either way it is not served.
-        tracing::debug!(error = %e, "reading the request body failed");
-        ApiError::PAYLOAD_TOO_LARGE
-    })
+    // A body trickled in a byte at a time would hold the request (and its
+    // audit slot) open for as long as the client likes.
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit));
+    match read.await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            // Over the limit, or the client went away mid-body; either way it is not served.
+            tracing::debug!(error = %e, "reading the request body failed");
+            Err(ApiError::PAYLOAD_TOO_LARGE)
+        }
+        Err(_) => {
+            tracing::info!("the request body did not arrive in time");
+            Err(ApiError::REQUEST_TIMEOUT)
+        }
+    }
 }

@@ -14,8 +14,9 @@ use annex_ops::quota::QuotaPermit;
 use annex_proto::pb;
 use http::HeaderMap;
 
-use crate::audit::AuditSlot;
+use crate::audit::{AuditSlot, clean};
 use crate::auth::{AuthError, Principal, PrincipalKind, UserType};
+use crate::clients::ClientKey;
 use crate::endpoints;
 use crate::error::ApiError;
 use crate::installs::{Install, ResolveError};
@@ -45,21 +46,33 @@ pub(crate) fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
+/// What a route hands the pipeline about the request it serves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Incoming<'a> {
+    pub method: &'a http::Method,
+    pub uri: &'a http::Uri,
+    pub headers: &'a HeaderMap,
+    pub request_id: &'a str,
+    pub client: ClientKey,
+}
+
 /// Who is calling, and do the tenant headers agree (the pipeline's first
 /// steps).
 pub(crate) async fn authenticate(
     state: &EdgeState,
-    headers: &HeaderMap,
+    incoming: &Incoming<'_>,
 ) -> Result<Principal, ApiError> {
+    let headers = incoming.headers;
     let principal = state
         .auth
-        .authenticate(headers)
+        .authenticate(headers, incoming.client)
         .await
         .map_err(|e| match e {
             AuthError::NoSession => ApiError::UNAUTHORIZED,
-            AuthError::BlankTenant => ApiError::INVALID_SESSION,
-            AuthError::NoUser => ApiError::UNAUTHENTICATED,
+            AuthError::BadTenant => ApiError::INVALID_SESSION,
+            AuthError::NoUser | AuthError::MalformedClaim => ApiError::UNAUTHENTICATED,
             AuthError::Unavailable => ApiError::POLICY_UNAVAILABLE,
+            AuthError::Limited(retry_after) => ApiError::rate_limited(retry_after),
         })?;
     for name in ["x-alga-tenant", "x-tenant-id"] {
         if let Some(v) = headers.get(name)
@@ -69,6 +82,17 @@ pub(crate) async fn authenticate(
         }
     }
     Ok(principal)
+}
+
+/// The request path of a route's raw tail ([`endpoints::request_path`]):
+/// 404 `endpoint_not_found` for a malformed escape (as Alga), 400
+/// `invalid_path` for a control character, before anything is dispatched
+/// or written down.
+pub(crate) fn decoded_path(raw_tail: &str) -> Result<String, ApiError> {
+    endpoints::request_path(raw_tail).map_err(|e| match e {
+        endpoints::PathError::Malformed => ApiError::ENDPOINT_NOT_FOUND,
+        endpoints::PathError::ControlCharacter => ApiError::INVALID_PATH,
+    })
 }
 
 /// The `index`th path parameter, percent-decoded (empty when absent or not UTF-8).
@@ -108,28 +132,30 @@ impl AuditCtx {
     /// `status`: ok | error | timeout | policy_denied | upstream_error.
     pub(crate) fn row(&self, status: &str, error: &str, http_status: u16) -> pb::ExecutionRecord {
         let duration_ms = self.started.elapsed().as_millis() as u64;
+        // Every string is cleaned: one the database refuses would otherwise
+        // be refused with its whole batch (see `crate::audit`).
         pb::ExecutionRecord {
             // Time-ordered ids keep the log's primary-key index appending at
             // its right edge instead of touching a random page per row.
             id: uuid::Uuid::now_v7().to_string(),
-            tenant_id: self.tenant.clone(),
-            registry_id: self.registry_id.clone(),
-            version_id: self.version_id.clone(),
-            request_id: self.request_id.clone(),
+            tenant_id: clean(&self.tenant),
+            registry_id: clean(&self.registry_id),
+            version_id: clean(&self.version_id),
+            request_id: clean(&self.request_id),
             started_at_ms: self.started_ms,
             finished_at_ms: unix_ms(),
-            status: status.to_owned(),
+            status: clean(status),
             metrics_json: serde_json::json!({
-                "method": self.method,
-                "path": self.path,
-                "endpoint_template": self.endpoint_template,
+                "method": clean(&self.method),
+                "path": clean(&self.path),
+                "endpoint_template": clean(&self.endpoint_template),
                 "principal_kind": self.principal_kind,
-                "user_id": self.user_id,
+                "user_id": clean(&self.user_id),
                 "http_status": http_status,
                 "duration_ms": duration_ms,
             })
             .to_string(),
-            error: error.to_owned(),
+            error: clean(error),
         }
     }
 }
@@ -171,6 +197,10 @@ pub(crate) async fn admit(
     if !endpoints::is_routable(call.method) {
         return Err(ApiError::ENDPOINT_NOT_FOUND);
     }
+    // A name no extension can have is not looked up (nor cached).
+    if !crate::identifiers::is_extension(call.extension) {
+        return Err(ApiError::EXTENSION_NOT_AVAILABLE);
+    }
     let install = state
         .installs
         .resolve(&principal.tenant, call.extension)
@@ -178,6 +208,7 @@ pub(crate) async fn admit(
         .map_err(|e| match e {
             ResolveError::NotFound => ApiError::EXTENSION_NOT_AVAILABLE,
             ResolveError::Unavailable => ApiError::POLICY_UNAVAILABLE,
+            ResolveError::Limited(retry_after) => ApiError::rate_limited(retry_after),
             ResolveError::Incomplete(what) => {
                 tracing::error!(
                     request_id = call.request_id,

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod attack;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use annex_bundle::ContentHash;
 use annex_bundle::signing::KeyPair;
 use annex_control_plane::store::{MemoryStore, Store, StoreError, WorkerRow};
-use annex_control_plane::{HostAppConfig, Limits, Listeners, Sealer};
+use annex_control_plane::{HostAppConfig, Listeners, Sealer};
 use annex_edge::jwt::{self, SigningKey};
 use annex_edge::{
     AuditSettings, JwtVerifier, Policy, RateSettings, Settings, UiPolicy, UiStoreSettings,
@@ -51,7 +52,7 @@ impl Cp {
         let settings = annex_control_plane::Settings {
             store: store.clone(),
             sealer: Sealer::from_bytes(&[42u8; 32]).expect("kek"),
-            limits: Limits::default(),
+            limits: annex_control_plane::Limits::default(),
             host_app: HostAppConfig::new(),
         };
         let ca = DevCa::generate().expect("ca");
@@ -279,6 +280,37 @@ pub struct EdgeOptions {
     pub timeout: Duration,
     pub audit_buffer: usize,
     pub audit_batch: usize,
+    /// The limits the hardening tests tighten.
+    pub limits: Limits,
+}
+
+/// Caches, budgets, connections and UI origins (see `hardening.rs`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The UI cache's root (default: a fresh temporary directory).
+    pub ui_dir: Option<std::path::PathBuf>,
+    pub ui_hosts: Option<annex_edge::UiHostPattern>,
+    pub client_ip_header: Option<&'static str>,
+    pub install_cache_max_bytes: usize,
+    pub api_key_cache_max_bytes: usize,
+    pub lookups: annex_edge::LookupSettings,
+    pub connections: annex_edge::ConnectionSettings,
+    pub debug_streams: annex_edge::StreamSettings,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            ui_dir: None,
+            ui_hosts: None,
+            client_ip_header: None,
+            install_cache_max_bytes: 16 * 1024 * 1024,
+            api_key_cache_max_bytes: 4 * 1024 * 1024,
+            lookups: annex_edge::LookupSettings::default(),
+            connections: annex_edge::ConnectionSettings::default(),
+            debug_streams: annex_edge::StreamSettings::default(),
+        }
+    }
 }
 
 impl Default for EdgeOptions {
@@ -292,6 +324,7 @@ impl Default for EdgeOptions {
             timeout: Duration::from_secs(1),
             audit_buffer: 1024,
             audit_batch: 64,
+            limits: Limits::default(),
         }
     }
 }
@@ -307,6 +340,7 @@ pub struct Edge {
 impl Edge {
     pub async fn start(cp: &Cp, opts: EdgeOptions) -> Edge {
         let ui_dir = tempfile::tempdir().expect("tempdir");
+        let limits = opts.limits.clone();
         let settings = Settings {
             edge_id: "edge-test".into(),
             control_plane_url: format!("https://{}", cp.addr),
@@ -334,10 +368,19 @@ impl Edge {
                 flush_interval: Duration::from_millis(50),
             },
             ui_store: UiStoreSettings {
-                root: ui_dir.path().to_owned(),
+                root: limits.ui_dir.unwrap_or_else(|| ui_dir.path().to_owned()),
                 max_bytes: 64 * 1024 * 1024,
             },
-            ui_policy: UiPolicy::new(None, None, Some(UI_MAX_FILE)),
+            ui_policy: UiPolicy {
+                hosts: limits.ui_hosts,
+                ..UiPolicy::new(None, None, Some(UI_MAX_FILE))
+            },
+            install_cache_max_bytes: limits.install_cache_max_bytes,
+            api_key_cache_max_bytes: limits.api_key_cache_max_bytes,
+            lookups: limits.lookups,
+            client_ip_header: limits.client_ip_header.map(http::HeaderName::from_static),
+            connections: limits.connections,
+            debug_streams: limits.debug_streams,
         };
         let tls = cp.ca.issue(Role::Edge, "edge").expect("cert");
         let http = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -479,10 +522,10 @@ pub async fn send(
             .await
             .expect("handshake");
     tokio::spawn(conn);
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost");
+    let mut req = http::Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req = req.header("host", "localhost");
+    }
     for (k, v) in headers {
         req = req.header(*k, *v);
     }

@@ -222,8 +222,12 @@ fn pg_error(e: tokio_postgres::Error) -> StoreError {
         if *code == SqlState::FOREIGN_KEY_VIOLATION {
             return StoreError::NotFound(db.constraint().unwrap_or("referenced row").to_owned());
         }
-        // Class 08 (connection exception), 53 (insufficient resources), 57P0x (shutting down).
+        // Class 22 (data exception): this value can never be stored.
         let class = code.code();
+        if class.starts_with("22") {
+            return StoreError::InvalidData(format!("{class}: {}", db.message()));
+        }
+        // Class 08 (connection exception), 53 (insufficient resources), 57P0x (shutting down).
         if class.starts_with("08") || class.starts_with("53") || class.starts_with("57P0") {
             return StoreError::Unavailable(db.message().to_owned());
         }
