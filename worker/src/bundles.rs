@@ -15,7 +15,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use annex_bundle::{ContentHash, Limits, PublicKey, TrustBundle, TrustError, TrustedKey};
+use annex_bundle::manifest::UnsupportedRuntime;
+use annex_bundle::{ContentHash, Limits, PublicKey, TrustBundle, TrustError, TrustedKey, World};
 use annex_proto::pb;
 use annex_proto::pb::registry_client::RegistryClient;
 use annex_proto::pb::trust_client::TrustClient;
@@ -62,6 +63,8 @@ pub enum BundleError {
     TrustUnavailable(String),
     #[error("{0}")]
     Archive(#[from] annex_bundle::ArchiveError),
+    #[error("{0}")]
+    Runtime(#[from] UnsupportedRuntime),
 }
 
 /// Parses a content hash; like Alga's execute, the `sha256:` prefix is optional.
@@ -84,13 +87,22 @@ pub trait TrustSource: Send + Sync + 'static {
     async fn trust(&self) -> Result<Arc<TrustBundle>, BundleError>;
 }
 
-/// Checks hash and signature, then unpacks and returns `dist/main.wasm`.
-/// CPU-bound (hashing, zstd): call it on a blocking thread.
+/// What the worker takes out of a verified bundle.
+pub(crate) struct Extracted {
+    /// `dist/main.wasm`.
+    pub(crate) component: Vec<u8>,
+    /// The world the manifest's `runtime` chose.
+    pub(crate) world: World,
+}
+
+/// Checks hash and signature, then unpacks and returns `dist/main.wasm`
+/// and the manifest's world. CPU-bound (hashing, zstd): call it on a
+/// blocking thread.
 pub(crate) fn verify_and_extract(
     hash: &ContentHash,
     bundle: &FetchedBundle,
     trust: &TrustBundle,
-) -> Result<Vec<u8>, BundleError> {
+) -> Result<Extracted, BundleError> {
     let actual = ContentHash::of(&bundle.bytes);
     if actual != *hash {
         return Err(BundleError::HashMismatch {
@@ -99,8 +111,17 @@ pub(crate) fn verify_and_extract(
         });
     }
     verify_signature(hash, &bundle.signature, trust)?;
-    let unpacked = annex_bundle::archive::unpack(&bundle.bytes, &Limits::default())?;
-    Ok(unpacked.require_component()?.to_vec())
+    let mut unpacked = annex_bundle::archive::unpack(&bundle.bytes, &Limits::default())?;
+    let world = match unpacked.file(annex_bundle::archive::MANIFEST_PATH) {
+        Some(manifest) => World::of_manifest_json(manifest)?,
+        None => World::default(),
+    };
+    unpacked.require_component()?;
+    let component = unpacked
+        .files
+        .remove(annex_bundle::archive::COMPONENT_PATH)
+        .unwrap_or_default();
+    Ok(Extracted { component, world })
 }
 
 /// Checks only the signature record (the hash is the caller's key).

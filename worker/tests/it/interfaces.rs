@@ -274,7 +274,7 @@ async fn unknown_capabilities_reject_the_request() {
 
 /// A one-shot-per-connection HTTP/1.1 server on 127.0.0.1: `/redirect`
 /// answers 302, anything else 200 echoing method, path and body.
-async fn stub_http_server() -> std::net::SocketAddr {
+pub(crate) async fn stub_http_server() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind stub");

@@ -3,6 +3,7 @@
 //! below) so the worker links once.
 
 mod bundles;
+mod compile;
 mod containment;
 mod fleet;
 mod host_services;
@@ -10,3 +11,4 @@ mod interfaces;
 mod js;
 mod mtls;
 mod support;
+mod wasi_http;
