@@ -26,6 +26,9 @@ use crate::cache::{CacheError, Compiled, ComponentCache, LoadSource, Verified};
 /// A load's result, shared by everyone who joined its flight.
 type Shared = Result<Arc<Compiled>, Arc<CacheError>>;
 
+/// A flight's outcome as its joiners see it: `None` until the load ends.
+type FlightResult = watch::Receiver<Option<(Shared, LoadSource)>>;
+
 /// Loads verified, compiled components.
 #[derive(Clone)]
 pub(crate) struct Loader {
@@ -37,7 +40,7 @@ struct Inner {
     bundles: Arc<dyn BundleSource>,
     trust: Arc<dyn TrustSource>,
     /// Loads under way, by bundle hash, with where the result came from.
-    flights: Mutex<HashMap<ContentHash, watch::Receiver<Option<(Shared, LoadSource)>>>>,
+    flights: Mutex<HashMap<ContentHash, FlightResult>>,
 }
 
 /// A load a caller is waiting for (see [`Loader::begin`]).
@@ -52,7 +55,7 @@ pub(crate) enum Pending {
     Flight {
         loader: Loader,
         hash: ContentHash,
-        result: watch::Receiver<Option<(Shared, LoadSource)>>,
+        result: FlightResult,
         started: bool,
     },
 }
