@@ -179,7 +179,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
     );
     let env_file = dir.join("dev.env");
     std::fs::write(&env_file, env).with_context(|| format!("writing {}", env_file.display()))?;
-    print_welcome(&edge_url, &env_file, sample.as_deref());
+    print_welcome(&Welcome {
+        edge_url: &edge_url,
+        control_plane_url: &cp_url,
+        pki: &pki,
+        env_file: &env_file,
+        sample: sample.as_deref(),
+    });
 
     tokio::select! {
         () = annex_ops::shutdown::signal() => {}
@@ -440,19 +446,89 @@ async fn build_sample(examples: &Path) -> anyhow::Result<PathBuf> {
         .join(format!("{SAMPLE_NAME}.wasm")))
 }
 
-fn print_welcome(edge_url: &str, env_file: &Path, sample: Option<&str>) {
-    let sample = sample.unwrap_or("<your extension>");
-    eprintln!(
+/// What the welcome lines show: the addresses and directories this run
+/// really uses.
+struct Welcome<'a> {
+    edge_url: &'a str,
+    control_plane_url: &'a str,
+    pki: &'a Path,
+    env_file: &'a Path,
+    /// The installed sample's slug; `None` under `--no-sample` (then no
+    /// sample commands are shown).
+    sample: Option<&'a str>,
+}
+
+fn print_welcome(w: &Welcome<'_>) {
+    eprintln!("{}", welcome_text(w));
+}
+
+fn welcome_text(w: &Welcome<'_>) -> String {
+    let env = w.env_file.display();
+    let mut text = format!(
         "\nAnnex is running.\n\
-         \n  edge:          {edge_url}\
-         \n  control plane: https://127.0.0.1 (mTLS; the annex CLI uses .annex/pki)\
-         \n  settings:      {env}\
-         \n\nTry:\
-         \n  set -a; . {env}; set +a\
-         \n  curl -H \"Authorization: Bearer $ANNEX_TOKEN\" $ANNEX_EDGE_URL/api/ext/$ANNEX_SAMPLE/hello\
-         \n  curl -H \"Authorization: Bearer $ANNEX_TOKEN\" -H 'content-type: application/json' -d '{{\"hi\":1}}' $ANNEX_EDGE_URL/api/ext/$ANNEX_SAMPLE/echo\
-         \n  annex call {sample} /hello --tenant dev\
-         \n\nCtrl-C stops everything.\n",
-        env = env_file.display()
+         \n  edge:          {edge}\
+         \n  control plane: {cp} (mTLS; the annex CLI uses {pki})\
+         \n  settings:      {env}\n",
+        edge = w.edge_url,
+        cp = w.control_plane_url,
+        pki = w.pki.display(),
     );
+    match w.sample {
+        Some(sample) => text.push_str(&format!(
+            "\nTry:\
+             \n  set -a; . {env}; set +a\
+             \n  curl -H \"Authorization: Bearer $ANNEX_TOKEN\" $ANNEX_EDGE_URL/api/ext/$ANNEX_SAMPLE/hello\
+             \n  curl -H \"Authorization: Bearer $ANNEX_TOKEN\" -H 'content-type: application/json' -d '{{\"hi\":1}}' $ANNEX_EDGE_URL/api/ext/$ANNEX_SAMPLE/echo\
+             \n  annex call {sample} /hello --tenant {DEV_TENANT}\n"
+        )),
+        None => text.push_str(&format!(
+            "\nNo sample is installed (--no-sample). The CLI reads the settings with:\
+             \n  set -a; . {env}; set +a\n"
+        )),
+    }
+    text.push_str("\nCtrl-C stops everything.\n");
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn welcome(sample: Option<&str>) -> String {
+        welcome_text(&Welcome {
+            edge_url: "http://127.0.0.1:18080",
+            control_plane_url: "https://127.0.0.1:17443",
+            pki: Path::new("/tmp/state/pki"),
+            env_file: Path::new("/tmp/state/dev.env"),
+            sample,
+        })
+    }
+
+    #[test]
+    fn the_welcome_shows_the_real_ports_and_directories() {
+        let text = welcome(Some("annex.hello"));
+        assert!(
+            text.contains("edge:          http://127.0.0.1:18080"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "control plane: https://127.0.0.1:17443 (mTLS; the annex CLI uses /tmp/state/pki)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("annex call annex.hello /hello --tenant dev"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn without_the_sample_no_sample_commands_are_shown() {
+        let text = welcome(None);
+        assert!(text.contains("https://127.0.0.1:17443"), "{text}");
+        assert!(!text.contains("annex call"), "{text}");
+        assert!(!text.contains("curl"), "{text}");
+        assert!(!text.contains("ANNEX_SAMPLE"), "{text}");
+    }
 }
