@@ -4,7 +4,9 @@
 //! Whatever the source (memory, disk, fresh), the bundle's signature must
 //! still hold under the current trust keys before the component is handed
 //! out: a revoked or expired key stops even a memory-cached component and
-//! evicts it.
+//! evicts it. A signature the current keys reject is checked once more
+//! against keys listed again ([`TrustSource::relisted`]): a key added since
+//! the last listing admits its bundle at once.
 //!
 //! A load that misses memory runs as its own task, one per bundle hash (a
 //! flight), which callers join: a caller that stops waiting (a call
@@ -16,11 +18,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use annex_bundle::ContentHash;
+use annex_bundle::{ContentHash, TrustBundle};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::bundles::{self, BundleSource, TrustSource};
+use crate::bundles::{self, BundleError, BundleSource, TrustSource};
 use crate::cache::{CacheError, Compiled, ComponentCache, LoadSource, Verified};
 
 /// A load's result, shared by everyone who joined its flight.
@@ -183,24 +185,46 @@ impl Loader {
             .await
     }
 
-    /// The bundle's signature under the current keys; evicted when it no
-    /// longer holds.
+    /// The bundle's signature under the current keys, or, when they reject
+    /// it, under the keys listed again; evicted when it no longer holds.
     async fn ensure_trusted(
         &self,
         hash: &ContentHash,
         compiled: &Compiled,
     ) -> Result<(), Arc<CacheError>> {
-        let trust = self
-            .inner
-            .trust
-            .trust()
-            .await
-            .map_err(|e| Arc::new(CacheError::Bundle(e)))?;
-        if let Err(e) = compiled.bundle.ensure_trusted(&trust) {
+        let bundle_error = |e| Arc::new(CacheError::Bundle(e));
+        let trust = self.inner.trust.trust().await.map_err(bundle_error)?;
+        let trusted = match compiled.bundle.ensure_trusted(&trust) {
+            Err(BundleError::Untrusted(_)) => {
+                let relisted = self.inner.trust.relisted().await.map_err(bundle_error)?;
+                compiled.bundle.ensure_trusted(&relisted)
+            }
+            checked => checked,
+        };
+        if let Err(e) = trusted {
             self.inner.cache.evict(hash);
-            return Err(Arc::new(CacheError::Bundle(e)));
+            return Err(bundle_error(e));
         }
         Ok(())
+    }
+
+    /// The keys that admit `record`: the current ones, or, when they do not,
+    /// the keys listed again.
+    async fn admitting(
+        &self,
+        hash: &ContentHash,
+        record: &bundles::SignatureRecord,
+    ) -> Result<Arc<TrustBundle>, CacheError> {
+        let trust = self.inner.trust.trust().await?;
+        match bundles::verify_signature(hash, record, &trust) {
+            Ok(_) => Ok(trust),
+            Err(BundleError::Untrusted(_)) => {
+                let relisted = self.inner.trust.relisted().await?;
+                bundles::verify_signature(hash, record, &relisted)?;
+                Ok(relisted)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A disk-cached bundle record's signature under the current keys.
@@ -209,17 +233,17 @@ impl Loader {
         hash: &ContentHash,
         record: &bundles::SignatureRecord,
     ) -> Result<(), CacheError> {
-        let trust = self.inner.trust.trust().await?;
-        bundles::verify_signature(hash, record, &trust)?;
-        Ok(())
+        self.admitting(hash, record).await.map(drop)
     }
 
     /// Fetches the bundle and checks hash and signature before taking the
     /// component and the manifest's world out of the archive (hashing and
-    /// unpacking on a blocking thread).
+    /// unpacking on a blocking thread; the signature, which binds the
+    /// requested hash, is checked first so that a key added since the last
+    /// listing can be looked up).
     async fn fetch_and_verify(&self, hash: &ContentHash) -> Result<Verified, CacheError> {
         let fetched = self.inner.bundles.fetch(hash).await?;
-        let trust = self.inner.trust.trust().await?;
+        let trust = self.admitting(hash, &fetched.signature).await?;
         let hash = hash.clone();
         tokio::task::spawn_blocking(move || {
             let extracted = bundles::verify_and_extract(&hash, &fetched, &trust)?;

@@ -29,6 +29,7 @@ pub struct Metrics {
     duration: Family<OutcomeLabel, Histogram>,
     component_loads: Family<SourceLabel, Counter>,
     in_flight: Gauge,
+    log_batches_dropped: Counter,
     pub(crate) compile: CompileMetrics,
 }
 
@@ -80,6 +81,11 @@ impl Metrics {
             m.in_flight.clone(),
         );
         registry.register(
+            "annex_worker_log_batches_dropped",
+            "Executions' log batches not delivered to the control plane (queue full, publish failed or timed out)",
+            m.log_batches_dropped.clone(),
+        );
+        registry.register(
             "annex_worker_compile_queue_depth",
             "Components waiting to be compiled",
             m.compile.queued.clone(),
@@ -112,6 +118,7 @@ impl Metrics {
             }),
             component_loads: Family::default(),
             in_flight: Gauge::default(),
+            log_batches_dropped: Counter::default(),
             compile: CompileMetrics::default(),
         }
     }
@@ -131,6 +138,11 @@ impl Metrics {
         self.component_loads
             .get_or_create(&SourceLabel { source })
             .inc();
+    }
+
+    /// The counter of log batches the shipper dropped.
+    pub(crate) fn log_batches_dropped(&self) -> Counter {
+        self.log_batches_dropped.clone()
     }
 
     /// Counts an execution holding a slot until the guard is dropped.

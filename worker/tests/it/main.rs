@@ -5,10 +5,13 @@
 mod bundles;
 mod compile;
 mod containment;
+mod egress;
 mod fleet;
 mod host_services;
+mod hostile;
 mod interfaces;
 mod js;
 mod mtls;
 mod support;
+mod trust;
 mod wasi_http;
