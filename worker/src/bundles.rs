@@ -177,7 +177,10 @@ impl DirBundleSource {
         &self.dir
     }
 
-    /// Stores a bundle so [`BundleSource::fetch`] finds it.
+    /// Stores a bundle so [`BundleSource::fetch`] finds it. Each file is
+    /// written aside and renamed into place, the signature record first: a
+    /// concurrent fetch sees no bundle, or a whole bundle with its whole
+    /// record, never a half-written file.
     pub(crate) fn store(
         &self,
         bytes: &[u8],
@@ -185,10 +188,21 @@ impl DirBundleSource {
     ) -> std::io::Result<ContentHash> {
         let hash = ContentHash::of(bytes);
         std::fs::create_dir_all(&self.dir)?;
-        std::fs::write(self.dir.join(format!("{}.tar.zst", hash.hex())), bytes)?;
         let sig = serde_json::to_vec_pretty(signature).map_err(std::io::Error::other)?;
-        std::fs::write(self.dir.join(format!("{}.sig.json", hash.hex())), sig)?;
+        self.write_whole(&format!("{}.sig.json", hash.hex()), &sig)?;
+        self.write_whole(&format!("{}.tar.zst", hash.hex()), bytes)?;
         Ok(hash)
+    }
+
+    /// Writes `name` in the directory through a uniquely named temporary file.
+    fn write_whole(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let aside = self
+            .dir
+            .join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+        std::fs::write(&aside, bytes)?;
+        std::fs::rename(&aside, self.dir.join(name))
     }
 }
 

@@ -69,10 +69,11 @@ async fn outgoing_requests_go_through_the_egress_policy() {
     for name in ["wasi-http-hello", "js-http"] {
         let hash = publisher().publish(name);
         let fetch = |c: Call| c.query("url", &format!("http://{addr}/w")).build();
+        let allowed = addr.to_string();
         // Without cap:http.fetch the request is denied, allowlisted or not.
         let r = w
             .execute(fetch(
-                Call::new(&hash, "GET", "/fetch").allow(&["127.0.0.1"]),
+                Call::new(&hash, "GET", "/fetch").allow(&[allowed.as_str()]),
             ))
             .await;
         assert_eq!(r.status, 200, "{name}: {r:?}");
@@ -82,7 +83,7 @@ async fn outgoing_requests_go_through_the_egress_policy() {
             .execute(fetch(
                 Call::new(&hash, "GET", "/fetch")
                     .caps(&["cap:http.fetch"])
-                    .allow(&["127.0.0.1"]),
+                    .allow(&[allowed.as_str()]),
             ))
             .await;
         assert_eq!(
