@@ -180,7 +180,8 @@ impl DirBundleSource {
     /// Stores a bundle so [`BundleSource::fetch`] finds it. Each file is
     /// written aside and renamed into place, the signature record first: a
     /// concurrent fetch sees no bundle, or a whole bundle with its whole
-    /// record, never a half-written file.
+    /// record, never a half-written file. Tests' publisher only.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn store(
         &self,
         bytes: &[u8],
@@ -195,6 +196,7 @@ impl DirBundleSource {
     }
 
     /// Writes `name` in the directory through a uniquely named temporary file.
+    #[cfg(any(test, feature = "testing"))]
     fn write_whole(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
