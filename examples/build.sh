@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds every guest component in examples/ into <guest>/dist/main.wasm:
-# the Rust guests (wasm32-wasip2, wit-bindgen) and the JavaScript guest
-# (jco componentize). Idempotent and quick when everything is up to date;
+# the Rust guests (wasm32-wasip2, wit-bindgen; wasi-http-hello with the
+# wasip2 crate's wasi:http/proxy world) and the JavaScript guests (jco
+# componentize: js-echo against alga:extension, js-http against
+# wasi:http/proxy). Idempotent and quick when everything is up to date;
 # safe to run from several processes at once (it takes a lock).
 #
 # Missing tools (rustup/cargo, node/npm) are errors: the worker's tests need
@@ -29,14 +31,14 @@ if ! rustc --print target-libdir --target wasm32-wasip2 >/dev/null 2>&1 \
   rustup target add wasm32-wasip2
 fi
 
-rust_guests=(hello probe misbehave hostile)
+rust_guests=(hello probe misbehave hostile wasi-http-hello)
 # The guests have their own target dir; CARGO_TARGET_DIR from a caller (the
 # worker's tests set one) must not redirect them.
 CARGO_TARGET_DIR="$here/target" cargo build --quiet --release --target wasm32-wasip2 \
   --manifest-path "$here/Cargo.toml"
 
 for g in "${rust_guests[@]}"; do
-  src="$here/target/wasm32-wasip2/release/$g.wasm"
+  src="$here/target/wasm32-wasip2/release/${g//-/_}.wasm"
   dst="$here/$g/dist/main.wasm"
   mkdir -p "$here/$g/dist"
   if ! cmp -s "$src" "$dst"; then
@@ -45,7 +47,7 @@ for g in "${rust_guests[@]}"; do
   fi
 done
 
-# --- JavaScript guest ----------------------------------------------------------
+# --- JavaScript guests ---------------------------------------------------------
 need node
 need npm
 js="$here/js-echo"
@@ -63,5 +65,19 @@ if [ ! -f "$out" ] \
   (cd "$js" && npx --no-install jco componentize src/echo.js \
     --wit ../wit/alga-extension.wit --world-name runner --disable all \
     --out dist/main.wasm.tmp >/dev/null)
+  mv "$out.tmp" "$out"
+fi
+
+# js-http: the same jco, the wasi:http/proxy world (fetch-event handler).
+http="$here/js-http"
+out="$http/dist/main.wasm"
+if [ ! -f "$out" ] \
+  || [ "$http/src/http.js" -nt "$out" ] \
+  || [ -n "$(find "$http/wit" -newer "$out" -name '*.wit' -print -quit)" ] \
+  || [ "$js/package-lock.json" -nt "$out" ]; then
+  mkdir -p "$http/dist"
+  (cd "$js" && npx --no-install jco componentize ../js-http/src/http.js \
+    --wit ../js-http/wit --world-name js-http \
+    --out ../js-http/dist/main.wasm.tmp >/dev/null)
   mv "$out.tmp" "$out"
 fi

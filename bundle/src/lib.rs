@@ -19,6 +19,6 @@ pub mod trust;
 
 pub use archive::{ArchiveError, Bundle, Limits};
 pub use hash::{ContentHash, ContentHasher};
-pub use manifest::{Endpoint, Manifest, ManifestError, UiSpec, VersionSpec};
+pub use manifest::{Endpoint, Manifest, ManifestError, UiSpec, VersionSpec, World};
 pub use signing::{KeyPair, PublicKey, SignatureError};
 pub use trust::{TrustBundle, TrustError, TrustedKey};

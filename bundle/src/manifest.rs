@@ -16,6 +16,10 @@
 //! - A wildcard `01.2.*` is read as numbers and resolves under `1.2.`.
 //! - Every capability name must be known ([`Capability`]): Alga accepts any string and drops the
 //!   unknown ones at install, so a typo silently withholds a capability.
+//!
+//! Annex's addition: `runtime` also chooses the component's [`World`] (`manifest_world.rs`); a
+//! `wasi:http/proxy` extension declares `"runtime": "wasi-http@0.2"` and may ask only for the
+//! capabilities that world can use.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,6 +28,11 @@ use serde::{Serialize, Serializer};
 
 use crate::capability::Capability;
 use serde_json::{Map, Value};
+
+#[path = "manifest_world.rs"]
+mod world;
+
+pub use world::{UnsupportedRuntime, WASI_HTTP_RUNTIMES, World};
 
 /// Top-level keys the publish path accepts; anything else is an issue.
 pub(crate) const TOP_LEVEL_FIELDS: [&str; 9] = [
@@ -185,6 +194,8 @@ pub struct Manifest {
     pub publisher: String,
     pub version: VersionSpec,
     pub runtime: String,
+    /// The world `runtime` chooses ([`World::Alga`] unless it names `wasi-http`).
+    pub world: World,
     /// As declared (not normalised), every name a known [`Capability`]; see
     /// [`crate::capability::granted`].
     pub capabilities: Vec<String>,
@@ -283,8 +294,12 @@ impl Check {
         let name = self.name(obj);
         let version = self.version(obj);
         let runtime = self.runtime(obj);
+        let world = runtime.as_deref().and_then(|r| self.world(r));
         let publisher = self.publisher(obj);
         let capabilities = self.capabilities(obj);
+        if let Some(world) = world {
+            self.world_capabilities(obj, world);
+        }
         let assets = self.string_list(obj, "assets", "asset");
         let precompiled = self.precompiled(obj);
         let ui = self.ui(obj);
@@ -294,6 +309,7 @@ impl Check {
             publisher: publisher?,
             version: version?,
             runtime: runtime?,
+            world: world?,
             capabilities,
             ui,
             endpoints,
@@ -358,6 +374,44 @@ impl Check {
             return None;
         }
         Some(raw.clone())
+    }
+
+    /// The world `runtime` chooses; an unsupported `wasi-http` version is an issue.
+    fn world(&mut self, runtime: &str) -> Option<World> {
+        match World::of_runtime(runtime) {
+            Ok(world) => Some(world),
+            Err(unsupported) => {
+                self.push(
+                    "runtime",
+                    format!(
+                        "Field 'runtime' names an unsupported wasi:http version '{}'; use '{}'.",
+                        unsupported.0, WASI_HTTP_RUNTIMES[0]
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Capabilities the chosen world cannot use are issues (a `wasi:http/proxy` component
+    /// reaches the host only through WASI).
+    fn world_capabilities(&mut self, obj: &Map<String, Value>, world: World) {
+        let Some(Value::Array(items)) = obj.get("capabilities") else {
+            return;
+        };
+        for (i, v) in items.iter().enumerate() {
+            if let Some(name) = non_empty_str(Some(v))
+                && let Ok(capability) = Capability::parse(name)
+                && !world.allows(capability)
+            {
+                self.push(
+                    format!("capabilities[{i}]"),
+                    format!(
+                        "Capability '{capability}' is not available to {world} components; they may declare cap:http.fetch and the defaults."
+                    ),
+                );
+            }
+        }
     }
 
     /// Alga makes `publisher` optional; Annex requires it because a bundle signature binds the

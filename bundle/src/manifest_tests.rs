@@ -65,6 +65,7 @@ fn sample_parses_and_normalises() {
     assert_eq!(m.version, VersionSpec::Exact("0.1.0".into()));
     assert_eq!(m.version_string(), Some("0.1.0"));
     assert_eq!(m.runtime, "wasm-js@1");
+    assert_eq!(m.world, World::Alga);
     assert_eq!(m.capabilities.len(), 3);
     assert_eq!(m.main_entry(), "ui/index.html");
     assert_eq!(
@@ -204,6 +205,28 @@ fn runtime() {
     for bad in ["", "   ", "wasmjs"] {
         check_issues(with(json!({"runtime": bad})), &[("runtime", "'@' or '-'")]);
     }
+}
+
+#[test]
+fn runtime_chooses_the_wasi_http_world_and_its_capabilities() {
+    let http = parse(&with(
+        json!({"runtime": "wasi-http@0.2", "capabilities": ["cap:http.fetch", "cap:log.emit"]}),
+    ))
+    .expect("a wasi:http manifest");
+    assert_eq!(http.world, World::WasiHttp);
+    assert_eq!(http.runtime, "wasi-http@0.2");
+    check_issues(
+        with(json!({"runtime": "wasi-http@0.3", "capabilities": []})),
+        &[("runtime", "unsupported wasi:http version 'wasi-http@0.3'")],
+    );
+    // The sample's cap:scheduler.manage needs the alga:extension interfaces.
+    check_issues(
+        with(json!({"runtime": "wasi-http"})),
+        &[(
+            "capabilities[0]",
+            "'cap:scheduler.manage' is not available to wasi-http components",
+        )],
+    );
 }
 
 #[test]

@@ -30,6 +30,32 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses the process's arguments like [`Parser::try_parse`], and notes
+    /// which values came from the command line and which from the
+    /// environment (clap's derive does not keep that).
+    pub fn parse_with_sources() -> Result<Cli, clap::Error> {
+        use clap::parser::ValueSource;
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = Cli::command().try_get_matches()?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        // Global arguments are kept both at the top and in the
+        // subcommand's matches, wherever they were written.
+        let sub = matches.subcommand().map_or(&matches, |(_, m)| m);
+        let on_command_line =
+            |m: &clap::ArgMatches| m.value_source("tenant") == Some(ValueSource::CommandLine);
+        cli.global.tenant_on_command_line = on_command_line(&matches) || on_command_line(sub);
+        // `token` exists only on the edge commands.
+        let token_from_env = || sub.value_source("token") == Some(ValueSource::EnvVariable);
+        match &mut cli.command {
+            Command::Call(args) => args.edge.token_from_env = token_from_env(),
+            Command::Logs(args) => args.edge.token_from_env = token_from_env(),
+            _ => {}
+        }
+        Ok(cli)
+    }
+}
+
 /// Options every command accepts, before or after the subcommand.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
@@ -78,6 +104,12 @@ pub struct Global {
     /// Tenant that install, config, secrets, api-key and token commands act for.
     #[arg(long, env = "ANNEX_TENANT", value_name = "TENANT", global = true)]
     pub tenant: Option<String>,
+
+    /// Whether `--tenant` was given on the command line (not only set in
+    /// ANNEX_TENANT): it then wins over a token for another tenant taken
+    /// from ANNEX_TOKEN. Set by [`Cli::parse_with_sources`].
+    #[arg(skip)]
+    pub tenant_on_command_line: bool,
 
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
@@ -209,9 +241,15 @@ pub struct EdgeArgs {
     #[arg(long, env = "ANNEX_EDGE_URL", default_value = DEFAULT_EDGE)]
     pub edge: String,
 
-    /// Bearer token [default: a dev JWT for --tenant, minted from --secret-file].
+    /// Bearer token [default: a dev JWT for --tenant, minted from --secret-file]. A token
+    /// from ANNEX_TOKEN is used only when it is for the tenant an explicit --tenant names.
     #[arg(long, env = "ANNEX_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// Whether the token came from ANNEX_TOKEN rather than --token. Set by
+    /// [`Cli::parse_with_sources`].
+    #[arg(skip)]
+    pub token_from_env: bool,
 
     /// Dev JWT secret used when no token is given.
     #[arg(

@@ -26,12 +26,10 @@ mod templates;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 fn main() -> ExitCode {
     failure::install_panic_hook();
     annex_ops::tls::install_crypto_provider();
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::Cli::parse_with_sources() {
         Ok(cli) => cli,
         Err(err) => return failure::clap_error(err),
     };

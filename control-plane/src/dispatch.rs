@@ -107,6 +107,10 @@ impl Dispatcher {
                 ErrorCode::Unavailable,
                 "no worker is available",
             )),
+            Err(ExecuteError::Compiling { .. }) => Err(AnnexError::new(
+                ErrorCode::ComponentCompiling,
+                "the component is compiling; retry shortly",
+            )),
             Err(ExecuteError::Timeout) => {
                 tracing::warn!("the execution timed out");
                 Err(AnnexError::new(

@@ -65,6 +65,11 @@ pub enum ExecuteError {
     /// Every worker tried refused the call before starting a guest.
     #[error("no worker could take the execution: {0}")]
     Refused(String),
+    /// The worker is still compiling the component; nothing ran. Not sent
+    /// to another worker: that would only start a second compile of the
+    /// same component there, while this one is ready within `retry_after`.
+    #[error("the component is compiling; retry in {}s", .retry_after.as_secs())]
+    Compiling { retry_after: Duration },
     /// The worker (or the way to it) failed the call.
     #[error("the worker call failed: {0}")]
     Failed(String),
@@ -228,6 +233,13 @@ impl Workers {
                         retried: i > 0,
                     });
                 }
+                Err(s) if compiling(&s) => {
+                    tracing::debug!(worker = %target.id, "component compiling; the caller retries later");
+                    return Err(ExecuteError::Compiling {
+                        retry_after: annex_proto::error::retry_after(&s)
+                            .unwrap_or(COMPILING_RETRY_AFTER),
+                    });
+                }
                 Err(s) if annex_proto::error::never_started(&s) => {
                     self.mark_down(&target.id);
                     tracing::debug!(worker = %target.id, message = s.message(), "worker unavailable; trying another");
@@ -258,6 +270,17 @@ impl Workers {
             }
         }
     }
+}
+
+/// When to retry a compiling component if the worker did not say.
+const COMPILING_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// The worker's refusal while it compiles the component (not a failure of
+/// the worker: it is not passed over afterwards).
+fn compiling(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+        && annex_proto::AnnexError::from_status(status).code
+            == annex_proto::ErrorCode::ComponentCompiling
 }
 
 /// `host:port` of a worker address. The protocol says `host:port`; a

@@ -13,7 +13,7 @@ pub(crate) struct ApiError {
     pub code: &'static str,
     /// Set for `bad_gateway` / `gateway_timeout`, which carry the request id.
     pub request_id: Option<String>,
-    /// Seconds, for 429.
+    /// Seconds, for 429 and `component_compiling`.
     pub retry_after: Option<u64>,
 }
 
@@ -71,6 +71,15 @@ impl ApiError {
         ApiError {
             retry_after: Some(5),
             ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_streams")
+        }
+    }
+
+    /// 503 while the worker compiles the extension's component (Annex's
+    /// answer; Alga's gateway waits for its runner instead).
+    pub(crate) fn component_compiling(retry_after: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after.max(1)),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "component_compiling")
         }
     }
 

@@ -10,6 +10,10 @@ use std::fmt;
 /// Response metadata key carrying the stable error code.
 pub(crate) const ERROR_CODE_METADATA: &str = "annex-error-code";
 
+/// Response metadata key carrying when to retry a refusal, in whole
+/// seconds (the edge turns it into `Retry-After`).
+const RETRY_AFTER_METADATA: &str = "annex-retry-after";
+
 macro_rules! error_codes {
     ($( $(#[$doc:meta])* $variant:ident => ($name:literal, $grpc:ident, $http:literal), )*) => {
         /// A stable, documented error code.
@@ -107,6 +111,9 @@ error_codes! {
     NotFound => ("NOT_FOUND", NotFound, 404),
     /// A dependency is unavailable (Postgres, a worker); safe to retry.
     Unavailable => ("UNAVAILABLE", Unavailable, 503),
+    /// The worker is still compiling the extension's component; nothing ran.
+    /// Retry after the interval the answer names (`Retry-After` at the edge).
+    ComponentCompiling => ("COMPONENT_COMPILING", Unavailable, 503),
     /// The deadline passed.
     Timeout => ("TIMEOUT", DeadlineExceeded, 504),
     /// An internal failure; details are in the server log.
@@ -176,6 +183,25 @@ impl From<AnnexError> for tonic::Status {
     }
 }
 
+/// Adds when to retry (whole seconds, at least 1) to a refusal.
+pub fn set_retry_after(status: &mut tonic::Status, after: std::time::Duration) {
+    let secs = after.as_secs().max(1);
+    status.metadata_mut().insert(
+        RETRY_AFTER_METADATA,
+        tonic::metadata::MetadataValue::from(secs),
+    );
+}
+
+/// When a refusal says to retry, if it says so.
+pub fn retry_after(status: &tonic::Status) -> Option<std::time::Duration> {
+    status
+        .metadata()
+        .get(RETRY_AFTER_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_secs)
+}
+
 /// Whether a failed call to a worker certainly never started a guest, so
 /// it may be sent to another worker (ARCHITECTURE.md, "Invariants"): the
 /// server refused it itself (`UNAVAILABLE` or `RESOURCE_EXHAUSTED` with an Annex
@@ -225,6 +251,24 @@ mod tests {
             "connection reset"
         )));
         assert!(!never_started(&tonic::Status::unknown("h2 protocol error")));
+    }
+
+    #[test]
+    fn a_compiling_refusal_never_started_and_says_when_to_retry() {
+        let mut status =
+            tonic::Status::from(AnnexError::new(ErrorCode::ComponentCompiling, "compiling"));
+        assert_eq!(retry_after(&status), None);
+        set_retry_after(&mut status, std::time::Duration::from_millis(2_500));
+        assert!(never_started(&status));
+        assert_eq!(
+            retry_after(&status),
+            Some(std::time::Duration::from_secs(2))
+        );
+        assert_eq!(
+            AnnexError::from_status(&status).code,
+            ErrorCode::ComponentCompiling
+        );
+        assert_eq!(ErrorCode::ComponentCompiling.http_status().as_u16(), 503);
     }
 
     #[test]

@@ -15,7 +15,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use annex_bundle::{ContentHash, Limits, TrustBundle, TrustError};
+use annex_bundle::manifest::UnsupportedRuntime;
+use annex_bundle::{ContentHash, Limits, TrustBundle, TrustError, World};
 use annex_proto::pb;
 use annex_proto::pb::registry_client::RegistryClient;
 use async_trait::async_trait;
@@ -67,6 +68,8 @@ pub enum BundleError {
     TrustUnavailable(String),
     #[error("{0}")]
     Archive(#[from] annex_bundle::ArchiveError),
+    #[error("{0}")]
+    Runtime(#[from] UnsupportedRuntime),
 }
 
 /// Parses a content hash; like Alga's execute, the `sha256:` prefix is optional.
@@ -96,14 +99,23 @@ pub trait TrustSource: Send + Sync + 'static {
     }
 }
 
+/// What the worker takes out of a verified bundle.
+pub(crate) struct Extracted {
+    /// `dist/main.wasm`.
+    pub(crate) component: Vec<u8>,
+    /// The world the manifest's `runtime` chose.
+    pub(crate) world: World,
+}
+
 /// Checks hash and signature (no signature without `trust`: the runner
 /// API's plan when no trust keys are configured), then unpacks and returns
-/// `dist/main.wasm`. CPU-bound (hashing, zstd): call it on a blocking thread.
+/// `dist/main.wasm` and the manifest's world. CPU-bound (hashing, zstd):
+/// call it on a blocking thread.
 pub(crate) fn verify_and_extract(
     hash: &ContentHash,
     bundle: &FetchedBundle,
     trust: Option<&TrustBundle>,
-) -> Result<Vec<u8>, BundleError> {
+) -> Result<Extracted, BundleError> {
     let actual = ContentHash::of(&bundle.bytes);
     if actual != *hash {
         return Err(BundleError::HashMismatch {
@@ -114,8 +126,17 @@ pub(crate) fn verify_and_extract(
     if let Some(trust) = trust {
         verify_signature(hash, &bundle.signature, trust)?;
     }
-    let unpacked = annex_bundle::archive::unpack(&bundle.bytes, &Limits::default())?;
-    Ok(unpacked.require_component()?.to_vec())
+    let mut unpacked = annex_bundle::archive::unpack(&bundle.bytes, &Limits::default())?;
+    let world = match unpacked.file(annex_bundle::archive::MANIFEST_PATH) {
+        Some(manifest) => World::of_manifest_json(manifest)?,
+        None => World::default(),
+    };
+    unpacked.require_component()?;
+    let component = unpacked
+        .files
+        .remove(annex_bundle::archive::COMPONENT_PATH)
+        .unwrap_or_default();
+    Ok(Extracted { component, world })
 }
 
 /// Checks only the signature record (the hash is the caller's key).
@@ -159,7 +180,11 @@ impl DirBundleSource {
         &self.dir
     }
 
-    /// Stores a bundle so [`BundleSource::fetch`] finds it.
+    /// Stores a bundle so [`BundleSource::fetch`] finds it. Each file is
+    /// written aside and renamed into place, the signature record first: a
+    /// concurrent fetch sees no bundle, or a whole bundle with its whole
+    /// record, never a half-written file. Tests' publisher only.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn store(
         &self,
         bytes: &[u8],
@@ -167,10 +192,22 @@ impl DirBundleSource {
     ) -> std::io::Result<ContentHash> {
         let hash = ContentHash::of(bytes);
         std::fs::create_dir_all(&self.dir)?;
-        std::fs::write(self.dir.join(format!("{}.tar.zst", hash.hex())), bytes)?;
         let sig = serde_json::to_vec_pretty(signature).map_err(std::io::Error::other)?;
-        std::fs::write(self.dir.join(format!("{}.sig.json", hash.hex())), sig)?;
+        self.write_whole(&format!("{}.sig.json", hash.hex()), &sig)?;
+        self.write_whole(&format!("{}.tar.zst", hash.hex()), bytes)?;
         Ok(hash)
+    }
+
+    /// Writes `name` in the directory through a uniquely named temporary file.
+    #[cfg(any(test, feature = "testing"))]
+    fn write_whole(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let aside = self
+            .dir
+            .join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+        std::fs::write(&aside, bytes)?;
+        std::fs::rename(&aside, self.dir.join(name))
     }
 }
 

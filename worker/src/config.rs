@@ -68,6 +68,19 @@ pub struct Config {
     /// Components kept compiled in memory.
     #[arg(long, env = "ANNEX_WORKER_MEMORY_CACHE_ENTRIES", default_value_t = NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN))]
     pub(crate) memory_cache_entries: NonZeroUsize,
+    /// Component compiles running at once; 0 picks one on up to two cores
+    /// and half the cores beyond that (one compile uses every core).
+    #[arg(long, env = "ANNEX_WORKER_COMPILE_CONCURRENCY", default_value_t = 0)]
+    pub(crate) compile_concurrency: usize,
+    /// Estimated memory all running compiles may take together, in MiB (a
+    /// 12 MB JavaScript component is estimated at about 470 MiB; one larger
+    /// than the budget still compiles, alone).
+    #[arg(long, env = "ANNEX_WORKER_COMPILE_MEMORY_MB", default_value_t = 768)]
+    pub(crate) compile_memory_mb: u64,
+    /// How long a call waits for its component to finish compiling before
+    /// it is answered COMPONENT_COMPILING (retry later), in milliseconds.
+    #[arg(long, env = "ANNEX_WORKER_COMPILE_WAIT_MS", default_value_t = 2000)]
+    pub(crate) compile_wait_ms: u64,
     /// Executions running at once.
     #[arg(long, env = "ANNEX_WORKER_CAPACITY", default_value_t = 64)]
     pub(crate) capacity: usize,

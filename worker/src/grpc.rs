@@ -3,8 +3,10 @@
 //! server wraps around this service (`annex_ops::tls::authenticate`).
 //!
 //! A request the worker did not start (draining, overloaded) fails with
-//! `UNAVAILABLE` so the caller can retry on another worker; everything else,
-//! guest failures included, is an `ExecuteResponse` with an outcome.
+//! `UNAVAILABLE` so the caller can retry on another worker; one whose
+//! component is still compiling fails with `UNAVAILABLE` and the code
+//! `COMPONENT_COMPILING` plus when to retry; everything else, guest
+//! failures included, is an `ExecuteResponse` with an outcome.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,11 +46,16 @@ impl WorkerService {
 
 /// A refusal before any guest ran: UNAVAILABLE with Annex's error code, so
 /// the caller may retry on another worker (`annex_proto::error::never_started`).
-fn not_started(e: &NotStarted) -> AnnexError {
+fn not_started(e: &NotStarted) -> Status {
     let code = match e {
         NotStarted::Draining | NotStarted::Overloaded(_) => ErrorCode::Unavailable,
+        NotStarted::Compiling { .. } => ErrorCode::ComponentCompiling,
     };
-    AnnexError::new(code, e.to_string())
+    let mut status = Status::from(AnnexError::new(code, e.to_string()));
+    if let NotStarted::Compiling { retry_after } = e {
+        annex_proto::error::set_retry_after(&mut status, *retry_after);
+    }
+    status
 }
 
 fn cache_error(e: &CacheError) -> AnnexError {
@@ -65,9 +72,9 @@ fn cache_error(e: &CacheError) -> AnnexError {
                 annex_bundle::TrustError::KeyRevoked { .. } => ErrorCode::KeyRevoked,
                 annex_bundle::TrustError::KeyExpired { .. } => ErrorCode::KeyExpired,
             },
-            BundleError::Archive(_) => ErrorCode::InvalidBundle,
+            BundleError::Archive(_) | BundleError::Runtime(_) => ErrorCode::InvalidBundle,
         },
-        CacheError::Compile(_) => ErrorCode::InvalidBundle,
+        CacheError::Compile(_) | CacheError::WorldMismatch { .. } => ErrorCode::InvalidBundle,
     };
     AnnexError::new(code, e.to_string())
 }
@@ -110,7 +117,7 @@ impl Worker for WorkerService {
             .instrument(span)
             .await
             .map(Response::new)
-            .map_err(|e| not_started(&e).into())
+            .map_err(|e| not_started(&e))
     }
 
     async fn prewarm(

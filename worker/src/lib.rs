@@ -3,13 +3,16 @@
 //! gRPC service.
 //!
 //! Code map: [`engine`] fixes the Wasmtime configuration (pool, epochs,
-//! fuel); [`cache`] holds compiled components (memory LRU + disk, single
-//! flight); [`bundles`] fetches bundles and verifies them against the
-//! trust keys [`trust`] keeps (refreshed in the background, never on the
-//! request path) before anything is compiled; `loader` combines the two
-//! and re-checks trust on every load; `host` is the linker and every host interface
-//! (WASI 0.2, `wasi:http`, the twelve `alga:extension` interfaces and
-//! `config`), gated by `capabilities`; `egress` is the outbound HTTP policy
+//! fuel); [`cache`] holds compiled components by component digest (memory
+//! LRU + disk, single flight) and verified bundles' records, and compiles
+//! through its bounded queue; [`bundles`] fetches bundles and verifies them
+//! against the trust keys [`trust`] keeps (refreshed in the background,
+//! never on the request path) before anything is compiled; `loader`
+//! combines the two, runs each load as its own task and re-checks trust on
+//! every load; `host` is the linker and every host interface (WASI 0.2,
+//! `wasi:http`, the twelve `alga:extension` interfaces and `config`), gated
+//! by `capabilities`, for Alga's runner world and `wasi:http/proxy`
+//! components alike; `egress` is the outbound HTTP policy
 //! shared by `http.fetch` and `wasi:http`; [`backend`] is the control
 //! plane's `HostServices` as the host interfaces see it; [`admission`] is
 //! the per-tenant fair queue; [`execute`] runs one request (decode, admit,
@@ -32,9 +35,10 @@
 //! control plane has a deadline.
 //!
 //! Invariants: nothing is compiled before its bytes and signature verified;
-//! compilation never runs on the async runtime and runs once per content
-//! hash at a time; every store has an epoch deadline; guests see no config,
-//! providers or limits except through the interfaces.
+//! compilation never runs on the async runtime, goes through the bounded
+//! compile queue and runs once per component digest at a time; every store
+//! has an epoch deadline; guests see no config, providers or limits except
+//! through the interfaces.
 
 #![warn(unreachable_pub)]
 

@@ -1,6 +1,7 @@
 //! Prometheus metrics of the worker (`annex_worker_*`, base units, no
 //! tenant or extension labels). It records plain values (an [`Outcome`], a
 //! load source's name, seconds) and knows nothing of how executions run.
+//! The compile queue's figures are [`CompileMetrics`], kept by the queue.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,6 +30,30 @@ pub struct Metrics {
     component_loads: Family<SourceLabel, Counter>,
     in_flight: Gauge,
     log_batches_dropped: Counter,
+    pub(crate) compile: CompileMetrics,
+}
+
+/// The compile queue (`cache::queue`): what waits, what runs, how long a
+/// compile takes, and how many calls were answered `COMPONENT_COMPILING`.
+#[derive(Clone)]
+pub(crate) struct CompileMetrics {
+    pub(crate) queued: Gauge,
+    pub(crate) in_flight: Gauge,
+    pub(crate) seconds: Histogram,
+    pub(crate) refusals: Counter,
+}
+
+impl Default for CompileMetrics {
+    fn default() -> Self {
+        CompileMetrics {
+            queued: Gauge::default(),
+            in_flight: Gauge::default(),
+            // 10 ms .. ~160 s: a small Rust guest to a large JavaScript one
+            // on a busy machine.
+            seconds: Histogram::new(exponential_buckets(0.01, 2.0, 15)),
+            refusals: Counter::default(),
+        }
+    }
 }
 
 impl Metrics {
@@ -60,6 +85,26 @@ impl Metrics {
             "Executions' log batches not delivered to the control plane (queue full, publish failed or timed out)",
             m.log_batches_dropped.clone(),
         );
+        registry.register(
+            "annex_worker_compile_queue_depth",
+            "Components waiting to be compiled",
+            m.compile.queued.clone(),
+        );
+        registry.register(
+            "annex_worker_compiles_in_flight",
+            "Components being compiled",
+            m.compile.in_flight.clone(),
+        );
+        registry.register(
+            "annex_worker_compile_duration_seconds",
+            "Time one component compile took, queue wait excluded",
+            m.compile.seconds.clone(),
+        );
+        registry.register(
+            "annex_worker_compiling_refusals",
+            "Calls answered COMPONENT_COMPILING because their component was still being prepared",
+            m.compile.refusals.clone(),
+        );
         m
     }
 
@@ -74,6 +119,7 @@ impl Metrics {
             component_loads: Family::default(),
             in_flight: Gauge::default(),
             log_batches_dropped: Counter::default(),
+            compile: CompileMetrics::default(),
         }
     }
 
@@ -140,5 +186,24 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("tenant"));
+    }
+
+    #[test]
+    fn the_compile_queue_is_exported() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.compile.queued.set(3);
+        m.compile.seconds.observe(5.5);
+        m.compile.refusals.inc();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        for line in [
+            "annex_worker_compile_queue_depth 3",
+            "annex_worker_compiles_in_flight 0",
+            "annex_worker_compile_duration_seconds_count 1",
+            "annex_worker_compiling_refusals_total 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
     }
 }

@@ -20,7 +20,7 @@ use crate::backend::{GrpcHostBackend, HostBackend, NoHostBackend};
 use crate::bundles::{
     BundleSource, DirBundleSource, GrpcBundleSource, NoBundleSource, TrustSource,
 };
-use crate::cache::ComponentCache;
+use crate::cache::{CacheParts, ComponentCache};
 use crate::egress::EgressClient;
 use crate::engine::{Allocator, WasmEngine};
 use crate::execute::{Executor, ExecutorParts};
@@ -54,12 +54,20 @@ pub fn build(
         "wasmtime engine ready"
     );
     let linker = host::linker(engine.engine())?;
-    let cache = ComponentCache::new(
-        engine.clone(),
+    let cache = ComponentCache::new(CacheParts {
+        engine: engine.clone(),
         linker,
-        settings.memory_cache_entries,
-        settings.cache_dir.clone(),
-    )?;
+        capacity: settings.memory_cache_entries,
+        disk: settings.cache_dir.clone(),
+        compile: settings.compile,
+        metrics: metrics.compile.clone(),
+    })?;
+    tracing::info!(
+        concurrency = settings.compile.concurrency,
+        memory_budget_bytes = settings.compile.memory_budget_bytes,
+        wait_ms = u64::try_from(settings.compile.wait.as_millis()).unwrap_or(u64::MAX),
+        "compile queue ready"
+    );
     let services = Arc::new(Services {
         backend: sources.backend,
         egress: Arc::new(EgressClient::new(settings.egress.clone())),

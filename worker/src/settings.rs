@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::admission::AdmissionConfig;
+use crate::cache::CompileSettings;
+use crate::cache::queue::default_concurrency;
 use crate::config::{Config, Toggle};
 use crate::egress::EgressConfig;
 use crate::engine::EngineConfig;
@@ -78,6 +80,8 @@ pub struct ExecutorSettings {
     pub(crate) memory_cache_entries: NonZeroUsize,
     /// Serialized artifacts; `None` disables the disk cache.
     pub(crate) cache_dir: Option<PathBuf>,
+    /// The compile queue's bounds and how long a call waits for a compile.
+    pub compile: CompileSettings,
 }
 
 impl Default for ExecutorSettings {
@@ -91,6 +95,7 @@ impl Default for ExecutorSettings {
             log_rates: RateLimits::default(),
             memory_cache_entries: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
             cache_dir: None,
+            compile: CompileSettings::default(),
         }
     }
 }
@@ -186,6 +191,14 @@ fn executor(config: &Config) -> Result<ExecutorSettings, SettingsError> {
         Toggle::Off => wasmtime::Enabled::No,
     };
     s.engine.fuel = config.fuel;
+    if config.compile_concurrency > 0 {
+        s.compile.concurrency = config.compile_concurrency;
+    } else {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        s.compile.concurrency = default_concurrency(cores);
+    }
+    s.compile.memory_budget_bytes = config.compile_memory_mb.max(1).saturating_mul(1024 * 1024);
+    s.compile.wait = Duration::from_millis(config.compile_wait_ms);
     s.admission.capacity = config.capacity.min(n as usize);
     s.admission.per_tenant = config.per_tenant;
     s.limits.default_timeout = Duration::from_millis(config.default_timeout_ms.max(1));
@@ -286,5 +299,31 @@ mod tests {
         .expect("valid");
         assert_eq!(s.executor.admission.capacity, 8);
         assert_eq!(s.advertise_address, "127.0.0.1:7444");
+    }
+
+    #[test]
+    fn compiles_are_bounded_by_default_and_by_flags() {
+        let cp = "--control-plane-url=https://cp:7443";
+        let defaults = Settings::try_from(&parse(&[cp])).expect("valid");
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        assert_eq!(
+            defaults.executor.compile.concurrency,
+            default_concurrency(cores)
+        );
+        assert_eq!(
+            defaults.executor.compile.memory_budget_bytes,
+            768 * 1024 * 1024
+        );
+        assert_eq!(defaults.executor.compile.wait, Duration::from_secs(2));
+        let set = Settings::try_from(&parse(&[
+            cp,
+            "--compile-concurrency=3",
+            "--compile-memory-mb=2048",
+            "--compile-wait-ms=500",
+        ]))
+        .expect("valid");
+        assert_eq!(set.executor.compile.concurrency, 3);
+        assert_eq!(set.executor.compile.memory_budget_bytes, 2048 * 1024 * 1024);
+        assert_eq!(set.executor.compile.wait, Duration::from_millis(500));
     }
 }

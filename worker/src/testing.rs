@@ -29,7 +29,8 @@ pub fn examples_dir() -> PathBuf {
 }
 
 /// The built component of guest `name` (`hello`, `probe`, `misbehave`,
-/// `js-echo`), building every guest first if this process has not yet.
+/// `js-echo`, and the `wasi:http/proxy` guests `wasi-http-hello` and
+/// `js-http`), building every guest first if this process has not yet.
 pub fn guest(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
@@ -68,7 +69,7 @@ pub fn pack_guest(name: &str) -> Vec<u8> {
 }
 
 /// Packs a manifest and component bytes as a bundle.
-pub(crate) fn pack(manifest: &[u8], component: &[u8]) -> Vec<u8> {
+pub fn pack(manifest: &[u8], component: &[u8]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     std::fs::create_dir_all(dir.path().join("dist")).unwrap_or_else(|e| panic!("mkdir: {e}"));
     std::fs::write(dir.path().join("manifest.json"), manifest)
@@ -76,6 +77,33 @@ pub(crate) fn pack(manifest: &[u8], component: &[u8]) -> Vec<u8> {
     std::fs::write(dir.path().join("dist/main.wasm"), component)
         .unwrap_or_else(|e| panic!("write: {e}"));
     annex_bundle::archive::pack_dir(dir.path()).unwrap_or_else(|e| panic!("pack: {e}"))
+}
+
+/// `component` with a custom section `annex-variant` holding `tag` appended:
+/// the same code under another digest (Wasmtime compiles it in full, as
+/// any other component).
+pub fn variant(component: &[u8], tag: &str) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"annex-variant";
+    let mut contents = Vec::new();
+    leb128(name.len(), &mut contents);
+    contents.extend_from_slice(name);
+    contents.extend_from_slice(tag.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0); // custom section
+    leb128(contents.len(), &mut out);
+    out.extend_from_slice(&contents);
+    out
 }
 
 /// The publisher every test bundle is signed by.
@@ -171,6 +199,10 @@ pub fn test_settings(cache_dir: Option<PathBuf>) -> ExecutorSettings {
         ..ExecutorSettings::default()
     };
     settings.engine.pool = pool;
+    // Tests call a component right after publishing it, as a call after a
+    // finished prewarm would: the first call waits for its compile. Tests
+    // of the compile wait itself set a short one.
+    settings.compile.wait = std::time::Duration::from_secs(300);
     settings
 }
 

@@ -1,7 +1,9 @@
 //! `annex call` and `annex logs`: the edge's public HTTP contracts from the
 //! command line. The bearer token is `--token`/`ANNEX_TOKEN`, or a dev JWT
 //! minted on the spot from the dev secret for `--tenant` (what `annex dev`
-//! trusts).
+//! trusts). A tenant named on the command line is never overridden by a
+//! token from the environment for another tenant (sourcing `annex dev`'s
+//! `dev.env` sets `ANNEX_TOKEN` for tenant `dev`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,16 +13,55 @@ use serde_json::json;
 
 use super::Context;
 use super::token::{self, Claims};
-use crate::cli::{CallArgs, LogsArgs};
+use crate::cli::{CallArgs, EdgeArgs, LogsArgs};
 use crate::failure::usage;
-use crate::output::Report;
+use crate::output::{Report, note};
 
-/// The token to send: given, or minted for the tenant from the dev secret.
-fn bearer(cx: &Context, token: &Option<String>, secret_file: &Path) -> anyhow::Result<String> {
-    if let Some(t) = token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        return Ok(t.to_owned());
+/// The token to send: given (unless the environment's token is not for the
+/// tenant `--tenant` names), or minted for the tenant from the dev secret.
+fn bearer(cx: &Context, edge: &EdgeArgs) -> anyhow::Result<String> {
+    let given = edge
+        .token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let explicit = cx
+        .global
+        .tenant_on_command_line
+        .then(|| cx.global.tenant.as_deref().map(str::trim))
+        .flatten()
+        .filter(|t| !t.is_empty());
+    match (given, explicit) {
+        (Some(t), None) => return Ok(t.to_owned()),
+        (Some(t), Some(tenant)) => match token::tenant_claim(t) {
+            Some(claimed) if claimed == tenant => return Ok(t.to_owned()),
+            Some(claimed) if !edge.token_from_env => {
+                return Err(usage(format!(
+                    "--token is for tenant {claimed:?}, but --tenant says {tenant:?}"
+                )));
+            }
+            None if !edge.token_from_env => return Ok(t.to_owned()),
+            claimed => {
+                // ANNEX_TOKEN for another (or an unknown) tenant: call as the
+                // tenant the command line names.
+                let secret = token::load_secret(&edge.secret_file).with_context(|| {
+                    format!(
+                        "ANNEX_TOKEN is not a token for tenant {tenant:?} and there is no dev JWT secret at {} to mint one; pass --token for that tenant",
+                        edge.secret_file.display()
+                    )
+                })?;
+                if let Some(claimed) = claimed {
+                    note(format!(
+                        "ignoring ANNEX_TOKEN (tenant {claimed:?}); calling as tenant {tenant:?} with a dev token"
+                    ));
+                }
+                return token::mint(&secret, &Claims::dev(tenant));
+            }
+        },
+        (None, _) => {}
     }
     let tenant = cx.tenant()?;
+    let secret_file: &Path = &edge.secret_file;
     let secret = token::load_secret(secret_file).with_context(|| {
         format!(
             "no --token given and no dev JWT secret at {} (run `annex dev`, or pass --token)",
@@ -39,7 +80,7 @@ fn url(edge: &str, tail: &str) -> String {
 }
 
 pub async fn call(cx: &Context, args: CallArgs) -> anyhow::Result<Report> {
-    let token = bearer(cx, &args.edge.token, &args.edge.secret_file)?;
+    let token = bearer(cx, &args.edge)?;
     let method = reqwest::Method::from_bytes(args.method.to_uppercase().as_bytes())
         .map_err(|_| usage(format!("{:?} is not an HTTP method", args.method)))?;
     let target = url(
@@ -91,7 +132,7 @@ pub async fn call(cx: &Context, args: CallArgs) -> anyhow::Result<Report> {
 }
 
 pub async fn logs(cx: &Context, args: LogsArgs) -> anyhow::Result<Report> {
-    let token = bearer(cx, &args.edge.token, &args.edge.secret_file)?;
+    let token = bearer(cx, &args.edge)?;
     let mut target = url(
         &args.edge.edge,
         &format!("api/ext-debug/stream?extensionId={}", args.extension),

@@ -16,6 +16,7 @@
 mod release;
 mod ui_host;
 mod watch_loop;
+mod welcome;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -198,7 +199,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
     );
     let env_file = dir.join("dev.env");
     crate::files::write_private(&env_file, env.as_bytes(), true)?;
-    print_welcome(&edge_url, &env_file, sample.as_deref());
+    welcome::print(&welcome::Welcome {
+        edge_url: &edge_url,
+        control_plane_url: &cp_url,
+        pki: &pki,
+        env_file: &env_file,
+        sample: sample.as_deref(),
+    });
     if let Some(project) = watched {
         let setup = watch_loop::Setup {
             project,
@@ -504,23 +511,6 @@ async fn build_sample(examples: &Path) -> anyhow::Result<PathBuf> {
     Ok(examples
         .join("target/wasm32-wasip2/release")
         .join(format!("{SAMPLE_NAME}.wasm")))
-}
-
-fn print_welcome(edge_url: &str, env_file: &Path, sample: Option<&str>) {
-    let sample = sample.unwrap_or("<your extension>");
-    eprintln!(
-        "\nAnnex is running.\n\
-         \n  edge:          {edge_url}\
-         \n  control plane: https://127.0.0.1 (mTLS; the annex CLI uses .annex/pki)\
-         \n  settings:      {env}\
-         \n\nTry:\
-         \n  set -a; . {env}; set +a\
-         \n  curl -H \"Authorization: Bearer $ANNEX_TOKEN\" $ANNEX_EDGE_URL/api/ext/$ANNEX_SAMPLE/hello\
-         \n  curl -H \"Authorization: Bearer $ANNEX_TOKEN\" -H 'content-type: application/json' -d '{{\"hi\":1}}' $ANNEX_EDGE_URL/api/ext/$ANNEX_SAMPLE/echo\
-         \n  annex call {sample} /hello --tenant dev\
-         \n\nCtrl-C stops everything.\n",
-        env = env_file.display()
-    );
 }
 
 #[cfg(all(test, unix))]

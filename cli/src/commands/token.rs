@@ -130,6 +130,16 @@ pub fn mint(secret: &[u8], claims: &Claims) -> anyhow::Result<String> {
     ))
 }
 
+/// The `tenant` claim of a JWT, read without verifying it (only the edge can
+/// verify); `None` for anything that is not a JWT with that claim (an API
+/// key, say).
+pub fn tenant_claim(token: &str) -> Option<String> {
+    let payload = token.trim().split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    claims.get("tenant")?.as_str().map(str::to_owned)
+}
+
 /// Reads a secret file: its bytes, ASCII whitespace trimmed, at least [`MIN_SECRET_BYTES`].
 pub fn load_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
     let raw = files::read(path)?;
@@ -217,6 +227,14 @@ mod tests {
         let payload: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json");
         assert_eq!(payload["client_id"], "c9");
+    }
+
+    #[test]
+    fn the_tenant_claim_is_read_from_a_jwt_only() {
+        let token = mint(b"0123456789abcdef0123456789abcdef", &claims()).expect("mint");
+        assert_eq!(tenant_claim(&token).as_deref(), Some("acme"));
+        assert_eq!(tenant_claim("ak_live_0123456789"), None);
+        assert_eq!(tenant_claim("a.b.c"), None);
     }
 
     #[test]

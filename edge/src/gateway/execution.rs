@@ -118,6 +118,12 @@ pub(crate) async fn dispatch(
             }
             executed.response
         }
+        Err(ExecuteError::Compiling { retry_after }) => {
+            let secs = retry_after.as_secs().max(1);
+            tracing::info!(request_id = %request_id, retry_after_secs = secs, "component compiling; the client retries");
+            admitted.finish("error", "component_compiling", 503);
+            return ApiError::component_compiling(secs).into_response();
+        }
         Err(ExecuteError::Timeout) => {
             tracing::warn!(request_id = %request_id, "execution timed out");
             admitted.finish("timeout", "timeout", 504);

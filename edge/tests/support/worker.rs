@@ -108,6 +108,14 @@ impl pb::worker_server::Worker for Svc {
         self.script.calls.lock().push(r.clone());
         let http = r.http.clone().unwrap_or_default();
         let resp = match http.path.as_str() {
+            "/compiling" => {
+                let mut status = Status::from(annex_proto::AnnexError::new(
+                    annex_proto::ErrorCode::ComponentCompiling,
+                    "the component is compiling",
+                ));
+                annex_proto::error::set_retry_after(&mut status, Duration::from_secs(3));
+                return Err(status);
+            }
             "/slow" => {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 ok(200, &[], b"late".to_vec(), &self.id)

@@ -3,8 +3,10 @@
 //! in time and CPU-timed, what it used (reported in the response and added
 //! to the usage ledger), the classification of its result and the bounds
 //! of its answer, and the execution log (queued for the control plane
-//! without holding up the response). Instances are
-//! never reused: each run instantiates from the cached `InstancePre`.
+//! without holding up the response). Instances are never reused: each run
+//! instantiates from the cached `InstancePre`. A `wasi:http/proxy`
+//! component is entered through [`super::proxy`]; the limits, accounting,
+//! bounds and logs are the same.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,8 +18,8 @@ use super::Executor;
 use super::limits::Budget;
 use super::request::Request;
 use super::response::{CallResult, Failure, check_response, classify, micros, ok_response};
-use crate::bindings::types;
-use crate::cache::Compiled;
+use crate::bindings::{RunnerV2Pre, types};
+use crate::cache::{Compiled, Entry};
 use crate::capabilities::Capabilities;
 use crate::cputime::CpuTimed;
 use crate::engine::{EPOCH_TICK, WasmEngine};
@@ -59,7 +61,12 @@ impl Executor {
         let mut store = Store::new(self.engine.engine(), state);
         let guest_started = Instant::now();
         let fuel = limit(&mut store, &self.engine, &budget, guest_started);
-        let (call, cpu) = call(compiled, &mut store, &request.guest_request, budget.timeout).await;
+        let (call, cpu) = match &compiled.entry {
+            Entry::Alga(pre) => call(pre, &mut store, &request.guest_request, budget.timeout).await,
+            Entry::WasiHttp(pre) => {
+                super::proxy::call(pre, &mut store, request.guest_request, &budget).await
+            }
+        };
         let usage = measure(&store, &self.engine, fuel, cpu, started);
         self.account(store.data(), &usage, guest_started.elapsed());
         let result = classify(call, store.data().limiter.denied, budget.timeout);
@@ -167,14 +174,14 @@ fn measure(
 /// whole call is also bounded on the async side (one tick of grace keeps
 /// the epoch trap the normal path for spinning guests).
 async fn call(
-    compiled: &Compiled,
+    pre: &RunnerV2Pre<HostState>,
     store: &mut Store<HostState>,
     request: &types::ExecuteRequest,
     timeout: Duration,
 ) -> (CallResult, Duration) {
     let budget = timeout + 2 * EPOCH_TICK;
     CpuTimed::new(tokio::time::timeout(budget, async {
-        let instance = compiled.pre.instantiate_async(&mut *store).await?;
+        let instance = pre.instantiate_async(&mut *store).await?;
         instance.call_handler(&mut *store, request).await
     }))
     .await

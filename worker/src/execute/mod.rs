@@ -1,9 +1,12 @@
 //! One execution from the wire to its answer: decode ([`request`]), admit
-//! (the per-tenant fair queue), load the component (the [`Loader`]), run
-//! the guest on the separate guest runtime ([`guest`]) and answer with an
-//! outcome ([`response`]). Every path ends in an `ExecuteResponse`
+//! (the per-tenant fair queue), load the component (the [`Loader`]; a
+//! component still being compiled after a short wait is a refusal), run
+//! the guest on the separate guest runtime ([`guest`], or [`proxy`] for a
+//! `wasi:http/proxy` component) and answer with an outcome ([`response`]).
+//! Every path ends in an `ExecuteResponse`
 //! (`ok | trap | timeout | oom | rejected`) except the refusals of
-//! [`NotStarted`], which the caller may retry on another worker.
+//! [`NotStarted`], which the caller may retry (on another worker, or later
+//! for [`NotStarted::Compiling`]).
 //!
 //! The guest runtime is apart from the one serving gRPC: a guest that spins
 //! until its next epoch yield never delays request I/O, and the OS
@@ -15,11 +18,12 @@
 mod guest;
 pub(crate) mod limits;
 mod prepared;
+mod proxy;
 mod request;
 mod response;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use annex_bundle::ContentHash;
 use annex_proto::pb;
@@ -44,15 +48,15 @@ use response::Failure;
 
 /// A failed load as Alga's error strings: `bundle_fetch_failed` (502) for
 /// fetching and verifying, `execute_failed` (500) for compiling and linking.
-fn load_failure(hash: &ContentHash, error: CacheError) -> Failure {
+fn load_failure(hash: &ContentHash, error: &CacheError) -> Failure {
     match error {
         CacheError::Bundle(e) => {
             tracing::warn!(error = %e, hash = %hash, "bundle fetch failed");
             Failure::rejected(502, format!("bundle_fetch_failed: {e}"))
         }
-        CacheError::Compile(e) => {
-            tracing::warn!(error = %e, hash = %hash, "component compile failed");
-            Failure::rejected(500, format!("execute_failed: {e}"))
+        CacheError::Compile(_) | CacheError::WorldMismatch { .. } => {
+            tracing::warn!(error = %error, hash = %hash, "component compile failed");
+            Failure::rejected(500, format!("execute_failed: {error}"))
         }
     }
 }
@@ -64,6 +68,10 @@ pub(crate) enum NotStarted {
     Draining,
     #[error("worker overloaded: {0}")]
     Overloaded(Refused),
+    /// The component is still being compiled (or fetched); retry after
+    /// `retry_after`.
+    #[error("the component is being compiled; retry in {}s", .retry_after.as_secs().max(1))]
+    Compiling { retry_after: Duration },
 }
 
 /// Why an execution produced no guest response: refused before it started
@@ -196,9 +204,11 @@ impl Executor {
         &self.drain
     }
 
-    /// Fetches, verifies and compiles `content_hash` ahead of traffic.
-    pub(crate) async fn prewarm(&self, content_hash: &str) -> Result<LoadSource, CacheError> {
-        let hash = crate::bundles::parse_hash(content_hash)?;
+    /// Fetches, verifies and compiles `content_hash` ahead of traffic
+    /// (waiting for the compile, however long it takes).
+    pub(crate) async fn prewarm(&self, content_hash: &str) -> Result<LoadSource, Arc<CacheError>> {
+        let hash = crate::bundles::parse_hash(content_hash)
+            .map_err(|e| Arc::new(CacheError::Bundle(e)))?;
         let (_, source) = self.load(&hash).await?;
         Ok(source)
     }
@@ -273,24 +283,47 @@ impl Executor {
     }
 
     /// Fetch, verify and compile, or a cache hit (the span's `source` says
-    /// which); a failure is answered with Alga's error string.
-    async fn component(&self, hash: &ContentHash) -> Result<Arc<Compiled>, Failure> {
+    /// which). A component not ready within the compile wait is a
+    /// [`NotStarted::Compiling`] refusal (its load goes on); a failure is
+    /// answered with Alga's error string.
+    async fn component(&self, hash: &ContentHash) -> Result<Arc<Compiled>, ExecuteError> {
         let span = annex_ops::span!(
             "worker.compile",
             hash = %hash,
             source = tracing::field::Empty
         );
-        match self.load(hash).instrument(span.clone()).await {
+        let wait = self.cache().compile_wait();
+        let pending = self.loader.begin(hash);
+        let loaded = match tokio::time::timeout(wait, pending.wait().instrument(span.clone())).await
+        {
+            Ok(loaded) => loaded,
+            Err(_) => {
+                let retry_after = self.cache().retry_after();
+                self.metrics.compile.refusals.inc();
+                tracing::info!(
+                    hash = %hash,
+                    waited_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    retry_after_secs = retry_after.as_secs(),
+                    "component still compiling; the caller retries later"
+                );
+                return Err(NotStarted::Compiling { retry_after }.into());
+            }
+        };
+        match loaded {
             Ok((compiled, source)) => {
+                self.metrics.component_loaded(source.as_str());
                 span.record("source", source.as_str());
                 Ok(compiled)
             }
-            Err(e) => Err(load_failure(hash, e)),
+            Err(e) => Err(load_failure(hash, &e).into()),
         }
     }
 
     /// The loader, counted by source.
-    async fn load(&self, hash: &ContentHash) -> Result<(Arc<Compiled>, LoadSource), CacheError> {
+    async fn load(
+        &self,
+        hash: &ContentHash,
+    ) -> Result<(Arc<Compiled>, LoadSource), Arc<CacheError>> {
         let loaded = self.loader.load(hash).await?;
         self.metrics.component_loaded(loaded.1.as_str());
         Ok(loaded)

@@ -66,7 +66,7 @@ impl Executor {
         &self,
         hash: &ContentHash,
         plan: &LoadPlan,
-    ) -> Result<LoadSource, CacheError> {
+    ) -> Result<LoadSource, Arc<CacheError>> {
         let (_, source) = self.loader.load_with(hash, plan).await?;
         self.metrics.component_loaded(source.as_str());
         Ok(source)
@@ -137,7 +137,7 @@ impl Executor {
                 span.record("source", source.as_str());
                 Ok(compiled)
             }
-            Err(e) => Err(load_failure(hash, e)),
+            Err(e) => Err(load_failure(hash, &e)),
         }
     }
 }

@@ -153,6 +153,15 @@ pub(crate) fn check_response(
     Ok(response)
 }
 
+/// A `wasi:http` component's response body over the request's limit, found
+/// while reading it (the guest ran; its answer is refused like an
+/// oversized Alga response).
+#[derive(Debug, thiserror::Error)]
+#[error("response body exceeds the limit of {limit} bytes")]
+pub(crate) struct ResponseTooLarge {
+    pub(crate) limit: u64,
+}
+
 /// The result of a guest call bounded by `timeout` on the async side.
 pub(crate) type CallResult =
     Result<wasmtime::Result<types::ExecuteResponse>, tokio::time::error::Elapsed>;
@@ -178,6 +187,12 @@ pub(crate) fn classify(
     match call {
         Err(_) => Err(timed_out()),
         Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) if error.is::<ResponseTooLarge>() => Err(Failure {
+            outcome: Outcome::Rejected,
+            status: 500,
+            error: format!("execute_failed: {error}"),
+            usage: None,
+        }),
         Ok(Err(error)) => {
             let trap = error.downcast_ref::<Trap>().copied();
             tracing::debug!(error = ?error, "guest call failed");

@@ -17,6 +17,11 @@
 //! stdin; stdout and stderr are captured into the execution log.
 //! `wasi:http/outgoing-handler` goes through the egress policy
 //! ([`wasi_http`]), gated by `cap:http.fetch` like `http.fetch`.
+//!
+//! One linker serves both worlds: an `alga:extension` runner component and
+//! a `wasi:http/proxy` component (which imports only WASI and `wasi:http`)
+//! link against it, and the same per-execution [`HostState`] carries the
+//! limits, egress policy and log of either.
 
 pub(crate) mod bridges;
 pub(crate) mod context;
@@ -198,6 +203,13 @@ impl HostState {
 }
 
 impl HostState {
+    /// Drops every host resource the guest left behind (a `wasi:http`
+    /// response never set, a body never finished), so whoever waits on one
+    /// sees it end. Only once the guest call has returned.
+    pub(crate) fn release_resources(&mut self) {
+        self.table = ResourceTable::new();
+    }
+
     /// Egress bytes of this execution: `http.fetch` and `wasi:http` bodies.
     pub(crate) fn egress_total(&self) -> u64 {
         self.egress_bytes.saturating_add(
@@ -228,8 +240,8 @@ impl WasiHttpView for HostState {
 }
 
 /// The linker every component is instantiated with: WASI 0.2,
-/// `wasi:http/outgoing-handler` behind the egress policy, and every
-/// `alga:extension` interface. Built once per engine.
+/// `wasi:http/types` and `wasi:http/outgoing-handler` behind the egress
+/// policy, and every `alga:extension` interface. Built once per engine.
 pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;

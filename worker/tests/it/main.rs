@@ -3,6 +3,7 @@
 //! below) so the worker links once.
 
 mod bundles;
+mod compile;
 mod containment;
 mod egress;
 mod fleet;
@@ -14,3 +15,4 @@ mod mtls;
 mod runner_api;
 mod support;
 mod trust;
+mod wasi_http;
