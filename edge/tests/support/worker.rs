@@ -1,10 +1,10 @@
 //! A scripted `Worker` service over real mTLS for the edge's component
-//! tests: it answers by request path, records what it received, and can be
-//! told to refuse calls as unavailable (before the guest runs).
+//! tests: it answers by request path (`/slow` never), records what it
+//! received, and can be told to refuse calls as unavailable (before the
+//! guest runs).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use annex_ops::Role;
 use annex_ops::devcerts::DevCa;
@@ -108,10 +108,8 @@ impl pb::worker_server::Worker for Svc {
         self.script.calls.lock().push(r.clone());
         let http = r.http.clone().unwrap_or_default();
         let resp = match http.path.as_str() {
-            "/slow" => {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                ok(200, &[], b"late".to_vec(), &self.id)
-            }
+            // A worker that never answers: the edge's deadline must end the call.
+            "/slow" => std::future::pending::<pb::ExecuteResponse>().await,
             "/trap" => pb::ExecuteResponse {
                 outcome: pb::Outcome::Trap as i32,
                 error: "execute_failed: secret internal detail".into(),
