@@ -9,8 +9,9 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use annex_testkit::assert_eventually;
 use support::run_annex;
 
 /// A running `annex dev` in a scratch directory, stopped on drop.
@@ -32,7 +33,7 @@ fn examples() -> PathBuf {
 }
 
 impl Dev {
-    fn start(extra: &[String]) -> Dev {
+    async fn start(extra: &[String]) -> Dev {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = std::fs::File::create(dir.path().join("dev.log")).expect("log file");
         let ports = [free_port(), free_port(), free_port()];
@@ -58,18 +59,18 @@ impl Dev {
         };
         let env_file = dev.dir.path().join(".annex/dev.env");
         // Building the sample guest can take minutes on a cold machine.
-        let deadline = Instant::now() + Duration::from_secs(600);
-        while !env_file.exists() {
-            if let Ok(Some(status)) = dev.child.try_wait() {
-                panic!("annex dev exited with {status}:\n{}", dev.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "annex dev did not start:\n{}",
-                dev.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        assert_eventually!(
+            Duration::from_secs(600),
+            async || {
+                if let Ok(Some(status)) = dev.child.try_wait() {
+                    panic!("annex dev exited with {status}:\n{}", dev.log());
+                }
+                env_file.exists()
+            },
+            "annex dev to start (to write {}):\n{}",
+            env_file.display(),
+            dev.log()
+        );
         let text = std::fs::read_to_string(&env_file).expect("dev.env");
         dev.env = text
             .lines()
@@ -102,41 +103,44 @@ impl Dev {
 
     /// `annex call`, retried until the answer satisfies `ok` (installs reach
     /// the worker within a moment).
-    fn call_until(&self, args: &[&str], ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let run = self.annex(args);
-            if run.code == Some(0) && ok(&run.stdout) {
-                return run.stdout;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "`annex {}` never answered as expected:\nstdout: {}\nstderr: {}\nlog:\n{}",
-                args.join(" "),
-                run.stdout,
-                run.stderr,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    async fn call_until(&self, args: &[&str], ok: impl Fn(&str) -> bool) -> String {
+        let mut last = (String::new(), String::new());
+        assert_eventually!(
+            Duration::from_secs(30),
+            async || {
+                let run = self.annex(args);
+                if run.code == Some(0) && ok(&run.stdout) {
+                    return Some(run.stdout);
+                }
+                last = (run.stdout, run.stderr);
+                None
+            },
+            "`annex {}` to answer as expected; last:\nstdout: {}\nstderr: {}\nlog:\n{}",
+            args.join(" "),
+            last.0,
+            last.1,
+            self.log()
+        )
     }
 }
 
 impl Drop for Dev {
     fn drop(&mut self) {
-        // SIGTERM first so the private PostgreSQL cluster is stopped cleanly.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        // SIGTERM first so the private PostgreSQL cluster is stopped cleanly;
+        // SIGKILL when it has not exited 20 s later.
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").arg(&pid).status();
+        let child = &mut self.child;
+        std::thread::scope(|scope| {
+            let (exited_tx, exited) = std::sync::mpsc::channel();
+            scope.spawn(move || {
+                let _ = child.wait();
+                let _ = exited_tx.send(());
+            });
+            if exited.recv_timeout(Duration::from_secs(20)).is_err() {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        });
     }
 }
 
@@ -239,19 +243,22 @@ fn start_host_app() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
     (format!("http://{addr}"), seen)
 }
 
-#[test]
-fn author_path_through_annex_dev() {
+#[tokio::test]
+async fn author_path_through_annex_dev() {
     let probe_wasm = annex_worker::testing::guest("probe");
     let (host_app, seen) = start_host_app();
     let dev = Dev::start(&[
         format!("--host-app-url={host_app}"),
         format!("--ui-proxy-url={host_app}"),
-    ]);
+    ])
+    .await;
     let sample = dev.var("ANNEX_SAMPLE");
     assert_eq!(sample, "annex.hello");
-    let hello = dev.call_until(&["call", &sample, "/hello"], |out| {
-        out.contains("\"hello\"")
-    });
+    let hello = dev
+        .call_until(&["call", &sample, "/hello"], |out| {
+            out.contains("\"hello\"")
+        })
+        .await;
     assert!(hello.contains("\"tenantId\":\"dev\""), "{hello}");
 
     // An unknown extension is one error line with the edge's answer.
@@ -288,22 +295,26 @@ fn author_path_through_annex_dev() {
         .ok();
 
     // Host services through the edge, worker and control plane.
-    let ctx = dev.call_until(&["call", "tester.probe", "/context"], |o| {
-        o.contains("tenantId")
-    });
+    let ctx = dev
+        .call_until(&["call", "tester.probe", "/context"], |o| {
+            o.contains("tenantId")
+        })
+        .await;
     assert!(ctx.contains("\"dev\""), "{ctx}");
-    let put = dev.call_until(
-        &[
-            "call",
-            "tester.probe",
-            "/storage/put?ns=n&key=k",
-            "-X",
-            "POST",
-            "-d",
-            "v1",
-        ],
-        |o| o.contains("\"revision\":1"),
-    );
+    let put = dev
+        .call_until(
+            &[
+                "call",
+                "tester.probe",
+                "/storage/put?ns=n&key=k",
+                "-X",
+                "POST",
+                "-d",
+                "v1",
+            ],
+            |o| o.contains("\"revision\":1"),
+        )
+        .await;
     assert!(put.contains("\"ok\""), "{put}");
     let got = dev
         .annex(&["call", "tester.probe", "/storage/get?ns=n&key=k"])
@@ -441,21 +452,18 @@ fn author_path_through_annex_dev() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("annex logs");
-    // Keep logging until the watcher has connected and seen a line.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let output = loop {
-        dev.annex(&["call", "tester.probe", "/log?msg=from-the-tour"])
-            .ok();
-        if let Ok(Some(_)) = logs.try_wait() {
-            break logs.wait_with_output().expect("logs output");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "annex logs saw nothing:\n{}",
-            dev.log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    // Keep logging until the watcher has connected, seen a line and exited.
+    assert_eventually!(
+        Duration::from_secs(30),
+        async || {
+            dev.annex(&["call", "tester.probe", "/log?msg=from-the-tour"])
+                .ok();
+            matches!(logs.try_wait(), Ok(Some(_)))
+        },
+        "annex logs to see a line:\n{}",
+        dev.log()
+    );
+    let output = logs.wait_with_output().expect("logs output");
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("from-the-tour"), "logs printed: {text}");
 
@@ -470,23 +478,25 @@ fn author_path_through_annex_dev() {
     let status = dev.annex(&["status", "tester.probe", "--json"]).ok().json();
     assert_eq!(status["version"], "1.1.0", "{status}");
     // Storage belongs to the install and survives the upgrade.
-    let got = dev.call_until(&["call", "tester.probe", "/storage/get?ns=n&key=k"], |o| {
-        o.contains("\"value\":\"v1\"")
-    });
+    let got = dev
+        .call_until(&["call", "tester.probe", "/storage/get?ns=n&key=k"], |o| {
+            o.contains("\"value\":\"v1\"")
+        })
+        .await;
     assert!(got.contains("\"revision\":1"), "{got}");
     dev.annex(&["uninstall", "tester.probe"]).ok();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let run = dev.annex(&["call", "tester.probe", "/context"]);
-        if run.code == Some(1) {
-            assert!(run.stderr.contains("404"), "{}", run.stderr);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the uninstalled extension still answers: {}",
-            run.stdout
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mut answered = String::new();
+    let run = assert_eventually!(
+        Duration::from_secs(10),
+        async || {
+            let run = dev.annex(&["call", "tester.probe", "/context"]);
+            if run.code == Some(1) {
+                return Some(run);
+            }
+            answered = run.stdout;
+            None
+        },
+        "the uninstalled extension to stop answering (it answered: {answered})"
+    );
+    assert!(run.stderr.contains("404"), "{}", run.stderr);
 }
