@@ -99,6 +99,16 @@ impl Streaming {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// The rest of the body as text, once the server ends it (for a
+    /// response that is not a stream, e.g. a refusal).
+    pub async fn rest(mut self) -> String {
+        let mut text = String::new();
+        while let Some(piece) = self.next_text().await {
+            text.push_str(&piece);
+        }
+        text
+    }
+
     /// The next piece of the body as text; `None` once the body has ended.
     /// It waits for the server: bound it with `tokio::time::timeout`.
     pub async fn next_text(&mut self) -> Option<String> {
@@ -115,22 +125,34 @@ impl Streaming {
     }
 }
 
-/// Sends one request and returns as soon as the response head arrives.
+/// Sends one request and returns as soon as the response head arrives;
+/// panics when the server cannot be reached.
 pub async fn open(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> Streaming {
-    let response = exchange(addr, method, path, headers, b"")
+    try_open(addr, method, path, headers)
         .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// As [`open`], but a connection failure is an error (text) rather than a
+/// panic.
+pub async fn try_open(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Streaming, String> {
+    let response = exchange(addr, method, path, headers, b"").await?;
     let (parts, body) = response.into_parts();
-    Streaming {
+    Ok(Streaming {
         status: parts.status.as_u16(),
         headers: parts.headers,
         body,
-    }
+    })
 }
 
 /// Connects, sends the request and waits for the response head. `Host` is

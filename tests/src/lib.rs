@@ -9,6 +9,7 @@
 //! with a message saying what is missing.
 
 pub mod kube;
+pub mod netns;
 pub mod stack;
 pub mod webdriver;
 
