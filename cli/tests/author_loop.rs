@@ -110,7 +110,7 @@ fn new_and_build(name: &str, lang: &str) -> tempfile::TempDir {
 }
 
 /// `annex dev --watch <name>` in `work`.
-fn watch(work: tempfile::TempDir, name: &str) -> Dev {
+async fn watch(work: tempfile::TempDir, name: &str) -> Dev {
     let env = guest_env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     Dev::start_in(
@@ -118,27 +118,30 @@ fn watch(work: tempfile::TempDir, name: &str) -> Dev {
         &["--memory-store".into(), "--watch".into(), name.into()],
         &env,
     )
+    .await
 }
 
 /// The loop for one language: the first build answers, a broken edit is reported while the
 /// last good version keeps answering, a good edit answers next.
-fn author_loop(name: &str, lang: &str, handler: &str, broken: &str) {
+async fn author_loop(name: &str, lang: &str, handler: &str, broken: &str) {
     let work = new_and_build(name, lang);
     let project = work.path().join(name);
-    let mut dev = watch(work, name);
+    let mut dev = watch(work, name).await;
     let slug = format!("acme.{name}");
     assert_eq!(dev.var("ANNEX_SAMPLE"), slug);
 
-    let hello = dev.call_within(BUILD, &["call", &slug, "/hello"], |o| {
-        o.contains(&format!("Hello from {name}!"))
-    });
+    let hello = dev
+        .call_within(BUILD, &["call", &slug, "/hello"], |o| {
+            o.contains(&format!("Hello from {name}!"))
+        })
+        .await;
     assert!(hello.contains("\"tenantId\":\"dev\""), "{hello}");
     let echo = dev
         .annex(&["call", &slug, "/echo", "-X", "POST", "-d", r#"{"n":7}"#])
         .ok()
         .stdout;
     assert!(echo.contains(r#""echo":{"n":7}"#), "{echo}");
-    assert_ui_is_served(&dev, name);
+    assert_ui_is_served(&dev, name).await;
 
     // A broken handler: the build fails, says so, and 0.1.0-dev.1 keeps answering.
     let handler = project.join(handler);
@@ -146,7 +149,8 @@ fn author_loop(name: &str, lang: &str, handler: &str, broken: &str) {
     std::fs::write(&handler, format!("{good}\n{broken}\n")).expect("break the handler");
     dev.log_within(BUILD, "the failed build", |log| {
         log.contains("the build failed")
-    });
+    })
+    .await;
     assert!(dev.log().contains("still serving"), "{}", dev.log());
     let still = dev.annex(&["call", &slug, "/hello"]).ok().stdout;
     assert!(still.contains(&format!("Hello from {name}!")), "{still}");
@@ -155,9 +159,11 @@ fn author_loop(name: &str, lang: &str, handler: &str, broken: &str) {
     assert!(good.contains("Hello from"), "{good}");
     std::fs::write(&handler, good.replace("Hello from", "Edited: hello from"))
         .expect("save the edited handler");
-    let edited = dev.call_within(BUILD, &["call", &slug, "/hello"], |o| {
-        o.contains(&format!("Edited: hello from {name}!"))
-    });
+    let edited = dev
+        .call_within(BUILD, &["call", &slug, "/hello"], |o| {
+            o.contains(&format!("Edited: hello from {name}!"))
+        })
+        .await;
     assert!(edited.contains("\"tenantId\":\"dev\""), "{edited}");
     let versions = dev.annex(&["--json", "versions", &slug]).ok().json();
     let listed: Vec<&str> = versions["versions"]
@@ -171,11 +177,11 @@ fn author_loop(name: &str, lang: &str, handler: &str, broken: &str) {
 
 /// The `--watch` page hosts the installed bundle's UI from the edge, and forwards the
 /// bridge's calls to the extension.
-fn assert_ui_is_served(dev: &Dev, name: &str) {
-    let (status, page) = http(dev.ui_port, "GET", "/");
+async fn assert_ui_is_served(dev: &Dev, name: &str) {
+    let (status, page) = http(dev.ui_port, "GET", "/").await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("/ext-bridge/host.js"), "{page}");
-    let (status, current) = http(dev.ui_port, "GET", "/__annex/current");
+    let (status, current) = http(dev.ui_port, "GET", "/__annex/current").await;
     assert_eq!(status, 200, "{current}");
     let current: serde_json::Value = serde_json::from_str(&current).expect("JSON");
     let status_json = dev
@@ -198,45 +204,50 @@ fn assert_ui_is_served(dev: &Dev, name: &str) {
         edge_port,
         "GET",
         &format!("/ext-ui/{id}/{hash}/index.html?tenant=dev"),
-    );
+    )
+    .await;
     assert_eq!(status, 200, "{html}");
     assert!(html.contains("/ext-bridge/sdk.js"), "{html}");
 
-    let (status, answer) = http(dev.ui_port, "GET", &format!("/api/ext-proxy/{id}/hello"));
+    let (status, answer) = http(dev.ui_port, "GET", &format!("/api/ext-proxy/{id}/hello")).await;
     assert_eq!(status, 200, "{answer}");
     assert!(answer.contains(&format!("Hello from {name}!")), "{answer}");
 }
 
-#[test]
-fn rust_extension_from_new_to_an_edited_answer() {
+#[tokio::test]
+async fn rust_extension_from_new_to_an_edited_answer() {
     author_loop(
         "greeter-rs",
         "rust",
         "src/routes.rs",
         "fn this_does_not_compile() -> u8 { \"text\" }",
-    );
+    )
+    .await;
 }
 
-#[test]
-fn javascript_extension_from_new_to_an_edited_answer() {
+#[tokio::test]
+async fn javascript_extension_from_new_to_an_edited_answer() {
     author_loop(
         "greeter-js",
         "js",
         "src/routes.js",
         "export function broken( {",
-    );
+    )
+    .await;
 }
 
-#[test]
-fn typescript_extension_builds_into_a_component_the_worker_runs() {
+#[tokio::test]
+async fn typescript_extension_builds_into_a_component_the_worker_runs() {
     let work = new_and_build("greeter-ts", "ts");
     let project = work.path().join("greeter-ts");
     tool(&project, "npm", &["test"]);
     tool(&project, "npm", &["run", "typecheck"]);
-    let dev = watch(work, "greeter-ts");
-    let hello = dev.call_within(BUILD, &["call", "acme.greeter-ts", "/hello"], |o| {
-        o.contains("Hello from greeter-ts!")
-    });
+    let dev = watch(work, "greeter-ts").await;
+    let hello = dev
+        .call_within(BUILD, &["call", "acme.greeter-ts", "/hello"], |o| {
+            o.contains("Hello from greeter-ts!")
+        })
+        .await;
     assert!(hello.contains("\"tenantId\":\"dev\""), "{hello}");
 }
 

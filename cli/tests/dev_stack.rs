@@ -8,8 +8,9 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use annex_testkit::assert_eventually;
 use support::dev::Dev;
 
 fn probe_manifest(version: &str) -> String {
@@ -111,19 +112,22 @@ fn start_host_app() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
     (format!("http://{addr}"), seen)
 }
 
-#[test]
-fn author_path_through_annex_dev() {
+#[tokio::test]
+async fn author_path_through_annex_dev() {
     let probe_wasm = annex_worker::testing::guest("probe");
     let (host_app, seen) = start_host_app();
     let dev = Dev::start(&[
         format!("--host-app-url={host_app}"),
         format!("--ui-proxy-url={host_app}"),
-    ]);
+    ])
+    .await;
     let sample = dev.var("ANNEX_SAMPLE");
     assert_eq!(sample, "annex.hello");
-    let hello = dev.call_until(&["call", &sample, "/hello"], |out| {
-        out.contains("\"hello\"")
-    });
+    let hello = dev
+        .call_until(&["call", &sample, "/hello"], |out| {
+            out.contains("\"hello\"")
+        })
+        .await;
     assert!(hello.contains("\"tenantId\":\"dev\""), "{hello}");
 
     // An unknown extension is one error line with the edge's answer.
@@ -160,22 +164,26 @@ fn author_path_through_annex_dev() {
         .ok();
 
     // Host services through the edge, worker and control plane.
-    let ctx = dev.call_until(&["call", "tester.probe", "/context"], |o| {
-        o.contains("tenantId")
-    });
+    let ctx = dev
+        .call_until(&["call", "tester.probe", "/context"], |o| {
+            o.contains("tenantId")
+        })
+        .await;
     assert!(ctx.contains("\"dev\""), "{ctx}");
-    let put = dev.call_until(
-        &[
-            "call",
-            "tester.probe",
-            "/storage/put?ns=n&key=k",
-            "-X",
-            "POST",
-            "-d",
-            "v1",
-        ],
-        |o| o.contains("\"revision\":1"),
-    );
+    let put = dev
+        .call_until(
+            &[
+                "call",
+                "tester.probe",
+                "/storage/put?ns=n&key=k",
+                "-X",
+                "POST",
+                "-d",
+                "v1",
+            ],
+            |o| o.contains("\"revision\":1"),
+        )
+        .await;
     assert!(put.contains("\"ok\""), "{put}");
     let got = dev
         .annex(&["call", "tester.probe", "/storage/get?ns=n&key=k"])
@@ -313,21 +321,18 @@ fn author_path_through_annex_dev() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("annex logs");
-    // Keep logging until the watcher has connected and seen a line.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let output = loop {
-        dev.annex(&["call", "tester.probe", "/log?msg=from-the-tour"])
-            .ok();
-        if let Ok(Some(_)) = logs.try_wait() {
-            break logs.wait_with_output().expect("logs output");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "annex logs saw nothing:\n{}",
-            dev.log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    // Keep logging until the watcher has connected, seen a line and exited.
+    assert_eventually!(
+        Duration::from_secs(30),
+        async || {
+            dev.annex(&["call", "tester.probe", "/log?msg=from-the-tour"])
+                .ok();
+            matches!(logs.try_wait(), Ok(Some(_)))
+        },
+        "annex logs to see a line:\n{}",
+        dev.log()
+    );
+    let output = logs.wait_with_output().expect("logs output");
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("from-the-tour"), "logs printed: {text}");
 
@@ -342,23 +347,25 @@ fn author_path_through_annex_dev() {
     let status = dev.annex(&["status", "tester.probe", "--json"]).ok().json();
     assert_eq!(status["version"], "1.1.0", "{status}");
     // Storage belongs to the install and survives the upgrade.
-    let got = dev.call_until(&["call", "tester.probe", "/storage/get?ns=n&key=k"], |o| {
-        o.contains("\"value\":\"v1\"")
-    });
+    let got = dev
+        .call_until(&["call", "tester.probe", "/storage/get?ns=n&key=k"], |o| {
+            o.contains("\"value\":\"v1\"")
+        })
+        .await;
     assert!(got.contains("\"revision\":1"), "{got}");
     dev.annex(&["uninstall", "tester.probe"]).ok();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let run = dev.annex(&["call", "tester.probe", "/context"]);
-        if run.code == Some(1) {
-            assert!(run.stderr.contains("404"), "{}", run.stderr);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the uninstalled extension still answers: {}",
-            run.stdout
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mut answered = String::new();
+    let run = assert_eventually!(
+        Duration::from_secs(10),
+        async || {
+            let run = dev.annex(&["call", "tester.probe", "/context"]);
+            if run.code == Some(1) {
+                return Some(run);
+            }
+            answered = run.stdout;
+            None
+        },
+        "the uninstalled extension to stop answering (it answered: {answered})"
+    );
+    assert!(run.stderr.contains("404"), "{}", run.stderr);
 }

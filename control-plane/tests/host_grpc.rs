@@ -11,15 +11,16 @@ use std::sync::Arc;
 use annex_bundle::signing::KeyPair;
 use annex_ops::Role;
 use annex_proto::{ErrorCode, pb};
-use support::{TestServer, code, sign};
+use annex_testkit::ControlPlane;
+use support::{code, sign};
 use tonic::transport::Channel;
 
 const PUB: &str = "acme";
 
 /// A server with `acme.app` installed for `tenants`, each with the given
 /// capabilities declared by the version; returns the grants by tenant.
-async fn installed(caps: &[&str], tenants: &[&str]) -> (TestServer, Vec<pb::ResolvedInstall>) {
-    let server = TestServer::start().await;
+async fn installed(caps: &[&str], tenants: &[&str]) -> (ControlPlane, Vec<pb::ResolvedInstall>) {
+    let server = support::start().await;
     let key = KeyPair::generate();
     server.trust_key(PUB, &key).await;
     let manifest = serde_json::json!({
@@ -66,7 +67,7 @@ async fn installed(caps: &[&str], tenants: &[&str]) -> (TestServer, Vec<pb::Reso
     (server, resolved)
 }
 
-async fn host(server: &TestServer) -> pb::host_services_client::HostServicesClient<Channel> {
+async fn host(server: &ControlPlane) -> pb::host_services_client::HostServicesClient<Channel> {
     pb::host_services_client::HostServicesClient::new(server.channel(Role::Worker).await)
 }
 
@@ -358,7 +359,7 @@ async fn log_events_reach_only_their_tenants_watchers() {
 
 #[tokio::test]
 async fn registered_workers_appear_in_the_routing_snapshot_until_they_drain() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     let mut fleet = pb::fleet_client::FleetClient::new(server.channel(Role::Worker).await);
     fleet
         .register(pb::RegisterWorkerRequest {
@@ -503,7 +504,7 @@ async fn api_keys_authenticate_until_revoked_and_audit_rows_are_stored() {
 
 #[tokio::test]
 async fn installing_asks_connected_workers_to_prewarm_the_bundle() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     let key = KeyPair::generate();
     server.trust_key(PUB, &key).await;
     let bytes = support::valid_bundle(PUB, "warm", "1.0.0");
@@ -567,7 +568,7 @@ struct FakeWorker {
     commands: tonic::Streaming<pb::FleetCommand>,
 }
 
-async fn join_fleet(server: &TestServer, id: &str) -> FakeWorker {
+async fn join_fleet(server: &ControlPlane, id: &str) -> FakeWorker {
     let mut fleet = pb::fleet_client::FleetClient::new(server.channel(Role::Worker).await);
     fleet
         .register(pb::RegisterWorkerRequest {
@@ -595,8 +596,12 @@ async fn join_fleet(server: &TestServer, id: &str) -> FakeWorker {
     let load = in_flight.clone();
     let id = id.to_owned();
     tokio::spawn(async move {
+        // The worker's heartbeat cadence (the stimulus, not a wait): the
+        // first beat was sent above, the next ones every 300 ms.
+        let period = std::time::Duration::from_millis(300);
+        let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            beats.tick().await;
             let hb = pb::WorkerHeartbeat {
                 worker_id: id.clone(),
                 capacity: 10,
@@ -635,7 +640,7 @@ async fn snapshot_where(
 
 #[tokio::test]
 async fn a_bundle_is_placed_on_one_worker_prewarmed_there_and_spills_when_it_is_busy() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     let key = KeyPair::generate();
     server.trust_key(PUB, &key).await;
     let bytes = support::valid_bundle(PUB, "placed", "1.0.0");

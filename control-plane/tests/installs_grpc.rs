@@ -7,11 +7,12 @@ mod support;
 use annex_bundle::signing::KeyPair;
 use annex_ops::Role;
 use annex_proto::{ErrorCode, pb};
-use support::{TestServer, code, sign, valid_bundle};
+use annex_testkit::ControlPlane;
+use support::{code, sign, valid_bundle};
 
 const PUB: &str = "acme";
 
-async fn published(server: &TestServer, key: &KeyPair, name: &str, version: &str) -> pb::Version {
+async fn published(server: &ControlPlane, key: &KeyPair, name: &str, version: &str) -> pb::Version {
     let bytes = valid_bundle(PUB, name, version);
     server
         .publish(&bytes, &sign(key, &bytes, PUB, name, version))
@@ -30,7 +31,7 @@ fn iref(tenant: &str, extension: &str) -> pb::InstallRef {
 
 #[tokio::test]
 async fn install_resolve_config_secrets_and_lifecycle() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     let key = KeyPair::generate();
     server.trust_key(PUB, &key).await;
     let v1 = published(&server, &key, "app", "1.0.0").await;
@@ -230,7 +231,7 @@ async fn install_resolve_config_secrets_and_lifecycle() {
 
 #[tokio::test]
 async fn bad_install_requests_get_precise_codes() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     let key = KeyPair::generate();
     server.trust_key(PUB, &key).await;
     published(&server, &key, "app", "1.0.0").await;
@@ -294,7 +295,7 @@ async fn bad_install_requests_get_precise_codes() {
 
 #[tokio::test]
 async fn a_revoked_key_blocks_new_installs_and_deprecation_blocks_explicit_ones() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     let key = KeyPair::generate();
     let added = server.trust_key(PUB, &key).await;
     published(&server, &key, "app", "1.0.0").await;

@@ -11,13 +11,14 @@ use std::time::Duration;
 use annex_bundle::signing::KeyPair;
 use annex_ops::Role;
 use annex_proto::{ErrorCode, pb};
-use support::{TestServer, code, sign, valid_bundle};
+use annex_testkit::{ControlPlane, assert_eventually};
+use support::{code, sign, valid_bundle};
 
 const PUB: &str = "acme";
 
 /// A server with `acme.app` installed for each tenant; returns the install ids.
-async fn installed(tenants: &[&str]) -> (TestServer, Vec<pb::InstallInfo>) {
-    let server = TestServer::start().await;
+async fn installed(tenants: &[&str]) -> (ControlPlane, Vec<pb::InstallInfo>) {
+    let server = support::start().await;
     let key = KeyPair::generate();
     server.trust_key(PUB, &key).await;
     let bytes = valid_bundle(PUB, "app", "1.0.0");
@@ -159,11 +160,11 @@ async fn operators_set_list_and_remove_quotas_with_clear_errors() {
 
 type Routes = tonic::Streaming<pb::RoutingUpdate>;
 
-async fn watch(server: &TestServer, edge: &str) -> Routes {
+async fn watch(server: &ControlPlane, edge: &str) -> Routes {
     watch_as(server, Role::Edge, edge).await
 }
 
-async fn watch_as(server: &TestServer, role: Role, edge: &str) -> Routes {
+async fn watch_as(server: &ControlPlane, role: Role, edge: &str) -> Routes {
     pb::dispatch_client::DispatchClient::new(server.channel(role).await)
         .watch_routes(pb::WatchRoutesRequest {
             edge_id: edge.into(),
@@ -342,19 +343,19 @@ async fn heartbeat_usage_adds_into_windows_read_back_by_get_usage() {
         since: since.map(|unix_ms| pb::Timestamp { unix_ms }),
         until: None,
     };
-    let mut windows = Vec::new();
-    for _ in 0..100 {
-        windows = ops
-            .get_usage(read("acme.app", None))
-            .await
-            .expect("usage")
-            .into_inner()
-            .windows;
-        if windows.iter().map(|w| w.invocations).sum::<u64>() == 6 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let windows = assert_eventually!(
+        Duration::from_secs(5),
+        async || {
+            let windows = ops
+                .get_usage(read("acme.app", None))
+                .await
+                .expect("usage")
+                .into_inner()
+                .windows;
+            (windows.iter().map(|w| w.invocations).sum::<u64>() == 6).then_some(windows)
+        },
+        "usage windows adding up to the six heartbeat invocations"
+    );
     assert_eq!(windows.len(), 2, "{windows:?}");
     assert_eq!(windows[0].window_start_ms, window);
     assert_eq!(windows[0].invocations, 5);

@@ -4,25 +4,29 @@
 
 mod support;
 
+use std::time::Duration;
+
 use annex_bundle::hash::ContentHash;
 use annex_bundle::signing::KeyPair;
 use annex_control_plane::Limits;
 use annex_control_plane::store::ExtensionSelector;
 use annex_ops::Role;
 use annex_proto::{ErrorCode, pb};
-use support::{TestServer, code, sign, tar_zst, valid_bundle};
+use annex_testkit::http::get;
+use annex_testkit::{ControlPlane, assert_eventually};
+use support::{code, sign, tar_zst, valid_bundle};
 
 const PUB: &str = "acme";
 
-async fn server_with_key() -> (TestServer, KeyPair) {
-    let server = TestServer::start().await;
+async fn server_with_key() -> (ControlPlane, KeyPair) {
+    let server = support::start().await;
     let key = KeyPair::generate();
     server.trust_key(PUB, &key).await;
     (server, key)
 }
 
 /// Asserts the registry holds no extension named `name` and no bytes for `bytes`.
-async fn assert_nothing_stored(server: &TestServer, name: &str, bytes: &[u8]) {
+async fn assert_nothing_stored(server: &ControlPlane, name: &str, bytes: &[u8]) {
     let slug = format!("{PUB}.{name}");
     let ext = server
         .store
@@ -204,7 +208,7 @@ struct BadUpload {
     code: ErrorCode,
 }
 
-async fn check_bad_upload(server: &TestServer, case: BadUpload) {
+async fn check_bad_upload(server: &ControlPlane, case: BadUpload) {
     let status = server
         .publish(&case.bytes, &case.signature)
         .await
@@ -399,7 +403,7 @@ async fn revoked_and_expired_keys_are_refused_at_publish() {
 
 #[tokio::test]
 async fn oversize_uploads_are_refused_while_streaming() {
-    let server = TestServer::start_with(Limits {
+    let server = support::start_with(Limits {
         max_bundle_bytes: 64 * 1024,
         ..Limits::default()
     })
@@ -535,14 +539,12 @@ async fn wildcard_versions_resolve_at_publish() {
 #[tokio::test]
 async fn admin_listener_reports_liveness_readiness_and_metrics() {
     let (server, key) = server_with_key().await;
-    assert_eq!(support::admin_get(server.admin_addr, "/live").await.0, 200);
+    assert_eq!(get(server.admin_addr, "/live", &[]).await.status, 200);
     let addr = server.admin_addr;
-    assert!(
-        support::eventually(10, || async move {
-            support::admin_get(addr, "/ready").await.0 == 200
-        })
-        .await,
-        "the control plane never became ready"
+    assert_eventually!(
+        Duration::from_secs(10),
+        async || get(addr, "/ready", &[]).await.status == 200,
+        "the control plane to report ready"
     );
     let bytes = valid_bundle(PUB, "metered", "1.0.0");
     server
@@ -550,8 +552,9 @@ async fn admin_listener_reports_liveness_readiness_and_metrics() {
         .await
         .expect("publish");
     let _ = server.publish(&bytes, "").await.expect_err("unsigned");
-    let (status, body) = support::admin_get(server.admin_addr, "/metrics").await;
-    assert_eq!(status, 200);
+    let metrics = get(server.admin_addr, "/metrics", &[]).await;
+    assert_eq!(metrics.status, 200);
+    let body = metrics.text();
     assert!(
         body.contains("annex_control_plane_publishes_total{result=\"ok\"} 1"),
         "{body}"

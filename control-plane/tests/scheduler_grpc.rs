@@ -11,9 +11,10 @@ use annex_bundle::signing::KeyPair;
 use annex_control_plane::{Limits, SchedulerLimits};
 use annex_ops::Role;
 use annex_proto::{ErrorCode, pb};
+use annex_testkit::ControlPlane;
 use pb::host_services_client::HostServicesClient;
 use serde_json::json;
-use support::{EMPTY_COMPONENT, TestServer, code, sign, tar_zst};
+use support::{EMPTY_COMPONENT, code, sign, tar_zst};
 use tonic::transport::Channel;
 
 const PUB: &str = "acme";
@@ -52,7 +53,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
 const SCHEDULER: &[&str] = &["cap:scheduler.manage"];
 
 struct Fixture {
-    server: TestServer,
+    server: ControlPlane,
     key: KeyPair,
     host: Host,
 }
@@ -60,7 +61,7 @@ struct Fixture {
 impl Fixture {
     /// A control plane whose rate limit stays out of the way unless given.
     async fn start(limits: SchedulerLimits) -> Fixture {
-        let server = TestServer::start_with(Limits {
+        let server = support::start_with(Limits {
             scheduler: limits,
             ..Limits::default()
         })

@@ -11,7 +11,7 @@ use support::*;
 async fn a_compiling_component_is_a_503_with_retry_after_and_no_second_worker() {
     let w = World::start().await;
     let second = ScriptedWorker::start(&w.cp.ca, "worker-2").await;
-    let _hb = w.cp.keep_registered(&second);
+    let _hb = w.cp.keep_registered(&second.id, second.addr);
     // Wait until the edge routes to both workers.
     assert!(
         eventually(10, || async {

@@ -6,9 +6,9 @@ mod support;
 use std::time::Duration;
 
 use annex_proto::pb;
+use annex_testkit::http::open;
 use serde_json::json;
 use support::*;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 #[tokio::test]
 async fn the_debug_stream_is_scoped_to_the_callers_tenant() {
@@ -29,15 +29,17 @@ async fn the_debug_stream_is_scoped_to_the_callers_tenant() {
         (403, json!({"error": "tenant_mismatch"}))
     );
 
-    // Open the stream by hand: it never ends, so read it incrementally.
-    let mut conn = tokio::net::TcpStream::connect(w.edge.http)
-        .await
-        .expect("connect");
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: {}\r\n\r\n",
-        bearer(&token(json!({})))
+    // The stream never ends: read it as it arrives.
+    let auth = bearer(&token(json!({})));
+    let mut stream = open(w.edge.http, "GET", &path, &[("authorization", &auth)]).await;
+    assert_eq!(stream.status, 200);
+    assert!(
+        stream
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/event-stream")),
+        "{:?}",
+        stream.headers
     );
-    conn.write_all(req.as_bytes()).await.expect("write");
     let event = |tenant: &str, message: &str| pb::LogEvent {
         ts_ms: 1,
         level: "info".into(),
@@ -49,28 +51,21 @@ async fn the_debug_stream_is_scoped_to_the_callers_tenant() {
         ..Default::default()
     };
     let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !seen.contains("mine-") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no event arrived: {seen}"
-        );
-        // Publish until the stream (which subscribes when opened) sees one.
-        w.cp.publish_logs(vec![event(OTHER_TENANT, "theirs"), event(TENANT, "mine-1")])
-            .await;
-        if let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf)).await
-        {
-            assert!(n > 0, "stream closed: {seen}");
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    }
-    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
-    assert!(
-        seen.to_ascii_lowercase()
-            .contains("content-type: text/event-stream"),
-        "{seen}"
+    assert_eventually!(
+        Duration::from_secs(10),
+        async || {
+            // Publish until the stream (which subscribes when opened) sees one.
+            w.cp.publish_logs(vec![event(OTHER_TENANT, "theirs"), event(TENANT, "mine-1")])
+                .await;
+            // A bounded read, not a pause: the next event or nothing yet.
+            if let Ok(piece) =
+                tokio::time::timeout(Duration::from_millis(200), stream.next_text()).await
+            {
+                seen.push_str(&piece.expect("the stream ended"));
+            }
+            seen.contains("mine-")
+        },
+        "the caller's own event on the stream (read so far: {seen:?})"
     );
     assert!(seen.contains("\"tenantId\":\"tenant-a\""), "{seen}");
     assert!(!seen.contains("theirs"), "{seen}");

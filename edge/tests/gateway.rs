@@ -3,6 +3,9 @@
 
 mod support;
 
+use std::time::Duration;
+
+use annex_ops::Role;
 use serde_json::json;
 use support::*;
 
@@ -382,7 +385,7 @@ async fn every_refusal_has_its_status_and_body() {
 #[tokio::test]
 async fn client_users_need_the_portal_opt_in_and_a_client_id() {
     let w = World::start().await;
-    let portal = w.cp.install("portal", TENANT, true).await;
+    let portal = install(&w.cp, "portal", TENANT, true).await;
     let path = format!("/api/ext/{}/items/9", portal.registry_id);
     check(
         &w.edge,
@@ -470,8 +473,8 @@ async fn the_rate_limit_answers_429_with_retry_after() {
 #[tokio::test]
 async fn a_tenant_quota_from_the_snapshot_answers_429_and_lifts_without_restart() {
     let w = World::start().await;
-    let other = w.cp.install("hello-other", OTHER_TENANT, false).await;
-    let mut ops = w.cp.installs().await;
+    let other = install(&w.cp, "hello-other", OTHER_TENANT, false).await;
+    let mut ops = w.cp.installs(Role::Operator).await;
     let quota = |rps: u32| annex_proto::pb::SetQuotaRequest {
         quota: Some(annex_proto::pb::QuotaRef {
             tenant_id: TENANT.into(),
@@ -483,30 +486,25 @@ async fn a_tenant_quota_from_the_snapshot_answers_429_and_lifts_without_restart(
     // One request per second for the fleet (this edge and the control plane:
     // a share of 1 each). Once the snapshot carries it, a burst is refused.
     ops.set_quota(quota(1)).await.expect("set quota");
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    let resp = loop {
-        let resp = w.call("GET", "/hello").await;
-        if resp.status == 429 {
-            break resp;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the quota never reached the edge"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let resp = assert_eventually!(
+        Duration::from_secs(10),
+        async || Some(w.call("GET", "/hello").await).filter(|r| r.status == 429),
+        "the quota to reach the edge (a 429)"
+    );
     assert_eq!(resp.json(), json!({"error": "rate_limited"}));
     assert_eq!(resp.header("retry-after"), Some("1"));
     assert_eq!(resp.header("cache-control"), Some("no-store"));
     // The refusal is audited like the gateway's other denials.
-    let audited = eventually(5, || async {
-        w.audit_rows()
-            .await
-            .iter()
-            .any(|r| r.status == "policy_denied" && r.metrics["http_status"] == json!(429))
-    })
-    .await;
-    assert!(audited, "no policy_denied audit row for the quota refusal");
+    assert_eventually!(
+        Duration::from_secs(5),
+        async || {
+            w.audit_rows()
+                .await
+                .iter()
+                .any(|r| r.status == "policy_denied" && r.metrics["http_status"] == json!(429))
+        },
+        "a policy_denied audit row for the quota refusal"
+    );
     // And counted for operators.
     let metrics = get(w.edge.admin, "/metrics", &[]).await.text();
     let refusals = metrics
@@ -531,15 +529,17 @@ async fn a_tenant_quota_from_the_snapshot_answers_429_and_lifts_without_restart(
     })
     .await
     .expect("remove quota");
-    let lifted = eventually(10, || async {
-        let mut all_ok = true;
-        for _ in 0..3 {
-            all_ok &= w.call("GET", "/hello").await.status == 200;
-        }
-        all_ok
-    })
-    .await;
-    assert!(lifted, "the lifted quota still refuses");
+    assert_eventually!(
+        Duration::from_secs(10),
+        async || {
+            let mut all_ok = true;
+            for _ in 0..3 {
+                all_ok &= w.call("GET", "/hello").await.status == 200;
+            }
+            all_ok
+        },
+        "a burst to pass once the quota is lifted"
+    );
 }
 
 #[tokio::test]
@@ -576,7 +576,7 @@ async fn preflight_echoes_only_configured_origins() {
 async fn a_disabled_install_stops_answering_within_a_second() {
     let w = World::start().await;
     assert_eq!(w.call("GET", "/hello").await.status, 200);
-    w.cp.installs()
+    w.cp.installs(Role::Operator)
         .await
         .disable(annex_proto::pb::InstallRef {
             tenant_id: TENANT.into(),
@@ -584,14 +584,13 @@ async fn a_disabled_install_stops_answering_within_a_second() {
         })
         .await
         .expect("disable");
-    let stopped = eventually_ms(1000, || async {
-        let r = w.call("GET", "/hello").await;
-        r.status == 404 && r.json()["error"] == "extension_not_available"
-    })
-    .await;
-    assert!(
-        stopped,
-        "the edge still served a disabled install after a second"
+    assert_eventually!(
+        Duration::from_secs(1),
+        async || {
+            let r = w.call("GET", "/hello").await;
+            r.status == 404 && r.json()["error"] == "extension_not_available"
+        },
+        "the edge to stop serving the disabled install"
     );
 }
 
@@ -613,9 +612,12 @@ async fn audit_rows_record_allowed_and_denied_calls() {
     assert_eq!(resp.status, 403);
     assert_eq!(w.call("GET", "/teapot").await.status, 418);
     assert_eq!(w.call("GET", "/slow").await.status, 504);
-    let found = eventually(5, || async { w.audit_rows().await.len() >= 4 }).await;
-    let rows = w.audit_rows().await;
-    assert!(found, "audit rows: {rows:?}");
+    let rows = assert_eventually!(
+        Duration::from_secs(5),
+        async || Some(w.audit_rows().await).filter(|rows| rows.len() >= 4),
+        "four audit rows: {:?}",
+        w.audit_rows().await
+    );
     let by_status = |s: &str| rows.iter().find(|r| r.status == s).cloned();
     let ok = by_status("ok").expect("ok row");
     assert_eq!(ok.metrics["method"], "GET");
@@ -637,7 +639,7 @@ async fn audit_rows_record_allowed_and_denied_calls() {
 async fn api_keys_authenticate_service_clients() {
     let w = World::start().await;
     let created =
-        w.cp.installs()
+        w.cp.installs(Role::Operator)
             .await
             .create_api_key(annex_proto::pb::CreateApiKeyRequest {
                 tenant_id: TENANT.into(),
@@ -673,14 +675,15 @@ async fn api_keys_authenticate_service_clients() {
 async fn an_unavailable_worker_is_retried_once_on_another() {
     let w = World::start().await;
     let second = ScriptedWorker::start(&w.cp.ca, "worker-2").await;
-    let _hb = w.cp.keep_registered(&second);
+    let _hb = w.cp.keep_registered(&second.id, second.addr);
     // Wait until the edge routes to both workers.
-    assert!(
-        eventually(10, || async {
+    assert_eventually!(
+        Duration::from_secs(10),
+        async || {
             let r = w.call("GET", "/hello").await;
             r.status == 200 && r.json()["worker"] == "worker-2"
-        })
-        .await
+        },
+        "the edge to route to worker-2"
     );
     w.worker
         .script

@@ -30,7 +30,7 @@ fn ui_path(ext: &Installed, tenant: &str) -> String {
 #[tokio::test]
 async fn a_control_character_in_the_path_is_refused_before_dispatch() {
     let w = World::start().await;
-    let other = w.cp.install("hello-other", OTHER_TENANT, false).await;
+    let other = install(&w.cp, "hello-other", OTHER_TENANT, false).await;
     let auth = bearer(&token(json!({})));
     for path in [
         ext_path(&w, "/a%00b"),
@@ -223,7 +223,7 @@ async fn api_key_floods_are_refused_or_bounded_and_a_real_key_keeps_working() {
     }))
     .await;
     let key =
-        w.cp.installs()
+        w.cp.installs(annex_ops::Role::Operator)
             .await
             .create_api_key(annex_proto::pb::CreateApiKeyRequest {
                 tenant_id: TENANT.into(),

@@ -8,29 +8,12 @@
 //! first. Without them, or without PostgreSQL binaries, the harness fails
 //! with a message saying what is missing.
 
-pub mod http;
 pub mod kube;
 pub mod netns;
 pub mod stack;
 pub mod webdriver;
 
-pub use http::{Resp, get, send};
+/// The test kit's raw HTTP client, under the name these tests have used.
+pub use annex_testkit::http;
+pub use annex_testkit::http::{Resp, get, send};
 pub use stack::{FleetOptions, Member, Stack, StackOptions};
-
-/// Polls `check` until it returns true or `ms` milliseconds pass.
-pub async fn eventually_ms<F, Fut>(ms: u64, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-}

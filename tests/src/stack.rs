@@ -14,6 +14,7 @@ use annex_bundle::signing::KeyPair;
 use annex_devpg::{LocalPostgres, LocalPostgresOptions};
 use annex_ops::Role;
 use annex_proto::pb;
+use annex_testkit::assert_eventually;
 use tokio::process::{Child, Command};
 use tonic::transport::{Channel, Endpoint};
 
@@ -228,27 +229,23 @@ fn spawn_as(bin_name: &str, name: &str, dir: &Path, env: &[(String, String)]) ->
     }
 }
 
-/// Waits for `/ready` on an admin listener, failing with the process's log.
+/// Waits for `/ready` on an admin listener, failing with the process's log
+/// (at once if the process exits).
 async fn wait_ready(proc: &mut Proc, admin: SocketAddr) {
-    let deadline = tokio::time::Instant::now() + READY_DEADLINE;
-    loop {
-        if let Ok(Some(status)) = proc.child.try_wait() {
-            panic!("{} exited ({status}):\n{}", proc.name, proc.log_tail());
-        }
-        if try_send(admin, "GET", "/ready", &[], b"")
-            .await
-            .is_ok_and(|r| r.status == 200)
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} never became ready:\n{}",
-            proc.name,
-            proc.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_eventually!(
+        READY_DEADLINE,
+        async || {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!("{} exited ({status}):\n{}", proc.name, proc.log_tail());
+            }
+            try_send(admin, "GET", "/ready", &[], b"")
+                .await
+                .is_ok_and(|r| r.status == 200)
+        },
+        "{} to report ready:\n{}",
+        proc.name,
+        proc.log_tail()
+    );
 }
 
 fn tls_env(prefix: &str, pki: &Path, role: Role) -> Vec<(String, String)> {
@@ -498,21 +495,20 @@ impl Stack {
         // the first component is compiled.
         let auth = stack.bearer(&serde_json::json!({}));
         let path = format!("/api/ext/{}/hello", stack.hello.registry_id);
-        let routed = crate::eventually_ms(READY_DEADLINE.as_millis() as u64, || async {
-            try_send(
-                stack.edge.http,
-                "GET",
-                &path,
-                &[("authorization", &auth)],
-                b"",
-            )
-            .await
-            .is_ok_and(|r| r.status == 200)
-        })
-        .await;
-        assert!(
-            routed,
-            "the edge never reached the worker:\n{}",
+        assert_eventually!(
+            READY_DEADLINE,
+            async || {
+                try_send(
+                    stack.edge.http,
+                    "GET",
+                    &path,
+                    &[("authorization", &auth)],
+                    b"",
+                )
+                .await
+                .is_ok_and(|r| r.status == 200)
+            },
+            "the edge to reach the worker:\n{}",
             stack.logs()
         );
         stack
@@ -645,6 +641,41 @@ impl Stack {
             .await
             .unwrap_or_else(|e| panic!("stats of worker {i}: {e}"))
             .into_inner()
+    }
+
+    /// Executions in flight across the workers (`Worker.Stats`).
+    pub async fn in_flight(&self) -> u32 {
+        let mut sum = 0;
+        for i in 0..self.workers.len() {
+            sum += self.worker_stats(i).await.in_flight;
+        }
+        sum
+    }
+
+    /// Waits until every worker has heartbeated `n` more times: each
+    /// heartbeat a control plane takes refreshes the worker's `last_seen`.
+    pub async fn heartbeats(&self, n: usize) {
+        use annex_control_plane::store::FleetStore as _;
+        for _ in 0..n {
+            let after = chrono::Utc::now();
+            assert_eventually!(
+                Duration::from_secs(30),
+                async || {
+                    let rows = self
+                        .pg_store()
+                        .await
+                        .list_workers(chrono::DateTime::UNIX_EPOCH)
+                        .await
+                        .unwrap_or_else(|e| panic!("workers: {e}"));
+                    self.workers.iter().all(|w| {
+                        rows.iter()
+                            .any(|row| row.id == w.id && row.last_seen > after)
+                    })
+                },
+                "a heartbeat from every worker after {after}\n{}",
+                self.logs()
+            );
+        }
     }
 
     /// Whether the edge's admin listener reports ready.

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use annex_testkit::{assert_eventually, eventually};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
@@ -63,13 +64,15 @@ impl Driver {
             .spawn()
             .unwrap_or_else(|e| panic!("starting chromedriver: {e}"));
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let up = crate::eventually_ms(20_000, || async {
-            crate::http::try_send(addr, "GET", "/status", &[], b"")
-                .await
-                .is_ok()
-        })
-        .await;
-        assert!(up, "chromedriver never answered");
+        assert_eventually!(
+            Duration::from_secs(20),
+            async || {
+                crate::http::try_send(addr, "GET", "/status", &[], b"")
+                    .await
+                    .is_ok()
+            },
+            "chromedriver to answer"
+        );
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -132,10 +135,9 @@ impl Driver {
 
     /// The first element matching `css`, waiting up to `ms` for it.
     pub async fn find(&self, css: &str, ms: u64) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
-        let mut last;
-        loop {
-            let body = json!({"using": "css selector", "value": css}).to_string();
+        let body = json!({"using": "css selector", "value": css}).to_string();
+        let mut last = String::new();
+        let found = eventually(Duration::from_millis(ms), async || {
             let r = crate::http::send(
                 self.addr,
                 "POST",
@@ -145,21 +147,23 @@ impl Driver {
             )
             .await;
             last = format!("{} {}", r.status, r.text());
-            if r.status == 200 {
-                let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-                if let Some(id) = v["value"][ELEMENT].as_str() {
-                    return id.to_owned();
-                }
+            if r.status != 200 {
+                return None;
             }
-            if tokio::time::Instant::now() >= deadline {
+            let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            v["value"][ELEMENT].as_str().map(str::to_owned)
+        })
+        .await;
+        match found {
+            Ok(id) => id,
+            Err(timed_out) => {
                 let url = self.call("GET", &self.path("/url"), Value::Null).await;
                 let source = self.call("GET", &self.path("/source"), Value::Null).await;
                 panic!(
-                    "no element {css} on {url} (last answer: {last}); page source:\n{}",
+                    "no element {css} on {url}, {timed_out} (last answer: {last}); page source:\n{}",
                     source.as_str().unwrap_or_default()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -5,10 +5,12 @@
 //! inside the iframe.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use annex_e2e::stack::TENANT;
 use annex_e2e::webdriver::Driver;
 use annex_e2e::{Stack, StackOptions};
+use annex_testkit::assert_eventually;
 
 fn host_page(edge: SocketAddr, registry_id: &str, content_hash: &str) -> String {
     format!(
@@ -72,24 +74,21 @@ async fn an_iframe_ui_calls_its_handler_through_the_bridge() {
     let button = driver.find("#call", 20_000).await;
     let out = driver.find("#out", 5_000).await;
     // Click only once the UI's script has wired the button.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    while driver.text(&out).await != "ready" {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the extension UI never became ready: {:?}\n{}",
-            driver.text(&out).await,
-            s.logs()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    assert_eventually!(
+        Duration::from_secs(20),
+        async || driver.text(&out).await == "ready",
+        "the extension UI to become ready: {:?}\n{}",
+        driver.text(&out).await,
+        s.logs()
+    );
     driver.click(&button).await;
     let want = format!("answer: hello for {TENANT}");
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut shown = driver.text(&out).await;
-    while shown != want && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        shown = driver.text(&out).await;
-    }
-    assert_eq!(shown, want, "the iframe's answer\n{}", s.logs());
+    assert_eventually!(
+        Duration::from_secs(20),
+        async || driver.text(&out).await == want,
+        "the iframe's answer {want:?}, shown: {:?}\n{}",
+        driver.text(&out).await,
+        s.logs()
+    );
     driver.quit().await;
 }

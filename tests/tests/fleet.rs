@@ -2,16 +2,18 @@
 //! three workers and one edge, under a steady bounded load from this test
 //! (8 concurrent callers). Kill -9 of a worker, SIGTERM of a worker, kill -9
 //! of every control plane, a schedule run by two replicas and placement
-//! affinity. Measured figures are printed and written to
-//! `/work/notes/fleet-figures.md` (override with `ANNEX_FLEET_FIGURES`).
+//! affinity. Measured figures go to the test's output, and are also kept as
+//! sections of a Markdown file when `ANNEX_FLEET_FIGURES` names one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use annex_e2e::http::try_send;
 use annex_e2e::stack::{Installed, PUBLISHER};
-use annex_e2e::{FleetOptions, Stack, StackOptions, eventually_ms};
+use annex_e2e::{FleetOptions, Stack, StackOptions};
+use annex_testkit::assert_eventually;
 
 /// One stack at a time: each runs six processes on a small machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -43,15 +45,18 @@ async fn fleet_with(control_plane_env: &[(&str, &str)], edge_env: &[(&str, &str)
     // Every installed bundle is compiled on its placed worker before a test
     // starts measuring.
     for hash in [&stack.hello.content_hash, &stack.misbehave.content_hash] {
-        let placed = eventually_ms(30_000, || async {
-            let mut found = false;
-            for i in 0..stack.workers.len() {
-                found |= stack.worker_stats(i).await.cached_hashes.contains(hash);
-            }
-            found
-        })
-        .await;
-        assert!(placed, "{hash} was never prewarmed:\n{}", stack.logs());
+        assert_eventually!(
+            Duration::from_secs(30),
+            async || {
+                let mut found = false;
+                for i in 0..stack.workers.len() {
+                    found |= stack.worker_stats(i).await.cached_hashes.contains(hash);
+                }
+                found
+            },
+            "{hash} to be prewarmed:\n{}",
+            stack.logs()
+        );
     }
     stack
 }
@@ -79,10 +84,32 @@ impl Sample {
 /// writes (if any).
 type MakeRequest = dyn Fn(usize, u64) -> (String, String, Vec<u8>, Option<String>) + Send + Sync;
 
-/// `CALLERS` tasks call the edge back to back until `duration` has passed
-/// since `t0`.
+/// A load under way: its callers' task and how many calls have succeeded.
+struct Load {
+    task: tokio::task::JoinHandle<Vec<Sample>>,
+    succeeded: Arc<AtomicUsize>,
+}
+
+impl Load {
+    /// Waits until `n` calls have succeeded: the load is under way and
+    /// reaching a worker.
+    async fn under_way(&self, n: usize, s: &Stack) {
+        assert_eventually!(
+            Duration::from_secs(30),
+            async || self.succeeded.load(Ordering::SeqCst) >= n,
+            "{n} successful calls of the load:\n{}",
+            s.logs()
+        );
+    }
+
+    /// Every call's sample, once the load has ended.
+    async fn samples(self) -> Vec<Sample> {
+        self.task.await.unwrap_or_else(|e| panic!("load: {e}"))
+    }
+}
+
 /// Steady GETs of the hello extension through the edge for `duration`.
-fn hello_load(s: &Stack, t0: Instant, duration: Duration) -> tokio::task::JoinHandle<Vec<Sample>> {
+fn hello_load(s: &Stack, t0: Instant, duration: Duration) -> Load {
     let path = format!("/api/ext/{}/hello", s.hello.registry_id);
     start_load(
         s.edge.http,
@@ -93,18 +120,23 @@ fn hello_load(s: &Stack, t0: Instant, duration: Duration) -> tokio::task::JoinHa
     )
 }
 
+/// `CALLERS` tasks call the edge back to back until `duration` has passed
+/// since `t0`.
 fn start_load(
     edge: SocketAddr,
     auth: String,
     t0: Instant,
     duration: Duration,
     make: Arc<MakeRequest>,
-) -> tokio::task::JoinHandle<Vec<Sample>> {
-    tokio::spawn(async move {
+) -> Load {
+    let succeeded = Arc::new(AtomicUsize::new(0));
+    let counter = succeeded.clone();
+    let task = tokio::spawn(async move {
         let mut tasks = Vec::new();
         for caller in 0..CALLERS {
             let auth = auth.clone();
             let make = make.clone();
+            let counter = counter.clone();
             tasks.push(tokio::spawn(async move {
                 let mut out = Vec::new();
                 let mut n = 0u64;
@@ -128,6 +160,9 @@ fn start_load(
                         Ok(r) => (r.status, r.text()),
                         Err(e) => (0, e),
                     };
+                    if status == 200 {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
                     let acked = status == 200 && text.contains("\"ok\"");
                     out.push(Sample {
                         start_ms,
@@ -146,40 +181,46 @@ fn start_load(
         }
         all.sort_by_key(|s| s.start_ms);
         all
-    })
+    });
+    Load { task, succeeded }
 }
 
-/// Index of the worker serving the load: the one with the most executions
-/// in flight over a few samples of `Worker.Stats`.
+/// In-flight executions a worker must have added up over samples of
+/// `Worker.Stats` to count as the one serving the load.
+const BUSY: u64 = 20;
+
+/// Index of the worker serving the load: the first whose executions in
+/// flight, summed over samples of `Worker.Stats`, reach [`BUSY`].
 async fn busiest_worker(s: &Stack) -> usize {
     let mut seen = vec![0u64; s.workers.len()];
-    for _ in 0..20 {
-        for (i, n) in seen.iter_mut().enumerate() {
-            *n += u64::from(s.worker_stats(i).await.in_flight);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let (i, n) = seen
-        .iter()
-        .enumerate()
-        .max_by_key(|(_, n)| **n)
-        .map(|(i, n)| (i, *n))
-        .unwrap_or((0, 0));
-    assert!(n > 0, "no worker had executions in flight:\n{}", s.logs());
-    eprintln!("in-flight samples per worker: {seen:?}");
-    i
+    let busiest = assert_eventually!(
+        Duration::from_secs(10),
+        async || {
+            for (i, n) in seen.iter_mut().enumerate() {
+                *n += u64::from(s.worker_stats(i).await.in_flight);
+            }
+            seen.iter().position(|n| *n >= BUSY)
+        },
+        "a worker with executions in flight:\n{}",
+        s.logs()
+    );
+    println!("in-flight samples per worker: {seen:?}");
+    busiest
 }
 
 /// Waits until `path` answers 200 through the edge.
 async fn wait_callable(s: &Stack, path: &str, method: &str) {
     let auth = s.bearer(&serde_json::json!({}));
-    let ok = eventually_ms(30_000, || async {
-        try_send(s.edge.http, method, path, &[("authorization", &auth)], b"")
-            .await
-            .is_ok_and(|r| r.status == 200)
-    })
-    .await;
-    assert!(ok, "{method} {path} never answered 200:\n{}", s.logs());
+    assert_eventually!(
+        Duration::from_secs(30),
+        async || {
+            try_send(s.edge.http, method, path, &[("authorization", &auth)], b"")
+                .await
+                .is_ok_and(|r| r.status == 200)
+        },
+        "{method} {path} to answer 200:\n{}",
+        s.logs()
+    );
 }
 
 /// The probe guest with storage, context and scheduler endpoints, under
@@ -204,14 +245,18 @@ async fn install_probe(s: &Stack, name: &str) -> Installed {
     s.publish_and_install(&manifest, &probe).await
 }
 
-/// Writes `lines` as the section `title` of the figures file (replacing an
-/// earlier section of that title) and prints them.
+/// Prints `lines` to the test's output and, when `ANNEX_FLEET_FIGURES`
+/// names a Markdown file, keeps them there as the section `title`
+/// (replacing an earlier section of that title). A test writes nowhere
+/// else.
 fn record_figures(title: &str, lines: &[String]) {
     for l in lines {
-        eprintln!("[{title}] {l}");
+        println!("[{title}] {l}");
     }
-    let path = std::env::var("ANNEX_FLEET_FIGURES")
-        .unwrap_or_else(|_| "/work/notes/fleet-figures.md".to_owned());
+    let Some(path) = std::env::var_os("ANNEX_FLEET_FIGURES") else {
+        return;
+    };
+    let path = std::path::PathBuf::from(path);
     let existing = std::fs::read_to_string(&path).unwrap_or_default();
     let mut sections: Vec<(String, String)> = Vec::new();
     let mut header = String::new();
@@ -252,7 +297,7 @@ fn record_figures(title: &str, lines: &[String]) {
     }
     out.push('\n');
     if let Err(e) = std::fs::write(&path, out) {
-        eprintln!("could not write {path}: {e}");
+        eprintln!("could not write {}: {e}", path.display());
     }
 }
 
@@ -292,7 +337,7 @@ async fn kill_9_of_a_worker_fails_only_its_in_flight_calls_and_loses_no_acknowle
             )
         }),
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    load.under_way(20, &s).await;
     let victim = busiest_worker(&s).await;
     let kill_ms = t0.elapsed().as_millis() as u64;
     let mut s = s;
@@ -300,7 +345,7 @@ async fn kill_9_of_a_worker_fails_only_its_in_flight_calls_and_loses_no_acknowle
     // SIGKILL lands somewhere between the two instants: a call started before
     // `killed_ms` may still have been on the worker when it died.
     let killed_ms = t0.elapsed().as_millis() as u64;
-    let samples = load.await.unwrap_or_else(|e| panic!("load: {e}"));
+    let samples = load.samples().await;
 
     let failures: Vec<&Sample> = samples.iter().filter(|x| !x.ok()).collect();
     let after_kill_ok: Vec<&Sample> = samples
@@ -403,7 +448,7 @@ async fn kill_9_of_a_worker_fails_only_its_in_flight_calls_and_loses_no_acknowle
         acked.len(),
         &missing[..missing.len().min(10)]
     );
-    eprintln!(
+    println!(
         "[kill -9 of a worker under load] acknowledged writes verified: {}",
         acked.len()
     );
@@ -431,7 +476,7 @@ async fn sigterm_of_a_worker_under_load_fails_no_request() {
     let mut s = fleet(&[]).await;
     let t0 = Instant::now();
     let load = hello_load(&s, t0, Duration::from_secs(8));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    load.under_way(20, &s).await;
     let victim = busiest_worker(&s).await;
     let term_ms = t0.elapsed().as_millis() as u64;
     s.workers[victim].proc.terminate();
@@ -440,7 +485,7 @@ async fn sigterm_of_a_worker_under_load_fails_no_request() {
         .wait_exit(Duration::from_secs(30))
         .await;
     let exit_ms = t0.elapsed().as_millis() as u64;
-    let samples = load.await.unwrap_or_else(|e| panic!("load: {e}"));
+    let samples = load.samples().await;
     let failures: Vec<&Sample> = samples.iter().filter(|x| !x.ok()).collect();
     let after_exit = samples.iter().filter(|x| x.start_ms > exit_ms).count();
     record_figures(
@@ -478,20 +523,21 @@ async fn with_every_control_plane_killed_calls_succeed_and_after_a_restart_publi
     let mut s = fleet_with(&[], &[("ANNEX_EDGE_INSTALL_CACHE_TTL_SECS", "2")]).await;
     let t0 = Instant::now();
     let load = hello_load(&s, t0, Duration::from_secs(9));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    load.under_way(20, &s).await;
     let kill_ms = t0.elapsed().as_millis() as u64;
     for cp in &mut s.control_planes {
         cp.proc.kill().await;
     }
     // Down long enough for cached install answers (2 s) to expire and for
-    // workers to notice.
+    // workers to notice. A sleep on purpose: the outage's length is the
+    // scenario under test, not a condition to wait for.
     tokio::time::sleep(Duration::from_millis(6000)).await;
     let restart_ms = t0.elapsed().as_millis() as u64;
     let dir = s.dir.path().to_owned();
     for cp in &mut s.control_planes {
         Stack::restart(cp, &dir).await;
     }
-    let samples = load.await.unwrap_or_else(|e| panic!("load: {e}"));
+    let samples = load.samples().await;
     let during: Vec<&Sample> = samples
         .iter()
         .filter(|x| x.start_ms >= kill_ms && x.end_ms <= restart_ms)
@@ -580,7 +626,9 @@ async fn a_schedule_runs_once_per_period_with_two_control_planes() {
         created.status,
         created.text()
     );
-    // Read half a period after the last expected run was due.
+    // Read half a period after the last expected run was due. A sleep on
+    // purpose: the test counts the runs of a fixed window of periods (exactly
+    // one per period), so the window itself is what is under test.
     let wait = Duration::from_millis(PERIOD_MS * PERIODS + PERIOD_MS / 2);
     tokio::time::sleep(wait.saturating_sub(created_at.elapsed())).await;
     let mut runs: Vec<_> = s
@@ -701,14 +749,14 @@ async fn sigterm_stops_a_control_plane_and_the_edge_cleanly_under_load() {
     let mut s = fleet(&[]).await;
     let t0 = Instant::now();
     let load = hello_load(&s, t0, Duration::from_secs(5));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    load.under_way(20, &s).await;
     // The second control plane holds heartbeat streams of its workers.
     let cp = &mut s.control_planes[1];
     let term = Instant::now();
     cp.proc.terminate();
     let cp_status = cp.proc.wait_exit(Duration::from_secs(20)).await;
     let cp_ms = term.elapsed().as_millis();
-    let samples = load.await.unwrap_or_else(|e| panic!("load: {e}"));
+    let samples = load.samples().await;
     let failures = samples.iter().filter(|x| !x.ok()).count();
 
     // The edge with a call under way (a guest that spins until its
@@ -719,7 +767,13 @@ async fn sigterm_stops_a_control_plane_and_the_edge_cleanly_under_load() {
     let in_flight = tokio::spawn(async move {
         try_send(edge, "GET", &slow, &[("authorization", &auth)], b"").await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The call is under way once the guest runs on a worker.
+    assert_eventually!(
+        Duration::from_secs(10),
+        async || s.in_flight().await >= 1,
+        "the slow call to run on a worker:\n{}",
+        s.logs()
+    );
     let term = Instant::now();
     s.edge.proc.terminate();
     let edge_status = s.edge.proc.wait_exit(Duration::from_secs(20)).await;

@@ -282,6 +282,8 @@ async fn victim_calls(
                 }
             }
         }
+        // The victim's pace (a steady stream of calls), not a wait for
+        // anything: kept as a sleep on purpose.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     errors

@@ -395,23 +395,24 @@ fn start(mut p: Process, dir: &Path, pki: &Path, inputs: &PodInputs) -> Started 
 /// Polls the liveness probe as the kubelet would. `Err` with the exit status
 /// and log when the process ends first.
 async fn live(s: &mut Started) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
+    let answered = annex_testkit::eventually(Duration::from_secs(90), async || {
         if let Ok(Some(status)) = s.child.try_wait() {
-            let log = std::fs::read_to_string(&s.log).unwrap_or_default();
-            return Err(format!("exited ({status}):\n{log}"));
+            return Some(Err(status));
         }
-        if annex_e2e::http::try_send(s.live, "GET", &s.live_path, &[], b"")
+        annex_e2e::http::try_send(s.live, "GET", &s.live_path, &[], b"")
             .await
             .is_ok_and(|r| r.status == 200)
-        {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            let log = std::fs::read_to_string(&s.log).unwrap_or_default();
-            return Err(format!("never answered its liveness probe:\n{log}"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+            .then_some(Ok(()))
+    })
+    .await;
+    let log = || std::fs::read_to_string(&s.log).unwrap_or_default();
+    match answered {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(status)) => Err(format!("exited ({status}):\n{}", log())),
+        Err(timed_out) => Err(format!(
+            "never answered its liveness probe ({timed_out}):\n{}",
+            log()
+        )),
     }
 }
 

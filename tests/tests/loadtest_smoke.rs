@@ -57,14 +57,16 @@ async fn the_hello_scenario_runs_through_the_edge_without_errors() {
     assert_eq!(count(&run["statuses"]["200"]), requests, "{run:#}");
 
     // Every measured call left an audit row (the edge ships them in batches).
-    let audited = annex_e2e::eventually_ms(10_000, || async {
-        s.audit_rows(&s.hello.registry_id)
-            .await
-            .iter()
-            .filter(|r| r.status == "ok")
-            .count() as u64
-            >= requests
-    })
-    .await;
-    assert!(audited, "not every loadtest call was audited");
+    annex_testkit::assert_eventually!(
+        std::time::Duration::from_secs(10),
+        async || {
+            s.audit_rows(&s.hello.registry_id)
+                .await
+                .iter()
+                .filter(|r| r.status == "ok")
+                .count() as u64
+                >= requests
+        },
+        "an audit row for every loadtest call"
+    );
 }

@@ -6,11 +6,13 @@
 //! `extension_quota_usage` once per execution.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use annex_e2e::stack::{OTHER_TENANT, TENANT};
-use annex_e2e::{Resp, Stack, eventually_ms};
+use annex_e2e::{Resp, Stack};
 use annex_ops::Role;
 use annex_proto::pb;
+use annex_testkit::{assert_eventually, eventually};
 use serde_json::json;
 
 /// Calls at once per edge: more than any share below.
@@ -68,21 +70,22 @@ async fn bursts_until(
     want: usize,
     tally: &mut Tally,
 ) -> Result<[Vec<Resp>; 2], Vec<Vec<u16>>> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
+    let mut last = Vec::new();
+    let bursts = eventually(Duration::from_secs(20), async || {
         let (a, b) = tokio::join!(burst(s, edges[0]), burst(s, edges[1]));
         tally.calls += a.len() + b.len();
         tally.admitted += admitted(&a) + admitted(&b);
         if admitted(&a) == want && admitted(&b) == want {
-            return Ok([a, b]);
+            return Some([a, b]);
         }
-        if tokio::time::Instant::now() > deadline {
-            return Err([a, b]
-                .iter()
-                .map(|r| r.iter().map(|r| r.status).collect())
-                .collect());
-        }
-    }
+        last = [a, b]
+            .iter()
+            .map(|r| r.iter().map(|r| r.status).collect())
+            .collect();
+        None
+    })
+    .await;
+    bursts.map_err(|_| last)
 }
 
 #[tokio::test]
@@ -129,7 +132,14 @@ async fn a_fleet_wide_concurrency_quota_holds_on_every_edge_and_usage_adds_up() 
             [x.status, y.status]
         }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Both held calls admitted and running on the worker: the tenant is at
+    // its limit on both edges.
+    assert_eventually!(
+        Duration::from_secs(10),
+        async || s.in_flight().await >= 2,
+        "both held calls to run on the worker\n{}",
+        s.logs()
+    );
     let tenant_auth = s.bearer(&json!({}));
     let hello = format!("/api/ext/{}/hello", s.hello.registry_id);
     for edge in edges {
@@ -167,19 +177,18 @@ async fn a_fleet_wide_concurrency_quota_holds_on_every_edge_and_usage_adds_up() 
     let misbehave_admitted = tally.admitted;
 
     // Usage: every admitted /loop ran on the worker and is counted once.
-    let counted = eventually_ms(15_000, || async {
-        let windows = s.usage_windows(TENANT, &s.misbehave.registry_id).await;
-        windows.iter().map(|w| w.invocations).sum::<u64>() == misbehave_admitted as u64
-    })
-    .await;
-    let windows = s.usage_windows(TENANT, &s.misbehave.registry_id).await;
-    assert!(
-        counted,
-        "usage windows {windows:?} should add up to {misbehave_admitted} executions\n{}",
+    assert_eventually!(
+        Duration::from_secs(15),
+        async || {
+            let windows = s.usage_windows(TENANT, &s.misbehave.registry_id).await;
+            windows.iter().map(|w| w.invocations).sum::<u64>() == misbehave_admitted as u64
+        },
+        "usage windows {:?} to add up to {misbehave_admitted} executions\n{}",
+        s.usage_windows(TENANT, &s.misbehave.registry_id).await,
         s.logs()
     );
     // A few more heartbeats: nothing is counted twice.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    s.heartbeats(3).await;
     let windows = s.usage_windows(TENANT, &s.misbehave.registry_id).await;
     assert_eq!(
         windows.iter().map(|w| w.invocations).sum::<u64>(),
@@ -191,10 +200,12 @@ async fn a_fleet_wide_concurrency_quota_holds_on_every_edge_and_usage_adds_up() 
         "peak memory is accounted: {windows:?}"
     );
     // The other tenant's calls are its own.
-    let others = eventually_ms(10_000, || async {
-        let windows = s.usage_windows(OTHER_TENANT, &other.registry_id).await;
-        windows.iter().map(|w| w.invocations).sum::<u64>() >= 2
-    })
-    .await;
-    assert!(others, "the other tenant's two calls are accounted to it");
+    assert_eventually!(
+        Duration::from_secs(10),
+        async || {
+            let windows = s.usage_windows(OTHER_TENANT, &other.registry_id).await;
+            windows.iter().map(|w| w.invocations).sum::<u64>() >= 2
+        },
+        "the other tenant's two calls to be accounted to it"
+    );
 }

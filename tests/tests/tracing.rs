@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use annex_bundle::signing::KeyPair;
 use annex_e2e::stack::{PUBLISHER, publish_and_install};
-use annex_e2e::{Stack, StackOptions, eventually_ms, send};
+use annex_e2e::{Stack, StackOptions, send};
 use annex_ops::Role;
 use annex_proto::pb;
+use annex_testkit::assert_eventually;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -25,7 +26,7 @@ use prost::Message as _;
 use serde_json::json;
 
 /// How long exported spans may take to arrive (batches leave every 100 ms).
-const ARRIVAL_MS: u64 = 30_000;
+const ARRIVAL: Duration = Duration::from_secs(30);
 
 /// One span as the receiver got it.
 #[derive(Debug, Clone)]
@@ -228,14 +229,17 @@ async fn one_request_is_one_trace_across_edge_worker_and_control_plane() {
     let auth = s.bearer(&json!({}));
     // The worker learns of the new publisher key from the fleet stream.
     let warm = format!("/api/ext/{probe}/storage/get?ns=notes&key=none");
-    let ready = eventually_ms(ARRIVAL_MS, || async {
-        send(s.edge.http, "GET", &warm, &[("authorization", &auth)], b"")
-            .await
-            .status
-            == 200
-    })
-    .await;
-    assert!(ready, "the probe never answered:\n{}", s.logs());
+    assert_eventually!(
+        ARRIVAL,
+        async || {
+            send(s.edge.http, "GET", &warm, &[("authorization", &auth)], b"")
+                .await
+                .status
+                == 200
+        },
+        "the probe to answer:\n{}",
+        s.logs()
+    );
 
     // The caller's trace is continued: every span of the request carries its
     // trace id, and the edge's span is the child of the caller's.
@@ -269,9 +273,10 @@ async fn one_request_is_one_trace_across_edge_worker_and_control_plane() {
                     .any(|s| s.name.starts_with("annex.v1.HostServices/"))
         }
     };
-    assert!(
-        eventually_ms(ARRIVAL_MS, || complete(caller_trace.to_owned())).await,
-        "spans of the caller's trace from all three services never arrived: {:#?}\n{}",
+    assert_eventually!(
+        ARRIVAL,
+        || complete(caller_trace.to_owned()),
+        "spans of the caller's trace from all three services: {:#?}\n{}",
         receiver.spans(),
         s.logs()
     );
@@ -319,12 +324,10 @@ async fn one_request_is_one_trace_across_edge_worker_and_control_plane() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["ok"]["value"], "first", "{}", r.text());
-    assert!(
-        eventually_ms(ARRIVAL_MS, || async {
-            receiver.edge_span("traced-fresh").is_some()
-        })
-        .await,
-        "the edge's span never arrived: {:#?}",
+    assert_eventually!(
+        ARRIVAL,
+        async || receiver.edge_span("traced-fresh").is_some(),
+        "the edge's span: {:#?}",
         receiver.spans()
     );
     let fresh = receiver
@@ -332,9 +335,10 @@ async fn one_request_is_one_trace_across_edge_worker_and_control_plane() {
         .map(|e| e.trace_id)
         .unwrap_or_default();
     assert_ne!(fresh, caller_trace);
-    assert!(
-        eventually_ms(ARRIVAL_MS, || complete(fresh.clone())).await,
-        "the new trace's spans from all three services never arrived: {:#?}",
+    assert_eventually!(
+        ARRIVAL,
+        || complete(fresh.clone()),
+        "the new trace's spans from all three services: {:#?}",
         receiver.trace(&fresh)
     );
     let spans = receiver.trace(&fresh);
@@ -434,16 +438,15 @@ async fn a_grpc_collector_receives_the_same_trace() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let arrived = eventually_ms(ARRIVAL_MS, || async {
-        let spans = receiver.trace(caller_trace);
-        ["annex-edge", "annex-worker"]
-            .iter()
-            .all(|svc| spans.iter().any(|s| s.service == *svc))
-    })
-    .await;
-    assert!(
-        arrived,
-        "spans never arrived over gRPC: {:#?}\n{}",
+    assert_eventually!(
+        ARRIVAL,
+        async || {
+            let spans = receiver.trace(caller_trace);
+            ["annex-edge", "annex-worker"]
+                .iter()
+                .all(|svc| spans.iter().any(|s| s.service == *svc))
+        },
+        "spans over gRPC: {:#?}\n{}",
         receiver.spans(),
         s.logs()
     );

@@ -1,9 +1,12 @@
 //! A running `annex dev` (the real binary) in a scratch directory, on free loopback ports,
-//! stopped on drop; with `annex` runs against it and deadline polls for answers.
+//! stopped on drop; with `annex` runs against it and deadline polls (the test kit's
+//! `assert_eventually!`) for answers.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use annex_testkit::assert_eventually;
 
 use super::{Run, run_annex};
 
@@ -28,13 +31,13 @@ pub fn examples() -> PathBuf {
 
 impl Dev {
     /// `annex dev` with `extra` arguments in a new scratch directory.
-    pub fn start(extra: &[String]) -> Dev {
-        Dev::start_in(tempfile::tempdir().expect("tempdir"), extra, &[])
+    pub async fn start(extra: &[String]) -> Dev {
+        Dev::start_in(tempfile::tempdir().expect("tempdir"), extra, &[]).await
     }
 
     /// `annex dev` in `dir` with `extra` arguments and `env` (on top of the test's own
     /// environment, less `ANNEX_*`); waits until it has written `.annex/dev.env`.
-    pub fn start_in(dir: tempfile::TempDir, extra: &[String], env: &[(&str, &str)]) -> Dev {
+    pub async fn start_in(dir: tempfile::TempDir, extra: &[String], env: &[(&str, &str)]) -> Dev {
         let log = std::fs::File::create(dir.path().join("dev.log")).expect("log file");
         let ports = [free_port(), free_port(), free_port(), free_port()];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_annex"));
@@ -67,16 +70,16 @@ impl Dev {
         };
         let env_file = dev.dir.path().join(".annex/dev.env");
         // Building the sample guest can take minutes on a cold machine.
-        let deadline = Instant::now() + Duration::from_secs(600);
-        while !env_file.exists() {
-            dev.assert_running();
-            assert!(
-                Instant::now() < deadline,
-                "annex dev did not start:\n{}",
-                dev.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        assert_eventually!(
+            Duration::from_secs(600),
+            async || {
+                dev.assert_running();
+                env_file.exists()
+            },
+            "annex dev to start (to write {}):\n{}",
+            env_file.display(),
+            dev.log()
+        );
         let text = std::fs::read_to_string(&env_file).expect("dev.env");
         dev.env = text
             .lines()
@@ -116,83 +119,73 @@ impl Dev {
 
     /// `annex call`, retried until the answer satisfies `ok` (installs reach
     /// the worker within a moment).
-    pub fn call_until(&self, args: &[&str], ok: impl Fn(&str) -> bool) -> String {
-        self.call_within(Duration::from_secs(30), args, ok)
+    pub async fn call_until(&self, args: &[&str], ok: impl Fn(&str) -> bool) -> String {
+        self.call_within(Duration::from_secs(30), args, ok).await
     }
 
     /// [`Dev::call_until`] with a deadline of `limit` (a rebuild can take minutes).
-    pub fn call_within(&self, limit: Duration, args: &[&str], ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let run = self.annex(args);
-            if run.code == Some(0) && ok(&run.stdout) {
-                return run.stdout;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "`annex {}` never answered as expected:\nstdout: {}\nstderr: {}\nlog:\n{}",
-                args.join(" "),
-                run.stdout,
-                run.stderr,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+    pub async fn call_within(
+        &self,
+        limit: Duration,
+        args: &[&str],
+        ok: impl Fn(&str) -> bool,
+    ) -> String {
+        let mut last = (String::new(), String::new());
+        assert_eventually!(
+            limit,
+            async || {
+                let run = self.annex(args);
+                if run.code == Some(0) && ok(&run.stdout) {
+                    return Some(run.stdout);
+                }
+                last = (run.stdout, run.stderr);
+                None
+            },
+            "`annex {}` to answer as expected; last:\nstdout: {}\nstderr: {}\nlog:\n{}",
+            args.join(" "),
+            last.0,
+            last.1,
+            self.log()
+        )
     }
 
     /// Waits until the log satisfies `ok`, within `limit`.
-    pub fn log_within(&mut self, limit: Duration, what: &str, ok: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + limit;
-        while !ok(&self.log()) {
-            self.assert_running();
-            assert!(
-                Instant::now() < deadline,
-                "annex dev never logged {what}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+    pub async fn log_within(&mut self, limit: Duration, what: &str, ok: impl Fn(&str) -> bool) {
+        assert_eventually!(
+            limit,
+            async || {
+                self.assert_running();
+                ok(&self.log())
+            },
+            "annex dev to log {what}:\n{}",
+            self.log()
+        );
     }
 }
 
 impl Drop for Dev {
     fn drop(&mut self) {
-        // SIGTERM first so the private PostgreSQL cluster is stopped cleanly.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        // SIGTERM first so the private PostgreSQL cluster is stopped cleanly;
+        // SIGKILL when it has not exited 20 s later.
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").arg(&pid).status();
+        let child = &mut self.child;
+        std::thread::scope(|scope| {
+            let (exited_tx, exited) = std::sync::mpsc::channel();
+            scope.spawn(move || {
+                let _ = child.wait();
+                let _ = exited_tx.send(());
+            });
+            if exited.recv_timeout(Duration::from_secs(20)).is_err() {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        });
     }
 }
 
-/// A plain HTTP/1.1 request to 127.0.0.1:`port`; returns the status and the body.
-pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-    )
-    .expect("send");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {head:?}"));
-    (status, body.to_owned())
+/// One request to 127.0.0.1:`port` through the test kit's raw client; returns the status
+/// and the body.
+pub async fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    let r = annex_testkit::http::send(([127, 0, 0, 1], port).into(), method, path, &[], b"").await;
+    (r.status, r.text())
 }

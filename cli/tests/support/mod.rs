@@ -1,6 +1,7 @@
-//! Test support for driving the real `annex` binary: a control plane served in-process over
-//! mTLS on 127.0.0.1:0 (MemoryStore) with a dev PKI written to a temporary directory, which is
-//! also the working directory of every `annex` run.
+//! Test support for driving the real `annex` binary: the test kit's control
+//! plane (in-memory store) with its dev PKI written to a temporary directory,
+//! which is also the working directory of every `annex` run. The runs block,
+//! so the control plane runs on a runtime of its own thread.
 
 #![allow(dead_code)]
 
@@ -8,14 +9,9 @@ pub mod dev;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
-use annex_control_plane::store::MemoryStore;
-use annex_control_plane::{HostAppConfig, Limits, Listeners, Sealer, Settings};
-use annex_ops::Role;
-use annex_ops::admin::AdminState;
-use annex_ops::devcerts::{ensure_dir, role_files};
-use annex_ops::serve::Io;
+use annex_control_plane::Limits;
+use annex_testkit::{ControlPlane, ControlPlaneOptions};
 
 /// The smallest valid WebAssembly component: the preamble alone.
 pub const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
@@ -32,11 +28,7 @@ impl Stack {
     pub fn start() -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = dir.path().join("pki");
-        ensure_dir(&pki).expect("dev PKI");
-        let tls = role_files(&pki, Role::ControlPlane)
-            .load()
-            .expect("control-plane certificate");
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -44,42 +36,25 @@ impl Stack {
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                annex_ops::tls::install_crypto_provider();
-                let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                addr_tx
-                    .send(grpc.local_addr().expect("addr"))
-                    .expect("send");
-                let settings = Settings {
-                    store: Arc::new(MemoryStore::new()),
-                    sealer: Sealer::from_bytes(&[7u8; 32]).expect("kek"),
+                let cp = ControlPlane::start_with(ControlPlaneOptions {
                     limits: Limits {
                         platform_egress_allowlist: vec!["*.example.com".into()],
                         ..Limits::default()
                     },
-                    host_app: HostAppConfig::new(),
-                };
-                let io = Io {
-                    tls,
-                    listeners: Listeners { grpc, admin },
-                    admin: AdminState::new(),
-                };
-                let shutdown = async move {
-                    let _ = stopped.await;
-                };
-                annex_control_plane::run(settings, io, shutdown)
-                    .await
-                    .expect("control plane runs");
+                    kek: [7; 32],
+                    ..ControlPlaneOptions::default()
+                })
+                .await;
+                annex_testkit::pki::write_dir(&cp.ca, &pki);
+                url_tx.send(cp.url()).expect("send");
+                let _ = stopped.await;
+                cp.shutdown().await.expect("control plane runs");
             });
         });
-        let addr = addr_rx.recv().expect("control plane address");
+        let url = url_rx.recv().expect("control plane address");
         Stack {
             dir,
-            url: format!("https://{addr}"),
+            url,
             stop: Some(stop),
             thread: Some(thread),
         }

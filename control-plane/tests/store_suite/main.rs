@@ -6,7 +6,7 @@
 //! Postgres-only checks (migrations, rows below the traits, connection
 //! errors, the persistent local cluster) are in `postgres_only`.
 //!
-//! Postgres: `DATABASE_URL` if set (each test creates and drops its own
+//! Postgres (`annex_testkit::postgres`): `DATABASE_URL` if set (each test creates and drops its own
 //! database there), else one throwaway cluster per test binary started with
 //! `annex_devpg::LocalPostgres` from the system binaries. With neither, the
 //! Postgres tests fail under `CI=true` and print a notice and pass elsewhere.
@@ -45,7 +45,7 @@ macro_rules! store_cases {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    let Some(db) = crate::pg_harness::TestDatabase::create(stringify!($case)).await
+                    let Some(db) = annex_testkit::postgres::TestDatabase::create(stringify!($case)).await
                     else {
                         return;
                     };
@@ -191,7 +191,6 @@ mod fleet;
 mod health;
 mod installs;
 mod kv;
-mod pg_harness;
 mod postgres_only;
 mod quota;
 mod registry;

@@ -4,8 +4,8 @@
 use annex_control_plane::store::{HealthStore, PgStore, PgStoreConfig, StoreError};
 use annex_devpg::{ClusterMode, LocalPostgres, LocalPostgresOptions};
 
-use super::pg_harness::{self, TestDatabase};
 use super::*;
+use annex_testkit::postgres::{self, TestDatabase};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_apply_once_under_concurrent_starts() {
@@ -188,7 +188,7 @@ async fn unreachable_database_is_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_local_cluster_keeps_data_and_port_across_restarts() {
-    if !pg_harness::local_binaries_or_skip() {
+    if !postgres::local_binaries_or_skip() {
         return;
     }
     let root = tempfile::tempdir().expect("tempdir");
@@ -205,7 +205,7 @@ async fn persistent_local_cluster_keeps_data_and_port_across_restarts() {
         first.url(),
         format!("postgres://postgres@127.0.0.1:{port}/annex")
     );
-    let client = pg_harness::connect(&first.url()).await;
+    let client = postgres::connect(&first.url()).await;
     client
         .batch_execute("CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)")
         .await
@@ -228,7 +228,7 @@ async fn persistent_local_cluster_keeps_data_and_port_across_restarts() {
         .await
         .expect("restart");
     assert_eq!(again.port(), port, "the recorded port is reused");
-    let client = pg_harness::connect(&again.url()).await;
+    let client = postgres::connect(&again.url()).await;
     let row = client
         .query_one("SELECT v FROM kept", &[])
         .await

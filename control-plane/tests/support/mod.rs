@@ -1,170 +1,35 @@
-//! Test support for the control plane's component tests: a control plane
-//! served in-process over real mTLS on 127.0.0.1:0 on a real store (Postgres
-//! when one can be had; see `database`), clients per role, and bundle builders.
+//! Test support for the control plane's component tests: the control plane
+//! from the test kit on a throwaway Postgres database (the in-memory store
+//! where Postgres cannot be had outside CI), and this crate's bundle
+//! builders.
 
 #![allow(dead_code)]
 
-pub mod database;
-
 use std::io::Write as _;
-use std::sync::Arc;
 
 use annex_bundle::hash::ContentHash;
 use annex_bundle::signing::KeyPair;
-use annex_control_plane::store::Store;
-use annex_control_plane::{HostAppConfig, Limits, Listeners, Sealer, Settings};
-use annex_ops::Role;
-use annex_ops::devcerts::DevCa;
-use annex_ops::serve::Io;
-use annex_ops::tls::TlsMaterial;
-use annex_proto::pb;
-use tonic::transport::{Channel, Endpoint};
+use annex_control_plane::Limits;
+use annex_testkit::{ControlPlane, ControlPlaneOptions, StoreChoice};
 
-pub struct TestServer {
-    pub addr: std::net::SocketAddr,
-    pub admin_addr: std::net::SocketAddr,
-    pub ca: DevCa,
-    pub store: Arc<dyn Store>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+/// A control plane on Postgres whose platform egress allowlist names the
+/// hosts the tests' installs ask for.
+pub async fn start() -> ControlPlane {
+    start_with(Limits {
+        platform_egress_allowlist: vec!["*.example.com".into(), "api.partner.test".into()],
+        ..Limits::default()
+    })
+    .await
 }
 
-impl TestServer {
-    pub async fn start() -> TestServer {
-        Self::start_with(Limits {
-            platform_egress_allowlist: vec!["*.example.com".into(), "api.partner.test".into()],
-            ..Limits::default()
-        })
-        .await
-    }
-
-    pub async fn start_with(limits: Limits) -> TestServer {
-        annex_ops::tls::install_crypto_provider();
-        let store = database::store().await;
-        let settings = Settings {
-            store: store.clone(),
-            sealer: Sealer::from_bytes(&[42u8; 32]).expect("kek"),
-            limits,
-            host_app: HostAppConfig::new(),
-        };
-        let ca = DevCa::generate().expect("ca");
-        let tls = ca
-            .issue(Role::ControlPlane, "control-plane")
-            .expect("server cert");
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = grpc.local_addr().expect("addr");
-        let admin_addr = admin.local_addr().expect("addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let io = Io {
-            tls,
-            listeners: Listeners { grpc, admin },
-            admin: annex_ops::admin::AdminState::new(),
-        };
-        let task = tokio::spawn(annex_control_plane::run(settings, io, async move {
-            let _ = stopped.await;
-        }));
-        TestServer {
-            addr,
-            admin_addr,
-            ca,
-            store,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    /// A channel presenting a certificate of `role` from this server's CA.
-    pub async fn channel(&self, role: Role) -> Channel {
-        let material = self.ca.issue(role, &format!("test-{role}")).expect("cert");
-        self.channel_with(&material).await.expect("connect")
-    }
-
-    pub async fn channel_with(
-        &self,
-        material: &TlsMaterial,
-    ) -> Result<Channel, tonic::transport::Error> {
-        Endpoint::from_shared(format!("https://{}", self.addr))?
-            .tls_config(material.client_config("localhost"))?
-            .connect()
-            .await
-    }
-
-    /// A TLS client that trusts the server's CA but presents no certificate.
-    pub async fn channel_without_certificate(&self) -> Result<Channel, tonic::transport::Error> {
-        let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(self.ca.ca_pem()))
-            .domain_name("localhost");
-        Endpoint::from_shared(format!("https://{}", self.addr))?
-            .tls_config(tls)?
-            .connect()
-            .await
-    }
-
-    pub async fn registry(&self, role: Role) -> pb::registry_client::RegistryClient<Channel> {
-        pb::registry_client::RegistryClient::new(self.channel(role).await)
-    }
-
-    pub async fn trust(&self, role: Role) -> pb::trust_client::TrustClient<Channel> {
-        pb::trust_client::TrustClient::new(self.channel(role).await)
-    }
-
-    pub async fn installs(&self, role: Role) -> pb::installs_client::InstallsClient<Channel> {
-        pb::installs_client::InstallsClient::new(self.channel(role).await)
-    }
-
-    /// Trusts `key` for `publisher` through the Trust service.
-    pub async fn trust_key(&self, publisher: &str, key: &KeyPair) -> pb::PublisherKey {
-        self.trust(Role::Operator)
-            .await
-            .add_key(pb::AddKeyRequest {
-                publisher: publisher.into(),
-                public_key: key.public_key().to_pem(),
-                ..Default::default()
-            })
-            .await
-            .expect("add key")
-            .into_inner()
-    }
-
-    /// Publishes `bytes` with `signature` as the operator.
-    pub async fn publish(
-        &self,
-        bytes: &[u8],
-        signature: &str,
-    ) -> Result<pb::PublishResponse, tonic::Status> {
-        let mut parts = vec![pb::PublishRequest {
-            part: Some(pb::publish_request::Part::Header(pb::PublishHeader {
-                signature: signature.into(),
-                ..Default::default()
-            })),
-        }];
-        for chunk in bytes.chunks(64 * 1024) {
-            parts.push(pb::PublishRequest {
-                part: Some(pb::publish_request::Part::Chunk(chunk.to_vec())),
-            });
-        }
-        self.registry(Role::Operator)
-            .await
-            .publish(futures::stream::iter(parts))
-            .await
-            .map(|r| r.into_inner())
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
+/// A control plane on Postgres with `limits`.
+pub async fn start_with(limits: Limits) -> ControlPlane {
+    ControlPlane::start_with(ControlPlaneOptions {
+        store: StoreChoice::Postgres,
+        limits,
+        ..ControlPlaneOptions::default()
+    })
+    .await
 }
 
 /// The smallest valid WebAssembly component: the preamble alone.
@@ -261,45 +126,4 @@ pub fn sign(key: &KeyPair, bytes: &[u8], publisher: &str, name: &str, version: &
 /// The gRPC status's Annex error code.
 pub fn code(status: &tonic::Status) -> annex_proto::ErrorCode {
     annex_proto::AnnexError::from_status(status).code
-}
-
-/// A plain HTTP/1.1 GET against the admin listener: (status, body).
-pub async fn admin_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect admin");
-    let req = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await.expect("read");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// Polls `check` until it returns true or `secs` pass.
-pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }

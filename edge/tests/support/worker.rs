@@ -1,6 +1,7 @@
 //! A scripted `Worker` service over real mTLS for the edge's component
-//! tests: it answers by request path, records what it received, and can be
-//! told to refuse calls as unavailable (before the guest runs).
+//! tests: it answers by request path (`/slow` never), records what it
+//! received, and can be told to refuse calls as unavailable (before the
+//! guest runs).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,10 +117,8 @@ impl pb::worker_server::Worker for Svc {
                 annex_proto::error::set_retry_after(&mut status, Duration::from_secs(3));
                 return Err(status);
             }
-            "/slow" => {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                ok(200, &[], b"late".to_vec(), &self.id)
-            }
+            // A worker that never answers: the edge's deadline must end the call.
+            "/slow" => std::future::pending::<pb::ExecuteResponse>().await,
             "/trap" => pb::ExecuteResponse {
                 outcome: pb::Outcome::Trap as i32,
                 error: "execute_failed: secret internal detail".into(),
@@ -129,25 +128,6 @@ impl pb::worker_server::Worker for Svc {
                 outcome: pb::Outcome::Timeout as i32,
                 ..Default::default()
             },
-            // A hostile guest: more headers than any map should hold. (Under
-            // `/items/:id` so the manifest, and with it the bundle's hash and
-            // its placement, stays what the other tests expect.)
-            "/items/many-headers" => pb::ExecuteResponse {
-                headers: (0..33_000)
-                    .map(|i| (format!("x-ext-h{i}"), "v".to_owned()))
-                    .collect(),
-                ..ok(200, &[], b"flood".to_vec(), &self.id)
-            },
-            // A page on the edge's origin, cached publicly if the edge let it.
-            "/items/html" => ok(
-                200,
-                &[
-                    ("content-type", "text/html"),
-                    ("cache-control", "public, max-age=3600"),
-                ],
-                b"<script>fetch('/api/ext-proxy/other/secrets')</script>".to_vec(),
-                &self.id,
-            ),
             "/teapot" => ok(
                 418,
                 &[("content-type", "text/plain")],

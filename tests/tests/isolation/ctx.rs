@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annex_e2e::stack::{Installed, OTHER_TENANT, PUBLISHER, TENANT};
-use annex_e2e::{Stack, eventually_ms, http::try_send};
+use annex_e2e::{Stack, http::try_send};
 use annex_ops::Role;
 use annex_proto::pb;
 use serde_json::{Value, json};
@@ -156,15 +156,17 @@ impl Ctx {
             .http("GET", &hello, &[("authorization", &self.a_auth)])
             .await;
         assert_eq!(r.0, 200, "A's hello: {:?}", r.1);
-        let usage = eventually_ms(60_000, || async {
-            !self
-                .stack
-                .usage_windows(TENANT, &self.a_hello.registry_id)
-                .await
-                .is_empty()
-        })
-        .await;
-        assert!(usage, "no usage window for A's hello");
+        annex_testkit::assert_eventually!(
+            Duration::from_secs(60),
+            async || {
+                !self
+                    .stack
+                    .usage_windows(TENANT, &self.a_hello.registry_id)
+                    .await
+                    .is_empty()
+            },
+            "a usage window for A's hello"
+        );
     }
 
     /// A's reads of its own data through its probe, and what they must answer.

@@ -59,51 +59,28 @@ async fn sse_lines(c: &Ctx, auth: (&str, &str)) -> Result<Lines, Seen> {
 
 /// The edge's debug stream for `auth` and `query`, as `data:` lines.
 async fn sse_query(c: &Ctx, auth: (&str, &str), query: &str) -> Result<Lines, Seen> {
-    use http_body_util::BodyExt as _;
     let edge = c.stack.edge.http;
     let path = format!("/api/ext-debug/stream?{query}");
-    let stream = tokio::net::TcpStream::connect(edge)
-        .await
-        .map_err(|e| Seen::Leaked(format!("connect: {e}")))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+    let mut resp =
+        annex_e2e::http::try_open(edge, "GET", &path, &[auth, ("accept", "text/event-stream")])
             .await
-            .map_err(|e| Seen::Leaked(format!("handshake: {e}")))?;
-    tokio::spawn(conn);
-    let req = http::Request::get(path)
-        .header("host", edge.to_string())
-        .header(auth.0, auth.1)
-        .header("accept", "text/event-stream")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| Seen::Leaked(e.to_string()))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| Seen::Leaked(format!("send: {e}")))?;
-    if resp.status() != 200 {
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+            .map_err(Seen::Leaked)?;
+    if resp.status != 200 {
+        let status = resp.status;
+        let body = resp.rest().await;
         return Err(Seen::Http(
             status,
-            serde_json::from_slice(&body).unwrap_or(json!(null)),
+            serde_json::from_str(&body).unwrap_or(json!(null)),
         ));
     }
-    let mut body = resp.into_body();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Some(data) = frame.data_ref() {
-                for line in String::from_utf8_lossy(data).lines() {
-                    if let Some(d) = line.strip_prefix("data:")
-                        && tx.send(d.trim().to_owned()).is_err()
-                    {
-                        return;
-                    }
+        while let Some(data) = resp.next_text().await {
+            for line in data.lines() {
+                if let Some(d) = line.strip_prefix("data:")
+                    && tx.send(d.trim().to_owned()).is_err()
+                {
+                    return;
                 }
             }
         }

@@ -1,6 +1,5 @@
 //! Bundles are verified before anything is compiled, and compiled once.
 
-use annex_bundle::KeyPair;
 use annex_proto::pb;
 use std::sync::Arc;
 
@@ -64,7 +63,7 @@ async fn bytes_that_do_not_match_their_hash_are_never_compiled() {
 #[tokio::test]
 async fn a_signature_by_an_untrusted_key_is_never_compiled() {
     let p = Publisher::new();
-    let stranger = Publisher::at(&std::env::temp_dir(), KeyPair::generate());
+    let stranger = Publisher::new();
     let w = fresh_worker(&p, None).await;
     let bytes = pack_guest("hello");
     let hash = p.store(&bytes, &stranger.sign(&bytes, "hello"));

@@ -7,7 +7,6 @@ use std::time::Duration;
 use annex_proto::pb;
 use annex_worker::testing::{Call, Publisher, TestWorker, guest, pack, test_settings, variant};
 
-use crate::support::eventually_async;
 
 fn hello_manifest(name: &str) -> Vec<u8> {
     serde_json::json!({
@@ -88,18 +87,18 @@ async fn a_call_during_a_compile_is_refused_as_retryable_and_the_compile_goes_on
     assert!(retry >= Duration::from_secs(1), "{retry:?}");
     // The compile went on without the caller: a later call runs.
     let client = w.client.clone();
-    let ran = eventually_async(Duration::from_secs(60), || {
-        let mut client = client.clone();
-        let request = call();
-        async move {
+    let ran = annex_testkit::assert_eventually!(
+        Duration::from_secs(60),
+        async || {
+            let mut client = client.clone();
             client
-                .execute(request)
+                .execute(call())
                 .await
                 .ok()
                 .filter(|r| r.get_ref().outcome == pb::Outcome::Ok as i32)
-        }
-    })
-    .await;
+        },
+        "a call after the background compile"
+    );
     assert_eq!(ran.get_ref().status, 200);
     assert_eq!(w.executor.cache().compiles(), 1);
 }

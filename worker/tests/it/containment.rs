@@ -4,9 +4,10 @@
 use std::time::{Duration, Instant};
 
 use annex_proto::pb;
+use annex_testkit::assert_eventually;
 use annex_worker::testing::Call;
 
-use crate::support::{eventually, publisher, worker};
+use crate::support::{publisher, worker};
 
 fn outcome(r: &pb::ExecuteResponse) -> pb::Outcome {
     pb::Outcome::try_from(r.outcome).unwrap_or(pb::Outcome::Unspecified)
@@ -110,15 +111,17 @@ async fn stdout_and_stderr_are_captured_into_the_log() {
     let hash = publisher().publish("misbehave");
     let r = w.execute(Call::new(&hash, "GET", "/stdout").build()).await;
     assert_eq!(outcome(&r), pb::Outcome::Ok, "{r:?}");
-    let out = eventually(Duration::from_secs(5), || {
-        backend.logs_containing("line one to stdout").pop()
-    })
-    .await;
+    let out = assert_eventually!(
+        Duration::from_secs(5),
+        async || { backend.logs_containing("line one to stdout").pop() },
+        "the stdout line in the execution log"
+    );
     assert_eq!(out.stream, "stdout");
-    let err = eventually(Duration::from_secs(5), || {
-        backend.logs_containing("line two to stderr").pop()
-    })
-    .await;
+    let err = assert_eventually!(
+        Duration::from_secs(5),
+        async || { backend.logs_containing("line two to stderr").pop() },
+        "the stderr line in the execution log"
+    );
     assert_eq!(err.stream, "stderr");
 }
 
@@ -142,10 +145,11 @@ async fn other_tenants_keep_succeeding_while_loops_run() {
         })
         .collect();
     let executor = w.executor.clone();
-    eventually(Duration::from_secs(10), || {
-        (executor.admission().running() >= 3).then_some(())
-    })
-    .await;
+    assert_eventually!(
+        Duration::from_secs(10),
+        async || { executor.admission().running() >= 3 },
+        "three endless loops running"
+    );
     let t = Instant::now();
     for i in 0..10 {
         let r = w
@@ -167,10 +171,11 @@ async fn other_tenants_keep_succeeding_while_loops_run() {
     for l in &loops {
         l.abort();
     }
-    eventually(Duration::from_secs(10), || {
-        (executor.admission().running() == 0).then_some(())
-    })
-    .await;
+    assert_eventually!(
+        Duration::from_secs(10),
+        async || { executor.admission().running() == 0 },
+        "the cancelled loops to release their slots"
+    );
     eprintln!(
         "cancelled guests released their slots after {:?}",
         t.elapsed()

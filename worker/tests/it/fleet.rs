@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use annex_proto::pb;
 use annex_proto::pb::fleet_server::{Fleet, FleetServer};
+use annex_testkit::assert_eventually;
 use annex_worker::fleet::{self, Membership};
 use annex_worker::testing::Call;
 use parking_lot::Mutex;
@@ -13,7 +14,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::support::{eventually, publisher, worker};
+use crate::support::{publisher, worker};
 
 #[derive(Default)]
 struct FakeFleet {
@@ -91,23 +92,26 @@ async fn registers_heartbeats_prewarms_and_leaves_draining() {
     };
     let task = tokio::spawn(fleet::run(membership, stop_rx));
 
-    let reg = eventually(Duration::from_secs(10), || {
-        fake.registered.lock().first().cloned()
-    })
-    .await;
+    let reg = assert_eventually!(
+        Duration::from_secs(10),
+        async || { fake.registered.lock().first().cloned() },
+        "the worker's registration"
+    );
     assert_eq!(reg.worker_id, "test-worker");
     assert_eq!(reg.address, "https://w1:7444");
     assert!(!reg.engine_hash.is_empty());
     // The prewarm command loads the component before any request.
     let executor = w.executor.clone();
-    eventually(Duration::from_secs(10), || {
-        executor
-            .cache()
-            .cached_hashes()
-            .contains(&hello.to_string())
-            .then_some(())
-    })
-    .await;
+    assert_eventually!(
+        Duration::from_secs(10),
+        async || {
+            executor
+                .cache()
+                .cached_hashes()
+                .contains(&hello.to_string())
+        },
+        "the prewarmed component in the cache"
+    );
     // Usage of an execution arrives in a heartbeat.
     w.execute(
         Call::new(&hello, "GET", "/hello")
@@ -115,14 +119,17 @@ async fn registers_heartbeats_prewarms_and_leaves_draining() {
             .build(),
     )
     .await;
-    let usage = eventually(Duration::from_secs(10), || {
-        fake.heartbeats
-            .lock()
-            .iter()
-            .flat_map(|h| h.usage.clone())
-            .find(|u| u.tenant_id == "tenant-u")
-    })
-    .await;
+    let usage = assert_eventually!(
+        Duration::from_secs(10),
+        async || {
+            fake.heartbeats
+                .lock()
+                .iter()
+                .flat_map(|h| h.usage.clone())
+                .find(|u| u.tenant_id == "tenant-u")
+        },
+        "tenant-u's usage in a heartbeat"
+    );
     assert_eq!(usage.invocations, 1);
     assert_eq!(usage.registry_id, "ext-1");
     assert!(usage.cpu_us > 0, "CPU time is measured: {usage:?}");

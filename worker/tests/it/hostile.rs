@@ -10,12 +10,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use annex_proto::pb;
+use annex_testkit::assert_eventually;
 use annex_worker::backend::{HostBackend, HostError, NoHostBackend};
 use annex_worker::testing::Call;
 use parking_lot::Mutex;
 use tracing_subscriber::layer::SubscriberExt as _;
 
-use crate::support::{eventually, publisher, worker};
+use crate::support::{publisher, worker};
 
 fn outcome(r: &pb::ExecuteResponse) -> pb::Outcome {
     pb::Outcome::try_from(r.outcome).unwrap_or(pb::Outcome::Unspecified)
@@ -187,10 +188,11 @@ async fn a_log_flood_is_capped_before_the_worker_writes_it() {
         )
         .await;
     assert_eq!(outcome(&r), pb::Outcome::Ok, "{:?}", r.error);
-    let notice = eventually(Duration::from_secs(5), || {
-        backend.logs_containing("log truncated").pop()
-    })
-    .await;
+    let notice = assert_eventually!(
+        Duration::from_secs(5),
+        async || backend.logs_containing("log truncated").pop(),
+        "the log-truncated notice"
+    );
     assert_eq!(notice.stream, "system");
     let (lines, bytes) = events.of("tenant-logflood");
     assert!(lines <= 256, "{lines} guest lines reached the worker's log");
@@ -220,13 +222,16 @@ async fn a_stdout_flood_is_capped_like_log_calls() {
         )
         .await;
     assert_eq!(outcome(&r), pb::Outcome::Ok, "{:?}", r.error);
-    eventually(Duration::from_secs(5), || {
-        backend
-            .logs_containing("log truncated")
-            .into_iter()
-            .find(|e| e.tenant_id == "tenant-printflood")
-    })
-    .await;
+    assert_eventually!(
+        Duration::from_secs(5),
+        async || {
+            backend
+                .logs_containing("log truncated")
+                .into_iter()
+                .find(|e| e.tenant_id == "tenant-printflood")
+        },
+        "tenant-printflood's log-truncated notice"
+    );
     let (lines, _) = events.of("tenant-printflood");
     assert!(
         lines <= 256,
@@ -355,10 +360,11 @@ async fn log_shipping_to_a_hung_control_plane_stays_one_bounded_queue() {
         let r = w.execute(Call::new(&hash, "GET", "/stdout").build()).await;
         assert_eq!(outcome(&r), pb::Outcome::Ok, "{:?}", r.error);
     }
-    eventually(Duration::from_secs(5), || {
-        (backend.calls.load(Ordering::SeqCst) >= 1).then_some(())
-    })
-    .await;
+    assert_eventually!(
+        Duration::from_secs(5),
+        async || backend.calls.load(Ordering::SeqCst) >= 1,
+        "a log publish to reach the backend"
+    );
     // Before, each execution spawned its own publishing task, without a
     // deadline: twenty executions, twenty publishes hanging at once.
     assert_eq!(backend.peak.load(Ordering::SeqCst), 1);

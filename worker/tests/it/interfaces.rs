@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annex_proto::pb;
+use annex_testkit::assert_eventually;
 use annex_worker::testing::{Call, StubBackend, json};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{eventually, publisher, worker, worker_with};
+use crate::support::{publisher, worker, worker_with};
 
 async fn probe(call: impl FnOnce(Call) -> Call, method: &str, path: &str) -> serde_json::Value {
     let (w, _) = worker().await;
@@ -69,11 +70,14 @@ async fn guest_logs_reach_the_execution_log() {
         )
         .await;
     assert_eq!(json(&response), json!({"logged": true}));
-    let events = eventually(Duration::from_secs(5), || {
-        let e = backend.logs_containing("hi there");
-        (e.len() == 3).then_some(e)
-    })
-    .await;
+    let events = assert_eventually!(
+        Duration::from_secs(5),
+        async || {
+            let e = backend.logs_containing("hi there");
+            (e.len() == 3).then_some(e)
+        },
+        "three 'hi there' log events at three levels"
+    );
     let levels: Vec<&str> = events.iter().map(|e| e.level.as_str()).collect();
     assert_eq!(levels, ["info", "warn", "error"]);
     assert!(

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 
 use annex_bundle::KeyPair;
 use annex_worker::testing::{Publisher, StubBackend, TestWorker, test_settings};
@@ -32,38 +31,4 @@ pub async fn worker_with(backend: Arc<StubBackend>) -> TestWorker {
 pub async fn worker() -> (TestWorker, Arc<StubBackend>) {
     let backend = Arc::new(StubBackend::default());
     (worker_with(backend.clone()).await, backend)
-}
-
-/// Polls `f` until it returns `Some`, failing after `limit`.
-pub async fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Polls the async `f` until it returns `Some`, failing after `limit`.
-pub async fn eventually_async<T, F, Fut>(limit: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

@@ -127,15 +127,19 @@ async fn compiled_extensions_keep_answering_while_the_keys_cannot_be_listed() {
 /// Calls hello until `done` accepts an answer, for at most 20 s.
 async fn until(w: &TestWorker, done: impl Fn(&pb::ExecuteResponse) -> bool) -> pb::ExecuteResponse {
     let hash = publisher().publish("hello");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = w.execute(Call::new(&hash, "GET", "/hello").build()).await;
-        if done(&r) {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "last answer: {r:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut last = None;
+    annex_testkit::assert_eventually!(
+        Duration::from_secs(20),
+        async || {
+            let r = w.execute(Call::new(&hash, "GET", "/hello").build()).await;
+            if done(&r) {
+                return Some(r);
+            }
+            last = Some(r);
+            None
+        },
+        "the expected answer from hello; last answer: {last:?}"
+    )
 }
 
 #[tokio::test]
@@ -191,11 +195,11 @@ async fn a_key_added_after_the_last_listing_admits_its_bundle_at_once() {
     let key = fake.keys.lock().pop().expect("the publisher's key");
     // Listed (without the key) at start, next in an hour.
     let w = worker_trusting(GrpcTrust::new(channel, Duration::from_secs(3600))).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while fake.lists.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the keys were never listed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    annex_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async || fake.lists.load(Ordering::SeqCst) > 0,
+        "the keys to be listed"
+    );
     // The operator trusts the key, then publishes: the first load sees it.
     fake.keys.lock().push(key);
     let hash = publisher().publish("hello");

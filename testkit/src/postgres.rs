@@ -1,4 +1,12 @@
-//! Where the Postgres cases get a database (see the crate docs).
+//! Throwaway Postgres databases for tests: one database per test, on the
+//! server `DATABASE_URL` names, else on one private cluster per test binary
+//! started with `annex_devpg::LocalPostgres` from the system binaries. With
+//! neither, a test that asks for a database fails under `CI=true` and
+//! elsewhere gets `None` after one loud notice (its caller decides whether
+//! to skip or to fall back to the in-memory store).
+//!
+//! It must not hold SQL beyond creating and dropping the databases it hands
+//! out; everything else goes through the control plane's store.
 
 use std::io::Write as _;
 
@@ -36,7 +44,7 @@ async fn server() -> &'static Server {
             // Not a TempDir: a static is never dropped, so the cluster's own
             // watchdog removes the directory when this process exits.
             let dir =
-                std::env::temp_dir().join(format!("annex-store-suite-{}", Uuid::new_v4().simple()));
+                std::env::temp_dir().join(format!("annex-test-pg-{}", Uuid::new_v4().simple()));
             match LocalPostgres::start(&dir, LocalPostgresOptions::default()).await {
                 Ok(cluster) => Server::Local(cluster),
                 Err(e) => Server::Broken(format!(
@@ -96,7 +104,7 @@ impl TestDatabase {
             Server::Local(cluster) => (cluster.url_for("postgres"), cluster.url_for(&name)),
             Server::Missing => {
                 skip_or_fail(
-                    "no PostgreSQL for the store suite: set DATABASE_URL, or install postgresql-15 \
+                    "no PostgreSQL for this test: set DATABASE_URL, or install postgresql-15 \
                      (or set ANNEX_PG_BIN) so a throwaway cluster can be started",
                 );
                 return None;
@@ -169,15 +177,20 @@ fn with_database(url: &str, database: &str) -> String {
     format!("{scheme}://{authority}/{database}{query}")
 }
 
-#[test]
-fn database_is_replaced_in_urls() {
-    assert_eq!(
-        with_database("postgres://u:p@h:5/db?sslmode=disable", "t"),
-        "postgres://u:p@h:5/t?sslmode=disable"
-    );
-    assert_eq!(with_database("postgresql://h", "t"), "postgresql://h/t");
-    assert_eq!(
-        with_database("host=h user=u", "t"),
-        "host=h user=u dbname=t"
-    );
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_is_replaced_in_urls() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5/db?sslmode=disable", "t"),
+            "postgres://u:p@h:5/t?sslmode=disable"
+        );
+        assert_eq!(with_database("postgresql://h", "t"), "postgresql://h/t");
+        assert_eq!(
+            with_database("host=h user=u", "t"),
+            "host=h user=u dbname=t"
+        );
+    }
 }
