@@ -11,11 +11,11 @@
 use std::time::Duration;
 
 use annex_ops::backoff::Backoff;
+use annex_ops::upstream::Upstream;
 use annex_proto::pb;
 use annex_proto::pb::dispatch_client::DispatchClient;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 #[derive(Debug, Clone, Copy)]
 pub struct AuditSettings {
@@ -75,7 +75,7 @@ impl AuditSink {
 /// of up to `batch` rows, up to `in_flight` calls at once, each retried until
 /// the control plane takes it.
 pub(crate) async fn ship(
-    client: DispatchClient<Channel>,
+    client: DispatchClient<Upstream>,
     mut rx: mpsc::Receiver<pb::ExecutionRecord>,
     settings: AuditSettings,
     failures: Counter,
@@ -105,7 +105,11 @@ pub(crate) async fn ship(
 /// Delays between attempts at one batch.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
-async fn send(client: DispatchClient<Channel>, batch: Vec<pb::ExecutionRecord>, failures: Counter) {
+async fn send(
+    client: DispatchClient<Upstream>,
+    batch: Vec<pb::ExecutionRecord>,
+    failures: Counter,
+) {
     let mut delays = RETRY.delays();
     loop {
         let records = pb::ExecutionRecords {

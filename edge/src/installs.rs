@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use annex_ops::upstream::Upstream;
 use annex_proto::pb;
 use annex_proto::pb::installs_client::InstallsClient;
 use parking_lot::Mutex;
-use tonic::transport::Channel;
 
 use crate::endpoints::Endpoint;
 
@@ -117,7 +117,7 @@ struct Entry {
 
 #[derive(Clone)]
 pub(crate) struct InstallCache {
-    client: InstallsClient<Channel>,
+    client: InstallsClient<Upstream>,
     ttl: Duration,
     entries: Arc<Mutex<HashMap<Key, Entry>>>,
     generation: Arc<AtomicU64>,
@@ -135,7 +135,7 @@ impl std::fmt::Debug for InstallCache {
 }
 
 impl InstallCache {
-    pub(crate) fn new(client: InstallsClient<Channel>, ttl: Duration) -> InstallCache {
+    pub(crate) fn new(client: InstallsClient<Upstream>, ttl: Duration) -> InstallCache {
         InstallCache {
             client,
             ttl,
@@ -324,7 +324,10 @@ mod tests {
 
     fn cache() -> InstallCache {
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-        let c = InstallCache::new(InstallsClient::new(channel), Duration::from_secs(60));
+        let c = InstallCache::new(
+            InstallsClient::new(Upstream::from(channel)),
+            Duration::from_secs(60),
+        );
         let far = Instant::now() + Duration::from_secs(60);
         let mut e = c.entries.lock();
         for (tenant, key, value) in [

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use annex_bundle::ContentHash;
+use annex_ops::upstream::Upstream;
 use annex_proto::pb;
 use annex_proto::pb::registry_client::RegistryClient;
 use parking_lot::Mutex;
 use tokio_stream::StreamExt as _;
-use tonic::transport::Channel;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UiStoreError {
@@ -44,7 +44,7 @@ struct Cached {
 }
 
 pub(crate) struct UiStore {
-    registry: RegistryClient<Channel>,
+    registry: RegistryClient<Upstream>,
     settings: UiStoreSettings,
     index: Mutex<HashMap<String, Cached>>,
     fills: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -67,7 +67,7 @@ impl UiStore {
     /// Opens the store, indexing what an earlier process left (partial
     /// fills are removed).
     pub(crate) fn open(
-        registry: RegistryClient<Channel>,
+        registry: RegistryClient<Upstream>,
         settings: UiStoreSettings,
         fills_total: prometheus_client::metrics::counter::Counter,
     ) -> std::io::Result<UiStore> {
@@ -294,7 +294,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join(".fill-partial")).expect("mkdir");
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
         let store = UiStore::open(
-            RegistryClient::new(channel),
+            RegistryClient::new(Upstream::from(channel)),
             UiStoreSettings {
                 root: dir.path().to_owned(),
                 max_bytes: 1000,

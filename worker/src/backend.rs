@@ -11,12 +11,12 @@
 use std::collections::BTreeMap;
 
 use annex_ops::trace_context::Propagate;
+use annex_ops::upstream::Upstream;
 use annex_proto::AnnexError;
 use annex_proto::pb;
 use annex_proto::pb::host_services_client::HostServicesClient;
 use async_trait::async_trait;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 /// A failed host-service call, reduced to what the guest-visible mappings
 /// branch on: the HTTP-equivalent status of the error code (Alga's runner
@@ -164,13 +164,14 @@ pub trait HostBackend: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct GrpcHostBackend {
     /// Every call carries the current span's trace context.
-    client: HostServicesClient<InterceptedService<Channel, Propagate>>,
+    client: HostServicesClient<InterceptedService<Upstream, Propagate>>,
 }
 
 impl GrpcHostBackend {
-    pub fn new(channel: Channel) -> GrpcHostBackend {
+    /// `channel`: the control plane's replicas, or one fixed channel.
+    pub fn new(channel: impl Into<Upstream>) -> GrpcHostBackend {
         GrpcHostBackend {
-            client: HostServicesClient::with_interceptor(channel, Propagate),
+            client: HostServicesClient::with_interceptor(channel.into(), Propagate),
         }
     }
 }

@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use annex_bundle::{ContentHash, Limits, PublicKey, TrustBundle, TrustError, TrustedKey};
+use annex_ops::upstream::Upstream;
 use annex_proto::pb;
 use annex_proto::pb::registry_client::RegistryClient;
 use annex_proto::pb::trust_client::TrustClient;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 /// The signed identity of a bundle (what the signature statement binds the
 /// content hash to).
@@ -183,15 +183,16 @@ impl BundleSource for DirBundleSource {
 /// `Registry.FetchBundle` on the control plane.
 #[derive(Clone)]
 pub struct GrpcBundleSource {
-    client: RegistryClient<Channel>,
+    client: RegistryClient<Upstream>,
     /// Largest archive accepted from the stream (Alga's 200 MiB).
     max_bytes: u64,
 }
 
 impl GrpcBundleSource {
-    pub fn new(channel: Channel) -> GrpcBundleSource {
+    /// `channel`: the control plane's replicas, or one fixed channel.
+    pub fn new(channel: impl Into<Upstream>) -> GrpcBundleSource {
         GrpcBundleSource {
-            client: RegistryClient::new(channel).max_decoding_message_size(16 * 1024 * 1024),
+            client: RegistryClient::new(channel.into()).max_decoding_message_size(16 * 1024 * 1024),
             max_bytes: Limits::default().max_archive_bytes,
         }
     }
@@ -254,16 +255,16 @@ impl TrustSource for StaticTrust {
 
 /// `Trust.ListKeys` on the control plane, cached for `ttl`.
 pub struct GrpcTrust {
-    client: TrustClient<Channel>,
+    client: TrustClient<Upstream>,
     ttl: Duration,
     cached: tokio::sync::Mutex<Option<(Instant, Arc<TrustBundle>)>>,
 }
 
 impl GrpcTrust {
     /// `ttl` bounds how long a revoked key can still admit a load.
-    pub fn new(channel: Channel, ttl: Duration) -> GrpcTrust {
+    pub fn new(channel: impl Into<Upstream>, ttl: Duration) -> GrpcTrust {
         GrpcTrust {
-            client: TrustClient::new(channel),
+            client: TrustClient::new(channel.into()),
             ttl,
             cached: tokio::sync::Mutex::new(None),
         }

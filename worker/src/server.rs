@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annex_ops::serve::Io;
-use annex_ops::tls::TlsMaterial;
+use annex_ops::tls::{Tls, TlsMaterial};
+use annex_ops::upstream::{Upstream, UpstreamSettings};
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -110,11 +111,24 @@ const CALLER_ROLES: &[annex_ops::Role] = &[annex_ops::Role::Edge, annex_ops::Rol
 
 /// Serves the `Worker` service with mTLS on `listener` until `shutdown`:
 /// a client certificate signed by the CA is required, and only the edge and
-/// control-plane roles are admitted.
+/// control-plane roles are admitted. The material is fixed; [`run`] serves
+/// with certificates reloaded from their files.
 pub async fn serve_tls(
     executor: Arc<Executor>,
     listener: TcpListener,
     tls: &TlsMaterial,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let tls = Tls::new(tls.clone()).context("loading the TLS material")?;
+    serve_mtls(executor, listener, tls, shutdown).await
+}
+
+/// [`serve_tls`] with `tls` read per handshake (reloaded certificates reach
+/// new connections).
+async fn serve_mtls(
+    executor: Arc<Executor>,
+    listener: TcpListener,
+    tls: Tls,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let service = tonic::service::interceptor::InterceptedService::new(
@@ -122,9 +136,8 @@ pub async fn serve_tls(
         annex_ops::tls::authenticate(CALLER_ROLES),
     );
     tonic::transport::Server::builder()
-        .tls_config(tls.server_config())?
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(annex_ops::tls::incoming(listener, tls), shutdown)
         .await?;
     Ok(())
 }
@@ -146,23 +159,25 @@ struct Connected {
     fleet: Option<(Channel, Arc<GrpcTrust>)>,
 }
 
-/// Opens the sources `origin` names (a control-plane channel connects
-/// lazily; a local trust file is read now).
-fn connect(origin: &Origin, tls: &TlsMaterial) -> anyhow::Result<Connected> {
+/// Opens the sources `origin` names (the control plane's replicas connect
+/// lazily: bundle, trust and host-service calls spread over them, the
+/// heartbeat stream stays on one; a local trust file is read now).
+fn connect(origin: &Origin, tls: &Tls) -> anyhow::Result<Connected> {
     match origin {
-        Origin::ControlPlane { url, name } => {
-            let channel = Channel::builder(url.clone())
-                .tls_config(tls.client_config(name))
-                .context("configuring TLS to the control plane")?
-                .connect_lazy();
-            let trust = Arc::new(GrpcTrust::new(channel.clone(), TRUST_TTL));
+        Origin::ControlPlane { urls, name } => {
+            let upstream = Upstream::new(
+                UpstreamSettings::new(urls.clone(), Some(name.clone())),
+                tls.clone(),
+            )
+            .context("configuring the control-plane connection")?;
+            let trust = Arc::new(GrpcTrust::new(upstream.clone(), TRUST_TTL));
             Ok(Connected {
                 sources: Sources {
-                    backend: Arc::new(GrpcHostBackend::new(channel.clone())),
-                    bundles: Arc::new(GrpcBundleSource::new(channel.clone())),
+                    backend: Arc::new(GrpcHostBackend::new(upstream.clone())),
+                    bundles: Arc::new(GrpcBundleSource::new(upstream.clone())),
                     trust: trust.clone(),
                 },
-                fleet: Some((channel, trust)),
+                fleet: Some((upstream.stream_channel(), trust)),
             })
         }
         Origin::Local {
@@ -200,6 +215,10 @@ pub async fn run(
         listeners,
         admin,
     } = io;
+    // Certificates are reloaded when their files change (cert-manager
+    // renews them in place); new connections use the current ones.
+    let tls = Tls::new(tls).context("loading the TLS certificate, key and CA")?;
+    tls.watch(&admin);
     let connected = connect(&settings.origin, &tls)?;
     let metrics = admin.with_registry(Metrics::register);
     let executor =
@@ -246,7 +265,7 @@ pub async fn run(
         .local_addr()
         .map_or_else(|e| e.to_string(), |a| a.to_string());
     tracing::info!(%listen, worker = %settings.executor.worker_id, "worker serving");
-    serve_tls(executor, listeners.grpc, &tls, drain)
+    serve_mtls(executor, listeners.grpc, tls, drain)
         .await
         .context("serving gRPC")?;
     let _ = stop_tx.send(true);

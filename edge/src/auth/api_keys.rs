@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use annex_ops::upstream::Upstream;
 use annex_proto::pb;
 use annex_proto::pb::dispatch_client::DispatchClient;
 use parking_lot::Mutex;
 use sha2::{Digest as _, Sha256};
-use tonic::transport::Channel;
 
 use super::{AuthError, Permissions, Principal, PrincipalKind};
 
@@ -24,7 +24,7 @@ type Cached = (Instant, Option<Principal>);
 
 #[derive(Clone)]
 pub(crate) struct ApiKeyCache {
-    client: DispatchClient<Channel>,
+    client: DispatchClient<Upstream>,
     ttl: Duration,
     negative_ttl: Duration,
     entries: Arc<Mutex<HashMap<[u8; 32], Cached>>>,
@@ -39,7 +39,7 @@ impl std::fmt::Debug for ApiKeyCache {
 }
 
 impl ApiKeyCache {
-    pub(crate) fn new(client: DispatchClient<Channel>, ttl: Duration) -> ApiKeyCache {
+    pub(crate) fn new(client: DispatchClient<Upstream>, ttl: Duration) -> ApiKeyCache {
         ApiKeyCache {
             client,
             ttl,

@@ -309,7 +309,7 @@ impl Edge {
         let ui_dir = tempfile::tempdir().expect("tempdir");
         let settings = Settings {
             edge_id: "edge-test".into(),
-            control_plane_url: format!("https://{}", cp.addr),
+            control_plane_urls: vec![format!("https://{}", cp.addr).parse().expect("url")],
             control_plane_server_name: "localhost".into(),
             worker_server_name: None,
             jwt: JwtVerifier {
