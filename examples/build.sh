@@ -29,7 +29,7 @@ if ! rustc --print target-libdir --target wasm32-wasip2 >/dev/null 2>&1 \
   rustup target add wasm32-wasip2
 fi
 
-rust_guests=(hello probe misbehave)
+rust_guests=(hello probe misbehave hostile)
 # The guests have their own target dir; CARGO_TARGET_DIR from a caller (the
 # worker's tests set one) must not redirect them.
 CARGO_TARGET_DIR="$here/target" cargo build --quiet --release --target wasm32-wasip2 \

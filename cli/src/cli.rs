@@ -10,6 +10,10 @@ use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod author;
+
+pub use author::{BuildArgs, CompletionsArgs, Lang, NewArgs};
+
 /// Default control-plane address: what `annex dev` serves on.
 pub const DEFAULT_CONTROL_PLANE: &str = "https://127.0.0.1:7443";
 
@@ -82,6 +86,10 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create an extension project (manifest, handler, UI, build setup and a test).
+    New(NewArgs),
+    /// Build an extension project into dist/main.wasm and pack bundle.tar.zst.
+    Build(BuildArgs),
     /// Generate an Ed25519 signing key for publishing bundles.
     Keygen(KeygenArgs),
     /// Validate an extension directory and pack it into bundle.tar.zst.
@@ -131,6 +139,8 @@ pub enum Command {
     Call(CallArgs),
     /// Follow an extension's logs (guest logging, stderr, failures) through the edge.
     Logs(LogsArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(CompletionsArgs),
 }
 
 /// Where the edge is and how to authenticate to it.
@@ -181,6 +191,15 @@ pub struct DevArgs {
     /// Base URL for ui-proxy routes.
     #[arg(long, env = "ANNEX_DEV_UI_PROXY_URL")]
     pub ui_proxy_url: Option<String>,
+
+    /// Serve your extension project from DIR instead of the sample: build, sign, publish and
+    /// install it now and again on every change, and serve its UI.
+    #[arg(long, value_name = "DIR")]
+    pub watch: Option<PathBuf>,
+
+    /// Port on 127.0.0.1 of the page that hosts the watched extension's UI (with --watch).
+    #[arg(long, env = "ANNEX_DEV_UI_PORT", default_value_t = 8081)]
+    pub ui_port: u16,
 }
 
 /// Where the edge is and how `call` and `logs` authenticate to it.

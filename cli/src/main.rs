@@ -21,6 +21,8 @@ mod commands;
 mod failure;
 mod files;
 mod output;
+mod progress;
+mod templates;
 
 use std::process::ExitCode;
 

@@ -102,12 +102,7 @@ impl ApiKeys {
     /// The key a secret belongs to, if it is known and not revoked.
     pub(crate) async fn authenticate(&self, secret: &str) -> Result<ApiKeyRow, AnnexError> {
         let denied = || AnnexError::new(ErrorCode::Unauthenticated, "unknown or revoked API key");
-        let id = secret
-            .trim()
-            .strip_prefix("annex_")
-            .and_then(|rest| rest.split_once('_'))
-            .and_then(|(id, _)| Uuid::parse_str(id).ok())
-            .ok_or_else(denied)?;
+        let id = api_key_id(secret).ok_or_else(denied)?;
         let row = self.store.find_api_key(id).await?.ok_or_else(denied)?;
         let digest = Sha256::digest(secret.trim().as_bytes());
         if row.revoked_at.is_some() || digest.as_slice() != row.secret_sha256.as_slice() {
@@ -167,4 +162,14 @@ impl Audit {
         self.store.record_executions(rows).await?;
         Ok(())
     }
+}
+
+/// The key id a presented secret names (`annex_<key id>_<random>`), if it
+/// has that shape. Only a lookup hint: the secret's digest decides.
+pub fn api_key_id(secret: &str) -> Option<Uuid> {
+    secret
+        .trim()
+        .strip_prefix("annex_")
+        .and_then(|rest| rest.split_once('_'))
+        .and_then(|(id, _)| Uuid::parse_str(id).ok())
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use annex_bundle::capability::Capability;
 use annex_proto::pb::LogEvent;
 use annex_proto::{AnnexError, ErrorCode};
+use chrono::Utc;
 
 use crate::grant::VerifiedGrant;
 use crate::installs::Installs;
@@ -121,7 +122,8 @@ impl Host {
             .ok_or_else(|| AnnexError::new(ErrorCode::InstallNotFound, "the install is not active"))
     }
 
-    /// The opened secret map of the grant's install and its version.
+    /// The opened secret map of the grant's install and its version; empty
+    /// once the secrets have expired (guests see every key as missing).
     pub(crate) async fn secrets(
         &self,
         grant: &VerifiedGrant,
@@ -129,6 +131,7 @@ impl Host {
         let view = self.granted_install(grant, Capability::SecretsGet).await?;
         match &view.secrets {
             None => Ok((BTreeMap::new(), String::new())),
+            Some(row) if row.expired(Utc::now()) => Ok((BTreeMap::new(), row.version.clone())),
             Some(row) => Ok((
                 self.installs
                     .open_secrets(&grant.install().to_string(), row)?,
@@ -186,12 +189,12 @@ impl Host {
             return Ok(HostResponse::status(400));
         };
         let api_key = match &view.secrets {
-            Some(row) => self
+            Some(row) if !row.expired(Utc::now()) => self
                 .installs
                 .open_secrets(&grant.install().to_string(), row)
                 .ok()
                 .and_then(|m| m.get("api_key").cloned()),
-            None => None,
+            _ => None,
         };
         let mut request = match call.payload {
             None => self.http.get(&url),
@@ -246,7 +249,9 @@ fn trim_base(base: &str) -> &str {
 }
 
 /// Builds the ui-proxy URL: `/api/...` routes go straight under the base,
-/// others under the extension id; `.`/`..` segments and empty routes are refused.
+/// others under the extension id; empty routes are refused, and so are
+/// paths that move once decoded ([`path_moves`]). The URL built is parsed
+/// again and must still lie under the prefix it was built for.
 fn ui_proxy_url(base: &str, extension_id: &str, route: &str) -> Option<String> {
     let route = route.trim();
     if route.is_empty() {
@@ -256,10 +261,10 @@ fn ui_proxy_url(base: &str, extension_id: &str, route: &str) -> Option<String> {
         Some((p, q)) => (p, Some(q)),
         None => (route, None),
     };
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if segments.iter().any(|s| *s == "." || *s == "..") {
+    if path_moves(path) {
         return None;
     }
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let mut url = base.trim_end_matches('/').to_owned();
     if segments.first() != Some(&"api") {
         url.push('/');
@@ -273,7 +278,68 @@ fn ui_proxy_url(base: &str, extension_id: &str, route: &str) -> Option<String> {
         url.push('?');
         url.push_str(q);
     }
-    Some(url)
+    stays_under(base, extension_id, &url).then_some(url)
+}
+
+/// Whether `path` has, once percent-decoded (repeatedly, at most four
+/// rounds), a `.` or `..` segment, a backslash (a separator to URL
+/// parsers) or a control character: `%2e%2e` and `\` become path moves
+/// after URL parsing, so the literal check alone is not enough.
+fn path_moves(path: &str) -> bool {
+    let mut decoded = path.as_bytes().to_vec();
+    let mut rounds = 0;
+    loop {
+        let next = percent_decode(&decoded);
+        if next == decoded {
+            break;
+        }
+        rounds += 1;
+        if rounds > 4 {
+            return true;
+        }
+        decoded = next;
+    }
+    decoded.iter().any(|b| *b == b'\\' || b.is_ascii_control())
+        || decoded
+            .split(|b| *b == b'/')
+            .any(|s| s == b"." || s == b"..")
+}
+
+fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                input.get(i + 1).copied().and_then(hex),
+                input.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Whether `url`, parsed as the HTTP client will parse it, is still under
+/// the base (for `/api/...` routes) or the extension's prefix.
+fn stays_under(base: &str, extension_id: &str, url: &str) -> bool {
+    let (Ok(base), Ok(url)) = (reqwest::Url::parse(base), reqwest::Url::parse(url)) else {
+        return false;
+    };
+    if base.origin() != url.origin() {
+        return false;
+    }
+    let root = base.path().trim_end_matches('/');
+    let path = url.path();
+    [format!("{root}/api"), format!("{root}/{extension_id}")]
+        .iter()
+        .any(|prefix| path == prefix || path.starts_with(&format!("{prefix}/")))
 }
 
 async fn relay(request: reqwest::RequestBuilder) -> HostResponse {
@@ -320,6 +386,22 @@ mod tests {
         assert_eq!(ui_proxy_url(b, "e1", "/a/../b"), None);
         assert_eq!(ui_proxy_url(b, "e1", "./x"), None);
         assert_eq!(ui_proxy_url(b, "e1", " "), None);
+        for moving in [
+            "/%2e%2e/api/internal",
+            "/x/%2E%2E/%2e%2e/admin",
+            "/a/.%2e/b",
+            "/a/%252e%252e/b",
+            "/a%2f..%2fb",
+            "\\..\\admin",
+            "/a/..\\b",
+            "/a/%00",
+        ] {
+            assert_eq!(ui_proxy_url(b, "e1", moving), None, "{moving}");
+        }
+        assert_eq!(
+            ui_proxy_url(b, "e1", "/proxy/a%20b?x=..").as_deref(),
+            Some("http://app:3000/e1/proxy/a%20b?x=..")
+        );
         assert_eq!(trim_base("http://h/api/"), "http://h");
     }
 }

@@ -21,6 +21,7 @@ use annex_proto::{AnnexError, ErrorCode};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::egress::EgressEntry;
 use crate::fleet::Fleet;
 use crate::grant::{GRANT_TTL, Grant, VerifiedGrant};
 use crate::metrics::Metrics;
@@ -284,18 +285,23 @@ impl Installs {
         Ok((self.view(tenant, &install_id).await?, version))
     }
 
-    /// The keys of the install's secrets (never the values).
+    /// The install's secret keys (never the values), their version and
+    /// when they expire.
     pub(crate) async fn secret_keys(
         &self,
         tenant: &TenantId,
         extension: &str,
-    ) -> Result<(Vec<String>, Option<String>), AnnexError> {
+    ) -> Result<(Vec<String>, Option<String>, Option<DateTime<Utc>>), AnnexError> {
         let view = self.view(tenant, extension).await?;
         match &view.secrets {
-            None => Ok((Vec::new(), None)),
+            None => Ok((Vec::new(), None, None)),
             Some(s) => {
                 let values = self.open_secrets(&view.install.id.to_string(), s)?;
-                Ok((values.into_keys().collect(), Some(s.version.clone())))
+                Ok((
+                    values.into_keys().collect(),
+                    Some(s.version.clone()),
+                    s.expires_at,
+                ))
             }
         }
     }
@@ -376,32 +382,26 @@ impl Installs {
         Ok(self.store.list_installs(tenant.as_str()).await?)
     }
 
-    /// Validates an install's egress hosts against the platform allowlist.
+    /// Validates an install's egress entries (`host[:port]`, `*.suffix`,
+    /// IP literals, `private:host[:port]`) against the platform allowlist;
+    /// see [`crate::egress`].
     fn check_egress(&self, hosts: Vec<String>) -> Result<Vec<String>, AnnexError> {
         let platform = &self.platform_egress_allowlist;
         let mut out = Vec::new();
         for host in hosts {
-            let host = host.trim().to_lowercase();
-            if host.is_empty() {
+            if host.trim().is_empty() {
                 continue;
             }
-            let valid = host
-                .strip_prefix("*.")
-                .unwrap_or(&host)
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-            if !valid {
-                return Err(AnnexError::invalid(format!(
-                    "egress host {host:?} is not a host name or pattern"
-                )));
-            }
-            if !platform.iter().any(|p| host_pattern_covers(p, &host)) {
+            let entry = EgressEntry::parse(&host)
+                .map_err(|e| AnnexError::invalid(format!("egress entry {e}")))?;
+            let text = entry.to_text();
+            if !platform.iter().any(|p| crate::egress::covers(p, &entry)) {
                 return Err(AnnexError::new(
                     ErrorCode::PermissionDenied,
-                    format!("egress host {host} is outside the platform allowlist"),
+                    format!("egress entry {text} is outside the platform allowlist"),
                 ));
             }
-            out.push(host);
+            out.push(text);
         }
         out.sort();
         out.dedup();
@@ -434,37 +434,4 @@ fn install_not_found(tenant: &TenantId, extension: &str) -> AnnexError {
         ErrorCode::InstallNotFound,
         format!("tenant {tenant} has no install of {extension}"),
     )
-}
-
-/// Whether platform pattern `pattern` admits the install's host or pattern
-/// `host`: `*` admits everything, `*.example.com` admits `example.com`'s
-/// subdomains (and narrower patterns), anything else must match exactly.
-fn host_pattern_covers(pattern: &str, host: &str) -> bool {
-    let pattern = pattern.trim().to_lowercase();
-    if pattern == "*" || pattern == host {
-        return true;
-    }
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => {
-            let h = host.strip_prefix("*.").unwrap_or(host);
-            h.ends_with(&format!(".{suffix}"))
-        }
-        None => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host_pattern_covers;
-
-    #[test]
-    fn platform_patterns_bound_install_hosts() {
-        assert!(host_pattern_covers("*", "api.example.com"));
-        assert!(host_pattern_covers("api.example.com", "api.example.com"));
-        assert!(host_pattern_covers("*.example.com", "api.example.com"));
-        assert!(host_pattern_covers("*.example.com", "*.eu.example.com"));
-        assert!(!host_pattern_covers("*.example.com", "example.com"));
-        assert!(!host_pattern_covers("*.example.com", "evil-example.com"));
-        assert!(!host_pattern_covers("api.example.com", "*.example.com"));
-    }
 }

@@ -25,6 +25,7 @@
 //! - `quota`: fleet-wide quotas and their shares, usage windows, the replica's dispatch gate.
 //! - `dispatch`: executions the control plane sends to workers itself.
 //! - `apikeys`: edge API keys and the execution audit rows edges ship.
+//! - `egress`: install egress entries (`host[:port]`, `*.suffix`, `private:`) and the platform allowlist.
 //! - `metrics`: the `annex_control_plane_*` counters.
 //! - [`store`]: the `Store` traits (one per area), their Postgres and in-memory
 //!   implementations, all SQL.
@@ -34,6 +35,7 @@
 mod apikeys;
 mod config;
 mod dispatch;
+mod egress;
 mod fleet;
 mod grant;
 mod grpc;
@@ -51,6 +53,7 @@ mod trust;
 
 use annex_proto::{AnnexError, ErrorCode};
 
+pub use apikeys::api_key_id;
 pub use config::{Config, Limits, Settings};
 pub use host::HostAppConfig;
 pub use scheduler::SchedulerLimits;

@@ -94,13 +94,16 @@ impl Sealer {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(io)?;
             }
-            std::fs::write(path, hex::encode(key)).map_err(io)?;
+            // Readable by the owner only from the moment it exists.
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
             #[cfg(unix)]
             {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(io)?;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                options.mode(0o600);
             }
+            let mut file = options.open(path).map_err(io)?;
+            std::io::Write::write_all(&mut file, hex::encode(key).as_bytes()).map_err(io)?;
         }
         Sealer::from_file(path)
     }

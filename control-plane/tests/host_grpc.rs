@@ -264,6 +264,56 @@ async fn secrets_reach_the_worker_opened_and_disabled_installs_lose_access() {
 }
 
 #[tokio::test]
+async fn secrets_past_their_expiry_read_as_absent() {
+    let (server, resolved) = installed(&["cap:secrets.get"], &["t"]).await;
+    let grant = resolved[0].execution_grant.clone();
+    let install = pb::InstallRef {
+        tenant_id: "t".into(),
+        extension: "acme.app".into(),
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let mut ops = server.installs(Role::Operator).await;
+    let set = |expires_ms: i64| pb::SetSecretsRequest {
+        install: Some(install.clone()),
+        secrets: [("api_key".to_string(), "k-1".to_string())].into(),
+        clear: true,
+        expires_at: Some(pb::Timestamp {
+            unix_ms: expires_ms,
+        }),
+    };
+    // Not expired yet: the worker gets the value.
+    ops.set_secrets(set(now_ms + 3_600_000))
+        .await
+        .expect("set secrets");
+    let mut host = host(&server).await;
+    let get = pb::GetSecretsRequest {
+        grant: grant.clone(),
+    };
+    let secrets = host.get_secrets(get.clone()).await.expect("secrets");
+    assert_eq!(secrets.into_inner().values.len(), 1);
+    // Expired a minute ago: the worker gets nothing (the guest sees
+    // `missing`), the operator sees the keys marked expired.
+    ops.set_secrets(set(now_ms - 60_000))
+        .await
+        .expect("set secrets");
+    let secrets = host.get_secrets(get).await.expect("secrets").into_inner();
+    assert!(secrets.values.is_empty(), "{:?}", secrets.values.keys());
+    let keys = server
+        .installs(Role::Operator)
+        .await
+        .list_secret_keys(install)
+        .await
+        .expect("keys")
+        .into_inner();
+    assert_eq!(keys.keys, ["api_key"]);
+    assert!(keys.expired);
+    assert_eq!(keys.expires_at.map(|t| t.unix_ms), Some(now_ms - 60_000));
+}
+
+#[tokio::test]
 async fn log_events_reach_only_their_tenants_watchers() {
     let (server, resolved) = installed(&[], &["t1"]).await;
     let ext = resolved[0]

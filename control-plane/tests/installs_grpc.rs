@@ -260,6 +260,23 @@ async fn bad_install_requests_get_precise_codes() {
             install("t", "acme.app", "", &["bad host!"]),
             ErrorCode::InvalidArgument,
         ),
+        // Ports and private reach need a platform entry that grants them.
+        (
+            install("t", "acme.app", "", &["api.partner.test:8443"]),
+            ErrorCode::PermissionDenied,
+        ),
+        (
+            install("t", "acme.app", "", &["private:api.partner.test"]),
+            ErrorCode::PermissionDenied,
+        ),
+        (
+            install("t", "acme.app", "", &["10.0.0.5:5432"]),
+            ErrorCode::PermissionDenied,
+        ),
+        (
+            install("t", "acme.app", "", &["private:*.example.com"]),
+            ErrorCode::InvalidArgument,
+        ),
     ];
     for (req, want) in cases {
         let status = ops.install(req.clone()).await.expect_err("bad install");

@@ -190,6 +190,27 @@ impl LocalPostgres {
         ))
     }
 
+    /// Stops the server (`pg_ctl stop -m fast`) and keeps the data directory,
+    /// so [`LocalPostgres::start_again`] brings the same cluster back: the
+    /// database outages of the end-to-end tests.
+    pub async fn stop(&self) -> Result<(), LocalPostgresError> {
+        let args = ["stop", "-w", "-t", PG_CTL_TIMEOUT_SECS, "-m", "fast", "-D"]
+            .map(OsString::from)
+            .into_iter()
+            .chain([self.data_dir.clone().into()])
+            .collect();
+        self.run(&self.binaries.pg_ctl, args, "pg_ctl stop")
+            .await
+            .map(drop)
+    }
+
+    /// Starts a cluster stopped by [`LocalPostgres::stop`] again on its port
+    /// and waits until it accepts connections.
+    pub async fn start_again(&self) -> Result<(), LocalPostgresError> {
+        self.pg_ctl_start(self.port).await?;
+        self.wait_ready().await
+    }
+
     /// `-h 127.0.0.1 -p PORT -U postgres`: how client programs reach the cluster.
     fn client_args(&self) -> Vec<OsString> {
         [

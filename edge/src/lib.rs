@@ -35,6 +35,8 @@ mod error;
 mod ext_api;
 mod ext_proxy;
 mod ext_ui;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod gateway;
 mod headers;
 mod installs;

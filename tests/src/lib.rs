@@ -10,6 +10,7 @@
 
 pub mod http;
 pub mod kube;
+pub mod netns;
 pub mod stack;
 pub mod webdriver;
 

@@ -50,7 +50,8 @@ async fn the_gateway_serves_refuses_and_audits_through_the_real_binaries() {
         json!({"message": "hello", "tenantId": TENANT, "path": "/hello"})
     );
 
-    // Every refusal of spec §3.1 with its status and exact body.
+    // Every refusal of the gateway pipeline with its status and exact body
+    // (docs/design/alga-compatibility.md, "Gateway").
     let cases: Vec<Refusal> = vec![
         (
             "GET",

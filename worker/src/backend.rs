@@ -5,10 +5,12 @@
 //! this worker cannot reach another install's data.
 //!
 //! [`HostBackend`] is the seam: [`GrpcHostBackend`] is the production
-//! implementation; [`NoHostBackend`] answers every call with "unavailable"
-//! (used when no control plane is configured, e.g. in engine-only tests).
+//! implementation (every call with a deadline and bounded messages);
+//! [`NoHostBackend`] answers every call with "unavailable" (used when no
+//! control plane is configured, e.g. in engine-only tests).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use annex_ops::trace_context::Propagate;
 use annex_ops::upstream::Upstream;
@@ -160,7 +162,24 @@ pub trait HostBackend: Send + Sync + 'static {
     async fn publish_logs(&self, events: Vec<pb::LogEvent>) -> Result<(), HostError>;
 }
 
-/// The control plane's `HostServices` over gRPC.
+/// Deadline of a storage, secrets, scheduler or endpoints call.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of a host-application relay: the control plane gives the host
+/// application 30 s.
+pub(crate) const RELAY_TIMEOUT: Duration = Duration::from_secs(35);
+/// Deadline of a ui-proxy relay: the control plane gives it 5 s.
+pub(crate) const UI_PROXY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of one log publish.
+pub(crate) const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest host-service request a guest can cause (the control plane
+/// decodes at most this much; its per-API limits are smaller still).
+pub(crate) const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest host-service answer taken in.
+pub(crate) const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The control plane's `HostServices` over gRPC. Every call has a deadline
+/// and bounded messages both ways: a request above [`MAX_REQUEST_BYTES`]
+/// fails in the worker, before anything is sent.
 #[derive(Clone)]
 pub struct GrpcHostBackend {
     /// Every call carries the current span's trace context.
@@ -171,8 +190,36 @@ impl GrpcHostBackend {
     /// `channel`: the control plane's replicas, or one fixed channel.
     pub fn new(channel: impl Into<Upstream>) -> GrpcHostBackend {
         GrpcHostBackend {
-            client: HostServicesClient::with_interceptor(channel.into(), Propagate),
+            client: HostServicesClient::with_interceptor(channel.into(), Propagate)
+                .max_encoding_message_size(MAX_REQUEST_BYTES)
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
         }
+    }
+
+    fn client(&self) -> HostServicesClient<InterceptedService<Upstream, Propagate>> {
+        self.client.clone()
+    }
+}
+
+/// `message` with a deadline the control plane sees too (`grpc-timeout`).
+fn timed<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+/// Awaits `call` for at most `timeout`.
+async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, HostError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(status.into()),
+        Err(_) => Err(HostError::unavailable(format!(
+            "the control plane did not answer within {} s",
+            timeout.as_secs()
+        ))),
     }
 }
 
@@ -193,16 +240,18 @@ impl HostBackend for GrpcHostBackend {
         namespace: &str,
         key: &str,
     ) -> Result<Option<StorageRecord>, HostError> {
-        let response = self
-            .client
-            .clone()
-            .storage_get(pb::StorageGetRequest {
-                grant: grant.to_string(),
-                namespace: namespace.to_string(),
-                key: key.to_string(),
-            })
-            .await?;
-        Ok(response.into_inner().record.map(record_from_pb))
+        let request = pb::StorageGetRequest {
+            grant: grant.to_string(),
+            namespace: namespace.to_string(),
+            key: key.to_string(),
+        };
+        let mut client = self.client();
+        let response = within(
+            CALL_TIMEOUT,
+            client.storage_get(timed(request, CALL_TIMEOUT)),
+        )
+        .await?;
+        Ok(response.record.map(record_from_pb))
     }
 
     async fn storage_put(
@@ -213,19 +262,21 @@ impl HostBackend for GrpcHostBackend {
         value: Vec<u8>,
         if_revision: Option<u64>,
     ) -> Result<StorageRecord, HostError> {
-        let response = self
-            .client
-            .clone()
-            .storage_put(pb::StoragePutRequest {
-                grant: grant.to_string(),
-                namespace: namespace.to_string(),
-                key: key.to_string(),
-                value,
-                if_revision,
-                ttl_seconds: None,
-            })
-            .await?;
-        Ok(record_from_pb(response.into_inner()))
+        let request = pb::StoragePutRequest {
+            grant: grant.to_string(),
+            namespace: namespace.to_string(),
+            key: key.to_string(),
+            value,
+            if_revision,
+            ttl_seconds: None,
+        };
+        let mut client = self.client();
+        let response = within(
+            CALL_TIMEOUT,
+            client.storage_put(timed(request, CALL_TIMEOUT)),
+        )
+        .await?;
+        Ok(record_from_pb(response))
     }
 
     async fn storage_delete(
@@ -234,17 +285,19 @@ impl HostBackend for GrpcHostBackend {
         namespace: &str,
         key: &str,
     ) -> Result<bool, HostError> {
-        let response = self
-            .client
-            .clone()
-            .storage_delete(pb::StorageDeleteRequest {
-                grant: grant.to_string(),
-                namespace: namespace.to_string(),
-                key: key.to_string(),
-                if_revision: None,
-            })
-            .await?;
-        Ok(response.into_inner().deleted)
+        let request = pb::StorageDeleteRequest {
+            grant: grant.to_string(),
+            namespace: namespace.to_string(),
+            key: key.to_string(),
+            if_revision: None,
+        };
+        let mut client = self.client();
+        let response = within(
+            CALL_TIMEOUT,
+            client.storage_delete(timed(request, CALL_TIMEOUT)),
+        )
+        .await?;
+        Ok(response.deleted)
     }
 
     async fn storage_list(
@@ -253,46 +306,47 @@ impl HostBackend for GrpcHostBackend {
         namespace: &str,
         cursor: Option<&str>,
     ) -> Result<Vec<StorageRecord>, HostError> {
-        let response = self
-            .client
-            .clone()
-            .storage_list(pb::StorageListRequest {
-                grant: grant.to_string(),
-                namespace: namespace.to_string(),
-                cursor: cursor.unwrap_or_default().to_string(),
-                // 0: the server's default page (25, as Alga's runner gets).
-                limit: 0,
-                key_prefix: String::new(),
-            })
-            .await?;
-        Ok(response
-            .into_inner()
-            .records
-            .into_iter()
-            .map(record_from_pb)
-            .collect())
+        let request = pb::StorageListRequest {
+            grant: grant.to_string(),
+            namespace: namespace.to_string(),
+            cursor: cursor.unwrap_or_default().to_string(),
+            // 0: the server's default page (25, as Alga's runner gets).
+            limit: 0,
+            key_prefix: String::new(),
+        };
+        let mut client = self.client();
+        let response = within(
+            CALL_TIMEOUT,
+            client.storage_list(timed(request, CALL_TIMEOUT)),
+        )
+        .await?;
+        Ok(response.records.into_iter().map(record_from_pb).collect())
     }
 
     async fn get_secrets(&self, grant: &str) -> Result<BTreeMap<String, String>, HostError> {
-        let response = self
-            .client
-            .clone()
-            .get_secrets(pb::GetSecretsRequest {
-                grant: grant.to_string(),
-            })
-            .await?;
-        Ok(response.into_inner().values.into_iter().collect())
+        let request = pb::GetSecretsRequest {
+            grant: grant.to_string(),
+        };
+        let mut client = self.client();
+        let response = within(
+            CALL_TIMEOUT,
+            client.get_secrets(timed(request, CALL_TIMEOUT)),
+        )
+        .await?;
+        Ok(response.values.into_iter().collect())
     }
 
     async fn list_schedules(&self, grant: &str) -> Result<Vec<pb::ScheduleInfo>, HostError> {
-        let response = self
-            .client
-            .clone()
-            .list_schedules(pb::ListSchedulesRequest {
-                grant: grant.to_string(),
-            })
-            .await?;
-        Ok(response.into_inner().schedules)
+        let request = pb::ListSchedulesRequest {
+            grant: grant.to_string(),
+        };
+        let mut client = self.client();
+        let response = within(
+            CALL_TIMEOUT,
+            client.list_schedules(timed(request, CALL_TIMEOUT)),
+        )
+        .await?;
+        Ok(response.schedules)
     }
 
     async fn get_schedule(
@@ -300,39 +354,41 @@ impl HostBackend for GrpcHostBackend {
         grant: &str,
         schedule_id: &str,
     ) -> Result<Option<pb::ScheduleInfo>, HostError> {
-        let response = self
-            .client
-            .clone()
-            .get_schedule(pb::GetScheduleRequest {
-                grant: grant.to_string(),
-                schedule_id: schedule_id.to_string(),
-            })
-            .await?;
-        Ok(response.into_inner().schedule)
+        let request = pb::GetScheduleRequest {
+            grant: grant.to_string(),
+            schedule_id: schedule_id.to_string(),
+        };
+        let mut client = self.client();
+        let response = within(
+            CALL_TIMEOUT,
+            client.get_schedule(timed(request, CALL_TIMEOUT)),
+        )
+        .await?;
+        Ok(response.schedule)
     }
 
     async fn create_schedule(
         &self,
         request: pb::CreateScheduleRequest,
     ) -> Result<pb::ScheduleMutationResult, HostError> {
-        Ok(self
-            .client
-            .clone()
-            .create_schedule(request)
-            .await?
-            .into_inner())
+        let mut client = self.client();
+        within(
+            CALL_TIMEOUT,
+            client.create_schedule(timed(request, CALL_TIMEOUT)),
+        )
+        .await
     }
 
     async fn update_schedule(
         &self,
         request: pb::UpdateScheduleRequest,
     ) -> Result<pb::ScheduleMutationResult, HostError> {
-        Ok(self
-            .client
-            .clone()
-            .update_schedule(request)
-            .await?
-            .into_inner())
+        let mut client = self.client();
+        within(
+            CALL_TIMEOUT,
+            client.update_schedule(timed(request, CALL_TIMEOUT)),
+        )
+        .await
     }
 
     async fn delete_schedule(
@@ -340,26 +396,29 @@ impl HostBackend for GrpcHostBackend {
         grant: &str,
         schedule_id: &str,
     ) -> Result<pb::ScheduleMutationResult, HostError> {
-        Ok(self
-            .client
-            .clone()
-            .delete_schedule(pb::DeleteScheduleRequest {
-                grant: grant.to_string(),
-                schedule_id: schedule_id.to_string(),
-            })
-            .await?
-            .into_inner())
+        let request = pb::DeleteScheduleRequest {
+            grant: grant.to_string(),
+            schedule_id: schedule_id.to_string(),
+        };
+        let mut client = self.client();
+        within(
+            CALL_TIMEOUT,
+            client.delete_schedule(timed(request, CALL_TIMEOUT)),
+        )
+        .await
     }
 
     async fn get_endpoints(&self, grant: &str) -> Result<Vec<pb::EndpointInfo>, HostError> {
-        let response = self
-            .client
-            .clone()
-            .get_endpoints(pb::GetEndpointsRequest {
-                grant: grant.to_string(),
-            })
-            .await?;
-        Ok(response.into_inner().endpoints)
+        let request = pb::GetEndpointsRequest {
+            grant: grant.to_string(),
+        };
+        let mut client = self.client();
+        let response = within(
+            CALL_TIMEOUT,
+            client.get_endpoints(timed(request, CALL_TIMEOUT)),
+        )
+        .await?;
+        Ok(response.endpoints)
     }
 
     async fn call_host_api(
@@ -368,16 +427,17 @@ impl HostBackend for GrpcHostBackend {
         api: HostApi,
         body_json: String,
     ) -> Result<HostApiResponse, HostError> {
-        let response = self
-            .client
-            .clone()
-            .call_host_api(pb::HostApiRequest {
-                grant: grant.to_string(),
-                api: api.as_str().to_string(),
-                body_json,
-            })
-            .await?
-            .into_inner();
+        let request = pb::HostApiRequest {
+            grant: grant.to_string(),
+            api: api.as_str().to_string(),
+            body_json,
+        };
+        let mut client = self.client();
+        let response = within(
+            RELAY_TIMEOUT,
+            client.call_host_api(timed(request, RELAY_TIMEOUT)),
+        )
+        .await?;
         Ok(HostApiResponse {
             status: u16::try_from(response.status).unwrap_or(0),
             body: response.body,
@@ -389,19 +449,20 @@ impl HostBackend for GrpcHostBackend {
         grant: &str,
         call: UiProxyCall,
     ) -> Result<HostApiResponse, HostError> {
-        let response = self
-            .client
-            .clone()
-            .call_ui_proxy(pb::UiProxyRequest {
-                grant: grant.to_string(),
-                route: call.route,
-                payload: call.payload,
-                request_id: call.request_id,
-                user_id: call.user_id,
-                user_email: call.user_email,
-            })
-            .await?
-            .into_inner();
+        let request = pb::UiProxyRequest {
+            grant: grant.to_string(),
+            route: call.route,
+            payload: call.payload,
+            request_id: call.request_id,
+            user_id: call.user_id,
+            user_email: call.user_email,
+        };
+        let mut client = self.client();
+        let response = within(
+            UI_PROXY_TIMEOUT,
+            client.call_ui_proxy(timed(request, UI_PROXY_TIMEOUT)),
+        )
+        .await?;
         Ok(HostApiResponse {
             status: u16::try_from(response.status).unwrap_or(0),
             body: response.body,
@@ -409,10 +470,12 @@ impl HostBackend for GrpcHostBackend {
     }
 
     async fn publish_logs(&self, events: Vec<pb::LogEvent>) -> Result<(), HostError> {
-        self.client
-            .clone()
-            .publish_logs(pb::LogBatch { events })
-            .await?;
+        let mut client = self.client();
+        within(
+            PUBLISH_TIMEOUT,
+            client.publish_logs(timed(pb::LogBatch { events }, PUBLISH_TIMEOUT)),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -6,23 +6,28 @@
 //!
 //! Sources: [`DirBundleSource`] reads `<hex>.tar.zst` plus `<hex>.sig.json`
 //! from a local directory (tests and `annex dev`); [`GrpcBundleSource`]
-//! streams `Registry.FetchBundle`. Trust: [`StaticTrust`] (a fixed bundle)
-//! or [`GrpcTrust`] (`Trust.ListKeys`, refreshed after a short TTL so a
-//! revocation stops further loads quickly).
+//! streams `Registry.FetchBundle`, the whole stream bounded by
+//! [`FETCH_TIMEOUT`]. Where the trust keys come from is `trust`'s
+//! ([`StaticTrust`], [`GrpcTrust`]).
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use annex_bundle::{ContentHash, Limits, PublicKey, TrustBundle, TrustError, TrustedKey};
+use annex_bundle::{ContentHash, Limits, TrustBundle, TrustError};
 use annex_ops::upstream::Upstream;
 use annex_proto::pb;
 use annex_proto::pb::registry_client::RegistryClient;
-use annex_proto::pb::trust_client::TrustClient;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio_stream::StreamExt;
+
+pub use crate::trust::{GrpcTrust, StaticTrust};
+
+/// Deadline of one `Registry.FetchBundle`, the whole stream: a bundle is at
+/// most 200 MiB, and 120 s is under 2 MB/s for that.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The signed identity of a bundle (what the signature statement binds the
 /// content hash to).
@@ -82,6 +87,13 @@ pub trait BundleSource: Send + Sync + 'static {
 #[async_trait]
 pub trait TrustSource: Send + Sync + 'static {
     async fn trust(&self) -> Result<Arc<TrustBundle>, BundleError>;
+
+    /// The keys listed again now, for a bundle the current keys do not
+    /// admit (a key added since the last listing); a source without a
+    /// remote returns the current keys.
+    async fn relisted(&self) -> Result<Arc<TrustBundle>, BundleError> {
+        self.trust().await
+    }
 }
 
 /// Checks hash and signature, then unpacks and returns `dist/main.wasm`.
@@ -201,12 +213,27 @@ impl GrpcBundleSource {
 #[async_trait]
 impl BundleSource for GrpcBundleSource {
     async fn fetch(&self, hash: &ContentHash) -> Result<FetchedBundle, BundleError> {
+        tokio::time::timeout(FETCH_TIMEOUT, self.fetch_stream(hash))
+            .await
+            .map_err(|_| {
+                BundleError::Fetch(format!(
+                    "no complete bundle within {} s",
+                    FETCH_TIMEOUT.as_secs()
+                ))
+            })?
+    }
+}
+
+impl GrpcBundleSource {
+    async fn fetch_stream(&self, hash: &ContentHash) -> Result<FetchedBundle, BundleError> {
+        let mut request = annex_ops::trace_context::request(pb::FetchBundleRequest {
+            content_hash: hash.to_string(),
+        });
+        request.set_timeout(FETCH_TIMEOUT);
         let mut stream = self
             .client
             .clone()
-            .fetch_bundle(annex_ops::trace_context::request(pb::FetchBundleRequest {
-                content_hash: hash.to_string(),
-            }))
+            .fetch_bundle(request)
             .await
             .map_err(|s| match s.code() {
                 tonic::Code::NotFound => BundleError::NotFound(hash.to_string()),
@@ -239,86 +266,6 @@ impl BundleSource for GrpcBundleSource {
                 key_id: info.signing_key_id,
             },
         })
-    }
-}
-
-/// A fixed trust bundle.
-#[derive(Debug, Clone)]
-pub struct StaticTrust(pub Arc<TrustBundle>);
-
-#[async_trait]
-impl TrustSource for StaticTrust {
-    async fn trust(&self) -> Result<Arc<TrustBundle>, BundleError> {
-        Ok(self.0.clone())
-    }
-}
-
-/// `Trust.ListKeys` on the control plane, cached for `ttl`.
-pub struct GrpcTrust {
-    client: TrustClient<Upstream>,
-    ttl: Duration,
-    cached: tokio::sync::Mutex<Option<(Instant, Arc<TrustBundle>)>>,
-}
-
-impl GrpcTrust {
-    /// `ttl` bounds how long a revoked key can still admit a load.
-    pub fn new(channel: impl Into<Upstream>, ttl: Duration) -> GrpcTrust {
-        GrpcTrust {
-            client: TrustClient::new(channel.into()),
-            ttl,
-            cached: tokio::sync::Mutex::new(None),
-        }
-    }
-}
-
-impl GrpcTrust {
-    /// Forgets the cached keys: the next load lists them again (the control
-    /// plane announces trust changes on the fleet stream).
-    pub(crate) async fn invalidate(&self) {
-        *self.cached.lock().await = None;
-    }
-}
-
-/// Converts `Trust.ListKeys` keys; keys that do not parse are skipped.
-pub(crate) fn trust_from_pb(keys: Vec<pb::PublisherKey>) -> TrustBundle {
-    TrustBundle {
-        keys: keys
-            .into_iter()
-            .filter_map(|k| {
-                let public_key = PublicKey::parse(&k.public_key).ok()?;
-                Some(TrustedKey {
-                    key_id: k.key_id,
-                    publisher: k.publisher,
-                    public_key,
-                    not_before_ms: k.not_before.map_or(0, |t| t.unix_ms),
-                    not_after_ms: k.not_after.map(|t| t.unix_ms),
-                    revoked: k.revoked,
-                })
-            })
-            .collect(),
-    }
-}
-
-#[async_trait]
-impl TrustSource for GrpcTrust {
-    async fn trust(&self) -> Result<Arc<TrustBundle>, BundleError> {
-        let mut cached = self.cached.lock().await;
-        if let Some((at, trust)) = cached.as_ref()
-            && at.elapsed() < self.ttl
-        {
-            return Ok(trust.clone());
-        }
-        let keys = self
-            .client
-            .clone()
-            .list_keys(pb::ListKeysRequest::default())
-            .await
-            .map_err(|s| BundleError::TrustUnavailable(s.message().to_string()))?
-            .into_inner()
-            .keys;
-        let trust = Arc::new(trust_from_pb(keys));
-        *cached = Some((Instant::now(), trust.clone()));
-        Ok(trust)
     }
 }
 

@@ -1,8 +1,9 @@
 //! Capability strings (`cap:*`) and the per-request capability set.
 //!
 //! The set is the union of the request's providers and the defaults Alga's
-//! runner always adds (spec §1.3). An unknown capability fails the whole
-//! request (spec §16.2), so parsing reports every unknown name at once.
+//! runner always adds, and an unknown capability fails the whole request, so
+//! parsing reports every unknown name at once
+//! (docs/design/alga-compatibility.md, "Capabilities").
 
 use std::fmt;
 

@@ -110,6 +110,20 @@ pub struct Config {
         default_value_t = 2000
     )]
     pub(crate) drain_propagation_ms: u64,
+    /// How long the trust keys last listed from the control plane stay
+    /// usable while they cannot be listed again, in seconds (the worker
+    /// lists them every 10 s in the background).
+    #[arg(
+        long,
+        env = "ANNEX_WORKER_TRUST_MAX_AGE_SECS",
+        default_value_t = 86_400
+    )]
+    pub(crate) trust_max_age_secs: u64,
+    /// Platform listeners guests must never reach, besides this worker's
+    /// own and the control plane's URL: `host[:port]` entries,
+    /// comma-separated (without a port, every port of that host).
+    #[arg(long, env = "ANNEX_WORKER_EGRESS_DENY", value_delimiter = ',')]
+    pub(crate) egress_deny: Vec<String>,
     /// Log format.
     #[arg(long, env = "ANNEX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,

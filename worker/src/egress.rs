@@ -1,15 +1,22 @@
-//! Outbound HTTP for guests (`alga:extension/http.fetch`): one policy and one
-//! client. Deny by default: a host must match the install's allowlist (sent
-//! in the `ExecuteRequest`, already bounded by the platform list). Loopback,
-//! private, link-local and other non-public addresses are refused unless the
-//! host is allowed by an exact (non-wildcard) entry. Redirects are returned
-//! to the guest, never followed. Time and response size are capped.
+//! Outbound HTTP for guests (`alga:extension/http.fetch`, and `wasi:http`
+//! through the same [`EgressClient::connect`]): one policy and one client.
+//! Deny by default: a destination must be allowed by the install's
+//! allowlist (sent in the `ExecuteRequest`, already bounded by the platform
+//! list), on a port its entry allows (`policy`); the name is resolved once
+//! and the first address the policy permits is the one connected to (no
+//! second lookup between check and connect). Private addresses need an
+//! IP-literal or `private:` entry, link-local and metadata addresses are
+//! never reached (`address`), nor the platform's own listeners
+//! ([`DenyList`]). Redirects are returned to the guest, never followed.
+//! Time and response size are capped.
 //!
-//! The client connects to the address it checked itself (no second DNS
-//! lookup between check and connect), speaks HTTP/1.1 through hyper, and TLS
-//! through rustls with the webpki roots.
+//! The client speaks HTTP/1.1 through hyper, and TLS through rustls with
+//! the webpki roots.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+pub(crate) mod address;
+pub(crate) mod policy;
+
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +24,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use address::Class;
+pub(crate) use policy::{Allowlist, DenyList};
+use policy::{Reach, normalise_host};
 
 /// What a guest asked to send.
 #[derive(Debug, Clone)]
@@ -56,6 +67,8 @@ pub(crate) struct EgressConfig {
     /// `transport`. Alga has no cap; 16 MiB keeps one guest from filling the
     /// worker's memory.
     pub max_response_bytes: usize,
+    /// The platform's own listeners, never reachable from a guest.
+    pub deny: DenyList,
 }
 
 impl Default for EgressConfig {
@@ -63,117 +76,9 @@ impl Default for EgressConfig {
         EgressConfig {
             timeout: Duration::from_secs(30),
             max_response_bytes: 16 * 1024 * 1024,
+            deny: DenyList::default(),
         }
     }
-}
-
-/// One allowlist entry: `host`, or `*.suffix` for any subdomain of `suffix`.
-/// Matching is on the host only, case-insensitive; ports are ignored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Pattern {
-    Exact(String),
-    Subdomains(String),
-}
-
-/// How a host matched the allowlist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HostMatch {
-    /// Named exactly: non-public addresses are allowed for it.
-    Exact,
-    /// Matched a `*.` entry: only public addresses.
-    Wildcard,
-}
-
-/// The hosts one install may reach. Empty: nothing (deny by default).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Allowlist(Vec<Pattern>);
-
-impl Allowlist {
-    pub(crate) fn new<I, S>(entries: I) -> Allowlist
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        Allowlist(
-            entries
-                .into_iter()
-                .filter_map(|e| {
-                    let e = normalise_host(e.as_ref());
-                    if e.is_empty() {
-                        None
-                    } else if let Some(suffix) = e.strip_prefix("*.") {
-                        Some(Pattern::Subdomains(suffix.to_string()))
-                    } else {
-                        Some(Pattern::Exact(e))
-                    }
-                })
-                .collect(),
-        )
-    }
-
-    pub(crate) fn matches(&self, host: &str) -> Option<HostMatch> {
-        let host = normalise_host(host);
-        let mut best = None;
-        for p in &self.0 {
-            match p {
-                Pattern::Exact(h) if *h == host => return Some(HostMatch::Exact),
-                Pattern::Subdomains(s)
-                    if host.len() > s.len()
-                        && host.ends_with(s.as_str())
-                        && host.as_bytes()[host.len() - s.len() - 1] == b'.' =>
-                {
-                    best = Some(HostMatch::Wildcard);
-                }
-                _ => {}
-            }
-        }
-        best
-    }
-}
-
-fn normalise_host(h: &str) -> String {
-    h.trim()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .trim_end_matches('.')
-        .to_ascii_lowercase()
-}
-
-/// Whether an address is on the public internet. Everything else (loopback,
-/// private, link-local, CGNAT, multicast, unspecified, documentation,
-/// benchmarking, unique-local) needs an exact allowlist entry.
-pub(crate) fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
-            }
-            let seg0 = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg0 & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (seg0 & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || (seg0 == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
-                || v6 == Ipv6Addr::from_bits(1)) // ::1 spelled otherwise
-        }
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let o = ip.octets();
-    !(ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || o[0] == 0
-        || (o[0] == 100 && (o[1] & 0xc0) == 64) // CGNAT 100.64/10
-        || (o[0] == 198 && (o[1] & 0xfe) == 18) // benchmarking 198.18/15
-        || o[0] >= 240)
 }
 
 /// A connected stream, plain or TLS.
@@ -240,9 +145,9 @@ impl EgressClient {
         &self.config
     }
 
-    /// Checks `host` against `allowlist`, resolves it, refuses non-public
-    /// addresses unless the host is named exactly, and connects (with TLS
-    /// for `https`) to the address it checked.
+    /// Checks `host` and `port` against `allowlist`, resolves the host
+    /// once, picks the first address the policy permits, and connects (with
+    /// TLS for `https`) to that address.
     pub(crate) async fn connect(
         &self,
         allowlist: &Allowlist,
@@ -250,10 +155,10 @@ impl EgressClient {
         port: u16,
         https: bool,
     ) -> Result<Box<dyn Io>, EgressError> {
-        let how = allowlist
-            .matches(host)
-            .ok_or_else(|| EgressError::NotAllowed(host.to_string()))?;
-        let target = self.resolve(host, port, how).await?;
+        let reach = allowlist
+            .permits(host, port)
+            .ok_or_else(|| EgressError::NotAllowed(format!("{host} port {port}")))?;
+        let target = self.resolve(host, port, reach).await?;
         let tcp = TcpStream::connect(target)
             .await
             .map_err(|e| EgressError::Transport(format!("connect: {e}")))?;
@@ -271,12 +176,13 @@ impl EgressClient {
         Ok(Box::new(tls))
     }
 
-    /// Resolves `host` and picks the first permitted address.
+    /// Resolves `host` once and picks the first address `reach` and the
+    /// platform's listeners permit.
     async fn resolve(
         &self,
         host: &str,
         port: u16,
-        how: HostMatch,
+        reach: Reach,
     ) -> Result<SocketAddr, EgressError> {
         let bare = normalise_host(host);
         let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
@@ -286,12 +192,19 @@ impl EgressClient {
                 .map_err(|e| EgressError::Transport(format!("cannot resolve {bare}: {e}")))?
                 .collect(),
         };
-        addrs
-            .into_iter()
-            .find(|a| how == HostMatch::Exact || is_public(a.ip()))
-            .ok_or_else(|| {
-                EgressError::NotAllowed(format!("{bare} resolves to no permitted address"))
-            })
+        for addr in addrs {
+            let allowed = match address::classify(addr.ip()) {
+                Class::Public => true,
+                Class::Private => reach == Reach::Private,
+                Class::Forbidden => false,
+            };
+            if allowed && !self.config.deny.matches(addr).await {
+                return Ok(addr);
+            }
+        }
+        Err(EgressError::NotAllowed(format!(
+            "{bare} resolves to no permitted address"
+        )))
     }
 
     async fn send(
@@ -366,54 +279,5 @@ impl EgressClient {
         };
         driver.abort();
         result
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_allowlist_allows_nothing() {
-        assert_eq!(Allowlist::default().matches("example.com"), None);
-    }
-
-    #[test]
-    fn exact_and_subdomain_entries_match_case_insensitively() {
-        let list = Allowlist::new(["API.example.com", "*.example.org", "127.0.0.1", "[::1]"]);
-        assert_eq!(list.matches("api.example.com"), Some(HostMatch::Exact));
-        assert_eq!(list.matches("Api.Example.Com."), Some(HostMatch::Exact));
-        assert_eq!(list.matches("other.example.com"), None);
-        assert_eq!(list.matches("a.b.example.org"), Some(HostMatch::Wildcard));
-        assert_eq!(list.matches("example.org"), None);
-        assert_eq!(list.matches("badexample.org"), None);
-        assert_eq!(list.matches("127.0.0.1"), Some(HostMatch::Exact));
-        assert_eq!(list.matches("[::1]"), Some(HostMatch::Exact));
-    }
-
-    #[test]
-    fn non_public_addresses_are_recognised() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "255.255.255.255",
-            "::1",
-            "::",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-        ] {
-            let ip: IpAddr = ip.parse().expect("ip literal");
-            assert!(!is_public(ip), "{ip} must not count as public");
-        }
-        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
-            let ip: IpAddr = ip.parse().expect("ip literal");
-            assert!(is_public(ip), "{ip} is public");
-        }
     }
 }

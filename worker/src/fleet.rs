@@ -3,7 +3,9 @@
 //! per tenant and minute) with commands coming back (prewarm a content
 //! hash; re-list trust keys). Reconnects with exponential backoff (0.5 s up
 //! to 2 s: a restarted control plane must see heartbeats again within about
-//! its worker TTL). When the worker
+//! its worker TTL). Registering, opening the stream and each heartbeat have
+//! a deadline of [`CALL_TIMEOUT`]: a control plane that stops reading ends
+//! the session, and the worker reconnects. When the worker
 //! announces it is leaving, a heartbeat with `draining` goes out at once; a
 //! final one is sent on shutdown.
 //!
@@ -22,13 +24,16 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::bundles::GrpcTrust;
 use crate::execute::Executor;
+use crate::trust::GrpcTrust;
 
 /// Heartbeat interval when the control plane does not name one.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const RECONNECT: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(2));
+/// Deadline of registering, of opening the heartbeat stream and of queuing
+/// one heartbeat on it.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether this worker is leaving the fleet and whether it still takes
 /// calls. Leaving comes first: the control plane stops placing work here
@@ -126,14 +131,22 @@ async fn session(
     delays: &mut Delays,
 ) -> Result<(), tonic::Status> {
     let mut client = FleetClient::new(m.channel.clone());
-    let registered = client
-        .register(pb::RegisterWorkerRequest {
-            worker_id: m.executor.worker_id().to_string(),
-            address: m.advertise.clone(),
-            capacity: u32::try_from(m.executor.admission().capacity()).unwrap_or(u32::MAX),
-            engine_hash: m.executor.engine_hash().to_string(),
-        })
-        .await?
+    let timed_out = |what: &str| {
+        tonic::Status::deadline_exceeded(format!(
+            "{what}: no answer within {} s",
+            CALL_TIMEOUT.as_secs()
+        ))
+    };
+    let mut request = tonic::Request::new(pb::RegisterWorkerRequest {
+        worker_id: m.executor.worker_id().to_string(),
+        address: m.advertise.clone(),
+        capacity: u32::try_from(m.executor.admission().capacity()).unwrap_or(u32::MAX),
+        engine_hash: m.executor.engine_hash().to_string(),
+    });
+    request.set_timeout(CALL_TIMEOUT);
+    let registered = tokio::time::timeout(CALL_TIMEOUT, client.register(request))
+        .await
+        .map_err(|_| timed_out("registering"))??
         .into_inner();
     *delays = RECONNECT.delays();
     let interval = match registered.heartbeat_interval_ms {
@@ -142,22 +155,35 @@ async fn session(
     };
     tracing::info!(?interval, "registered with the control plane");
     let (tx, rx) = mpsc::channel(4);
-    let closed = || tonic::Status::unavailable("heartbeat stream closed");
-    tx.send(heartbeat(&m.executor))
-        .await
-        .map_err(|_| closed())?;
-    let mut commands = client
-        .heartbeat(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let send = |hb: pb::WorkerHeartbeat| {
+        let tx = tx.clone();
+        async move {
+            tx.send_timeout(hb, CALL_TIMEOUT)
+                .await
+                .map_err(|e| match e {
+                    mpsc::error::SendTimeoutError::Timeout(_) => tonic::Status::deadline_exceeded(
+                        "the control plane stopped reading heartbeats",
+                    ),
+                    mpsc::error::SendTimeoutError::Closed(_) => {
+                        tonic::Status::unavailable("heartbeat stream closed")
+                    }
+                })
+        }
+    };
+    send(heartbeat(&m.executor)).await?;
+    let mut commands =
+        tokio::time::timeout(CALL_TIMEOUT, client.heartbeat(ReceiverStream::new(rx)))
+            .await
+            .map_err(|_| timed_out("opening the heartbeat stream"))??
+            .into_inner();
     let mut ticker = tokio::time::interval(interval);
     ticker.tick().await;
     let mut leaving = m.executor.drain_state().leaving();
     loop {
         tokio::select! {
-            _ = ticker.tick() => tx.send(heartbeat(&m.executor)).await.map_err(|_| closed())?,
+            _ = ticker.tick() => send(heartbeat(&m.executor)).await?,
             // Leaving: tell the control plane now, not at the next tick.
-            Ok(()) = leaving.changed() => tx.send(heartbeat(&m.executor)).await.map_err(|_| closed())?,
+            Ok(()) = leaving.changed() => send(heartbeat(&m.executor)).await?,
             command = commands.message() => match command? {
                 Some(c) => handle(m, c).await,
                 None => return Err(tonic::Status::unavailable("control plane closed the heartbeat stream")),
@@ -171,7 +197,7 @@ async fn session(
     }
     // Last heartbeat (it says `draining`), then close our side and wait
     // briefly for the control plane to close its side, so it is delivered.
-    let _ = tx.send(heartbeat(&m.executor)).await;
+    let _ = send(heartbeat(&m.executor)).await;
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while let Ok(Some(_)) = commands.message().await {}
@@ -194,7 +220,7 @@ async fn handle(m: &Membership, command: pb::FleetCommand) {
         Some(pb::fleet_command::Command::TrustRevision(revision)) => {
             tracing::info!(revision, "trust keys changed");
             if let Some(trust) = &m.trust {
-                trust.invalidate().await;
+                trust.refresh_now();
             }
         }
         None => {}

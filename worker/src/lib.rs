@@ -4,9 +4,10 @@
 //!
 //! Code map: [`engine`] fixes the Wasmtime configuration (pool, epochs,
 //! fuel); [`cache`] holds compiled components (memory LRU + disk, single
-//! flight); [`bundles`] fetches bundles and trust keys and verifies both
-//! before anything is compiled; `loader` combines the two and re-checks
-//! trust on every load; `host` is the linker and every host interface
+//! flight); [`bundles`] fetches bundles and verifies them against the
+//! trust keys [`trust`] keeps (refreshed in the background, never on the
+//! request path) before anything is compiled; `loader` combines the two
+//! and re-checks trust on every load; `host` is the linker and every host interface
 //! (WASI 0.2, `wasi:http`, the twelve `alga:extension` interfaces and
 //! `config`), gated by `capabilities`; `egress` is the outbound HTTP policy
 //! shared by `http.fetch` and `wasi:http`; [`backend`] is the control
@@ -22,6 +23,11 @@
 //! Only what the binary, `annex dev`, the edge's and the end-to-end tests
 //! and this crate's integration tests use is public; everything else is
 //! `pub(crate)` (enforced by `unreachable_pub`).
+//!
+//! Guest data is bounded before it leaves the worker: response status,
+//! headers and body (`execute`), log lines (`logs`), host-call payloads
+//! (`backend`) and outbound destinations (`egress`); every call to the
+//! control plane has a deadline.
 //!
 //! Invariants: nothing is compiled before its bytes and signature verified;
 //! compilation never runs on the async runtime and runs once per content
@@ -52,4 +58,5 @@ pub mod server;
 pub mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trust;
 mod usage;

@@ -1,11 +1,20 @@
 //! The execution log: guest `logging.*` calls, captured stdout/stderr and
-//! execution failures, as `LogEvent`s for the control plane's debug stream
-//! and as `tracing` events on target `ext`.
+//! the worker's own notes on an execution (`system`), as `LogEvent`s for
+//! the control plane's debug stream and as `tracing` events on target `ext`.
 //!
-//! Everything here is bounded: a message is cut at [`MAX_EVENT_BYTES`] (on a
-//! character boundary; Alga's runner panics there), an execution keeps at
-//! most [`MAX_EVENTS`] events, and stdout/stderr each keep at most
-//! [`MAX_CAPTURE_BYTES`]; the rest is dropped and the last event says so.
+//! Everything here is bounded, and checked before a line is written
+//! anywhere: a message is cut at [`MAX_EVENT_BYTES`] (on a character
+//! boundary; Alga's runner panics there); an execution keeps at most
+//! [`MAX_GUEST_EVENTS`] guest lines and [`MAX_EXECUTION_BYTES`] of them;
+//! each install's lines also draw on its per-worker rate (`rate`); stdout
+//! and stderr each keep at most [`MAX_CAPTURE_BYTES`]. What is refused is
+//! neither logged nor published, only counted, and one `system` notice per
+//! execution says how much ("log truncated"). The worker's own notes (a
+//! failure, a capture overflow, that notice) are always kept. Publishing is
+//! `shipper`'s.
+
+mod rate;
+mod shipper;
 
 use std::io;
 use std::pin::Pin;
@@ -20,10 +29,19 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
+pub(crate) use rate::{LogRates, RateLimits};
+pub(crate) use shipper::LogShipper;
+
 /// Alga's `RUNNER_DEBUG_MAX_EVENT_BYTES`.
 pub(crate) const MAX_EVENT_BYTES: usize = 8192;
-/// Events kept per execution.
+/// Events an execution's log holds at most: its guest lines plus the
+/// worker's few notes.
 pub(crate) const MAX_EVENTS: usize = 256;
+/// Guest lines (`logging.*`, stdout, stderr) kept per execution; the rest
+/// of [`MAX_EVENTS`] is room for the worker's notes.
+pub(crate) const MAX_GUEST_EVENTS: usize = MAX_EVENTS - 6;
+/// Message bytes of guest lines kept per execution.
+pub(crate) const MAX_EXECUTION_BYTES: usize = 256 * 1024;
 /// Bytes of stdout and of stderr kept per execution.
 pub(crate) const MAX_CAPTURE_BYTES: usize = 64 * 1024;
 
@@ -56,26 +74,88 @@ impl Level {
     }
 }
 
+/// Guest lines refused, by the bound that refused them.
+#[derive(Debug, Default, Clone, Copy)]
+struct Dropped {
+    lines: usize,
+    bytes: usize,
+    rate: usize,
+}
+
+impl Dropped {
+    fn total(&self) -> usize {
+        self.lines + self.bytes + self.rate
+    }
+}
+
 /// Collects one execution's events.
 #[derive(Debug)]
 pub(crate) struct LogSink {
     scope: LogScope,
+    rates: Arc<LogRates>,
+    guest_events: usize,
+    guest_bytes: usize,
     events: Vec<pb::LogEvent>,
-    dropped: usize,
+    dropped: Dropped,
 }
 
 impl LogSink {
-    pub(crate) fn new(scope: LogScope) -> LogSink {
+    pub(crate) fn new(scope: LogScope, rates: Arc<LogRates>) -> LogSink {
         LogSink {
             scope,
+            rates,
+            guest_events: 0,
+            guest_bytes: 0,
             events: Vec::new(),
-            dropped: 0,
+            dropped: Dropped::default(),
         }
     }
 
-    /// Records one event; `stream` is `log`, `stdout`, `stderr` or `system`.
+    /// This sink's events and counts, leaving an empty one behind.
+    pub(crate) fn take(&mut self) -> LogSink {
+        let empty = LogSink::new(self.scope.clone(), self.rates.clone());
+        std::mem::replace(self, empty)
+    }
+
+    /// The key of this execution's install in the per-install rates.
+    fn rate_key(&self) -> String {
+        let s = &self.scope;
+        if s.install_id.is_empty() {
+            format!("{}/{}", s.tenant_id, s.extension_id)
+        } else {
+            s.install_id.clone()
+        }
+    }
+
+    /// Records one guest line; `stream` is `log`, `stdout` or `stderr`.
+    /// Past a bound it is dropped, neither written nor published.
     pub(crate) fn push(&mut self, level: Level, stream: &str, message: &str) {
         let (text, truncated) = truncate(message, MAX_EVENT_BYTES);
+        if self.guest_events >= MAX_GUEST_EVENTS {
+            self.dropped.lines += 1;
+            return;
+        }
+        if self.guest_bytes + text.len() > MAX_EXECUTION_BYTES {
+            self.dropped.bytes += 1;
+            return;
+        }
+        if !self.rates.allow(&self.rate_key(), text.len()) {
+            self.dropped.rate += 1;
+            return;
+        }
+        self.guest_events += 1;
+        self.guest_bytes += text.len();
+        self.record(level, stream, text, truncated);
+    }
+
+    /// Records a note of the worker's own about this execution (stream
+    /// `system`); never dropped.
+    pub(crate) fn note(&mut self, level: Level, message: &str) {
+        let (text, truncated) = truncate(message, MAX_EVENT_BYTES);
+        self.record(level, "system", text, truncated);
+    }
+
+    fn record(&mut self, level: Level, stream: &str, text: &str, truncated: bool) {
         let s = &self.scope;
         match level {
             Level::Info => {
@@ -89,7 +169,6 @@ impl LogSink {
             }
         }
         if self.events.len() >= MAX_EVENTS {
-            self.dropped += 1;
             return;
         }
         self.events.push(pb::LogEvent {
@@ -107,7 +186,7 @@ impl LogSink {
         });
     }
 
-    /// Adds the captured output as one event per line.
+    /// Adds the captured output as one guest line per line.
     pub(crate) fn push_output(&mut self, stream: &str, level: Level, captured: &CapturedOutput) {
         let (bytes, overflowed) = captured.contents();
         let text = String::from_utf8_lossy(&bytes);
@@ -115,26 +194,28 @@ impl LogSink {
             self.push(level, stream, line);
         }
         if overflowed {
-            self.push(
+            self.note(
                 Level::Warn,
-                "system",
                 &format!("{stream} exceeded {MAX_CAPTURE_BYTES} bytes; the rest was dropped"),
             );
         }
     }
 
-    /// The events, with a final note if some were dropped.
+    /// The events, with one "log truncated" notice if guest lines were
+    /// dropped.
     pub(crate) fn finish(mut self) -> Vec<pb::LogEvent> {
-        if self.dropped > 0 {
-            let dropped = self.dropped;
-            self.events.pop();
-            self.dropped = 0;
-            self.push(
+        let d = self.dropped;
+        if d.total() > 0 {
+            self.note(
                 Level::Warn,
-                "system",
                 &format!(
-                    "{} log events were dropped (limit {MAX_EVENTS})",
-                    dropped + 1
+                    "log truncated: {} guest log lines dropped ({} over {MAX_GUEST_EVENTS} lines \
+                     per execution, {} over {MAX_EXECUTION_BYTES} bytes per execution, {} over \
+                     the install's rate)",
+                    d.total(),
+                    d.lines,
+                    d.bytes,
+                    d.rate
                 ),
             );
         }
@@ -277,14 +358,71 @@ mod tests {
         assert!(overflowed);
     }
 
+    fn sink() -> LogSink {
+        LogSink::new(LogScope::default(), Arc::new(LogRates::default()))
+    }
+
     #[test]
-    fn sink_keeps_a_bounded_number_of_events() {
-        let mut sink = LogSink::new(LogScope::default());
+    fn sink_keeps_a_bounded_number_of_events_and_says_so_once() {
+        let mut sink = sink();
         for i in 0..(MAX_EVENTS + 10) {
             sink.push(Level::Info, "log", &format!("event {i}"));
         }
+        sink.note(Level::Error, "execute failed: trap");
         let events = sink.finish();
-        assert_eq!(events.len(), MAX_EVENTS);
-        assert!(events.last().is_some_and(|e| e.stream == "system"));
+        assert_eq!(events.len(), MAX_GUEST_EVENTS + 2);
+        let notices: Vec<_> = events
+            .iter()
+            .filter(|e| {
+                e.message
+                    .starts_with("log truncated: 16 guest log lines dropped")
+            })
+            .collect();
+        assert_eq!(notices.len(), 1, "{:?}", events.last());
+        assert!(events.iter().any(|e| e.message == "execute failed: trap"));
+    }
+
+    #[test]
+    fn sink_keeps_a_bounded_number_of_bytes() {
+        let mut sink = sink();
+        let line = "x".repeat(MAX_EVENT_BYTES);
+        for _ in 0..100 {
+            sink.push(Level::Info, "log", &line);
+        }
+        let events = sink.finish();
+        let kept: usize = events
+            .iter()
+            .filter(|e| e.stream == "log")
+            .map(|e| e.message.len())
+            .sum();
+        assert_eq!(kept, MAX_EXECUTION_BYTES);
+        assert!(
+            events
+                .last()
+                .is_some_and(|e| e.message.starts_with("log truncated"))
+        );
+    }
+
+    #[test]
+    fn an_install_over_its_rate_is_cut_across_executions() {
+        let rates = Arc::new(LogRates::new(RateLimits {
+            lines_per_sec: 0.0,
+            line_burst: 300.0,
+            bytes_per_sec: 0.0,
+            byte_burst: 1e9,
+        }));
+        let scope = LogScope {
+            install_id: "i-1".into(),
+            ..LogScope::default()
+        };
+        let mut kept = 0;
+        for _ in 0..3 {
+            let mut sink = LogSink::new(scope.clone(), rates.clone());
+            for _ in 0..200 {
+                sink.push(Level::Info, "log", "line");
+            }
+            kept += sink.finish().iter().filter(|e| e.stream == "log").count();
+        }
+        assert_eq!(kept, 300);
     }
 }

@@ -28,6 +28,7 @@ pub struct Metrics {
     duration: Family<OutcomeLabel, Histogram>,
     component_loads: Family<SourceLabel, Counter>,
     in_flight: Gauge,
+    log_batches_dropped: Counter,
 }
 
 impl Metrics {
@@ -54,6 +55,11 @@ impl Metrics {
             "Executions holding an execution slot",
             m.in_flight.clone(),
         );
+        registry.register(
+            "annex_worker_log_batches_dropped",
+            "Executions' log batches not delivered to the control plane (queue full, publish failed or timed out)",
+            m.log_batches_dropped.clone(),
+        );
         m
     }
 
@@ -67,6 +73,7 @@ impl Metrics {
             }),
             component_loads: Family::default(),
             in_flight: Gauge::default(),
+            log_batches_dropped: Counter::default(),
         }
     }
 
@@ -85,6 +92,11 @@ impl Metrics {
         self.component_loads
             .get_or_create(&SourceLabel { source })
             .inc();
+    }
+
+    /// The counter of log batches the shipper dropped.
+    pub(crate) fn log_batches_dropped(&self) -> Counter {
+        self.log_batches_dropped.clone()
     }
 
     /// Counts an execution holding a slot until the guard is dropped.

@@ -17,9 +17,7 @@ use tonic::transport::Channel;
 
 use crate::admission::Admission;
 use crate::backend::{GrpcHostBackend, HostBackend, NoHostBackend};
-use crate::bundles::{
-    BundleSource, DirBundleSource, GrpcBundleSource, GrpcTrust, StaticTrust, TrustSource,
-};
+use crate::bundles::{BundleSource, DirBundleSource, GrpcBundleSource, TrustSource};
 use crate::cache::ComponentCache;
 use crate::egress::EgressClient;
 use crate::engine::{Allocator, WasmEngine};
@@ -28,8 +26,10 @@ use crate::fleet;
 use crate::grpc::WorkerService;
 use crate::host::{self, Services};
 use crate::loader::Loader;
+use crate::logs::LogRates;
 use crate::metrics::Metrics;
 use crate::settings::{ExecutorSettings, Origin, Settings, ShutdownTiming};
+use crate::trust::{GrpcTrust, StaticTrust};
 
 /// Where a worker's bundles, trust keys and host services come from.
 pub struct Sources {
@@ -60,6 +60,7 @@ pub fn build(
     let services = Arc::new(Services {
         backend: sources.backend,
         egress: Arc::new(EgressClient::new(settings.egress.clone())),
+        log_rates: Arc::new(LogRates::new(settings.log_rates)),
     });
     // Never admit more executions than the pool has instance slots (each
     // execution holds one component instance and one async stack).
@@ -149,9 +150,16 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
-/// How long trust keys are cached: bounds how long a revoked key still
-/// admits new loads.
-const TRUST_TTL: Duration = Duration::from_secs(10);
+/// How often the trust keys are listed again in the background: bounds how
+/// long a revoked key still admits new loads when the control plane's
+/// announcement of the change does not reach this worker.
+const TRUST_REFRESH: Duration = Duration::from_secs(10);
+/// Deadline of connecting to the control plane.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 pings on the control-plane connection, and how long one may go
+/// unanswered before the connection counts as dead.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The sources, and the fleet connection when there is a control plane.
 struct Connected {
@@ -160,17 +168,23 @@ struct Connected {
 }
 
 /// Opens the sources `origin` names (the control plane's replicas connect
-/// lazily: bundle, trust and host-service calls spread over them, the
-/// heartbeat stream stays on one; a local trust file is read now).
-fn connect(origin: &Origin, tls: &Tls) -> anyhow::Result<Connected> {
+/// lazily, with deadlines and keep-alive pings: bundle, trust and
+/// host-service calls spread over them, the heartbeat stream stays on one; a
+/// local trust file is read now).
+fn connect(origin: &Origin, tls: &Tls, trust_max_age: Duration) -> anyhow::Result<Connected> {
     match origin {
         Origin::ControlPlane { urls, name } => {
-            let upstream = Upstream::new(
-                UpstreamSettings::new(urls.clone(), Some(name.clone())),
-                tls.clone(),
-            )
-            .context("configuring the control-plane connection")?;
-            let trust = Arc::new(GrpcTrust::new(upstream.clone(), TRUST_TTL));
+            let mut upstream = UpstreamSettings::new(urls.clone(), Some(name.clone()));
+            upstream.connect_timeout = CONNECT_TIMEOUT;
+            upstream.keepalive = KEEP_ALIVE_INTERVAL;
+            upstream.keepalive_timeout = KEEP_ALIVE_TIMEOUT;
+            let upstream = Upstream::new(upstream, tls.clone())
+                .context("configuring the control-plane connection")?;
+            let trust = Arc::new(GrpcTrust::with_max_age(
+                upstream.clone(),
+                TRUST_REFRESH,
+                trust_max_age,
+            ));
             Ok(Connected {
                 sources: Sources {
                     backend: Arc::new(GrpcHostBackend::new(upstream.clone())),
@@ -219,10 +233,12 @@ pub async fn run(
     // renews them in place); new connections use the current ones.
     let tls = Tls::new(tls).context("loading the TLS certificate, key and CA")?;
     tls.watch(&admin);
-    let connected = connect(&settings.origin, &tls)?;
+    let connected = connect(&settings.origin, &tls, settings.trust_max_age)?;
     let metrics = admin.with_registry(Metrics::register);
+    let mut executor_settings = settings.executor.clone();
+    deny_platform(&mut executor_settings, &settings, &listeners);
     let executor =
-        build(&settings.executor, connected.sources, metrics).context("building the worker")?;
+        build(&executor_settings, connected.sources, metrics).context("building the worker")?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Fleet membership: stops (with a final draining heartbeat) as soon as
@@ -274,6 +290,30 @@ pub async fn run(
         let _ = task.await;
     }
     Ok(())
+}
+
+/// Adds this worker's listeners, its advertised address and the control
+/// plane's URLs to the addresses guests may never reach.
+fn deny_platform(executor: &mut ExecutorSettings, settings: &Settings, listeners: &Listeners) {
+    let deny = &mut executor.egress.deny;
+    for listener in [&listeners.grpc, &listeners.admin] {
+        if let Ok(addr) = listener.local_addr() {
+            deny.listener(addr);
+        }
+    }
+    let mut names = vec![settings.advertise_address.clone()];
+    if let Origin::ControlPlane { urls, .. } = &settings.origin {
+        for url in urls {
+            if let Some(host) = url.host() {
+                names.push(format!("{host}:{}", url.port_u16().unwrap_or(443)));
+            }
+        }
+    }
+    for name in names {
+        if let Err(error) = deny.add(&name) {
+            tracing::warn!(%error, "not a host:port; guests are not kept from it");
+        }
+    }
 }
 
 /// The shutdown sequence, up to the point where the server may stop.

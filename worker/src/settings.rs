@@ -14,6 +14,7 @@ use crate::config::{Config, Toggle};
 use crate::egress::EgressConfig;
 use crate::engine::EngineConfig;
 use crate::execute::limits::Limits;
+use crate::logs::RateLimits;
 
 /// A whole worker process.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub struct Settings {
     /// this worker.
     pub(crate) advertise_address: String,
     pub(crate) shutdown: ShutdownTiming,
+    /// How long the last listed trust keys stay usable.
+    pub(crate) trust_max_age: Duration,
 }
 
 /// Where bundles, trust keys and host services come from.
@@ -62,6 +65,8 @@ pub struct ExecutorSettings {
     pub(crate) limits: Limits,
     pub(crate) admission: AdmissionConfig,
     pub(crate) egress: EgressConfig,
+    /// How much each install may log on this worker.
+    pub(crate) log_rates: RateLimits,
     /// Compiled components kept in memory. A JS component's code is ~36 MB
     /// mapped; 64 of them fit comfortably in a worker's memory.
     pub(crate) memory_cache_entries: NonZeroUsize,
@@ -77,6 +82,7 @@ impl Default for ExecutorSettings {
             limits: Limits::default(),
             admission: AdmissionConfig::default(),
             egress: EgressConfig::default(),
+            log_rates: RateLimits::default(),
             memory_cache_entries: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
             cache_dir: None,
         }
@@ -92,6 +98,8 @@ pub enum SettingsError {
     NoCapacity,
     #[error(transparent)]
     ControlPlaneUrl(#[from] annex_ops::upstream::UpstreamError),
+    #[error("invalid --egress-deny entry: {0}")]
+    EgressDeny(String),
 }
 
 impl TryFrom<&Config> for Settings {
@@ -112,6 +120,7 @@ impl TryFrom<&Config> for Settings {
                 propagation: Duration::from_millis(config.drain_propagation_ms),
                 grace: Duration::from_secs(config.shutdown_grace_secs),
             },
+            trust_max_age: Duration::from_secs(config.trust_max_age_secs),
         })
     }
 }
@@ -164,6 +173,12 @@ fn executor(config: &Config) -> Result<ExecutorSettings, SettingsError> {
     s.admission.per_tenant = config.per_tenant;
     s.limits.default_timeout = Duration::from_millis(config.default_timeout_ms.max(1));
     s.limits.default_memory_mb = config.default_memory_mb.max(1);
+    for entry in config.egress_deny.iter().filter(|e| !e.trim().is_empty()) {
+        s.egress
+            .deny
+            .add(entry)
+            .map_err(SettingsError::EgressDeny)?;
+    }
     Ok(s)
 }
 
@@ -202,6 +217,25 @@ mod tests {
             "--capacity=0",
         ]));
         assert_eq!(capacity.err(), Some(SettingsError::NoCapacity));
+        let deny = Settings::try_from(&parse(&[
+            "--control-plane-url=https://cp:7443",
+            "--egress-deny=cp-admin:9090,bad host",
+        ]));
+        assert!(matches!(deny, Err(SettingsError::EgressDeny(_))));
+    }
+
+    #[test]
+    fn trust_keys_stay_usable_for_a_day_by_default() {
+        let s =
+            Settings::try_from(&parse(&["--control-plane-url=https://cp:7443"])).expect("valid");
+        assert_eq!(s.trust_max_age, Duration::from_secs(86_400));
+        let s = Settings::try_from(&parse(&[
+            "--control-plane-url=https://cp:7443",
+            "--trust-max-age-secs=60",
+            "--egress-deny=cp-admin:9090,10.0.0.9",
+        ]))
+        .expect("valid");
+        assert_eq!(s.trust_max_age, Duration::from_secs(60));
     }
 
     #[test]

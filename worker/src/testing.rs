@@ -174,6 +174,16 @@ pub fn test_settings(cache_dir: Option<PathBuf>) -> ExecutorSettings {
     settings
 }
 
+/// Keeps guests of workers built from `settings` from `entry`
+/// (`host[:port]`), as `--egress-deny` does.
+pub fn deny_egress(settings: &mut ExecutorSettings, entry: &str) {
+    settings
+        .egress
+        .deny
+        .add(entry)
+        .unwrap_or_else(|e| panic!("deny entry {entry}: {e}"));
+}
+
 /// Host services for tests: secrets from a map, guest logs recorded, every
 /// other call unavailable (the control plane's real `HostServices` is
 /// tested against the control plane).

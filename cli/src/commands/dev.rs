@@ -6,6 +6,16 @@
 //!
 //! It writes `.annex/dev.env` (edge URL, tenant, a read+write token, the
 //! sample's slug) and runs until Ctrl-C, then stops every service cleanly.
+//! `.annex` is readable by its owner only (0700), and so are the files in
+//! it that hold a secret (0600: `dev.env`, the publisher key, the JWT
+//! secret, the key-encryption key, the certificates' keys); an existing
+//! directory or file from an earlier run is tightened the same way.
+//! With `--watch DIR` the author's project takes the sample's place and is
+//! rebuilt and reinstalled on every change ([`watch_loop`]).
+
+mod release;
+mod ui_host;
+mod watch_loop;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +39,7 @@ use super::token::{self, Claims};
 use crate::cli::DevArgs;
 use crate::client::{self, PUBLISH_CHUNK, Target, remote};
 use crate::output::Report;
+use crate::progress;
 
 /// The tenant the sample is installed for.
 pub const DEV_TENANT: &str = "dev";
@@ -39,8 +50,13 @@ const SAMPLE_NAME: &str = "hello";
 pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
     let _telemetry = annex_ops::telemetry::init(annex_ops::telemetry::LogFormat::Text, "annex");
     annex_ops::tls::install_crypto_provider();
+    let watched = args
+        .watch
+        .as_deref()
+        .map(watch_loop::Project::open)
+        .transpose()?;
     let dir = absolute(&args.dir)?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    private_dir(&dir)?;
     let pki = dir.join("pki");
     devcerts::ensure_dir(&pki).context("writing the dev certificates")?;
     let tls = |role| devcerts::role_files(&pki, role).load();
@@ -158,7 +174,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
         stopped(),
     )));
 
-    let sample = if args.no_sample {
+    let sample = if let Some(project) = &watched {
+        Some(project.slug.clone())
+    } else if args.no_sample {
         None
     } else {
         let target = Target::new(&cp_url, &pki, [None, None, None], Some("localhost".into()));
@@ -178,8 +196,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
         jwt_secret_file.display()
     );
     let env_file = dir.join("dev.env");
-    std::fs::write(&env_file, env).with_context(|| format!("writing {}", env_file.display()))?;
+    crate::files::write_private(&env_file, env.as_bytes(), true)?;
     print_welcome(&edge_url, &env_file, sample.as_deref());
+    if let Some(project) = watched {
+        let setup = watch_loop::Setup {
+            project,
+            dev_dir: dir.clone(),
+            control_plane: crate::client::Target::new(&cp_url, &pki, [None, None, None], None),
+            edge_url: edge_url.clone(),
+            ui_listener: bind(local(args.ui_port)).await?,
+            jwt_secret: jwt_secret.clone(),
+        };
+        tasks.push(tokio::spawn(watch_loop::run(setup, stopped())));
+    }
 
     tokio::select! {
         () = annex_ops::shutdown::signal() => {}
@@ -206,6 +235,32 @@ async fn first_failure(tasks: &mut [tokio::task::JoinHandle<anyhow::Result<()>>]
     }
 }
 
+/// Creates `dir` (and its parents) and makes it its owner's only (0700).
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Makes an existing file its owner's only (0600): files an earlier run
+/// wrote world-readable.
+fn private_file(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     if path.is_absolute() {
         Ok(path.to_owned())
@@ -222,13 +277,18 @@ async fn open_store(
     memory: bool,
 ) -> anyhow::Result<(Arc<dyn Store>, Option<LocalPostgres>)> {
     if !memory && annex_devpg::binaries_available() {
-        let cluster = LocalPostgres::start(
-            &dir.join("pg"),
-            LocalPostgresOptions {
-                mode: ClusterMode::Persistent,
-            },
-        )
-        .await
+        let cluster = {
+            let _progress = progress::spinner(
+                "annex dev: starting PostgreSQL under .annex/pg (the first start creates the cluster)",
+            );
+            LocalPostgres::start(
+                &dir.join("pg"),
+                LocalPostgresOptions {
+                    mode: ClusterMode::Persistent,
+                },
+            )
+            .await
+        }
         .context("starting the dev PostgreSQL cluster under .annex/pg")?;
         let store = PgStore::connect(PgStoreConfig {
             url: cluster.url(),
@@ -281,10 +341,13 @@ async fn install_sample(
 
     let key_file = dir.join("dev-publisher.pem");
     let key = match std::fs::read_to_string(&key_file) {
-        Ok(pem) => KeyPair::from_pkcs8_pem(&pem).context("reading the dev publisher key")?,
+        Ok(pem) => {
+            private_file(&key_file)?;
+            KeyPair::from_pkcs8_pem(&pem).context("reading the dev publisher key")?
+        }
         Err(_) => {
             let key = KeyPair::generate();
-            std::fs::write(&key_file, key.to_pkcs8_pem()?)
+            crate::files::write_private(&key_file, key.to_pkcs8_pem()?.as_bytes(), true)
                 .context("writing the dev publisher key")?;
             key
         }
@@ -417,7 +480,9 @@ async fn build_sample(examples: &Path) -> anyhow::Result<PathBuf> {
             .context("running rustup (the Rust toolchain is needed to build the sample)")?;
         anyhow::ensure!(status.success(), "rustup target add wasm32-wasip2 failed");
     }
-    eprintln!("annex dev: building the sample guest");
+    let _progress = progress::spinner(
+        "annex dev: building the sample guest (the first build compiles its dependencies)",
+    );
     let status = tokio::process::Command::new("cargo")
         .args([
             "build",
@@ -455,4 +520,51 @@ fn print_welcome(edge_url: &str, env_file: &Path, sample: Option<&str>) {
          \n\nCtrl-C stops everything.\n",
         env = env_file.display()
     );
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[test]
+    fn the_dev_directory_and_its_secrets_are_the_owners_only() {
+        let root = tempfile::tempdir().expect("tempdir");
+        // What an earlier run left: a world-readable directory, token file
+        // and publisher key.
+        let dir = root.path().join(".annex");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let key = dir.join("dev-publisher.pem");
+        std::fs::write(&key, "key").expect("write");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let env = dir.join("dev.env");
+        std::fs::write(&env, "ANNEX_TOKEN=old").expect("write");
+        std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+        private_dir(&dir).expect("private dir");
+        private_file(&key).expect("private key");
+        crate::files::write_private(&env, b"ANNEX_TOKEN=new", true).expect("env");
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(mode(&env), 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&env).expect("read"),
+            "ANNEX_TOKEN=new"
+        );
+
+        // A fresh directory is private from the start.
+        let fresh = root.path().join("fresh/.annex");
+        private_dir(&fresh).expect("fresh dir");
+        assert_eq!(mode(&fresh), 0o700);
+    }
 }

@@ -2,16 +2,19 @@
 //! (the global options) and returns a [`Report`]; it never prints its result itself and never
 //! exits the process.
 //!
-//! Local commands (`keygen`, `pack`, `sign`, `token`) need no network. The rest connect
-//! through [`crate::client`]. New commands (`annex dev`, `call`, `logs`) slot in as another
+//! Local commands (`new`, `build`, `keygen`, `pack`, `sign`, `token`, `completions`) need no
+//! network. The rest connect through [`crate::client`]. A new command slots in as another
 //! module and another arm in [`run`].
 
 mod api_keys;
+mod build;
 mod call;
+mod completions;
 mod config;
 mod dev;
 mod installs;
 mod keygen;
+mod new;
 mod pack;
 mod publish;
 mod quota;
@@ -24,6 +27,8 @@ use crate::cli::{Cli, Command, Global};
 use crate::client::{ControlPlane, Target};
 use crate::failure::usage;
 use crate::output::Report;
+
+pub use pack::human_bytes;
 
 /// Global options, with the lookups commands share.
 #[derive(Debug)]
@@ -60,6 +65,9 @@ impl Context {
 pub async fn run(cli: Cli) -> anyhow::Result<Report> {
     let cx = Context { global: cli.global };
     match cli.command {
+        Command::New(args) => new::run(args),
+        Command::Build(args) => build::run(args).await,
+        Command::Completions(args) => completions::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Pack(args) => pack::run(args).await,
         Command::Sign(args) => sign::run(args).await,

@@ -7,7 +7,6 @@
 //! on stderr while the (blocking) packer runs.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use annex_bundle::archive::{COMPONENT_PATH, MANIFEST_PATH, PackOptions, pack_dir_with};
 use annex_bundle::hash::ContentHash;
@@ -19,6 +18,7 @@ use super::blocking;
 use crate::cli::PackArgs;
 use crate::files;
 use crate::output::{Report, fields, note};
+use crate::progress;
 
 /// Inputs above this size get a spinner: level-9 zstd runs at roughly 30 MB/s on one core, so
 /// from here on packing takes long enough that silence looks like a hang.
@@ -30,28 +30,41 @@ const COMPONENT_LAYER: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
 const CORE_MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
 
 pub async fn run(args: PackArgs) -> anyhow::Result<Report> {
-    let dir = args.dir.clone();
-    let manifest = check_dir(&dir)?;
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| dir.join("bundle.tar.zst"));
-    let sidecar = files::sha256_sidecar(&out);
-    let (input_bytes, input_files) = measure(&dir);
+        .unwrap_or_else(|| args.dir.join("bundle.tar.zst"));
+    let packed = pack(&args.dir, &out, args.level).await?;
+    Ok(packed.report())
+}
+
+/// What [`pack`] wrote.
+#[derive(Debug)]
+pub struct Packed {
+    pub manifest: Manifest,
+    pub out: PathBuf,
+    pub sidecar: PathBuf,
+    pub hash: ContentHash,
+    pub size: u64,
+}
+
+/// Checks `dir` (manifest and component), packs it at zstd `level` into `out` and writes the
+/// hash sidecar beside it. `annex pack` and `annex build` both end here.
+pub async fn pack(dir: &Path, out: &Path, level: i32) -> anyhow::Result<Packed> {
+    let manifest = check_dir(dir)?;
+    let sidecar = files::sha256_sidecar(out);
+    let (input_bytes, input_files) = measure(dir);
 
     let spinner = (input_bytes >= SPINNER_FROM_BYTES).then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_message(format!(
+        progress::spinner(format!(
             "packing {} ({input_files} files, {})",
             dir.display(),
             human_bytes(input_bytes)
-        ));
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
+        ))
     });
-    let options = PackOptions { level: args.level };
+    let options = PackOptions { level };
     let packed = blocking({
-        let dir = dir.clone();
+        let dir = dir.to_path_buf();
         move || {
             let bytes = pack_dir_with(&dir, &options)
                 .map_err(|e| anyhow::anyhow!("packing {}: {e}", dir.display()))?;
@@ -60,41 +73,55 @@ pub async fn run(args: PackArgs) -> anyhow::Result<Report> {
         }
     })
     .await;
-    if let Some(bar) = spinner {
-        bar.finish_and_clear();
-    }
+    drop(spinner);
     let (bytes, hash) = packed?;
-    files::write_atomic(&out, &bytes)?;
+    files::write_atomic(out, &bytes)?;
     files::write_atomic(&sidecar, format!("{}\n", hash.hex()).as_bytes())?;
+    Ok(Packed {
+        manifest,
+        out: out.to_path_buf(),
+        sidecar,
+        hash,
+        size: bytes.len() as u64,
+    })
+}
 
-    let slug = format!("{}.{}", manifest.publisher, manifest.name).to_lowercase();
-    let text = format!(
-        "{}next: annex sign {} --key <signing-key.pem>\n",
-        fields(&[
-            (
-                "extension",
-                format!("{slug} {} (runtime {})", manifest.version, manifest.runtime)
-            ),
-            (
-                "bundle",
-                format!("{} ({})", out.display(), human_bytes(bytes.len() as u64))
-            ),
-            ("content hash", hash.to_string()),
-            ("sidecar", sidecar.display().to_string()),
-        ]),
-        out.display()
-    );
-    let json = json!({
-        "bundle": out,
-        "sidecar": sidecar,
-        "content_hash": hash,
-        "size_bytes": bytes.len(),
-        "publisher": manifest.publisher,
-        "name": manifest.name,
-        "version": manifest.version,
-        "slug": slug,
-    });
-    Ok(Report::new(text, json))
+impl Packed {
+    pub fn slug(&self) -> String {
+        format!("{}.{}", self.manifest.publisher, self.manifest.name).to_lowercase()
+    }
+
+    /// What `annex pack` prints: the extension, the bundle, its hash, and the next step.
+    pub fn report(&self) -> Report {
+        let (manifest, out, slug) = (&self.manifest, &self.out, self.slug());
+        let text = format!(
+            "{}next: annex sign {} --key <signing-key.pem>\n",
+            fields(&[
+                (
+                    "extension",
+                    format!("{slug} {} (runtime {})", manifest.version, manifest.runtime)
+                ),
+                (
+                    "bundle",
+                    format!("{} ({})", out.display(), human_bytes(self.size))
+                ),
+                ("content hash", self.hash.to_string()),
+                ("sidecar", self.sidecar.display().to_string()),
+            ]),
+            out.display()
+        );
+        let json = json!({
+            "bundle": out,
+            "sidecar": self.sidecar,
+            "content_hash": self.hash,
+            "size_bytes": self.size,
+            "publisher": manifest.publisher,
+            "name": manifest.name,
+            "version": manifest.version,
+            "slug": slug,
+        });
+        Report::new(text, json)
+    }
 }
 
 /// Validates `manifest.json` and `dist/main.wasm` before packing; notes a missing UI entry.
@@ -110,21 +137,7 @@ fn check_dir(dir: &Path) -> anyhow::Result<Manifest> {
             dir.display()
         );
     }
-    let raw = files::read(&manifest_path)?;
-    let manifest = Manifest::parse(&raw).map_err(|e| match e {
-        ManifestError::Invalid(issues) => {
-            let issues: Vec<String> = issues
-                .iter()
-                .map(|i| i.to_string().trim_end_matches('.').to_owned())
-                .collect();
-            anyhow::anyhow!(
-                "{} is not a valid manifest: {}",
-                manifest_path.display(),
-                issues.join("; ")
-            )
-        }
-        other => anyhow::anyhow!("{}: {other}", manifest_path.display()),
-    })?;
+    let manifest = parse_manifest(&manifest_path, &files::read(&manifest_path)?)?;
 
     let component_path = dir.join(COMPONENT_PATH);
     let mut head = [0u8; 8];
@@ -164,6 +177,24 @@ fn check_dir(dir: &Path) -> anyhow::Result<Manifest> {
         ));
     }
     Ok(manifest)
+}
+
+/// Validates manifest bytes read from `path` with the registry's rules; every issue on one line.
+pub fn parse_manifest(path: &Path, raw: &[u8]) -> anyhow::Result<Manifest> {
+    Manifest::parse(raw).map_err(|e| match e {
+        ManifestError::Invalid(issues) => {
+            let issues: Vec<String> = issues
+                .iter()
+                .map(|i| i.to_string().trim_end_matches('.').to_owned())
+                .collect();
+            anyhow::anyhow!(
+                "{} is not a valid manifest: {}",
+                path.display(),
+                issues.join("; ")
+            )
+        }
+        other => anyhow::anyhow!("{}: {other}", path.display()),
+    })
 }
 
 /// Total bytes and count of the non-hidden regular files under `dir` (what the packer takes),

@@ -16,11 +16,12 @@ use super::pack::human_bytes;
 use super::sign::SignatureFile;
 use super::{Context, blocking};
 use crate::cli::PublishArgs;
-use crate::client::remote;
+use crate::client::{ControlPlane, remote};
 use crate::files;
 use crate::output::{Report, fields, table, time, time_json};
+use crate::progress;
 
-/// Uploads above this size show a progress bar on stderr (when stderr is a terminal).
+/// Uploads above this size show progress on stderr: a bar on a terminal, else a line per quarter.
 const PROGRESS_FROM_BYTES: u64 = 4 * 1024 * 1024;
 
 pub async fn publish(cx: &Context, args: PublishArgs) -> anyhow::Result<Report> {
@@ -47,28 +48,13 @@ pub async fn publish(cx: &Context, args: PublishArgs) -> anyhow::Result<Report> 
     }
 
     let cp = cx.connect().await?;
-    let bar = indicatif::ProgressBar::new(size);
-    if size >= PROGRESS_FROM_BYTES {
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "uploading {bar:30} {binary_bytes}/{binary_total_bytes} ({eta})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-    } else {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
     let header = pb::PublishHeader {
         signature: sig.signature.clone(),
         key_id: sig.key_id.clone(),
         declared_hash: hash.to_string(),
         declared_size: size,
     };
-    let progress = bar.clone();
-    let result = cp
-        .publish_file(&args.bundle, header, move |n| progress.inc(n))
-        .await;
-    bar.finish_and_clear();
+    let result = upload(&cp, &args.bundle, header).await;
     let response = result.with_context(|| format!("publishing {}", args.bundle.display()))?;
 
     let ext = response.extension.unwrap_or_default();
@@ -140,8 +126,26 @@ pub async fn versions(cx: &Context, extension: &str) -> anyhow::Result<Report> {
     Ok(Report::new(text, json))
 }
 
+/// Streams `bundle` to the registry after `header` (whose `declared_size` is the file's size),
+/// with progress on stderr for bundles from [`PROGRESS_FROM_BYTES`] on.
+pub async fn upload(
+    cp: &ControlPlane,
+    bundle: &Path,
+    header: pb::PublishHeader,
+) -> anyhow::Result<pb::PublishResponse> {
+    let size = header.declared_size;
+    if size < PROGRESS_FROM_BYTES {
+        return cp.publish_file(bundle, header, |_| {}).await;
+    }
+    let progress = progress::transfer(format!("uploading {}", bundle.display()), size);
+    let sent = progress.clone();
+    let result = cp.publish_file(bundle, header, move |n| sent.inc(n)).await;
+    progress.finish();
+    result
+}
+
 /// Content hash and size of a file, streamed (bundles can be 200 MiB).
-fn hash_file(path: &Path) -> anyhow::Result<(annex_bundle::ContentHash, u64)> {
+pub fn hash_file(path: &Path) -> anyhow::Result<(annex_bundle::ContentHash, u64)> {
     let mut file =
         std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut hasher = ContentHasher::new();

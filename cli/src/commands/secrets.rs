@@ -95,15 +95,37 @@ async fn list_keys(cx: &Context, extension: &str) -> anyhow::Result<Report> {
         .map_err(remote)
         .with_context(|| format!("listing secrets of {extension} for tenant {tenant}"))?
         .into_inner();
+    let expires_ms = keys.expires_at.map(|t| t.unix_ms);
     let text = if keys.keys.is_empty() {
         format!("{extension} has no secrets for tenant {tenant}")
     } else {
-        keys.keys.join("\n")
+        let mut text = keys.keys.join("\n");
+        if let Some(note) = expiry_note(expires_ms, keys.expired) {
+            text.push_str(&format!("\n({note})"));
+        }
+        text
     };
     Ok(Report::new(
         text,
-        json!({ "keys": keys.keys, "secrets_version": keys.secrets_version }),
+        json!({
+            "keys": keys.keys,
+            "secrets_version": keys.secrets_version,
+            "expires_at_ms": expires_ms,
+            "expired": keys.expired,
+        }),
     ))
+}
+
+/// "expired at …" (guests no longer see the secrets) or "expires at …".
+fn expiry_note(expires_ms: Option<i64>, expired: bool) -> Option<String> {
+    let at = expires_ms?;
+    let when = chrono::DateTime::from_timestamp_millis(at)
+        .map_or_else(|| format!("{at} ms"), |t| t.to_rfc3339());
+    Some(if expired {
+        format!("expired at {when}: guests no longer see these secrets")
+    } else {
+        format!("expires at {when}")
+    })
 }
 
 /// A JSON object of strings, or `KEY=VALUE` lines (blank lines and `#` comments skipped).
@@ -153,5 +175,18 @@ mod tests {
         let err = parse_secrets("A=1\nhunter2\n").expect_err("bad line");
         assert_eq!(err, "line 2 is not KEY=VALUE");
         assert!(parse_secrets(r#"{"a":1}"#).is_err());
+    }
+
+    #[test]
+    fn expired_secrets_are_shown_as_expired() {
+        assert_eq!(expiry_note(None, false), None);
+        assert_eq!(
+            expiry_note(Some(0), true).as_deref(),
+            Some("expired at 1970-01-01T00:00:00+00:00: guests no longer see these secrets")
+        );
+        assert_eq!(
+            expiry_note(Some(0), false).as_deref(),
+            Some("expires at 1970-01-01T00:00:00+00:00")
+        );
     }
 }

@@ -294,10 +294,12 @@ impl Installs for InstallsService {
     ) -> Result<Response<pb::SecretKeys>, Status> {
         require(&req, WRITERS)?;
         let (tenant, ext) = install_ref(Some(req.into_inner()))?;
-        let (keys, version) = self.installs.secret_keys(&tenant, &ext).await?;
+        let (keys, version, expires_at) = self.installs.secret_keys(&tenant, &ext).await?;
         Ok(Response::new(pb::SecretKeys {
             keys,
             secrets_version: version.unwrap_or_default(),
+            expires_at: expires_at.and_then(ts),
+            expired: expires_at.is_some_and(|at| at <= chrono::Utc::now()),
         }))
     }
 

@@ -76,6 +76,14 @@ pub struct SecretsRow {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+impl SecretsRow {
+    /// Whether the secrets expired at or before `now` (never, without an
+    /// `expires_at`).
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
 /// An install with everything a resolve needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstallView {

@@ -142,16 +142,7 @@ pub(crate) async fn dispatch(
             return ApiError::bad_gateway(&request_id).into_response();
         }
     }
-    let status = if outcome.status == 0 && policy == ResponsePolicy::Proxy {
-        200
-    } else {
-        outcome.status
-    };
-    let Some(status) = u16::try_from(status)
-        .ok()
-        .filter(|s| (200..=599).contains(s))
-        .and_then(|s| StatusCode::from_u16(s).ok())
-    else {
+    let Some(status) = guest_status(outcome.status, policy) else {
         tracing::warn!(request_id = %request_id, status = outcome.status, "guest answered an invalid status");
         admitted.finish("error", "invalid_response", 502);
         return ApiError::bad_gateway(&request_id).into_response();
@@ -161,6 +152,30 @@ pub(crate) async fn dispatch(
     } else {
         admitted.finish("ok", "", status.as_u16());
     }
+    guest_response(status, outcome, policy)
+}
+
+/// The client's status for a guest's answer: 200–599 (an unset status is
+/// 200 on `/api/ext-proxy`); `None` for anything else.
+pub(crate) fn guest_status(status: u32, policy: ResponsePolicy) -> Option<StatusCode> {
+    let status = if status == 0 && policy == ResponsePolicy::Proxy {
+        200
+    } else {
+        status
+    };
+    u16::try_from(status)
+        .ok()
+        .filter(|s| (200..=599).contains(s))
+        .and_then(|s| StatusCode::from_u16(s).ok())
+}
+
+/// The client's response for a guest's `Ok` answer with a valid status:
+/// its body (none for 204 and 304) and its headers through `policy`.
+pub(crate) fn guest_response(
+    status: StatusCode,
+    outcome: pb::ExecuteResponse,
+    policy: ResponsePolicy,
+) -> Response {
     let body = if matches!(status.as_u16(), 204 | 304) {
         Body::empty()
     } else {

@@ -25,6 +25,8 @@ mod execution;
 mod frame;
 
 pub(crate) use execution::{Execution, dispatch, execute_request, traceparent};
+#[cfg(feature = "fuzzing")]
+pub(crate) use execution::{guest_response, guest_status};
 pub(crate) use frame::{framed, raw_tail, read_body};
 
 /// Longest client-supplied request id accepted; longer ones are replaced.

@@ -3,12 +3,19 @@
 //! recurses without bound, `/giant?mb=N` answers an N MiB body (default 32),
 //! `/panic` panics, `/stdout` writes to stdout and stderr, anything else is a
 //! quick 200.
+//!
+//! Under `/hostile/` it attacks the host instead of itself:
+//! `/hostile/headers?n=N&bytes=B` answers N `x-ext-h<i>` headers of B bytes
+//! each (defaults 33,000 and 8), `/hostile/status?code=N` answers status N,
+//! `/hostile/logflood?n=N&bytes=B` writes N log lines of B bytes (defaults
+//! 5,000 and 8,192) and `/hostile/printflood?n=N` prints N lines to stdout.
 
 wit_bindgen::generate!({
     path: "../wit",
     world: "runner",
 });
 
+use alga::extension::logging;
 use alga::extension::types::HttpHeader;
 use std::hint::black_box;
 
@@ -18,18 +25,47 @@ impl Guest for Misbehave {
     fn handler(request: ExecuteRequest) -> ExecuteResponse {
         let url = request.http.url;
         let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+        let number = |name: &str, default: usize| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(default)
+        };
         match path {
+            "/hostile/headers" => {
+                let value = "v".repeat(number("bytes", 8));
+                let mut r = ok("many headers".to_string());
+                r.headers
+                    .extend((0..number("n", 33_000)).map(|i| HttpHeader {
+                        name: format!("x-ext-h{i}"),
+                        value: value.clone(),
+                    }));
+                r
+            }
+            "/hostile/status" => ExecuteResponse {
+                status: u16::try_from(number("code", 1000)).unwrap_or(u16::MAX),
+                ..ok("odd status".to_string())
+            },
+            "/hostile/logflood" => {
+                let line = "x".repeat(number("bytes", 8192));
+                let n = number("n", 5000);
+                for _ in 0..n {
+                    logging::log_info(&line);
+                }
+                ok(format!("logged {n} lines"))
+            }
+            "/hostile/printflood" => {
+                let n = number("n", 100_000);
+                for i in 0..n {
+                    println!("printed line {i}");
+                }
+                ok(format!("printed {n} lines"))
+            }
             "/loop" => spin(),
             "/oom" => ok(format!("allocated {} bytes", hoard())),
             "/recurse" => ok(format!("depth {}", recurse(black_box(0)))),
-            "/giant" => {
-                let mb = query
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix("mb="))
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .unwrap_or(32);
-                response(vec![b'x'; mb * 1024 * 1024])
-            }
+            "/giant" => response(vec![b'x'; number("mb", 32) * 1024 * 1024]),
             "/panic" => panic!("the guest panicked on purpose"),
             "/stdout" => {
                 println!("line one to stdout");

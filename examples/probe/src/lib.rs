@@ -2,6 +2,8 @@
 //! JSON, for the worker's interface tests. Built against world `runner-v2`
 //! (every Alga interface plus Annex's `config`). Results are `{"ok": ...}` or
 //! `{"err": "<enum case>"}`; record-returning functions report the record.
+//! The status is 200, or `status_on_err=N` from the query when the result is
+//! an `err`.
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -210,8 +212,12 @@ impl Guest for Probe {
             }
             _ => json!({"err": "unknown probe path", "path": path}),
         };
+        let status = match q.get("status_on_err").and_then(|s| s.parse().ok()) {
+            Some(status) if result.get("err").is_some() => status,
+            _ => 200,
+        };
         ExecuteResponse {
-            status: 200,
+            status,
             headers: vec![HttpHeader {
                 name: "content-type".to_string(),
                 value: "application/json".to_string(),

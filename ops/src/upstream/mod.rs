@@ -87,6 +87,8 @@ pub struct UpstreamSettings {
     /// HTTP/2 keep-alive ping interval (also while idle), so a replica that
     /// vanished without closing its connections is noticed.
     pub keepalive: Duration,
+    /// How long a ping may go unanswered before the connection is dropped.
+    pub keepalive_timeout: Duration,
 }
 
 impl UpstreamSettings {
@@ -97,6 +99,7 @@ impl UpstreamSettings {
             server_name,
             connect_timeout: Duration::from_secs(3),
             keepalive: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -160,6 +163,7 @@ impl Upstream {
         let timing = Timing {
             connect_timeout: settings.connect_timeout,
             keepalive: settings.keepalive,
+            keepalive_timeout: settings.keepalive_timeout,
         };
         let replicas = Arc::new(Replicas::new(targets, tls, timing, resolver));
         tokio::spawn(replicas::resolve_loop(

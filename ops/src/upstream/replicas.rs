@@ -63,6 +63,7 @@ pub(super) struct Target {
 pub(super) struct Timing {
     pub(super) connect_timeout: Duration,
     pub(super) keepalive: Duration,
+    pub(super) keepalive_timeout: Duration,
 }
 
 /// One address of a target.
@@ -178,6 +179,7 @@ impl Replicas {
         };
         Ok(Endpoint::from_shared(format!("http://{}", t.authority))?
             .http2_keep_alive_interval(self.timing.keepalive)
+            .keep_alive_timeout(self.timing.keepalive_timeout)
             .keep_alive_while_idle(true)
             .connect_with_connector_lazy(connector))
     }
@@ -355,6 +357,7 @@ pub(super) fn stream_channel(replicas: &Arc<Replicas>) -> Result<Channel, tonic:
         .map_or_else(|| "control-plane".to_owned(), |t| t.authority.clone());
     Ok(Endpoint::from_shared(format!("http://{authority}"))?
         .http2_keep_alive_interval(replicas.timing.keepalive)
+        .keep_alive_timeout(replicas.timing.keepalive_timeout)
         .keep_alive_while_idle(true)
         .connect_with_connector_lazy(Failover(replicas.clone())))
 }

@@ -55,6 +55,19 @@ struct Window {
     since: Instant,
 }
 
+/// Counts one call in the current window.
+fn record(window: &Mutex<Window>, took: Duration, failure: Option<String>) {
+    let mut w = window.lock().unwrap_or_else(PoisonError::into_inner);
+    w.figures.calls += 1;
+    w.figures.latencies.push(took);
+    if let Some(why) = failure {
+        w.figures.failures += 1;
+        if w.figures.failed.len() < DESCRIBED {
+            w.figures.failed.push(why);
+        }
+    }
+}
+
 /// Callers running against one edge route.
 pub struct Load {
     window: Arc<Mutex<Window>>,
@@ -103,16 +116,7 @@ impl Load {
                             Ok(resp) => Some(format!("{}: {}", resp.status, resp.text())),
                             Err(e) => Some(format!("no answer: {e}")),
                         };
-                        let mut w = window.lock().unwrap_or_else(PoisonError::into_inner);
-                        w.figures.calls += 1;
-                        w.figures.latencies.push(took);
-                        if let Some(why) = failure {
-                            w.figures.failures += 1;
-                            if w.figures.failed.len() < DESCRIBED {
-                                w.figures.failed.push(why);
-                            }
-                        }
-                        drop(w);
+                        record(&window, took, failure);
                         tokio::time::sleep(pause).await;
                     }
                 })
@@ -137,9 +141,9 @@ impl Load {
 
     /// Stops the callers (letting calls in flight finish) and returns the
     /// last window.
-    pub async fn stop(self) -> Figures {
+    pub async fn stop(mut self) -> Figures {
         let _ = self.stop.send(true);
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
         self.window()

@@ -1,8 +1,9 @@
 //! One guest run, on the guest runtime, in steps: a fresh store with the
 //! request's limits (memory, epoch deadline, fuel), the handler call bounded
 //! in time and CPU-timed, what it used (reported in the response and added
-//! to the usage ledger), the classification of its result, and the
-//! execution log (sent without holding up the response). Instances are
+//! to the usage ledger), the classification of its result and the bounds
+//! of its answer, and the execution log (queued for the control plane
+//! without holding up the response). Instances are
 //! never reused: each run instantiates from the cached `InstancePre`.
 
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use wasmtime::{Store, UpdateDeadline};
 use super::Executor;
 use super::limits::Budget;
 use super::request::Request;
-use super::response::{CallResult, Failure, check_size, classify, micros, ok_response};
+use super::response::{CallResult, Failure, check_response, classify, micros, ok_response};
 use crate::bindings::types;
 use crate::cache::Compiled;
 use crate::capabilities::Capabilities;
@@ -60,15 +61,19 @@ impl Executor {
         let result = classify(call, store.data().limiter.denied, budget.timeout);
         let mut logs = into_log(store);
         let result = match result {
-            Ok(response) => check_size(response, budget.max_response_bytes)
-                .inspect_err(|failure| logs.push(Level::Error, "system", &failure.error)),
+            Ok(response) => {
+                check_response(response, budget.max_response_bytes).inspect_err(|failure| {
+                    tracing::warn!(error = %failure.error, "guest response refused");
+                    logs.note(Level::Error, &failure.error);
+                })
+            }
             Err(failure) => {
                 let message = format!("execute failed: {}", failure.error);
-                logs.push(Level::Error, "system", &message);
+                logs.note(Level::Error, &message);
                 Err(failure)
             }
         };
-        self.publish(logs.finish());
+        self.logs.ship(logs.finish());
         match result {
             Ok(response) => Ok(ok_response(response, usage, &self.worker_id)),
             Err(failure) => Err(Failure {
@@ -92,19 +97,6 @@ impl Executor {
                 fuel: usage.fuel_consumed,
             },
         );
-    }
-
-    /// Sends the execution's log events without holding up the response.
-    fn publish(&self, events: Vec<pb::LogEvent>) {
-        if events.is_empty() {
-            return;
-        }
-        let backend = self.services.backend.clone();
-        tokio::spawn(async move {
-            if let Err(error) = backend.publish_logs(events).await {
-                tracing::debug!(%error, "publishing guest logs failed");
-            }
-        });
     }
 }
 
@@ -188,7 +180,7 @@ fn into_log(mut store: Store<HostState>) -> LogSink {
     let state = store.data_mut();
     let stdout = state.stdout.clone();
     let stderr = state.stderr.clone();
-    let mut logs = std::mem::replace(&mut state.logs, LogSink::new(Default::default()));
+    let mut logs = state.logs.take();
     drop(store);
     logs.push_output("stdout", Level::Info, &stdout);
     logs.push_output("stderr", Level::Warn, &stderr);

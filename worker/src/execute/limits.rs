@@ -24,6 +24,9 @@ pub(crate) struct Limits {
     /// Used when a request sends `max_response_bytes = 0`. 8 MiB: above
     /// Alga's effective ~1.5 MiB request bodies, far below worker memory.
     pub(crate) default_max_response_bytes: u64,
+    /// Requests asking for more get this: 32 MiB keeps every answer well
+    /// inside the 64 MiB gRPC message limit of the worker and its callers.
+    pub(crate) max_response_bytes: u64,
     /// How long a request may wait in the admission queue at most (it also
     /// never waits longer than its own timeout).
     pub(crate) max_queue_wait: Duration,
@@ -40,6 +43,7 @@ impl Default for Limits {
             default_memory_mb: 256,
             max_memory_mb: 1024,
             default_max_response_bytes: 8 * 1024 * 1024,
+            max_response_bytes: 32 * 1024 * 1024,
             max_queue_wait: Duration::from_secs(10),
             guest_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
@@ -71,7 +75,8 @@ impl Limits {
         let max_response_bytes = match requested.max_response_bytes {
             0 => self.default_max_response_bytes,
             n => n,
-        };
+        }
+        .min(self.max_response_bytes);
         Budget {
             timeout,
             memory_bytes: usize::try_from(u64::from(memory_mb) * 1024 * 1024).unwrap_or(usize::MAX),
@@ -106,10 +111,12 @@ mod tests {
         let budget = limits.budget(&pb::Limits {
             timeout_ms: u32::MAX,
             memory_mb: u32::MAX,
+            max_response_bytes: u64::MAX,
             ..Default::default()
         });
         assert_eq!(budget.timeout, limits.max_timeout);
         assert_eq!(budget.memory_bytes, 1024 * 1024 * 1024);
+        assert_eq!(budget.max_response_bytes, 32 * 1024 * 1024);
         assert_eq!(limits.queue_wait(&budget), limits.max_queue_wait);
     }
 }

@@ -29,6 +29,7 @@ use crate::engine::WasmEngine;
 use crate::fleet::DrainState;
 use crate::host::Services;
 use crate::loader::Loader;
+use crate::logs::LogShipper;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::usage::UsageLedger;
@@ -96,6 +97,8 @@ pub struct Executor {
     drain: DrainState,
     guests: GuestRuntime,
     usage: UsageLedger,
+    /// Executions' log events on their way to the control plane.
+    logs: LogShipper,
 }
 
 /// The runtime guests run on (see the module documentation).
@@ -127,6 +130,11 @@ impl Executor {
             .thread_name("annex-guest")
             .enable_all()
             .build()?;
+        let logs = LogShipper::start(
+            parts.services.backend.clone(),
+            runtime.handle(),
+            parts.metrics.log_batches_dropped(),
+        );
         Ok(Executor {
             engine: parts.engine,
             loader: parts.loader,
@@ -138,6 +146,7 @@ impl Executor {
             drain: DrainState::default(),
             guests: GuestRuntime(Some(runtime)),
             usage: UsageLedger::default(),
+            logs,
         })
     }
 

@@ -1,7 +1,10 @@
 //! What an execution answers: the guest's response, or a [`Failure`] with
 //! its outcome, mapped to an `ExecuteResponse` with Alga's error strings
 //! (`invalid_request`, `bundle_fetch_failed`, `execute_failed`). Also the
-//! classification of a guest call's result (trap, timeout, out of memory).
+//! classification of a guest call's result (trap, timeout, out of memory)
+//! and the bounds a guest's response must keep before it leaves the worker
+//! ([`check_response`]: status, header count and bytes, body size), so
+//! nothing downstream has to hold or parse more than the platform accepts.
 //! Pure mapping: nothing here runs a guest or records anything.
 
 use std::collections::BTreeMap;
@@ -91,24 +94,63 @@ pub(crate) fn ok_response(
     }
 }
 
-/// A response body over the request's limit: the guest ran, its answer is
-/// refused (outcome `rejected`, status 500).
-pub(crate) fn check_size(
+/// Headers a guest response may carry: Alga's gateway relays a handful;
+/// 100 is far above any real extension and far below what an HTTP stack
+/// refuses (a `HeaderMap` panics past 32,768 entries).
+pub(crate) const MAX_RESPONSE_HEADERS: usize = 100;
+/// Bytes of header names and values a guest response may carry: the
+/// common HTTP servers' default for a whole header section.
+pub(crate) const MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
+
+/// Checks what the guest answered against the platform's bounds: a body
+/// over `max_bytes` is refused with status 500 (as before); too many
+/// headers, too many header bytes, or a status that is neither 0 (Alga's
+/// "unset", which the proxy path answers as 200) nor 100..=599 with status
+/// 502. The guest ran; its answer is refused (outcome `rejected`).
+pub(crate) fn check_response(
     response: types::ExecuteResponse,
     max_bytes: u64,
 ) -> Result<types::ExecuteResponse, Failure> {
     let size = response.body.as_ref().map_or(0, Vec::len) as u64;
-    if size <= max_bytes {
-        return Ok(response);
+    if size > max_bytes {
+        return Err(Failure {
+            outcome: Outcome::Rejected,
+            status: 500,
+            error: format!(
+                "execute_failed: response body of {size} bytes exceeds the limit of {max_bytes} bytes"
+            ),
+            usage: None,
+        });
     }
-    Err(Failure {
+    let refused = |why: String| Failure {
         outcome: Outcome::Rejected,
-        status: 500,
-        error: format!(
-            "execute_failed: response body of {size} bytes exceeds the limit of {max_bytes} bytes"
-        ),
+        status: 502,
+        error: format!("execute_failed: response refused: {why}"),
         usage: None,
-    })
+    };
+    if response.status != 0 && !(100..=599).contains(&response.status) {
+        return Err(refused(format!(
+            "status {} is not an HTTP status",
+            response.status
+        )));
+    }
+    let count = response.headers.len();
+    if count > MAX_RESPONSE_HEADERS {
+        return Err(refused(format!(
+            "{count} headers, above the limit of {MAX_RESPONSE_HEADERS}"
+        )));
+    }
+    let bytes: usize = response
+        .headers
+        .iter()
+        .map(|h| h.name.len() + h.value.len())
+        .sum();
+    if bytes > MAX_RESPONSE_HEADER_BYTES {
+        return Err(refused(format!(
+            "{bytes} bytes of headers, above the limit of {MAX_RESPONSE_HEADER_BYTES}"
+        )));
+    }
+    Ok(response)
 }
 
 /// The result of a guest call bounded by `timeout` on the async side.
@@ -190,14 +232,49 @@ mod tests {
 
     #[test]
     fn an_oversized_body_is_rejected_with_500() {
-        let failure = check_size(guest(b"12345"), 4).expect_err("too large");
+        let failure = check_response(guest(b"12345"), 4).expect_err("too large");
         assert_eq!(failure.outcome, Outcome::Rejected);
         assert_eq!(failure.status, 500);
         assert_eq!(
             failure.error,
             "execute_failed: response body of 5 bytes exceeds the limit of 4 bytes"
         );
-        assert!(check_size(guest(b"1234"), 4).is_ok());
+        assert!(check_response(guest(b"1234"), 4).is_ok());
+    }
+
+    #[test]
+    fn headers_and_statuses_beyond_http_are_refused_with_502() {
+        let header = |i: usize, value: &str| types::HttpHeader {
+            name: format!("x-ext-{i}"),
+            value: value.to_string(),
+        };
+        let with = |status: u16, headers: Vec<types::HttpHeader>| types::ExecuteResponse {
+            status,
+            headers,
+            body: None,
+        };
+        let many = (0..=MAX_RESPONSE_HEADERS).map(|i| header(i, "v")).collect();
+        let big = vec![header(0, &"v".repeat(MAX_RESPONSE_HEADER_BYTES))];
+        for (response, error) in [
+            (with(200, many), "101 headers, above the limit of 100"),
+            (
+                with(200, big),
+                "65543 bytes of headers, above the limit of 65536",
+            ),
+            (with(1000, vec![]), "status 1000 is not an HTTP status"),
+            (with(99, vec![]), "status 99 is not an HTTP status"),
+        ] {
+            let failure = check_response(response, u64::MAX).expect_err(error);
+            assert_eq!(failure.status, 502);
+            assert_eq!(failure.outcome, Outcome::Rejected);
+            assert_eq!(
+                failure.error,
+                format!("execute_failed: response refused: {error}")
+            );
+        }
+        for status in [0, 100, 599] {
+            assert!(check_response(with(status, vec![]), 0).is_ok(), "{status}");
+        }
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::backend::HostBackend;
 use crate::bindings::RunnerV2;
 use crate::capabilities::Capabilities;
 use crate::egress::{Allowlist, EgressClient};
-use crate::logs::{CapturedOutput, LogScope, LogSink};
+use crate::logs::{CapturedOutput, LogRates, LogScope, LogSink};
 
 /// What the host interfaces know about the request (never shown to the
 /// guest except through the interfaces themselves).
@@ -85,6 +85,8 @@ impl CallContext {
 pub(crate) struct Services {
     pub backend: Arc<dyn HostBackend>,
     pub egress: Arc<EgressClient>,
+    /// Every install's guest-log budget on this worker.
+    pub log_rates: Arc<LogRates>,
 }
 
 /// Linear-memory limit of one store. A denied growth makes `memory.grow`
@@ -166,7 +168,7 @@ impl HostState {
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .build();
-        let logs = LogSink::new(call.log_scope());
+        let logs = LogSink::new(call.log_scope(), services.log_rates.clone());
         let http_hooks = wasi_http::EgressHooks {
             allowed: caps.has(crate::capabilities::Capability::HttpFetch),
             allowlist: call.allowlist.clone(),

@@ -1,7 +1,9 @@
 //! `wasi:http/outgoing-handler` (0.2), routed through the same egress
-//! policy as `http.fetch`: the request needs `cap:http.fetch`, its host must
-//! be on the install's allowlist, non-public addresses need an exact entry,
-//! the connection goes to the address that was checked, redirects are not
+//! policy as `http.fetch`: the request needs `cap:http.fetch`, its host and
+//! port must be allowed by the install's allowlist, private addresses need
+//! an IP-literal or `private:` entry, link-local, metadata and platform
+//! addresses are never reached, the connection goes to the address that
+//! was checked, redirects are not
 //! followed, the response body is capped and the whole exchange is bounded
 //! by the egress timeout. Alga links `wasi:http` with default hooks, which
 //! bypass its allowlist; Annex closes that gap (docs/design/differences.md).

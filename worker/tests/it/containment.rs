@@ -199,7 +199,7 @@ async fn a_host_call_that_outlives_the_deadline_ends_as_timeout() {
         .execute(
             Call::new(&hash, "POST", "/fetch")
                 .caps(&["cap:http.fetch"])
-                .allow(&["127.0.0.1"])
+                .allow(&[addr.to_string().as_str()])
                 .body(body)
                 .timeout_ms(300)
                 .build(),

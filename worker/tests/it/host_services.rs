@@ -571,3 +571,41 @@ async fn ui_proxy_forwards_and_maps_missing_routes() {
     );
     assert_eq!(r, json!({"err": "bad-request"}));
 }
+
+#[tokio::test]
+async fn ui_proxy_routes_that_move_up_once_decoded_never_leave_the_worker() {
+    let (w, fake) = setup().await;
+    // Each of these becomes `..` (or a path separator) once a URL parser
+    // or the host application decodes it.
+    for route in [
+        "/%2e%2e/admin",
+        "/%2E%2E/%2E%2E/api/internal",
+        "/a/.%2e/b",
+        "/a/%252e%252e/b",
+        "/a%2f..%2fb",
+        "\\..\\admin",
+        "/a/..\\b",
+        "/a/%00/b",
+    ] {
+        let r = json(
+            &w.execute(call("/ui-proxy").query("route", route).build())
+                .await,
+        );
+        assert_eq!(r, json!({"err": "bad-request"}), "{route}");
+    }
+    assert!(
+        fake.ui_calls.lock().is_empty(),
+        "refused routes reached the control plane: {:?}",
+        fake.ui_calls.lock()
+    );
+    // Encoded characters that are not traversal still go through.
+    let r = json(
+        &w.execute(
+            call("/ui-proxy")
+                .query("route", "/proxy/a%20b?x=..")
+                .build(),
+        )
+        .await,
+    );
+    assert_eq!(r, json!({"err": "route-not-found"}));
+}

@@ -274,7 +274,7 @@ async fn unknown_capabilities_reject_the_request() {
 
 /// A one-shot-per-connection HTTP/1.1 server on 127.0.0.1: `/redirect`
 /// answers 302, anything else 200 echoing method, path and body.
-async fn stub_http_server() -> std::net::SocketAddr {
+pub(crate) async fn stub_http_server() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind stub");
@@ -332,7 +332,7 @@ async fn stub_http_server() -> std::net::SocketAddr {
     addr
 }
 
-fn fetch_body(url: &str) -> Vec<u8> {
+pub(crate) fn fetch_body(url: &str) -> Vec<u8> {
     json!({"method": "POST", "url": url, "headers": [["content-type", "text/plain"]], "body": "ping"})
         .to_string()
         .into_bytes()
@@ -343,7 +343,7 @@ async fn http_fetch_needs_the_capability() {
     let addr = stub_http_server().await;
     let body = probe(
         |c| {
-            c.allow(&["127.0.0.1"])
+            c.allow(&[addr.to_string().as_str()])
                 .body(fetch_body(&format!("http://{addr}/x")))
         },
         "POST",
@@ -359,7 +359,7 @@ async fn http_fetch_reaches_an_allowed_local_host() {
     let body = probe(
         |c| {
             c.caps(&["cap:http.fetch"])
-                .allow(&["127.0.0.1"])
+                .allow(&[addr.to_string().as_str()])
                 .body(fetch_body(&format!("http://{addr}/x?q=1")))
         },
         "POST",
@@ -424,7 +424,7 @@ async fn http_fetch_returns_redirects_without_following_them() {
     let body = probe(
         |c| {
             c.caps(&["cap:http.fetch"])
-                .allow(&["127.0.0.1"])
+                .allow(&[addr.to_string().as_str()])
                 .body(fetch_body(&format!("http://{addr}/redirect")))
         },
         "POST",
@@ -450,7 +450,7 @@ async fn http_fetch_reports_invalid_urls() {
     assert_eq!(body, json!({"err": "invalid-url"}));
 }
 
-fn wasi_http_body(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
+pub(crate) fn wasi_http_body(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
     json!({"scheme": "http", "authority": addr.to_string(), "path": path})
         .to_string()
         .into_bytes()
@@ -461,7 +461,10 @@ async fn wasi_http_goes_through_the_same_egress_policy() {
     let addr = stub_http_server().await;
     // No capability: denied, even with the host allowlisted.
     let body = probe(
-        |c| c.allow(&["127.0.0.1"]).body(wasi_http_body(addr, "/w")),
+        |c| {
+            c.allow(&[addr.to_string().as_str()])
+                .body(wasi_http_body(addr, "/w"))
+        },
         "POST",
         "/wasi-http",
     )
@@ -483,7 +486,7 @@ async fn wasi_http_goes_through_the_same_egress_policy() {
     let body = probe(
         |c| {
             c.caps(&["cap:http.fetch"])
-                .allow(&["127.0.0.1"])
+                .allow(&[addr.to_string().as_str()])
                 .body(wasi_http_body(addr, "/w?x=1"))
         },
         "POST",
@@ -495,7 +498,7 @@ async fn wasi_http_goes_through_the_same_egress_policy() {
     let body = probe(
         |c| {
             c.caps(&["cap:http.fetch"])
-                .allow(&["127.0.0.1"])
+                .allow(&[addr.to_string().as_str()])
                 .body(wasi_http_body(addr, "/redirect"))
         },
         "POST",
@@ -513,7 +516,7 @@ async fn usage_counts_cpu_time_and_egress_bytes_of_both_http_paths() {
     let run = |path: &str, body: Vec<u8>| {
         Call::new(&hash, "POST", path)
             .caps(&["cap:http.fetch"])
-            .allow(&["127.0.0.1"])
+            .allow(&[addr.to_string().as_str()])
             .body(body)
             .build()
     };

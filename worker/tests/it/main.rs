@@ -4,9 +4,12 @@
 
 mod bundles;
 mod containment;
+mod egress;
 mod fleet;
 mod host_services;
+mod hostile;
 mod interfaces;
 mod js;
 mod mtls;
 mod support;
+mod trust;

@@ -1,17 +1,69 @@
 //! `alga:extension/ui-proxy`: `call-route` relayed to the extension's own
 //! UI proxy routes by the control plane. Needs `cap:ui.proxy`; Alga's route
-//! pre-checks and status mapping (denied, route-not-found, bad-request,
-//! internal).
+//! pre-checks, made after decoding (see [`route_ok`]), and status mapping
+//! (denied, route-not-found, bad-request, internal).
 
 use crate::backend::UiProxyCall;
 use crate::bindings::alga::extension::ui_proxy;
 use crate::bindings::types::ProxyError;
 use crate::capabilities::Capability;
 use crate::host::HostState;
-/// Alga's pre-checks: an empty route, or a `.`/`..` segment, is a bad request.
+
+/// Alga's pre-checks, made on the path as a URL parser or the host
+/// application will see it: an empty route is a bad request, and so is a
+/// path that, once percent-decoded (repeatedly: `%252e` is `.` after two
+/// rounds), has a `.` or `..` segment, a backslash (a separator to WHATWG
+/// URL parsers) or a control character. The query is not a path and is not
+/// checked.
 fn route_ok(route: &str) -> bool {
-    let path = route.split('?').next().unwrap_or("");
-    !route.trim().is_empty() && !path.split('/').any(|s| s == "." || s == "..")
+    if route.trim().is_empty() {
+        return false;
+    }
+    let path = route.split(['?', '#']).next().unwrap_or("");
+    let mut decoded = path.as_bytes().to_vec();
+    let mut rounds = 0;
+    loop {
+        let next = percent_decode(&decoded);
+        if next == decoded {
+            break;
+        }
+        rounds += 1;
+        if rounds > MAX_DECODING_ROUNDS {
+            return false;
+        }
+        decoded = next;
+    }
+    if decoded.iter().any(|b| *b == b'\\' || b.is_ascii_control()) {
+        return false;
+    }
+    !decoded
+        .split(|b| *b == b'/')
+        .any(|s| s == b"." || s == b"..")
+}
+
+/// A route encoded more deeply than this is refused outright.
+const MAX_DECODING_ROUNDS: usize = 4;
+
+/// `%XX` escapes replaced by their bytes; anything else kept.
+fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                input.get(i + 1).copied().and_then(hex),
+                input.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out
 }
 
 fn proxy_error(status: u16) -> ProxyError {
@@ -75,6 +127,20 @@ mod tests {
         assert!(!route_ok(""));
         assert!(!route_ok("/a/../b"));
         assert!(route_ok("/a/b?x=../y"));
+        for moving in [
+            "/%2e%2e/admin",
+            "/a/.%2E/b",
+            "/a/%252e%252e/b",
+            "/a%2f..%2fb",
+            "\\..\\admin",
+            "/a/%5c../b",
+            "/a/%00",
+            "/a/%25252e%25252e/b",
+        ] {
+            assert!(!route_ok(moving), "{moving}");
+        }
+        assert!(route_ok("/proxy/a%20b"));
+        assert!(route_ok("/proxy/100%"));
         assert_eq!(proxy_error(404), ProxyError::RouteNotFound);
         assert_eq!(proxy_error(429), ProxyError::Denied);
         assert_eq!(proxy_error(422), ProxyError::BadRequest);
