@@ -37,7 +37,7 @@ async fn calls_spread_over_replicas_and_survive_one_being_killed() {
     let server = || Tls::new(ca.issue(Role::ControlPlane, "cp").expect("issue")).expect("tls");
     let any = "127.0.0.1:0".parse().expect("addr");
     let mut a = Replica::start("a", any, server());
-    let b = Replica::start("b", any, server());
+    let mut b = Replica::start("b", any, server());
     let urls = parse_urls(&[
         format!("https://127.0.0.1:{}", a.addr.port()),
         format!("https://127.0.0.1:{}", b.addr.port()),
@@ -66,11 +66,14 @@ async fn calls_spread_over_replicas_and_survive_one_being_killed() {
 
     // Kill the replica the stream channel is on (and with it half the
     // unary connections): no unary call fails.
+    // (A call racing the death itself may fail: it may have been taken.)
     let survivor = if on == "a" {
         a.kill();
+        a.gone().await;
         "b"
     } else {
-        drop(b);
+        b.kill();
+        b.gone().await;
         "a"
     };
     for i in 0..40 {

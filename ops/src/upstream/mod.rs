@@ -242,6 +242,19 @@ fn never_sent(err: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+/// Whether `err` comes from the connection itself failing (an I/O error),
+/// rather than from the server's answer.
+fn connection_lost(err: &(dyn StdError + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.is::<std::io::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 impl Replicas {
     /// Sends `req` to the replicas in turn until one takes it; see the
     /// module documentation for when a call moves on.
@@ -277,6 +290,13 @@ impl Replicas {
                 }
                 Err(error) => {
                     if !never_sent(&*error) {
+                        // It may have been processed: not sent again. A
+                        // broken connection still sends the next calls
+                        // elsewhere first.
+                        if connection_lost(&*error) {
+                            replica.mark_down();
+                            self.wake.notify_one();
+                        }
                         return Err(error);
                     }
                     replica.mark_down();

@@ -139,4 +139,6 @@ fn only_errors_before_the_server_took_the_call_count_as_never_sent() {
         "reset mid-call",
     ));
     assert!(!never_sent(&*io));
+    assert!(connection_lost(&*io));
+    assert!(!connection_lost(&*reset));
 }

@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use annex_ops::Role;
 use annex_ops::tls::Tls;
@@ -99,10 +100,27 @@ impl Replica {
         }
     }
 
-    /// Stops at once: the listener and every connection close.
+    /// Stops at once, as a killed process does: when this returns, the
+    /// listener and every connection are closed (the runtime is shut down
+    /// on another thread, since the caller's is async).
     pub fn kill(&mut self) {
         if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
+            let stopped = std::thread::spawn(move || rt.shutdown_timeout(Duration::from_secs(5)));
+            let _ = stopped.join();
+        }
+    }
+
+    /// Waits until this replica's address refuses connections (the client
+    /// side has had an I/O turn to see its connections close).
+    pub async fn gone(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} still accepts connections",
+                self.addr
+            );
+            tokio::task::yield_now().await;
         }
     }
 }

@@ -71,6 +71,10 @@ pub struct Stopped {
     pub took: Duration,
 }
 
+/// A pod's volumes: mount point → local directory, and its TLS Secret
+/// volumes (Secret name, volume).
+type Mounted = (BTreeMap<PathBuf, PathBuf>, Vec<(String, SecretVolume)>);
+
 /// A headless Service's DNS, as the cluster serves it.
 #[derive(Debug)]
 struct Headless {
@@ -302,12 +306,7 @@ impl Cluster {
     /// Lays out the pod's volumes under `root`: Secret volumes as the
     /// kubelet writes them, emptyDirs as directories. Returns mount point →
     /// local directory, and the TLS Secret volumes.
-    fn mount(
-        &self,
-        p: &Process,
-        root: &Path,
-        inputs: &PodInputs,
-    ) -> Result<(BTreeMap<PathBuf, PathBuf>, Vec<(String, SecretVolume)>), KubeError> {
+    fn mount(&self, p: &Process, root: &Path, inputs: &PodInputs) -> Result<Mounted, KubeError> {
         let mut moves = BTreeMap::new();
         let mut tls = Vec::new();
         for (i, (mount, source)) in p.mounts.iter().enumerate() {
