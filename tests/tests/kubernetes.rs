@@ -688,12 +688,20 @@ async fn the_production_fleet_serves_through_a_rollout_a_rotation_and_control_pl
         cluster.logs()
     );
 
+    // Steady load within the tenant's rate limit the manifest sets (a 429
+    // would count as a failure): one caller at 80 % of the refill rate.
+    let refill: f64 = cluster.pods_of("annex-edge")[0]
+        .process
+        .env
+        .get("ANNEX_EDGE_RATE_REFILL_PER_SEC")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
     let load = Load::start(
         edge,
         path,
         vec![("authorization".into(), auth)],
-        3,
-        Duration::from_millis(10),
+        1,
+        Duration::from_secs_f64(1.0 / (refill * 0.8)),
     );
     let mut report = Vec::new();
 
