@@ -63,7 +63,7 @@ impl Dispatcher {
         installs: Arc<Installs>,
         fleet: Arc<Fleet>,
         quotas: Arc<Quotas>,
-        worker_tls: annex_ops::tls::TlsMaterial,
+        worker_tls: annex_ops::tls::Tls,
     ) -> Dispatcher {
         let workers = Workers::new(
             WorkerTls {

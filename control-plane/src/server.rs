@@ -17,7 +17,6 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::Settings;
 use crate::apikeys::{ApiKeys, Audit};
@@ -82,8 +81,8 @@ struct ControlPlane {
 
 impl ControlPlane {
     /// Wires the domain types; `worker_tls` is the identity the control plane
-    /// presents to workers (its own).
-    fn new(settings: Settings, worker_tls: annex_ops::tls::TlsMaterial) -> ControlPlane {
+    /// presents to workers (its own, reloaded with it).
+    fn new(settings: Settings, worker_tls: annex_ops::tls::Tls) -> ControlPlane {
         let Settings {
             store,
             sealer,
@@ -243,6 +242,11 @@ pub async fn run(
         listeners,
         admin,
     } = io;
+    // Certificates are reloaded when their files change (cert-manager
+    // renews them in place): new handshakes, served or dialled to workers,
+    // use the current ones; established connections keep theirs.
+    let tls = annex_ops::tls::Tls::new(tls).context("loading the TLS certificate, key and CA")?;
+    tls.watch(&admin);
     let cp = ControlPlane::new(settings, tls.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -286,27 +290,23 @@ pub async fn run(
 
     let (begun_tx, mut begun_rx) = tokio::sync::watch::channel(false);
     let serve = Server::builder()
-        .tls_config(tls.server_config())
-        .context("configuring TLS")?
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .layer(crate::grpc::TRACED)
         .add_routes(routes)
-        // `Server::tcp_nodelay` only applies to listeners tonic binds itself.
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
-            {
-                let admin = admin.clone();
-                async move {
-                    shutdown.await;
-                    tracing::info!("control plane shutting down");
-                    admin.set_ready(false);
-                    // Streams (routes, heartbeats, logs) end now; unary calls
-                    // in flight finish.
-                    let _ = close.send(true);
-                    let _ = begun_tx.send(true);
-                }
-            },
-        );
+        // mTLS with the configuration current at each handshake (and
+        // TCP_NODELAY on every accepted connection).
+        .serve_with_incoming_shutdown(annex_ops::tls::incoming(listeners.grpc, tls.clone()), {
+            let admin = admin.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("control plane shutting down");
+                admin.set_ready(false);
+                // Streams (routes, heartbeats, logs) end now; unary calls
+                // in flight finish.
+                let _ = close.send(true);
+                let _ = begun_tx.send(true);
+            }
+        });
     tracing::info!("control plane serving");
     // Graceful shutdown waits for every connection; a client that keeps one
     // open must not hold the process past the grace period.

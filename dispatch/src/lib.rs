@@ -19,4 +19,4 @@ mod workers;
 
 pub use ranking::{RoutingTable, WorkerTarget};
 pub use request::{Installed, Invocation, Trigger, execute_request};
-pub use workers::{ExecuteError, Executed, WorkerTls, Workers};
+pub use workers::{ConnectError, ExecuteError, Executed, WorkerTls, Workers};

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use annex_ops::tls::TlsMaterial;
+use annex_ops::tls::{Tls, TlsConnector};
 use annex_proto::pb;
 use annex_proto::pb::worker_client::WorkerClient;
 use parking_lot::Mutex;
@@ -32,6 +32,14 @@ pub(crate) const DOWN_FOR: Duration = Duration::from_secs(5);
 /// Attempts made per execution: the first try and one retry.
 const ATTEMPTS: usize = 2;
 
+/// Limit on setting up a connection to a worker (TCP and TLS).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A worker address no connection can be made from.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectError(String);
+
 /// Extra wall time past the guest's own timeout, so a worker's clean
 /// `OUTCOME_TIMEOUT` answer arrives before the caller gives up on the call.
 pub(crate) const DEADLINE_GRACE: Duration = Duration::from_millis(500);
@@ -39,7 +47,10 @@ pub(crate) const DEADLINE_GRACE: Duration = Duration::from_millis(500);
 /// How a process reaches workers.
 #[derive(Clone)]
 pub struct WorkerTls {
-    pub material: TlsMaterial,
+    /// The identity presented to workers and the CA they are checked
+    /// against, as of the last reload (each new connection takes the
+    /// current one).
+    pub material: Tls,
     /// Name checked against worker certificates; `None`: the host of the
     /// worker's address.
     pub server_name: Option<String>,
@@ -150,10 +161,7 @@ impl Workers {
     }
 
     /// A `Worker` client for `target` over mTLS (channels are reused).
-    pub fn client(
-        &self,
-        target: &WorkerTarget,
-    ) -> Result<WorkerClient<Channel>, tonic::transport::Error> {
+    pub fn client(&self, target: &WorkerTarget) -> Result<WorkerClient<Channel>, ConnectError> {
         let mut channels = self.channels.lock();
         let channel = match channels.get(&target.address) {
             Some(c) => c.clone(),
@@ -168,19 +176,22 @@ impl Workers {
             .max_encoding_message_size(self.max_message_bytes))
     }
 
-    fn connect(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
+    fn connect(&self, address: &str) -> Result<Channel, ConnectError> {
         let authority = authority(address);
-        let host = authority
+        let (host, port) = authority
             .rsplit_once(':')
-            .map(|(h, _)| h.trim_matches(['[', ']']))
-            .unwrap_or(authority);
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| ConnectError(format!("{address:?} is not host:port")))?;
         let name = self.tls.server_name.as_deref().unwrap_or(host);
-        Ok(Endpoint::from_shared(format!("https://{authority}"))?
-            .tls_config(self.tls.material.client_config(name))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
+        // The connector dials with the TLS configuration current at each
+        // connect (certificates are reloaded), so the URI scheme is plain.
+        let connector =
+            TlsConnector::new(self.tls.material.clone(), host, port, name, CONNECT_TIMEOUT)
+                .map_err(|e| ConnectError(e.to_string()))?;
+        Ok(Endpoint::from_shared(format!("http://{authority}"))
+            .map_err(|e| ConnectError(e.to_string()))?
             .http2_keep_alive_interval(Duration::from_secs(20))
-            .connect_lazy())
+            .connect_with_connector_lazy(connector))
     }
 
     /// Sends `req` to the first of `candidates`, and once more to the next
@@ -303,7 +314,7 @@ mod tests {
         let material = ca.issue(annex_ops::Role::Edge, "edge").expect("cert");
         Workers::new(
             WorkerTls {
-                material,
+                material: Tls::new(material).expect("tls"),
                 server_name: None,
             },
             1024 * 1024,

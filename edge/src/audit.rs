@@ -17,11 +17,11 @@
 use std::time::Duration;
 
 use annex_ops::backoff::Backoff;
+use annex_ops::upstream::Upstream;
 use annex_proto::pb;
 use annex_proto::pb::dispatch_client::DispatchClient;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 #[derive(Debug, Clone, Copy)]
 pub struct AuditSettings {
@@ -113,7 +113,7 @@ pub(crate) struct AuditCounters {
 /// of up to `batch` rows, up to `in_flight` calls at once, each retried while
 /// the control plane cannot take it and split while it refuses it.
 pub(crate) async fn ship(
-    client: DispatchClient<Channel>,
+    client: DispatchClient<Upstream>,
     mut rx: mpsc::Receiver<pb::ExecutionRecord>,
     settings: AuditSettings,
     counters: AuditCounters,
@@ -146,7 +146,7 @@ const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_s
 /// Sends one batch: retried while the control plane cannot take it; when it
 /// refuses the rows, halves are sent on their own until the refused row is
 /// alone, and that row is dropped.
-async fn send(client: DispatchClient<Channel>, batch: Vec<pb::ExecutionRecord>, c: AuditCounters) {
+async fn send(client: DispatchClient<Upstream>, batch: Vec<pb::ExecutionRecord>, c: AuditCounters) {
     let mut pending = vec![batch];
     while let Some(batch) = pending.pop() {
         match send_until_answered(&client, &batch, &c.failures).await {
@@ -184,7 +184,7 @@ enum Delivery {
 }
 
 async fn send_until_answered(
-    client: &DispatchClient<Channel>,
+    client: &DispatchClient<Upstream>,
     batch: &[pb::ExecutionRecord],
     failures: &Counter,
 ) -> Delivery {

@@ -33,10 +33,19 @@ pub struct Config {
     /// Admin listen address (plaintext /live, /ready, /metrics).
     #[arg(long, env = "ANNEX_EDGE_ADMIN_LISTEN", default_value = "0.0.0.0:9091")]
     pub admin_listen: SocketAddr,
-    /// The control plane's gRPC address, `https://host:port`.
-    #[arg(long, env = "ANNEX_EDGE_CONTROL_PLANE")]
-    pub control_plane: String,
-    /// Name checked against the control plane's certificate (default: its host).
+    /// The control plane's gRPC address, `https://host:port`: repeat the
+    /// flag or separate URLs with commas for several replicas, or give one
+    /// name that resolves to every replica (a headless Service). Calls are
+    /// spread over all of them and move on when one goes away.
+    #[arg(
+        long,
+        env = "ANNEX_EDGE_CONTROL_PLANE",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub control_plane: Vec<String>,
+    /// Name checked against every control plane's certificate (default: the
+    /// host of the first URL), whatever address it is reached at.
     #[arg(long, env = "ANNEX_EDGE_CONTROL_PLANE_SERVER_NAME")]
     pub control_plane_server_name: Option<String>,
     /// Name checked against worker certificates (default: each worker's host).
@@ -185,7 +194,8 @@ pub struct Policy {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub edge_id: String,
-    pub control_plane_url: String,
+    /// One URL per replica, or one resolving to all of them.
+    pub control_plane_urls: Vec<http::Uri>,
     pub control_plane_server_name: String,
     pub worker_server_name: Option<String>,
     pub jwt: JwtVerifier,
@@ -296,18 +306,16 @@ impl Config {
             .map(UiHostPattern::parse)
             .transpose()
             .map_err(|e| anyhow::anyhow!("--ui-host-pattern: {e}"))?;
+        let control_plane_urls =
+            annex_ops::upstream::parse_urls(&self.control_plane).context("--control-plane")?;
         let server_name = match &self.control_plane_server_name {
             Some(n) => n.clone(),
-            None => url_host(&self.control_plane).with_context(|| {
-                format!(
-                    "--control-plane {:?} is not https://host:port",
-                    self.control_plane
-                )
-            })?,
+            None => url_host(&control_plane_urls[0].to_string())
+                .context("--control-plane has no host")?,
         };
         Ok(Settings {
             edge_id: self.edge_id.clone(),
-            control_plane_url: self.control_plane.clone(),
+            control_plane_urls,
             control_plane_server_name: server_name,
             worker_server_name: self.worker_server_name.clone(),
             jwt: JwtVerifier {
@@ -384,5 +392,33 @@ mod tests {
             Some("127.0.0.1")
         );
         assert_eq!(url_host("https://[::1]:7443").as_deref(), Some("::1"));
+    }
+
+    fn parse(control_plane: &[&str]) -> anyhow::Result<Settings> {
+        let dir = tempfile::tempdir()?;
+        let secret = dir.path().join("hs256");
+        std::fs::write(&secret, "s".repeat(32))?;
+        let mut args = vec![
+            "annex-edge".to_owned(),
+            "--tls-ca=ca".into(),
+            "--tls-cert=c".into(),
+            "--tls-key=k".into(),
+            format!("--jwt-hs256-secret-file={}", secret.display()),
+        ];
+        args.extend(control_plane.iter().map(|u| format!("--control-plane={u}")));
+        <Config as clap::Parser>::try_parse_from(args)?.settings()
+    }
+
+    #[test]
+    fn several_control_planes_come_from_repeated_flags_and_commas() {
+        let s = parse(&[
+            "https://cp-a:7443,https://cp-b:7443",
+            "https://10.0.0.3:7443",
+        ])
+        .expect("valid");
+        assert_eq!(s.control_plane_urls.len(), 3);
+        assert_eq!(s.control_plane_server_name, "cp-a", "the first URL's host");
+        assert!(parse(&["http://cp-a:7443"]).is_err(), "TLS only");
+        assert!(parse(&[]).is_err(), "a control plane is required");
     }
 }

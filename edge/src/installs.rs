@@ -22,11 +22,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use annex_ops::upstream::Upstream;
 use annex_proto::pb;
 use annex_proto::pb::installs_client::InstallsClient;
 use parking_lot::Mutex;
 use prometheus_client::metrics::gauge::Gauge;
-use tonic::transport::Channel;
 
 use crate::byte_lru::ByteLru;
 use crate::clients::{ClientKey, Clients};
@@ -167,7 +167,7 @@ struct Entries {
 
 #[derive(Clone)]
 pub(crate) struct InstallCache {
-    client: InstallsClient<Channel>,
+    client: InstallsClient<Upstream>,
     ttl: Duration,
     entries: Arc<Mutex<Entries>>,
     generation: Arc<AtomicU64>,
@@ -190,7 +190,7 @@ impl InstallCache {
     /// A cache holding at most `max_bytes` of answers (and an eighth of
     /// that again of refusals).
     pub(crate) fn new(
-        client: InstallsClient<Channel>,
+        client: InstallsClient<Upstream>,
         ttl: Duration,
         max_bytes: usize,
         bytes: Gauge,
@@ -434,7 +434,7 @@ mod tests {
     fn cache() -> InstallCache {
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
         let c = InstallCache::new(
-            InstallsClient::new(channel),
+            InstallsClient::new(Upstream::from(channel)),
             Duration::from_secs(60),
             1024 * 1024,
             Gauge::default(),

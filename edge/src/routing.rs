@@ -182,7 +182,7 @@ mod tests {
         let ca = annex_ops::devcerts::DevCa::generate().expect("ca");
         let material = ca.issue(annex_ops::Role::Edge, "edge").expect("cert");
         Routes::new(WorkerTls {
-            material,
+            material: annex_ops::tls::Tls::new(material).expect("tls"),
             server_name: None,
         })
     }

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annex_ops::serve::Io;
-use annex_ops::tls::TlsMaterial;
+use annex_ops::tls::Tls;
+use annex_ops::upstream::{Upstream, UpstreamSettings};
 use annex_proto::pb;
 use anyhow::Context as _;
 use axum::Router;
 use axum::routing::{any, get};
 use tokio::net::TcpListener;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::audit::{self, AuditSink};
 use crate::auth::{ApiKeyCache, ApiKeyCacheParts, Authenticator};
@@ -66,15 +66,17 @@ pub(crate) fn router(state: Arc<EdgeState>) -> Router {
         .with_state(state)
 }
 
-fn control_plane_channel(settings: &Settings, tls: &TlsMaterial) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(settings.control_plane_url.clone())
-        .context("parsing the control-plane URL")?
-        .tls_config(tls.client_config(&settings.control_plane_server_name))
-        .context("configuring TLS to the control plane")?
-        .connect_timeout(Duration::from_secs(3))
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+/// The control plane's replicas: unary calls spread over them, the routes
+/// stream on one at a time (annex_ops::upstream).
+fn control_plane(settings: &Settings, tls: &Tls) -> anyhow::Result<Upstream> {
+    Upstream::new(
+        UpstreamSettings::new(
+            settings.control_plane_urls.clone(),
+            Some(settings.control_plane_server_name.clone()),
+        ),
+        tls.clone(),
+    )
+    .context("configuring the control-plane connection")
 }
 
 /// Serves until `shutdown` resolves, then reports not-ready, finishes
@@ -90,10 +92,15 @@ pub async fn run(
         admin,
     } = io;
     annex_ops::tls::install_crypto_provider();
-    let channel = control_plane_channel(&settings, &tls)?;
+    // Certificates are reloaded when their files change (cert-manager
+    // renews them in place); new connections use the current ones.
+    let tls = Tls::new(tls).context("loading the TLS certificate, key and CA")?;
+    tls.watch(&admin);
+    let channel = control_plane(&settings, &tls)?;
     let dispatch = pb::dispatch_client::DispatchClient::new(channel.clone());
     let metrics = Metrics::default();
     admin.with_registry(|r| metrics.register(r));
+    let routes_client = pb::dispatch_client::DispatchClient::new(channel.stream_channel());
     let installs = InstallCache::new(
         pb::installs_client::InstallsClient::new(channel.clone()),
         settings.install_cache_ttl,
@@ -162,7 +169,7 @@ pub async fn run(
         }
     }));
     let watch_task = tokio::spawn(routing::watch(
-        dispatch.clone(),
+        routes_client,
         settings.edge_id.clone(),
         routes.clone(),
         installs,

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use annex_ops::upstream::Upstream;
 use annex_proto::pb::host_services_client::HostServicesClient;
-use tonic::transport::Channel;
 
 use crate::audit::AuditSink;
 use crate::auth::Authenticator;
@@ -29,7 +29,7 @@ pub(crate) struct EdgeState {
     pub ui_policy: UiPolicy,
     /// Which tenant last loaded a UI, for its subresources (see [`crate::ext_ui::TenantHints`]).
     pub ui_tenants: crate::ext_ui::TenantHints,
-    pub host: HostServicesClient<Channel>,
+    pub host: HostServicesClient<Upstream>,
     pub metrics: Metrics,
     pub ext_cors: Cors,
     pub proxy_cors: Cors,

@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use annex_bundle::ContentHash;
+use annex_ops::upstream::Upstream;
 use annex_proto::pb;
 use annex_proto::pb::registry_client::RegistryClient;
 use parking_lot::Mutex;
 use sha2::Digest as _;
 use tokio_stream::StreamExt as _;
-use tonic::transport::Channel;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UiStoreError {
@@ -114,7 +114,7 @@ impl Drop for RunDir {
 const LOCK_FILE: &str = ".lock";
 
 pub(crate) struct UiStore {
-    registry: RegistryClient<Channel>,
+    registry: RegistryClient<Upstream>,
     settings: UiStoreSettings,
     run: RunDir,
     index: Mutex<HashMap<String, Cached>>,
@@ -135,7 +135,7 @@ impl UiStore {
     /// Opens the store: clears what no live process owns under the root and
     /// creates this process's private directory.
     pub(crate) fn open(
-        registry: RegistryClient<Channel>,
+        registry: RegistryClient<Upstream>,
         settings: UiStoreSettings,
         fills_total: prometheus_client::metrics::counter::Counter,
     ) -> std::io::Result<UiStore> {
@@ -366,7 +366,7 @@ mod tests {
     fn store(root: &Path, max_bytes: u64) -> UiStore {
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
         UiStore::open(
-            RegistryClient::new(channel),
+            RegistryClient::new(Upstream::from(channel)),
             UiStoreSettings {
                 root: root.to_owned(),
                 max_bytes,

@@ -38,12 +38,29 @@ impl std::fmt::Debug for DevCa {
     }
 }
 
+/// What a leaf certificate holds, as a cert-manager `Certificate` asks
+/// for it (the Kubernetes tests issue exactly what the manifests request).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeafSpec {
+    pub common_name: Option<String>,
+    pub dns_names: Vec<String>,
+    /// URI SANs, e.g. `urn:annex:role:worker`.
+    pub uris: Vec<String>,
+    pub server_auth: bool,
+    pub client_auth: bool,
+}
+
 impl DevCa {
     /// A new CA with a fresh key.
     pub fn generate() -> Result<DevCa, DevCertError> {
+        DevCa::generate_named("Annex dev CA")
+    }
+
+    /// A new CA with a fresh key and `common_name`.
+    pub fn generate_named(common_name: &str) -> Result<DevCa, DevCertError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "Annex dev CA");
+        dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -87,11 +104,45 @@ impl DevCa {
         let key = KeyPair::generate()?;
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer)?;
-        Ok(TlsMaterial {
-            ca_pem: self.ca_pem.as_bytes().to_vec(),
-            cert_pem: cert.pem().into_bytes(),
-            key_pem: key.serialize_pem().into_bytes(),
-        })
+        Ok(TlsMaterial::from_pem(
+            self.ca_pem.as_bytes().to_vec(),
+            cert.pem().into_bytes(),
+            key.serialize_pem().into_bytes(),
+        ))
+    }
+}
+
+impl DevCa {
+    /// Issues a certificate with exactly the names, URIs and extended key
+    /// usages of `spec` (and the digital-signature key usage).
+    pub fn issue_leaf(&self, spec: &LeafSpec) -> Result<TlsMaterial, DevCertError> {
+        let mut params = CertificateParams::new(spec.dns_names.clone())?;
+        for uri in &spec.uris {
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.clone().try_into()?));
+        }
+        let mut dn = DistinguishedName::new();
+        if let Some(cn) = &spec.common_name {
+            dn.push(DnType::CommonName, cn.as_str());
+        }
+        params.distinguished_name = dn;
+        params.extended_key_usages = [
+            (spec.server_auth, ExtendedKeyUsagePurpose::ServerAuth),
+            (spec.client_auth, ExtendedKeyUsagePurpose::ClientAuth),
+        ]
+        .into_iter()
+        .filter_map(|(on, usage)| on.then_some(usage))
+        .collect();
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate()?;
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(TlsMaterial::from_pem(
+            self.ca_pem.as_bytes().to_vec(),
+            cert.pem().into_bytes(),
+            key.serialize_pem().into_bytes(),
+        ))
     }
 }
 
@@ -159,6 +210,48 @@ mod tests {
             assert_eq!(peer.role, role);
             assert_eq!(peer.name, "n");
         }
+    }
+
+    #[test]
+    fn a_leaf_carries_exactly_what_its_spec_asks() {
+        let ca = DevCa::generate_named("annex-ca").expect("ca");
+        let m = ca
+            .issue_leaf(&LeafSpec {
+                common_name: Some("annex-worker".into()),
+                dns_names: vec!["*.annex-worker.annex.svc".into()],
+                uris: vec!["urn:annex:role:worker".into()],
+                server_auth: true,
+                client_auth: true,
+            })
+            .expect("issue");
+        let pem = String::from_utf8(m.cert_pem).expect("utf8");
+        let der = rustls_pemfile::certs(&mut pem.as_bytes())
+            .next()
+            .expect("one cert")
+            .expect("parse");
+        let peer = crate::tls::peer_from_der(der.as_ref()).expect("role");
+        assert_eq!(
+            (peer.role, peer.name.as_str()),
+            (Role::Worker, "annex-worker")
+        );
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).expect("x509");
+        let names: Vec<String> = cert
+            .subject_alternative_name()
+            .expect("san")
+            .expect("present")
+            .value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => format!("dns:{d}"),
+                x509_parser::extensions::GeneralName::URI(u) => format!("uri:{u}"),
+                other => format!("other:{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["dns:*.annex-worker.annex.svc", "uri:urn:annex:role:worker"]
+        );
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! Process plumbing shared by the Annex binaries: the mTLS configuration and
-//! peer roles ([`tls`]), dev certificates ([`devcerts`]), the plaintext admin
+//! Process plumbing shared by the Annex binaries: the mTLS configuration,
+//! reloaded when its files change, and peer roles ([`tls`]), the balanced,
+//! failing-over client of the control plane's replicas ([`upstream`]) and
+//! the name resolution it and worker connections use ([`resolve`]), dev
+//! certificates ([`devcerts`]), the plaintext admin
 //! listener with `/live`, `/ready` and `/metrics` ([`admin`]), execution
 //! quota enforcement ([`quota`]), the inputs every service's `run` takes
 //! ([`serve`]), the start of every binary's `main` ([`process`]), logging
@@ -17,10 +20,12 @@ pub mod backoff;
 pub mod devcerts;
 pub mod process;
 pub mod quota;
+pub mod resolve;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
 pub mod trace_context;
+pub mod upstream;
 
 pub use tls::{Peer, Role};

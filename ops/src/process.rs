@@ -23,7 +23,8 @@ pub fn start(format: LogFormat, service: &'static str) -> Telemetry {
 }
 
 /// Reads the CA, certificate and key PEM files the process presents and
-/// trusts.
+/// trusts. The material remembers the paths: each service's `run` watches
+/// them and takes renewed files into use ([`crate::tls::Tls::watch`]).
 pub fn load_tls(ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<TlsMaterial> {
     TlsFiles {
         ca: ca.to_owned(),

@@ -6,9 +6,11 @@
 //! resolves them), ports, probes, mounts and grace period, plus the
 //! Certificates cert-manager would issue.
 //!
-//! It only reads manifests and describes processes; starting them (on
-//! loopback, with files standing in for the mounted Secrets) is the caller's
-//! business. It must not reach a cluster.
+//! This module only reads manifests and describes processes. Its
+//! submodules act on them: `cluster` starts them as pods on loopback (with
+//! the cluster's DNS and Secret volumes stood in for), `pki` issues what
+//! cert-manager would, `volume` writes Secret volumes as the kubelet does,
+//! `load` drives traffic through the edge. None of it reaches a cluster.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -160,6 +162,14 @@ pub struct Process {
     pub readiness: Option<Probe>,
     pub mounts: BTreeMap<PathBuf, MountSource>,
     pub termination_grace: Duration,
+    /// The kubelet's `preStop` sleep, run before SIGTERM (within the grace
+    /// period).
+    pub pre_stop_sleep: Option<Duration>,
+    /// The pod template's labels (what Services select).
+    pub labels: BTreeMap<String, String>,
+    /// The pod's `subdomain`: with a headless Service of that name, the pod
+    /// has the DNS name `<pod>.<subdomain>.<namespace>.svc`.
+    pub subdomain: Option<String>,
 }
 
 /// A cert-manager Certificate: what the issued certificate must contain.
@@ -191,6 +201,18 @@ fn strings(v: &Value, path: &[&str]) -> Vec<String> {
             s.iter()
                 .filter_map(Value::as_str)
                 .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A mapping of strings (labels, selectors).
+fn string_map(v: &Value, path: &[&str]) -> BTreeMap<String, String> {
+    at(v, path)
+        .and_then(Value::as_mapping)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), scalar(v)?)))
                 .collect()
         })
         .unwrap_or_default()
@@ -377,6 +399,11 @@ impl Manifests {
                     .and_then(Value::as_u64)
                     .unwrap_or(30),
             ),
+            pre_stop_sleep: at(container, &["lifecycle", "preStop", "sleep", "seconds"])
+                .and_then(Value::as_u64)
+                .map(Duration::from_secs),
+            labels: string_map(deployment, &["spec", "template", "metadata", "labels"]),
+            subdomain: text(pod, &["subdomain"]),
             env,
             ports,
         })
@@ -546,6 +573,11 @@ impl Process {
         moved
     }
 }
+
+pub mod cluster;
+pub mod load;
+pub mod pki;
+pub mod volume;
 
 #[cfg(test)]
 mod tests;

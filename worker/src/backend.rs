@@ -13,12 +13,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use annex_ops::trace_context::Propagate;
+use annex_ops::upstream::Upstream;
 use annex_proto::AnnexError;
 use annex_proto::pb;
 use annex_proto::pb::host_services_client::HostServicesClient;
 use async_trait::async_trait;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 /// A failed host-service call, reduced to what the guest-visible mappings
 /// branch on: the HTTP-equivalent status of the error code (Alga's runner
@@ -183,19 +183,20 @@ pub(crate) const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Clone)]
 pub struct GrpcHostBackend {
     /// Every call carries the current span's trace context.
-    client: HostServicesClient<InterceptedService<Channel, Propagate>>,
+    client: HostServicesClient<InterceptedService<Upstream, Propagate>>,
 }
 
 impl GrpcHostBackend {
-    pub fn new(channel: Channel) -> GrpcHostBackend {
+    /// `channel`: the control plane's replicas, or one fixed channel.
+    pub fn new(channel: impl Into<Upstream>) -> GrpcHostBackend {
         GrpcHostBackend {
-            client: HostServicesClient::with_interceptor(channel, Propagate)
+            client: HostServicesClient::with_interceptor(channel.into(), Propagate)
                 .max_encoding_message_size(MAX_REQUEST_BYTES)
                 .max_decoding_message_size(MAX_RESPONSE_BYTES),
         }
     }
 
-    fn client(&self) -> HostServicesClient<InterceptedService<Channel, Propagate>> {
+    fn client(&self) -> HostServicesClient<InterceptedService<Upstream, Propagate>> {
         self.client.clone()
     }
 }

@@ -17,12 +17,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use annex_bundle::manifest::UnsupportedRuntime;
 use annex_bundle::{ContentHash, Limits, TrustBundle, TrustError, World};
+use annex_ops::upstream::Upstream;
 use annex_proto::pb;
 use annex_proto::pb::registry_client::RegistryClient;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 pub use crate::trust::{GrpcTrust, StaticTrust};
 
@@ -247,15 +247,16 @@ impl BundleSource for NoBundleSource {
 /// `Registry.FetchBundle` on the control plane.
 #[derive(Clone)]
 pub struct GrpcBundleSource {
-    client: RegistryClient<Channel>,
+    client: RegistryClient<Upstream>,
     /// Largest archive accepted from the stream (Alga's 200 MiB).
     max_bytes: u64,
 }
 
 impl GrpcBundleSource {
-    pub fn new(channel: Channel) -> GrpcBundleSource {
+    /// `channel`: the control plane's replicas, or one fixed channel.
+    pub fn new(channel: impl Into<Upstream>) -> GrpcBundleSource {
         GrpcBundleSource {
-            client: RegistryClient::new(channel).max_decoding_message_size(16 * 1024 * 1024),
+            client: RegistryClient::new(channel.into()).max_decoding_message_size(16 * 1024 * 1024),
             max_bytes: Limits::default().max_archive_bytes,
         }
     }

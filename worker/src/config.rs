@@ -29,16 +29,20 @@ pub struct Config {
     #[arg(long, env = "ANNEX_WORKER_ID", default_value = "worker")]
     pub(crate) worker_id: String,
     /// Control plane gRPC URL (https://host:port): bundles, trust keys and
-    /// host services. Without it, `--bundle-dir` and `--trust-file` are used
-    /// and host services are unavailable.
-    #[arg(long, env = "ANNEX_WORKER_CONTROL_PLANE_URL")]
-    pub(crate) control_plane_url: Option<String>,
+    /// host services. Repeat the flag or separate URLs with commas for
+    /// several replicas, or give one name that resolves to every replica (a
+    /// headless Service): calls are spread over them, the heartbeat stream
+    /// stays on one and moves when it goes away. Without it, `--bundle-dir`
+    /// and `--trust-file` are used and host services are unavailable.
+    #[arg(long, env = "ANNEX_WORKER_CONTROL_PLANE_URL", value_delimiter = ',')]
+    pub(crate) control_plane_url: Vec<String>,
     /// `host:port` registered with the control plane for edges to reach this
     /// worker (default: the gRPC listen address, with an unspecified IP
     /// replaced by 127.0.0.1; set it to the pod IP in a cluster).
     #[arg(long, env = "ANNEX_WORKER_ADVERTISE_ADDRESS")]
     pub(crate) advertise_address: Option<String>,
-    /// Name the control plane's certificate is checked against.
+    /// Name every control plane's certificate is checked against, whatever
+    /// address it is reached at.
     #[arg(
         long,
         env = "ANNEX_WORKER_CONTROL_PLANE_NAME",

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annex_ops::serve::Io;
-use annex_ops::tls::TlsMaterial;
+use annex_ops::tls::{Tls, TlsMaterial};
+use annex_ops::upstream::{Upstream, UpstreamSettings};
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -123,11 +124,24 @@ const CALLER_ROLES: &[annex_ops::Role] = &[annex_ops::Role::Edge, annex_ops::Rol
 
 /// Serves the `Worker` service with mTLS on `listener` until `shutdown`:
 /// a client certificate signed by the CA is required, and only the edge and
-/// control-plane roles are admitted.
+/// control-plane roles are admitted. The material is fixed; [`run`] serves
+/// with certificates reloaded from their files.
 pub async fn serve_tls(
     executor: Arc<Executor>,
     listener: TcpListener,
     tls: &TlsMaterial,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let tls = Tls::new(tls.clone()).context("loading the TLS material")?;
+    serve_mtls(executor, listener, tls, shutdown).await
+}
+
+/// [`serve_tls`] with `tls` read per handshake (reloaded certificates reach
+/// new connections).
+async fn serve_mtls(
+    executor: Arc<Executor>,
+    listener: TcpListener,
+    tls: Tls,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let service = tonic::service::interceptor::InterceptedService::new(
@@ -135,9 +149,8 @@ pub async fn serve_tls(
         annex_ops::tls::authenticate(CALLER_ROLES),
     );
     tonic::transport::Server::builder()
-        .tls_config(tls.server_config())?
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(annex_ops::tls::incoming(listener, tls), shutdown)
         .await?;
     Ok(())
 }
@@ -178,37 +191,32 @@ fn read_trust(path: &std::path::Path) -> anyhow::Result<Arc<annex_bundle::TrustB
     ))
 }
 
-/// Opens the sources `origin` names (a control-plane channel connects
-/// lazily, with deadlines and keep-alive pings; a local trust file is read
-/// now).
-fn connect(
-    origin: &Origin,
-    tls: &TlsMaterial,
-    trust_max_age: Duration,
-) -> anyhow::Result<Connected> {
+/// Opens the sources `origin` names (the control plane's replicas connect
+/// lazily, with deadlines and keep-alive pings: bundle, trust and
+/// host-service calls spread over them, the heartbeat stream stays on one; a
+/// local trust file is read now).
+fn connect(origin: &Origin, tls: &Tls, trust_max_age: Duration) -> anyhow::Result<Connected> {
     match origin {
-        Origin::ControlPlane { url, name } => {
-            let channel = Channel::builder(url.clone())
-                .tls_config(tls.client_config(name))
-                .context("configuring TLS to the control plane")?
-                .connect_timeout(CONNECT_TIMEOUT)
-                .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-                .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-                .keep_alive_while_idle(true)
-                .connect_lazy();
+        Origin::ControlPlane { urls, name } => {
+            let mut upstream = UpstreamSettings::new(urls.clone(), Some(name.clone()));
+            upstream.connect_timeout = CONNECT_TIMEOUT;
+            upstream.keepalive = KEEP_ALIVE_INTERVAL;
+            upstream.keepalive_timeout = KEEP_ALIVE_TIMEOUT;
+            let upstream = Upstream::new(upstream, tls.clone())
+                .context("configuring the control-plane connection")?;
             let trust = Arc::new(GrpcTrust::with_max_age(
-                channel.clone(),
+                upstream.clone(),
                 TRUST_REFRESH,
                 trust_max_age,
             ));
             Ok(Connected {
                 sources: Sources {
-                    backend: Arc::new(GrpcHostBackend::new(channel.clone())),
-                    bundles: Arc::new(GrpcBundleSource::new(channel.clone())),
+                    backend: Arc::new(GrpcHostBackend::new(upstream.clone())),
+                    bundles: Arc::new(GrpcBundleSource::new(upstream.clone())),
                     trust: trust.clone(),
                 },
                 runner_trust: Some(trust.clone()),
-                fleet: Some((channel, trust)),
+                fleet: Some((upstream.stream_channel(), trust)),
             })
         }
         Origin::Local {
@@ -262,6 +270,10 @@ pub async fn run(
         listeners,
         admin,
     } = io;
+    // Certificates are reloaded when their files change (cert-manager
+    // renews them in place); new connections use the current ones.
+    let tls = Tls::new(tls).context("loading the TLS certificate, key and CA")?;
+    tls.watch(&admin);
     let connected = connect(&settings.origin, &tls, settings.trust_max_age)?;
     let metrics = admin.with_registry(Metrics::register);
     let mut executor_settings = settings.executor.clone();
@@ -335,7 +347,7 @@ pub async fn run(
         .local_addr()
         .map_or_else(|e| e.to_string(), |a| a.to_string());
     tracing::info!(%listen, worker = %settings.executor.worker_id, "worker serving");
-    serve_tls(executor, listeners.grpc, &tls, drain)
+    serve_mtls(executor, listeners.grpc, tls, drain)
         .await
         .context("serving gRPC")?;
     let _ = stop_tx.send(true);
@@ -350,7 +362,7 @@ pub async fn run(
 }
 
 /// Adds this worker's listeners, its advertised address and the control
-/// plane's URL to the addresses guests may never reach.
+/// plane's URLs to the addresses guests may never reach.
 fn deny_platform(executor: &mut ExecutorSettings, settings: &Settings, listeners: &Listeners) {
     let deny = &mut executor.egress.deny;
     let runner_api = listeners.runner_api.as_ref();
@@ -363,10 +375,12 @@ fn deny_platform(executor: &mut ExecutorSettings, settings: &Settings, listeners
         }
     }
     let mut names = vec![settings.advertise_address.clone()];
-    if let Origin::ControlPlane { url, .. } = &settings.origin
-        && let Some(host) = url.host()
-    {
-        names.push(format!("{host}:{}", url.port_u16().unwrap_or(443)));
+    if let Origin::ControlPlane { urls, .. } = &settings.origin {
+        for url in urls {
+            if let Some(host) = url.host() {
+                names.push(format!("{host}:{}", url.port_u16().unwrap_or(443)));
+            }
+        }
     }
     for name in names {
         if let Err(error) = deny.add(&name) {

@@ -41,8 +41,9 @@ pub(crate) enum Origin {
     /// The control plane (mTLS): bundles, trust keys, host services and
     /// fleet membership.
     ControlPlane {
-        url: http::Uri,
-        /// The name its certificate is checked against.
+        /// One URL per replica, or one resolving to all of them.
+        urls: Vec<http::Uri>,
+        /// The name their certificates are checked against.
         name: String,
     },
     /// A bundle directory and a trust file; no host services, no fleet.
@@ -109,8 +110,8 @@ pub enum SettingsError {
     NoSource,
     #[error("capacity and per-tenant must be positive")]
     NoCapacity,
-    #[error("invalid control plane URL {url:?}: {reason}")]
-    ControlPlaneUrl { url: String, reason: String },
+    #[error(transparent)]
+    ControlPlaneUrl(#[from] annex_ops::upstream::UpstreamError),
     #[error(transparent)]
     RunnerApi(#[from] RunnerApiSettingsError),
     #[error("invalid --egress-deny entry: {0}")]
@@ -142,14 +143,13 @@ impl TryFrom<&Config> for Settings {
 }
 
 fn origin(config: &Config) -> Result<Origin, SettingsError> {
-    if let Some(url) = &config.control_plane_url {
-        let uri =
-            http::Uri::try_from(url.as_str()).map_err(|e| SettingsError::ControlPlaneUrl {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+    if config
+        .control_plane_url
+        .iter()
+        .any(|u| !u.trim().is_empty())
+    {
         return Ok(Origin::ControlPlane {
-            url: uri,
+            urls: annex_ops::upstream::parse_urls(&config.control_plane_url)?,
             name: config.control_plane_name.clone(),
         });
     }
@@ -261,7 +261,9 @@ mod tests {
     #[test]
     fn invalid_values_fail_at_start() {
         let url = Settings::try_from(&parse(&["--control-plane-url=https://a b"]));
-        assert!(matches!(url, Err(SettingsError::ControlPlaneUrl { .. })));
+        assert!(matches!(url, Err(SettingsError::ControlPlaneUrl(_))));
+        let plaintext = Settings::try_from(&parse(&["--control-plane-url=http://cp:7443"]));
+        assert!(matches!(plaintext, Err(SettingsError::ControlPlaneUrl(_))));
         let capacity = Settings::try_from(&parse(&[
             "--control-plane-url=https://cp:7443",
             "--capacity=0",
@@ -286,6 +288,19 @@ mod tests {
         ]))
         .expect("valid");
         assert_eq!(s.trust_max_age, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn several_control_planes_come_from_repeated_flags_and_commas() {
+        let s = Settings::try_from(&parse(&[
+            "--control-plane-url=https://cp-0:7443,https://cp-1:7443",
+            "--control-plane-url=https://10.0.0.3:7443",
+        ]))
+        .expect("valid");
+        let Origin::ControlPlane { urls, .. } = s.origin else {
+            panic!("a control-plane origin");
+        };
+        assert_eq!(urls.len(), 3);
     }
 
     #[test]

@@ -25,12 +25,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use annex_bundle::{PublicKey, TrustBundle, TrustedKey};
+use annex_ops::upstream::Upstream;
 use annex_proto::pb;
 use annex_proto::pb::trust_client::TrustClient;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
-use tonic::transport::Channel;
 
 use crate::bundles::{BundleError, TrustSource};
 
@@ -67,7 +67,7 @@ struct Listing {
 
 /// What the refresh task and the loads share.
 struct Shared {
-    client: TrustClient<Channel>,
+    client: TrustClient<Upstream>,
     current: watch::Sender<Option<Listing>>,
     /// Why the last listing failed, for the error a load reports.
     last_error: Mutex<Option<String>>,
@@ -89,15 +89,19 @@ impl GrpcTrust {
     /// Starts keeping the keys listed on `channel`, refreshed every
     /// `refresh`, with the default maximum age. Must be called within a
     /// Tokio runtime (it spawns the refresh task).
-    pub fn new(channel: Channel, refresh: Duration) -> GrpcTrust {
+    pub fn new(channel: impl Into<Upstream>, refresh: Duration) -> GrpcTrust {
         GrpcTrust::with_max_age(channel, refresh, DEFAULT_MAX_AGE)
     }
 
     /// As [`GrpcTrust::new`], with keys usable for at most `max_age` after
     /// they were listed.
-    pub fn with_max_age(channel: Channel, refresh: Duration, max_age: Duration) -> GrpcTrust {
+    pub fn with_max_age(
+        channel: impl Into<Upstream>,
+        refresh: Duration,
+        max_age: Duration,
+    ) -> GrpcTrust {
         let shared = Arc::new(Shared {
-            client: TrustClient::new(channel),
+            client: TrustClient::new(channel.into()),
             current: watch::Sender::new(None),
             last_error: Mutex::new(None),
             wake: Notify::new(),
@@ -223,7 +227,7 @@ async fn refresh_loop(s: Arc<Shared>) {
 }
 
 /// One `Trust.ListKeys` call within [`LIST_TIMEOUT`].
-async fn list(client: &TrustClient<Channel>) -> Result<TrustBundle, String> {
+async fn list(client: &TrustClient<Upstream>) -> Result<TrustBundle, String> {
     let mut request = tonic::Request::new(pb::ListKeysRequest::default());
     request.set_timeout(LIST_TIMEOUT);
     let mut client = client.clone();

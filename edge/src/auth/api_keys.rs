@@ -13,12 +13,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use annex_ops::upstream::Upstream;
 use annex_proto::pb;
 use annex_proto::pb::dispatch_client::DispatchClient;
 use parking_lot::Mutex;
 use prometheus_client::metrics::gauge::Gauge;
 use sha2::{Digest as _, Sha256};
-use tonic::transport::Channel;
 
 use super::{AuthError, Credential, Permissions, Principal, PrincipalKind};
 use crate::byte_lru::ByteLru;
@@ -57,7 +57,7 @@ struct Entries {
 
 #[derive(Clone)]
 pub(crate) struct ApiKeyCache {
-    client: DispatchClient<Channel>,
+    client: DispatchClient<Upstream>,
     ttl: Duration,
     negative_ttl: Duration,
     entries: Arc<Mutex<Entries>>,
@@ -77,7 +77,7 @@ impl std::fmt::Debug for ApiKeyCache {
 /// What the cache is built from.
 #[derive(Debug, Clone)]
 pub(crate) struct ApiKeyCacheParts {
-    pub client: DispatchClient<Channel>,
+    pub client: DispatchClient<Upstream>,
     pub ttl: Duration,
     pub max_bytes: usize,
     pub clients: Arc<Clients>,

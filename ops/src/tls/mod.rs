@@ -5,6 +5,26 @@
 //! `urn:annex:role:<role>` (see [`devcerts`](crate::devcerts)). Servers require
 //! a client certificate signed by the CA (a client without one cannot finish
 //! the handshake); services then admit only the roles they list.
+//!
+//! [`Tls`] is a process's live identity: rustls configurations rebuilt
+//! whenever the certificate, key or CA files change (`reload`), so renewed
+//! certificates reach new handshakes without a restart while established
+//! connections keep theirs. Servers accept through [`incoming`] and clients
+//! dial through [`dial`] or [`TlsConnector`], both of which read the current
+//! configuration per connection. [`TlsMaterial::server_config`] and
+//! [`TlsMaterial::client_config`] remain for tools that hold one fixed
+//! identity (the CLI, tests). This module decides nothing about who may call
+//! what beyond the role check.
+
+mod accept;
+mod config;
+mod connect;
+mod reload;
+
+pub use accept::{TlsIncoming, incoming};
+pub(crate) use connect::server_name;
+pub use connect::{DialError, TlsConnector, dial};
+pub use reload::Tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -64,22 +84,35 @@ pub enum TlsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A PEM file holds nothing usable (`what`: the CA, certificate or key).
+    #[error("the {what} PEM is invalid: {reason}")]
+    Pem { what: &'static str, reason: String },
+    /// rustls refused the material (e.g. a key that does not match the
+    /// certificate).
+    #[error("building the TLS configuration: {0}")]
+    Config(String),
+    /// The name a server's certificate is checked against is not a DNS name
+    /// or IP address.
+    #[error("{0:?} is not a valid TLS server name")]
+    ServerName(String),
 }
 
 /// Paths of the PEM files a process presents and trusts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
-/// Loaded PEM material.
+/// Loaded PEM material, and the files it was read from when it came from
+/// disk (then [`Tls`] reloads it when they change).
 #[derive(Debug, Clone)]
 pub struct TlsMaterial {
     pub ca_pem: Vec<u8>,
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
+    files: Option<TlsFiles>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -90,11 +123,13 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 impl TlsFiles {
+    /// Reads the three files; the material remembers them for reloading.
     pub fn load(&self) -> Result<TlsMaterial, TlsError> {
         Ok(TlsMaterial {
             ca_pem: read(&self.ca)?,
             cert_pem: read(&self.cert)?,
             key_pem: read(&self.key)?,
+            files: Some(self.clone()),
         })
     }
 }
@@ -108,6 +143,28 @@ pub fn install_crypto_provider() {
 }
 
 impl TlsMaterial {
+    /// Material held in memory only (never reloaded).
+    pub fn from_pem(ca_pem: Vec<u8>, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> TlsMaterial {
+        TlsMaterial {
+            ca_pem,
+            cert_pem,
+            key_pem,
+            files: None,
+        }
+    }
+
+    /// The files this material was read from, if any.
+    pub fn files(&self) -> Option<&TlsFiles> {
+        self.files.as_ref()
+    }
+
+    /// Whether `other` holds the same certificate, key and CA bytes.
+    pub(crate) fn same_pem(&self, other: &TlsMaterial) -> bool {
+        self.ca_pem == other.ca_pem
+            && self.cert_pem == other.cert_pem
+            && self.key_pem == other.key_pem
+    }
+
     /// Server side: present our certificate, require a client certificate
     /// signed by the CA.
     pub fn server_config(&self) -> ServerTlsConfig {
