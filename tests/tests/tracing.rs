@@ -261,21 +261,26 @@ async fn one_request_is_one_trace_across_edge_worker_and_control_plane() {
     assert_eq!(r.status, 200, "{}\n{}", r.text(), s.logs());
     assert_eq!(r.json()["ok"]["value"], "first", "{}", r.text());
 
-    let complete = |trace: String| {
+    let complete = |trace: String, host_call: &'static str| {
         let receiver = receiver.clone();
         async move {
+            // A parent span ends after its children, so it can arrive in a
+            // later export batch: wait for every span the test reads.
             let spans = receiver.trace(&trace);
-            ["annex-edge", "annex-worker", "annex-control-plane"]
-                .iter()
-                .all(|svc| spans.iter().any(|s| s.service == *svc))
-                && spans
-                    .iter()
-                    .any(|s| s.name.starts_with("annex.v1.HostServices/"))
+            [
+                ("annex-edge", "/api/ext"),
+                ("annex-worker", "annex.v1.Worker/Execute"),
+                ("annex-worker", "worker.run"),
+                ("annex-worker", "worker.compile"),
+                ("annex-control-plane", host_call),
+            ]
+            .iter()
+            .all(|(svc, name)| spans.iter().any(|s| s.service == *svc && s.name == *name))
         }
     };
     assert_eventually!(
         ARRIVAL,
-        || complete(caller_trace.to_owned()),
+        || complete(caller_trace.to_owned(), "annex.v1.HostServices/StoragePut"),
         "spans of the caller's trace from all three services: {:#?}\n{}",
         receiver.spans(),
         s.logs()
@@ -337,7 +342,7 @@ async fn one_request_is_one_trace_across_edge_worker_and_control_plane() {
     assert_ne!(fresh, caller_trace);
     assert_eventually!(
         ARRIVAL,
-        || complete(fresh.clone()),
+        || complete(fresh.clone(), "annex.v1.HostServices/StorageGet"),
         "the new trace's spans from all three services: {:#?}",
         receiver.trace(&fresh)
     );
