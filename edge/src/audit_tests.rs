@@ -72,7 +72,7 @@ impl pb::dispatch_server::Dispatch for Service {
     }
 }
 
-async fn serve(fake: Arc<Fake>) -> DispatchClient<Channel> {
+async fn serve(fake: Arc<Fake>) -> DispatchClient<Upstream> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -85,7 +85,7 @@ async fn serve(fake: Arc<Fake>) -> DispatchClient<Channel> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("url")
         .connect_lazy();
-    DispatchClient::new(channel)
+    DispatchClient::new(Upstream::from(channel))
 }
 
 fn row(i: usize, poisoned: bool) -> pb::ExecutionRecord {

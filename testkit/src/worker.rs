@@ -86,7 +86,11 @@ impl Worker {
             .unwrap_or_else(|e| panic!("worker certificate: {e}"));
         let io = Io {
             tls,
-            listeners: annex_worker::server::Listeners { grpc, admin },
+            listeners: annex_worker::server::Listeners {
+                grpc,
+                admin,
+                runner_api: None,
+            },
             admin: AdminState::new(),
         };
         let mut running = Running::spawn("worker", |shutdown| {

@@ -8,9 +8,10 @@
 use std::time::Duration;
 
 use annex_e2e::stack::{OTHER_TENANT, TENANT};
-use annex_e2e::{Stack, StackOptions, eventually_ms, get};
+use annex_e2e::{Stack, StackOptions, get};
 use annex_ops::Role;
 use annex_proto::pb;
+use annex_testkit::assert_eventually;
 use serde_json::json;
 
 fn record(s: &Stack, request_id: &str, path: &str) -> pb::ExecutionRecord {
@@ -94,23 +95,26 @@ async fn a_poisoned_request_never_stops_auditing_or_serving() {
         assert_eq!(r.status, 200, "request {i}: {}\n{}", r.text(), s.logs());
     }
     // ...and audited.
-    let audited = eventually_ms(20_000, || async {
-        let rows = s.audit_rows(&s.hello.registry_id).await;
-        let after = rows
-            .iter()
-            .filter(|r| {
-                r.request_id
-                    .as_deref()
-                    .is_some_and(|id| id.starts_with("after-"))
-            })
-            .count();
-        after == 50
-            && rows
+    assert_eventually!(
+        Duration::from_secs(20),
+        async || {
+            let rows = s.audit_rows(&s.hello.registry_id).await;
+            let after = rows
                 .iter()
-                .any(|r| r.request_id.as_deref() == Some("batch-good"))
-    })
-    .await;
-    assert!(audited, "audit rows stopped arriving:\n{}", s.logs());
+                .filter(|r| {
+                    r.request_id
+                        .as_deref()
+                        .is_some_and(|id| id.starts_with("after-"))
+                })
+                .count();
+            after == 50
+                && rows
+                    .iter()
+                    .any(|r| r.request_id.as_deref() == Some("batch-good"))
+        },
+        "audit rows arriving:\n{}",
+        s.logs()
+    );
 
     // Rows still buffered at shutdown are shipped before the edge exits.
     for i in 0..20 {

@@ -677,15 +677,14 @@ async fn the_production_fleet_serves_through_a_rollout_a_rotation_and_control_pl
         .unwrap_or_else(|| panic!("no edge HTTP port"));
     let path = format!("/api/ext/{registry_id}/hello");
     let auth = bearer();
-    let served = annex_e2e::eventually_ms(120_000, || async {
-        annex_e2e::http::try_send(edge, "GET", &path, &[("authorization", &auth)], b"")
-            .await
-            .is_ok_and(|r| r.status == 200)
-    })
-    .await;
-    assert!(
-        served,
-        "the edge never served the extension:\n{}",
+    annex_testkit::assert_eventually!(
+        Duration::from_secs(120),
+        async || {
+            annex_e2e::http::try_send(edge, "GET", &path, &[("authorization", &auth)], b"")
+                .await
+                .is_ok_and(|r| r.status == 200)
+        },
+        "the edge serving the extension:\n{}",
         cluster.logs()
     );
 
@@ -801,18 +800,17 @@ async fn the_production_fleet_serves_through_a_rollout_a_rotation_and_control_pl
         .iter()
         .map(|p| p.name.clone())
         .collect();
-    let through_replacement = annex_e2e::eventually_ms(30_000, || async {
-        use annex_control_plane::store::{FleetStore as _, QuotaStore as _};
-        let seen = store.list_workers(alone).await.unwrap_or_default();
-        let heartbeats = workers.iter().all(|w| seen.iter().any(|r| &r.id == w));
-        // The replica itself and the edge's routes stream.
-        let watchers = store.count_route_watchers(alone).await.unwrap_or_default();
-        heartbeats && watchers >= 2
-    })
-    .await;
-    assert!(
-        through_replacement,
-        "workers and the edge never reached the replacement control plane:\n{}",
+    annex_testkit::assert_eventually!(
+        Duration::from_secs(30),
+        async || {
+            use annex_control_plane::store::{FleetStore as _, QuotaStore as _};
+            let seen = store.list_workers(alone).await.unwrap_or_default();
+            let heartbeats = workers.iter().all(|w| seen.iter().any(|r| &r.id == w));
+            // The replica itself and the edge's routes stream.
+            let watchers = store.count_route_watchers(alone).await.unwrap_or_default();
+            heartbeats && watchers >= 2
+        },
+        "workers and the edge reaching the replacement control plane:\n{}",
         cluster.logs()
     );
     let figures = load.stop().await;

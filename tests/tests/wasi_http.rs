@@ -5,8 +5,11 @@
 //! like any extension: routing, the request and response mapping, the
 //! response-header allowlist, the egress policy and the audit trail.
 
+use std::time::Duration;
+
 use annex_e2e::stack::{PUBLISHER, TENANT};
-use annex_e2e::{Resp, Stack, eventually_ms, send};
+use annex_e2e::{Resp, Stack, send};
+use annex_testkit::assert_eventually;
 use serde_json::json;
 
 /// The example's manifest under the stack's publisher.
@@ -31,21 +34,19 @@ async fn send_when_compiled(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Resp {
-    let answer = std::sync::Mutex::new(None);
-    let slot = &answer;
-    let compiled = eventually_ms(180_000, || async move {
-        let r = send(s.edge.http, method, path, headers, body).await;
-        if r.status == 503 && r.json()["error"] == "component_compiling" {
-            assert!(r.header("retry-after").is_some(), "no Retry-After");
-            return false;
-        }
-        *slot.lock().expect("answer lock") = Some(r);
-        true
-    })
-    .await;
-    assert!(compiled, "never compiled:\n{}", s.logs());
-    let answer = answer.into_inner().expect("answer lock");
-    answer.expect("an answer")
+    assert_eventually!(
+        Duration::from_secs(180),
+        async || {
+            let r = send(s.edge.http, method, path, headers, body).await;
+            if r.status == 503 && r.json()["error"] == "component_compiling" {
+                assert!(r.header("retry-after").is_some(), "no Retry-After");
+                return None;
+            }
+            Some(r)
+        },
+        "the component compiled:\n{}",
+        s.logs()
+    )
 }
 
 #[tokio::test]
@@ -128,11 +129,13 @@ async fn wasi_http_components_are_extensions_through_the_real_binaries() {
         );
 
         // Audited like any extension.
-        let audited = eventually_ms(10_000, || async {
-            let rows = s.audit_rows(&ext.registry_id).await;
-            rows.iter().filter(|r| r.status == "ok").count() >= 3
-        })
-        .await;
-        assert!(audited, "{guest}: no audit rows");
+        assert_eventually!(
+            Duration::from_secs(10),
+            async || {
+                let rows = s.audit_rows(&ext.registry_id).await;
+                rows.iter().filter(|r| r.status == "ok").count() >= 3
+            },
+            "{guest}: audit rows"
+        );
     }
 }
