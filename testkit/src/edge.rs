@@ -163,7 +163,11 @@ fn settings(cp: &ControlPlane, opts: EdgeOptions, ui_dir: &std::path::Path) -> S
     let limits = opts.limits;
     Settings {
         edge_id: "edge-test".into(),
-        control_plane_urls: vec![cp.url().parse().unwrap_or_else(|e| panic!("control-plane URL: {e}"))],
+        control_plane_urls: vec![
+            cp.url()
+                .parse()
+                .unwrap_or_else(|e| panic!("control-plane URL: {e}")),
+        ],
         control_plane_server_name: "localhost".into(),
         worker_server_name: None,
         jwt: JwtVerifier {

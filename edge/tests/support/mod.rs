@@ -11,9 +11,9 @@ pub mod worker;
 
 use std::time::Duration;
 
+pub use annex_testkit::edge::EdgeLimits as Limits;
 pub use annex_testkit::edge::{ORIGIN, UI_MAX_FILE};
 pub use annex_testkit::http::{Resp, get, send};
-pub use annex_testkit::edge::EdgeLimits as Limits;
 pub use annex_testkit::{ControlPlane, Edge, EdgeOptions, Installed, assert_eventually};
 
 pub use worker::ScriptedWorker;

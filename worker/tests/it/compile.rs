@@ -7,7 +7,6 @@ use std::time::Duration;
 use annex_proto::pb;
 use annex_worker::testing::{Call, Publisher, TestWorker, guest, pack, test_settings, variant};
 
-
 fn hello_manifest(name: &str) -> Vec<u8> {
     serde_json::json!({
         "name": name, "publisher": "annex", "version": "0.1.0", "runtime": "wasm-rust@1",
