@@ -3,22 +3,36 @@
 //! dev PKI, plus the extensions the tests call, published signed and
 //! installed for [`TENANT`]. Fleet tests kill (`SIGKILL`), stop (`SIGTERM`)
 //! and restart single processes.
+//!
+//! This module holds the deployment's shape ([`StackOptions`],
+//! [`FleetOptions`]) and [`Stack::start_with`], which brings it up. Its
+//! submodules hold the rest: `process` starts, stops and restarts the child
+//! processes, `publish` packs, signs and installs bundles, `inspect` is what
+//! tests read off a running stack (session tokens, logs, Postgres rows,
+//! worker stats).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use annex_bundle::ContentHash;
 use annex_bundle::signing::KeyPair;
 use annex_devpg::{LocalPostgres, LocalPostgresOptions};
 use annex_ops::Role;
 use annex_proto::pb;
 use annex_testkit::assert_eventually;
-use tokio::process::{Child, Command};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::http::{get, try_send};
+use crate::http::try_send;
+
+mod inspect;
+mod process;
+mod publish;
+
+pub use process::{EdgeProc, Member, Proc, bin};
+pub use publish::{UI_APP, UI_INDEX, publish_and_install};
+
+use process::{env, free_addr, spawn_as, spawn_edge_in, tls_env, wait_ready};
+use publish::pack;
 
 pub const TENANT: &str = "tenant-e2e";
 pub const OTHER_TENANT: &str = "tenant-other";
@@ -72,78 +86,6 @@ impl Default for FleetOptions {
     }
 }
 
-/// A running child process and where its log goes.
-#[derive(Debug)]
-pub struct Proc {
-    pub name: String,
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    /// `kill -9`, then reaps the process.
-    pub async fn kill(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-    }
-
-    /// Sends SIGTERM (the process drains and exits on its own).
-    pub fn terminate(&self) {
-        let pid = self
-            .child
-            .id()
-            .unwrap_or_else(|| panic!("{} already exited", self.name));
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap_or_else(|e| panic!("kill -TERM {pid}: {e}"));
-        assert!(status.success(), "kill -TERM {pid} failed");
-    }
-
-    /// Waits for the process to exit, at most `limit`.
-    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        match tokio::time::timeout(limit, self.child.wait()).await {
-            Ok(Ok(status)) => status,
-            Ok(Err(e)) => panic!("waiting for {}: {e}", self.name),
-            Err(_) => panic!(
-                "{} did not exit within {limit:?}:\n{}",
-                self.name,
-                self.log_tail()
-            ),
-        }
-    }
-}
-
-/// A control-plane or worker process, with what it takes to start it again
-/// on the same ports.
-#[derive(Debug)]
-pub struct Member {
-    pub grpc: SocketAddr,
-    pub admin: SocketAddr,
-    /// The worker id (empty for control planes).
-    pub id: String,
-    pub proc: Proc,
-    bin: &'static str,
-    env: Vec<(String, String)>,
-}
-
-impl Proc {
-    /// The process's log, for failure messages.
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let start = text.len().saturating_sub(4000);
-        text.get(start..).unwrap_or_default().to_owned()
-    }
-}
-
-/// An edge process.
-#[derive(Debug)]
-pub struct EdgeProc {
-    pub http: SocketAddr,
-    pub admin: SocketAddr,
-    pub proc: Proc,
-}
-
 pub struct Stack {
     pub dir: tempfile::TempDir,
     pub pki: PathBuf,
@@ -168,154 +110,6 @@ impl std::fmt::Debug for Stack {
             .field("edge", &self.edge.http)
             .finish_non_exhaustive()
     }
-}
-
-/// A workspace binary: from `ANNEX_E2E_BIN_DIR` when set (e.g. a release
-/// build for measurements), else from the target directory this test was
-/// built in (next to `deps/`).
-pub fn bin(name: &str) -> PathBuf {
-    let dir = match std::env::var_os("ANNEX_E2E_BIN_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}"));
-            exe.parent()
-                .and_then(|deps| deps.parent())
-                .unwrap_or_else(|| panic!("no target directory above {}", exe.display()))
-                .to_owned()
-        }
-    };
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: build the binaries first (`cargo build --bins`, or scripts/test.sh)",
-        path.display()
-    );
-    path
-}
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    l.local_addr().unwrap_or_else(|e| panic!("addr: {e}"))
-}
-
-/// Starts binary `bin_name` logging to `<dir>/<name>.log` (appended to, so
-/// a restarted process keeps its earlier output).
-fn spawn_as(bin_name: &str, name: &str, dir: &Path, env: &[(String, String)]) -> Proc {
-    let log = dir.join(format!("{name}.log"));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .unwrap_or_else(|e| panic!("log file: {e}"));
-    let err = file.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
-    let mut cmd = Command::new(bin(bin_name));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(file))
-        .stderr(Stdio::from(err))
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-    Proc {
-        name: name.to_owned(),
-        child,
-        log,
-    }
-}
-
-/// Waits for `/ready` on an admin listener, failing with the process's log
-/// (at once if the process exits).
-async fn wait_ready(proc: &mut Proc, admin: SocketAddr) {
-    assert_eventually!(
-        READY_DEADLINE,
-        async || {
-            if let Ok(Some(status)) = proc.child.try_wait() {
-                panic!("{} exited ({status}):\n{}", proc.name, proc.log_tail());
-            }
-            try_send(admin, "GET", "/ready", &[], b"")
-                .await
-                .is_ok_and(|r| r.status == 200)
-        },
-        "{} to report ready:\n{}",
-        proc.name,
-        proc.log_tail()
-    );
-}
-
-fn tls_env(prefix: &str, pki: &Path, role: Role) -> Vec<(String, String)> {
-    let files = annex_ops::devcerts::role_files(pki, role);
-    vec![
-        (format!("{prefix}_TLS_CA"), files.ca.display().to_string()),
-        (
-            format!("{prefix}_TLS_CERT"),
-            files.cert.display().to_string(),
-        ),
-        (format!("{prefix}_TLS_KEY"), files.key.display().to_string()),
-    ]
-}
-
-fn env(pairs: &[(&str, String)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect()
-}
-
-/// The UI the Chromium test drives: a button that calls `GET /hello`
-/// through the bridge and shows the answer.
-pub const UI_INDEX: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>hello ui</title></head>
-<body>
-<button id="call">Call handler</button>
-<pre id="out">idle</pre>
-<script src="/ext-bridge/sdk.js"></script>
-<script src="app.js"></script>
-</body></html>
-"#;
-
-pub const UI_APP: &str = r#"var bridge = AnnexSdk.createBridge();
-var out = document.getElementById('out');
-document.getElementById('call').addEventListener('click', function () {
-  out.textContent = 'calling';
-  AnnexSdk.callHandlerJson(bridge, '/hello').then(function (r) {
-    out.textContent = 'answer: ' + r.message + ' for ' + r.tenantId;
-  }).catch(function (e) {
-    out.textContent = 'error: ' + e.message;
-  });
-});
-bridge.ready();
-out.textContent = 'ready';
-"#;
-
-fn pack(
-    dir: &Path,
-    manifest: &serde_json::Value,
-    component: &[u8],
-    ui: &[(&str, &[u8])],
-) -> Vec<u8> {
-    let root = dir.join(format!(
-        "bundle-{}",
-        manifest["name"].as_str().unwrap_or("x")
-    ));
-    let write = |rel: &str, data: &[u8]| {
-        let path = root.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir: {e}"));
-        }
-        std::fs::write(path, data).unwrap_or_else(|e| panic!("write {rel}: {e}"));
-    };
-    write("manifest.json", manifest.to_string().as_bytes());
-    write("dist/main.wasm", component);
-    for (rel, data) in ui {
-        write(&format!("ui/{rel}"), data);
-    }
-    annex_bundle::archive::pack_dir(&root).unwrap_or_else(|e| panic!("pack: {e}"))
 }
 
 impl Stack {
@@ -514,173 +308,9 @@ impl Stack {
         stack
     }
 
-    /// Starts another edge on this deployment with extra `ANNEX_EDGE_*` settings.
-    pub async fn spawn_edge(&self, name: &'static str, extra: &[(String, String)]) -> EdgeProc {
-        spawn_edge_in(
-            self.dir.path(),
-            &self.pki,
-            self.cp_addr,
-            &self.jwt_secret_file,
-            name,
-            extra,
-        )
-        .await
-    }
-
     /// A channel to the control plane presenting `role`.
     pub async fn channel(&self, role: Role) -> Channel {
         channel(&self.pki, self.cp_addr, role).await
-    }
-
-    /// A session token for [`TENANT`] with `overrides` applied (`null` removes a claim).
-    pub fn token(&self, overrides: &serde_json::Value) -> String {
-        let secret = std::fs::read(&self.jwt_secret_file).unwrap_or_else(|e| panic!("secret: {e}"));
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
-        let mut claims = serde_json::json!({
-            "sub": "user-e2e", "tenant": TENANT, "email": "e2e@example.test", "name": "E2E User",
-            "user_type": "internal", "permissions": ["extension:read", "extension:write"],
-            "aud": AUDIENCE, "iat": now, "exp": now + 600,
-        });
-        if let (Some(c), Some(o)) = (claims.as_object_mut(), overrides.as_object()) {
-            for (k, v) in o {
-                if v.is_null() {
-                    c.remove(k);
-                } else {
-                    c.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        annex_edge::jwt::sign(
-            &annex_edge::jwt::SigningKey::Hs256(secret.trim_ascii().to_vec()),
-            &claims,
-        )
-    }
-
-    pub fn bearer(&self, overrides: &serde_json::Value) -> String {
-        format!("Bearer {}", self.token(overrides))
-    }
-
-    /// The tails of every process's log.
-    pub fn logs(&self) -> String {
-        let mut out = String::new();
-        let members = self.control_planes.iter().chain(&self.workers);
-        for p in members
-            .map(|m| &m.proc)
-            .chain(std::iter::once(&self.edge.proc))
-        {
-            out.push_str(&format!("--- {} ---\n{}\n", p.name, p.log_tail()));
-        }
-        out
-    }
-
-    /// A one-connection store on this deployment's Postgres, for checks.
-    async fn pg_store(&self) -> annex_control_plane::store::PgStore {
-        use annex_control_plane::store::{PgStore, PgStoreConfig};
-        PgStore::connect(PgStoreConfig {
-            url: self.pg.url(),
-            max_connections: 1,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"))
-    }
-
-    /// Audit rows of `registry_id` for [`TENANT`], read from Postgres.
-    pub async fn audit_rows(
-        &self,
-        registry_id: &str,
-    ) -> Vec<annex_control_plane::store::ExecutionRow> {
-        use annex_control_plane::store::ExecutionLogStore as _;
-        let id = registry_id.parse().unwrap_or_else(|e| panic!("uuid: {e}"));
-        self.pg_store()
-            .await
-            .list_executions(TENANT, id, 1000)
-            .await
-            .unwrap_or_else(|e| panic!("list: {e}"))
-    }
-
-    /// Starts control plane or worker `m` again on its ports (after a
-    /// kill or stop) and waits until it is ready.
-    pub async fn restart(m: &mut Member, dir: &Path) {
-        if let Ok(None) = m.proc.child.try_wait() {
-            panic!("{} is still running", m.proc.name);
-        }
-        let name = m.proc.name.clone();
-        m.proc = spawn_as(m.bin, &name, dir, &m.env);
-        wait_ready(&mut m.proc, m.admin).await;
-    }
-
-    /// Publishes a signed bundle of `component` under `manifest` and installs
-    /// it for [`TENANT`].
-    pub async fn publish_and_install(
-        &self,
-        manifest: &serde_json::Value,
-        component: &[u8],
-    ) -> Installed {
-        let bundle = pack(self.dir.path(), manifest, component, &[]);
-        let operator = self.channel(Role::Operator).await;
-        publish_and_install(&operator, &self.publisher_key, manifest, &bundle).await
-    }
-
-    /// `Worker.Stats` of worker `i`, asked over mTLS as the control plane.
-    pub async fn worker_stats(&self, i: usize) -> pb::WorkerStats {
-        let material = annex_ops::devcerts::role_files(&self.pki, Role::ControlPlane)
-            .load()
-            .unwrap_or_else(|e| panic!("certificates: {e}"));
-        let channel = Endpoint::from_shared(format!("https://{}", self.workers[i].grpc))
-            .unwrap_or_else(|e| panic!("url: {e}"))
-            .tls_config(material.client_config("localhost"))
-            .unwrap_or_else(|e| panic!("tls: {e}"))
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("connecting to worker {i}: {e}"));
-        pb::worker_client::WorkerClient::new(channel)
-            .stats(pb::Empty {})
-            .await
-            .unwrap_or_else(|e| panic!("stats of worker {i}: {e}"))
-            .into_inner()
-    }
-
-    /// Executions in flight across the workers (`Worker.Stats`).
-    pub async fn in_flight(&self) -> u32 {
-        let mut sum = 0;
-        for i in 0..self.workers.len() {
-            sum += self.worker_stats(i).await.in_flight;
-        }
-        sum
-    }
-
-    /// Waits until every worker has heartbeated `n` more times: each
-    /// heartbeat a control plane takes refreshes the worker's `last_seen`.
-    pub async fn heartbeats(&self, n: usize) {
-        use annex_control_plane::store::FleetStore as _;
-        for _ in 0..n {
-            let after = chrono::Utc::now();
-            assert_eventually!(
-                Duration::from_secs(30),
-                async || {
-                    let rows = self
-                        .pg_store()
-                        .await
-                        .list_workers(chrono::DateTime::UNIX_EPOCH)
-                        .await
-                        .unwrap_or_else(|e| panic!("workers: {e}"));
-                    self.workers.iter().all(|w| {
-                        rows.iter()
-                            .any(|row| row.id == w.id && row.last_seen > after)
-                    })
-                },
-                "a heartbeat from every worker after {after}\n{}",
-                self.logs()
-            );
-        }
-    }
-
-    /// Whether the edge's admin listener reports ready.
-    pub async fn edge_ready(&self) -> bool {
-        get(self.edge.admin, "/ready", &[]).await.status == 200
     }
 }
 
@@ -695,131 +325,4 @@ async fn channel(pki: &Path, addr: SocketAddr, role: Role) -> Channel {
         .connect()
         .await
         .unwrap_or_else(|e| panic!("connecting to the control plane: {e}"))
-}
-
-async fn spawn_edge_in(
-    dir: &Path,
-    pki: &Path,
-    cp_addr: SocketAddr,
-    secret: &Path,
-    name: &'static str,
-    extra: &[(String, String)],
-) -> EdgeProc {
-    let (http, admin) = (free_addr(), free_addr());
-    let ui_dir = dir.join(format!("{name}-ui"));
-    let mut vars = env(&[
-        ("ANNEX_EDGE_HTTP_LISTEN", http.to_string()),
-        ("ANNEX_EDGE_ADMIN_LISTEN", admin.to_string()),
-        ("ANNEX_EDGE_CONTROL_PLANE", format!("https://{cp_addr}")),
-        ("ANNEX_EDGE_CONTROL_PLANE_SERVER_NAME", "localhost".into()),
-        ("ANNEX_EDGE_ID", name.into()),
-        (
-            "ANNEX_EDGE_JWT_HS256_SECRET_FILE",
-            secret.display().to_string(),
-        ),
-        ("ANNEX_EDGE_SESSION_COOKIE", "annex_session".into()),
-        ("ANNEX_EDGE_UI_CACHE_DIR", ui_dir.display().to_string()),
-        ("ANNEX_EDGE_MAX_BODY_BYTES", "65536".into()),
-        ("ANNEX_EDGE_TIMEOUT_MS", "2000".into()),
-        ("ANNEX_EDGE_RATE_CAPACITY", "100000".into()),
-        ("ANNEX_EDGE_RATE_REFILL_PER_SEC", "100000".into()),
-        ("ANNEX_LOG_FORMAT", "text".into()),
-    ]);
-    vars.extend(tls_env("ANNEX_EDGE", pki, Role::Edge));
-    // Later entries win: a test's settings override the defaults above.
-    for (k, v) in extra {
-        vars.retain(|(key, _)| key != k);
-        vars.push((k.clone(), v.clone()));
-    }
-    // Each edge gets its own log file name.
-    let mut proc = spawn_named(name, dir, &vars);
-    wait_ready(&mut proc, admin).await;
-    EdgeProc { http, admin, proc }
-}
-
-/// An edge process logging to `<dir>/<name>.log`, so each edge's output
-/// stays apart (the first is named `edge`).
-fn spawn_named(name: &'static str, dir: &Path, vars: &[(String, String)]) -> Proc {
-    spawn_as("annex-edge", name, dir, vars)
-}
-
-/// Publishes `bytes` signed with `key` (which the control plane must trust
-/// for [`PUBLISHER`]) and installs it for [`TENANT`].
-pub async fn publish_and_install(
-    operator: &Channel,
-    key: &KeyPair,
-    manifest: &serde_json::Value,
-    bytes: &[u8],
-) -> Installed {
-    let name = manifest["name"].as_str().unwrap_or_default();
-    let version = manifest["version"].as_str().unwrap_or_default();
-    let signature =
-        annex_bundle::signing::sign_bundle(key, &ContentHash::of(bytes), PUBLISHER, name, version);
-    let mut parts = vec![pb::PublishRequest {
-        part: Some(pb::publish_request::Part::Header(pb::PublishHeader {
-            signature,
-            ..Default::default()
-        })),
-    }];
-    parts.extend(bytes.chunks(64 * 1024).map(|c| pb::PublishRequest {
-        part: Some(pb::publish_request::Part::Chunk(c.to_vec())),
-    }));
-    pb::registry_client::RegistryClient::new(operator.clone())
-        .publish(futures::stream::iter(parts))
-        .await
-        .unwrap_or_else(|e| panic!("publishing {name}: {e}"));
-    let slug = format!("{PUBLISHER}.{name}").to_lowercase();
-    let info = pb::installs_client::InstallsClient::new(operator.clone())
-        .install(pb::InstallRequest {
-            tenant_id: TENANT.into(),
-            extension: slug.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("installing {name}: {e}"))
-        .into_inner();
-    Installed {
-        registry_id: info.registry_id,
-        install_id: info.install_id,
-        content_hash: info.content_hash,
-        slug: slug.replace(' ', "%20"),
-    }
-}
-
-impl Stack {
-    /// Installs an already published extension (registry id or slug) for another tenant.
-    pub async fn install_for(&self, tenant: &str, extension: &str) -> Installed {
-        let info = pb::installs_client::InstallsClient::new(self.channel(Role::Operator).await)
-            .install(pb::InstallRequest {
-                tenant_id: tenant.into(),
-                extension: extension.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("installing {extension} for {tenant}: {e}"))
-            .into_inner();
-        Installed {
-            registry_id: info.registry_id,
-            install_id: info.install_id,
-            content_hash: info.content_hash,
-            slug: format!("{}.{}", info.publisher, info.name)
-                .to_lowercase()
-                .replace(' ', "%20"),
-        }
-    }
-
-    /// The `extension_quota_usage` windows of `tenant`'s `registry_id`, read from Postgres.
-    pub async fn usage_windows(
-        &self,
-        tenant: &str,
-        registry_id: &str,
-    ) -> Vec<annex_control_plane::store::UsageRow> {
-        use annex_control_plane::store::QuotaStore as _;
-        let id = registry_id.parse().unwrap_or_else(|e| panic!("uuid: {e}"));
-        self.pg_store()
-            .await
-            .list_usage(tenant, Some(id), None, None)
-            .await
-            .unwrap_or_else(|e| panic!("usage: {e}"))
-    }
 }
