@@ -254,20 +254,10 @@ fn busy(w: &WorkerRow) -> bool {
 
 /// Workers for `content_hash`, best first: rendezvous (highest random weight)
 /// hashing, so each hash has a stable preferred worker and losing a worker
-/// moves only its hashes.
+/// moves only its hashes. The edge ranks an unplaced hash the same way
+/// ([`annex_dispatch::rendezvous`]).
 pub(crate) fn rank_workers<'a>(content_hash: &str, workers: &'a [WorkerRow]) -> Vec<&'a WorkerRow> {
-    let mut ranked: Vec<(&WorkerRow, [u8; 32])> = workers
-        .iter()
-        .map(|w| {
-            let mut h = Sha256::new();
-            h.update(content_hash.as_bytes());
-            h.update([0]);
-            h.update(w.id.as_bytes());
-            (w, h.finalize().into())
-        })
-        .collect();
-    ranked.sort_by_key(|r| std::cmp::Reverse(r.1));
-    ranked.into_iter().map(|(w, _)| w).collect()
+    annex_dispatch::rendezvous(content_hash, workers, |w| &w.id)
 }
 
 /// A prewarm fleet command for `content_hash`.

@@ -17,6 +17,6 @@ mod ranking;
 mod request;
 mod workers;
 
-pub use ranking::{RoutingTable, WorkerTarget};
+pub use ranking::{RoutingTable, WorkerTarget, rendezvous};
 pub use request::{Installed, Invocation, Trigger, execute_request};
 pub use workers::{ConnectError, ExecuteError, Executed, WorkerTls, Workers};

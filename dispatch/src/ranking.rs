@@ -6,11 +6,16 @@
 //! The order: the workers the control plane placed the hash on, those with
 //! room before full ones (rotated when the hash has spilled onto several),
 //! then every other worker in rotation so load spreads, and workers marked
-//! down after everything else.
+//! down after everything else. A hash the table has no placement for yet (it
+//! was installed after the table was sent) goes first to the worker the
+//! control plane places it on, its [`rendezvous`] first, so the calls right
+//! after an install reach the worker being prewarmed instead of compiling
+//! the component on every worker in turn.
 
 use std::collections::HashMap;
 
 use annex_proto::pb;
+use sha2::{Digest as _, Sha256};
 
 /// A worker that can take executions, as the routing table lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +73,29 @@ impl RoutingTable {
     }
 }
 
+/// `workers` in rendezvous (highest random weight) order for
+/// `content_hash`, preferred first: each hash has a stable preferred worker,
+/// and losing a worker moves only that worker's hashes. The control plane
+/// places hashes in this order.
+pub fn rendezvous<'a, T>(
+    content_hash: &str,
+    workers: &'a [T],
+    id: impl Fn(&T) -> &str,
+) -> Vec<&'a T> {
+    let mut ranked: Vec<(&T, [u8; 32])> = workers
+        .iter()
+        .map(|w| {
+            let mut h = Sha256::new();
+            h.update(content_hash.as_bytes());
+            h.update([0]);
+            h.update(id(w).as_bytes());
+            (w, h.finalize().into())
+        })
+        .collect();
+    ranked.sort_by_key(|r| std::cmp::Reverse(r.1));
+    ranked.into_iter().map(|(w, _)| w).collect()
+}
+
 /// Workers to try for `content_hash`, best first (see the module comment).
 /// `turn` rotates the order between calls; `down` holds the ids of workers
 /// passed over for now.
@@ -81,11 +109,19 @@ pub(crate) fn rank(
     if n == 0 {
         return Vec::new();
     }
-    let mut placed: Vec<WorkerTarget> = table
-        .placed(content_hash)
-        .iter()
-        .filter_map(|id| table.workers.iter().find(|w| &w.id == id).cloned())
-        .collect();
+    let placements = table.placed(content_hash);
+    let mut placed: Vec<WorkerTarget> = if placements.is_empty() {
+        rendezvous(content_hash, &table.workers, |w| &w.id)
+            .into_iter()
+            .take(1)
+            .cloned()
+            .collect()
+    } else {
+        placements
+            .iter()
+            .filter_map(|id| table.workers.iter().find(|w| &w.id == id).cloned())
+            .collect()
+    };
     if placed.len() > 1 {
         let k = turn % placed.len();
         placed.rotate_left(k);
@@ -145,30 +181,26 @@ mod tests {
         );
         assert_eq!(ids(rank(&t, "h", 0, &[])), ["c", "a", "b"]);
         assert_eq!(ids(rank(&t, "h", 1, &[])), ["a", "c", "b"]);
-        // An unplaced hash rotates across every worker.
-        assert_eq!(ids(rank(&t, "other", 0, &[])), ["a", "b", "c"]);
-        assert_eq!(ids(rank(&t, "other", 1, &[])), ["b", "c", "a"]);
-        assert_eq!(ids(rank(&t, "other", 2, &[])), ["c", "a", "b"]);
     }
 
     #[test]
-    fn placed_workers_with_room_come_before_full_ones() {
-        let t = table(
-            &[
-                worker("a", 4, 4),
-                worker("b", 4, 1),
-                worker("c", 4, 0),
-                worker("d", 4, 0),
-            ],
-            &["a", "b", "c"],
-        );
-        for turn in 0..6 {
-            let ranked = ids(rank(&t, "h", turn, &[]));
-            assert_eq!(ranked[2..], ["a", "d"], "turn {turn}");
+    fn a_hash_without_a_placement_goes_first_where_the_control_plane_places_it() {
+        let workers = [worker("a", 0, 0), worker("b", 0, 0), worker("c", 0, 0)];
+        let t = table(&workers, &[]);
+        for hash in ["h1", "h2", "h3", "h4"] {
+            let preferred = rendezvous(hash, &workers, |w| &w.id)[0].id.clone();
+            for turn in 0..3 {
+                let ranked = ids(rank(&t, hash, turn, &[]));
+                assert_eq!(ranked[0], preferred, "{hash}, turn {turn}");
+                // The others follow in rotation, each once.
+                let mut sorted = ranked.clone();
+                sorted.sort();
+                assert_eq!(sorted, ["a", "b", "c"]);
+            }
         }
-        assert_eq!(ids(rank(&t, "h", 0, &[]))[0], "b");
-        assert_eq!(ids(rank(&t, "h", 1, &[]))[0], "b");
-        assert_eq!(ids(rank(&t, "h", 2, &[]))[0], "c");
+        // Once placed, the placement decides.
+        let placed = table(&workers, &["b"]);
+        assert_eq!(ids(rank(&placed, "h", 0, &[]))[0], "b");
     }
 
     #[test]

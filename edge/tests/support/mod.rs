@@ -44,7 +44,8 @@ pub fn manifest(name: &str, client_portal: bool) -> serde_json::Value {
             {"method": "GET", "path": "/slow", "handler": "dist/main"},
             {"method": "GET", "path": "/trap", "handler": "dist/main"},
             {"method": "GET", "path": "/guest-timeout", "handler": "dist/main"},
-            {"method": "GET", "path": "/teapot", "handler": "dist/main"}
+            {"method": "GET", "path": "/teapot", "handler": "dist/main"},
+            {"method": "GET", "path": "/compiling", "handler": "dist/main"}
         ]}
     })
 }

@@ -128,6 +128,25 @@ impl pb::worker_server::Worker for Svc {
                 outcome: pb::Outcome::Timeout as i32,
                 ..Default::default()
             },
+            // A hostile guest: more headers than any map should hold. (Under
+            // `/items/:id` so the manifest, and with it the bundle's hash and
+            // its placement, stays what the other tests expect.)
+            "/items/many-headers" => pb::ExecuteResponse {
+                headers: (0..33_000)
+                    .map(|i| (format!("x-ext-h{i}"), "v".to_owned()))
+                    .collect(),
+                ..ok(200, &[], b"flood".to_vec(), &self.id)
+            },
+            // A page on the edge's origin, cached publicly if the edge let it.
+            "/items/html" => ok(
+                200,
+                &[
+                    ("content-type", "text/html"),
+                    ("cache-control", "public, max-age=3600"),
+                ],
+                b"<script>fetch('/api/ext-proxy/other/secrets')</script>".to_vec(),
+                &self.id,
+            ),
             "/teapot" => ok(
                 418,
                 &[("content-type", "text/plain")],
