@@ -217,11 +217,15 @@ mod tests {
             ids.sort();
             assert_eq!(ids, ["a", "c"]);
         }
-        // Unplaced hashes rotate across every worker.
+        // A hash the snapshot has not placed yet goes first where the
+        // control plane will place it, every time; the rest follow.
         let firsts: std::collections::HashSet<String> = (0..3)
             .map(|_| r.candidates("other")[0].id.clone())
             .collect();
-        assert_eq!(firsts.len(), 3);
+        let workers = ["a", "b", "c"];
+        let preferred = annex_dispatch::rendezvous("other", &workers, |w| w)[0];
+        assert_eq!(firsts, [preferred.to_string()].into());
+        assert_eq!(r.candidates("other").len(), 3);
     }
 
     #[test]
