@@ -527,14 +527,14 @@ async fn publish_hello(cluster: &Cluster, dir: &Path) -> String {
         .registry_id
 }
 
-/// A session for the test tenant, signed with the `annex-jwt` test Secret.
-fn bearer() -> String {
+/// A session for `tenant`, signed with the `annex-jwt` test Secret.
+fn bearer(tenant: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default();
     let claims = serde_json::json!({
-        "sub": "user-k8s", "tenant": annex_e2e::stack::TENANT, "email": "k8s@example.test",
+        "sub": "user-k8s", "tenant": tenant, "email": "k8s@example.test",
         "user_type": "internal", "permissions": ["extension:read", "extension:write"],
         "aud": "annex", "iat": now, "exp": now + 3600,
     });
@@ -643,6 +643,10 @@ fn rustls_pki_first_der(pem: &[u8]) -> Vec<u8> {
 /// dropped) and the loss of each original control plane in turn (a
 /// replacement trusting only the new CA takes over). Zero failed calls in
 /// each; the figures are printed.
+/// Tenants calling the extension during the proof, each with its own
+/// install and so its own rate-limit bucket.
+const LOAD_TENANTS: usize = 8;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_production_fleet_serves_through_a_rollout_a_rotation_and_control_plane_loss() {
     let Some(kubectl) = kube::kubectl_or_skip() else {
@@ -676,7 +680,7 @@ async fn the_production_fleet_serves_through_a_rollout_a_rotation_and_control_pl
         .addr("http")
         .unwrap_or_else(|| panic!("no edge HTTP port"));
     let path = format!("/api/ext/{registry_id}/hello");
-    let auth = bearer();
+    let auth = bearer(annex_e2e::stack::TENANT);
     annex_testkit::assert_eventually!(
         Duration::from_secs(120),
         async || {
@@ -688,8 +692,35 @@ async fn the_production_fleet_serves_through_a_rollout_a_rotation_and_control_pl
         cluster.logs()
     );
 
-    // Steady load within the tenant's rate limit the manifest sets (a 429
-    // would count as a failure): one caller at 80 % of the refill rate.
+    // Steady load within the rate limit the manifest sets, which is per
+    // install (a 429 would count as a failure): the extension installed for
+    // LOAD_TENANTS more tenants, one caller each at 80 % of the refill rate.
+    let mut callers = vec![vec![("authorization".to_owned(), auth.clone())]];
+    let installs = annex_proto::pb::installs_client::InstallsClient::new(operator(&cluster).await);
+    for i in 1..LOAD_TENANTS {
+        let tenant = format!("tenant-k8s-{i}");
+        installs
+            .clone()
+            .install(annex_proto::pb::InstallRequest {
+                tenant_id: tenant.clone(),
+                extension: registry_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("installing for {tenant}: {e}"));
+        let auth = bearer(&tenant);
+        annex_testkit::assert_eventually!(
+            Duration::from_secs(30),
+            async || {
+                annex_e2e::http::try_send(edge, "GET", &path, &[("authorization", &auth)], b"")
+                    .await
+                    .is_ok_and(|r| r.status == 200)
+            },
+            "the edge serving {tenant}'s install:\n{}",
+            cluster.logs()
+        );
+        callers.push(vec![("authorization".to_owned(), auth)]);
+    }
     let refill: f64 = cluster.pods_of("annex-edge")[0]
         .process
         .env
@@ -699,8 +730,7 @@ async fn the_production_fleet_serves_through_a_rollout_a_rotation_and_control_pl
     let load = Load::start(
         edge,
         path,
-        vec![("authorization".into(), auth)],
-        1,
+        callers,
         Duration::from_secs_f64(1.0 / (refill * 0.8)),
     );
     let mut report = Vec::new();

@@ -79,14 +79,14 @@ pub struct Load {
 const DESCRIBED: usize = 20;
 
 impl Load {
-    /// `callers` loops of `GET path` with `headers` against `edge`, each
-    /// pausing `pause` between calls (leaving the machine's cores to the
-    /// fleet under test).
+    /// One loop of `GET path` against `edge` per entry of `callers` (the
+    /// headers that caller sends: its tenant's session, say), each pausing
+    /// `pause` between calls (leaving the machine's cores to the fleet
+    /// under test).
     pub fn start(
         edge: SocketAddr,
         path: String,
-        headers: Vec<(String, String)>,
-        callers: usize,
+        callers: Vec<Vec<(String, String)>>,
         pause: Duration,
     ) -> Load {
         let window = Arc::new(Mutex::new(Window {
@@ -94,14 +94,10 @@ impl Load {
             since: Instant::now(),
         }));
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let tasks = (0..callers)
-            .map(|_| {
-                let (window, path, headers, stopped) = (
-                    window.clone(),
-                    path.clone(),
-                    headers.clone(),
-                    stopped.clone(),
-                );
+        let tasks = callers
+            .into_iter()
+            .map(|headers| {
+                let (window, path, stopped) = (window.clone(), path.clone(), stopped.clone());
                 tokio::spawn(async move {
                     let headers: Vec<(&str, &str)> = headers
                         .iter()
