@@ -166,3 +166,69 @@ async fn proxy_relays_only_its_response_headers_and_allowed_origins() {
     assert_eq!(failed.status, 502);
     assert_eq!(failed.json()["error"], "bad_gateway");
 }
+
+#[tokio::test]
+async fn the_proxy_passes_the_sessions_additional_user_fields_and_api_ext_does_not() {
+    let w = World::start().await;
+    let session = bearer(&token(json!({
+        "contactId": 42, "username": "ann", "locale": "de-CH", "timezone": "Europe/Zurich",
+    })));
+    let r = w
+        .edge
+        .send(
+            "GET",
+            &format!("/api/ext-proxy/{}/hello", w.ext.registry_id),
+            &[("authorization", &session)],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["user"]["additional_fields"],
+        json!({
+            "contact_id": "42", "contactId": "42", "username": "ann",
+            "locale": "de-CH", "timezone": "Europe/Zurich",
+        })
+    );
+
+    // Alga's gateway sends none on /api/ext.
+    let r = w
+        .edge
+        .send(
+            "GET",
+            &format!("/api/ext/{}/hello", w.ext.registry_id),
+            &[("authorization", &session)],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["user"]["additional_fields"], json!({}));
+
+    // Absent or blank claims add nothing; a claim that is neither a string
+    // nor a number is ignored rather than refusing the session.
+    let plain = bearer(&token(json!({"username": " ", "locale": {"x": 1}})));
+    let r = w
+        .edge
+        .send(
+            "GET",
+            &format!("/api/ext-proxy/{}/hello", w.ext.registry_id),
+            &[("authorization", &plain)],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["user"]["additional_fields"], json!({}));
+
+    // Control characters are refused like any identity claim.
+    let bad = bearer(&token(json!({"username": "a\u{0}b"})));
+    let r = w
+        .edge
+        .send(
+            "GET",
+            &format!("/api/ext-proxy/{}/hello", w.ext.registry_id),
+            &[("authorization", &bad)],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+}

@@ -105,6 +105,27 @@ pub(crate) struct Claims {
     pub client_name: Option<String>,
     #[serde(default)]
     pub permissions: Vec<String>,
+    /// The user's contact record (`contactId` accepted too); a string or a
+    /// number.
+    #[serde(default, alias = "contactId", deserialize_with = "scalar_text")]
+    pub contact_id: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub username: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub locale: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    pub timezone: Option<String>,
+}
+
+/// A claim the host application may send as a string or a number; anything
+/// else (an object, a list, `null`) reads as absent rather than refusing
+/// the whole token over a field Annex only passes on.
+fn scalar_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
 }
 
 #[derive(Deserialize)]

@@ -66,6 +66,11 @@ pub(crate) struct UserInfo {
     pub user_type: UserType,
     pub client_id: Option<String>,
     pub client_name: String,
+    /// What `/api/ext-proxy` passes on as the user's additional fields, as
+    /// Alga's ext-proxy does: `contact_id` (and the same value as
+    /// `contactId`), `username`, `locale`, `timezone`, each when the session
+    /// carries it. Sorted by key.
+    pub additional_fields: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +236,10 @@ pub(crate) fn principal_from_claims(claims: Claims) -> Result<Principal, AuthErr
         Some(&claims.name),
         claims.client_id.as_ref(),
         claims.client_name.as_ref(),
+        claims.contact_id.as_ref(),
+        claims.username.as_ref(),
+        claims.locale.as_ref(),
+        claims.timezone.as_ref(),
     ];
     if !carriable(&claims.sub, MAX_USER_ID)
         || !others
@@ -240,6 +249,7 @@ pub(crate) fn principal_from_claims(claims: Claims) -> Result<Principal, AuthErr
     {
         return Err(AuthError::MalformedClaim);
     }
+    let additional_fields = additional_fields(&claims);
     Ok(Principal {
         tenant: claims.tenant,
         via: Credential::Bearer,
@@ -251,8 +261,32 @@ pub(crate) fn principal_from_claims(claims: Claims) -> Result<Principal, AuthErr
             user_type,
             client_id: claims.client_id.filter(|c| !c.trim().is_empty()),
             client_name: claims.client_name.unwrap_or_default(),
+            additional_fields,
         }),
     })
+}
+
+/// The session's additional user fields (see [`UserInfo::additional_fields`]).
+fn additional_fields(claims: &Claims) -> Vec<(String, String)> {
+    fn present(v: &Option<String>) -> Option<&str> {
+        v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+    }
+    let mut fields = Vec::new();
+    if let Some(contact) = present(&claims.contact_id) {
+        fields.push(("contactId".to_owned(), contact.to_owned()));
+        fields.push(("contact_id".to_owned(), contact.to_owned()));
+    }
+    for (name, value) in [
+        ("locale", &claims.locale),
+        ("timezone", &claims.timezone),
+        ("username", &claims.username),
+    ] {
+        if let Some(v) = present(value) {
+            fields.push((name.to_owned(), v.to_owned()));
+        }
+    }
+    fields.sort();
+    fields
 }
 
 #[cfg(test)]

@@ -17,8 +17,14 @@ use crate::headers::{self, ResponsePolicy};
 use crate::state::EdgeState;
 
 /// The `user` an execution carries for a principal (none for API keys).
-fn user_pb(principal: &Principal) -> Option<pb::User> {
+/// Only `/api/ext-proxy` passes on the session's additional fields, as
+/// Alga's gateway sends none on `/api/ext`.
+fn user_pb(principal: &Principal, trigger: Trigger) -> Option<pb::User> {
     let u = principal.user()?;
+    let additional_fields = match trigger {
+        Trigger::Proxy => u.additional_fields.iter().cloned().collect(),
+        _ => Default::default(),
+    };
     Some(pb::User {
         user_id: u.user_id.clone(),
         user_email: u.email.clone(),
@@ -26,7 +32,7 @@ fn user_pb(principal: &Principal) -> Option<pb::User> {
         user_type: u.user_type.as_str().to_owned(),
         client_name: u.client_name.clone(),
         client_id: u.client_id.clone(),
-        additional_fields: Default::default(),
+        additional_fields,
     })
 }
 
@@ -91,7 +97,7 @@ pub(crate) fn execute_request(
             trigger: e.trigger,
             schedule_id: String::new(),
             http: e.http,
-            user: user_pb(principal),
+            user: user_pb(principal, e.trigger),
             limits: Some(pb::Limits {
                 timeout_ms: u32::try_from(state.policy.timeout.as_millis()).unwrap_or(u32::MAX),
                 ..Default::default()

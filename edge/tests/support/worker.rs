@@ -183,6 +183,7 @@ impl pb::worker_server::Worker for Svc {
                     "user": r.user.as_ref().map(|u| serde_json::json!({
                         "id": u.user_id, "email": u.user_email, "name": u.user_name,
                         "type": u.user_type, "client_id": u.client_id,
+                        "additional_fields": u.additional_fields,
                     })),
                     "idempotency_key": r.idempotency_key,
                     "timeout_ms": r.limits.as_ref().map(|l| l.timeout_ms),
