@@ -207,6 +207,22 @@ async fn the_proxy_passes_the_sessions_additional_user_fields_and_api_ext_does_n
     // Absent or blank claims add nothing; a claim that is neither a string
     // nor a number is ignored rather than refusing the session.
     let plain = bearer(&token(json!({"username": " ", "locale": {"x": 1}})));
+    // Both spellings of the contact id: the snake-case one wins.
+    let both = bearer(&token(json!({"contact_id": "c-1", "contactId": "c-2"})));
+    let r = w
+        .edge
+        .send(
+            "GET",
+            &format!("/api/ext-proxy/{}/hello", w.ext.registry_id),
+            &[("authorization", &both)],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["user"]["additional_fields"],
+        json!({"contact_id": "c-1", "contactId": "c-1"})
+    );
     let r = w
         .edge
         .send(

@@ -105,10 +105,12 @@ pub(crate) struct Claims {
     pub client_name: Option<String>,
     #[serde(default)]
     pub permissions: Vec<String>,
-    /// The user's contact record (`contactId` accepted too); a string or a
-    /// number.
-    #[serde(default, alias = "contactId", deserialize_with = "scalar_text")]
+    /// The user's contact record; a string or a number. `contactId` is
+    /// read when `contact_id` is absent (a token may carry both).
+    #[serde(default, deserialize_with = "scalar_text")]
     pub contact_id: Option<String>,
+    #[serde(default, rename = "contactId", deserialize_with = "scalar_text")]
+    pub contact_id_camel: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]
     pub username: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]

@@ -237,6 +237,7 @@ pub(crate) fn principal_from_claims(claims: Claims) -> Result<Principal, AuthErr
         claims.client_id.as_ref(),
         claims.client_name.as_ref(),
         claims.contact_id.as_ref(),
+        claims.contact_id_camel.as_ref(),
         claims.username.as_ref(),
         claims.locale.as_ref(),
         claims.timezone.as_ref(),
@@ -272,7 +273,7 @@ fn additional_fields(claims: &Claims) -> Vec<(String, String)> {
         v.as_deref().map(str::trim).filter(|v| !v.is_empty())
     }
     let mut fields = Vec::new();
-    if let Some(contact) = present(&claims.contact_id) {
+    if let Some(contact) = present(&claims.contact_id).or(present(&claims.contact_id_camel)) {
         fields.push(("contactId".to_owned(), contact.to_owned()));
         fields.push(("contact_id".to_owned(), contact.to_owned()));
     }
