@@ -216,13 +216,30 @@ pub fn deny_egress(settings: &mut ExecutorSettings, entry: &str) {
         .unwrap_or_else(|e| panic!("deny entry {entry}: {e}"));
 }
 
-/// Host services for tests: secrets from a map, guest logs recorded, every
-/// other call unavailable (the control plane's real `HostServices` is
+/// Host services for tests: secrets from a map, guest logs recorded (or,
+/// with `logs_hang`, taken and never answered, like a hung control plane),
+/// every other call unavailable (the control plane's real `HostServices` is
 /// tested against the control plane).
 #[derive(Default)]
 pub struct StubBackend {
     pub secrets: std::collections::BTreeMap<String, String>,
     pub logs: parking_lot::Mutex<Vec<pb::LogEvent>>,
+    /// Log publishes never return.
+    pub logs_hang: bool,
+    /// Log publishes received, waiting now, and the most that were
+    /// waiting at once.
+    pub log_calls: std::sync::atomic::AtomicUsize,
+    pub log_in_flight: std::sync::atomic::AtomicUsize,
+    pub log_peak: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a log publish out when it ends (or is dropped).
+struct Leaving<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl StubBackend {
@@ -318,6 +335,14 @@ impl HostBackend for StubBackend {
         NoHostBackend.call_ui_proxy(g, c).await
     }
     async fn publish_logs(&self, events: Vec<pb::LogEvent>) -> Result<(), HostError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.log_calls.fetch_add(1, SeqCst);
+        let now = self.log_in_flight.fetch_add(1, SeqCst) + 1;
+        self.log_peak.fetch_max(now, SeqCst);
+        let _leaving = Leaving(&self.log_in_flight);
+        if self.logs_hang {
+            std::future::pending::<()>().await;
+        }
         self.logs.lock().extend(events);
         Ok(())
     }

@@ -5,14 +5,13 @@
 //! worker's own log, the debug stream) has to hold it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use annex_proto::pb;
 use annex_testkit::assert_eventually;
-use annex_worker::backend::{HostBackend, HostError, NoHostBackend};
-use annex_worker::testing::Call;
+use annex_worker::testing::{Call, StubBackend};
 use parking_lot::Mutex;
 use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -239,115 +238,13 @@ async fn a_stdout_flood_is_capped_like_log_calls() {
     );
 }
 
-/// A control plane that takes every log batch and never answers.
-#[derive(Default)]
-struct HangingLogs {
-    in_flight: AtomicUsize,
-    peak: AtomicUsize,
-    calls: AtomicUsize,
-}
-
-struct Leaving<'a>(&'a AtomicUsize);
-
-impl Drop for Leaving<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-#[async_trait::async_trait]
-impl HostBackend for HangingLogs {
-    async fn storage_get(
-        &self,
-        g: &str,
-        n: &str,
-        k: &str,
-    ) -> Result<Option<annex_worker::backend::StorageRecord>, HostError> {
-        NoHostBackend.storage_get(g, n, k).await
-    }
-    async fn storage_put(
-        &self,
-        g: &str,
-        n: &str,
-        k: &str,
-        v: Vec<u8>,
-        r: Option<u64>,
-    ) -> Result<annex_worker::backend::StorageRecord, HostError> {
-        NoHostBackend.storage_put(g, n, k, v, r).await
-    }
-    async fn storage_delete(&self, g: &str, n: &str, k: &str) -> Result<bool, HostError> {
-        NoHostBackend.storage_delete(g, n, k).await
-    }
-    async fn storage_list(
-        &self,
-        g: &str,
-        n: &str,
-        c: Option<&str>,
-    ) -> Result<Vec<annex_worker::backend::StorageRecord>, HostError> {
-        NoHostBackend.storage_list(g, n, c).await
-    }
-    async fn get_secrets(
-        &self,
-        g: &str,
-    ) -> Result<std::collections::BTreeMap<String, String>, HostError> {
-        NoHostBackend.get_secrets(g).await
-    }
-    async fn list_schedules(&self, g: &str) -> Result<Vec<pb::ScheduleInfo>, HostError> {
-        NoHostBackend.list_schedules(g).await
-    }
-    async fn get_schedule(&self, g: &str, id: &str) -> Result<Option<pb::ScheduleInfo>, HostError> {
-        NoHostBackend.get_schedule(g, id).await
-    }
-    async fn create_schedule(
-        &self,
-        r: pb::CreateScheduleRequest,
-    ) -> Result<pb::ScheduleMutationResult, HostError> {
-        NoHostBackend.create_schedule(r).await
-    }
-    async fn update_schedule(
-        &self,
-        r: pb::UpdateScheduleRequest,
-    ) -> Result<pb::ScheduleMutationResult, HostError> {
-        NoHostBackend.update_schedule(r).await
-    }
-    async fn delete_schedule(
-        &self,
-        g: &str,
-        id: &str,
-    ) -> Result<pb::ScheduleMutationResult, HostError> {
-        NoHostBackend.delete_schedule(g, id).await
-    }
-    async fn get_endpoints(&self, g: &str) -> Result<Vec<pb::EndpointInfo>, HostError> {
-        NoHostBackend.get_endpoints(g).await
-    }
-    async fn call_host_api(
-        &self,
-        g: &str,
-        a: annex_worker::backend::HostApi,
-        b: String,
-    ) -> Result<annex_worker::backend::HostApiResponse, HostError> {
-        NoHostBackend.call_host_api(g, a, b).await
-    }
-    async fn call_ui_proxy(
-        &self,
-        g: &str,
-        c: annex_worker::backend::UiProxyCall,
-    ) -> Result<annex_worker::backend::HostApiResponse, HostError> {
-        NoHostBackend.call_ui_proxy(g, c).await
-    }
-    async fn publish_logs(&self, _: Vec<pb::LogEvent>) -> Result<(), HostError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.peak.fetch_max(now, Ordering::SeqCst);
-        let _leaving = Leaving(&self.in_flight);
-        std::future::pending::<()>().await;
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn log_shipping_to_a_hung_control_plane_stays_one_bounded_queue() {
-    let backend = Arc::new(HangingLogs::default());
+    // A control plane that takes every log batch and never answers.
+    let backend = Arc::new(StubBackend {
+        logs_hang: true,
+        ..Default::default()
+    });
     let w = annex_worker::testing::TestWorker::start(
         annex_worker::testing::test_settings(Some(crate::support::tmp_dir("worker-cache"))),
         publisher(),
@@ -362,10 +259,10 @@ async fn log_shipping_to_a_hung_control_plane_stays_one_bounded_queue() {
     }
     assert_eventually!(
         Duration::from_secs(5),
-        async || backend.calls.load(Ordering::SeqCst) >= 1,
+        async || backend.log_calls.load(Ordering::SeqCst) >= 1,
         "a log publish to reach the backend"
     );
     // Before, each execution spawned its own publishing task, without a
     // deadline: twenty executions, twenty publishes hanging at once.
-    assert_eq!(backend.peak.load(Ordering::SeqCst), 1);
+    assert_eq!(backend.log_peak.load(Ordering::SeqCst), 1);
 }
