@@ -99,8 +99,10 @@ pub fn build(
     })?))
 }
 
-/// Serves the `Worker` service (plaintext) on `listener` until `shutdown`.
-/// The binary serves it with mTLS and the role interceptor instead.
+/// Serves the `Worker` service (plaintext) on `listener` until `shutdown`,
+/// for tests only. The binary serves it with mTLS and the role interceptor
+/// instead.
+#[cfg(feature = "testing")]
 pub(crate) async fn serve_plaintext(
     executor: Arc<Executor>,
     listener: TcpListener,
@@ -115,6 +117,7 @@ pub(crate) async fn serve_plaintext(
 /// Accepted connections with TCP_NODELAY: `Server::tcp_nodelay` only applies
 /// to listeners tonic binds itself, and with Nagle a response split over two
 /// writes can wait for the peer's delayed ACK.
+#[cfg(feature = "testing")]
 fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
