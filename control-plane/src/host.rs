@@ -250,7 +250,7 @@ fn trim_base(base: &str) -> &str {
 
 /// Builds the ui-proxy URL: `/api/...` routes go straight under the base,
 /// others under the extension id; empty routes are refused, and so are
-/// paths that move once decoded ([`path_moves`]). The URL built is parsed
+/// paths that move once decoded ([`annex_ops::paths::moves`]). The URL built is parsed
 /// again and must still lie under the prefix it was built for.
 fn ui_proxy_url(base: &str, extension_id: &str, route: &str) -> Option<String> {
     let route = route.trim();
@@ -261,7 +261,7 @@ fn ui_proxy_url(base: &str, extension_id: &str, route: &str) -> Option<String> {
         Some((p, q)) => (p, Some(q)),
         None => (route, None),
     };
-    if path_moves(path) {
+    if annex_ops::paths::moves(path) {
         return None;
     }
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -279,51 +279,6 @@ fn ui_proxy_url(base: &str, extension_id: &str, route: &str) -> Option<String> {
         url.push_str(q);
     }
     stays_under(base, extension_id, &url).then_some(url)
-}
-
-/// Whether `path` has, once percent-decoded (repeatedly, at most four
-/// rounds), a `.` or `..` segment, a backslash (a separator to URL
-/// parsers) or a control character: `%2e%2e` and `\` become path moves
-/// after URL parsing, so the literal check alone is not enough.
-fn path_moves(path: &str) -> bool {
-    let mut decoded = path.as_bytes().to_vec();
-    let mut rounds = 0;
-    loop {
-        let next = percent_decode(&decoded);
-        if next == decoded {
-            break;
-        }
-        rounds += 1;
-        if rounds > 4 {
-            return true;
-        }
-        decoded = next;
-    }
-    decoded.iter().any(|b| *b == b'\\' || b.is_ascii_control())
-        || decoded
-            .split(|b| *b == b'/')
-            .any(|s| s == b"." || s == b"..")
-}
-
-fn percent_decode(input: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'%'
-            && let (Some(hi), Some(lo)) = (
-                input.get(i + 1).copied().and_then(hex),
-                input.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(input[i]);
-        i += 1;
-    }
-    out
 }
 
 /// Whether `url`, parsed as the HTTP client will parse it, is still under

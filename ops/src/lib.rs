@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod backoff;
 pub mod devcerts;
+pub mod paths;
 pub mod process;
 pub mod quota;
 pub mod resolve;

@@ -20,50 +20,7 @@ fn route_ok(route: &str) -> bool {
         return false;
     }
     let path = route.split(['?', '#']).next().unwrap_or("");
-    let mut decoded = path.as_bytes().to_vec();
-    let mut rounds = 0;
-    loop {
-        let next = percent_decode(&decoded);
-        if next == decoded {
-            break;
-        }
-        rounds += 1;
-        if rounds > MAX_DECODING_ROUNDS {
-            return false;
-        }
-        decoded = next;
-    }
-    if decoded.iter().any(|b| *b == b'\\' || b.is_ascii_control()) {
-        return false;
-    }
-    !decoded
-        .split(|b| *b == b'/')
-        .any(|s| s == b"." || s == b"..")
-}
-
-/// A route encoded more deeply than this is refused outright.
-const MAX_DECODING_ROUNDS: usize = 4;
-
-/// `%XX` escapes replaced by their bytes; anything else kept.
-fn percent_decode(input: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'%'
-            && let (Some(hi), Some(lo)) = (
-                input.get(i + 1).copied().and_then(hex),
-                input.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(input[i]);
-        i += 1;
-    }
-    out
+    !annex_ops::paths::moves(path)
 }
 
 fn proxy_error(status: u16) -> ProxyError {
