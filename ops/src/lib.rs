@@ -7,7 +7,8 @@
 //! quota enforcement ([`quota`]), the inputs every service's `run` takes
 //! ([`serve`]), the start of every binary's `main` ([`process`]), logging
 //! and OTLP span export ([`telemetry`]), W3C trace context across processes
-//! ([`trace_context`]), the reconnect delay policy ([`backoff`]) and the
+//! ([`trace_context`]), the reconnect delay policy ([`backoff`]), the
+//! path-traversal check of the ui-proxy relays ([`paths`]) and the
 //! shutdown signal ([`shutdown`]).
 //!
 //! Library code here never binds ports on its own or installs signal handlers
