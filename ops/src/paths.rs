@@ -7,7 +7,7 @@
 const MAX_DECODING_ROUNDS: usize = 4;
 
 /// Whether `path` has, once percent-decoded (repeatedly, at most
-/// [`MAX_DECODING_ROUNDS`] rounds; deeper counts as moving), a `.` or `..`
+/// four rounds; deeper counts as moving), a `.` or `..`
 /// segment, a backslash (a separator to WHATWG URL parsers) or a control
 /// character: `%2e%2e` and `\` become path moves after URL parsing, so a
 /// literal check alone is not enough.
