@@ -446,10 +446,15 @@ async fn a_grpc_collector_receives_the_same_trace() {
     assert_eventually!(
         ARRIVAL,
         async || {
+            // The Execute span can arrive in a later export batch than its
+            // children: wait for the very spans the test reads.
             let spans = receiver.trace(caller_trace);
-            ["annex-edge", "annex-worker"]
-                .iter()
-                .all(|svc| spans.iter().any(|s| s.service == *svc))
+            [
+                ("annex-edge", "/api/ext"),
+                ("annex-worker", "annex.v1.Worker/Execute"),
+            ]
+            .iter()
+            .all(|(svc, name)| spans.iter().any(|s| s.service == *svc && s.name == *name))
         },
         "spans over gRPC: {:#?}\n{}",
         receiver.spans(),
