@@ -6,25 +6,19 @@
 //! The host-application bridges (invoicing, clients, services, ui-proxy) are
 //! relayed to the host application with Alga's request bodies; the control
 //! plane holds its URL and credentials, workers hold none. [`Host`] owns that
-//! configuration, the HTTP client and the broadcast of guest logs; it stores
-//! nothing.
+//! configuration and the HTTP client; it stores nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use annex_bundle::capability::Capability;
-use annex_proto::pb::LogEvent;
 use annex_proto::{AnnexError, ErrorCode};
 use chrono::Utc;
 
 use crate::grant::VerifiedGrant;
 use crate::installs::Installs;
 use crate::store::InstallView;
-
-/// Guest log events wait for slow watchers in a broadcast of this many; a
-/// watcher further behind loses the oldest.
-const LOG_BUFFER: usize = 4096;
 
 /// Where the host application's internal APIs are.
 #[derive(Debug, Clone, Default)]
@@ -83,14 +77,12 @@ pub(crate) struct UiProxyCall {
     pub(crate) user_email: String,
 }
 
-/// Secrets, the host-application relays and guest logs.
+/// Secrets and the host-application relays.
 pub(crate) struct Host {
     installs: Arc<Installs>,
     config: HostAppConfig,
     /// Client for the host application; never follows redirects.
     http: reqwest::Client,
-    /// Guest log events, for `HostServices.WatchLogs`.
-    logs: tokio::sync::broadcast::Sender<LogEvent>,
 }
 
 impl Host {
@@ -99,12 +91,10 @@ impl Host {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        let (logs, _) = tokio::sync::broadcast::channel(LOG_BUFFER);
         Host {
             installs,
             config,
             http,
-            logs,
         }
     }
 
@@ -226,19 +216,6 @@ impl Host {
                 .header("x-user-email", &call.user_email);
         }
         Ok(relay(request).await)
-    }
-
-    /// Fans guest logs out to debug-stream watchers (this replica's).
-    pub(crate) fn publish_logs(&self, events: Vec<LogEvent>) {
-        for event in events {
-            // No watcher is fine.
-            let _ = self.logs.send(event);
-        }
-    }
-
-    /// Guest log events published on this replica from now on.
-    pub(crate) fn watch_logs(&self) -> tokio::sync::broadcast::Receiver<LogEvent> {
-        self.logs.subscribe()
     }
 }
 

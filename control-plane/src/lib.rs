@@ -18,7 +18,8 @@
 //! - `installs`: install lifecycle, config, sealed secrets, resolve, grant issuing, invalidations.
 //! - `grant`: the execution-grant format, its signer and the verified grant value.
 //! - `seal`: sealing install secrets under the key-encryption key.
-//! - `host`: host services for guests: secrets, host-app and ui-proxy relays, logs.
+//! - `host`: host services for guests: secrets, host-app and ui-proxy relays.
+//! - `logs`: guest logs for the debug stream, kept in the store and followed from any replica.
 //! - `storage`: the KV host API scoped to a grant's install.
 //! - `scheduler`: the scheduler host API, its limits, cron and input rules, and the runner.
 //! - `fleet`: worker membership, routing snapshot, rendezvous placement, worker commands.
@@ -41,6 +42,7 @@ mod grant;
 mod grpc;
 mod host;
 mod installs;
+mod logs;
 mod metrics;
 mod quota;
 mod registry;

@@ -32,6 +32,7 @@ use crate::grpc::registry::RegistryService;
 use crate::grpc::trust::TrustService;
 use crate::host::Host;
 use crate::installs::{Installs, InstallsParts};
+use crate::logs::DebugLogs;
 use crate::metrics::Metrics;
 use crate::quota::Quotas;
 use crate::registry::Registry;
@@ -75,6 +76,7 @@ struct ControlPlane {
     scheduler: Arc<Scheduler>,
     storage: Arc<Storage>,
     host: Arc<Host>,
+    logs: Arc<DebugLogs>,
     api_keys: Arc<ApiKeys>,
     audit: Arc<Audit>,
 }
@@ -125,6 +127,7 @@ impl ControlPlane {
             )),
             storage: Arc::new(Storage::new(store.clone(), installs.clone())),
             host: Arc::new(Host::new(installs.clone(), host_app)),
+            logs: Arc::new(DebugLogs::new(store.clone())),
             api_keys: Arc::new(ApiKeys::new(store.clone())),
             audit: Arc::new(Audit::new(store.clone())),
             store,
@@ -176,6 +179,7 @@ impl ControlPlane {
             grants: self.grants.clone(),
             storage: self.storage.clone(),
             host: self.host.clone(),
+            logs: self.logs.clone(),
             scheduler: self.scheduler.clone(),
             closing: closing.clone(),
         })
@@ -272,6 +276,7 @@ pub async fn run(
         stopped(),
     ));
     let placement = tokio::spawn(crate::fleet::placement_loop(cp.fleet.clone(), stopped()));
+    let log_trim = tokio::spawn(cp.logs.clone().trim(stopped()));
     let quota_upkeep = {
         let (quotas, stop) = (cp.quotas.clone(), stop_tx.subscribe());
         tokio::spawn(async move { quotas.upkeep(stop).await })
@@ -324,6 +329,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
     let _ = placement.await;
+    let _ = log_trim.await;
     let _ = quota_upkeep.await;
     let _ = admin_task.await;
     result

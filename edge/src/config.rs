@@ -178,6 +178,10 @@ pub struct Config {
     /// Debug streams one user (or API key) may hold open at once (429 beyond).
     #[arg(long, env = "ANNEX_EDGE_DEBUG_STREAMS_PER_USER", default_value_t = 5)]
     pub debug_streams_per_user: usize,
+    /// Recent events a debug stream starts with (and a first poll answers
+    /// with); at most 2000.
+    #[arg(long, env = "ANNEX_EDGE_DEBUG_STREAM_TAIL", default_value_t = 200)]
+    pub debug_stream_tail: u32,
     /// Log format.
     #[arg(long, env = "ANNEX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -370,6 +374,7 @@ impl Config {
             debug_streams: StreamSettings {
                 per_tenant: self.debug_streams_per_tenant.max(1),
                 per_user: self.debug_streams_per_user.max(1),
+                tail: self.debug_stream_tail.min(crate::debug_stream::MAX_TAIL),
             },
         })
     }

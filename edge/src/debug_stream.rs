@@ -1,7 +1,10 @@
 //! `/api/ext-debug/stream` (docs/design/alga-compatibility.md, "Limits and
 //! egress"): server-sent events of one extension's logs
 //! (guest logging, stderr lines, execution failures) relayed from the control
-//! plane's `HostServices.WatchLogs`. Always the caller's own tenant (Alga let
+//! plane's `HostServices.WatchLogs`: the recent tail first (200 by default),
+//! then new events, each with its id as the SSE event id so a reconnecting
+//! client resumes with `Last-Event-ID`. `POST` is the polling form
+//! (`{"lastId"}` → `{"events", "lastId"}`, from `HostServices.ListLogs`). Always the caller's own tenant (Alga let
 //! a `tenantId` parameter select any tenant; docs/design/differences.md
 //! closes that), and the
 //! caller needs `extension:read`. Open streams are capped per tenant and per
@@ -14,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annex_proto::pb;
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -60,11 +64,45 @@ pub(crate) async fn handle(
     }
 }
 
-async fn open(
+/// The polling form: `POST` with the stream's query and `{"lastId": …}`
+/// answers `{"events": […], "lastId": …}`: the events after `lastId`, or
+/// without it the recent tail, and the id to send next time.
+pub(crate) async fn poll(
+    State(state): State<Arc<EdgeState>>,
+    Client(client): Client,
+    Query(q): Query<DebugQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let request_id = gateway::request_id(&headers);
+    let incoming = Incoming {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        request_id: &request_id,
+        client,
+    };
+    match page(&state, q, &incoming, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Whose logs a caller may read: the checks both forms share.
+struct Watch {
+    tenant: String,
+    user: String,
+    /// Registry id.
+    extension: String,
+}
+
+async fn authorize(
     state: &EdgeState,
-    q: DebugQuery,
+    q: &DebugQuery,
     incoming: &Incoming<'_>,
-) -> Result<Response, ApiError> {
+) -> Result<Watch, ApiError> {
     let principal = gateway::authenticate(state, incoming).await?;
     csrf::check(
         &principal,
@@ -81,7 +119,7 @@ async fn open(
     {
         return Err(ApiError::TENANT_MISMATCH);
     }
-    let Some(extension) = q.extension_id.filter(|e| !e.trim().is_empty()) else {
+    let Some(extension) = q.extension_id.clone().filter(|e| !e.trim().is_empty()) else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "extension_id_required",
@@ -93,27 +131,46 @@ async fn open(
             "invalid_extension_id",
         ));
     }
-    let user = format!("{}/{}", principal.tenant, principal.audit_id());
-    let Some(permit) = state.debug_streams.acquire(&principal.tenant, &user) else {
-        state.metrics.debug_stream_refusals.inc();
-        tracing::info!(tenant = %principal.tenant, "debug stream refused over its cap");
-        return Err(ApiError::too_many_streams());
-    };
     // Accept an install id or slug too; a disabled install still has logs
     // worth reading, so an unresolvable id is passed through as given.
-    let registry_id = match state.installs.resolve(&principal.tenant, &extension).await {
+    let extension = match state.installs.resolve(&principal.tenant, &extension).await {
         Ok(i) => i.registry_id.clone(),
         Err(ResolveError::NotFound) => extension,
         Err(_) => return Err(ApiError::POLICY_UNAVAILABLE),
+    };
+    Ok(Watch {
+        user: format!("{}/{}", principal.tenant, principal.audit_id()),
+        tenant: principal.tenant,
+        extension,
+    })
+}
+
+async fn open(
+    state: &EdgeState,
+    q: DebugQuery,
+    incoming: &Incoming<'_>,
+) -> Result<Response, ApiError> {
+    let watch = authorize(state, &q, incoming).await?;
+    // A reconnecting `EventSource` resumes after the last id it saw.
+    let after_id = match incoming.headers.get("last-event-id") {
+        Some(v) => event_id(v.to_str().ok())?,
+        None => String::new(),
+    };
+    let Some(permit) = state.debug_streams.acquire(&watch.tenant, &watch.user) else {
+        state.metrics.debug_stream_refusals.inc();
+        tracing::info!(tenant = %watch.tenant, "debug stream refused over its cap");
+        return Err(ApiError::too_many_streams());
     };
     let stream = state
         .host
         .clone()
         .watch_logs(pb::WatchLogsRequest {
-            tenant_id: principal.tenant.clone(),
-            extension_id: registry_id,
+            tenant_id: watch.tenant,
+            extension_id: watch.extension,
             install_id: q.install_id.unwrap_or_default(),
             request_id: q.request_id.unwrap_or_default(),
+            tail: state.debug_streams.tail(),
+            after_id,
         })
         .await
         .map_err(|s| {
@@ -126,7 +183,9 @@ async fn open(
         let _held = &permit;
         match item {
             Ok(e) => Some(Ok::<Event, Infallible>(
-                Event::default().data(event_json(&e).to_string()),
+                Event::default()
+                    .id(e.id.clone())
+                    .data(event_json(&e).to_string()),
             )),
             Err(s) => {
                 tracing::debug!(code = ?s.code(), "log stream ended");
@@ -137,6 +196,72 @@ async fn open(
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+/// A polling request's body.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PollBody {
+    last_id: Option<String>,
+}
+
+/// The largest polling body read.
+const MAX_POLL_BODY: usize = 4096;
+/// Events one poll after `lastId` answers with at most.
+const POLL_PAGE: u32 = 100;
+
+async fn page(
+    state: &EdgeState,
+    q: DebugQuery,
+    incoming: &Incoming<'_>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let watch = authorize(state, &q, incoming).await?;
+    let bytes = axum::body::to_bytes(body, MAX_POLL_BODY)
+        .await
+        .map_err(|_| ApiError::PAYLOAD_TOO_LARGE)?;
+    let body: PollBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        PollBody::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json"))?
+    };
+    let after_id = event_id(body.last_id.as_deref())?;
+    let limit = if after_id.is_empty() {
+        state.debug_streams.tail()
+    } else {
+        POLL_PAGE
+    };
+    let page = state
+        .host
+        .clone()
+        .list_logs(pb::ListLogsRequest {
+            tenant_id: watch.tenant,
+            extension_id: watch.extension,
+            install_id: q.install_id.unwrap_or_default(),
+            request_id: q.request_id.unwrap_or_default(),
+            after_id,
+            limit,
+        })
+        .await
+        .map_err(|s| {
+            tracing::warn!(code = ?s.code(), message = s.message(), "reading the log failed");
+            ApiError::POLICY_UNAVAILABLE
+        })?
+        .into_inner();
+    let events: Vec<_> = page.events.iter().map(event_json).collect();
+    Ok(axum::Json(serde_json::json!({"events": events, "lastId": page.last_id})).into_response())
+}
+
+/// An event id from a client: empty, or the decimal id an earlier answer
+/// gave; anything else is 400 `invalid_last_id`.
+fn event_id(id: Option<&str>) -> Result<String, ApiError> {
+    let id = id.unwrap_or_default().trim();
+    if id.is_empty() || (id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())) {
+        Ok(id.to_owned())
+    } else {
+        Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_last_id"))
+    }
 }
 
 /// Caps on open debug streams per tenant and per user (a user is a tenant's
@@ -154,7 +279,13 @@ pub(crate) struct StreamCaps {
 pub struct StreamSettings {
     pub per_tenant: usize,
     pub per_user: usize,
+    /// Recent events sent when a stream opens (and a first poll answers
+    /// with), at most [`MAX_TAIL`].
+    pub tail: u32,
 }
+
+/// The most recent events a stream can start with.
+pub(crate) const MAX_TAIL: u32 = 2000;
 
 impl Default for StreamSettings {
     fn default() -> Self {
@@ -163,6 +294,7 @@ impl Default for StreamSettings {
         StreamSettings {
             per_tenant: 20,
             per_user: 5,
+            tail: 200,
         }
     }
 }
@@ -199,6 +331,11 @@ impl StreamCaps {
         }
     }
 
+    /// How many recent events a stream starts with.
+    pub(crate) fn tail(&self) -> u32 {
+        self.settings.tail.min(MAX_TAIL)
+    }
+
     /// A place for one more stream of `tenant`'s `user`, unless either is at
     /// its cap.
     pub(crate) fn acquire(&self, tenant: &str, user: &str) -> Option<StreamPermit> {
@@ -221,7 +358,8 @@ impl StreamCaps {
     }
 }
 
-/// Alga's SSE event shape.
+/// Alga's SSE event shape (the id travels as the SSE event id, and as
+/// `lastId` of a poll).
 pub(crate) fn event_json(e: &pb::LogEvent) -> serde_json::Value {
     serde_json::json!({
         "ts": e.ts_ms,
@@ -248,6 +386,7 @@ mod tests {
             StreamSettings {
                 per_tenant: 3,
                 per_user: 2,
+                tail: 0,
             },
             Gauge::default(),
         );

@@ -57,7 +57,10 @@ pub(crate) fn router(state: Arc<EdgeState>) -> Router {
             "/ext-ui/{extension_id}/{content_hash}/{*path}",
             get(ext_ui::handle),
         )
-        .route("/api/ext-debug/stream", get(debug_stream::handle))
+        .route(
+            "/api/ext-debug/stream",
+            get(debug_stream::handle).post(debug_stream::poll),
+        )
         .route("/ext-bridge/{file}", get(bridge::handle))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

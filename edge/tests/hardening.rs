@@ -570,6 +570,7 @@ async fn debug_streams_are_capped_per_user_and_per_tenant() {
         l.debug_streams = annex_edge::StreamSettings {
             per_tenant: 3,
             per_user: 2,
+            ..annex_edge::StreamSettings::default()
         };
     }))
     .await;

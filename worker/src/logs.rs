@@ -183,6 +183,8 @@ impl LogSink {
             content_hash: s.content_hash.clone(),
             message: text.to_string(),
             truncated,
+            // The control plane numbers events as it stores them.
+            id: String::new(),
         });
     }
 

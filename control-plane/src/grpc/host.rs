@@ -12,14 +12,16 @@ use annex_ops::tls::require;
 use annex_proto::AnnexError;
 use annex_proto::pb::{self, host_services_server::HostServices};
 use chrono::Utc;
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
 use super::{Closing, scheduler, storage};
 use crate::grant::{GrantSigner, VerifiedGrant};
 use crate::host::{Host, UiProxyCall};
+use crate::logs::{DebugLogs, parse_id};
 use crate::scheduler::Scheduler;
 use crate::storage::Storage;
+use crate::store::DebugFilter;
 
 const WORKERS: &[Role] = &[Role::Worker];
 const WATCHERS: &[Role] = &[Role::Edge, Role::Operator];
@@ -28,6 +30,7 @@ pub(crate) struct HostService {
     pub(crate) grants: Arc<GrantSigner>,
     pub(crate) storage: Arc<Storage>,
     pub(crate) host: Arc<Host>,
+    pub(crate) logs: Arc<DebugLogs>,
     pub(crate) scheduler: Arc<Scheduler>,
     pub(crate) closing: Closing,
 }
@@ -232,7 +235,7 @@ impl HostServices for HostService {
         req: Request<pb::LogBatch>,
     ) -> Result<Response<pb::Empty>, Status> {
         require(&req, WORKERS)?;
-        self.host.publish_logs(req.into_inner().events);
+        self.logs.publish(req.into_inner().events).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -243,36 +246,51 @@ impl HostServices for HostService {
         req: Request<pb::WatchLogsRequest>,
     ) -> Result<Response<LogStream>, Status> {
         require(&req, WATCHERS)?;
-        let filter = req.into_inner();
-        if filter.tenant_id.trim().is_empty() || filter.extension_id.trim().is_empty() {
-            return Err(AnnexError::invalid("tenant_id and extension_id are required").into());
-        }
-        let mut rx = self.host.watch_logs();
-        let closed = self.closing.closed();
-        let stream = async_stream::stream! {
-            tokio::pin!(closed);
-            loop {
-                let received = tokio::select! {
-                    r = rx.recv() => r,
-                    // Shutting down: end the stream so the server can finish.
-                    () = &mut closed => break,
-                };
-                match received {
-                    Ok(event) => {
-                        let matches = event.tenant_id == filter.tenant_id
-                            && event.extension_id == filter.extension_id
-                            && (filter.install_id.is_empty() || event.install_id == filter.install_id)
-                            && (filter.request_id.is_empty() || event.request_id == filter.request_id);
-                        if matches {
-                            yield Ok(event);
-                        }
-                    }
-                    // A slow watcher loses the oldest events, not the stream.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        };
+        let r = req.into_inner();
+        let filter = log_filter(r.tenant_id, r.extension_id, r.install_id, r.request_id)?;
+        let after = parse_id(&r.after_id)?;
+        let stream = self
+            .logs
+            .clone()
+            .follow(filter, r.tail, after, self.closing.closed())
+            .map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn list_logs(
+        &self,
+        req: Request<pb::ListLogsRequest>,
+    ) -> Result<Response<pb::LogPage>, Status> {
+        require(&req, WATCHERS)?;
+        let r = req.into_inner();
+        let filter = log_filter(r.tenant_id, r.extension_id, r.install_id, r.request_id)?;
+        let after = parse_id(&r.after_id)?;
+        let (events, last) = self.logs.page(&filter, after, r.limit).await?;
+        Ok(Response::new(pb::LogPage {
+            events,
+            last_id: last.to_string(),
+        }))
+    }
+}
+
+/// A watcher's filter: the tenant and the extension are required; an empty
+/// install or request id means any.
+fn log_filter(
+    tenant_id: String,
+    extension_id: String,
+    install_id: String,
+    request_id: String,
+) -> Result<DebugFilter, AnnexError> {
+    if tenant_id.trim().is_empty() || extension_id.trim().is_empty() {
+        return Err(AnnexError::invalid(
+            "tenant_id and extension_id are required",
+        ));
+    }
+    let any = |s: String| (!s.is_empty()).then_some(s);
+    Ok(DebugFilter {
+        tenant_id,
+        extension_id,
+        install_id: any(install_id),
+        request_id: any(request_id),
+    })
 }

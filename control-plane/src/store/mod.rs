@@ -1,7 +1,7 @@
 //! All persistent state of the control plane, split by area: one trait per
 //! area ([`RegistryStore`], [`BlobStore`], [`TrustStore`], [`InstallStore`],
 //! [`KvStore`], [`ScheduleStore`], [`FleetStore`], [`QuotaStore`],
-//! [`ApiKeyStore`], [`ExecutionLogStore`], [`HealthStore`]), each in its own
+//! [`ApiKeyStore`], [`ExecutionLogStore`], [`DebugLogStore`], [`HealthStore`]), each in its own
 //! file with the rows it reads and writes, and [`Store`], the umbrella the
 //! control plane holds as `Arc<dyn Store>`.
 //!
@@ -21,6 +21,7 @@ mod executions;
 mod fleet;
 mod installs;
 mod kv;
+mod logs;
 mod memory;
 mod pg;
 mod quota;
@@ -34,6 +35,7 @@ pub use executions::{ExecutionLogStore, ExecutionRow};
 pub use fleet::{FleetStore, WorkerRow};
 pub use installs::{InstallRow, InstallStatus, InstallStore, InstallView, NewInstall, SecretsRow};
 pub use kv::{KvStore, StoragePut, StorageQuota, StorageRow, StorageScope};
+pub use logs::{DebugEvent, DebugFilter, DebugLogStore};
 pub use memory::MemoryStore;
 pub use pg::{PgStore, PgStoreConfig};
 pub use quota::{QuotaLimits, QuotaRow, QuotaStore, UsageRow};
@@ -101,6 +103,7 @@ pub trait Store:
     + QuotaStore
     + ApiKeyStore
     + ExecutionLogStore
+    + DebugLogStore
     + HealthStore
     + Send
     + Sync
@@ -119,6 +122,7 @@ impl<T> Store for T where
         + QuotaStore
         + ApiKeyStore
         + ExecutionLogStore
+        + DebugLogStore
         + HealthStore
         + Send
         + Sync

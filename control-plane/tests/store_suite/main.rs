@@ -191,6 +191,7 @@ mod fleet;
 mod health;
 mod installs;
 mod kv;
+mod logs;
 mod postgres_only;
 mod quota;
 mod registry;
@@ -202,7 +203,7 @@ mod trust;
 /// case runs on both stores.
 #[test]
 fn every_case_runs_on_both_stores() {
-    let areas: [(&str, &[&str], &str); 11] = [
+    let areas: [(&str, &[&str], &str); 12] = [
         ("apikeys", apikeys::CASES, include_str!("apikeys.rs")),
         ("blobs", blobs::CASES, include_str!("blobs.rs")),
         (
@@ -214,6 +215,7 @@ fn every_case_runs_on_both_stores() {
         ("health", health::CASES, include_str!("health.rs")),
         ("installs", installs::CASES, include_str!("installs.rs")),
         ("kv", kv::CASES, include_str!("kv.rs")),
+        ("logs", logs::CASES, include_str!("logs.rs")),
         ("quota", quota::CASES, include_str!("quota.rs")),
         ("registry", registry::CASES, include_str!("registry.rs")),
         ("schedules", schedules::CASES, include_str!("schedules.rs")),

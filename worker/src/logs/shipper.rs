@@ -1,6 +1,7 @@
 //! Sends executions' log events to the control plane (`HostServices.PublishLogs`)
 //! off the execution path: one bounded queue of batches and one task that
-//! publishes them in order, each publish bounded by [`PUBLISH_TIMEOUT`]. A
+//! publishes them in order, the batches queued meanwhile together, each
+//! publish bounded by [`PUBLISH_TIMEOUT`]. A
 //! batch that finds the queue full, fails or times out is dropped and
 //! counted (`annex_worker_log_batches_dropped_total`); nothing here ever
 //! waits on the caller's side or grows with a slow control plane.
@@ -17,6 +18,9 @@ use crate::backend::HostBackend;
 /// Batches waiting to be published: a batch holds at most 256 KiB of
 /// messages (the per-execution cap), so a full queue holds at most 16 MiB.
 pub(crate) const QUEUE_BATCHES: usize = 64;
+/// Queued batches sent in one publish at most: 16 executions' events
+/// (at most 4,096 events and 4 MiB of messages).
+const COALESCE_BATCHES: usize = 16;
 /// Deadline of one publish.
 pub(crate) const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -55,7 +59,15 @@ async fn publish(
     backend: Arc<dyn HostBackend>,
     dropped: Counter,
 ) {
-    while let Some(batch) = rx.recv().await {
+    while let Some(mut batch) = rx.recv().await {
+        // Executions that finished while the last publish was under way go
+        // out together: one publish per round, not one per execution.
+        for _ in 1..COALESCE_BATCHES {
+            match rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
         match tokio::time::timeout(PUBLISH_TIMEOUT, backend.publish_logs(batch)).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {

@@ -271,6 +271,12 @@ impl HostServices for FakeControlPlane {
     ) -> Result<Response<Self::WatchLogsStream>, Status> {
         Ok(Response::new(tokio_stream::empty()))
     }
+    async fn list_logs(
+        &self,
+        _: Request<pb::ListLogsRequest>,
+    ) -> Result<Response<pb::LogPage>, Status> {
+        Ok(Response::new(pb::LogPage::default()))
+    }
 }
 
 /// A worker whose host services are the fake control plane.

@@ -25,6 +25,7 @@ mod executions;
 mod fleet;
 mod installs;
 mod kv;
+mod logs;
 mod quota;
 mod registry;
 mod schedules;
@@ -62,6 +63,7 @@ struct State {
     quotas: quota::Quotas,
     api_keys: apikeys::ApiKeys,
     executions: executions::Executions,
+    logs: logs::Logs,
 }
 
 impl State {

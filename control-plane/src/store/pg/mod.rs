@@ -101,6 +101,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_quotas",
         include_str!("../../../../migrations/0007_quotas.sql"),
     ),
+    (
+        "0008_debug_events",
+        include_str!("../../../../migrations/0008_debug_events.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("annexmig" in ASCII), so replicas
@@ -197,6 +201,7 @@ mod executions;
 mod fleet;
 mod installs;
 mod kv;
+mod logs;
 mod quota;
 mod registry;
 mod schedules;
