@@ -81,3 +81,23 @@ if [ ! -f "$out" ] \
     --out ../js-http/dist/main.wasm.tmp >/dev/null)
   mv "$out.tmp" "$out"
 fi
+
+# --- alga-ui: an iframe UI against Alga's own SDK ------------------------------
+# Written only against @alga-psa/extension-iframe-sdk from npm and bundled
+# with esbuild into alga-ui/dist/app.js; the browser test embeds it through
+# Annex's bridge.
+ui="$here/alga-ui"
+if [ ! -f "$ui/node_modules/.package-lock.json" ] \
+  || [ "$ui/package-lock.json" -nt "$ui/node_modules/.package-lock.json" ]; then
+  (cd "$ui" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+out="$ui/dist/app.js"
+if [ ! -f "$out" ] \
+  || [ "$ui/src/main.js" -nt "$out" ] \
+  || [ "$ui/package-lock.json" -nt "$out" ]; then
+  mkdir -p "$ui/dist"
+  (cd "$ui" && npx --no-install esbuild src/main.js --bundle --format=iife --minify \
+    --define:process.env.NODE_ENV='"production"' --log-level=warning \
+    --outfile=dist/app.js.tmp)
+  mv "$out.tmp" "$out"
+fi

@@ -176,6 +176,23 @@ impl Driver {
         .await;
     }
 
+    /// Back to the top-level page from a frame.
+    pub async fn switch_to_parent(&self) {
+        self.call("POST", &self.path("/frame/parent"), json!({}))
+            .await;
+    }
+
+    /// Runs `script` (a function body; `return` gives the value) in the
+    /// current frame.
+    pub async fn execute(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            &self.path("/execute/sync"),
+            json!({"script": script, "args": []}),
+        )
+        .await
+    }
+
     pub async fn click(&self, element: &str) {
         self.call(
             "POST",

@@ -92,3 +92,174 @@ async fn an_iframe_ui_calls_its_handler_through_the_bridge() {
     );
     driver.quit().await;
 }
+
+/// A host page that hands the bridge a session and themes its root with
+/// `--alga-primary`.
+fn alga_host_page(edge: SocketAddr, registry_id: &str, content_hash: &str) -> String {
+    format!(
+        r#"<!doctype html><html style="--alga-primary: #112233"><head><meta charset="utf-8"><title>host</title></head><body>
+<iframe id="ext" style="width: 600px; height: 300px"></iframe>
+<script src="http://{edge}/ext-bridge/host.js"></script>
+<script>
+  var edge = 'http://{edge}';
+  AnnexBridge.bootstrapIframe({{
+    iframe: document.getElementById('ext'),
+    extensionId: '{registry_id}',
+    proxyBase: edge,
+    session: {{ token: 'session-token-1', expires_at: '2030-01-01T00:00:00Z' }},
+    src: AnnexBridge.buildSrc(edge, '{registry_id}', '{content_hash}', {{ tenantId: '{TENANT}' }}),
+  }});
+</script></body></html>"#
+    )
+}
+
+/// The extension UI built from Alga's own iframe SDK (examples/alga-ui,
+/// `@alga-psa/extension-iframe-sdk` from npm bundled by examples/build.sh)
+/// runs unchanged against the edge's host bridge: bootstrap (session token,
+/// theme tokens, navigation path), proxy calls in both directions, resize
+/// clamping, theme changes, navigation.
+#[tokio::test]
+async fn a_ui_built_with_algas_iframe_sdk_works_unchanged() {
+    let app = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/alga-ui/dist/app.js"),
+    )
+    .unwrap_or_else(|e| panic!("examples/alga-ui/dist/app.js (run examples/build.sh): {e}"));
+    let index = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/alga-ui/ui/index.html"),
+    )
+    .unwrap_or_else(|e| panic!("examples/alga-ui/ui/index.html: {e}"));
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let host_addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("addr: {e}"));
+    let s = Stack::start_with(StackOptions {
+        edge_env: vec![(
+            "ANNEX_EDGE_PROXY_ALLOWED_ORIGINS".into(),
+            format!("http://{host_addr}"),
+        )],
+        ..StackOptions::default()
+    })
+    .await;
+    let hello = std::fs::read(annex_worker::testing::guest("hello"))
+        .unwrap_or_else(|e| panic!("hello: {e}"));
+    let manifest = serde_json::json!({
+        "name": "com.annex.e2e.alga-sdk-ui", "publisher": annex_e2e::stack::PUBLISHER,
+        "version": "1.0.0", "runtime": "wasm-rust@1", "capabilities": [],
+        "ui": {"type": "iframe", "entry": "ui/index.html"},
+        "api": {"endpoints": [
+            {"method": "GET", "path": "/hello", "handler": "dist/main"},
+            {"method": "POST", "path": "/echo", "handler": "dist/main"}
+        ]}
+    });
+    let ext = s
+        .publish_and_install_with_ui(
+            &manifest,
+            &hello,
+            &[("index.html", &index), ("app.js", &app)],
+        )
+        .await;
+    let page = alga_host_page(s.edge.http, &ext.registry_id, &ext.content_hash);
+    tokio::spawn(async move {
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || async move { axum::response::Html(page) }),
+        );
+        let _ = axum::serve(listener, app).await;
+    });
+    driver
+        .goto(&format!("http://{}/ext-bridge/sdk.js", s.edge.http))
+        .await;
+    driver
+        .add_cookie("annex_session", &s.token(&serde_json::json!({})))
+        .await;
+    driver.goto(&format!("http://{host_addr}/")).await;
+
+    let frame = driver.find("#ext", 10_000).await;
+    driver.switch_to_frame(&frame).await;
+    let shown = async |css: &str| {
+        let element = driver.find(css, 20_000).await;
+        driver.text(&element).await
+    };
+    let within = Duration::from_secs(20);
+    assert_eventually!(
+        within,
+        async || shown("#out").await == "ready",
+        "the UI to become ready: {:?}\n{}",
+        shown("#out").await,
+        s.logs()
+    );
+    // bootstrap: the session token, the navigation path, the theme tokens.
+    assert_eventually!(
+        within,
+        async || shown("#token").await == "session-token-1",
+        "getToken() to resolve with the host's session token: {:?}",
+        shown("#token").await
+    );
+    assert_eq!(shown("#navigation").await, "/");
+    let primary = "return getComputedStyle(document.documentElement)\
+                   .getPropertyValue('--alga-primary').trim();";
+    assert_eventually!(
+        within,
+        async || driver.execute(primary).await == "#112233",
+        "the host's theme tokens on the UI's root: {:?}",
+        driver.execute(primary).await
+    );
+
+    // callHandlerJson: GET, then POST with a JSON body.
+    driver.click(&driver.find("#call", 5_000).await).await;
+    let want = format!("answer: hello for {TENANT}");
+    assert_eventually!(
+        within,
+        async || shown("#out").await == want,
+        "the handler's answer {want:?}, shown: {:?}\n{}",
+        shown("#out").await,
+        s.logs()
+    );
+    driver.click(&driver.find("#echo", 5_000).await).await;
+    assert_eventually!(
+        within,
+        async || shown("#out").await == r#"echo: {"n":42}"#,
+        "the echoed JSON body, shown: {:?}",
+        shown("#out").await
+    );
+
+    // resize is clamped by the host to its maximum.
+    driver.click(&driver.find("#grow", 5_000).await).await;
+    driver.switch_to_parent().await;
+    let height = "return document.getElementById('ext').style.height;";
+    assert_eventually!(
+        within,
+        async || driver.execute(height).await == "4000px",
+        "the iframe's height clamped to 4000px: {:?}",
+        driver.execute(height).await
+    );
+
+    // The host page's theme changes: the UI follows.
+    driver
+        .execute("document.documentElement.style.setProperty('--alga-primary', '#abcdef');")
+        .await;
+    let frame = driver.find("#ext", 5_000).await;
+    driver.switch_to_frame(&frame).await;
+    assert_eventually!(
+        within,
+        async || driver.execute(primary).await == "#abcdef",
+        "the new theme inside the UI: {:?}",
+        driver.execute(primary).await
+    );
+
+    // navigate: the host rewrites the iframe's ?path= and the UI reloads there.
+    driver.click(&driver.find("#go", 5_000).await).await;
+    assert_eventually!(
+        within,
+        async || shown("#path").await == "/settings" && shown("#navigation").await == "/settings",
+        "the UI reloaded at /settings: path {:?}, bootstrap {:?}",
+        shown("#path").await,
+        shown("#navigation").await
+    );
+    driver.quit().await;
+}

@@ -2,10 +2,15 @@
 // bridges; docs/design/alga-compatibility.md, "ext-proxy and the bridge").
 // Served by the edge at /ext-bridge/host.js. Usage:
 //   const cleanup = AnnexBridge.bootstrapIframe({ iframe, extensionId, src,
-//       allowedOrigin, minHeight: 100, maxHeight: 4000, proxyBase: '', theme: {...} });
+//       allowedOrigin, minHeight: 100, maxHeight: 4000, proxyBase: '',
+//       theme: {...}, session: { token, expires_at }, onNavigate: function (path) {...} });
 // Embeds with a safe sandbox, accepts messages only from the iframe's window
-// and origin, answers `apiproxy` through /api/ext-proxy, clamps `resize`,
-// and sends `theme` on `ready`.
+// and origin, and speaks Alga's whole message set: `bootstrap` (session,
+// theme tokens, navigation path) on load and on `ready`, `theme` (the flat
+// token map) on `ready`, `theme_tokens` and `theme` again whenever the host
+// page's theme changes, `apiproxy` answered through /api/ext-proxy, `resize`
+// clamped, and `navigate` (the iframe's `?path=` rewritten, or `onNavigate`
+// called). `theme` and `session` may be functions, read each time they are sent.
 (function (global) {
   'use strict';
   var METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
@@ -83,9 +88,10 @@
       win.postMessage(msg, opaque ? '*' : allowedOrigin);
     }
 
+    function value(v) { return typeof v === 'function' ? v() : v; }
+
     function theme() {
-      if (typeof opts.theme === 'function') return opts.theme();
-      if (opts.theme) return opts.theme;
+      if (opts.theme) return value(opts.theme) || {};
       var out = {};
       var style = global.getComputedStyle(global.document.documentElement);
       for (var i = 0; i < style.length; i++) {
@@ -93,6 +99,46 @@
         if (name.indexOf('--alga-') === 0) out[name] = style.getPropertyValue(name).trim();
       }
       return out;
+    }
+
+    // The path the UI shows: the `path` query of the iframe's current URL.
+    function currentPath() {
+      try {
+        return new URL(iframe.getAttribute('src') || src, global.location.href).searchParams.get('path') || '/';
+      } catch (e) { return '/'; }
+    }
+
+    function bootstrap() {
+      // A session token goes only to a UI whose origin is known: a frame
+      // with an opaque origin is posted to with '*', and could by then show
+      // another page.
+      var session = opaque ? {} : (value(opts.session) || {});
+      post('bootstrap', {
+        session: { token: session.token || null, expires_at: session.expires_at || null },
+        theme_tokens: theme(),
+        navigation: { path: currentPath() },
+      });
+    }
+
+    // A path inside the UI: absolute, no scheme or authority, bounded.
+    function validPath(p) {
+      return typeof p === 'string' && p.length <= 2048 && p.charAt(0) === '/' &&
+        p.charAt(1) !== '/' && p.indexOf('\\') < 0 && !/[\u0000-\u001f\u007f]/.test(p);
+    }
+
+    function navigate(msg) {
+      var path = msg.payload && msg.payload.path;
+      if (!validPath(path)) return;
+      if (typeof opts.onNavigate === 'function') {
+        opts.onNavigate(path);
+        return;
+      }
+      try {
+        var url = new URL(iframe.getAttribute('src') || src, global.location.href);
+        if (url.searchParams.get('path') === path) return;
+        url.searchParams.set('path', path);
+        iframe.setAttribute('src', url.toString());
+      } catch (e) { /* no URL to rewrite */ }
     }
 
     function apiproxy(msg) {
@@ -129,7 +175,11 @@
       if (!msg || msg.alga !== true || msg.version !== '1' || typeof msg.type !== 'string') return;
       switch (msg.type) {
         case 'ready':
+          bootstrap();
           post('theme', theme());
+          break;
+        case 'navigate':
+          navigate(msg);
           break;
         case 'resize': {
           var h = Number(msg.payload && msg.payload.height);
@@ -144,9 +194,37 @@
       }
     }
 
+    // The host page's theme changed (class, style or data-theme on its
+    // root): tell the UI, in both shapes Alga's bridges use.
+    var lastTheme = null;
+    function themeChanged() {
+      var tokens = theme();
+      var text = JSON.stringify(tokens);
+      if (text === lastTheme) return;
+      lastTheme = text;
+      post('theme_tokens', { theme_tokens: tokens });
+      post('theme', tokens);
+    }
+    var observer = null;
+    if (global.MutationObserver) {
+      observer = new global.MutationObserver(themeChanged);
+      observer.observe(global.document.documentElement,
+        { attributes: true, attributeFilter: ['class', 'style', 'data-theme'] });
+    }
+
+    function onLoad() {
+      lastTheme = JSON.stringify(theme());
+      bootstrap();
+    }
+
     global.addEventListener('message', onMessage);
+    iframe.addEventListener('load', onLoad);
     if (opts.src) iframe.setAttribute('src', opts.src);
-    return function cleanup() { global.removeEventListener('message', onMessage); };
+    return function cleanup() {
+      global.removeEventListener('message', onMessage);
+      iframe.removeEventListener('load', onLoad);
+      if (observer) observer.disconnect();
+    };
   }
 
   global.AnnexBridge = { bootstrapIframe: bootstrapIframe, buildSrc: buildSrc };

@@ -4,6 +4,10 @@
 //   bridge.ready();
 //   const data = await AnnexSdk.callHandlerJson(bridge, '/hello');
 //   bridge.subscribeTheme(tokens => AnnexSdk.applyTheme(tokens));
+//   const token = await bridge.getToken();   // from the host's `bootstrap`
+//   bridge.navigate('/settings');            // the host rewrites ?path=
+// Theme tokens from `bootstrap` and `theme_tokens` are applied to :root as
+// they arrive; `on(listener)` sees every host message.
 (function (global) {
   'use strict';
   var TIMEOUT_MS = 15000;
@@ -33,6 +37,9 @@
     var wildcard = !!opts.devAllowWildcard || !!global.__ALGA_DEV__;
     var pending = {};
     var themeListeners = [];
+    var listeners = [];
+    var sessionToken = null;
+    var themeTokens = {};
 
     function emitToHost(type, payload, requestId) {
       var msg = { alga: true, version: '1', type: type, payload: payload || {} };
@@ -54,10 +61,20 @@
         else p.resolve(typeof payload.body === 'string' ? fromBase64(payload.body) : new Uint8Array(0));
       } else if (msg.type === 'theme') {
         themeListeners.forEach(function (cb) { try { cb(msg.payload || {}); } catch (e) { /* listener error */ } });
+      } else if (msg.type === 'bootstrap' || msg.type === 'theme_tokens') {
+        var p2 = msg.payload || {};
+        if (p2.theme_tokens && typeof p2.theme_tokens === 'object') {
+          themeTokens = p2.theme_tokens;
+          applyTheme(themeTokens);
+        }
+        if (msg.type === 'bootstrap' && p2.session && typeof p2.session.token === 'string') {
+          sessionToken = p2.session.token;
+        }
       }
+      listeners.forEach(function (cb) { try { cb(msg); } catch (e) { /* listener error */ } });
     });
 
-    return {
+    var bridge = {
       parentOrigin: parentOrigin,
       ready: function (requestId) { emitToHost('ready', {}, requestId); },
       emitToHost: emitToHost,
@@ -79,11 +96,31 @@
           emitToHost('apiproxy', body, requestId);
         });
       },
+      on: function (cb) {
+        listeners.push(cb);
+        return function () { listeners = listeners.filter(function (x) { return x !== cb; }); };
+      },
+      getSessionToken: function () { return sessionToken; },
+      getThemeTokens: function () { return themeTokens; },
+      // The session token of the host's `bootstrap`, once there is one.
+      getToken: function () {
+        if (sessionToken) return Promise.resolve(sessionToken);
+        var self = this;
+        return new Promise(function (resolve) {
+          var off = self.on(function (m) {
+            if (m.type === 'bootstrap' && sessionToken) { off(); resolve(sessionToken); }
+          });
+        });
+      },
+      navigate: function (path) { emitToHost('navigate', { path: String(path) }); },
       subscribeTheme: function (cb) {
         themeListeners.push(cb);
         return function () { themeListeners = themeListeners.filter(function (x) { return x !== cb; }); };
       },
     };
+    // Alga's SDK shape: `bridge.uiProxy.callRoute(route, payload, {method})`.
+    bridge.uiProxy = { callRoute: bridge.callProxy, call: bridge.callProxy };
+    return bridge;
   }
 
   // JSON in and out through the proxy; null for an empty body.

@@ -76,6 +76,19 @@ impl Stack {
         publish_and_install(&operator, &self.publisher_key, manifest, &bundle).await
     }
 
+    /// Publishes a signed bundle of `component` with the UI files `ui`
+    /// (paths under `ui/`) and installs it for [`TENANT`].
+    pub async fn publish_and_install_with_ui(
+        &self,
+        manifest: &serde_json::Value,
+        component: &[u8],
+        ui: &[(&str, &[u8])],
+    ) -> Installed {
+        let bundle = pack(self.dir.path(), manifest, component, ui);
+        let operator = self.channel(Role::Operator).await;
+        publish_and_install(&operator, &self.publisher_key, manifest, &bundle).await
+    }
+
     /// Installs an already published extension (registry id or slug) for another tenant.
     pub async fn install_for(&self, tenant: &str, extension: &str) -> Installed {
         let info = pb::installs_client::InstallsClient::new(self.channel(Role::Operator).await)
