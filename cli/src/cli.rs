@@ -25,8 +25,8 @@ pub use edge::{CallArgs, EdgeArgs, LogsArgs};
 pub use local::{DevArgs, TokenArgs};
 pub use publish::{KeygenArgs, PackArgs, PublishArgs, SignArgs, TrustAddArgs, TrustCommand};
 pub use tenant::{
-    ApiKeyCommand, ConfigCommand, ExtensionArg, InstallArgs, QuotaCommand, SecretsCommand,
-    UpgradeArgs, UsageArgs,
+    ApiKeyCommand, ConfigCommand, ExtensionArg, InstallArgs, QuotaCommand, SchemaCommand,
+    SecretsCommand, StorageCommand, UpgradeArgs, UsageArgs,
 };
 pub use values::{KeyValue, UserType, parse_duration, parse_time};
 
@@ -171,6 +171,9 @@ pub enum Command {
     /// Store or list an install's secrets (values are sealed and never shown).
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// An install's storage: the JSON schemas of its namespaces.
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// Manage the publisher keys the registry trusts.
     #[command(subcommand)]
     Trust(TrustCommand),

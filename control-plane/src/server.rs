@@ -157,6 +157,7 @@ impl ControlPlane {
             installs: self.installs.clone(),
             quotas: self.quotas.clone(),
             api_keys: self.api_keys.clone(),
+            storage: self.storage.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let dispatch = pb::dispatch_server::DispatchServer::new(DispatchService {

@@ -84,7 +84,7 @@ fn put(
         key: key.into(),
         value: value.to_vec(),
         if_revision,
-        ttl_seconds: None,
+        ..Default::default()
     }
 }
 

@@ -60,6 +60,23 @@ pub struct StorageRecord {
     pub(crate) revision: u64,
 }
 
+/// Annex's `storage-v2` options of a put (all unset: a plain `storage_put`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageOptions {
+    pub(crate) ttl_seconds: Option<u64>,
+    /// The value is JSON text, stored as JSON.
+    pub(crate) json: bool,
+    pub(crate) schema_version: Option<u32>,
+}
+
+/// One entry of a bulk put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageItem {
+    pub(crate) key: String,
+    pub(crate) value: Vec<u8>,
+    pub(crate) if_revision: Option<u64>,
+}
+
 /// A relayed host-application response (invoicing, clients, services,
 /// ui-proxy): its HTTP status (0 when unreachable) and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +131,38 @@ pub trait HostBackend: Send + Sync + 'static {
         value: Vec<u8>,
         if_revision: Option<u64>,
     ) -> Result<StorageRecord, HostError>;
+    /// A put with `storage-v2` options. Hosts that know only Alga's
+    /// storage calls take a put without options and refuse the rest (501).
+    async fn storage_put_with(
+        &self,
+        grant: &str,
+        namespace: &str,
+        item: StorageItem,
+        options: StorageOptions,
+    ) -> Result<StorageRecord, HostError> {
+        if options != StorageOptions::default() {
+            return Err(HostError {
+                status: 501,
+                message: "storage options are not available on this host".into(),
+            });
+        }
+        self.storage_put(grant, namespace, &item.key, item.value, item.if_revision)
+            .await
+    }
+    /// Several puts into one namespace as one transaction (501 on hosts
+    /// without it).
+    async fn storage_bulk_put(
+        &self,
+        _grant: &str,
+        _namespace: &str,
+        _items: Vec<StorageItem>,
+        _options: StorageOptions,
+    ) -> Result<Vec<StorageRecord>, HostError> {
+        Err(HostError {
+            status: 501,
+            message: "bulk puts are not available on this host".into(),
+        })
+    }
     /// `Ok(false)` when there was nothing to delete.
     async fn storage_delete(
         &self,
@@ -268,7 +317,7 @@ impl HostBackend for GrpcHostBackend {
             key: key.to_string(),
             value,
             if_revision,
-            ttl_seconds: None,
+            ..Default::default()
         };
         let mut client = self.client();
         let response = within(
@@ -277,6 +326,63 @@ impl HostBackend for GrpcHostBackend {
         )
         .await?;
         Ok(record_from_pb(response))
+    }
+
+    async fn storage_put_with(
+        &self,
+        grant: &str,
+        namespace: &str,
+        item: StorageItem,
+        options: StorageOptions,
+    ) -> Result<StorageRecord, HostError> {
+        let request = pb::StoragePutRequest {
+            grant: grant.to_string(),
+            namespace: namespace.to_string(),
+            key: item.key,
+            value: item.value,
+            if_revision: item.if_revision,
+            ttl_seconds: options.ttl_seconds,
+            json: options.json,
+            schema_version: options.schema_version,
+        };
+        let mut client = self.client();
+        let response = within(
+            CALL_TIMEOUT,
+            client.storage_put(timed(request, CALL_TIMEOUT)),
+        )
+        .await?;
+        Ok(record_from_pb(response))
+    }
+
+    async fn storage_bulk_put(
+        &self,
+        grant: &str,
+        namespace: &str,
+        items: Vec<StorageItem>,
+        options: StorageOptions,
+    ) -> Result<Vec<StorageRecord>, HostError> {
+        let request = pb::StorageBulkPutRequest {
+            grant: grant.to_string(),
+            namespace: namespace.to_string(),
+            items: items
+                .into_iter()
+                .map(|i| pb::StorageBulkItem {
+                    key: i.key,
+                    value: i.value,
+                    if_revision: i.if_revision,
+                })
+                .collect(),
+            ttl_seconds: options.ttl_seconds,
+            json: options.json,
+            schema_version: options.schema_version,
+        };
+        let mut client = self.client();
+        let response = within(
+            CALL_TIMEOUT,
+            client.storage_bulk_put(timed(request, CALL_TIMEOUT)),
+        )
+        .await?;
+        Ok(response.records.into_iter().map(record_from_pb).collect())
     }
 
     async fn storage_delete(

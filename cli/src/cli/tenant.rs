@@ -1,5 +1,5 @@
 //! The arguments of the commands that act for a tenant: installs (`install`, `upgrade` and the
-//! commands taking one extension), `config`, `secrets`, `api-key`, `quota` and `usage`.
+//! commands taking one extension), `config`, `secrets`, `storage`, `api-key`, `quota` and `usage`.
 //!
 //! Like its parent module, this only describes arguments; it must not touch files.
 
@@ -76,6 +76,36 @@ pub enum ConfigCommand {
         /// Replace the whole config with the given entries instead of merging.
         #[arg(long)]
         replace: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// JSON schemas of the install's storage namespaces.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Add the next version of a namespace's schema: every later put into the
+    /// namespace must match it (or the version the put names).
+    Add {
+        /// Extension slug, registry id or install id.
+        #[arg(value_name = "EXTENSION")]
+        extension: String,
+        /// The storage namespace.
+        #[arg(value_name = "NAMESPACE")]
+        namespace: String,
+        /// A JSON Schema document (`-` reads standard input).
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// List every schema version of the install's namespaces.
+    List {
+        /// Extension slug, registry id or install id.
+        #[arg(value_name = "EXTENSION")]
+        extension: String,
     },
 }
 

@@ -20,6 +20,7 @@ mod publish;
 mod quota;
 mod secrets;
 mod sign;
+mod storage;
 mod token;
 mod trust;
 
@@ -82,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         Command::Status(args) => installs::status(&cx, &args.extension).await,
         Command::Config(cmd) => config::run(&cx, cmd).await,
         Command::Secrets(cmd) => secrets::run(&cx, cmd).await,
+        Command::Storage(cmd) => storage::run(&cx, cmd).await,
         Command::Trust(cmd) => trust::run(&cx, cmd).await,
         Command::ApiKey(cmd) => api_keys::run(&cx, cmd).await,
         Command::Quota(cmd) => quota::run(&cx, cmd).await,

@@ -71,6 +71,22 @@ impl HostServices for HostService {
         Ok(Response::new(storage::record_pb(&record)))
     }
 
+    async fn storage_bulk_put(
+        &self,
+        req: Request<pb::StorageBulkPutRequest>,
+    ) -> Result<Response<pb::StorageBulkPutResponse>, Status> {
+        require(&req, WORKERS)?;
+        let r = req.into_inner();
+        let grant = self.verified(&r.grant)?;
+        let records = self
+            .storage
+            .bulk_put(&grant, storage::bulk_from_pb(r))
+            .await?;
+        Ok(Response::new(pb::StorageBulkPutResponse {
+            records: records.iter().map(storage::record_pb).collect(),
+        }))
+    }
+
     async fn storage_delete(
         &self,
         req: Request<pb::StorageDeleteRequest>,

@@ -15,7 +15,8 @@ use super::{from_ts, ts};
 use crate::apikeys::ApiKeys;
 use crate::installs::{InstallSpec, SecretsUpdate};
 use crate::quota::Quotas;
-use crate::store::{InstallView, QuotaLimits, QuotaRow, UsageRow};
+use crate::storage::Storage;
+use crate::store::{InstallView, QuotaLimits, QuotaRow, StorageSchema, StorageScope, UsageRow};
 
 const READERS: &[Role] = &[Role::Operator, Role::Edge, Role::ControlPlane];
 const WRITERS: &[Role] = &[Role::Operator];
@@ -24,11 +25,33 @@ pub(crate) struct InstallsService {
     pub(crate) installs: Arc<crate::installs::Installs>,
     pub(crate) quotas: Arc<Quotas>,
     pub(crate) api_keys: Arc<ApiKeys>,
+    pub(crate) storage: Arc<Storage>,
 }
 
 fn install_ref(r: Option<pb::InstallRef>) -> Result<(TenantId, String), Status> {
     let r = r.unwrap_or_default();
     Ok((TenantId::parse(&r.tenant_id)?, r.extension))
+}
+
+impl InstallsService {
+    /// The storage of the tenant's install, active or not.
+    async fn storage_scope(&self, r: Option<pb::InstallRef>) -> Result<StorageScope, Status> {
+        let (tenant, ext) = install_ref(r)?;
+        let view = self.installs.view(&tenant, &ext).await?;
+        Ok(StorageScope {
+            tenant_id: view.install.tenant_id,
+            install_id: view.install.id,
+        })
+    }
+}
+
+fn schema_pb(s: &StorageSchema) -> pb::StorageSchema {
+    pb::StorageSchema {
+        namespace: s.namespace.clone(),
+        version: s.version,
+        schema_json: s.document.to_string(),
+        created_at: ts(s.created_at),
+    }
 }
 
 fn quota_ref(r: Option<pb::QuotaRef>) -> Result<(TenantId, String), Status> {
@@ -254,6 +277,32 @@ impl Installs for InstallsService {
         let (tenant, ext) = install_ref(Some(req.into_inner()))?;
         let view = self.installs.view(&tenant, &ext).await?;
         Ok(Response::new(config_pb(&view)))
+    }
+
+    async fn add_storage_schema(
+        &self,
+        req: Request<pb::AddStorageSchemaRequest>,
+    ) -> Result<Response<pb::StorageSchema>, Status> {
+        require(&req, WRITERS)?;
+        let r = req.into_inner();
+        let scope = self.storage_scope(r.install).await?;
+        let schema = self
+            .storage
+            .add_schema(&scope, &r.namespace, &r.schema_json)
+            .await?;
+        Ok(Response::new(schema_pb(&schema)))
+    }
+
+    async fn list_storage_schemas(
+        &self,
+        req: Request<pb::InstallRef>,
+    ) -> Result<Response<pb::ListStorageSchemasResponse>, Status> {
+        require(&req, READERS)?;
+        let scope = self.storage_scope(Some(req.into_inner())).await?;
+        let schemas = self.storage.schemas(&scope).await?;
+        Ok(Response::new(pb::ListStorageSchemasResponse {
+            schemas: schemas.iter().map(schema_pb).collect(),
+        }))
     }
 
     async fn set_config(

@@ -3,7 +3,7 @@
 use annex_proto::pb;
 
 use super::ts;
-use crate::storage::{ListRequest, PutRequest, Record};
+use crate::storage::{BulkPutRequest, ListRequest, PutOptions, PutRequest, Record};
 
 pub(crate) fn record_pb(r: &Record) -> pb::StorageRecord {
     pb::StorageRecord {
@@ -24,7 +24,27 @@ pub(crate) fn put_from_pb(r: pb::StoragePutRequest) -> PutRequest {
         key: r.key,
         value: r.value,
         if_revision: r.if_revision,
-        ttl_seconds: r.ttl_seconds,
+        options: PutOptions {
+            ttl_seconds: r.ttl_seconds,
+            json: r.json,
+            schema_version: r.schema_version,
+        },
+    }
+}
+
+pub(crate) fn bulk_from_pb(r: pb::StorageBulkPutRequest) -> BulkPutRequest {
+    BulkPutRequest {
+        namespace: r.namespace,
+        items: r
+            .items
+            .into_iter()
+            .map(|i| (i.key, i.value, i.if_revision))
+            .collect(),
+        options: PutOptions {
+            ttl_seconds: r.ttl_seconds,
+            json: r.json,
+            schema_version: r.schema_version,
+        },
     }
 }
 

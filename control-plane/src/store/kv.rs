@@ -47,6 +47,16 @@ pub struct StoragePut {
     pub if_revision: Option<u64>,
 }
 
+/// An `ext_storage_schemas` row: the JSON schema a namespace's values must
+/// match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageSchema {
+    pub namespace: String,
+    pub version: u32,
+    pub document: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
 /// Hard quotas per install: Alga's values (docs/design/alga-compatibility.md,
 /// "Storage").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +98,33 @@ pub trait KvStore: Send + Sync {
         quota: StorageQuota,
         now: DateTime<Utc>,
     ) -> StoreResult<StorageRow>;
+    /// Several puts of one scope as one transaction: every put is applied
+    /// in order, or none is (the first error is returned).
+    async fn storage_put_many(
+        &self,
+        scope: &StorageScope,
+        puts: Vec<StoragePut>,
+        quota: StorageQuota,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StorageRow>>;
+    /// The namespace's JSON schema: `version`, or with none the newest
+    /// active one; `None` when there is none.
+    async fn storage_schema(
+        &self,
+        scope: &StorageScope,
+        namespace: &str,
+        version: Option<u32>,
+    ) -> StoreResult<Option<StorageSchema>>;
+    /// Adds the namespace's next schema version (1 for the first) and
+    /// returns it.
+    async fn add_storage_schema(
+        &self,
+        scope: &StorageScope,
+        namespace: &str,
+        document: serde_json::Value,
+    ) -> StoreResult<StorageSchema>;
+    /// Every schema version of the scope, by namespace then version.
+    async fn list_storage_schemas(&self, scope: &StorageScope) -> StoreResult<Vec<StorageSchema>>;
     /// False when absent; RevisionMismatch when `if_revision` differs.
     async fn storage_delete(
         &self,

@@ -34,7 +34,7 @@ pub use blobs::BlobStore;
 pub use executions::{ExecutionLogStore, ExecutionRow};
 pub use fleet::{FleetStore, WorkerRow};
 pub use installs::{InstallRow, InstallStatus, InstallStore, InstallView, NewInstall, SecretsRow};
-pub use kv::{KvStore, StoragePut, StorageQuota, StorageRow, StorageScope};
+pub use kv::{KvStore, StoragePut, StorageQuota, StorageRow, StorageSchema, StorageScope};
 pub use logs::{DebugEvent, DebugFilter, DebugLogStore};
 pub use memory::MemoryStore;
 pub use pg::{PgStore, PgStoreConfig};

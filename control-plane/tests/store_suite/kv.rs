@@ -15,6 +15,8 @@ store_cases!(
     storage_namespace_quota_holds_under_concurrent_first_writes,
     storage_is_scoped_to_tenant_and_install,
     deleting_an_install_removes_its_storage,
+    storage_put_many_applies_every_put_or_none,
+    storage_schemas_are_versioned_per_namespace,
 );
 
 // ---- fixtures ----
@@ -409,5 +411,135 @@ async fn deleting_an_install_removes_its_storage(store: DynStore) {
             .await
             .expect("get")
             .is_some()
+    );
+}
+
+async fn storage_put_many_applies_every_put_or_none(store: DynStore) {
+    let inst = installed(&store, "t1", "bulk").await;
+    let scope = scope_of(&inst);
+    put_ok(&store, &scope, put("ns", "a", "old"), NOW).await;
+    let rows = store
+        .storage_put_many(
+            &scope,
+            vec![
+                if_revision(put("ns", "a", "new"), 1),
+                put("ns", "b", "first"),
+            ],
+            StorageQuota::default(),
+            at(NOW + 1),
+        )
+        .await
+        .expect("bulk");
+    assert_eq!(keys(&rows), ["a", "b"]);
+    assert_eq!((rows[0].revision, rows[1].revision), (2, 1));
+
+    // The second put's revision check fails: the first put does not stay.
+    let err = store
+        .storage_put_many(
+            &scope,
+            vec![
+                put("ns", "c", "never"),
+                if_revision(put("ns", "a", "stale"), 1),
+            ],
+            StorageQuota::default(),
+            at(NOW + 2),
+        )
+        .await
+        .expect_err("a stale revision");
+    assert!(matches!(err, StoreError::RevisionMismatch), "{err:?}");
+    let get = |key: &'static str| {
+        let (store, scope) = (store.clone(), scope.clone());
+        async move {
+            store
+                .storage_get(&scope, "ns", key, at(NOW + 3))
+                .await
+                .expect("get")
+        }
+    };
+    assert!(
+        get("c").await.is_none(),
+        "nothing of a failed bulk put stays"
+    );
+    assert_eq!(get("a").await.map(|r| r.value), Some(json!("new")));
+
+    // A quota breach half-way is the same.
+    let quota = StorageQuota {
+        max_keys_per_namespace: 3,
+        ..StorageQuota::default()
+    };
+    let err = store
+        .storage_put_many(
+            &scope,
+            vec![put("ns", "d", "fits"), put("ns", "e", "does not")],
+            quota,
+            at(NOW + 4),
+        )
+        .await
+        .expect_err("over the key quota");
+    assert!(is_quota(&err), "{err:?}");
+    assert!(get("d").await.is_none());
+}
+
+async fn storage_schemas_are_versioned_per_namespace(store: DynStore) {
+    let inst = installed(&store, "t1", "schemas").await;
+    let scope = scope_of(&inst);
+    assert!(
+        store
+            .storage_schema(&scope, "orders", None)
+            .await
+            .expect("none yet")
+            .is_none()
+    );
+    let v1 = store
+        .add_storage_schema(&scope, "orders", json!({"type": "object"}))
+        .await
+        .expect("v1");
+    let v2 = store
+        .add_storage_schema(
+            &scope,
+            "orders",
+            json!({"type": "object", "required": ["id"]}),
+        )
+        .await
+        .expect("v2");
+    let other = store
+        .add_storage_schema(&scope, "notes", json!({"type": "string"}))
+        .await
+        .expect("other namespace");
+    assert_eq!((v1.version, v2.version, other.version), (1, 2, 1));
+    let newest = store
+        .storage_schema(&scope, "orders", None)
+        .await
+        .expect("newest");
+    assert_eq!(
+        newest.map(|s| s.document),
+        Some(json!({"type": "object", "required": ["id"]}))
+    );
+    let first = store
+        .storage_schema(&scope, "orders", Some(1))
+        .await
+        .expect("by version");
+    assert_eq!(first.map(|s| s.document), Some(json!({"type": "object"})));
+    assert!(
+        store
+            .storage_schema(&scope, "orders", Some(9))
+            .await
+            .expect("absent version")
+            .is_none()
+    );
+    let all = store.list_storage_schemas(&scope).await.expect("list");
+    let listed: Vec<_> = all
+        .iter()
+        .map(|s| (s.namespace.as_str(), s.version))
+        .collect();
+    assert_eq!(listed, [("notes", 1), ("orders", 1), ("orders", 2)]);
+    // Another install sees none of them.
+    let elsewhere = installed(&store, "t1", "elsewhere").await;
+    assert!(
+        store
+            .list_storage_schemas(&scope_of(&elsewhere))
+            .await
+            .expect("other install")
+            .is_empty()
     );
 }

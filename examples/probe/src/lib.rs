@@ -1,6 +1,6 @@
 //! A guest that calls one host interface per path and reports what it got as
 //! JSON, for the worker's interface tests. Built against world `runner-v2`
-//! (every Alga interface plus Annex's `config`). Results are `{"ok": ...}` or
+//! (every Alga interface plus Annex's `config` and `storage-v2`). Results are `{"ok": ...}` or
 //! `{"err": "<enum case>"}`; record-returning functions report the record.
 //! The status is 200, or `status_on_err=N` from the query when the result is
 //! an `err`.
@@ -14,9 +14,10 @@ use alga::extension::types::{
     ClientsListInput, CreateManualInvoiceInput, CreateScheduleInput, HttpHeader, HttpRequest,
     ManualInvoiceItemInput, ScheduleInfo, ServicesListInput, StorageEntry, UpdateScheduleInput,
 };
+use alga::extension::storage_v2::{PutOptions, StorageFailure};
 use alga::extension::{
     clients, config, context, http, invoicing, logging, scheduler, secrets, services, storage,
-    ui_proxy, user, user_v2,
+    storage_v2, ui_proxy, user, user_v2,
 };
 use serde_json::{Value, json};
 
@@ -93,6 +94,35 @@ impl Guest for Probe {
                 match storage::list_entries(q.get("ns").unwrap_or(""), q.get("cursor")) {
                     Ok(list) => json!({"ok": list.into_iter().map(entry_json).collect::<Vec<_>>()}),
                     Err(e) => json!({"err": e.name()}),
+                }
+            }
+            "/storage/put-with" => {
+                let entry = StorageEntry {
+                    namespace: q.get("ns").unwrap_or("").to_string(),
+                    key: q.get("key").unwrap_or("").to_string(),
+                    value: body.clone(),
+                    revision: q.get("rev").and_then(|r| r.parse().ok()),
+                };
+                match storage_v2::put_with(&entry, put_options(&q)) {
+                    Ok(e) => json!({"ok": entry_json(e)}),
+                    Err(f) => failure_json(f),
+                }
+            }
+            // Body: [{"key": "...", "value": "<text>", "rev": n?}, ...]
+            "/storage/bulk-put" => {
+                let items: Vec<Value> = serde_json::from_slice(&body).unwrap_or_default();
+                let entries: Vec<StorageEntry> = items
+                    .iter()
+                    .map(|i| StorageEntry {
+                        namespace: String::new(),
+                        key: i["key"].as_str().unwrap_or("").to_string(),
+                        value: i["value"].as_str().unwrap_or("").as_bytes().to_vec(),
+                        revision: i["rev"].as_u64(),
+                    })
+                    .collect();
+                match storage_v2::bulk_put(q.get("ns").unwrap_or(""), &entries, put_options(&q)) {
+                    Ok(list) => json!({"ok": list.into_iter().map(entry_json).collect::<Vec<_>>()}),
+                    Err(f) => failure_json(f),
                 }
             }
             "/scheduler/list" => match scheduler::list_schedules() {
@@ -310,6 +340,19 @@ fn wasi_http(body: &[u8]) -> Value {
         }
     }
     json!({"ok": {"status": status, "body": String::from_utf8_lossy(&text)}})
+}
+
+/// `storage-v2` options from the query: `ttl=<secs>`, `json=1`, `schema=<version>`.
+fn put_options(q: &Query) -> PutOptions {
+    PutOptions {
+        ttl_seconds: q.get("ttl").and_then(|t| t.parse().ok()),
+        json: q.get("json") == Some("1"),
+        schema_version: q.get("schema").and_then(|v| v.parse().ok()),
+    }
+}
+
+fn failure_json(f: StorageFailure) -> Value {
+    json!({"err": f.kind.name(), "message": f.message})
 }
 
 fn entry_json(e: StorageEntry) -> Value {

@@ -4,9 +4,14 @@
 //! HTTP-equivalent status as Alga's runner maps its server's statuses:
 //! 401/403/429 → `denied`, 404 → `missing`, 409 → `conflict`, anything else
 //! (validation and limits included) → `internal`.
+//!
+//! Annex's `storage-v2` (`put-with`, `bulk-put`) maps the same way and adds
+//! the reason: the control plane's message for a refusal (4xx), a generic
+//! one for a failure of the service itself.
 
-use crate::backend::{HostError, StorageRecord};
+use crate::backend::{HostError, StorageItem, StorageOptions, StorageRecord};
 use crate::bindings::alga::extension::storage;
+use crate::bindings::alga::extension::storage_v2::{self, PutOptions, StorageFailure};
 use crate::bindings::types::{StorageEntry, StorageError};
 use crate::capabilities::Capability;
 use crate::host::HostState;
@@ -17,6 +22,33 @@ fn map_error(error: HostError) -> StorageError {
         404 => StorageError::Missing,
         409 => StorageError::Conflict,
         _ => StorageError::Internal,
+    }
+}
+
+fn failure(error: HostError) -> StorageFailure {
+    let message = if (400..500).contains(&error.status) {
+        error.message.clone()
+    } else {
+        "the storage service failed; try again".to_owned()
+    };
+    StorageFailure {
+        kind: map_error(error),
+        message,
+    }
+}
+
+fn refused(kind: StorageError, message: &str) -> StorageFailure {
+    StorageFailure {
+        kind,
+        message: message.to_owned(),
+    }
+}
+
+fn options(o: PutOptions) -> StorageOptions {
+    StorageOptions {
+        ttl_seconds: o.ttl_seconds.map(u64::from),
+        json: o.json,
+        schema_version: o.schema_version,
     }
 }
 
@@ -125,6 +157,78 @@ impl storage::Host for HostState {
         Ok(result
             .map(|records| records.into_iter().map(entry).collect())
             .map_err(map_error))
+    }
+}
+
+impl storage_v2::Host for HostState {
+    async fn put_with(
+        &mut self,
+        entry_in: StorageEntry,
+        opts: PutOptions,
+    ) -> wasmtime::Result<Result<StorageEntry, StorageFailure>> {
+        let grant = match self.storage_grant() {
+            Ok(g) => g,
+            Err(e) => return Ok(Err(refused(e, "needs cap:storage.kv and an install"))),
+        };
+        let item = StorageItem {
+            key: entry_in.key.clone(),
+            value: entry_in.value.clone(),
+            if_revision: entry_in.revision,
+        };
+        let result = self
+            .services
+            .backend
+            .storage_put_with(&grant, &entry_in.namespace, item, options(opts))
+            .await;
+        Ok(result.map_err(failure).map(|record| StorageEntry {
+            revision: Some(record.revision),
+            ..entry_in
+        }))
+    }
+
+    async fn bulk_put(
+        &mut self,
+        namespace: String,
+        entries: Vec<StorageEntry>,
+        opts: PutOptions,
+    ) -> wasmtime::Result<Result<Vec<StorageEntry>, StorageFailure>> {
+        let grant = match self.storage_grant() {
+            Ok(g) => g,
+            Err(e) => return Ok(Err(refused(e, "needs cap:storage.kv and an install"))),
+        };
+        if entries
+            .iter()
+            .any(|e| !e.namespace.is_empty() && e.namespace != namespace)
+        {
+            return Ok(Err(refused(
+                StorageError::Internal,
+                "every entry of a bulk put is in its namespace",
+            )));
+        }
+        let items = entries
+            .iter()
+            .map(|e| StorageItem {
+                key: e.key.clone(),
+                value: e.value.clone(),
+                if_revision: e.revision,
+            })
+            .collect();
+        let result = self
+            .services
+            .backend
+            .storage_bulk_put(&grant, &namespace, items, options(opts))
+            .await;
+        Ok(result.map_err(failure).map(|records| {
+            entries
+                .into_iter()
+                .zip(records)
+                .map(|(e, r)| StorageEntry {
+                    namespace: namespace.clone(),
+                    revision: Some(r.revision),
+                    ..e
+                })
+                .collect()
+        }))
     }
 }
 

@@ -271,6 +271,12 @@ impl HostServices for FakeControlPlane {
     ) -> Result<Response<Self::WatchLogsStream>, Status> {
         Ok(Response::new(tokio_stream::empty()))
     }
+    async fn storage_bulk_put(
+        &self,
+        _: Request<pb::StorageBulkPutRequest>,
+    ) -> Result<Response<pb::StorageBulkPutResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
     async fn list_logs(
         &self,
         _: Request<pb::ListLogsRequest>,

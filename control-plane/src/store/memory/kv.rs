@@ -10,17 +10,20 @@ use uuid::Uuid;
 
 use super::{MemoryStore, micros};
 use crate::store::{
-    KvStore, StoragePut, StorageQuota, StorageRow, StorageScope, StoreError, StoreResult,
+    KvStore, StoragePut, StorageQuota, StorageRow, StorageSchema, StorageScope, StoreError,
+    StoreResult,
 };
 
 type ScopeKey = (String, Uuid);
 /// namespace → key → (row, size in bytes).
 type Namespaces = BTreeMap<String, BTreeMap<String, (StorageRow, u64)>>;
 
-/// `ext_storage_records`, by scope.
+/// `ext_storage_records` and `ext_storage_schemas`, by scope.
 #[derive(Default)]
 pub(super) struct Kv {
     scopes: HashMap<ScopeKey, Namespaces>,
+    /// namespace → versions in order.
+    schemas: HashMap<ScopeKey, BTreeMap<String, Vec<StorageSchema>>>,
 }
 
 fn scope_key(scope: &StorageScope) -> ScopeKey {
@@ -40,6 +43,8 @@ impl Kv {
     /// Drops the install's storage rows (Postgres: the foreign key's cascade).
     pub(super) fn delete_install(&mut self, install_id: Uuid) {
         self.scopes.retain(|(_, install), _| *install != install_id);
+        self.schemas
+            .retain(|(_, install), _| *install != install_id);
     }
 
     fn put(
@@ -146,6 +151,94 @@ impl KvStore for MemoryStore {
             return Err(StoreError::NotFound("install".into()));
         }
         state.kv.put(scope, put, quota, now)
+    }
+
+    async fn storage_put_many(
+        &self,
+        scope: &StorageScope,
+        puts: Vec<StoragePut>,
+        quota: StorageQuota,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StorageRow>> {
+        let mut state = self.lock();
+        if !state.installs.rows.contains_key(&scope.install_id) {
+            return Err(StoreError::NotFound("install".into()));
+        }
+        // All or nothing: keep the scope as it was to put it back on an
+        // error (what expired meanwhile stays expired).
+        let key = scope_key(scope);
+        state.kv.expire(scope, now);
+        let before = state.kv.scopes.get(&key).cloned();
+        let mut rows = Vec::with_capacity(puts.len());
+        for put in puts {
+            match state.kv.put(scope, put, quota, now) {
+                Ok(row) => rows.push(row),
+                Err(e) => {
+                    match before {
+                        Some(spaces) => state.kv.scopes.insert(key, spaces),
+                        None => state.kv.scopes.remove(&key),
+                    };
+                    return Err(e);
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    async fn storage_schema(
+        &self,
+        scope: &StorageScope,
+        namespace: &str,
+        version: Option<u32>,
+    ) -> StoreResult<Option<StorageSchema>> {
+        let state = self.lock();
+        let versions = state
+            .kv
+            .schemas
+            .get(&scope_key(scope))
+            .and_then(|n| n.get(namespace));
+        Ok(versions.and_then(|v| match version {
+            Some(want) => v.iter().find(|s| s.version == want).cloned(),
+            None => v.last().cloned(),
+        }))
+    }
+
+    async fn add_storage_schema(
+        &self,
+        scope: &StorageScope,
+        namespace: &str,
+        document: serde_json::Value,
+    ) -> StoreResult<StorageSchema> {
+        let mut state = self.lock();
+        if !state.installs.rows.contains_key(&scope.install_id) {
+            return Err(StoreError::NotFound("install".into()));
+        }
+        let now = state.now();
+        let versions = state
+            .kv
+            .schemas
+            .entry(scope_key(scope))
+            .or_default()
+            .entry(namespace.to_owned())
+            .or_default();
+        let schema = StorageSchema {
+            namespace: namespace.to_owned(),
+            version: versions.last().map_or(1, |s| s.version + 1),
+            document,
+            created_at: now,
+        };
+        versions.push(schema.clone());
+        Ok(schema)
+    }
+
+    async fn list_storage_schemas(&self, scope: &StorageScope) -> StoreResult<Vec<StorageSchema>> {
+        let state = self.lock();
+        Ok(state
+            .kv
+            .schemas
+            .get(&scope_key(scope))
+            .map(|n| n.values().flatten().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn storage_delete(

@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::backend::{
     HostApi, HostApiResponse, HostBackend, HostError, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
-    StorageRecord, UiProxyCall,
+    StorageItem, StorageOptions, StorageRecord, UiProxyCall,
 };
 use crate::runner_api::settings::HostAppSettings;
 
@@ -192,6 +192,30 @@ impl HostBackend for ExecutionHost {
         let body = storage::put(namespace, key, &value, if_revision);
         let r = self.call("storage", body).await?;
         storage::read_put(&r, namespace, key, value)
+    }
+
+    async fn storage_put_with(
+        &self,
+        _grant: &str,
+        namespace: &str,
+        item: StorageItem,
+        options: StorageOptions,
+    ) -> Result<StorageRecord, HostError> {
+        let body = storage::put_with(namespace, &item, options)?;
+        let r = self.call("storage", body).await?;
+        storage::read_put(&r, namespace, &item.key, item.value)
+    }
+
+    async fn storage_bulk_put(
+        &self,
+        _grant: &str,
+        namespace: &str,
+        items: Vec<StorageItem>,
+        options: StorageOptions,
+    ) -> Result<Vec<StorageRecord>, HostError> {
+        let body = storage::bulk_put(namespace, &items, options)?;
+        let r = self.call("storage", body).await?;
+        storage::read_bulk_put(&r, namespace, items)
     }
 
     async fn storage_delete(

@@ -7,13 +7,15 @@
 //! the last key it received and wrapped into that form (Annex's working
 //! cursor; docs/design/differences.md, "Storage listing has a working
 //! cursor"). Statuses travel as [`HostError`]s for the interface to map.
+//! Annex's `storage-v2` maps onto the same API's `ttlSeconds`,
+//! `schemaVersion`, JSON values and `bulkPut`.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
 use super::{json_ok, malformed};
-use crate::backend::{HostApiResponse, HostError, StorageRecord};
+use crate::backend::{HostApiResponse, HostError, StorageItem, StorageOptions, StorageRecord};
 
 pub(super) fn get(namespace: &str, key: &str) -> Value {
     json!({"operation": "get", "namespace": namespace, "key": key})
@@ -31,6 +33,89 @@ pub(super) fn put(namespace: &str, key: &str, value: &[u8], if_revision: Option<
         body["ifRevision"] = json!(rev);
     }
     body
+}
+
+/// A put's fields with `storage-v2` options: a JSON value is sent as that
+/// JSON (without the base64 metadata), a TTL as `ttlSeconds`, a schema
+/// version as `schemaVersion`, as Alga's storage service takes them.
+fn put_fields(
+    key: &str,
+    value: &[u8],
+    if_revision: Option<u64>,
+    o: StorageOptions,
+) -> Result<Value, HostError> {
+    let mut item = json!({"key": key});
+    if o.json {
+        item["value"] = serde_json::from_slice(value).map_err(|e| HostError {
+            status: 400,
+            message: format!("the value is not JSON: {e}"),
+        })?;
+    } else {
+        item["value"] = json!(STANDARD.encode(value));
+        item["metadata"] = json!({"encoding": "base64-bytes"});
+    }
+    if let Some(rev) = if_revision {
+        item["ifRevision"] = json!(rev);
+    }
+    if let Some(ttl) = o.ttl_seconds {
+        item["ttlSeconds"] = json!(ttl);
+    }
+    if let Some(v) = o.schema_version {
+        item["schemaVersion"] = json!(v);
+    }
+    Ok(item)
+}
+
+pub(super) fn put_with(
+    namespace: &str,
+    item: &StorageItem,
+    o: StorageOptions,
+) -> Result<Value, HostError> {
+    let mut body = put_fields(&item.key, &item.value, item.if_revision, o)?;
+    body["operation"] = json!("put");
+    body["namespace"] = json!(namespace);
+    Ok(body)
+}
+
+/// `bulkPut`: `{namespace, items: [put-like]}`.
+pub(super) fn bulk_put(
+    namespace: &str,
+    items: &[StorageItem],
+    o: StorageOptions,
+) -> Result<Value, HostError> {
+    let items = items
+        .iter()
+        .map(|i| put_fields(&i.key, &i.value, i.if_revision, o))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(json!({"operation": "bulkPut", "namespace": namespace, "items": items}))
+}
+
+/// `{namespace, items: [{key, revision, ttlExpiresAt}]}`, in the items' order.
+pub(super) fn read_bulk_put(
+    r: &HostApiResponse,
+    namespace: &str,
+    items: Vec<StorageItem>,
+) -> Result<Vec<StorageRecord>, HostError> {
+    let v = json_ok(r, "storage")?;
+    let answered = v
+        .get("items")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("storage"))?;
+    if answered.len() != items.len() {
+        return Err(malformed("storage"));
+    }
+    items
+        .into_iter()
+        .zip(answered)
+        .map(|(item, a)| {
+            Ok(StorageRecord {
+                namespace: namespace.to_string(),
+                key: item.key,
+                value: item.value,
+                revision: revision(a)?,
+            })
+        })
+        .collect()
 }
 
 pub(super) fn delete(namespace: &str, key: &str) -> Value {

@@ -6,10 +6,16 @@
 //!
 //! Values are stored the way Alga's runner writes them, a base64 string with
 //! metadata `{"encoding":"base64-bytes"}`, and read back with Alga's decoding
-//! rules, so rows written by other writers decode the same way.
+//! rules, so rows written by other writers decode the same way. A put may
+//! say its value is JSON (Annex's `storage-v2`): it is then stored as that
+//! JSON with metadata `{"encoding":"json"}`. A namespace with a schema
+//! ([`schema`]) takes only values that match it. Bulk puts apply up to 20
+//! puts of one namespace as one transaction.
 //!
-//! [`Storage`] holds no state; the scope of every call comes from its
-//! verified execution grant, never from the request.
+//! [`Storage`] holds only compiled schemas; the scope of every call comes
+//! from its verified execution grant, never from the request.
+
+mod schema;
 
 use std::sync::Arc;
 
@@ -22,7 +28,7 @@ use serde_json::{Value, json};
 
 use crate::grant::VerifiedGrant;
 use crate::installs::Installs;
-use crate::store::{StoragePut, StorageQuota, StorageRow, StorageScope, Store};
+use crate::store::{StoragePut, StorageQuota, StorageRow, StorageSchema, StorageScope, Store};
 
 const MAX_NAMESPACE: usize = 128;
 const MAX_KEY: usize = 256;
@@ -31,6 +37,9 @@ const MIN_TTL_SECS: u64 = 60;
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 const DEFAULT_LIST_LIMIT: u32 = 25;
 const MAX_LIST_LIMIT: u32 = 100;
+/// Items of one bulk put, and their values' JSON size in all.
+const MAX_BULK_ITEMS: usize = 20;
+const MAX_BULK_BYTES: usize = 512 * 1024;
 
 /// A record with its value decoded to bytes.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,7 +61,26 @@ pub(crate) struct PutRequest {
     pub(crate) key: String,
     pub(crate) value: Vec<u8>,
     pub(crate) if_revision: Option<u64>,
+    pub(crate) options: PutOptions,
+}
+
+/// What a put may ask for beyond Alga's (`storage-v2`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PutOptions {
     pub(crate) ttl_seconds: Option<u64>,
+    /// The value is JSON text, stored as JSON.
+    pub(crate) json: bool,
+    /// Check against this schema version instead of the newest.
+    pub(crate) schema_version: Option<u32>,
+}
+
+/// A guest's bulk put: several keys of one namespace, one set of options.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BulkPutRequest {
+    pub(crate) namespace: String,
+    /// (key, value, if_revision), applied in order.
+    pub(crate) items: Vec<(String, Vec<u8>, Option<u64>)>,
+    pub(crate) options: PutOptions,
 }
 
 /// A guest's list.
@@ -68,11 +96,16 @@ pub(crate) struct ListRequest {
 pub(crate) struct Storage {
     store: Arc<dyn Store>,
     installs: Arc<Installs>,
+    schemas: schema::Compiled,
 }
 
 impl Storage {
     pub(crate) fn new(store: Arc<dyn Store>, installs: Arc<Installs>) -> Storage {
-        Storage { store, installs }
+        Storage {
+            store,
+            installs,
+            schemas: schema::Compiled::default(),
+        }
     }
 
     /// The grant's data: it must carry `cap:storage.kv` and its install must
@@ -117,9 +150,125 @@ impl Storage {
     ) -> Result<Record, AnnexError> {
         let scope = self.scope(grant).await?;
         check_namespace(&put.namespace)?;
-        check_key(&put.key)?;
-        let value = Value::String(B64.encode(&put.value));
-        let metadata = json!({"encoding": "base64-bytes"});
+        let now = Utc::now();
+        let schema = self
+            .schema_of(&scope, &put.namespace, put.options.schema_version)
+            .await?;
+        let row = self.prepare(
+            &scope,
+            schema.as_ref(),
+            &put.namespace,
+            put.key,
+            &put.value,
+            put.if_revision,
+            put.options,
+            now,
+        )?;
+        let row = self
+            .store
+            .storage_put(&scope, row, StorageQuota::default(), now)
+            .await
+            .map_err(AnnexError::from)?;
+        Ok(decode(row))
+    }
+
+    /// Up to [`MAX_BULK_ITEMS`] puts into one namespace, every one checked
+    /// first, then applied as one transaction: all or none.
+    pub(crate) async fn bulk_put(
+        &self,
+        grant: &VerifiedGrant,
+        bulk: BulkPutRequest,
+    ) -> Result<Vec<Record>, AnnexError> {
+        let scope = self.scope(grant).await?;
+        check_namespace(&bulk.namespace)?;
+        if bulk.items.is_empty() || bulk.items.len() > MAX_BULK_ITEMS {
+            return Err(AnnexError::new(
+                ErrorCode::LimitExceeded,
+                format!("a bulk put holds 1 to {MAX_BULK_ITEMS} items"),
+            ));
+        }
+        let now = Utc::now();
+        let schema = self
+            .schema_of(&scope, &bulk.namespace, bulk.options.schema_version)
+            .await?;
+        let mut puts = Vec::with_capacity(bulk.items.len());
+        let mut total = 0usize;
+        for (key, value, if_revision) in bulk.items {
+            let put = self.prepare(
+                &scope,
+                schema.as_ref(),
+                &bulk.namespace,
+                key,
+                &value,
+                if_revision,
+                bulk.options,
+                now,
+            )?;
+            total += usize::try_from(put.size_bytes).unwrap_or(usize::MAX);
+            if total > MAX_BULK_BYTES {
+                return Err(AnnexError::new(
+                    ErrorCode::LimitExceeded,
+                    format!("a bulk put holds at most {MAX_BULK_BYTES} bytes of JSON"),
+                ));
+            }
+            puts.push(put);
+        }
+        let rows = self
+            .store
+            .storage_put_many(&scope, puts, StorageQuota::default(), now)
+            .await
+            .map_err(AnnexError::from)?;
+        Ok(rows.into_iter().map(decode).collect())
+    }
+
+    /// The schema a put into `namespace` must match: `version`, or the
+    /// newest; none when the namespace has none. Naming a version that does
+    /// not exist is invalid.
+    async fn schema_of(
+        &self,
+        scope: &StorageScope,
+        namespace: &str,
+        version: Option<u32>,
+    ) -> Result<Option<StorageSchema>, AnnexError> {
+        let schema = self
+            .store
+            .storage_schema(scope, namespace, version)
+            .await
+            .map_err(AnnexError::from)?;
+        match (version, &schema) {
+            (Some(v), None) => Err(AnnexError::invalid(format!(
+                "namespace {namespace} has no schema version {v}"
+            ))),
+            _ => Ok(schema),
+        }
+    }
+
+    /// One put as stored: key and size limits, the value encoded (base64
+    /// bytes, or JSON when asked), checked against `schema`, the TTL's
+    /// expiry.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare(
+        &self,
+        scope: &StorageScope,
+        schema: Option<&StorageSchema>,
+        namespace: &str,
+        key: String,
+        bytes: &[u8],
+        if_revision: Option<u64>,
+        options: PutOptions,
+        now: DateTime<Utc>,
+    ) -> Result<StoragePut, AnnexError> {
+        check_key(&key)?;
+        let (value, metadata) = if options.json {
+            let value: Value = serde_json::from_slice(bytes)
+                .map_err(|e| AnnexError::invalid(format!("the value is not JSON: {e}")))?;
+            (value, json!({"encoding": "json"}))
+        } else {
+            (
+                Value::String(B64.encode(bytes)),
+                json!({"encoding": "base64-bytes"}),
+            )
+        };
         let value_len = value.to_string().len();
         if value_len > MAX_VALUE_BYTES {
             return Err(AnnexError::new(
@@ -127,8 +276,11 @@ impl Storage {
                 format!("values are limited to {MAX_VALUE_BYTES} bytes of JSON"),
             ));
         }
-        let now = Utc::now();
-        let ttl_expires_at = match put.ttl_seconds {
+        if let Some(schema) = schema {
+            self.schemas
+                .check(scope, namespace, schema.version, &schema.document, &value)?;
+        }
+        let ttl_expires_at = match options.ttl_seconds {
             None => None,
             Some(s) if (MIN_TTL_SECS..=MAX_TTL_SECS).contains(&s) => {
                 Some(now + chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX)))
@@ -141,25 +293,41 @@ impl Storage {
             }
         };
         let size_bytes = (value_len + metadata.to_string().len()) as u64;
-        let row = self
-            .store
-            .storage_put(
-                &scope,
-                StoragePut {
-                    namespace: put.namespace,
-                    key: put.key,
-                    value,
-                    metadata,
-                    size_bytes,
-                    ttl_expires_at,
-                    if_revision: put.if_revision,
-                },
-                StorageQuota::default(),
-                now,
-            )
+        Ok(StoragePut {
+            namespace: namespace.to_owned(),
+            key,
+            value,
+            metadata,
+            size_bytes,
+            ttl_expires_at,
+            if_revision,
+        })
+    }
+
+    /// Adds the next version of `namespace`'s schema for an install.
+    pub(crate) async fn add_schema(
+        &self,
+        scope: &StorageScope,
+        namespace: &str,
+        schema_json: &str,
+    ) -> Result<StorageSchema, AnnexError> {
+        check_namespace(namespace)?;
+        let document = schema::parse(schema_json)?;
+        self.store
+            .add_storage_schema(scope, namespace, document)
             .await
-            .map_err(AnnexError::from)?;
-        Ok(decode(row))
+            .map_err(AnnexError::from)
+    }
+
+    /// Every schema version of an install.
+    pub(crate) async fn schemas(
+        &self,
+        scope: &StorageScope,
+    ) -> Result<Vec<StorageSchema>, AnnexError> {
+        self.store
+            .list_storage_schemas(scope)
+            .await
+            .map_err(AnnexError::from)
     }
 
     pub(crate) async fn delete(
@@ -261,10 +429,14 @@ fn check_key(key: &str) -> Result<(), AnnexError> {
     Ok(())
 }
 
-/// Alga's value decoding: `metadata.encoding == "base64-bytes"` → base64;
+/// Alga's value decoding (and Annex's JSON values first): `metadata.encoding == "base64-bytes"` → base64;
 /// an object with `_bytes_b64` → that; a string → base64 if it decodes, else
 /// its UTF-8; anything else → its JSON text.
 fn decode_value(value: &Value, metadata: &Value) -> Vec<u8> {
+    // Annex's JSON values (`storage-v2`) read back as their JSON text.
+    if metadata.get("encoding").and_then(Value::as_str) == Some("json") {
+        return value.to_string().into_bytes();
+    }
     if metadata.get("encoding").and_then(Value::as_str) == Some("base64-bytes")
         && let Some(bytes) = value.as_str().and_then(|s| B64.decode(s).ok())
     {
