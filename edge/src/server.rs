@@ -17,7 +17,7 @@ use axum::routing::{any, get};
 use tokio::net::TcpListener;
 
 use crate::audit::{self, AuditSink};
-use crate::auth::{ApiKeyCache, ApiKeyCacheParts, Authenticator};
+use crate::auth::{ApiKeyCache, ApiKeyCacheParts, Authenticator, SessionVerifier};
 use crate::clients::Clients;
 use crate::config::Settings;
 use crate::cors::Cors;
@@ -131,7 +131,8 @@ pub async fn run(
     let (audit_sink, audit_rx) = AuditSink::new(settings.audit);
     let state = Arc::new(EdgeState {
         auth: Authenticator {
-            jwt: settings.jwt.clone(),
+            jwt: SessionVerifier::start(settings.jwt.clone())
+                .context("starting session verification")?,
             cookie: settings.session_cookie.clone(),
             api_keys: ApiKeyCache::new(ApiKeyCacheParts {
                 client: dispatch.clone(),
