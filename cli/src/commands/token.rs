@@ -6,7 +6,7 @@
 //! A compact JWS (RFC 7515): `base64url(header) "." base64url(claims) "." base64url(mac)`, each
 //! part unpadded base64url, encoded and signed by the `jsonwebtoken` crate.
 //!
-//! - Header: `{"typ":"JWT","alg":"HS256"}`, with `"kid"` after `alg` when `--kid` is given.
+//! - Header: `{"alg":"HS256","typ":"JWT"}`, with `"kid"` after `typ` when `--kid` is given.
 //!   With `--key-file` (a PEM private key) the algorithm is the key's: `RS256` (RSA), `ES256`
 //!   (P-256) or `EdDSA` (Ed25519), and no secret file is read.
 //! - MAC: HMAC-SHA256 over the ASCII bytes `base64url(header) "." base64url(claims)`. The key is
@@ -35,7 +35,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde::Serialize;
 use serde_json::json;
 
@@ -160,11 +160,29 @@ impl Signer {
         Ok(Signer { alg, key })
     }
 
+    /// The compact JWS: the header is written here so its bytes stay the
+    /// documented ones (`alg`, `typ`, then `kid`); the crate signs.
     pub fn sign(&self, claims: &Claims, kid: Option<String>) -> anyhow::Result<String> {
-        let mut header = Header::new(self.alg);
-        header.kid = kid;
-        jsonwebtoken::encode(&header, claims, &self.key)
-            .with_context(|| format!("signing the token with {:?}", self.alg))
+        #[derive(Serialize)]
+        struct JoseHeader {
+            alg: Algorithm,
+            typ: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kid: Option<String>,
+        }
+        let header = JoseHeader {
+            alg: self.alg,
+            typ: "JWT",
+            kid,
+        };
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?),
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?)
+        );
+        let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &self.key, self.alg)
+            .with_context(|| format!("signing the token with {:?}", self.alg))?;
+        Ok(format!("{signing_input}.{signature}"))
     }
 }
 
@@ -240,7 +258,7 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3);
         let header = URL_SAFE_NO_PAD.decode(parts[0]).expect("b64");
-        assert_eq!(header, br#"{"typ":"JWT","alg":"HS256"}"#);
+        assert_eq!(header, br#"{"alg":"HS256","typ":"JWT"}"#);
         let payload: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
         assert_eq!(
