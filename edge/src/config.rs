@@ -11,7 +11,7 @@ use annex_ops::telemetry::LogFormat;
 use anyhow::Context as _;
 
 use crate::audit::AuditSettings;
-use crate::auth::{JwtKey, JwtVerifier};
+use crate::auth::{JwtVerifier, SessionArgs};
 use crate::clients::LookupSettings;
 use crate::debug_stream::StreamSettings;
 use crate::ext_ui::UiPolicy;
@@ -63,18 +63,8 @@ pub struct Config {
     /// Names this edge in the control plane's logs.
     #[arg(long, env = "ANNEX_EDGE_ID", default_value = "edge")]
     pub edge_id: String,
-    /// Audience session tokens must carry.
-    #[arg(long, env = "ANNEX_EDGE_JWT_AUDIENCE", default_value = "annex")]
-    pub jwt_audience: String,
-    /// File holding the HS256 secret the host application signs sessions with.
-    #[arg(long, env = "ANNEX_EDGE_JWT_HS256_SECRET_FILE")]
-    pub jwt_hs256_secret_file: Option<PathBuf>,
-    /// File holding the host application's Ed25519 public key (SPKI PEM or base64).
-    #[arg(long, env = "ANNEX_EDGE_JWT_ED25519_PUBLIC_KEY_FILE")]
-    pub jwt_ed25519_public_key_file: Option<PathBuf>,
-    /// Clock skew tolerated on `exp`/`nbf`, in seconds.
-    #[arg(long, env = "ANNEX_EDGE_JWT_LEEWAY_SECS", default_value_t = 30)]
-    pub jwt_leeway_secs: u32,
+    #[command(flatten)]
+    pub session: SessionArgs,
     /// Cookie that carries the session token when there is no Authorization header.
     #[arg(long, env = "ANNEX_EDGE_SESSION_COOKIE")]
     pub session_cookie: Option<String>,
@@ -253,27 +243,7 @@ fn origins(list: &[String], flag: &str) -> anyhow::Result<Vec<String>> {
 
 impl Config {
     pub fn settings(&self) -> anyhow::Result<Settings> {
-        let mut keys = Vec::new();
-        if let Some(path) = &self.jwt_hs256_secret_file {
-            let secret = std::fs::read(path)
-                .with_context(|| format!("reading the HS256 secret from {}", path.display()))?;
-            let secret = secret.trim_ascii().to_vec();
-            anyhow::ensure!(
-                secret.len() >= 32,
-                "the HS256 secret must be at least 32 bytes"
-            );
-            keys.push(JwtKey::Hs256(secret));
-        }
-        if let Some(path) = &self.jwt_ed25519_public_key_file {
-            let text = std::fs::read_to_string(path).with_context(|| {
-                format!("reading the Ed25519 public key from {}", path.display())
-            })?;
-            keys.push(JwtKey::ed25519_from_text(&text).context("parsing the Ed25519 public key")?);
-        }
-        anyhow::ensure!(
-            !keys.is_empty(),
-            "a session key is required: --jwt-hs256-secret-file or --jwt-ed25519-public-key-file"
-        );
+        let jwt = self.session.verifier()?;
         anyhow::ensure!(
             self.rate_capacity >= 1,
             "--rate-capacity must be at least 1"
@@ -322,11 +292,7 @@ impl Config {
             control_plane_urls,
             control_plane_server_name: server_name,
             worker_server_name: self.worker_server_name.clone(),
-            jwt: JwtVerifier {
-                keys,
-                audience: self.jwt_audience.clone(),
-                leeway_secs: i64::from(self.jwt_leeway_secs),
-            },
+            jwt,
             session_cookie: self.session_cookie.clone().filter(|c| !c.is_empty()),
             allowed_origins: origins(&self.allowed_origins, "--allowed-origins")?,
             proxy_allowed_origins: origins(&self.proxy_allowed_origins, "--proxy-allowed-origins")?,

@@ -55,6 +55,10 @@ impl ApiError {
     /// sent (Annex).
     pub(crate) const CONTENT_TYPE_NOT_ALLOWED: ApiError =
         ApiError::new(StatusCode::FORBIDDEN, "content_type_not_allowed");
+    /// A handler that panicked: a bug in the edge, answered instead of a
+    /// dropped connection (Annex).
+    pub(crate) const INTERNAL_ERROR: ApiError =
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error");
     /// A request body that did not arrive within the deadline (Annex).
     pub(crate) const REQUEST_TIMEOUT: ApiError =
         ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout");

@@ -285,26 +285,18 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
         .any(|t| t == etag || t == "*")
 }
 
-/// The content type by extension, with no charset parameter (as `mime_guess`'s essence).
+/// The content type by extension: the first of `mime_guess`'s table, as
+/// Alga's runner answers (no charset parameter); a name with no known type
+/// is `application/octet-stream` (docs/design/maintained-crates.md).
 fn content_type(path: &std::path::Path) -> &'static str {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
-    match ext.as_str() {
-        "html" => "text/html",
-        "js" => "text/javascript",
-        "css" => "text/css",
-        "json" | "map" => "application/json",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "webp" => "image/webp",
-        "woff" => "font/woff",
-        "woff2" => "font/woff2",
-        _ => "application/octet-stream",
-    }
+    mime_guess::from_ext(&ext)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
 }
 
 /// Alga's path rules (docs/design/alga-compatibility.md, "UI hosting") on a
@@ -336,6 +328,38 @@ pub(crate) fn sanitize(path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_allowed_extension_has_its_content_type() {
+        let want = [
+            ("html", "text/html"),
+            ("js", "text/javascript"),
+            ("css", "text/css"),
+            ("json", "application/json"),
+            ("map", "text/plain"),
+            ("svg", "image/svg+xml"),
+            ("png", "image/png"),
+            ("jpg", "image/jpeg"),
+            ("jpeg", "image/jpeg"),
+            ("webp", "image/webp"),
+            ("woff", "application/font-woff"),
+            ("woff2", "font/woff2"),
+        ];
+        assert_eq!(want.len(), EXTENSIONS.len());
+        for (ext, ty) in want {
+            assert!(EXTENSIONS.contains(&ext), "{ext}");
+            let upper = format!("a/B.{}", ext.to_ascii_uppercase());
+            assert_eq!(
+                content_type(std::path::Path::new(&format!("a/b.{ext}"))),
+                ty
+            );
+            assert_eq!(content_type(std::path::Path::new(&upper)), ty);
+        }
+        assert_eq!(
+            content_type(std::path::Path::new("deep/route")),
+            "application/octet-stream"
+        );
+    }
 
     #[test]
     fn sanitising_follows_the_runner() {

@@ -11,13 +11,12 @@ use std::collections::HashMap;
 use annex_proto::pb;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::auth::{JwtKey, JwtVerifier, principal_from_claims};
+use crate::auth::{JwtVerifier, principal_from_claims};
 use crate::endpoints::{self, Endpoint};
 use crate::headers::{self, ResponsePolicy};
+use crate::jwt::JwtKey;
 use crate::{ext_proxy, ext_ui, gateway};
 
-/// Unix seconds the token targets verify at.
-pub const NOW: i64 = 1_700_000_000;
 /// The HS256 secret the token targets sign and verify with.
 pub const HS256_SECRET: &[u8] = b"fuzzing-secret-fuzzing-secret-fuzzing";
 /// The audience the token targets require.
@@ -195,19 +194,29 @@ fn check_over_caps(guest: &HashMap<String, String>) {
 }
 
 /// The verifier the token targets use: one HS256 secret and one Ed25519 key.
-fn verifier() -> JwtVerifier {
-    let ed = crate::jwt::SigningKey::EdDsa(ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]));
-    JwtVerifier {
-        keys: vec![JwtKey::Hs256(HS256_SECRET.to_vec()), ed.verifying()],
+fn verifier() -> Option<JwtVerifier> {
+    let ed = crate::jwt::SigningKey::ed25519(&[9u8; 32]).ok()?;
+    Some(JwtVerifier {
+        keys: vec![JwtKey::hs256(HS256_SECRET).ok()?, ed.verifying()],
         audience: AUDIENCE.into(),
+        issuers: vec![],
         leeway_secs: 30,
-    }
+        jwks: None,
+    })
+}
+
+/// The current time in Unix seconds (token expiry is checked against it).
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
 }
 
 /// A session token as it arrives: verification and the principal it maps
 /// to must answer, never panic.
 pub fn session_token(token: &str) {
-    if let Ok(claims) = verifier().verify(token, NOW) {
+    if let Some(Ok(claims)) = verifier().map(|v| v.verify(token)) {
         let _ = principal_from_claims(claims);
     }
 }
@@ -216,13 +225,18 @@ pub fn session_token(token: &str) {
 /// when `exp` and `aud` are acceptable, and never when the signature is
 /// touched.
 pub fn session_roundtrip(claims: &serde_json::Value) {
-    let signer = crate::jwt::SigningKey::Hs256(HS256_SECRET.to_vec());
-    let token = crate::jwt::sign(&signer, claims);
-    let verified = verifier().verify(&token, NOW);
+    let (Some(v), Ok(signer)) = (verifier(), crate::jwt::SigningKey::hs256(HS256_SECRET)) else {
+        return;
+    };
+    let Ok(token) = signer.sign(claims) else {
+        return;
+    };
+    let verified = v.verify(&token);
+    let now = now();
     let acceptable = claims
         .get("exp")
         .and_then(serde_json::Value::as_i64)
-        .is_some_and(|e| e >= NOW)
+        .is_some_and(|e| e >= now)
         && claims.get("nbf").is_none()
         && claims.get("aud").and_then(serde_json::Value::as_str) == Some(AUDIENCE);
     if acceptable && let Ok(c) = &verified {
@@ -240,7 +254,7 @@ pub fn session_roundtrip(claims: &serde_json::Value) {
             .collect();
         let forged = format!("{body}.{flipped}");
         assert!(
-            verifier().verify(&forged, NOW).is_err(),
+            v.verify(&forged).is_err(),
             "a touched signature verified: {forged}"
         );
     }

@@ -63,7 +63,8 @@ mod ui_hosts;
 mod ui_store;
 
 pub use audit::AuditSettings;
-pub use auth::jwt::{self, JwtVerifier};
+pub use auth::SessionArgs;
+pub use auth::jwt::{self, JwksSettings, JwtKey, JwtVerifier};
 pub use clients::LookupSettings;
 pub use config::{Config, Policy, Settings};
 pub use debug_stream::StreamSettings;

@@ -17,7 +17,7 @@ use axum::routing::{any, get};
 use tokio::net::TcpListener;
 
 use crate::audit::{self, AuditSink};
-use crate::auth::{ApiKeyCache, ApiKeyCacheParts, Authenticator};
+use crate::auth::{ApiKeyCache, ApiKeyCacheParts, Authenticator, SessionVerifier};
 use crate::clients::Clients;
 use crate::config::Settings;
 use crate::cors::Cors;
@@ -66,7 +66,25 @@ pub(crate) fn router(state: Arc<EdgeState>) -> Router {
             state.clone(),
             ui_hosts::guard,
         ))
+        .layer(catch_panics())
         .with_state(state)
+}
+
+/// A handler that panics answers 500 `{"error":"internal_error"}` (logged
+/// with the panic's message) instead of dropping the client's connection.
+fn catch_panics() -> tower_http::catch_panic::CatchPanicLayer<
+    fn(Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response,
+> {
+    fn answer(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        tracing::error!(panic = message, "a request handler panicked");
+        axum::response::IntoResponse::into_response(crate::error::ApiError::INTERNAL_ERROR)
+    }
+    tower_http::catch_panic::CatchPanicLayer::custom(answer as fn(_) -> _)
 }
 
 /// The control plane's replicas: unary calls spread over them, the routes
@@ -134,7 +152,8 @@ pub async fn run(
     let (audit_sink, audit_rx) = AuditSink::new(settings.audit);
     let state = Arc::new(EdgeState {
         auth: Authenticator {
-            jwt: settings.jwt.clone(),
+            jwt: SessionVerifier::start(settings.jwt.clone())
+                .context("starting session verification")?,
             cookie: settings.session_cookie.clone(),
             api_keys: ApiKeyCache::new(ApiKeyCacheParts {
                 client: dispatch.clone(),
@@ -239,4 +258,37 @@ pub async fn run(
     }
     let _ = admin_task.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tower::ServiceExt as _;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_with_the_json_error_body() {
+        let app = axum::Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    let v: Vec<&'static str> = Vec::new();
+                    v[1]
+                }),
+            )
+            .layer(super::catch_panics());
+        let resp = app
+            .oneshot(
+                http::Request::builder()
+                    .uri("/boom")
+                    .body(axum::body::Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("an answer, not a dropped connection");
+        assert_eq!(resp.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(resp.headers()["cache-control"], "no-store");
+        let body = axum::body::to_bytes(resp.into_body(), 1024)
+            .await
+            .expect("body");
+        assert_eq!(&body[..], br#"{"error":"internal_error"}"#);
+    }
 }

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use annex_edge::jwt::{self, SigningKey};
+use annex_edge::jwt::{JwtKey, SigningKey};
 use annex_edge::{
     AuditSettings, JwtVerifier, Policy, RateSettings, Settings, UiPolicy, UiStoreSettings,
 };
@@ -40,7 +40,9 @@ const READY_WITHIN: Duration = Duration::from_secs(10);
 /// Signs `claims` as a session token the edge accepts (given an `aud` of
 /// [`AUDIENCE`] and an `exp` in the future).
 pub fn sign_session(claims: &serde_json::Value) -> String {
-    jwt::sign(&SigningKey::Hs256(HS_SECRET.to_vec()), claims)
+    SigningKey::hs256(HS_SECRET)
+        .and_then(|k| k.sign(claims))
+        .unwrap_or_else(|e| panic!("signing a session: {e}"))
 }
 
 /// Edge settings a test may change.
@@ -54,6 +56,9 @@ pub struct EdgeOptions {
     /// Caches, budgets, connections and UI hosts (the hardening tests
     /// tighten them).
     pub limits: EdgeLimits,
+    /// How sessions verify (default: the HS256 secret [`HS_SECRET`],
+    /// audience [`AUDIENCE`], no leeway).
+    pub jwt: Option<JwtVerifier>,
 }
 
 /// The edge's bounds on what a caller can make it hold.
@@ -97,6 +102,7 @@ impl Default for EdgeOptions {
             audit_buffer: 1024,
             audit_batch: 64,
             limits: EdgeLimits::default(),
+            jwt: None,
         }
     }
 }
@@ -170,11 +176,13 @@ fn settings(cp: &ControlPlane, opts: EdgeOptions, ui_dir: &std::path::Path) -> S
         ],
         control_plane_server_name: "localhost".into(),
         worker_server_name: None,
-        jwt: JwtVerifier {
-            keys: vec![SigningKey::Hs256(HS_SECRET.to_vec()).verifying()],
+        jwt: opts.jwt.unwrap_or_else(|| JwtVerifier {
+            keys: vec![JwtKey::hs256(HS_SECRET).unwrap_or_else(|e| panic!("session key: {e}"))],
             audience: AUDIENCE.into(),
+            issuers: vec![],
             leeway_secs: 0,
-        },
+            jwks: None,
+        }),
         session_cookie: Some(SESSION_COOKIE.into()),
         allowed_origins: vec![ORIGIN.into()],
         proxy_allowed_origins: vec![ORIGIN.into()],

@@ -539,10 +539,9 @@ fn bearer(tenant: &str) -> String {
         "aud": "annex", "iat": now, "exp": now + 3600,
     });
     let secret = secrets("")[&("annex-jwt".to_owned(), "hs256-secret".to_owned())].clone();
-    let token = annex_edge::jwt::sign(
-        &annex_edge::jwt::SigningKey::Hs256(secret.into_bytes()),
-        &claims,
-    );
+    let token = annex_edge::jwt::SigningKey::hs256(secret.as_bytes())
+        .and_then(|k| k.sign(&claims))
+        .unwrap_or_else(|e| panic!("signing a session: {e}"));
     format!("Bearer {token}")
 }
 

@@ -100,6 +100,25 @@ pub struct TokenArgs {
     pub ttl: std::time::Duration,
 
     /// HMAC secret file shared with the edge [default: .annex/dev-jwt.secret, created if absent].
-    #[arg(long, env = "ANNEX_JWT_SECRET_FILE", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "ANNEX_JWT_SECRET_FILE",
+        value_name = "PATH",
+        conflicts_with = "key_file"
+    )]
     pub secret_file: Option<PathBuf>,
+
+    /// Private key (PEM: RSA, P-256 or Ed25519) to sign with RS256, ES256 or
+    /// EdDSA instead of the HS256 secret.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+
+    /// Key id written in the token's header (`kid`), for an edge that reads
+    /// the identity provider's key set.
+    #[arg(long, value_name = "ID")]
+    pub kid: Option<String>,
+
+    /// The `iss` claim; omitted when not given.
+    #[arg(long, value_name = "ISSUER")]
+    pub issuer: Option<String>,
 }

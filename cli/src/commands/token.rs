@@ -4,9 +4,11 @@
 //! # Wire contract (the edge verifies exactly this; keep it in step with docs/authors.md)
 //!
 //! A compact JWS (RFC 7515): `base64url(header) "." base64url(claims) "." base64url(mac)`, each
-//! part unpadded base64url.
+//! part unpadded base64url, encoded and signed by the `jsonwebtoken` crate.
 //!
-//! - Header: `{"alg":"HS256","typ":"JWT"}`.
+//! - Header: `{"alg":"HS256","typ":"JWT"}`, with `"kid"` after `typ` when `--kid` is given.
+//!   With `--key-file` (a PEM private key) the algorithm is the key's: `RS256` (RSA), `ES256`
+//!   (P-256) or `EdDSA` (Ed25519), and no secret file is read.
 //! - MAC: HMAC-SHA256 over the ASCII bytes `base64url(header) "." base64url(claims)`. The key is
 //!   the secret file's bytes with leading and trailing ASCII whitespace removed, used as they
 //!   are (not base64- or hex-decoded), and at least 32 bytes long. The file is
@@ -24,6 +26,7 @@
 //! | `client_id`   | string            | `--client-id`; the claim is absent when not given           |
 //! | `permissions` | array of strings  | `--permission`…, default `["extension:read","extension:write"]` |
 //! | `aud`         | string            | `--audience`, default `annex`                               |
+//! | `iss`         | string            | `--issuer`; the claim is absent when not given              |
 //! | `iat`         | integer           | issue time, Unix seconds (informational)                    |
 //! | `exp`         | integer           | expiry, Unix seconds: `iat` + `--ttl` (default 1h)          |
 
@@ -32,6 +35,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde::Serialize;
 use serde_json::json;
 
@@ -60,6 +64,8 @@ pub struct Claims {
     pub client_id: Option<String>,
     pub permissions: Vec<String>,
     pub aud: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
     pub iat: i64,
     pub exp: i64,
 }
@@ -77,6 +83,7 @@ impl Claims {
             client_id: None,
             permissions: vec!["extension:read".into(), "extension:write".into()],
             aud: "annex".into(),
+            iss: None,
             iat: now,
             exp: now + 3600,
         }
@@ -85,9 +92,11 @@ impl Claims {
 
 pub fn run(cx: &Context, args: TokenArgs) -> anyhow::Result<Report> {
     let tenant = cx.tenant()?;
-    let secret = match &args.secret_file {
-        Some(path) => load_secret(path)?,
-        None => load_or_create_secret(Path::new(DEFAULT_SECRET_FILE))?,
+    let signer = match (&args.key_file, &args.secret_file) {
+        (Some(path), _) => Signer::from_pem(&files::read(path)?)
+            .with_context(|| format!("{} is not a usable private key", path.display()))?,
+        (None, Some(path)) => Signer::hs256(&load_secret(path)?)?,
+        (None, None) => Signer::hs256(&load_or_create_secret(Path::new(DEFAULT_SECRET_FILE))?)?,
     };
     let iat = chrono::Utc::now().timestamp();
     let ttl = i64::try_from(args.ttl.as_secs()).context("--ttl is too long")?;
@@ -107,27 +116,74 @@ pub fn run(cx: &Context, args: TokenArgs) -> anyhow::Result<Report> {
             args.permissions
         },
         aud: args.audience,
+        iss: args.issuer,
         iat,
         exp: iat.checked_add(ttl).context("--ttl is too long")?,
     };
-    let token = mint(&secret, &claims)?;
+    let token = signer.sign(&claims, args.kid)?;
     Ok(Report::new(
         token.clone(),
         json!({ "token": token, "claims": claims }),
     ))
 }
 
-/// Encodes and signs `claims` as described in the module docs.
+/// Encodes and signs `claims` with HS256 as described in the module docs.
 pub fn mint(secret: &[u8], claims: &Claims) -> anyhow::Result<String> {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?);
-    let signing_input = format!("{header}.{payload}");
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-    let mac = ring::hmac::sign(&key, signing_input.as_bytes());
-    Ok(format!(
-        "{signing_input}.{}",
-        URL_SAFE_NO_PAD.encode(mac.as_ref())
-    ))
+    Signer::hs256(secret)?.sign(claims, None)
+}
+
+/// A signing key and the algorithm it signs with.
+pub struct Signer {
+    alg: Algorithm,
+    key: EncodingKey,
+}
+
+impl Signer {
+    pub fn hs256(secret: &[u8]) -> anyhow::Result<Signer> {
+        Ok(Signer {
+            alg: Algorithm::HS256,
+            key: EncodingKey::from_secret(secret).context("the HS256 secret")?,
+        })
+    }
+
+    /// A PEM private key: Ed25519 signs EdDSA, P-256 ES256, RSA RS256.
+    pub fn from_pem(pem: &[u8]) -> anyhow::Result<Signer> {
+        let (alg, key) = if let Ok(k) = EncodingKey::from_ed_pem(pem) {
+            (Algorithm::EdDSA, k)
+        } else if let Ok(k) = EncodingKey::from_ec_pem(pem) {
+            (Algorithm::ES256, k)
+        } else if let Ok(k) = EncodingKey::from_rsa_pem(pem) {
+            (Algorithm::RS256, k)
+        } else {
+            anyhow::bail!("not an RSA, P-256 or Ed25519 private key in PEM");
+        };
+        Ok(Signer { alg, key })
+    }
+
+    /// The compact JWS: the header is written here so its bytes stay the
+    /// documented ones (`alg`, `typ`, then `kid`); the crate signs.
+    pub fn sign(&self, claims: &Claims, kid: Option<String>) -> anyhow::Result<String> {
+        #[derive(Serialize)]
+        struct JoseHeader {
+            alg: Algorithm,
+            typ: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kid: Option<String>,
+        }
+        let header = JoseHeader {
+            alg: self.alg,
+            typ: "JWT",
+            kid,
+        };
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?),
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?)
+        );
+        let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &self.key, self.alg)
+            .with_context(|| format!("signing the token with {:?}", self.alg))?;
+        Ok(format!("{signing_input}.{signature}"))
+    }
 }
 
 /// The `tenant` claim of a JWT, read without verifying it (only the edge can
@@ -189,6 +245,7 @@ mod tests {
             client_id: None,
             permissions: vec!["extension:read".into()],
             aud: "annex".into(),
+            iss: None,
             iat: 1_700_000_000,
             exp: 1_700_003_600,
         }
@@ -227,6 +284,44 @@ mod tests {
         let payload: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json");
         assert_eq!(payload["client_id"], "c9");
+    }
+
+    #[test]
+    fn key_files_sign_with_their_algorithm_and_kid() {
+        let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/../edge/tests/keys");
+        for (name, alg) in [
+            ("rsa-a", Algorithm::RS256),
+            ("ec", Algorithm::ES256),
+            ("ed", Algorithm::EdDSA),
+        ] {
+            let private = std::fs::read(format!("{keys}/{name}.key")).expect("key");
+            let public = std::fs::read(format!("{keys}/{name}.pub")).expect("pub");
+            let signer = Signer::from_pem(&private).expect("signer");
+            let with_iss = Claims {
+                iss: Some("https://app.example.com".into()),
+                exp: chrono::Utc::now().timestamp() + 60,
+                ..claims()
+            };
+            let token = signer.sign(&with_iss, Some("k1".into())).expect("sign");
+            let header = jsonwebtoken::decode_header(&token).expect("header");
+            assert_eq!((header.alg, header.kid.as_deref()), (alg, Some("k1")));
+            let key = match alg {
+                Algorithm::RS256 => jsonwebtoken::DecodingKey::from_rsa_pem(&public),
+                Algorithm::ES256 => jsonwebtoken::DecodingKey::from_ec_pem(&public),
+                _ => jsonwebtoken::DecodingKey::from_ed_pem(&public),
+            }
+            .expect("public key");
+            let mut v = jsonwebtoken::Validation::new(alg);
+            v.set_audience(&["annex"]);
+            v.set_issuer(&["https://app.example.com"]);
+            let got = jsonwebtoken::decode::<serde_json::Value>(&token, &key, &v)
+                .expect("verifies with the public key");
+            assert_eq!(got.claims["tenant"], "acme", "{name}");
+        }
+        assert!(
+            Signer::from_pem(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,80 +1,146 @@
-//! Verification of the host application's session tokens: compact JWS with
-//! `EdDSA` (Ed25519) or `HS256`, checked for signature, `exp`, `nbf` and
-//! audience before any claim is believed.
+//! Verification of the host application's session tokens with the
+//! `jsonwebtoken` crate: compact JWS signed with `HS256`, `RS256`, `ES256`
+//! (P-256) or `EdDSA` (Ed25519), checked for signature, `exp` (required),
+//! `nbf`, audience and, when configured, issuer before any claim is
+//! believed.
 //!
-//! Verified here rather than through a JWT crate: two algorithms, a dozen
-//! lines each on the ring / ed25519-dalek stack the workspace already uses,
-//! and no chance of `alg: none` or algorithm confusion (the key decides the
-//! algorithm, the header must agree).
+//! The key decides the algorithm: a token is only ever checked against keys
+//! of the algorithm its header names, so `alg: none` and algorithm
+//! confusion (an HS256 token "signed" with a public key) are refused. Keys
+//! come from configuration (a shared secret, PEM public keys) and, when a
+//! JWKS URL is configured, from the identity provider's key set
+//! ([`super::jwks`]); a header `kid` narrows the candidates to the key of
+//! that id.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::pkcs8::DecodePublicKey as _;
-use serde::Deserialize;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
-/// A key the host application signs sessions with.
+pub(crate) use super::claims::Claims;
+pub use super::jwks::JwksSettings;
+
+/// The algorithms a session may be signed with.
+pub const ALGORITHMS: [Algorithm; 4] = [
+    Algorithm::HS256,
+    Algorithm::RS256,
+    Algorithm::ES256,
+    Algorithm::EdDSA,
+];
+
+/// The most clock skew an operator may allow on `exp`/`nbf`, in seconds.
+pub const MAX_LEEWAY_SECS: u64 = 3600;
+
+/// A key the host application's sessions verify with.
 #[derive(Clone)]
-pub enum JwtKey {
-    /// Shared secret for HS256.
-    Hs256(Vec<u8>),
-    /// Ed25519 public key for EdDSA.
-    EdDsa(ed25519_dalek::VerifyingKey),
+pub struct JwtKey {
+    alg: Algorithm,
+    kid: Option<String>,
+    key: DecodingKey,
 }
 
 impl std::fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            JwtKey::Hs256(_) => f.write_str("JwtKey::Hs256(..)"),
-            JwtKey::EdDsa(k) => write!(f, "JwtKey::EdDsa({})", hex::encode(k.as_bytes())),
-        }
+        write!(f, "JwtKey({:?}, kid {:?})", self.alg, self.kid)
     }
 }
 
 impl JwtKey {
-    /// An Ed25519 public key: SPKI PEM, or 32 raw bytes in base64.
-    pub(crate) fn ed25519_from_text(text: &str) -> Result<JwtKey, JwtError> {
+    /// A shared HS256 secret.
+    pub fn hs256(secret: &[u8]) -> Result<JwtKey, JwtError> {
+        if secret.is_empty() {
+            return Err(JwtError::BadKey);
+        }
+        Ok(JwtKey {
+            alg: Algorithm::HS256,
+            kid: None,
+            key: DecodingKey::from_secret(secret).map_err(|_| JwtError::BadKey)?,
+        })
+    }
+
+    /// A public key in PEM (SPKI `PUBLIC KEY`, or PKCS#1 `RSA PUBLIC KEY`):
+    /// Ed25519 verifies `EdDSA`, P-256 `ES256` and RSA `RS256`.
+    pub fn public_pem(text: &str) -> Result<JwtKey, JwtError> {
+        let pem = text.trim().as_bytes();
+        let (alg, key) = if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+            (Algorithm::EdDSA, key)
+        } else if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+            (Algorithm::ES256, key)
+        } else if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            (Algorithm::RS256, key)
+        } else {
+            return Err(JwtError::BadKey);
+        };
+        JwtKey::checked(alg, None, key)
+    }
+
+    /// An Ed25519 public key: SPKI PEM, or its 32 raw bytes in base64.
+    pub fn ed25519_from_text(text: &str) -> Result<JwtKey, JwtError> {
+        use base64::Engine as _;
         let text = text.trim();
         if text.starts_with("-----BEGIN") {
-            return ed25519_dalek::VerifyingKey::from_public_key_pem(text)
-                .map(JwtKey::EdDsa)
-                .map_err(|_| JwtError::BadKey);
+            let key = DecodingKey::from_ed_pem(text.as_bytes()).map_err(|_| JwtError::BadKey)?;
+            return JwtKey::checked(Algorithm::EdDSA, None, key);
         }
         let raw = base64::engine::general_purpose::STANDARD
             .decode(text)
             .map_err(|_| JwtError::BadKey)?;
-        let bytes: [u8; 32] = raw.try_into().map_err(|_| JwtError::BadKey)?;
-        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-            .map(JwtKey::EdDsa)
-            .map_err(|_| JwtError::BadKey)
+        JwtKey::checked(Algorithm::EdDSA, None, DecodingKey::from_ed_der(&raw))
     }
 
-    fn alg(&self) -> &'static str {
-        match self {
-            JwtKey::Hs256(_) => "HS256",
-            JwtKey::EdDsa(_) => "EdDSA",
-        }
+    /// A key from an identity provider's key set.
+    pub(crate) fn from_jwk(
+        alg: Algorithm,
+        kid: Option<String>,
+        key: DecodingKey,
+    ) -> Result<JwtKey, JwtError> {
+        JwtKey::checked(alg, kid, key)
     }
 
-    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        match self {
-            JwtKey::Hs256(secret) => {
-                let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-                ring::hmac::verify(&key, message, signature).is_ok()
-            }
-            JwtKey::EdDsa(key) => ed25519_dalek::Signature::from_slice(signature)
-                .is_ok_and(|sig| key.verify_strict(message, &sig).is_ok()),
+    /// Refuses key material the crypto backend would choke on later: an
+    /// Ed25519 key is exactly 32 bytes, a P-256 point 65. (An RSA key from
+    /// a JWK is held as its components and checked when used.)
+    fn checked(alg: Algorithm, kid: Option<String>, key: DecodingKey) -> Result<JwtKey, JwtError> {
+        let len = key.try_get_as_bytes().map(<[u8]>::len);
+        let ok = match alg {
+            Algorithm::EdDSA => len == Ok(32),
+            Algorithm::ES256 => len == Ok(65),
+            _ => true,
+        };
+        if !ok {
+            return Err(JwtError::BadKey);
         }
+        Ok(JwtKey { alg, kid, key })
+    }
+
+    /// This key with a key id (what a token's `kid` header names).
+    pub fn with_kid(mut self, kid: impl Into<String>) -> JwtKey {
+        self.kid = Some(kid.into());
+        self
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// Whether a token with header `alg` and `kid` may have been signed by
+    /// this key. A key without an id matches any `kid`.
+    fn matches(&self, alg: Algorithm, kid: Option<&str>) -> bool {
+        self.alg == alg && (self.kid.is_none() || kid.is_none() || self.kid.as_deref() == kid)
     }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum JwtError {
-    #[error("the key is not a usable Ed25519 public key")]
+pub enum JwtError {
+    #[error("the key is not a usable key")]
     BadKey,
     #[error("the token is malformed")]
     Malformed,
     #[error("the token's algorithm is not accepted")]
     Algorithm,
+    #[error("no key has the token's key id")]
+    UnknownKey,
     #[error("the signature does not verify")]
     Signature,
     #[error("the token has expired")]
@@ -83,306 +149,224 @@ pub(crate) enum JwtError {
     NotYetValid,
     #[error("the token is for another audience")]
     Audience,
+    #[error("the token is from another issuer")]
+    Issuer,
 }
 
-/// The claims Annex reads from a session token. `sub` is the user id.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-pub(crate) struct Claims {
-    #[serde(default, alias = "user_id")]
-    pub sub: String,
-    #[serde(default, alias = "tenant_id")]
-    pub tenant: String,
-    #[serde(default)]
-    pub email: String,
-    #[serde(default)]
-    pub name: String,
-    /// `internal` or `client`.
-    #[serde(default)]
-    pub user_type: String,
-    #[serde(default)]
-    pub client_id: Option<String>,
-    #[serde(default)]
-    pub client_name: Option<String>,
-    #[serde(default)]
-    pub permissions: Vec<String>,
-    /// The user's contact record; a string or a number. `contactId` is
-    /// read when `contact_id` is absent (a token may carry both).
-    #[serde(default, deserialize_with = "scalar_text")]
-    pub contact_id: Option<String>,
-    #[serde(default, rename = "contactId", deserialize_with = "scalar_text")]
-    pub contact_id_camel: Option<String>,
-    #[serde(default, deserialize_with = "scalar_text")]
-    pub username: Option<String>,
-    #[serde(default, deserialize_with = "scalar_text")]
-    pub locale: Option<String>,
-    #[serde(default, deserialize_with = "scalar_text")]
-    pub timezone: Option<String>,
-}
-
-/// A claim the host application may send as a string or a number; anything
-/// else (an object, a list, `null`) reads as absent rather than refusing
-/// the whole token over a field Annex only passes on.
-fn scalar_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(match serde_json::Value::deserialize(d)? {
-        serde_json::Value::String(s) => Some(s),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    })
-}
-
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-}
-
-#[derive(Deserialize)]
-struct Registered {
-    exp: Option<i64>,
-    nbf: Option<i64>,
-    #[serde(default)]
-    aud: Audience,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(untagged)]
-enum Audience {
-    #[default]
-    None,
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Audience {
-    fn contains(&self, want: &str) -> bool {
-        match self {
-            Audience::None => false,
-            Audience::One(a) => a == want,
-            Audience::Many(all) => all.iter().any(|a| a == want),
+impl JwtError {
+    fn from_crate(e: &jsonwebtoken::errors::Error) -> JwtError {
+        use jsonwebtoken::errors::ErrorKind as K;
+        match e.kind() {
+            K::InvalidSignature => JwtError::Signature,
+            K::ExpiredSignature => JwtError::Expired,
+            K::ImmatureSignature => JwtError::NotYetValid,
+            K::InvalidAudience => JwtError::Audience,
+            K::InvalidIssuer => JwtError::Issuer,
+            K::InvalidAlgorithm | K::UnsupportedAlgorithm | K::MissingAlgorithm => {
+                JwtError::Algorithm
+            }
+            K::MissingRequiredClaim(c) | K::InvalidClaimFormat(c) => match c.as_str() {
+                "exp" => JwtError::Expired,
+                "nbf" => JwtError::NotYetValid,
+                "aud" => JwtError::Audience,
+                "iss" => JwtError::Issuer,
+                _ => JwtError::Malformed,
+            },
+            _ => JwtError::Malformed,
         }
     }
 }
 
-/// Verifies tokens against the configured keys, audience and clock leeway.
+/// How sessions are verified: static keys, the optional JWKS source, the
+/// audience and issuers accepted and the clock leeway.
 #[derive(Debug, Clone)]
 pub struct JwtVerifier {
     pub keys: Vec<JwtKey>,
+    /// The `aud` a token must carry (one of, when it carries a list).
     pub audience: String,
-    /// Seconds of clock skew tolerated on `exp` and `nbf`.
-    pub leeway_secs: i64,
+    /// Accepted `iss` values; empty: `iss` is not checked.
+    pub issuers: Vec<String>,
+    /// Seconds of clock skew tolerated on `exp` and `nbf` (at most
+    /// [`MAX_LEEWAY_SECS`]).
+    pub leeway_secs: u64,
+    /// The identity provider's key set, fetched and cached.
+    pub jwks: Option<JwksSettings>,
 }
 
 impl JwtVerifier {
-    /// Verifies `token` at `now` (Unix seconds) and returns its claims. `exp`
-    /// is required: a session token that never expires is refused.
-    pub(crate) fn verify(&self, token: &str, now: i64) -> Result<Claims, JwtError> {
-        let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(JwtError::Malformed);
-        };
-        let decode = |part: &str| {
-            URL_SAFE_NO_PAD
-                .decode(part)
-                .map_err(|_| JwtError::Malformed)
-        };
-        let header: Header =
-            serde_json::from_slice(&decode(h)?).map_err(|_| JwtError::Malformed)?;
-        let signature = decode(s)?;
-        let signed = &token.as_bytes()[..h.len() + 1 + p.len()];
-        let mut algorithm_known = false;
-        let mut verified = false;
-        for key in self.keys.iter().filter(|k| k.alg() == header.alg) {
-            algorithm_known = true;
-            if key.verify(signed, &signature) {
-                verified = true;
-                break;
-            }
+    /// The registered-claim checks for tokens signed with `alg`.
+    pub(crate) fn validation(&self, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
+        v.leeway = self.leeway_secs.min(MAX_LEEWAY_SECS);
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        v.set_audience(&[&self.audience]);
+        let mut required = vec!["exp", "aud"];
+        if !self.issuers.is_empty() {
+            v.set_issuer(&self.issuers);
+            required.push("iss");
         }
-        if !algorithm_known {
-            return Err(JwtError::Algorithm);
-        }
-        if !verified {
-            return Err(JwtError::Signature);
-        }
-        let payload = decode(p)?;
-        let registered: Registered =
-            serde_json::from_slice(&payload).map_err(|_| JwtError::Malformed)?;
-        match registered.exp {
-            Some(exp) if now <= exp.saturating_add(self.leeway_secs) => {}
-            _ => return Err(JwtError::Expired),
-        }
-        if registered
-            .nbf
-            .is_some_and(|nbf| now.saturating_add(self.leeway_secs) < nbf)
-        {
-            return Err(JwtError::NotYetValid);
-        }
-        if !registered.aud.contains(&self.audience) {
-            return Err(JwtError::Audience);
-        }
-        serde_json::from_slice(&payload).map_err(|_| JwtError::Malformed)
+        v.set_required_spec_claims(&required);
+        v
+    }
+
+    /// Verifies `token` against the configured keys only (no key set).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn verify(&self, token: &str) -> Result<Claims, JwtError> {
+        let header = header(token)?;
+        verify_with(self, token, &header, self.keys.iter())
     }
 }
 
-/// Signs claims (tests, `annex dev` and the e2e suite mint sessions with it).
-pub fn sign(key: &SigningKey, claims: &serde_json::Value) -> String {
-    let (alg, _) = match key {
-        SigningKey::Hs256(_) => ("HS256", ()),
-        SigningKey::EdDsa(_) => ("EdDSA", ()),
-    };
-    let header = URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": alg, "typ": "JWT"}).to_string());
-    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let signed = format!("{header}.{payload}");
-    let signature = match key {
-        SigningKey::Hs256(secret) => {
-            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-            ring::hmac::sign(&key, signed.as_bytes()).as_ref().to_vec()
+/// The token's header; an unknown algorithm (`none` included) is an
+/// algorithm error, anything unreadable a malformed token.
+pub(crate) fn header(token: &str) -> Result<Header, JwtError> {
+    match jsonwebtoken::decode_header(token) {
+        Ok(h) if ALGORITHMS.contains(&h.alg) => Ok(h),
+        Ok(_) => Err(JwtError::Algorithm),
+        Err(_) => {
+            #[derive(serde::Deserialize)]
+            struct AnyAlg {
+                #[allow(dead_code)]
+                alg: String,
+            }
+            use base64::Engine as _;
+            let names_an_algorithm = token
+                .split('.')
+                .next()
+                .and_then(|h| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(h)
+                        .ok()
+                })
+                .is_some_and(|h| serde_json::from_slice::<AnyAlg>(&h).is_ok())
+                && token.split('.').count() == 3;
+            Err(if names_an_algorithm {
+                JwtError::Algorithm
+            } else {
+                JwtError::Malformed
+            })
         }
-        SigningKey::EdDsa(key) => {
-            use ed25519_dalek::Signer as _;
-            key.sign(signed.as_bytes()).to_bytes().to_vec()
-        }
-    };
-    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
 }
 
-/// The signing side of a [`JwtKey`].
-pub enum SigningKey {
-    Hs256(Vec<u8>),
-    EdDsa(ed25519_dalek::SigningKey),
+/// Verifies `token` (whose header is `header`) against the candidate keys
+/// among `keys`: the first whose signature verifies decides, and its
+/// registered claims must then hold.
+pub(crate) fn verify_with<'k>(
+    verifier: &JwtVerifier,
+    token: &str,
+    header: &Header,
+    keys: impl Iterator<Item = &'k JwtKey>,
+) -> Result<Claims, JwtError> {
+    let validation = verifier.validation(header.alg);
+    let mut tried = false;
+    for key in keys.filter(|k| k.matches(header.alg, header.kid.as_deref())) {
+        tried = true;
+        match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
+            Ok(data) => return Ok(data.claims),
+            Err(e) => match JwtError::from_crate(&e) {
+                JwtError::Signature => continue,
+                other => return Err(other),
+            },
+        }
+    }
+    Err(if tried {
+        JwtError::Signature
+    } else if header.kid.is_some() {
+        JwtError::UnknownKey
+    } else {
+        JwtError::Algorithm
+    })
+}
+
+/// A key sessions are signed with (tests, `annex dev` and the e2e suite
+/// mint sessions with it).
+pub struct SigningKey {
+    alg: Algorithm,
+    kid: Option<String>,
+    encoding: EncodingKey,
+    verifying: JwtKey,
 }
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SigningKey(..)")
+        write!(f, "SigningKey({:?}, kid {:?})", self.alg, self.kid)
     }
 }
 
 impl SigningKey {
-    pub fn verifying(&self) -> JwtKey {
-        match self {
-            SigningKey::Hs256(s) => JwtKey::Hs256(s.clone()),
-            SigningKey::EdDsa(k) => JwtKey::EdDsa(k.verifying_key()),
+    /// An HS256 shared secret.
+    pub fn hs256(secret: &[u8]) -> Result<SigningKey, JwtError> {
+        Ok(SigningKey {
+            alg: Algorithm::HS256,
+            kid: None,
+            encoding: EncodingKey::from_secret(secret).map_err(|_| JwtError::BadKey)?,
+            verifying: JwtKey::hs256(secret)?,
+        })
+    }
+
+    /// An Ed25519 key from its 32-byte seed.
+    pub fn ed25519(seed: &[u8; 32]) -> Result<SigningKey, JwtError> {
+        use ed25519_dalek::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _};
+        let key = ed25519_dalek::SigningKey::from_bytes(seed);
+        let private = key
+            .to_pkcs8_pem(Default::default())
+            .map_err(|_| JwtError::BadKey)?;
+        let public = key
+            .verifying_key()
+            .to_public_key_pem(Default::default())
+            .map_err(|_| JwtError::BadKey)?;
+        SigningKey::from_pem(Algorithm::EdDSA, private.as_bytes(), &public)
+    }
+
+    /// A private key in PEM (PKCS#8, or PKCS#1/SEC1 for RSA/EC) for `alg`
+    /// (`RS256`, `ES256` or `EdDSA`) with its public key in PEM.
+    pub fn from_pem(
+        alg: Algorithm,
+        private_pem: &[u8],
+        public_pem: &str,
+    ) -> Result<SigningKey, JwtError> {
+        let encoding = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(private_pem),
+            Algorithm::ES256 => EncodingKey::from_ec_pem(private_pem),
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(private_pem),
+            _ => return Err(JwtError::Algorithm),
         }
+        .map_err(|_| JwtError::BadKey)?;
+        let verifying = JwtKey::public_pem(public_pem)?;
+        if verifying.alg != alg {
+            return Err(JwtError::BadKey);
+        }
+        Ok(SigningKey {
+            alg,
+            kid: None,
+            encoding,
+            verifying,
+        })
+    }
+
+    /// This key with a key id, written into each token's header.
+    pub fn with_kid(mut self, kid: impl Into<String>) -> SigningKey {
+        let kid = kid.into();
+        self.verifying = self.verifying.with_kid(kid.clone());
+        self.kid = Some(kid);
+        self
+    }
+
+    /// The key that verifies this key's tokens.
+    pub fn verifying(&self) -> JwtKey {
+        self.verifying.clone()
+    }
+
+    /// Signs `claims` into a compact JWS.
+    pub fn sign(&self, claims: &serde_json::Value) -> Result<String, JwtError> {
+        let mut header = Header::new(self.alg);
+        header.kid = self.kid.clone();
+        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|_| JwtError::BadKey)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    const NOW: i64 = 1_800_000_000;
-
-    fn claims(extra: serde_json::Value) -> serde_json::Value {
-        let mut base = json!({
-            "sub": "u1", "tenant": "t1", "email": "a@b.c", "name": "Ann",
-            "user_type": "internal", "permissions": ["extension:read"],
-            "aud": "annex", "exp": NOW + 60,
-        });
-        if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                b.insert(k.clone(), v.clone());
-            }
-        }
-        base
-    }
-
-    fn ed_key() -> SigningKey {
-        SigningKey::EdDsa(ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]))
-    }
-
-    fn verifier(keys: Vec<JwtKey>) -> JwtVerifier {
-        JwtVerifier {
-            keys,
-            audience: "annex".into(),
-            leeway_secs: 5,
-        }
-    }
-
-    #[test]
-    fn both_algorithms_verify_and_yield_claims() {
-        for key in [
-            ed_key(),
-            SigningKey::Hs256(b"secret-secret-secret".to_vec()),
-        ] {
-            let token = sign(&key, &claims(json!({"client_id": "c9"})));
-            let got = verifier(vec![key.verifying()])
-                .verify(&token, NOW)
-                .expect("valid");
-            assert_eq!(got.sub, "u1");
-            assert_eq!(got.tenant, "t1");
-            assert_eq!(got.client_id.as_deref(), Some("c9"));
-            assert_eq!(got.permissions, vec!["extension:read".to_owned()]);
-        }
-    }
-
-    #[test]
-    fn failures_are_refused() {
-        let key = ed_key();
-        let v = verifier(vec![key.verifying()]);
-        let cases: Vec<(String, JwtError)> = vec![
-            (
-                sign(&key, &claims(json!({"exp": NOW - 10}))),
-                JwtError::Expired,
-            ),
-            (sign(&key, &claims(json!({"exp": null}))), JwtError::Expired),
-            (
-                sign(&key, &claims(json!({"nbf": NOW + 100}))),
-                JwtError::NotYetValid,
-            ),
-            (
-                sign(&key, &claims(json!({"aud": "other"}))),
-                JwtError::Audience,
-            ),
-            (
-                sign(&key, &claims(json!({"aud": null}))),
-                JwtError::Audience,
-            ),
-            (
-                sign(
-                    &SigningKey::EdDsa(ed25519_dalek::SigningKey::from_bytes(&[8u8; 32])),
-                    &claims(json!({})),
-                ),
-                JwtError::Signature,
-            ),
-            // Algorithm confusion: an HS256 token whose secret is the public key.
-            (
-                sign(
-                    &SigningKey::Hs256(key.verifying_bytes()),
-                    &claims(json!({})),
-                ),
-                JwtError::Algorithm,
-            ),
-            ("a.b".into(), JwtError::Malformed),
-            ("!!.??.**".into(), JwtError::Malformed),
-        ];
-        for (token, want) in cases {
-            assert_eq!(v.verify(&token, NOW), Err(want), "{token}");
-        }
-        // An audience list containing ours is accepted.
-        let ok = sign(&key, &claims(json!({"aud": ["x", "annex"]})));
-        assert!(v.verify(&ok, NOW).is_ok());
-    }
-
-    #[test]
-    fn unsigned_tokens_are_refused() {
-        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#);
-        let payload = URL_SAFE_NO_PAD.encode(claims(json!({})).to_string());
-        let token = format!("{header}.{payload}.");
-        assert_eq!(
-            verifier(vec![ed_key().verifying()]).verify(&token, NOW),
-            Err(JwtError::Algorithm)
-        );
-    }
-
-    impl SigningKey {
-        fn verifying_bytes(&self) -> Vec<u8> {
-            match self.verifying() {
-                JwtKey::EdDsa(k) => k.as_bytes().to_vec(),
-                JwtKey::Hs256(s) => s,
-            }
-        }
-    }
-}
+#[path = "jwt_tests.rs"]
+mod tests;

@@ -4,12 +4,18 @@
 //! [`Principal`]; the caller's credentials never travel past this module.
 
 pub(crate) mod api_keys;
+mod claims;
+mod config;
+mod jwks;
 pub mod jwt;
+mod session;
 
 use http::HeaderMap;
 
 pub(crate) use api_keys::{ApiKeyCache, ApiKeyCacheParts};
-pub(crate) use jwt::{Claims, JwtKey, JwtVerifier};
+pub use config::SessionArgs;
+pub(crate) use jwt::{Claims, JwtVerifier};
+pub(crate) use session::SessionVerifier;
 
 /// `extension:read` / `extension:write`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -144,7 +150,7 @@ pub(crate) enum AuthError {
 /// Where session tokens are read from.
 #[derive(Debug, Clone)]
 pub(crate) struct Authenticator {
-    pub jwt: JwtVerifier,
+    pub jwt: SessionVerifier,
     /// Cookie holding the session token when there is no `Authorization`.
     pub cookie: Option<String>,
     pub api_keys: ApiKeyCache,
@@ -160,7 +166,7 @@ impl Authenticator {
         client: crate::clients::ClientKey,
     ) -> Result<Principal, AuthError> {
         if let Some((token, via)) = self.session_token(headers) {
-            let mut principal = self.verify_session(&token)?;
+            let mut principal = self.verify_session(&token).await?;
             principal.via = via;
             return Ok(principal);
         }
@@ -191,12 +197,8 @@ impl Authenticator {
             .map(|(_, v)| (v.trim().to_owned(), Credential::Cookie))
     }
 
-    fn verify_session(&self, token: &str) -> Result<Principal, AuthError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
-        let claims = self.jwt.verify(token, now).map_err(|e| {
+    async fn verify_session(&self, token: &str) -> Result<Principal, AuthError> {
+        let claims = self.jwt.verify(token).await.map_err(|e| {
             tracing::debug!(error = %e, "session token refused");
             AuthError::NoSession
         })?;

@@ -7,6 +7,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod attack;
+pub mod idp;
 pub mod worker;
 
 use std::time::Duration;

@@ -35,10 +35,9 @@ impl Stack {
                 }
             }
         }
-        annex_edge::jwt::sign(
-            &annex_edge::jwt::SigningKey::Hs256(secret.trim_ascii().to_vec()),
-            &claims,
-        )
+        annex_edge::jwt::SigningKey::hs256(secret.trim_ascii())
+            .and_then(|k| k.sign(&claims))
+            .unwrap_or_else(|e| panic!("signing a session: {e}"))
     }
 
     pub fn bearer(&self, overrides: &serde_json::Value) -> String {
