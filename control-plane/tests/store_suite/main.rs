@@ -189,6 +189,7 @@ mod blobs;
 mod executions;
 mod fleet;
 mod health;
+mod idempotency;
 mod installs;
 mod kv;
 mod postgres_only;
@@ -202,7 +203,7 @@ mod trust;
 /// case runs on both stores.
 #[test]
 fn every_case_runs_on_both_stores() {
-    let areas: [(&str, &[&str], &str); 11] = [
+    let areas: [(&str, &[&str], &str); 12] = [
         ("apikeys", apikeys::CASES, include_str!("apikeys.rs")),
         ("blobs", blobs::CASES, include_str!("blobs.rs")),
         (
@@ -212,6 +213,11 @@ fn every_case_runs_on_both_stores() {
         ),
         ("fleet", fleet::CASES, include_str!("fleet.rs")),
         ("health", health::CASES, include_str!("health.rs")),
+        (
+            "idempotency",
+            idempotency::CASES,
+            include_str!("idempotency.rs"),
+        ),
         ("installs", installs::CASES, include_str!("installs.rs")),
         ("kv", kv::CASES, include_str!("kv.rs")),
         ("quota", quota::CASES, include_str!("quota.rs")),
@@ -244,5 +250,5 @@ fn every_case_runs_on_both_stores() {
         assert_eq!(defined.len(), cases.len(), "{area}: {cases:?}");
         total += cases.len();
     }
-    assert!(total >= 46, "{total} cases");
+    assert!(total >= 54, "{total} cases");
 }

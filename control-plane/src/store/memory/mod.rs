@@ -23,6 +23,7 @@ mod apikeys;
 mod blobs;
 mod executions;
 mod fleet;
+mod idempotency;
 mod installs;
 mod kv;
 mod quota;
@@ -62,6 +63,7 @@ struct State {
     quotas: quota::Quotas,
     api_keys: apikeys::ApiKeys,
     executions: executions::Executions,
+    idempotency: idempotency::Idempotency,
 }
 
 impl State {
