@@ -48,6 +48,9 @@ pub struct Limits {
     pub platform_egress_allowlist: Vec<String>,
     /// The scheduler host API's quota and mutation rate (Alga's: 50, 10 per 60 s).
     pub scheduler: SchedulerLimits,
+    /// How long a completed idempotency record answers repeats of its call
+    /// (docs/design/idempotency.md): 24 h by default, 1 min to 30 days.
+    pub idempotency_retention: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -57,6 +60,7 @@ impl Default for Limits {
             unpack: annex_bundle::archive::Limits::default(),
             platform_egress_allowlist: Vec::new(),
             scheduler: SchedulerLimits::default(),
+            idempotency_retention: crate::idempotency::DEFAULT_RETENTION,
         }
     }
 }
@@ -132,6 +136,14 @@ pub struct Config {
     /// Base URL that `ui-proxy.call-route` routes go to; unset: every route is not found.
     #[arg(long, env = "ANNEX_CONTROL_PLANE_UI_PROXY_URL")]
     pub ui_proxy_url: Option<String>,
+    /// How long a call's response is kept for repeats with the same
+    /// idempotency key, in seconds (60 to 2,592,000).
+    #[arg(
+        long,
+        env = "ANNEX_CONTROL_PLANE_IDEMPOTENCY_RETENTION_SECS",
+        default_value_t = 86_400
+    )]
+    pub idempotency_retention_secs: u64,
     /// FOR TESTS ONLY: run every enabled schedule once per this many
     /// milliseconds instead of by its cron expression (multi-replica tests of
     /// the scheduler that must not wait for whole minutes). Never set in
@@ -161,13 +173,23 @@ impl Config {
         Ok(Settings {
             store: Arc::new(store),
             sealer,
-            limits: self.limits(),
+            limits: self.limits()?,
             host_app: self.host_app()?,
         })
     }
 
-    fn limits(&self) -> Limits {
-        Limits {
+    fn limits(&self) -> anyhow::Result<Limits> {
+        let retention = std::time::Duration::from_secs(self.idempotency_retention_secs);
+        if !(crate::idempotency::MIN_RETENTION..=crate::idempotency::MAX_RETENTION)
+            .contains(&retention)
+        {
+            anyhow::bail!(
+                "--idempotency-retention-secs must be {}..={}",
+                crate::idempotency::MIN_RETENTION.as_secs(),
+                crate::idempotency::MAX_RETENTION.as_secs()
+            );
+        }
+        Ok(Limits {
             max_bundle_bytes: self.max_bundle_bytes,
             platform_egress_allowlist: self.egress_allowlist.clone(),
             scheduler: SchedulerLimits {
@@ -176,8 +198,9 @@ impl Config {
                     .map(std::time::Duration::from_millis),
                 ..SchedulerLimits::default()
             },
+            idempotency_retention: retention,
             ..Limits::default()
-        }
+        })
     }
 
     /// The host application's URLs and credentials.

@@ -6,7 +6,8 @@
 //! Workers are ranked, called and retried by `annex_dispatch`, exactly as
 //! the edge does: the hash's placed workers with room first, then the
 //! rest, workers that just failed at the transport last; a second worker
-//! only when the first never started a guest.
+//! only when the first never started a guest, or failed mid-call a call
+//! with an idempotency key (as scheduled runs carry).
 //!
 //! [`Dispatcher`] owns what calling workers takes: the `annex_dispatch`
 //! channels and health marks, made with this replica's TLS identity, and the
@@ -118,6 +119,7 @@ impl Dispatcher {
                     "the execution timed out",
                 ))
             }
+            Err(ExecuteError::Idempotency { error, .. }) => Err(error),
             Err(ExecuteError::Refused(error)) => {
                 tracing::warn!(%error, "no worker took the execution");
                 Err(AnnexError::new(

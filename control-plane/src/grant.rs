@@ -140,6 +140,20 @@ impl GrantSigner {
         token: &str,
         now: DateTime<Utc>,
     ) -> Result<VerifiedGrant, GrantError> {
+        self.verify_expired_within(token, now, chrono::Duration::zero())
+    }
+
+    /// [`verify`](Self::verify), also accepting a grant that expired less
+    /// than `grace` ago: for the calls that only finish what a valid grant
+    /// began (renewing, completing or releasing an idempotency claim the
+    /// caller proves it holds), so a call that started just before its
+    /// grant expired still records its outcome.
+    pub(crate) fn verify_expired_within(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+        grace: chrono::Duration,
+    ) -> Result<VerifiedGrant, GrantError> {
         let (body, tag) = token.trim().rsplit_once('.').ok_or(GrantError::Malformed)?;
         let (prefix, claims) = body.split_once('.').ok_or(GrantError::Malformed)?;
         if prefix != PREFIX {
@@ -149,7 +163,7 @@ impl GrantSigner {
         hmac::verify(&self.key, body.as_bytes(), &tag).map_err(|_| GrantError::BadSignature)?;
         let claims = B64URL.decode(claims).map_err(|_| GrantError::Malformed)?;
         let grant: Grant = serde_json::from_slice(&claims).map_err(|_| GrantError::Malformed)?;
-        if grant.exp <= now.timestamp_millis() {
+        if grant.exp <= (now - grace).timestamp_millis() {
             return Err(GrantError::Expired);
         }
         Ok(VerifiedGrant { claims: grant })
@@ -204,5 +218,12 @@ mod tests {
             Err(GrantError::Expired)
         );
         assert_eq!(signer.verify("junk", now), Err(GrantError::Malformed));
+        let later = now + chrono::Duration::minutes(2);
+        let grace = chrono::Duration::minutes(5);
+        assert!(signer.verify_expired_within(&token, later, grace).is_ok());
+        assert_eq!(
+            signer.verify_expired_within(&token, later + grace, grace),
+            Err(GrantError::Expired)
+        );
     }
 }

@@ -21,6 +21,8 @@
 //! - `host`: host services for guests: secrets, host-app and ui-proxy relays.
 //! - `logs`: guest logs for the debug stream, kept in the store and followed from any replica.
 //! - `storage`: the KV host API scoped to a grant's install.
+//! - `idempotency`: idempotency records of keyed executions (claim, renew,
+//!   complete, release), scoped to a grant's install, and their expiry.
 //! - `scheduler`: the scheduler host API, its limits, cron and input rules, and the runner.
 //! - `fleet`: worker membership, routing snapshot, rendezvous placement, worker commands.
 //! - `quota`: fleet-wide quotas and their shares, usage windows, the replica's dispatch gate.
@@ -41,6 +43,7 @@ mod fleet;
 mod grant;
 mod grpc;
 mod host;
+mod idempotency;
 mod installs;
 mod logs;
 mod metrics;

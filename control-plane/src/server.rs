@@ -1,7 +1,8 @@
 //! Runs a control plane: builds the domain types from [`Settings`] once, serves
 //! the gRPC services behind mTLS with per-service role checks,
 //! `grpc.health.v1`, reflection and the admin listener, and runs the
-//! background loops (scheduler, placement, quota participation). A server is
+//! background loops (scheduler, placement, quota participation, expiry of
+//! idempotency records). A server is
 //! a function of (settings, TLS material, listeners, shutdown): it binds
 //! nothing and installs no signal handlers.
 
@@ -31,6 +32,7 @@ use crate::grpc::installs::InstallsService;
 use crate::grpc::registry::RegistryService;
 use crate::grpc::trust::TrustService;
 use crate::host::Host;
+use crate::idempotency::Idempotency;
 use crate::installs::{Installs, InstallsParts};
 use crate::logs::DebugLogs;
 use crate::metrics::Metrics;
@@ -75,6 +77,7 @@ struct ControlPlane {
     dispatcher: Arc<Dispatcher>,
     scheduler: Arc<Scheduler>,
     storage: Arc<Storage>,
+    idempotency: Arc<Idempotency>,
     host: Arc<Host>,
     logs: Arc<DebugLogs>,
     api_keys: Arc<ApiKeys>,
@@ -126,6 +129,11 @@ impl ControlPlane {
                 limits.scheduler,
             )),
             storage: Arc::new(Storage::new(store.clone(), installs.clone())),
+            idempotency: Arc::new(Idempotency::new(
+                store.clone(),
+                installs.clone(),
+                limits.idempotency_retention,
+            )),
             host: Arc::new(Host::new(installs.clone(), host_app)),
             logs: Arc::new(DebugLogs::new(store.clone())),
             api_keys: Arc::new(ApiKeys::new(store.clone())),
@@ -179,6 +187,7 @@ impl ControlPlane {
         let host = pb::host_services_server::HostServicesServer::new(HostService {
             grants: self.grants.clone(),
             storage: self.storage.clone(),
+            idempotency: self.idempotency.clone(),
             host: self.host.clone(),
             logs: self.logs.clone(),
             scheduler: self.scheduler.clone(),
@@ -282,6 +291,7 @@ pub async fn run(
         let (quotas, stop) = (cp.quotas.clone(), stop_tx.subscribe());
         tokio::spawn(async move { quotas.upkeep(stop).await })
     };
+    let idempotency_sweep = tokio::spawn(cp.idempotency.clone().sweep(stop_tx.subscribe()));
 
     let readiness = {
         let store = cp.store.clone();
@@ -332,6 +342,7 @@ pub async fn run(
     let _ = placement.await;
     let _ = log_trim.await;
     let _ = quota_upkeep.await;
+    let _ = idempotency_sweep.await;
     let _ = admin_task.await;
     result
 }

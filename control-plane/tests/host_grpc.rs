@@ -738,3 +738,193 @@ async fn a_bundle_is_placed_on_one_worker_prewarmed_there_and_spills_when_it_is_
         .expect("command");
     assert_eq!(cmd.command, prewarm);
 }
+
+fn claim(grant: &str, key: &str, body: &str, token: &str) -> pb::IdempotencyClaimRequest {
+    use sha2::Digest as _;
+    pb::IdempotencyClaimRequest {
+        grant: grant.into(),
+        key: key.into(),
+        request_hash: format!("sha256:{}", hex::encode(sha2::Sha256::digest(body))),
+        claim_token: token.into(),
+        lease_ms: 10_000,
+    }
+}
+
+fn lease(grant: &str, key: &str, token: &str) -> pb::IdempotencyLeaseRequest {
+    pb::IdempotencyLeaseRequest {
+        grant: grant.into(),
+        key: key.into(),
+        claim_token: token.into(),
+        lease_ms: 10_000,
+    }
+}
+
+#[tokio::test]
+async fn idempotency_records_are_the_grants_installs_and_workers_only() {
+    use pb::idempotency_claim_response::State;
+    let (server, resolved) = installed(&[], &["tenant-a", "tenant-b"]).await;
+    let (a, b) = (&resolved[0].execution_grant, &resolved[1].execution_grant);
+    let mut host = host(&server).await;
+    let (t1, t2) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+
+    let first = host
+        .idempotency_claim(claim(a, "k", "r", &t1))
+        .await
+        .expect("claim");
+    assert_eq!(first.into_inner().state(), State::Claimed);
+    let busy = host
+        .idempotency_claim(claim(a, "k", "r", &t2))
+        .await
+        .expect("claim")
+        .into_inner();
+    assert_eq!(busy.state(), State::InProgress);
+    assert!(busy.lease_expires_at.is_some());
+    assert_eq!(
+        host.idempotency_claim(claim(a, "k", "other", &t2))
+            .await
+            .expect("claim")
+            .into_inner()
+            .state(),
+        State::Conflict
+    );
+    // Tenant B's grant names another install: the same key is its own record.
+    assert_eq!(
+        host.idempotency_claim(claim(b, "k", "r", &t2))
+            .await
+            .expect("claim")
+            .into_inner()
+            .state(),
+        State::Claimed
+    );
+    assert!(
+        !host
+            .idempotency_renew(lease(a, "k", &t2))
+            .await
+            .expect("renew")
+            .into_inner()
+            .owned,
+        "only the claimant renews"
+    );
+    assert!(
+        host.idempotency_renew(lease(a, "k", &t1))
+            .await
+            .expect("renew")
+            .into_inner()
+            .owned
+    );
+    let response = pb::IdempotentResponse {
+        status: 201,
+        headers: [("content-type".to_owned(), "text/plain".to_owned())].into(),
+        body: Some(b"made".to_vec()),
+        not_kept: false,
+    };
+    let complete = |token: &str, response: pb::IdempotentResponse| pb::IdempotencyCompleteRequest {
+        grant: a.clone(),
+        key: "k".into(),
+        claim_token: token.into(),
+        response: Some(response),
+    };
+    let too_big = pb::IdempotentResponse {
+        body: Some(vec![0; annex_proto::domain::MAX_IDEMPOTENT_BODY_BYTES + 1]),
+        ..response.clone()
+    };
+    let refused = host
+        .idempotency_complete(complete(&t1, too_big))
+        .await
+        .expect_err("over the bound");
+    assert_eq!(code(&refused), ErrorCode::LimitExceeded);
+    assert!(
+        !host
+            .idempotency_complete(complete(&t2, response.clone()))
+            .await
+            .expect("complete")
+            .into_inner()
+            .owned
+    );
+    assert!(
+        host.idempotency_complete(complete(&t1, response.clone()))
+            .await
+            .expect("complete")
+            .into_inner()
+            .owned
+    );
+    let replay = host
+        .idempotency_claim(claim(a, "k", "r", &t2))
+        .await
+        .expect("claim")
+        .into_inner();
+    assert_eq!(replay.state(), State::Completed);
+    assert_eq!(replay.response, Some(response));
+    // A key longer than the column is kept by its digest, not refused.
+    let long = "k".repeat(1_000);
+    assert_eq!(
+        host.idempotency_claim(claim(a, &long, "r", &t1))
+            .await
+            .expect("claim")
+            .into_inner()
+            .state(),
+        State::Claimed
+    );
+    assert!(
+        host.idempotency_release(lease(a, &long, &t1))
+            .await
+            .expect("release")
+            .into_inner()
+            .owned
+    );
+
+    // Malformed input, a forged grant and other roles are refused.
+    let mut bad = claim(a, "k2", "r", "not-a-uuid");
+    assert_eq!(
+        code(
+            &host
+                .idempotency_claim(bad.clone())
+                .await
+                .expect_err("token")
+        ),
+        ErrorCode::InvalidArgument
+    );
+    bad.claim_token = t1.clone();
+    bad.request_hash = "md5:abc".into();
+    assert_eq!(
+        code(&host.idempotency_claim(bad).await.expect_err("hash")),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            &host
+                .idempotency_claim(claim("v1.forged.tag", "k", "r", &t1))
+                .await
+                .expect_err("forged")
+        ),
+        ErrorCode::GrantInvalid
+    );
+    for role in [Role::Edge, Role::Operator] {
+        let mut other =
+            pb::host_services_client::HostServicesClient::new(server.channel(role).await);
+        let denied = other
+            .idempotency_claim(claim(a, "k", "r", &t1))
+            .await
+            .expect_err("workers only");
+        assert_eq!(code(&denied), ErrorCode::PermissionDenied, "{role:?}");
+    }
+
+    // A disabled install claims nothing.
+    server
+        .installs(Role::Operator)
+        .await
+        .disable(pb::InstallRef {
+            tenant_id: "tenant-a".into(),
+            extension: "acme.app".into(),
+        })
+        .await
+        .expect("disable");
+    let inactive = host
+        .idempotency_claim(claim(a, "k3", "r", &t1))
+        .await
+        .expect_err("inactive install");
+    assert_eq!(code(&inactive), ErrorCode::GrantInvalid);
+}

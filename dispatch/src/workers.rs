@@ -3,11 +3,18 @@
 //! [`DOWN_FOR`]), and [`Workers::execute`], which sends one execution.
 //!
 //! The retry rule (ARCHITECTURE.md, "Invariants"): a call goes to a second
-//! worker only when the first certainly failed before a guest started
+//! worker when the first certainly failed before a guest started
 //! ([`annex_proto::error::never_started`]: connect refused, HTTP/2 stream
-//! refused, the worker draining or overloaded). A connection that broke
-//! mid-call fails the call, idempotency key or not: workers do not
-//! deduplicate repeats yet, so sending it again could run a write twice.
+//! refused, the worker draining or overloaded), or, for a call that carries
+//! an idempotency key, when the first worker failed mid-call (the
+//! connection broke, the worker died): the key's record makes the repeat
+//! safe (docs/design/idempotency.md), since the second worker replays the
+//! first one's answer, waits for it, or takes the call over once the
+//! first one's lease lapsed. A call without a key that broke mid-call
+//! fails: sending it again could run a write twice. The worker's
+//! idempotency refusals (key reused, still in progress, records
+//! unreachable) are answers for the client, never retried here. Every
+//! attempt is sent with what is left of the one deadline.
 //! This module must not decide which workers a hash belongs on: that is
 //! the routing table's placement, ordered by the `ranking` module.
 
@@ -81,6 +88,15 @@ pub enum ExecuteError {
     /// same component there, while this one is ready within `retry_after`.
     #[error("the component is compiling; retry in {}s", .retry_after.as_secs())]
     Compiling { retry_after: Duration },
+    /// The worker refused the call for its idempotency key (reused with
+    /// another request, still in progress, its answer not kept, or the
+    /// records unreachable); nothing ran. Not sent to another worker: any
+    /// worker answers the same. `retry_after` when the worker said when.
+    #[error("refused for its idempotency key: {error}")]
+    Idempotency {
+        error: annex_proto::AnnexError,
+        retry_after: Option<Duration>,
+    },
     /// The worker (or the way to it) failed the call.
     #[error("the worker call failed: {0}")]
     Failed(String),
@@ -195,9 +211,11 @@ impl Workers {
     }
 
     /// Sends `req` to the first of `candidates`, and once more to the next
-    /// only when the first call never started a guest. The deadline is the
-    /// request's guest timeout plus `DEADLINE_GRACE`; a request without
-    /// one (the worker applies its default) has no deadline here.
+    /// only when the first call never started a guest or, for a call with
+    /// an idempotency key, failed mid-call. The deadline is the request's
+    /// guest timeout plus `DEADLINE_GRACE`, for both attempts together; a
+    /// request without one (the worker applies its default) has no
+    /// deadline here.
     pub async fn execute(
         &self,
         candidates: &[WorkerTarget],
@@ -212,7 +230,7 @@ impl Workers {
             .map(|l| l.timeout_ms)
             .filter(|ms| *ms > 0)
             .map(|ms| Duration::from_millis(u64::from(ms)) + DEADLINE_GRACE);
-        let attempts = self.attempts(candidates, req, deadline);
+        let attempts = self.attempts(candidates, req, deadline.map(|d| Instant::now() + d));
         match deadline {
             Some(d) => tokio::time::timeout(d, attempts)
                 .await
@@ -225,8 +243,9 @@ impl Workers {
         &self,
         candidates: &[WorkerTarget],
         req: pb::ExecuteRequest,
-        deadline: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> Result<Executed, ExecuteError> {
+        let keyed = !req.idempotency_key.is_empty();
         let mut last = String::new();
         for (i, target) in candidates.iter().take(ATTEMPTS).enumerate() {
             let mut client = self.client(target).map_err(|e| {
@@ -234,7 +253,12 @@ impl Workers {
             })?;
             let mut request = tonic::Request::new(req.clone());
             if let Some(d) = deadline {
-                request.set_timeout(d);
+                // The worker sees what is left of the call's deadline.
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ExecuteError::Timeout);
+                }
+                request.set_timeout(left);
             }
             annex_ops::trace_context::inject(request.metadata_mut());
             match client.execute(request).await {
@@ -251,10 +275,24 @@ impl Workers {
                             .unwrap_or(COMPILING_RETRY_AFTER),
                     });
                 }
+                Err(s) if annex_proto::error::idempotency_refusal(&s).is_some() => {
+                    return Err(ExecuteError::Idempotency {
+                        error: annex_proto::AnnexError::from_status(&s),
+                        retry_after: annex_proto::error::retry_after(&s),
+                    });
+                }
                 Err(s) if annex_proto::error::never_started(&s) => {
                     self.mark_down(&target.id);
                     tracing::debug!(worker = %target.id, message = s.message(), "worker unavailable; trying another");
                     last = format!("worker {} unavailable: {}", target.id, s.message());
+                }
+                Err(s) if keyed && broke_mid_call(&s) && i + 1 < ATTEMPTS.min(candidates.len()) => {
+                    // Safe to repeat: the key's record keeps it from
+                    // running twice.
+                    self.mark_down(&target.id);
+                    tracing::info!(worker = %target.id, code = ?s.code(), message = s.message(),
+                        "worker failed a call with an idempotency key mid-call; repeating it on another worker");
+                    last = format!("worker {} failed mid-call: {}", target.id, s.message());
                 }
                 Err(s) => return Err(self.failed(target, &s)),
             }
@@ -281,6 +319,17 @@ impl Workers {
             }
         }
     }
+}
+
+/// A call the worker or the way to it failed after it may have started:
+/// the connection broke or the worker went away (what [`Workers::failed`]
+/// also marks the worker down for). A deadline is not among them: the
+/// call's time is up.
+fn broke_mid_call(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
+    )
 }
 
 /// When to retry a compiling component if the worker did not say.

@@ -37,7 +37,7 @@ impl Cors {
             );
             response.insert(
                 http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static("x-request-id,retry-after"),
+                HeaderValue::from_static("x-request-id,retry-after,x-idempotent-replay"),
             );
         }
     }

@@ -87,6 +87,34 @@ impl ApiError {
         }
     }
 
+    /// A refusal for the call's idempotency key (Annex): the key was used
+    /// with another request (422 `idempotency_key_reused`), a call with it
+    /// is still running (409 `idempotency_in_progress`, `Retry-After`), its
+    /// answer was not kept (409 `idempotency_response_not_kept`), or the
+    /// records are unreachable (503 `idempotency_unavailable`,
+    /// `Retry-After`). Nothing ran for this request.
+    pub(crate) fn idempotency(code: annex_proto::ErrorCode, retry_after: Option<u64>) -> ApiError {
+        use annex_proto::ErrorCode as C;
+        let (status, name) = match code {
+            C::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+            C::IdempotencyInProgress => (StatusCode::CONFLICT, "idempotency_in_progress"),
+            C::IdempotencyResponseNotKept => {
+                (StatusCode::CONFLICT, "idempotency_response_not_kept")
+            }
+            _ => (StatusCode::SERVICE_UNAVAILABLE, "idempotency_unavailable"),
+        };
+        let retry_after = match code {
+            C::IdempotencyInProgress | C::IdempotencyUnavailable => {
+                Some(retry_after.unwrap_or(1).max(1))
+            }
+            _ => None,
+        };
+        ApiError {
+            retry_after,
+            ..ApiError::new(status, name)
+        }
+    }
+
     pub(crate) fn bad_gateway(request_id: &str) -> ApiError {
         ApiError {
             request_id: Some(request_id.to_owned()),

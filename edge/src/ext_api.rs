@@ -98,6 +98,9 @@ async fn serve(
         "x-alga-extension".into(),
         admitted.install.registry_id.clone(),
     );
+    // Only a key the client sent is honoured (docs/design/idempotency.md,
+    // "Which calls carry a key"): a generated one could never be repeated,
+    // and would make every write depend on the control plane.
     let idempotency_key = if matches!(*method, Method::GET | Method::HEAD) {
         String::new()
     } else {
@@ -106,7 +109,7 @@ async fn serve(
             .and_then(|v| v.to_str().ok())
             .filter(|k| !k.trim().is_empty())
             .map(|k| k.trim().to_owned())
-            .unwrap_or_else(|| request_id.to_owned())
+            .unwrap_or_default()
     };
     let http = pb::HttpRequest {
         method: method.as_str().to_owned(),

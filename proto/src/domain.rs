@@ -77,6 +77,12 @@ pub fn string_map(
     Ok(out)
 }
 
+/// Largest guest response body an idempotency record keeps for replay
+/// (docs/design/idempotency.md). A larger answer is recorded as kept
+/// without its response (`IdempotentResponse.not_kept`): a repeat of the
+/// call is refused rather than run again.
+pub const MAX_IDEMPOTENT_BODY_BYTES: usize = 1024 * 1024;
+
 /// Converts a protobuf timestamp (unix ms) to a `SystemTime`-free i64, rejecting negatives.
 pub fn unix_ms(ts: Option<&crate::pb::Timestamp>) -> Option<i64> {
     ts.map(|t| t.unix_ms)

@@ -114,6 +114,18 @@ error_codes! {
     /// The worker is still compiling the extension's component; nothing ran.
     /// Retry after the interval the answer names (`Retry-After` at the edge).
     ComponentCompiling => ("COMPONENT_COMPILING", Unavailable, 503),
+    /// An idempotency key was used before with a different request; nothing
+    /// ran (docs/design/idempotency.md).
+    IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", FailedPrecondition, 422),
+    /// A call with this idempotency key is still running; nothing ran for
+    /// this one. Retry after the interval the answer names.
+    IdempotencyInProgress => ("IDEMPOTENCY_IN_PROGRESS", Aborted, 409),
+    /// The call with this idempotency key ran, but its answer was too large
+    /// to keep for replay; it is not run again.
+    IdempotencyResponseNotKept => ("IDEMPOTENCY_RESPONSE_NOT_KEPT", FailedPrecondition, 409),
+    /// The idempotency records cannot be reached, so a call with a key is
+    /// not run (it could run twice); retry after the interval the answer names.
+    IdempotencyUnavailable => ("IDEMPOTENCY_UNAVAILABLE", Unavailable, 503),
     /// The deadline passed.
     Timeout => ("TIMEOUT", DeadlineExceeded, 504),
     /// An internal failure; details are in the server log.
@@ -202,6 +214,28 @@ pub fn retry_after(status: &tonic::Status) -> Option<std::time::Duration> {
         .map(std::time::Duration::from_secs)
 }
 
+/// The worker's refusal of a call for its idempotency key (reused with
+/// another request, still running elsewhere, its answer not kept, or the
+/// records unreachable): nothing ran, and another worker would answer the
+/// same, so callers hand it to their client instead of retrying it
+/// elsewhere.
+pub fn idempotency_refusal(status: &tonic::Status) -> Option<ErrorCode> {
+    status
+        .metadata()
+        .get(ERROR_CODE_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(ErrorCode::parse)
+        .filter(|code| {
+            matches!(
+                code,
+                ErrorCode::IdempotencyKeyReused
+                    | ErrorCode::IdempotencyInProgress
+                    | ErrorCode::IdempotencyResponseNotKept
+                    | ErrorCode::IdempotencyUnavailable
+            )
+        })
+}
+
 /// Whether a failed call to a worker certainly never started a guest, so
 /// it may be sent to another worker (ARCHITECTURE.md, "Invariants"): the
 /// server refused it itself (`UNAVAILABLE` or `RESOURCE_EXHAUSTED` with an Annex
@@ -269,6 +303,23 @@ mod tests {
             ErrorCode::ComponentCompiling
         );
         assert_eq!(ErrorCode::ComponentCompiling.http_status().as_u16(), 503);
+    }
+
+    #[test]
+    fn idempotency_refusals_are_told_apart_from_other_refusals() {
+        for (code, http) in [
+            (ErrorCode::IdempotencyKeyReused, 422),
+            (ErrorCode::IdempotencyInProgress, 409),
+            (ErrorCode::IdempotencyResponseNotKept, 409),
+            (ErrorCode::IdempotencyUnavailable, 503),
+        ] {
+            let status = tonic::Status::from(AnnexError::new(code, "m"));
+            assert_eq!(idempotency_refusal(&status), Some(code));
+            assert_eq!(code.http_status().as_u16(), http);
+        }
+        let draining = tonic::Status::from(AnnexError::new(ErrorCode::Unavailable, "draining"));
+        assert_eq!(idempotency_refusal(&draining), None);
+        assert_eq!(idempotency_refusal(&tonic::Status::aborted("x")), None);
     }
 
     #[test]

@@ -316,9 +316,9 @@ async fn kill_9_of_a_worker_fails_only_its_in_flight_calls_and_loses_no_acknowle
         s.bearer(&serde_json::json!({})),
         t0,
         Duration::from_secs(8),
-        // Writes (POST: the edge gives them an idempotency key, so one cut
-        // off mid-call may be sent again elsewhere) alternate with reads
-        // (GET: never sent again once under way).
+        // Writes (POST without an idempotency key) alternate with reads
+        // (GET); neither is sent again once under way, so a call in flight
+        // on the killed worker fails (keyed calls: tests/tests/idempotency.rs).
         Arc::new(move |caller, n| {
             if n % 2 == 1 {
                 return (

@@ -8,6 +8,13 @@
 //! implementation (every call with a deadline and bounded messages);
 //! [`NoHostBackend`] answers every call with "unavailable" (used when no
 //! control plane is configured, e.g. in engine-only tests).
+//!
+//! The same seam carries the worker's own calls for keyed executions: the
+//! idempotency records (claim, renew, complete, release;
+//! docs/design/idempotency.md), made with the execution's grant before and
+//! after the guest runs, never by the guest. A backend without them (the
+//! default methods) answers "unavailable", so keyed calls are refused
+//! there rather than run without their record.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -114,6 +121,32 @@ impl HostApi {
     }
 }
 
+/// What a claim of an idempotency record found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimAnswer {
+    /// This worker holds the record: run the call.
+    Claimed,
+    /// Another call holds it; its lease ends in about `lease_left`.
+    InProgress { lease_left: Duration },
+    /// An earlier call's response.
+    Completed(pb::IdempotentResponse),
+    /// The key was used with another request.
+    Conflict,
+}
+
+/// One idempotency record as this worker names it: the execution's grant
+/// (its tenant and install), the key, and this worker's claim token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRef {
+    pub(crate) grant: String,
+    pub(crate) key: String,
+    pub(crate) token: String,
+}
+
+fn no_records() -> HostError {
+    HostError::unavailable("no idempotency records configured")
+}
+
 /// Shared-state host services, called with the execution's grant.
 #[async_trait]
 pub trait HostBackend: Send + Sync + 'static {
@@ -209,6 +242,39 @@ pub trait HostBackend: Send + Sync + 'static {
         call: UiProxyCall,
     ) -> Result<HostApiResponse, HostError>;
     async fn publish_logs(&self, events: Vec<pb::LogEvent>) -> Result<(), HostError>;
+    /// Claims `record` for a call whose request hashes to `request_hash`,
+    /// holding it for `lease` unless renewed.
+    async fn idempotency_claim(
+        &self,
+        _record: &RecordRef,
+        _request_hash: &str,
+        _lease: Duration,
+    ) -> Result<ClaimAnswer, HostError> {
+        Err(no_records())
+    }
+    /// Holds `record` for `lease` from now; false when it is no longer
+    /// this claim's.
+    async fn idempotency_renew(
+        &self,
+        _record: &RecordRef,
+        _lease: Duration,
+    ) -> Result<bool, HostError> {
+        Err(no_records())
+    }
+    /// Completes `record` with `response`; false when it is no longer
+    /// this claim's (nothing was written).
+    async fn idempotency_complete(
+        &self,
+        _record: &RecordRef,
+        _response: pb::IdempotentResponse,
+    ) -> Result<bool, HostError> {
+        Err(no_records())
+    }
+    /// Deletes `record` so the next claim runs the call; false when it is
+    /// no longer this claim's.
+    async fn idempotency_release(&self, _record: &RecordRef) -> Result<bool, HostError> {
+        Err(no_records())
+    }
 }
 
 /// Deadline of a storage, secrets, scheduler or endpoints call.
@@ -220,6 +286,9 @@ pub(crate) const RELAY_TIMEOUT: Duration = Duration::from_secs(35);
 pub(crate) const UI_PROXY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deadline of one log publish.
 pub(crate) const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of an idempotency-record call: short, as the claim is on the
+/// request path and a keyed call is refused without it.
+pub(crate) const RECORD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest host-service request a guest can cause (the control plane
 /// decodes at most this much; its per-API limits are smaller still).
 pub(crate) const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -584,6 +653,110 @@ impl HostBackend for GrpcHostBackend {
         .await?;
         Ok(())
     }
+
+    async fn idempotency_claim(
+        &self,
+        record: &RecordRef,
+        request_hash: &str,
+        lease: Duration,
+    ) -> Result<ClaimAnswer, HostError> {
+        use pb::idempotency_claim_response::State;
+        let request = pb::IdempotencyClaimRequest {
+            grant: record.grant.clone(),
+            key: record.key.clone(),
+            request_hash: request_hash.to_owned(),
+            claim_token: record.token.clone(),
+            lease_ms: millis(lease),
+        };
+        let mut client = self.client();
+        let response = within(
+            RECORD_TIMEOUT,
+            client.idempotency_claim(timed(request, RECORD_TIMEOUT)),
+        )
+        .await?;
+        Ok(match response.state() {
+            State::Claimed => ClaimAnswer::Claimed,
+            State::InProgress => ClaimAnswer::InProgress {
+                lease_left: lease_left(response.lease_expires_at.as_ref()),
+            },
+            State::Completed => ClaimAnswer::Completed(response.response.unwrap_or_default()),
+            State::Conflict => ClaimAnswer::Conflict,
+            State::Unspecified => {
+                return Err(HostError::unavailable(
+                    "the control plane answered a claim without a state",
+                ));
+            }
+        })
+    }
+
+    async fn idempotency_renew(
+        &self,
+        record: &RecordRef,
+        lease: Duration,
+    ) -> Result<bool, HostError> {
+        let request = lease_request(record, lease);
+        let mut client = self.client();
+        let response = within(
+            RECORD_TIMEOUT,
+            client.idempotency_renew(timed(request, RECORD_TIMEOUT)),
+        )
+        .await?;
+        Ok(response.owned)
+    }
+
+    async fn idempotency_complete(
+        &self,
+        record: &RecordRef,
+        response: pb::IdempotentResponse,
+    ) -> Result<bool, HostError> {
+        let request = pb::IdempotencyCompleteRequest {
+            grant: record.grant.clone(),
+            key: record.key.clone(),
+            claim_token: record.token.clone(),
+            response: Some(response),
+        };
+        let mut client = self.client();
+        let response = within(
+            RECORD_TIMEOUT,
+            client.idempotency_complete(timed(request, RECORD_TIMEOUT)),
+        )
+        .await?;
+        Ok(response.owned)
+    }
+
+    async fn idempotency_release(&self, record: &RecordRef) -> Result<bool, HostError> {
+        let request = lease_request(record, Duration::ZERO);
+        let mut client = self.client();
+        let response = within(
+            RECORD_TIMEOUT,
+            client.idempotency_release(timed(request, RECORD_TIMEOUT)),
+        )
+        .await?;
+        Ok(response.owned)
+    }
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+fn lease_request(record: &RecordRef, lease: Duration) -> pb::IdempotencyLeaseRequest {
+    pb::IdempotencyLeaseRequest {
+        grant: record.grant.clone(),
+        key: record.key.clone(),
+        claim_token: record.token.clone(),
+        lease_ms: millis(lease),
+    }
+}
+
+/// How long until a lease the control plane reported ends, by this
+/// machine's clock (a hint for when to retry, nothing more).
+fn lease_left(expires: Option<&pb::Timestamp>) -> Duration {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let left = expires.map_or(0, |t| t.unix_ms.saturating_sub(now_ms));
+    Duration::from_millis(u64::try_from(left).unwrap_or(0))
 }
 
 /// A backend for a worker without a control plane: every call is

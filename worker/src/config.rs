@@ -85,6 +85,15 @@ pub struct Config {
     /// it is answered COMPONENT_COMPILING (retry later), in milliseconds.
     #[arg(long, env = "ANNEX_WORKER_COMPILE_WAIT_MS", default_value_t = 2000)]
     pub(crate) compile_wait_ms: u64,
+    /// How long the idempotency record of a running call with a key is held
+    /// without a renewal, in milliseconds (1,000 to 600,000; renewed every
+    /// third of it): how long a repeat waits after a worker died mid-call.
+    #[arg(
+        long,
+        env = "ANNEX_WORKER_IDEMPOTENCY_LEASE_MS",
+        default_value_t = 10_000
+    )]
+    pub(crate) idempotency_lease_ms: u64,
     /// Executions running at once.
     #[arg(long, env = "ANNEX_WORKER_CAPACITY", default_value_t = 64)]
     pub(crate) capacity: usize,

@@ -44,18 +44,50 @@ impl WorkerService {
     }
 }
 
-/// A refusal before any guest ran: UNAVAILABLE with Annex's error code, so
-/// the caller may retry on another worker (`annex_proto::error::never_started`).
+/// A refusal before any guest ran, with Annex's error code: UNAVAILABLE
+/// (draining, overloaded, compiling), so the caller may retry on another
+/// worker (`annex_proto::error::never_started`), or one of the idempotency
+/// refusals (`annex_proto::error::idempotency_refusal`), which callers hand
+/// to their client; with when to retry where that is known.
 fn not_started(e: &NotStarted) -> Status {
-    let code = match e {
-        NotStarted::Draining | NotStarted::Overloaded(_) => ErrorCode::Unavailable,
-        NotStarted::Compiling { .. } => ErrorCode::ComponentCompiling,
+    let (code, retry_after) = match e {
+        NotStarted::Draining | NotStarted::Overloaded(_) => (ErrorCode::Unavailable, None),
+        NotStarted::Compiling { retry_after } => (ErrorCode::ComponentCompiling, Some(retry_after)),
+        NotStarted::KeyReused => (ErrorCode::IdempotencyKeyReused, None),
+        NotStarted::InProgress { retry_after } => {
+            (ErrorCode::IdempotencyInProgress, Some(retry_after))
+        }
+        NotStarted::ResponseNotKept => (ErrorCode::IdempotencyResponseNotKept, None),
+        NotStarted::RecordsUnavailable { retry_after } => {
+            (ErrorCode::IdempotencyUnavailable, Some(retry_after))
+        }
     };
     let mut status = Status::from(AnnexError::new(code, e.to_string()));
-    if let NotStarted::Compiling { retry_after } = e {
-        annex_proto::error::set_retry_after(&mut status, *retry_after);
+    if let Some(after) = retry_after {
+        annex_proto::error::set_retry_after(&mut status, *after);
     }
     status
+}
+
+/// The caller's deadline from its `grpc-timeout` header (an integer of at
+/// most 8 digits and a unit: `H`, `M`, `S`, `m`, `u`, `n`).
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    use std::time::Duration;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 fn cache_error(e: &CacheError) -> AnnexError {
@@ -112,8 +144,9 @@ impl Worker for WorkerService {
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let span = execute_span(&request);
+        let deadline = grpc_timeout(request.metadata());
         self.executor
-            .execute(request.into_inner())
+            .execute(request.into_inner(), deadline)
             .instrument(span)
             .await
             .map(Response::new)
@@ -155,5 +188,51 @@ impl Worker for WorkerService {
             compiles: self.executor.cache().compiles(),
             draining: self.executor.drain_state().is_draining(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_are_read_in_every_unit() {
+        use std::time::Duration;
+        let read = |v: &'static str| {
+            let mut m = tonic::metadata::MetadataMap::new();
+            m.insert(
+                "grpc-timeout",
+                tonic::metadata::MetadataValue::from_static(v),
+            );
+            grpc_timeout(&m)
+        };
+        assert_eq!(read("30500m"), Some(Duration::from_millis(30_500)));
+        assert_eq!(read("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(read("1M"), Some(Duration::from_secs(60)));
+        assert_eq!(read("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(read("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(read("9n"), Some(Duration::from_nanos(9)));
+        for bad in ["", "m", "123456789m", "5x", "-1S"] {
+            assert_eq!(read(bad), None, "{bad}");
+        }
+        assert_eq!(grpc_timeout(&tonic::metadata::MetadataMap::new()), None);
+    }
+
+    #[test]
+    fn idempotency_refusals_carry_their_codes() {
+        let status = not_started(&NotStarted::InProgress {
+            retry_after: std::time::Duration::from_secs(4),
+        });
+        assert_eq!(
+            annex_proto::error::idempotency_refusal(&status),
+            Some(ErrorCode::IdempotencyInProgress)
+        );
+        assert_eq!(
+            annex_proto::error::retry_after(&status),
+            Some(std::time::Duration::from_secs(4))
+        );
+        let status = not_started(&NotStarted::KeyReused);
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert!(!annex_proto::error::never_started(&status));
     }
 }

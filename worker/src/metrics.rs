@@ -22,6 +22,41 @@ struct SourceLabel {
     source: &'static str,
 }
 
+/// What happened to a call that carries an idempotency key
+/// (docs/design/idempotency.md); `waited` is counted besides the call's
+/// final outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IdempotentOutcome {
+    /// The call held the record and ran.
+    Claimed,
+    /// An earlier call's answer was replayed; no guest ran.
+    Replayed,
+    /// The call found the record held by another call and waited.
+    Waited,
+    /// The key was used with another request.
+    Conflict,
+    /// The other call still held the record when this one's time was up.
+    InProgress,
+    /// The records could not be reached; the call was refused.
+    Unavailable,
+    /// A running call's lease could not be kept; its guest was stopped.
+    LeaseLost,
+}
+
+impl IdempotentOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            IdempotentOutcome::Claimed => "claimed",
+            IdempotentOutcome::Replayed => "replayed",
+            IdempotentOutcome::Waited => "waited",
+            IdempotentOutcome::Conflict => "conflict",
+            IdempotentOutcome::InProgress => "in_progress",
+            IdempotentOutcome::Unavailable => "unavailable",
+            IdempotentOutcome::LeaseLost => "lease_lost",
+        }
+    }
+}
+
 /// The worker's metric handles.
 #[derive(Clone)]
 pub struct Metrics {
@@ -30,6 +65,7 @@ pub struct Metrics {
     component_loads: Family<SourceLabel, Counter>,
     in_flight: Gauge,
     log_batches_dropped: Counter,
+    idempotent: Family<OutcomeLabel, Counter>,
     pub(crate) compile: CompileMetrics,
 }
 
@@ -86,6 +122,11 @@ impl Metrics {
             m.log_batches_dropped.clone(),
         );
         registry.register(
+            "annex_worker_idempotent_calls",
+            "Calls with an idempotency key by outcome (claimed, replayed, waited, conflict, in_progress, unavailable, lease_lost)",
+            m.idempotent.clone(),
+        );
+        registry.register(
             "annex_worker_compile_queue_depth",
             "Components waiting to be compiled",
             m.compile.queued.clone(),
@@ -119,8 +160,18 @@ impl Metrics {
             component_loads: Family::default(),
             in_flight: Gauge::default(),
             log_batches_dropped: Counter::default(),
+            idempotent: Family::default(),
             compile: CompileMetrics::default(),
         }
+    }
+
+    /// Counts one outcome of a keyed call.
+    pub(crate) fn idempotent(&self, outcome: IdempotentOutcome) {
+        self.idempotent
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            })
+            .inc();
     }
 
     /// Counts one execution and its wall time.
@@ -185,6 +236,24 @@ mod tests {
             text.contains("annex_worker_execution_duration_seconds_bucket"),
             "{text}"
         );
+        assert!(!text.contains("tenant"));
+    }
+
+    #[test]
+    fn idempotent_outcomes_are_exported_without_tenant_labels() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.idempotent(IdempotentOutcome::Replayed);
+        m.idempotent(IdempotentOutcome::Replayed);
+        m.idempotent(IdempotentOutcome::Conflict);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        for line in [
+            "annex_worker_idempotent_calls_total{outcome=\"replayed\"} 2",
+            "annex_worker_idempotent_calls_total{outcome=\"conflict\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
         assert!(!text.contains("tenant"));
     }
 

@@ -116,6 +116,8 @@ pub enum SettingsError {
     RunnerApi(#[from] RunnerApiSettingsError),
     #[error("invalid --egress-deny entry: {0}")]
     EgressDeny(String),
+    #[error("--idempotency-lease-ms must be 1000..=600000")]
+    IdempotencyLease,
 }
 
 impl TryFrom<&Config> for Settings {
@@ -203,6 +205,10 @@ fn executor(config: &Config) -> Result<ExecutorSettings, SettingsError> {
     s.admission.per_tenant = config.per_tenant;
     s.limits.default_timeout = Duration::from_millis(config.default_timeout_ms.max(1));
     s.limits.default_memory_mb = config.default_memory_mb.max(1);
+    if !(1_000..=600_000).contains(&config.idempotency_lease_ms) {
+        return Err(SettingsError::IdempotencyLease);
+    }
+    s.limits.idempotency_lease = Duration::from_millis(config.idempotency_lease_ms);
     for entry in config.egress_deny.iter().filter(|e| !e.trim().is_empty()) {
         s.egress
             .deny

@@ -19,6 +19,7 @@ use super::{Closing, scheduler, storage};
 use crate::grant::{GrantSigner, VerifiedGrant};
 use crate::host::{Host, UiProxyCall};
 use crate::logs::{DebugLogs, parse_id};
+use crate::idempotency::{ClaimRequest, Found, Idempotency, KeptResponse};
 use crate::scheduler::Scheduler;
 use crate::storage::Storage;
 use crate::store::DebugFilter;
@@ -29,6 +30,7 @@ const WATCHERS: &[Role] = &[Role::Edge, Role::Operator];
 pub(crate) struct HostService {
     pub(crate) grants: Arc<GrantSigner>,
     pub(crate) storage: Arc<Storage>,
+    pub(crate) idempotency: Arc<Idempotency>,
     pub(crate) host: Arc<Host>,
     pub(crate) logs: Arc<DebugLogs>,
     pub(crate) scheduler: Arc<Scheduler>,
@@ -41,6 +43,42 @@ impl HostService {
     fn verified(&self, token: &str) -> Result<VerifiedGrant, AnnexError> {
         Ok(self.grants.verify(token, Utc::now())?)
     }
+
+    /// The grant of a call that finishes an idempotency claim: its
+    /// signature must hold, but it may have expired during the call (the
+    /// claim token proves the caller holds the record).
+    fn verified_for_claim(&self, token: &str) -> Result<VerifiedGrant, AnnexError> {
+        Ok(self
+            .grants
+            .verify_expired_within(token, Utc::now(), CLAIM_GRANT_GRACE)?)
+    }
+}
+
+/// How long after its grant expired a claim may still be renewed,
+/// completed or released: longer than any execution may take.
+const CLAIM_GRANT_GRACE: chrono::Duration = chrono::Duration::minutes(15);
+
+fn lease(ms: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::from(ms))
+}
+
+fn kept_pb(r: KeptResponse) -> pb::IdempotentResponse {
+    pb::IdempotentResponse {
+        status: r.status,
+        headers: r.headers.into_iter().collect(),
+        body: r.body,
+        not_kept: r.not_kept,
+    }
+}
+
+fn kept_from_pb(r: Option<pb::IdempotentResponse>) -> Result<KeptResponse, AnnexError> {
+    let r = r.ok_or_else(|| AnnexError::invalid("response is required"))?;
+    Ok(KeptResponse {
+        status: r.status,
+        headers: r.headers.into_iter().collect(),
+        body: r.body,
+        not_kept: r.not_kept,
+    })
 }
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogEvent, Status>> + Send>>;
@@ -253,6 +291,85 @@ impl HostServices for HostService {
         require(&req, WORKERS)?;
         self.logs.publish(req.into_inner().events).await?;
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn idempotency_claim(
+        &self,
+        req: Request<pb::IdempotencyClaimRequest>,
+    ) -> Result<Response<pb::IdempotencyClaimResponse>, Status> {
+        use pb::idempotency_claim_response::State;
+        require(&req, WORKERS)?;
+        let r = req.into_inner();
+        let grant = self.verified(&r.grant)?;
+        let claimed = self
+            .idempotency
+            .claim(
+                &grant,
+                ClaimRequest {
+                    key: r.key,
+                    request_hash: r.request_hash,
+                    token: r.claim_token,
+                    lease: lease(r.lease_ms),
+                },
+            )
+            .await?;
+        let mut out = pb::IdempotencyClaimResponse::default();
+        match claimed {
+            Found::Claimed => out.set_state(State::Claimed),
+            Found::InProgress { lease_expires_at } => {
+                out.set_state(State::InProgress);
+                out.lease_expires_at = super::ts(lease_expires_at);
+            }
+            Found::Completed(response) => {
+                out.set_state(State::Completed);
+                out.response = Some(kept_pb(response));
+            }
+            Found::Conflict => out.set_state(State::Conflict),
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn idempotency_renew(
+        &self,
+        req: Request<pb::IdempotencyLeaseRequest>,
+    ) -> Result<Response<pb::IdempotencyOwnership>, Status> {
+        require(&req, WORKERS)?;
+        let r = req.into_inner();
+        let grant = self.verified_for_claim(&r.grant)?;
+        let owned = self
+            .idempotency
+            .renew(&grant, &r.key, &r.claim_token, lease(r.lease_ms))
+            .await?;
+        Ok(Response::new(pb::IdempotencyOwnership { owned }))
+    }
+
+    async fn idempotency_complete(
+        &self,
+        req: Request<pb::IdempotencyCompleteRequest>,
+    ) -> Result<Response<pb::IdempotencyOwnership>, Status> {
+        require(&req, WORKERS)?;
+        let r = req.into_inner();
+        let grant = self.verified_for_claim(&r.grant)?;
+        let response = kept_from_pb(r.response)?;
+        let owned = self
+            .idempotency
+            .complete(&grant, &r.key, &r.claim_token, response)
+            .await?;
+        Ok(Response::new(pb::IdempotencyOwnership { owned }))
+    }
+
+    async fn idempotency_release(
+        &self,
+        req: Request<pb::IdempotencyLeaseRequest>,
+    ) -> Result<Response<pb::IdempotencyOwnership>, Status> {
+        require(&req, WORKERS)?;
+        let r = req.into_inner();
+        let grant = self.verified_for_claim(&r.grant)?;
+        let owned = self
+            .idempotency
+            .release(&grant, &r.key, &r.claim_token)
+            .await?;
+        Ok(Response::new(pb::IdempotencyOwnership { owned }))
     }
 
     type WatchLogsStream = LogStream;

@@ -38,6 +38,9 @@ pub(crate) const TRACED: GrpcServerSpans = GrpcServerSpans::new(&[
     "/annex.v1.HostServices/GetEndpoints",
     "/annex.v1.HostServices/CallHostApi",
     "/annex.v1.HostServices/CallUiProxy",
+    "/annex.v1.HostServices/IdempotencyClaim",
+    "/annex.v1.HostServices/IdempotencyComplete",
+    "/annex.v1.HostServices/IdempotencyRelease",
 ]);
 use chrono::{DateTime, TimeZone, Utc};
 

@@ -1,7 +1,8 @@
 //! All persistent state of the control plane, split by area: one trait per
 //! area ([`RegistryStore`], [`BlobStore`], [`TrustStore`], [`InstallStore`],
 //! [`KvStore`], [`ScheduleStore`], [`FleetStore`], [`QuotaStore`],
-//! [`ApiKeyStore`], [`ExecutionLogStore`], [`DebugLogStore`], [`HealthStore`]), each in its own
+//! [`ApiKeyStore`], [`ExecutionLogStore`], [`DebugLogStore`],
+//! [`IdempotencyStore`], [`HealthStore`]), each in its own
 //! file with the rows it reads and writes, and [`Store`], the umbrella the
 //! control plane holds as `Arc<dyn Store>`.
 //!
@@ -19,6 +20,7 @@ mod apikeys;
 mod blobs;
 mod executions;
 mod fleet;
+mod idempotency;
 mod installs;
 mod kv;
 mod logs;
@@ -33,6 +35,7 @@ pub use apikeys::{ApiKeyRow, ApiKeyStore};
 pub use blobs::BlobStore;
 pub use executions::{ExecutionLogStore, ExecutionRow};
 pub use fleet::{FleetStore, WorkerRow};
+pub use idempotency::{ClaimOutcome, IdempotencyClaim, IdempotencyScope, IdempotencyStore};
 pub use installs::{InstallRow, InstallStatus, InstallStore, InstallView, NewInstall, SecretsRow};
 pub use kv::{KvStore, StoragePut, StorageQuota, StorageRow, StorageSchema, StorageScope};
 pub use logs::{DebugEvent, DebugFilter, DebugLogStore};
@@ -104,6 +107,7 @@ pub trait Store:
     + ApiKeyStore
     + ExecutionLogStore
     + DebugLogStore
+    + IdempotencyStore
     + HealthStore
     + Send
     + Sync
@@ -123,6 +127,7 @@ impl<T> Store for T where
         + ApiKeyStore
         + ExecutionLogStore
         + DebugLogStore
+        + IdempotencyStore
         + HealthStore
         + Send
         + Sync

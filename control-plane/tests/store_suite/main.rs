@@ -189,6 +189,7 @@ mod blobs;
 mod executions;
 mod fleet;
 mod health;
+mod idempotency;
 mod installs;
 mod kv;
 mod logs;
@@ -213,6 +214,11 @@ fn every_case_runs_on_both_stores() {
         ),
         ("fleet", fleet::CASES, include_str!("fleet.rs")),
         ("health", health::CASES, include_str!("health.rs")),
+        (
+            "idempotency",
+            idempotency::CASES,
+            include_str!("idempotency.rs"),
+        ),
         ("installs", installs::CASES, include_str!("installs.rs")),
         ("kv", kv::CASES, include_str!("kv.rs")),
         ("logs", logs::CASES, include_str!("logs.rs")),
@@ -246,5 +252,5 @@ fn every_case_runs_on_both_stores() {
         assert_eq!(defined.len(), cases.len(), "{area}: {cases:?}");
         total += cases.len();
     }
-    assert!(total >= 46, "{total} cases");
+    assert!(total >= 54, "{total} cases");
 }

@@ -130,6 +130,12 @@ pub(crate) async fn dispatch(
             admitted.finish("error", "component_compiling", 503);
             return ApiError::component_compiling(secs).into_response();
         }
+        Err(ExecuteError::Idempotency { error, retry_after }) => {
+            let answer = ApiError::idempotency(error.code, retry_after.map(|d| d.as_secs()));
+            tracing::info!(request_id = %request_id, code = answer.code, "refused for its idempotency key");
+            admitted.finish("error", answer.code, answer.status.as_u16());
+            return answer.into_response();
+        }
         Err(ExecuteError::Timeout) => {
             tracing::warn!(request_id = %request_id, "execution timed out");
             admitted.finish("timeout", "timeout", 504);
@@ -162,8 +168,18 @@ pub(crate) async fn dispatch(
     // Guest data never panics the edge: an answer whose headers are over
     // the caps is a malformed answer, like an invalid status.
     let worker = outcome.worker_id.clone();
+    let replayed = outcome.replayed;
     let response = match guest_response(status, outcome, policy) {
-        Ok(r) => r,
+        Ok(mut r) => {
+            if replayed {
+                // The stored answer of an earlier call with the same key.
+                r.headers_mut().insert(
+                    "x-idempotent-replay",
+                    http::HeaderValue::from_static("true"),
+                );
+            }
+            r
+        }
         Err(e) => {
             state.metrics.guest_answers_refused.inc();
             tracing::warn!(request_id = %request_id, worker = %worker, error = %e, "guest answered headers over the caps");

@@ -1,7 +1,7 @@
 //! A scripted `Worker` service over real mTLS for the edge's component
 //! tests: it answers by request path (`/slow` never), records what it
 //! received, and can be told to refuse calls as unavailable (before the
-//! guest runs).
+//! guest runs) or to fail them as a connection that broke mid-call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +20,9 @@ pub struct Script {
     pub calls: Arc<Mutex<Vec<pb::ExecuteRequest>>>,
     /// Refuse every call with UNAVAILABLE (a draining worker).
     pub unavailable: Arc<AtomicBool>,
+    /// Fail every call (after recording it) as a connection that broke
+    /// mid-call: a status without Annex's error code.
+    pub broken: Arc<AtomicBool>,
 }
 
 pub struct ScriptedWorker {
@@ -107,8 +110,36 @@ impl pb::worker_server::Worker for Svc {
         }
         let r = req.into_inner();
         self.script.calls.lock().push(r.clone());
+        if self.script.broken.load(Ordering::SeqCst) {
+            return Err(Status::unknown("connection reset by peer"));
+        }
         let http = r.http.clone().unwrap_or_default();
+        let idempotency = |code, retry_after: Option<u64>| {
+            let mut status = Status::from(annex_proto::AnnexError::new(code, "refused"));
+            if let Some(secs) = retry_after {
+                annex_proto::error::set_retry_after(&mut status, Duration::from_secs(secs));
+            }
+            Err(status)
+        };
         let resp = match http.path.as_str() {
+            "/items/reused" => {
+                return idempotency(annex_proto::ErrorCode::IdempotencyKeyReused, None);
+            }
+            "/items/busy" => {
+                return idempotency(annex_proto::ErrorCode::IdempotencyInProgress, Some(4));
+            }
+            "/items/records-down" => {
+                return idempotency(annex_proto::ErrorCode::IdempotencyUnavailable, Some(2));
+            }
+            "/items/replayed" => pb::ExecuteResponse {
+                replayed: true,
+                ..ok(
+                    201,
+                    &[("content-type", "text/plain")],
+                    b"stored".to_vec(),
+                    &self.id,
+                )
+            },
             "/compiling" => {
                 let mut status = Status::from(annex_proto::AnnexError::new(
                     annex_proto::ErrorCode::ComponentCompiling,

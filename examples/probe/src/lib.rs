@@ -3,7 +3,8 @@
 //! (every Alga interface plus Annex's `config` and `storage-v2`). Results are `{"ok": ...}` or
 //! `{"err": "<enum case>"}`; record-returning functions report the record.
 //! The status is 200, or `status_on_err=N` from the query when the result is
-//! an `err`.
+//! an `err`. `/storage/put` first waits `sleep_ms` milliseconds when the
+//! query has it (a write still in flight, for tests of repeated calls).
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -73,6 +74,9 @@ impl Guest for Probe {
                 }
             }
             "/storage/put" => {
+                if let Some(ms) = q.get("sleep_ms").and_then(|m| m.parse::<u64>().ok()) {
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                }
                 let entry = StorageEntry {
                     namespace: q.get("ns").unwrap_or("").to_string(),
                     key: q.get("key").unwrap_or("").to_string(),

@@ -33,6 +33,10 @@ pub(crate) struct Limits {
     /// Threads of the guest runtime: one per core by default, so guests
     /// can use every core while gRPC I/O stays on its own runtime.
     pub(crate) guest_threads: usize,
+    /// How long the idempotency record of a running keyed call is held
+    /// without a renewal (renewed every third of it while the call runs):
+    /// how long a repeat waits after a worker died mid-call.
+    pub(crate) idempotency_lease: Duration,
 }
 
 impl Default for Limits {
@@ -46,6 +50,7 @@ impl Default for Limits {
             max_response_bytes: 32 * 1024 * 1024,
             max_queue_wait: Duration::from_secs(10),
             guest_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            idempotency_lease: Duration::from_secs(10),
         }
     }
 }

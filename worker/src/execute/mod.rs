@@ -6,7 +6,11 @@
 //! Every path ends in an `ExecuteResponse`
 //! (`ok | trap | timeout | oom | rejected`) except the refusals of
 //! [`NotStarted`], which the caller may retry (on another worker, or later
-//! for [`NotStarted::Compiling`]).
+//! for [`NotStarted::Compiling`] and the idempotency refusals).
+//!
+//! A call with an idempotency key first claims its record ([`idempotency`]):
+//! a replay answers without loading anything, and a claimed call runs with
+//! its lease renewed and settles the record afterwards.
 //!
 //! The guest runtime is apart from the one serving gRPC: a guest that spins
 //! until its next epoch yield never delays request I/O, and the OS
@@ -16,6 +20,7 @@
 //! and host services the caller brings (the runner API).
 
 mod guest;
+mod idempotency;
 pub(crate) mod limits;
 mod prepared;
 mod proxy;
@@ -61,7 +66,9 @@ fn load_failure(hash: &ContentHash, error: &CacheError) -> Failure {
     }
 }
 
-/// A request the worker did not start: the caller may retry elsewhere.
+/// A request the worker did not start: the caller may retry elsewhere
+/// (draining, overloaded), later (compiling), or must tell its client (the
+/// idempotency refusals, which any worker would answer alike).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum NotStarted {
     #[error("worker is draining")]
@@ -72,6 +79,19 @@ pub(crate) enum NotStarted {
     /// `retry_after`.
     #[error("the component is being compiled; retry in {}s", .retry_after.as_secs().max(1))]
     Compiling { retry_after: Duration },
+    /// The idempotency key was used before with another request.
+    #[error("the idempotency key was used with another request")]
+    KeyReused,
+    /// A call with the same idempotency key is still running.
+    #[error("a call with this idempotency key is in progress; retry in {}s", .retry_after.as_secs().max(1))]
+    InProgress { retry_after: Duration },
+    /// The call with this key ran, but its answer was too large to keep.
+    #[error("the call with this idempotency key ran; its answer was too large to keep")]
+    ResponseNotKept,
+    /// The idempotency records cannot be reached; running the call could
+    /// run it twice.
+    #[error("the idempotency records are unavailable; retry in {}s", .retry_after.as_secs().max(1))]
+    RecordsUnavailable { retry_after: Duration },
 }
 
 /// Why an execution produced no guest response: refused before it started
@@ -213,17 +233,20 @@ impl Executor {
         Ok(source)
     }
 
-    /// Runs one request. `Err` only when the guest was not started and the
-    /// caller may retry on another worker.
+    /// Runs one request. `Err` only when the guest was not started (see
+    /// [`NotStarted`] for what the caller may do). `deadline` is the
+    /// caller's, when it sent one.
     pub(crate) async fn execute(
         self: &Arc<Self>,
         request: pb::ExecuteRequest,
+        deadline: Option<Duration>,
     ) -> Result<pb::ExecuteResponse, NotStarted> {
         let started = Instant::now();
         if self.drain.is_draining() {
             return Err(NotStarted::Draining);
         }
-        let result = self.attempt(request, started).await;
+        let deadline = deadline.map(|d| started + d);
+        let result = self.attempt(request, started, deadline).await;
         self.answer(result, started)
     }
 
@@ -252,16 +275,59 @@ impl Executor {
         Ok(response)
     }
 
-    /// Decode, admit, load, run.
+    /// Decode, claim the idempotency record when the call has a key
+    /// (replaying a completed one), admit, load, run, settle the record.
     async fn attempt(
         self: &Arc<Self>,
         request: pb::ExecuteRequest,
         started: Instant,
+        deadline: Option<Instant>,
     ) -> Result<pb::ExecuteResponse, ExecuteError> {
+        let keyed = idempotency::Keyed::of(&request);
         let request = Request::try_from(request)?;
         let budget = self.limits.budget(&request.limits);
         let caps = Capabilities::from_providers(&request.providers)
             .map_err(|unknown| Failure::rejected(400, unknown.to_string()))?;
+        let Some(keyed) = keyed else {
+            return self.admitted(request, caps, budget, started).await;
+        };
+        let wait_until = idempotency::wait_until(started, budget.timeout, deadline);
+        let claim = idempotency::claim(
+            &self.services.backend,
+            &self.metrics,
+            keyed,
+            self.limits.idempotency_lease,
+            wait_until,
+        )
+        .await?;
+        let held = match claim {
+            idempotency::Claim::Replay(kept) => {
+                return idempotency::replay(kept, started.elapsed(), &self.worker_id);
+            }
+            idempotency::Claim::Run(held) => *held,
+        };
+        let result = match held
+            .renewing(self.admitted(request, caps, budget, started))
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(NotStarted::RecordsUnavailable {
+                retry_after: self.limits.idempotency_lease,
+            }
+            .into()),
+        };
+        held.settle(&result).await;
+        result
+    }
+
+    /// Admit, load, run.
+    async fn admitted(
+        self: &Arc<Self>,
+        request: Request,
+        caps: Capabilities,
+        budget: limits::Budget,
+        started: Instant,
+    ) -> Result<pb::ExecuteResponse, ExecuteError> {
         let permit = self
             .admission
             .acquire(&request.call.tenant_id, self.limits.queue_wait(&budget))

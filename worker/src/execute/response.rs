@@ -91,6 +91,7 @@ pub(crate) fn ok_response(
         error: String::new(),
         usage: Some(usage),
         worker_id: worker_id.to_string(),
+        replayed: false,
     }
 }
 

@@ -264,6 +264,30 @@ impl HostServices for FakeControlPlane {
     async fn publish_logs(&self, _: Request<pb::LogBatch>) -> Result<Response<pb::Empty>, Status> {
         Ok(Response::new(pb::Empty {}))
     }
+    async fn idempotency_claim(
+        &self,
+        _: Request<pb::IdempotencyClaimRequest>,
+    ) -> Result<Response<pb::IdempotencyClaimResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+    async fn idempotency_renew(
+        &self,
+        _: Request<pb::IdempotencyLeaseRequest>,
+    ) -> Result<Response<pb::IdempotencyOwnership>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+    async fn idempotency_complete(
+        &self,
+        _: Request<pb::IdempotencyCompleteRequest>,
+    ) -> Result<Response<pb::IdempotencyOwnership>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+    async fn idempotency_release(
+        &self,
+        _: Request<pb::IdempotencyLeaseRequest>,
+    ) -> Result<Response<pb::IdempotencyOwnership>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
     type WatchLogsStream = tokio_stream::Empty<Result<pb::LogEvent, Status>>;
     async fn watch_logs(
         &self,

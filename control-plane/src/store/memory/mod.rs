@@ -23,6 +23,7 @@ mod apikeys;
 mod blobs;
 mod executions;
 mod fleet;
+mod idempotency;
 mod installs;
 mod kv;
 mod logs;
@@ -64,6 +65,7 @@ struct State {
     api_keys: apikeys::ApiKeys,
     executions: executions::Executions,
     logs: logs::Logs,
+    idempotency: idempotency::Idempotency,
 }
 
 impl State {

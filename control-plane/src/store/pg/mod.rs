@@ -12,7 +12,7 @@
 //!
 //! Layout: this file owns the pool, migrations, error mapping and the health
 //! check; each area's file (`registry`, `blobs`, `trust`, `installs`, `kv`,
-//! `schedules`, `fleet`, `quota`, `apikeys`, `executions`, named as in
+//! `schedules`, `fleet`, `quota`, `apikeys`, `executions`, `idempotency`, named as in
 //! `store/` and `memory/`) implements that area's trait with its SQL; `rows`
 //! decodes the rows several areas share and `cached` prepares hot statements
 //! once per pooled connection.
@@ -102,8 +102,12 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../../../migrations/0007_quotas.sql"),
     ),
     (
-        "0008_debug_events",
-        include_str!("../../../../migrations/0008_debug_events.sql"),
+        "0008_idempotency",
+        include_str!("../../../../migrations/0008_idempotency.sql"),
+    ),
+    (
+        "0009_debug_events",
+        include_str!("../../../../migrations/0009_debug_events.sql"),
     ),
 ];
 
@@ -199,6 +203,7 @@ mod blobs;
 mod cached;
 mod executions;
 mod fleet;
+mod idempotency;
 mod installs;
 mod kv;
 mod logs;
