@@ -31,44 +31,70 @@ fn host_page(edge: SocketAddr, registry_id: &str, content_hash: &str) -> String 
     )
 }
 
+/// The host application's origin (its own port, allowed by the edge) and
+/// the stack it embeds extensions from.
+struct Host {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    stack: Stack,
+}
+
+impl Host {
+    async fn start() -> Host {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"));
+        let stack = Stack::start_with(StackOptions {
+            edge_env: vec![(
+                "ANNEX_EDGE_PROXY_ALLOWED_ORIGINS".into(),
+                format!("http://{addr}"),
+            )],
+            ..StackOptions::default()
+        })
+        .await;
+        Host {
+            listener,
+            addr,
+            stack,
+        }
+    }
+
+    /// Serves `page` at `/` and opens it in `driver` with the session
+    /// cookie the host application would have set (cookies are per host,
+    /// not per port, so the edge receives it too); returns the stack.
+    async fn open(self, driver: &Driver, page: String) -> Stack {
+        let listener = self.listener;
+        tokio::spawn(async move {
+            let app = axum::Router::new().route(
+                "/",
+                axum::routing::get(move || async move { axum::response::Html(page) }),
+            );
+            let _ = axum::serve(listener, app).await;
+        });
+        let s = self.stack;
+        driver
+            .goto(&format!("http://{}/ext-bridge/sdk.js", s.edge.http))
+            .await;
+        driver
+            .add_cookie("annex_session", &s.token(&serde_json::json!({})))
+            .await;
+        driver.goto(&format!("http://{}/", self.addr)).await;
+        s
+    }
+}
+
 #[tokio::test]
 async fn an_iframe_ui_calls_its_handler_through_the_bridge() {
     let Some(driver) = Driver::start().await else {
         return;
     };
-    // The host application: its own origin (another port), allowed by the edge.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
-    let host_addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("addr: {e}"));
-    let s = Stack::start_with(StackOptions {
-        edge_env: vec![(
-            "ANNEX_EDGE_PROXY_ALLOWED_ORIGINS".into(),
-            format!("http://{host_addr}"),
-        )],
-        ..StackOptions::default()
-    })
-    .await;
+    let host = Host::start().await;
+    let s = &host.stack;
     let page = host_page(s.edge.http, &s.hello.registry_id, &s.hello.content_hash);
-    tokio::spawn(async move {
-        let app = axum::Router::new().route(
-            "/",
-            axum::routing::get(move || async move { axum::response::Html(page) }),
-        );
-        let _ = axum::serve(listener, app).await;
-    });
-
-    // The session cookie the host application would have set (cookies are
-    // per host, not per port, so the edge receives it too).
-    driver
-        .goto(&format!("http://{}/ext-bridge/sdk.js", s.edge.http))
-        .await;
-    driver
-        .add_cookie("annex_session", &s.token(&serde_json::json!({})))
-        .await;
-    driver.goto(&format!("http://{host_addr}/")).await;
+    let s = host.open(&driver, page).await;
     let frame = driver.find("#ext", 10_000).await;
     driver.switch_to_frame(&frame).await;
     let button = driver.find("#call", 20_000).await;
@@ -131,20 +157,8 @@ async fn a_ui_built_with_algas_iframe_sdk_works_unchanged() {
     let Some(driver) = Driver::start().await else {
         return;
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
-    let host_addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("addr: {e}"));
-    let s = Stack::start_with(StackOptions {
-        edge_env: vec![(
-            "ANNEX_EDGE_PROXY_ALLOWED_ORIGINS".into(),
-            format!("http://{host_addr}"),
-        )],
-        ..StackOptions::default()
-    })
-    .await;
+    let host = Host::start().await;
+    let s = &host.stack;
     let hello = std::fs::read(annex_worker::testing::guest("hello"))
         .unwrap_or_else(|e| panic!("hello: {e}"));
     let manifest = serde_json::json!({
@@ -164,20 +178,7 @@ async fn a_ui_built_with_algas_iframe_sdk_works_unchanged() {
         )
         .await;
     let page = alga_host_page(s.edge.http, &ext.registry_id, &ext.content_hash);
-    tokio::spawn(async move {
-        let app = axum::Router::new().route(
-            "/",
-            axum::routing::get(move || async move { axum::response::Html(page) }),
-        );
-        let _ = axum::serve(listener, app).await;
-    });
-    driver
-        .goto(&format!("http://{}/ext-bridge/sdk.js", s.edge.http))
-        .await;
-    driver
-        .add_cookie("annex_session", &s.token(&serde_json::json!({})))
-        .await;
-    driver.goto(&format!("http://{host_addr}/")).await;
+    let s = host.open(&driver, page).await;
 
     let frame = driver.find("#ext", 10_000).await;
     driver.switch_to_frame(&frame).await;

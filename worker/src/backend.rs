@@ -380,21 +380,13 @@ impl HostBackend for GrpcHostBackend {
         value: Vec<u8>,
         if_revision: Option<u64>,
     ) -> Result<StorageRecord, HostError> {
-        let request = pb::StoragePutRequest {
-            grant: grant.to_string(),
-            namespace: namespace.to_string(),
+        let item = StorageItem {
             key: key.to_string(),
             value,
             if_revision,
-            ..Default::default()
         };
-        let mut client = self.client();
-        let response = within(
-            CALL_TIMEOUT,
-            client.storage_put(timed(request, CALL_TIMEOUT)),
-        )
-        .await?;
-        Ok(record_from_pb(response))
+        self.storage_put_with(grant, namespace, item, StorageOptions::default())
+            .await
     }
 
     async fn storage_put_with(

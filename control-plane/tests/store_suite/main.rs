@@ -204,7 +204,7 @@ mod trust;
 /// case runs on both stores.
 #[test]
 fn every_case_runs_on_both_stores() {
-    let areas: [(&str, &[&str], &str); 12] = [
+    let areas: [(&str, &[&str], &str); 13] = [
         ("apikeys", apikeys::CASES, include_str!("apikeys.rs")),
         ("blobs", blobs::CASES, include_str!("blobs.rs")),
         (
