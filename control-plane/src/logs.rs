@@ -102,36 +102,36 @@ impl DebugLogs {
 
     /// The recent matching events (`after`'s successors, else the newest
     /// `tail`), then new ones as they are appended, until `closed`
-    /// resolves. A store failure is logged and retried; it never ends the
-    /// stream.
-    pub(crate) fn follow(
+    /// resolves. Where "new" starts is read before this returns, so every
+    /// event appended after the call returned is delivered. A store failure
+    /// is logged and retried; it never ends the stream.
+    pub(crate) async fn follow(
         self: Arc<Self>,
         filter: DebugFilter,
         tail: u32,
         after: Option<u64>,
         closed: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> impl Stream<Item = LogEvent> + Send + 'static {
+        let tail = tail.min(MAX_PAGE);
+        let (first, mut cursor) = match after {
+            Some(after) => (Vec::new(), Some(after)),
+            // With no tail, one event is read only to learn where "now" is.
+            None => match self.page(&filter, None, tail.max(1)).await {
+                Ok((events, last)) => (if tail > 0 { events } else { Vec::new() }, Some(last)),
+                Err(error) => {
+                    tracing::debug!(%error, "reading the debug log tail failed");
+                    (Vec::new(), None)
+                }
+            },
+        };
         async_stream::stream! {
             tokio::pin!(closed);
-            let mut cursor = after;
-            if cursor.is_none() {
-                let tail = tail.min(MAX_PAGE);
-                // With no tail, read one event only to learn where "now" is.
-                match self.page(&filter, None, tail.max(1)).await {
-                    Ok((events, last)) => {
-                        cursor = Some(last);
-                        if tail > 0 {
-                            for e in events {
-                                yield e;
-                            }
-                        }
-                    }
-                    Err(error) => tracing::debug!(%error, "reading the debug log tail failed"),
-                }
+            for e in first {
+                yield e;
             }
             loop {
                 let read = match cursor {
-                    // No tail was read: start from the newest event there is.
+                    // The start could not be read: start from the newest event there is.
                     None => self.page(&filter, None, 1).await.map(|(_, last)| (Vec::new(), last)),
                     Some(after) => self.page(&filter, Some(after), MAX_PAGE).await,
                 };

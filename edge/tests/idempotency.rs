@@ -239,7 +239,7 @@ async fn a_repeated_key_replays_without_running_the_guest() {
     assert_eq!(other.json(), json!({"error": "idempotency_key_reused"}));
     assert_eq!(s.revision(&probe, "r1").await, 1);
 
-    // Writes without a key of their own get a fresh one each time: both run.
+    // Writes without a key run every time: nothing is kept for them.
     for expected in [2, 3] {
         let r = s.put(&probe, "r1", "", None, b"v1").await;
         assert_eq!(r.status, 200, "{}", r.text());

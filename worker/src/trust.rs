@@ -13,9 +13,11 @@
 //! Only a worker that has never listed the keys waits, for at most
 //! [`FIRST_WAIT`]; and a bundle the current keys do not admit (its key was
 //! added since the last listing) makes the load list them once more
-//! ([`TrustSource::relisted`]), at most once per [`MIN_RELIST`], so an
-//! admitted bundle never waits and an unknown one cannot make the worker
-//! hammer the control plane. A newer listing replaces the old one the
+//! ([`TrustSource::relisted`]), at most once per [`MIN_RELIST`] (a load
+//! that asks sooner waits for the rest of that interval, and loads asking
+//! together share one listing), so an admitted bundle never waits, a bundle
+//! whose key was just added loads within a second, and an unknown one
+//! cannot make the worker hammer the control plane. A newer listing replaces the old one the
 //! moment it arrives, so a revocation stops loads as soon as the worker
 //! receives it. Key validity windows are still checked against the clock
 //! on every load. This module verifies no signature itself (see
@@ -167,9 +169,19 @@ impl TrustSource for GrpcTrust {
     }
 
     async fn relisted(&self) -> Result<Arc<TrustBundle>, BundleError> {
+        let asked = Instant::now();
         let mut last = self.shared.relisting.lock().await;
-        if last.is_some_and(|at| at.elapsed() < MIN_RELIST) {
-            return self.trust().await;
+        if let Some(at) = *last {
+            // A listing started since this load asked answers it.
+            if at >= asked {
+                return self.trust().await;
+            }
+            // Too soon after the last one: wait for the rest of the second
+            // rather than refuse a bundle whose key was just added (loads
+            // asking meanwhile queue here and share this listing).
+            if let Some(rest) = MIN_RELIST.checked_sub(at.elapsed()) {
+                tokio::time::sleep(rest).await;
+            }
         }
         *last = Some(Instant::now());
         match list(&self.shared.client).await {

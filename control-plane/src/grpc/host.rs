@@ -386,6 +386,7 @@ impl HostServices for HostService {
             .logs
             .clone()
             .follow(filter, r.tail, after, self.closing.closed())
+            .await
             .map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }

@@ -206,3 +206,30 @@ async fn a_key_added_after_the_last_listing_admits_its_bundle_at_once() {
     let r = w.execute(Call::new(&hash, "GET", "/hello").build()).await;
     assert_eq!((r.status, r.error.as_str()), (200, ""));
 }
+
+#[tokio::test]
+async fn a_key_added_just_after_a_relisting_admits_its_bundle_within_the_second() {
+    let (fake, channel) = fake_trust().await;
+    let key = fake.keys.lock().pop().expect("the publisher's key");
+    let w = worker_trusting(GrpcTrust::new(channel, Duration::from_secs(3600))).await;
+    annex_testkit::assert_eventually!(
+        Duration::from_secs(10),
+        async || fake.lists.load(Ordering::SeqCst) > 0,
+        "the keys to be listed"
+    );
+    // Not trusted yet: the load lists the keys once more, and refuses.
+    let hash = publisher().publish("hello");
+    let r = w.execute(Call::new(&hash, "GET", "/hello").build()).await;
+    assert_eq!(r.status, 502, "{}", r.error);
+    let listed = fake.lists.load(Ordering::SeqCst);
+    // The operator trusts the key at once: the next load, sooner than a
+    // second after that listing, waits for the next one instead of refusing.
+    fake.keys.lock().push(key);
+    let r = w.execute(Call::new(&hash, "GET", "/hello").build()).await;
+    assert_eq!((r.status, r.error.as_str()), (200, ""));
+    assert_eq!(
+        fake.lists.load(Ordering::SeqCst),
+        listed + 1,
+        "one more listing"
+    );
+}
