@@ -182,9 +182,17 @@ async fn a_ui_built_with_algas_iframe_sdk_works_unchanged() {
 
     let frame = driver.find("#ext", 10_000).await;
     driver.switch_to_frame(&frame).await;
+    // Read by script, not through an element reference: `navigate` reloads
+    // the page, and a reference found before the reload goes stale.
     let shown = async |css: &str| {
-        let element = driver.find(css, 20_000).await;
-        driver.text(&element).await
+        let script =
+            format!("var e = document.querySelector('{css}'); return e ? e.textContent : '';");
+        driver
+            .execute(&script)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     };
     let within = Duration::from_secs(20);
     assert_eventually!(
