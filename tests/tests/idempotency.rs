@@ -20,11 +20,9 @@ use std::time::Duration;
 use annex_e2e::http::{Resp, get, try_send};
 use annex_e2e::stack::{Installed, OTHER_TENANT, PUBLISHER};
 use annex_e2e::{FleetOptions, Stack, StackOptions};
-use annex_ops::Role;
 use annex_proto::pb;
 use annex_testkit::assert_eventually;
 use serde_json::json;
-use tonic::transport::Endpoint;
 
 /// One stack at a time: each runs four processes on a small machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -70,17 +68,8 @@ async fn install_probe(s: &Stack, name: &str) -> Installed {
 
 /// `Worker.Prewarm` of worker `i`, asked over mTLS as the control plane.
 async fn prewarm(s: &Stack, i: usize, hash: &str) {
-    let material = annex_ops::devcerts::role_files(&s.pki, Role::ControlPlane)
-        .load()
-        .unwrap_or_else(|e| panic!("certificates: {e}"));
-    let channel = Endpoint::from_shared(format!("https://{}", s.workers[i].grpc))
-        .unwrap_or_else(|e| panic!("url: {e}"))
-        .tls_config(material.client_config("localhost"))
-        .unwrap_or_else(|e| panic!("tls: {e}"))
-        .connect()
+    s.worker_client(i)
         .await
-        .unwrap_or_else(|e| panic!("connecting to worker {i}: {e}"));
-    pb::worker_client::WorkerClient::new(channel)
         .prewarm(pb::PrewarmRequest {
             content_hash: hash.to_owned(),
         })

@@ -8,7 +8,7 @@ use std::time::Duration;
 use annex_ops::Role;
 use annex_proto::pb;
 use annex_testkit::assert_eventually;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 use super::{AUDIENCE, Stack, TENANT};
 use crate::http::get;
@@ -82,8 +82,8 @@ impl Stack {
             .unwrap_or_else(|e| panic!("list: {e}"))
     }
 
-    /// `Worker.Stats` of worker `i`, asked over mTLS as the control plane.
-    pub async fn worker_stats(&self, i: usize) -> pb::WorkerStats {
+    /// The `Worker` service of worker `i`, over mTLS as the control plane.
+    pub async fn worker_client(&self, i: usize) -> pb::worker_client::WorkerClient<Channel> {
         let material = annex_ops::devcerts::role_files(&self.pki, Role::ControlPlane)
             .load()
             .unwrap_or_else(|e| panic!("certificates: {e}"));
@@ -95,6 +95,12 @@ impl Stack {
             .await
             .unwrap_or_else(|e| panic!("connecting to worker {i}: {e}"));
         pb::worker_client::WorkerClient::new(channel)
+    }
+
+    /// `Worker.Stats` of worker `i`, asked over mTLS as the control plane.
+    pub async fn worker_stats(&self, i: usize) -> pb::WorkerStats {
+        self.worker_client(i)
+            .await
             .stats(pb::Empty {})
             .await
             .unwrap_or_else(|e| panic!("stats of worker {i}: {e}"))
