@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -31,30 +32,66 @@ import tempfile
 TICK = os.sysconf("SC_CLK_TCK")
 
 DEFAULT_PROCS = (
-    r"^(annex|annex-edge|annex-worker|annex-control-p\w*|postgres|annex-loadtest|wasmtime|stack)$"
+    r"^(annex|annex-edge|annex-worker|annex-control-p\w*|postgres|wasmtime|stack)$"
 )
 
 
-def snapshot(pattern):
-    """pid -> (name, cpu seconds) for every process whose name matches."""
+def read_all(base="/proc"):
+    """pid -> (name, parent pid, cpu seconds) for every process under base."""
     out = {}
-    for entry in os.listdir("/proc"):
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        return out
+    for entry in entries:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
+            with open(f"{base}/{entry}/stat", "rb") as f:
                 raw = f.read().decode("utf-8", "replace")
         except OSError:
             continue
         # The name is in parentheses and may itself hold spaces or ')'.
         start, end = raw.find("("), raw.rfind(")")
         name = raw[start + 1 : end]
-        if not pattern.search(name):
-            continue
         fields = raw[end + 2 :].split()
-        # Fields after the name: state is index 0, utime 11, stime 12.
+        # Fields after the name: state 0, ppid 1, utime 11, stime 12.
         utime, stime = int(fields[11]), int(fields[12])
-        out[int(entry)] = (name, (utime + stime) / TICK)
+        out[int(entry)] = (name, int(fields[1]), (utime + stime) / TICK)
+    return out
+
+
+def read_threads(pid, name):
+    """(pid, tid) -> (process/thread name, cpu seconds) for one process's threads."""
+    out = {}
+    for tid, (thread, _, cpu) in read_all(f"/proc/{pid}/task").items():
+        out[(pid, tid)] = (f"{name}/{thread}", cpu)
+    return out
+
+
+def snapshot(pattern, roots, threads):
+    """key -> (name, cpu seconds) for the matching processes (or, with
+    threads, their threads); with roots, only those processes and their
+    descendants."""
+    procs = read_all()
+
+    def under_root(pid):
+        seen = set()
+        while pid and pid not in seen:
+            if pid in roots:
+                return True
+            seen.add(pid)
+            pid = procs[pid][1] if pid in procs else 0
+        return False
+
+    out = {}
+    for pid, (name, _, cpu) in procs.items():
+        if not pattern.search(name) or (roots and not under_root(pid)):
+            continue
+        if threads:
+            out.update(read_threads(pid, name))
+        else:
+            out[pid] = (name, cpu)
     return out
 
 
@@ -73,6 +110,20 @@ def main():
     ap.add_argument("--procs", default=DEFAULT_PROCS, help="process-name regex")
     ap.add_argument("--warmup", default="3s")
     ap.add_argument("--duration", default="10s")
+    ap.add_argument(
+        "--tree",
+        type=int,
+        action="append",
+        default=[],
+        help="count only this process and its descendants (repeatable; e.g. the pid of "
+        "`annex dev`, whose Postgres is its child, or of the e2e `stack`)",
+    )
+    ap.add_argument(
+        "--threads",
+        action="store_true",
+        help="break each process down by thread name (annex dev runs the edge, control "
+        "plane and worker on one runtime; guest threads are named annex-guest)",
+    )
     ap.add_argument("--markdown", help="also write the table to this file")
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args()
@@ -87,20 +138,30 @@ def main():
     env["ANNEX_LOADTEST_DURATION"] = args.duration
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "run.json")
-        before = snapshot(pattern)
+        roots = set(args.tree)
+        before = snapshot(pattern, roots, args.threads)
+        harness_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run(cmd + ["--json", report], env=env, check=True)
-        after = snapshot(pattern)
+        harness_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        after = snapshot(pattern, roots, args.threads)
         requests, errors, runs = requests_in(report)
     if requests == 0:
         raise SystemExit("the measured run made no requests")
 
     groups = {}
-    for pid, (name, cpu) in after.items():
-        start = before.get(pid, (name, 0.0))[1]
+    for key, (name, cpu) in after.items():
+        start = before.get(key, (name, 0.0))[1]
         groups[name] = groups.get(name, 0.0) + (cpu - start)
+    # The harness is this script's child and has exited by now: its CPU
+    # comes from the children's rusage, not /proc.
+    harness = (harness_after.ru_utime + harness_after.ru_stime) - (
+        harness_before.ru_utime + harness_before.ru_stime
+    )
+    groups["annex-loadtest (harness)"] = harness
     # A process that exited took its final CPU reading with it.
-    gone = sum(1 for pid in before if pid not in after)
+    gone = sum(1 for key in before if key not in after)
 
+    deployment = sum(cpu for name, cpu in groups.items() if "(harness)" not in name)
     total = sum(groups.values())
     rate = sum(r["rps"] for r in runs)
     lines = [
@@ -112,10 +173,13 @@ def main():
     for name, cpu in sorted(groups.items(), key=lambda kv: -kv[1]):
         share = cpu / total * 100 if total else 0.0
         lines.append(f"| {name} | {cpu:.2f} | {cpu / requests * 1e6:.1f} | {share:.0f} % |")
-    lines.append(f"| **all** | {total:.2f} | **{total / requests * 1e6:.1f}** | 100 % |")
+    lines.append(
+        f"| **deployment** (all but the harness) | {deployment:.2f} | "
+        f"**{deployment / requests * 1e6:.1f}** | {deployment / total * 100 if total else 0:.0f} % |"
+    )
     if gone:
         lines.append("")
-        lines.append(f"{gone} matching process(es) exited during the run; their CPU is not counted")
+        lines.append(f"{gone} matching process(es) or thread(s) exited during the run; not counted")
     text = "\n".join(lines)
     print(text)
     if args.markdown:
