@@ -7,7 +7,8 @@
 //! `ranking` orders the workers of a [`RoutingTable`] for a hash;
 //! [`Workers`] holds the channels, the passive health check and the
 //! rotation, and sends with [`Workers::execute`]; [`execute_request`] is
-//! the one builder of the message a worker runs. Nothing here computes
+//! the one builder of the message a worker runs. A worker in the same
+//! process is reached through its service directly ([`Transport`]). Nothing here computes
 //! placement (the control plane's fleet module does) or knows where the
 //! table comes from.
 
@@ -15,8 +16,10 @@
 
 mod ranking;
 mod request;
+mod transport;
 mod workers;
 
 pub use ranking::{RoutingTable, WorkerTarget, rendezvous};
 pub use request::{Installed, Invocation, Trigger, execute_request};
+pub use transport::Transport;
 pub use workers::{ConnectError, ExecuteError, Executed, WorkerTls, Workers};

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use annex_ops::in_process;
 use annex_ops::tls::{Tls, TlsConnector};
 use annex_proto::pb;
 use annex_proto::pb::worker_client::WorkerClient;
@@ -29,6 +30,7 @@ use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::ranking::{RoutingTable, WorkerTarget, rank};
+use crate::transport::Transport;
 
 /// How long a worker that failed a call at the transport level is passed
 /// over (passive health check): long enough to leave a dead worker at once
@@ -120,6 +122,8 @@ pub struct Workers {
     channels: Mutex<HashMap<String, Channel>>,
     /// Worker id → until when it is passed over.
     down: Mutex<HashMap<String, Instant>>,
+    /// Workers running in this process, by the address they advertise.
+    in_process: in_process::Endpoints,
 }
 
 impl std::fmt::Debug for Workers {
@@ -140,7 +144,15 @@ impl Workers {
             turn: AtomicUsize::new(0),
             channels: Mutex::default(),
             down: Mutex::default(),
+            in_process: in_process::Endpoints::default(),
         }
+    }
+
+    /// Reaches the workers registered in `endpoints` (same process) through
+    /// their services instead of the network.
+    pub fn with_in_process(mut self, endpoints: in_process::Endpoints) -> Workers {
+        self.in_process = endpoints;
+        self
     }
 
     /// Workers of `table` to try for `content_hash`, best first (placed
@@ -176,20 +188,26 @@ impl Workers {
             .retain(|addr, _| table.workers.iter().any(|w| &w.address == addr));
     }
 
-    /// A `Worker` client for `target` over mTLS (channels are reused).
-    pub fn client(&self, target: &WorkerTarget) -> Result<WorkerClient<Channel>, ConnectError> {
-        let mut channels = self.channels.lock();
-        let channel = match channels.get(&target.address) {
-            Some(c) => c.clone(),
-            None => {
-                let c = self.connect(&target.address)?;
-                channels.insert(target.address.clone(), c.clone());
-                c
-            }
+    /// A `Worker` client for `target`: its service when it runs in this
+    /// process, else over mTLS (channels are reused).
+    pub fn client(&self, target: &WorkerTarget) -> Result<WorkerClient<Transport>, ConnectError> {
+        let transport = match self.in_process.get(&target.address) {
+            Some(service) => Transport::InProcess(service),
+            None => Transport::Network(self.channel(&target.address)?),
         };
-        Ok(WorkerClient::new(channel)
+        Ok(WorkerClient::new(transport)
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes))
+    }
+
+    fn channel(&self, address: &str) -> Result<Channel, ConnectError> {
+        let mut channels = self.channels.lock();
+        if let Some(c) = channels.get(address) {
+            return Ok(c.clone());
+        }
+        let c = self.connect(address)?;
+        channels.insert(address.to_owned(), c.clone());
+        Ok(c)
     }
 
     fn connect(&self, address: &str) -> Result<Channel, ConnectError> {

@@ -192,6 +192,9 @@ pub struct Settings {
     pub control_plane_urls: Vec<http::Uri>,
     pub control_plane_server_name: String,
     pub worker_server_name: Option<String>,
+    /// Workers in this process (`annex dev`), reached without the network;
+    /// empty for the edge binary.
+    pub in_process: annex_ops::in_process::Endpoints,
     pub jwt: JwtVerifier,
     pub session_cookie: Option<String>,
     pub allowed_origins: Vec<String>,
@@ -292,6 +295,7 @@ impl Config {
             control_plane_urls,
             control_plane_server_name: server_name,
             worker_server_name: self.worker_server_name.clone(),
+            in_process: annex_ops::in_process::Endpoints::default(),
             jwt,
             session_cookie: self.session_cookie.clone().filter(|c| !c.is_empty()),
             allowed_origins: origins(&self.allowed_origins, "--allowed-origins")?,

@@ -54,12 +54,14 @@ impl std::fmt::Debug for Routes {
 }
 
 impl Routes {
-    pub(crate) fn new(tls: WorkerTls) -> Routes {
+    /// Workers registered in `in_process` are reached through their
+    /// services (same process), the rest over mTLS with `tls`.
+    pub(crate) fn new(tls: WorkerTls, in_process: annex_ops::in_process::Endpoints) -> Routes {
         Routes {
             snapshot: RwLock::default(),
             quotas: QuotaGate::new(),
             received: AtomicBool::new(false),
-            workers: Workers::new(tls, MAX_EXECUTE_MESSAGE_BYTES),
+            workers: Workers::new(tls, MAX_EXECUTE_MESSAGE_BYTES).with_in_process(in_process),
         }
     }
 
@@ -181,10 +183,13 @@ mod tests {
     fn routes() -> Routes {
         let ca = annex_ops::devcerts::DevCa::generate().expect("ca");
         let material = ca.issue(annex_ops::Role::Edge, "edge").expect("cert");
-        Routes::new(WorkerTls {
-            material: annex_ops::tls::Tls::new(material).expect("tls"),
-            server_name: None,
-        })
+        Routes::new(
+            WorkerTls {
+                material: annex_ops::tls::Tls::new(material).expect("tls"),
+                server_name: None,
+            },
+            annex_ops::in_process::Endpoints::default(),
+        )
     }
 
     fn worker(id: &str) -> pb::WorkerRoute {

@@ -128,10 +128,13 @@ pub async fn run(
         settings.install_cache_max_bytes,
         metrics.install_cache_bytes.clone(),
     );
-    let routes = Arc::new(Routes::new(WorkerTls {
-        material: tls.clone(),
-        server_name: settings.worker_server_name.clone(),
-    }));
+    let routes = Arc::new(Routes::new(
+        WorkerTls {
+            material: tls.clone(),
+            server_name: settings.worker_server_name.clone(),
+        },
+        settings.in_process.clone(),
+    ));
     let clients = Arc::new(Clients::new(
         settings.client_ip_header.clone(),
         settings.lookups,

@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod backoff;
 pub mod devcerts;
+pub mod in_process;
 pub mod paths;
 pub mod process;
 pub mod quota;

@@ -176,6 +176,7 @@ fn settings(cp: &ControlPlane, opts: EdgeOptions, ui_dir: &std::path::Path) -> S
         ],
         control_plane_server_name: "localhost".into(),
         worker_server_name: None,
+        in_process: annex_ops::in_process::Endpoints::default(),
         jwt: opts.jwt.unwrap_or_else(|| JwtVerifier {
             keys: vec![JwtKey::hs256(HS_SECRET).unwrap_or_else(|e| panic!("session key: {e}"))],
             audience: AUDIENCE.into(),

@@ -350,9 +350,19 @@ pub async fn run(
         .local_addr()
         .map_or_else(|e| e.to_string(), |a| a.to_string());
     tracing::info!(%listen, worker = %settings.executor.worker_id, "worker serving");
+    // Callers in this process reach the same service without the network,
+    // for as long as the mTLS server runs.
+    let in_process = settings.in_process.as_ref().map(|endpoints| {
+        endpoints.register(
+            &settings.advertise_address,
+            annex_ops::Role::Edge,
+            WorkerService::new(executor.clone()).into_server(),
+        )
+    });
     serve_mtls(executor, listeners.grpc, tls, drain)
         .await
         .context("serving gRPC")?;
+    drop(in_process);
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     if let Some(task) = runner_api_task {

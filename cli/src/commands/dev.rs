@@ -115,7 +115,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
 
     let worker_files = devcerts::role_files(&pki, Role::Worker);
     let worker_addr = local(args.worker_port);
-    let worker_settings = annex_worker::config::Config::try_parse_from([
+    // The edge reaches the worker in this process through its service, not
+    // through TCP, TLS and HTTP/2 to itself; the worker's mTLS listener still
+    // serves the control plane and any other caller.
+    let in_process = annex_ops::in_process::Endpoints::default();
+    let mut worker_settings = annex_worker::config::Config::try_parse_from([
         "annex-worker".into(),
         format!("--grpc-listen={worker_addr}"),
         "--worker-id=dev-worker".into(),
@@ -131,6 +135,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
     .context("configuring the worker")?
     .settings()
     .context("configuring the worker")?;
+    worker_settings.serve_in_process(in_process.clone());
     let worker_io = annex_ops::serve::Io {
         listeners: annex_worker::server::Listeners {
             grpc: bind(worker_addr).await?,
@@ -162,7 +167,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
         format!("--ui-cache-dir={}", dir.join("ui-cache").display()),
     ])
     .context("configuring the edge")?;
-    let edge_settings = edge_config.settings().context("configuring the edge")?;
+    let mut edge_settings = edge_config.settings().context("configuring the edge")?;
+    edge_settings.in_process = in_process;
     tasks.push(tokio::spawn(annex_edge::run(
         edge_settings,
         annex_ops::serve::Io {

@@ -9,6 +9,7 @@ mod egress;
 mod fleet;
 mod host_services;
 mod hostile;
+mod in_process;
 mod interfaces;
 mod js;
 mod mtls;
