@@ -88,9 +88,11 @@ impl S3BlobStore {
         if let Some(secret) = &settings.secret_access_key {
             builder = builder.with_secret_access_key(secret);
         }
-        let mut retry = RetryConfig::default();
-        retry.max_retries = settings.max_retries;
-        retry.retry_timeout = settings.retry_timeout;
+        let retry = RetryConfig {
+            max_retries: settings.max_retries,
+            retry_timeout: settings.retry_timeout,
+            ..RetryConfig::default()
+        };
         let store = builder
             .with_allow_http(settings.allow_http)
             .with_retry(retry)
