@@ -358,6 +358,7 @@ fn database_url(url: &Option<String>, file: &Option<PathBuf>) -> anyhow::Result<
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "annex-control-plane migrate-blobs",
+    bin_name = "annex-control-plane migrate-blobs",
     about = "Copy every referenced bundle blob from one blob store to another, verifying SHA-256"
 )]
 pub struct MigrateBlobs {
@@ -375,6 +376,7 @@ pub struct MigrateBlobs {
         conflicts_with = "database_url_file"
     )]
     pub database_url: Option<String>,
+    /// File holding the Postgres URL.
     #[arg(long, env = "ANNEX_CONTROL_PLANE_DATABASE_URL_FILE")]
     pub database_url_file: Option<PathBuf>,
     /// Directory each blob is spooled to while it is verified.
