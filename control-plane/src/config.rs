@@ -11,15 +11,22 @@ use std::sync::Arc;
 use annex_ops::telemetry::LogFormat;
 use anyhow::Context as _;
 
+use crate::blobs::BlobLimits;
+use crate::blobs::migrate::MigrateReport;
 use crate::host::HostAppConfig;
 use crate::scheduler::SchedulerLimits;
 use crate::seal::Sealer;
-use crate::store::{PgStore, PgStoreConfig, Store};
+use crate::store::{
+    BlobStore, BlobStoreSpec, PgStore, PgStoreConfig, S3Settings, Store, open_blob_store,
+};
 
 /// Everything a control plane runs with, validated.
 pub struct Settings {
     /// The database (Postgres in production, `MemoryStore` in tests).
     pub store: Arc<dyn Store>,
+    /// Where bundle bytes live: the database's own `bundle_blobs` (`store`
+    /// itself), a directory or an object store.
+    pub blobs: Arc<dyn BlobStore>,
     /// The key-encryption key: seals install secrets, signs execution grants.
     pub sealer: Sealer,
     pub limits: Limits,
@@ -30,6 +37,7 @@ pub struct Settings {
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
+            .field("blobs", &self.blobs.describe())
             .field("limits", &self.limits)
             .field("host_app", &self.host_app.base_url)
             .finish_non_exhaustive()
@@ -51,6 +59,8 @@ pub struct Limits {
     /// How long a completed idempotency record answers repeats of its call
     /// (docs/design/idempotency.md): 24 h by default, 1 min to 30 days.
     pub idempotency_retention: std::time::Duration,
+    /// The upload spool and the blob orphan collector.
+    pub blobs: BlobLimits,
 }
 
 impl Default for Limits {
@@ -61,7 +71,70 @@ impl Default for Limits {
             platform_egress_allowlist: Vec::new(),
             scheduler: SchedulerLimits::default(),
             idempotency_retention: crate::idempotency::DEFAULT_RETENTION,
+            blobs: BlobLimits::default(),
         }
+    }
+}
+
+/// How to reach an S3-compatible blob store (`--blob-store s3://…`, and the
+/// `migrate-blobs` side that is one). Unset values come from the standard
+/// `AWS_*` environment and the instance or web-identity credentials.
+#[derive(Debug, Clone, clap::Args)]
+pub struct S3Args {
+    /// S3-compatible endpoint URL (MinIO, Ceph RGW, …); unset: AWS.
+    #[arg(long, env = "ANNEX_CONTROL_PLANE_BLOB_S3_ENDPOINT")]
+    pub blob_s3_endpoint: Option<String>,
+    /// Region (default: `AWS_REGION`, else us-east-1).
+    #[arg(long, env = "ANNEX_CONTROL_PLANE_BLOB_S3_REGION")]
+    pub blob_s3_region: Option<String>,
+    /// Access key id (default: `AWS_ACCESS_KEY_ID`).
+    #[arg(long, env = "ANNEX_CONTROL_PLANE_BLOB_S3_ACCESS_KEY_ID")]
+    pub blob_s3_access_key_id: Option<String>,
+    /// File holding the secret access key (default: `AWS_SECRET_ACCESS_KEY`).
+    #[arg(long, env = "ANNEX_CONTROL_PLANE_BLOB_S3_SECRET_ACCESS_KEY_FILE")]
+    pub blob_s3_secret_access_key_file: Option<PathBuf>,
+    /// Allow a plain-HTTP endpoint (a local server; never in production).
+    #[arg(long, env = "ANNEX_CONTROL_PLANE_BLOB_S3_ALLOW_HTTP")]
+    pub blob_s3_allow_http: bool,
+    /// Retries of a failed object-store request.
+    #[arg(
+        long,
+        env = "ANNEX_CONTROL_PLANE_BLOB_S3_MAX_RETRIES",
+        default_value_t = 10
+    )]
+    pub blob_s3_max_retries: usize,
+    /// Time after which a failed request is not retried again, in seconds.
+    #[arg(
+        long,
+        env = "ANNEX_CONTROL_PLANE_BLOB_S3_RETRY_TIMEOUT_SECS",
+        default_value_t = 180
+    )]
+    pub blob_s3_retry_timeout_secs: u64,
+}
+
+impl S3Args {
+    /// The settings, with the secret read from its file.
+    pub fn settings(&self) -> anyhow::Result<S3Settings> {
+        let secret_access_key = match &self.blob_s3_secret_access_key_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| {
+                        format!("reading the S3 secret access key from {}", path.display())
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        Ok(S3Settings {
+            endpoint: self.blob_s3_endpoint.clone(),
+            region: self.blob_s3_region.clone(),
+            access_key_id: self.blob_s3_access_key_id.clone(),
+            secret_access_key,
+            allow_http: self.blob_s3_allow_http,
+            max_retries: self.blob_s3_max_retries,
+            retry_timeout: std::time::Duration::from_secs(self.blob_s3_retry_timeout_secs),
+        })
     }
 }
 
@@ -69,7 +142,8 @@ impl Default for Limits {
 #[command(
     name = "annex-control-plane",
     version,
-    about = "Annex control plane: registry, trust, installs, scheduling and host services"
+    about = "Annex control plane: registry, trust, installs, scheduling and host services",
+    after_help = "Also: `annex-control-plane migrate-blobs --from <store> --to <store>` copies bundle bytes between blob stores (see its --help)."
 )]
 pub struct Config {
     /// gRPC (mTLS) listen address.
@@ -115,6 +189,35 @@ pub struct Config {
     /// Key-encryption key for install secrets: 32 bytes raw, hex or base64.
     #[arg(long, env = "ANNEX_CONTROL_PLANE_KEK_FILE")]
     pub kek_file: PathBuf,
+    /// Where bundle bytes live: `postgres` (the database's `bundle_blobs`),
+    /// `fs:/path` (a directory) or `s3://bucket[/prefix]` (S3-compatible).
+    #[arg(
+        long,
+        env = "ANNEX_CONTROL_PLANE_BLOB_STORE",
+        default_value = "postgres"
+    )]
+    pub blob_store: BlobStoreSpec,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Directory uploads are spooled to while they stream in (default: the
+    /// system's temporary directory); needs room for the concurrent uploads.
+    #[arg(long, env = "ANNEX_CONTROL_PLANE_BLOB_SPOOL_DIR")]
+    pub blob_spool_dir: Option<PathBuf>,
+    /// Unreferenced blobs and upload leftovers younger than this many
+    /// seconds are kept by the orphan collector.
+    #[arg(
+        long,
+        env = "ANNEX_CONTROL_PLANE_BLOB_ORPHAN_GRACE_SECS",
+        default_value_t = 3600
+    )]
+    pub blob_orphan_grace_secs: u64,
+    /// Seconds between orphan collector passes.
+    #[arg(
+        long,
+        env = "ANNEX_CONTROL_PLANE_BLOB_COLLECT_INTERVAL_SECS",
+        default_value_t = 600
+    )]
+    pub blob_collect_interval_secs: u64,
     /// Largest bundle accepted by publish, in bytes.
     #[arg(long, env = "ANNEX_CONTROL_PLANE_MAX_BUNDLE_BYTES", default_value_t = 200 * 1024 * 1024)]
     pub max_bundle_bytes: u64,
@@ -164,14 +267,19 @@ impl Config {
     /// Postgres and gathers the limits.
     pub async fn settings(&self) -> anyhow::Result<Settings> {
         let sealer = Sealer::from_file(&self.kek_file).context("loading the key-encryption key")?;
-        let store = PgStore::connect(PgStoreConfig {
-            url: self.database_url()?,
-            max_connections: self.db_max_connections,
-        })
-        .await
-        .context("connecting to Postgres")?;
+        let store = Arc::new(
+            PgStore::connect(PgStoreConfig {
+                url: database_url(&self.database_url, &self.database_url_file)?,
+                max_connections: self.db_max_connections,
+            })
+            .await
+            .context("connecting to Postgres")?,
+        );
+        let blobs = open_blob_store(&self.blob_store, &self.s3.settings()?, store.clone())
+            .with_context(|| format!("opening the blob store {}", self.blob_store))?;
         Ok(Settings {
-            store: Arc::new(store),
+            store,
+            blobs,
             sealer,
             limits: self.limits()?,
             host_app: self.host_app()?,
@@ -199,6 +307,13 @@ impl Config {
                 ..SchedulerLimits::default()
             },
             idempotency_retention: retention,
+            blobs: BlobLimits {
+                spool_dir: self.blob_spool_dir.clone(),
+                orphan_grace: std::time::Duration::from_secs(self.blob_orphan_grace_secs),
+                collect_every: std::time::Duration::from_secs(
+                    self.blob_collect_interval_secs.max(1),
+                ),
+            },
             ..Limits::default()
         })
     }
@@ -221,18 +336,87 @@ impl Config {
             ..HostAppConfig::new()
         })
     }
+}
 
-    /// The database URL from the flag or its file.
-    fn database_url(&self) -> anyhow::Result<String> {
-        match (&self.database_url, &self.database_url_file) {
-            (Some(url), _) => Ok(url.clone()),
-            (None, Some(path)) => Ok(std::fs::read_to_string(path)
-                .with_context(|| format!("reading the database URL from {}", path.display()))?
-                .trim()
-                .to_owned()),
-            (None, None) => anyhow::bail!(
-                "a database is required: set --database-url or --database-url-file (ANNEX_CONTROL_PLANE_DATABASE_URL)"
-            ),
+/// The database URL from the flag or its file.
+fn database_url(url: &Option<String>, file: &Option<PathBuf>) -> anyhow::Result<String> {
+    match (url, file) {
+        (Some(url), _) => Ok(url.clone()),
+        (None, Some(path)) => Ok(std::fs::read_to_string(path)
+            .with_context(|| format!("reading the database URL from {}", path.display()))?
+            .trim()
+            .to_owned()),
+        (None, None) => anyhow::bail!(
+            "a database is required: set --database-url or --database-url-file (ANNEX_CONTROL_PLANE_DATABASE_URL)"
+        ),
+    }
+}
+
+/// `annex-control-plane migrate-blobs`: copies every referenced bundle's
+/// bytes from one blob store to another, verifying each blob's SHA-256;
+/// idempotent and resumable (blobs already copied are skipped).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "annex-control-plane migrate-blobs",
+    bin_name = "annex-control-plane migrate-blobs",
+    about = "Copy every referenced bundle blob from one blob store to another, verifying SHA-256"
+)]
+pub struct MigrateBlobs {
+    /// The store to copy from: `postgres`, `fs:/path` or `s3://bucket[/prefix]`.
+    #[arg(long)]
+    pub from: BlobStoreSpec,
+    /// The store to copy to.
+    #[arg(long)]
+    pub to: BlobStoreSpec,
+    /// Postgres URL of the control plane's database (the bundle rows, and
+    /// `bundle_blobs` when a side is `postgres`).
+    #[arg(
+        long,
+        env = "ANNEX_CONTROL_PLANE_DATABASE_URL",
+        conflicts_with = "database_url_file"
+    )]
+    pub database_url: Option<String>,
+    /// File holding the Postgres URL.
+    #[arg(long, env = "ANNEX_CONTROL_PLANE_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+    /// Directory each blob is spooled to while it is verified.
+    #[arg(long, env = "ANNEX_CONTROL_PLANE_BLOB_SPOOL_DIR")]
+    pub blob_spool_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Log format.
+    #[arg(long, env = "ANNEX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl MigrateBlobs {
+    /// Connects and copies; the report counts every referenced blob.
+    pub async fn run(&self) -> anyhow::Result<MigrateReport> {
+        if self.from == self.to {
+            anyhow::bail!("--from and --to name the same store ({})", self.from);
         }
+        let store = Arc::new(
+            PgStore::connect(PgStoreConfig {
+                url: database_url(&self.database_url, &self.database_url_file)?,
+                max_connections: 4,
+            })
+            .await
+            .context("connecting to Postgres")?,
+        );
+        let s3 = self.s3.settings()?;
+        let open = |spec: &BlobStoreSpec| {
+            open_blob_store(spec, &s3, store.clone())
+                .with_context(|| format!("opening the blob store {spec}"))
+        };
+        let (from, to) = (open(&self.from)?, open(&self.to)?);
+        let spool = BlobLimits {
+            spool_dir: self.blob_spool_dir.clone(),
+            ..BlobLimits::default()
+        }
+        .spool_dir();
+        std::fs::create_dir_all(&spool)
+            .with_context(|| format!("creating the spool {}", spool.display()))?;
+        crate::blobs::migrate::migrate_blobs(store.as_ref(), from.as_ref(), to.as_ref(), &spool)
+            .await
     }
 }

@@ -14,6 +14,7 @@
 //! - `grpc`: decodes protobuf, checks the caller's role, verifies execution
 //!   grants, calls the domain types and encodes; no domain logic.
 //! - `registry`: publishing signed bundles as immutable versions, reading them, bundle bytes.
+//! - `blobs`: the upload spool, the orphan collector of the blob store and `migrate-blobs`.
 //! - `trust`: publisher keys and the signature verdict.
 //! - `installs`: install lifecycle, config, sealed secrets, resolve, grant issuing, invalidations.
 //! - `grant`: the execution-grant format, its signer and the verified grant value.
@@ -36,6 +37,7 @@
 #![warn(unreachable_pub)]
 
 mod apikeys;
+mod blobs;
 mod config;
 mod dispatch;
 mod egress;
@@ -59,7 +61,9 @@ mod trust;
 use annex_proto::{AnnexError, ErrorCode};
 
 pub use apikeys::api_key_id;
-pub use config::{Config, Limits, Settings};
+pub use blobs::BlobLimits;
+pub use blobs::migrate::{MigrateReport, migrate_blobs};
+pub use config::{Config, Limits, MigrateBlobs, S3Args, Settings};
 pub use host::HostAppConfig;
 pub use scheduler::SchedulerLimits;
 pub use seal::{SealError, Sealer};
@@ -99,6 +103,13 @@ impl From<store::StoreError> for AnnexError {
             E::Internal(detail) => {
                 tracing::error!(error = %detail, "store failure");
                 AnnexError::internal()
+            }
+            E::BlobStore(detail) => {
+                tracing::warn!(error = %detail, "blob store failure");
+                AnnexError::new(
+                    ErrorCode::Unavailable,
+                    "the bundle blob store failed or is unreachable; retry shortly",
+                )
             }
         }
     }

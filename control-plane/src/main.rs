@@ -1,5 +1,6 @@
 //! `annex-control-plane`: parses configuration, connects the store, binds the
-//! listeners and runs until SIGTERM.
+//! listeners and runs until SIGTERM; or, as `annex-control-plane
+//! migrate-blobs`, copies bundle bytes between blob stores and exits.
 
 /// mimalloc: the request path allocates many small, short-lived buffers
 /// (HTTP, HTTP/2, protobuf); glibc malloc was a quarter of the edge's CPU
@@ -7,13 +8,19 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use annex_control_plane::{Config, Listeners};
+use annex_control_plane::{Config, Listeners, MigrateBlobs};
 use annex_ops::process;
 use annex_ops::serve::Io;
 use clap::Parser as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "migrate-blobs")
+    {
+        return migrate_blobs(MigrateBlobs::parse_from(std::env::args_os().skip(1))).await;
+    }
     let config = Config::parse();
     let _telemetry = process::start(config.log_format, "annex-control-plane");
     let tls = process::load_tls(&config.tls_ca, &config.tls_cert, &config.tls_key)?;
@@ -27,4 +34,20 @@ async fn main() -> anyhow::Result<()> {
         admin: annex_ops::admin::AdminState::new(),
     };
     annex_control_plane::run(settings, io, annex_ops::shutdown::signal()).await
+}
+
+/// Runs `migrate-blobs`; fails (non-zero exit) when a referenced blob could
+/// not be copied, after trying every one.
+async fn migrate_blobs(args: MigrateBlobs) -> anyhow::Result<()> {
+    let _telemetry = process::start(args.log_format, "annex-control-plane");
+    let report = args.run().await?;
+    println!("migrate-blobs {} -> {}: {report}", args.from, args.to);
+    if report.missing + report.failed > 0 {
+        anyhow::bail!(
+            "{} blob(s) missing and {} failed; fix and run again (copied blobs are skipped)",
+            report.missing,
+            report.failed
+        );
+    }
+    Ok(())
 }

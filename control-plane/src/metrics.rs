@@ -18,10 +18,17 @@ struct OpLabel {
     op: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    /// `blob` (an unreferenced blob) or `staging` (a leftover upload).
+    kind: String,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     publishes: Family<ResultLabel, Counter>,
     install_changes: Family<OpLabel, Counter>,
+    blobs_collected: Family<KindLabel, Counter>,
 }
 
 impl Metrics {
@@ -36,6 +43,21 @@ impl Metrics {
             "Install changes by operation",
             self.install_changes.clone(),
         );
+        registry.register(
+            "annex_control_plane_blobs_collected",
+            "Orphaned blobs and staging leftovers the collector deleted",
+            self.blobs_collected.clone(),
+        );
+    }
+
+    pub(crate) fn blobs_collected(&self, blobs: u64, staging: u64) {
+        for (kind, n) in [("blob", blobs), ("staging", staging)] {
+            self.blobs_collected
+                .get_or_create(&KindLabel {
+                    kind: kind.to_owned(),
+                })
+                .inc_by(n);
+        }
     }
 
     pub(crate) fn publish(&self, result: Result<(), annex_proto::ErrorCode>) {

@@ -3,33 +3,38 @@
 //! hash.
 //!
 //! A publish trusts nothing the client says about the bundle: the content hash
-//! is computed from the bytes, the manifest is read from inside the archive,
-//! and the signature is checked against the trust bundle before anything is
-//! stored. A failed publish leaves no rows and no orphaned bytes.
+//! is computed from the bytes as they are spooled, the manifest is read from
+//! inside the archive (streamed from the spool, never held whole), and the
+//! signature is checked against the trust bundle before anything is
+//! committed to the blob store; the blob is committed under its content hash
+//! before the bundle row is written. A failed publish leaves no rows and
+//! nothing servable; bytes it committed before its row failed are removed
+//! at once where the blob store can tell they are unreferenced (Postgres),
+//! else by the orphan collector (docs/design/blob-stores.md).
 //!
 //! [`Registry`] owns the publish limits and the publish counter; it reads and
-//! writes extensions, versions and bundle bytes only through the store, and
-//! knows nothing of installs.
+//! writes extensions and versions through the store and bundle bytes
+//! through the blob store, and knows nothing of installs.
 
 use std::sync::Arc;
 
 use annex_bundle::hash::ContentHash;
 use annex_bundle::manifest::{Manifest, VersionSpec as ManifestVersion};
 use annex_proto::{AnnexError, ErrorCode};
-use bytes::Bytes;
 
+use crate::blobs::spool::Spooled;
 use crate::metrics::Metrics;
 use crate::store::{
-    EndpointRow, ExtensionRow, ExtensionSelector, NewVersion, Store, UiRow, VersionRow, VersionSpec,
+    BlobRead, BlobStore, EndpointRow, ExtensionRow, ExtensionSelector, NewVersion, Store, UiRow,
+    VersionRow, VersionSpec,
 };
 use crate::trust::{SignedBundle, Trust};
 
 /// The uploaded bundle and what the client declared about it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Upload {
-    pub(crate) bytes: Bytes,
-    /// Computed while the bytes streamed in.
-    pub(crate) content_hash: ContentHash,
+    /// The bytes on local disk and their hash, computed while they streamed in.
+    pub(crate) spooled: Spooled,
     pub(crate) signature: String,
     pub(crate) key_id: Option<String>,
     pub(crate) declared_hash: Option<String>,
@@ -42,6 +47,7 @@ const COMPONENT_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0
 /// Extensions, their immutable versions and the bundle bytes.
 pub(crate) struct Registry {
     store: Arc<dyn Store>,
+    blobs: Arc<dyn BlobStore>,
     trust: Arc<Trust>,
     /// Largest bundle a publish may upload.
     max_bundle_bytes: u64,
@@ -52,12 +58,14 @@ pub(crate) struct Registry {
 impl Registry {
     pub(crate) fn new(
         store: Arc<dyn Store>,
+        blobs: Arc<dyn BlobStore>,
         trust: Arc<Trust>,
         limits: &crate::Limits,
         metrics: Arc<Metrics>,
     ) -> Registry {
         Registry {
             store,
+            blobs,
             trust,
             max_bundle_bytes: limits.max_bundle_bytes,
             unpack: limits.unpack,
@@ -85,12 +93,12 @@ impl Registry {
         upload: Upload,
     ) -> Result<(ExtensionRow, VersionRow), AnnexError> {
         check_declared(&upload)?;
-        let manifest = self.read_bundle_manifest(upload.bytes.clone()).await?;
+        let manifest = self.read_bundle_manifest(&upload.spooled).await?;
         let version_written = manifest.version.to_string();
         let key_id = self
             .trust
             .verify_signature(SignedBundle {
-                content_hash: &upload.content_hash,
+                content_hash: &upload.spooled.content_hash,
                 publisher: &manifest.publisher,
                 name: &manifest.name,
                 version: &version_written,
@@ -98,7 +106,8 @@ impl Registry {
                 key_id: upload.key_id.as_deref(),
             })
             .await?;
-        let hash = upload.content_hash.to_string();
+        let hash = upload.spooled.content_hash.to_string();
+        self.refuse_existing_version(&manifest).await?;
         let new = NewVersion {
             publisher: manifest.publisher.clone(),
             name: manifest.name.clone(),
@@ -129,9 +138,12 @@ impl Registry {
             content_hash: hash.clone(),
             signature: upload.signature.trim().to_owned(),
             signing_key_id: key_id,
-            size_bytes: upload.bytes.len() as u64,
+            size_bytes: upload.spooled.size,
         };
-        self.store.put_blob(&hash, upload.bytes).await?;
+        // The commit: only now are the bytes servable under their hash.
+        self.blobs
+            .put_blob_file(&hash, &upload.spooled.path)
+            .await?;
         match self.store.publish_version(new).await {
             Ok((ext, version)) => {
                 tracing::info!(
@@ -142,8 +154,9 @@ impl Registry {
             }
             Err(err) => {
                 // Content-addressed bytes may be shared with an earlier
-                // version; they go only when nothing references them.
-                if let Err(cleanup) = self.store.delete_unreferenced_blob(&hash).await {
+                // version; they go only when nothing references them (else
+                // the orphan collector removes them after its grace period).
+                if let Err(cleanup) = self.blobs.delete_unreferenced_blob(&hash).await {
                     tracing::warn!(content_hash = %hash, error = %cleanup, "removing the bytes of a failed publish");
                 }
                 Err(err.into())
@@ -151,13 +164,45 @@ impl Registry {
         }
     }
 
-    /// Unpacks the bundle off the async runtime and returns its validated manifest.
-    async fn read_bundle_manifest(&self, bytes: Bytes) -> Result<Manifest, AnnexError> {
+    /// A version that exists already is refused before any bytes are
+    /// committed (a concurrent publish of the same version is still refused
+    /// by the store when the row is written).
+    async fn refuse_existing_version(&self, manifest: &Manifest) -> Result<(), AnnexError> {
+        let ManifestVersion::Exact(version) = &manifest.version else {
+            return Ok(());
+        };
+        let slug = crate::store::slug(&manifest.publisher, &manifest.name);
+        let Some(ext) = self
+            .store
+            .get_extension(&ExtensionSelector::Slug(slug))
+            .await?
+        else {
+            return Ok(());
+        };
+        let version = version.to_string();
+        if self.store.get_version(ext.id, &version).await?.is_some() {
+            return Err(crate::store::StoreError::VersionExists { version }.into());
+        }
+        Ok(())
+    }
+
+    /// Streams the spooled bundle through the archive checks off the async
+    /// runtime (every entry validated, only the manifest and the
+    /// component's preamble kept) and returns its validated manifest.
+    async fn read_bundle_manifest(&self, spooled: &Spooled) -> Result<Manifest, AnnexError> {
         let limits = self.unpack;
+        let (path, size) = (spooled.path.to_path_buf(), spooled.size);
         tokio::task::spawn_blocking(move || -> Result<Manifest, AnnexError> {
-            let bundle = annex_bundle::archive::unpack(&bytes, &limits).map_err(archive_error)?;
-            let manifest = bundle.manifest().map_err(archive_error)?;
-            let component = bundle.component().ok_or_else(|| {
+            let file = std::fs::File::open(&path).map_err(|e| {
+                tracing::error!(path = %path.display(), error = %e, "reopening a spooled upload");
+                AnnexError::internal()
+            })?;
+            let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+            let inspected =
+                annex_bundle::archive::inspect(reader, size, &limits, COMPONENT_PREAMBLE.len())
+                    .map_err(archive_error)?;
+            let manifest = inspected.manifest;
+            let component = inspected.component_head.ok_or_else(|| {
                 AnnexError::new(ErrorCode::InvalidBundle, "the bundle has no dist/main.wasm component")
             })?;
             if !component.starts_with(&COMPONENT_PREAMBLE) {
@@ -228,11 +273,12 @@ impl Registry {
         Ok(row)
     }
 
-    /// The bundle bytes and their version by content hash.
+    /// The bundle bytes (streamed from the blob store) and their version by
+    /// content hash.
     pub(crate) async fn fetch_bundle(
         &self,
         content_hash: &str,
-    ) -> Result<(VersionRow, Bytes), AnnexError> {
+    ) -> Result<(VersionRow, BlobRead), AnnexError> {
         let hash: ContentHash = content_hash
             .parse()
             .map_err(|_| AnnexError::invalid("content_hash must be sha256:<64 hex digits>"))?;
@@ -243,7 +289,10 @@ impl Registry {
             .version_by_content_hash(&hash)
             .await?
             .ok_or_else(not_found)?;
-        let bytes = self.store.get_blob(&hash).await?.ok_or_else(not_found)?;
+        let bytes = self.blobs.get_blob(&hash).await?.ok_or_else(|| {
+            tracing::error!(content_hash = %hash, store = %self.blobs.describe(), "a referenced blob is missing from the blob store");
+            not_found()
+        })?;
         Ok((version, bytes))
     }
 }
@@ -265,24 +314,24 @@ fn check_declared(upload: &Upload) -> Result<(), AnnexError> {
             .strip_prefix("sha256:")
             .unwrap_or(declared)
             .to_lowercase();
-        if declared_hex != upload.content_hash.hex() {
+        if declared_hex != upload.spooled.content_hash.hex() {
             return Err(AnnexError::new(
                 ErrorCode::HashMismatch,
                 format!(
                     "declared hash sha256:{declared_hex} does not match the uploaded bytes ({})",
-                    upload.content_hash
+                    upload.spooled.content_hash
                 ),
             ));
         }
     }
     if let Some(size) = upload.declared_size.filter(|s| *s > 0)
-        && size != upload.bytes.len() as u64
+        && size != upload.spooled.size
     {
         return Err(AnnexError::new(
             ErrorCode::HashMismatch,
             format!(
                 "declared size {size} does not match the {} bytes uploaded",
-                upload.bytes.len()
+                upload.spooled.size
             ),
         ));
     }

@@ -2,7 +2,7 @@
 //! the gRPC services behind mTLS with per-service role checks,
 //! `grpc.health.v1`, reflection and the admin listener, and runs the
 //! background loops (scheduler, placement, quota participation, expiry of
-//! idempotency records). A server is
+//! idempotency records, the blob orphan collector). A server is
 //! a function of (settings, TLS material, listeners, shutdown): it binds
 //! nothing and installs no signal handlers.
 
@@ -21,6 +21,7 @@ use tonic::transport::Server;
 
 use crate::Settings;
 use crate::apikeys::{ApiKeys, Audit};
+use crate::blobs::Collector;
 use crate::dispatch::Dispatcher;
 use crate::fleet::Fleet;
 use crate::grant::GrantSigner;
@@ -82,6 +83,8 @@ struct ControlPlane {
     logs: Arc<DebugLogs>,
     api_keys: Arc<ApiKeys>,
     audit: Arc<Audit>,
+    collector: Arc<Collector>,
+    spool_dir: std::path::PathBuf,
 }
 
 impl ControlPlane {
@@ -90,6 +93,7 @@ impl ControlPlane {
     fn new(settings: Settings, worker_tls: annex_ops::tls::Tls) -> ControlPlane {
         let Settings {
             store,
+            blobs,
             sealer,
             limits,
             host_app,
@@ -97,8 +101,16 @@ impl ControlPlane {
         let metrics = Arc::new(Metrics::default());
         let grants = Arc::new(sealer.grants().clone());
         let trust = Arc::new(Trust::new(store.clone()));
+        let spool_dir = limits.blobs.spool_dir();
+        let collector = Arc::new(Collector::new(
+            blobs.clone(),
+            store.clone(),
+            limits.blobs.clone(),
+            metrics.clone(),
+        ));
         let registry = Arc::new(Registry::new(
             store.clone(),
+            blobs,
             trust.clone(),
             &limits,
             metrics.clone(),
@@ -138,6 +150,8 @@ impl ControlPlane {
             logs: Arc::new(DebugLogs::new(store.clone())),
             api_keys: Arc::new(ApiKeys::new(store.clone())),
             audit: Arc::new(Audit::new(store.clone())),
+            collector,
+            spool_dir,
             store,
             metrics,
             grants,
@@ -155,6 +169,7 @@ impl ControlPlane {
     async fn routes(&self, closing: &Closing) -> anyhow::Result<tonic::service::Routes> {
         let registry = pb::registry_server::RegistryServer::new(RegistryService {
             registry: self.registry.clone(),
+            spool_dir: self.spool_dir.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -262,6 +277,8 @@ pub async fn run(
     let tls = annex_ops::tls::Tls::new(tls).context("loading the TLS certificate, key and CA")?;
     tls.watch(&admin);
     let cp = ControlPlane::new(settings, tls.clone());
+    std::fs::create_dir_all(&cp.spool_dir)
+        .with_context(|| format!("creating the upload spool {}", cp.spool_dir.display()))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -292,6 +309,7 @@ pub async fn run(
         tokio::spawn(async move { quotas.upkeep(stop).await })
     };
     let idempotency_sweep = tokio::spawn(cp.idempotency.clone().sweep(stop_tx.subscribe()));
+    let blob_collector = tokio::spawn(cp.collector.clone().run(stop_tx.subscribe()));
 
     let readiness = {
         let store = cp.store.clone();
@@ -343,6 +361,7 @@ pub async fn run(
     let _ = log_trim.await;
     let _ = quota_upkeep.await;
     let _ = idempotency_sweep.await;
+    let _ = blob_collector.await;
     let _ = admin_task.await;
     result
 }

@@ -42,7 +42,12 @@ async fn assert_nothing_stored(server: &ControlPlane, name: &str, bytes: &[u8]) 
     }
     let hash = ContentHash::of(bytes).to_string();
     assert!(
-        server.store.get_blob(&hash).await.expect("store").is_none(),
+        server
+            .blobs
+            .blob_size(&hash)
+            .await
+            .expect("store")
+            .is_none(),
         "bytes of a failed publish were kept"
     );
     assert!(
@@ -442,8 +447,8 @@ async fn versions_are_immutable_even_under_concurrent_publishes() {
     assert_eq!(code(&status), ErrorCode::ExtensionVersionAlreadyExists);
     assert!(
         server
-            .store
-            .get_blob(&ContentHash::of(&second).to_string())
+            .blobs
+            .blob_size(&ContentHash::of(&second).to_string())
             .await
             .expect("store")
             .is_none()
@@ -456,8 +461,8 @@ async fn versions_are_immutable_even_under_concurrent_publishes() {
     assert_eq!(code(&status), ErrorCode::ExtensionVersionAlreadyExists);
     assert!(
         server
-            .store
-            .get_blob(&ContentHash::of(&first).to_string())
+            .blobs
+            .blob_size(&ContentHash::of(&first).to_string())
             .await
             .expect("store")
             .is_some()

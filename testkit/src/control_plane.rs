@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use annex_bundle::ContentHash;
 use annex_bundle::signing::KeyPair;
-use annex_control_plane::store::{MemoryStore, Store, StoreError, WorkerRow};
+use annex_control_plane::store::{BlobStore, MemoryStore, Store, StoreError, WorkerRow};
 use annex_control_plane::{HostAppConfig, Limits, Listeners, Sealer, Settings};
 use annex_ops::Role;
 use annex_ops::admin::AdminState;
@@ -42,6 +42,8 @@ pub enum StoreChoice {
 /// What a test may choose about its control plane.
 pub struct ControlPlaneOptions {
     pub store: StoreChoice,
+    /// Where bundle bytes live; unset: the store's own (`bundle_blobs`).
+    pub blobs: Option<Arc<dyn BlobStore>>,
     pub limits: Limits,
     pub host_app: HostAppConfig,
     /// The key-encryption key.
@@ -52,6 +54,7 @@ impl Default for ControlPlaneOptions {
     fn default() -> Self {
         ControlPlaneOptions {
             store: StoreChoice::Memory,
+            blobs: None,
             limits: Limits::default(),
             host_app: HostAppConfig::new(),
             kek: [42; 32],
@@ -77,6 +80,8 @@ pub struct ControlPlane {
     /// The CA every certificate of this deployment comes from.
     pub ca: DevCa,
     pub store: Arc<dyn Store>,
+    /// Where the bundle bytes are.
+    pub blobs: Arc<dyn BlobStore>,
     /// Kept for the test's lifetime (the database outlives it, as a failed
     /// test's database should).
     _database: Option<TestDatabase>,
@@ -93,8 +98,12 @@ impl ControlPlane {
     pub async fn start_with(opts: ControlPlaneOptions) -> ControlPlane {
         annex_ops::tls::install_crypto_provider();
         let (store, database) = open_store(opts.store).await;
+        let blobs = opts
+            .blobs
+            .unwrap_or_else(|| store.clone() as Arc<dyn BlobStore>);
         let settings = Settings {
             store: store.clone(),
+            blobs: blobs.clone(),
             sealer: Sealer::from_bytes(&opts.kek).unwrap_or_else(|e| panic!("kek: {e}")),
             limits: opts.limits,
             host_app: opts.host_app,
@@ -119,6 +128,7 @@ impl ControlPlane {
             admin_addr,
             ca,
             store,
+            blobs,
             _database: database,
             running,
         }

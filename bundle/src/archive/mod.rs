@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use crate::manifest::{Manifest, ManifestError};
 
 pub use pack::{DEFAULT_LEVEL, PackOptions, pack_dir, pack_dir_with};
-pub use unpack::{read_manifest, unpack};
+pub use unpack::{Inspected, inspect, read_manifest, unpack};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -232,3 +232,6 @@ fn check_path(raw: &str, is_dir: bool) -> Result<Option<String>, EntryProblem> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod inspect_tests;

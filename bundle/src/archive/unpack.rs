@@ -6,9 +6,12 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 
-use super::{ArchiveError, Bundle, EntryProblem, Limit, Limits, MANIFEST_PATH, MIB, check_path};
+use super::{
+    ArchiveError, Bundle, COMPONENT_PATH, EntryProblem, Limit, Limits, MANIFEST_PATH, MIB,
+    check_path,
+};
 use crate::manifest::Manifest;
 
 /// The zstd frame magic number, little-endian.
@@ -26,18 +29,55 @@ const RATIO_GRACE_BYTES: u64 = MIB;
 
 /// Unpacks a whole bundle into memory, enforcing `limits` while decoding.
 pub fn unpack(bytes: &[u8], limits: &Limits) -> Result<Bundle, ArchiveError> {
-    walk(bytes, limits, &|_| true)
+    walk(bytes, bytes.len() as u64, limits, &|_| Some(u64::MAX))
+}
+
+/// What [`inspect`] keeps of a bundle it streamed through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspected {
+    pub manifest: Manifest,
+    /// The first `component_head` bytes of `dist/main.wasm` (fewer if the file is shorter);
+    /// `None` when the bundle has no component.
+    pub component_head: Option<Vec<u8>>,
+}
+
+/// Validates every entry of a bundle read from `reader` (`compressed_len` bytes in all) exactly
+/// as [`unpack`] does, while keeping only the manifest and the first `component_head` bytes of
+/// `dist/main.wasm`: memory stays bounded by the manifest and the decoder whatever the bundle's
+/// size. Publish streams a spooled upload through this.
+pub fn inspect<R: BufRead>(
+    reader: R,
+    compressed_len: u64,
+    limits: &Limits,
+    component_head: usize,
+) -> Result<Inspected, ArchiveError> {
+    let head = component_head as u64;
+    let bundle = walk(reader, compressed_len, limits, &|path| {
+        if is_root_or_wrapped(path, MANIFEST_PATH) {
+            Some(u64::MAX)
+        } else if is_root_or_wrapped(path, COMPONENT_PATH) {
+            Some(head)
+        } else {
+            None
+        }
+    })?;
+    Ok(Inspected {
+        manifest: bundle.manifest()?,
+        component_head: bundle.component().map(<[u8]>::to_vec),
+    })
+}
+
+/// `path` is `name` at the root or inside one top-level directory (see `lift_wrapped`).
+fn is_root_or_wrapped(path: &str, name: &str) -> bool {
+    path == name || path.split_once('/').is_some_and(|(_, rest)| rest == name)
 }
 
 /// Validates every entry of a bundle exactly as [`unpack`] does but keeps only the manifest, then
 /// parses it. Publish uses this: the manifest comes from the bundle, and a bundle accepted at
 /// publish is one every worker can unpack.
 pub fn read_manifest(bytes: &[u8], limits: &Limits) -> Result<Manifest, ArchiveError> {
-    let bundle = walk(bytes, limits, &|path| {
-        path == MANIFEST_PATH
-            || path
-                .split_once('/')
-                .is_some_and(|(_, rest)| rest == MANIFEST_PATH)
+    let bundle = walk(bytes, bytes.len() as u64, limits, &|path| {
+        is_root_or_wrapped(path, MANIFEST_PATH).then_some(u64::MAX)
     })?;
     bundle.manifest()
 }
@@ -71,7 +111,7 @@ impl Budget {
     }
 
     /// Any I/O error after the cap was crossed is the cap, whatever tar made of it; any other is
-    /// a corrupt archive (the input is in memory, so there is no real I/O to fail).
+    /// a corrupt archive (or, for a streamed input, a failed read, named by its message).
     fn io_error(&self, decoded: &Cell<u64>, e: io::Error) -> ArchiveError {
         if decoded.get() > self.cap {
             self.exceeded()
@@ -157,27 +197,33 @@ fn forbidden(path: &str, reason: EntryProblem) -> ArchiveError {
     }
 }
 
-/// Walks every entry, checking all of them, and keeps the contents of files `keep` selects.
-fn walk(
-    bytes: &[u8],
+/// Walks every entry of the `compressed_len` bytes `reader` yields, checking all of them, and
+/// keeps up to `keep(path)` leading bytes of each file (`None`: none; the rest is still read,
+/// counted and checked).
+fn walk<R: BufRead>(
+    mut reader: R,
+    compressed_len: u64,
     limits: &Limits,
-    keep: &dyn Fn(&str) -> bool,
+    keep: &dyn Fn(&str) -> Option<u64>,
 ) -> Result<Bundle, ArchiveError> {
-    let compressed_len = bytes.len() as u64;
     if compressed_len > limits.max_archive_bytes {
         return Err(ArchiveError::TooLarge {
             what: Limit::ArchiveBytes,
             limit: limits.max_archive_bytes,
         });
     }
-    if !bytes.starts_with(&ZSTD_MAGIC) {
+    let mut magic = [0u8; 4];
+    if compressed_len < 4 || reader.read_exact(&mut magic).is_err() || magic != ZSTD_MAGIC {
         return Err(ArchiveError::Corrupt("not a zstd stream".into()));
     }
+    // At most `compressed_len` bytes are read, whatever the reader holds.
+    let rest = reader.take(compressed_len - 4);
     let budget = Budget::new(compressed_len, limits);
     let decoded = Cell::new(0u64);
     let fail = |e| budget.io_error(&decoded, e);
 
-    let mut decoder = zstd::stream::read::Decoder::with_buffer(bytes).map_err(fail)?;
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(io::Cursor::new(magic).chain(rest))
+        .map_err(fail)?;
     decoder.window_log_max(WINDOW_LOG_MAX).map_err(fail)?;
     let mut archive = tar::Archive::new(Capped {
         inner: decoder,
@@ -244,14 +290,15 @@ fn classify(kind: tar::EntryType, shown: &str) -> Result<Option<bool>, ArchiveEr
 }
 
 /// Reads one regular file's data after checking its declared size against the per-file cap and
-/// the remaining budget; returns it if `keep`, else discards it (still counted and checked).
+/// the remaining budget; returns its first `keep` bytes if any are kept and discards the rest
+/// (still counted and checked).
 fn read_file<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     path: &str,
     limits: &Limits,
     budget: &Budget,
     decoded: &Cell<u64>,
-    keep: bool,
+    keep: Option<u64>,
 ) -> Result<Option<Vec<u8>>, ArchiveError> {
     let fail = |e| budget.io_error(decoded, e);
     let size = entry.size();
@@ -264,14 +311,21 @@ fn read_file<R: Read>(
     if decoded.get().saturating_add(size) > budget.cap {
         return Err(budget.exceeded());
     }
-    let (read, data) = if keep {
-        // Bounded by the checks above, so this allocation is within the cap.
-        let capacity = usize::try_from(size).map_err(|_| budget.exceeded())?;
-        let mut data = Vec::with_capacity(capacity);
-        entry.read_to_end(&mut data).map_err(fail)?;
-        (data.len() as u64, Some(data))
-    } else {
-        (io::copy(entry, &mut io::sink()).map_err(fail)?, None)
+    let (read, data) = match keep {
+        Some(keep) => {
+            // Bounded by the checks above, so this allocation is within the cap.
+            let kept = size.min(keep);
+            let capacity = usize::try_from(kept).map_err(|_| budget.exceeded())?;
+            let mut data = Vec::with_capacity(capacity);
+            entry
+                .by_ref()
+                .take(kept)
+                .read_to_end(&mut data)
+                .map_err(fail)?;
+            let rest = io::copy(entry, &mut io::sink()).map_err(fail)?;
+            (data.len() as u64 + rest, Some(data))
+        }
+        None => (io::copy(entry, &mut io::sink()).map_err(fail)?, None),
     };
     if read != size {
         return Err(ArchiveError::Corrupt(format!(

@@ -68,6 +68,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
 
     let (store, _postgres) = open_store(&dir, args.memory_store).await?;
     let cp_settings = Settings {
+        // Bundle bytes in the database, as by default in production.
+        blobs: store.clone(),
         store,
         sealer,
         limits: Limits {

@@ -4,16 +4,15 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use annex_bundle::hash::ContentHasher;
 use annex_ops::Role;
 use annex_ops::tls::require;
 use annex_proto::pb::{self, registry_server::Registry};
 use annex_proto::{AnnexError, ErrorCode};
-use bytes::BytesMut;
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ts;
+use crate::blobs::spool::SpoolWriter;
 use crate::registry::Upload;
 use crate::store::{ExtensionRow, VersionRow};
 
@@ -22,6 +21,8 @@ const FETCH_CHUNK: usize = 256 * 1024;
 
 pub(crate) struct RegistryService {
     pub(crate) registry: Arc<crate::registry::Registry>,
+    /// Where uploads are spooled while they stream in.
+    pub(crate) spool_dir: std::path::PathBuf,
 }
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchBundleResponse, Status>> + Send>>;
@@ -48,28 +49,27 @@ impl Registry for RegistryService {
         if header.declared_size > max {
             return Err(too_large(max).into());
         }
-        let mut bytes = BytesMut::new();
-        let mut hasher = ContentHasher::new();
+        // Each chunk is hashed and written to the spool as it arrives; an
+        // upload cut off midway drops the spool file with it.
+        let mut spool = SpoolWriter::create(&self.spool_dir)?;
         while let Some(msg) = stream.message().await? {
             match msg.part {
                 Some(pb::publish_request::Part::Chunk(chunk)) => {
-                    if bytes.len() as u64 + chunk.len() as u64 > max {
+                    if spool.size() + chunk.len() as u64 > max {
                         return Err(too_large(max).into());
                     }
-                    hasher.update(&chunk);
-                    bytes.extend_from_slice(&chunk);
+                    spool.write(&chunk).await?;
                 }
                 _ => {
                     return Err(AnnexError::invalid("only one publish header is allowed").into());
                 }
             }
         }
-        if bytes.is_empty() {
+        if spool.size() == 0 {
             return Err(AnnexError::new(ErrorCode::InvalidBundle, "the bundle is empty").into());
         }
         let upload = Upload {
-            bytes: bytes.freeze(),
-            content_hash: hasher.finish(),
+            spooled: spool.finish().await?,
             signature: header.signature,
             key_id: Some(header.key_id).filter(|k| !k.trim().is_empty()),
             declared_hash: Some(header.declared_hash).filter(|h| !h.is_empty()),
@@ -144,28 +144,38 @@ impl Registry for RegistryService {
         &self,
         req: Request<pb::FetchBundleRequest>,
     ) -> Result<Response<FetchStream>, Status> {
-        let (version, bytes) = self
+        let (version, blob) = self
             .registry
             .fetch_bundle(&req.into_inner().content_hash)
             .await?;
         let info = pb::BundleInfo {
             content_hash: version.bundle.content_hash.clone(),
-            size_bytes: bytes.len() as u64,
+            size_bytes: blob.size,
             publisher: version.publisher.clone(),
             name: version.name.clone(),
             version: version.manifest_version.clone(),
             signature: version.bundle.signature.clone(),
             signing_key_id: version.bundle.signing_key_id.clone(),
         };
+        // Chunks are relayed from the blob store as they are read, at most
+        // FETCH_CHUNK bytes per message; a store failure midway ends the
+        // stream with an error (the receiver verifies the hash anyway).
+        let mut chunks = blob.chunks;
         let stream = async_stream::stream! {
             yield Ok(pb::FetchBundleResponse { part: Some(pb::fetch_bundle_response::Part::Info(info)) });
-            let mut offset = 0;
-            while offset < bytes.len() {
-                let end = (offset + FETCH_CHUNK).min(bytes.len());
-                yield Ok(pb::FetchBundleResponse {
-                    part: Some(pb::fetch_bundle_response::Part::Chunk(bytes.slice(offset..end).to_vec())),
-                });
-                offset = end;
+            while let Some(chunk) = chunks.next().await {
+                let chunk = match chunk {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        yield Err(Status::from(AnnexError::from(e)));
+                        return;
+                    }
+                };
+                for piece in chunk.chunks(FETCH_CHUNK) {
+                    yield Ok(pb::FetchBundleResponse {
+                        part: Some(pb::fetch_bundle_response::Part::Chunk(piece.to_vec())),
+                    });
+                }
             }
         };
         Ok(Response::new(Box::pin(stream)))

@@ -32,7 +32,10 @@ mod schedules;
 mod trust;
 
 pub use apikeys::{ApiKeyRow, ApiKeyStore};
-pub use blobs::BlobStore;
+pub use blobs::{
+    BlobEntry, BlobRead, BlobStore, BlobStoreSpec, FsBlobStore, READ_CHUNK, S3BlobStore,
+    S3Settings, open_blob_store,
+};
 pub use executions::{ExecutionLogStore, ExecutionRow};
 pub use fleet::{FleetStore, WorkerRow};
 pub use idempotency::{ClaimOutcome, IdempotencyClaim, IdempotencyScope, IdempotencyStore};
@@ -49,6 +52,7 @@ pub use registry::{
 pub use schedules::{ScheduleFields, ScheduleRemap, ScheduleRow, ScheduleRun, ScheduleStore};
 pub use trust::{KeyRow, TrustStore};
 
+pub(crate) use blobs::remove_older as blobs_remove_older;
 pub(crate) use quota::merge_usage;
 pub(crate) use registry::{resolve_wildcard, slug};
 
@@ -81,6 +85,10 @@ pub enum StoreError {
     /// A storage quota would be exceeded; the message says which.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// The blob store (filesystem, object store) failed or cannot be
+    /// reached; the message is for the log. Safe to retry.
+    #[error("blob store failure: {0}")]
+    BlobStore(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -15,14 +15,36 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use annex_control_plane::store::{
-    EndpointRow, ExtensionRow, ExtensionSelector, InstallRow, InstallStatus, KeyRow, NewInstall,
-    NewVersion, SecretsRow, Store, StoreError, UiRow, VersionRow, VersionSpec,
+    BlobStore, EndpointRow, ExtensionRow, ExtensionSelector, InstallRow, InstallStatus, KeyRow,
+    NewInstall, NewVersion, SecretsRow, Store, StoreError, UiRow, VersionRow, VersionSpec,
 };
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
 
 type DynStore = Arc<dyn Store>;
+
+/// Commits `bytes` under `hash` from a spooled file, as a publish does.
+async fn put_blob(store: &dyn BlobStore, hash: &str, bytes: &[u8]) {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), bytes).expect("write");
+    store
+        .put_blob_file(hash, file.path())
+        .await
+        .expect("put_blob_file");
+}
+
+/// The whole blob, read through its stream.
+async fn read_blob(store: &dyn BlobStore, hash: &str) -> Option<Bytes> {
+    use futures::StreamExt as _;
+    let mut read = store.get_blob(hash).await.expect("get_blob")?;
+    let mut out = Vec::new();
+    while let Some(chunk) = read.chunks.next().await {
+        out.extend_from_slice(&chunk.expect("chunk"));
+    }
+    assert_eq!(out.len() as u64, read.size, "streamed size");
+    Some(Bytes::from(out))
+}
 
 /// Runs each named case of the calling module against both stores, and names
 /// them in `CASES` for [`every_case_runs_on_both_stores`]. A case is an

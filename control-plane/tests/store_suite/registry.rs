@@ -135,10 +135,7 @@ async fn extensions_list_by_publisher_then_name(store: DynStore) {
 
 async fn duplicate_version_is_rejected_without_writing(store: DynStore) {
     let first = new_version("acme", "alpha", exact("1.0.0"));
-    store
-        .put_blob(&first.content_hash, Bytes::from_static(b"first bundle"))
-        .await
-        .expect("put");
+    put_blob(store.as_ref(), &first.content_hash, b"first bundle").await;
     let (ext, published) = store.publish_version(first.clone()).await.expect("publish");
 
     let second = new_version("acme", "alpha", exact("1.0.0"));
@@ -169,7 +166,7 @@ async fn duplicate_version_is_rejected_without_writing(store: DynStore) {
             .expect("by hash"),
         Some(published)
     );
-    let blob = store.get_blob(&first.content_hash).await.expect("get");
+    let blob = read_blob(store.as_ref(), &first.content_hash).await;
     assert_eq!(blob, Some(Bytes::from_static(b"first bundle")));
     assert_eq!(store.list_extensions().await.expect("list").len(), 1);
 }

@@ -109,6 +109,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_debug_events",
         include_str!("../../../../migrations/0009_debug_events.sql"),
     ),
+    (
+        "0010_bundle_blobs_external",
+        include_str!("../../../../migrations/0010_bundle_blobs_external.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("annexmig" in ASCII), so replicas
