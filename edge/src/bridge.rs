@@ -34,6 +34,24 @@ pub(crate) fn host_js(pattern: Option<&UiHostPattern>) -> String {
     }
 }
 
+/// One of the bridge scripts.
+#[utoipa::path(
+    get,
+    path = "/ext-bridge/{file}",
+    operation_id = "bridge_script",
+    tag = "bridge",
+    params(
+        ("file" = String, Path, description = "`host.js` or `sdk.js`"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer"),
+    ),
+    responses(
+        (status = 200, description = "The script, with `ETag: \"sha256-<hex>\"`, \
+            `Cache-Control: public, max-age=300`, `nosniff` and `Access-Control-Allow-Origin: *`",
+            body = String, content_type = "text/javascript"),
+        (status = 304, description = "`If-None-Match` names the script's ETag"),
+        (status = 404, description = "No such script (empty body)"),
+    ),
+)]
 pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
     Path(file): Path<String>,

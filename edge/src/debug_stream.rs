@@ -21,7 +21,7 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::{HeaderMap, Method, Uri};
 use parking_lot::Mutex;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_stream::StreamExt as _;
@@ -33,15 +33,41 @@ use crate::gateway::{self, Incoming};
 use crate::installs::ResolveError;
 use crate::state::EdgeState;
 
-#[derive(Debug, serde::Deserialize)]
+/// Whose logs: the stream's and the poll's query.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DebugQuery {
+    /// The extension: its registry id, install id or slug (required).
     extension_id: Option<String>,
+    /// Alga's tenant selector: when given and not empty, it must be the
+    /// caller's own tenant (else 403 `tenant_mismatch`).
     tenant_id: Option<String>,
+    /// Only the events of this install.
     install_id: Option<String>,
+    /// Only the events of this request.
     request_id: Option<String>,
 }
 
+/// Server-sent events of the caller's tenant's logs of one extension.
+#[utoipa::path(
+    get,
+    path = "/api/ext-debug/stream",
+    operation_id = "debug_stream",
+    tag = "debug",
+    params(
+        DebugQuery,
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "Resume after this event id (decimal, at most 20 digits)"),
+    ),
+    security(("session" = []), ("session_cookie" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "An endless stream: the recent tail, then new events; \
+            each event's `id` is its log id and its `data` a `LogEvent` as JSON; a comment \
+            every 15 s keeps the connection open", content_type = "text/event-stream", body = String),
+        crate::openapi::DebugStreamErrors,
+    ),
+)]
 pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
     Client(client): Client,
@@ -64,9 +90,26 @@ pub(crate) async fn handle(
     }
 }
 
-/// The polling form: `POST` with the stream's query and `{"lastId": …}`
-/// answers `{"events": […], "lastId": …}`: the events after `lastId`, or
-/// without it the recent tail, and the id to send next time.
+/// The debug stream's polling form.
+///
+/// `POST` with the stream's query and `{"lastId": …}` answers
+/// `{"events": […], "lastId": …}`: the events after `lastId`, or without it
+/// the recent tail, and the id to send next time.
+#[utoipa::path(
+    post,
+    path = "/api/ext-debug/stream",
+    operation_id = "debug_poll",
+    tag = "debug",
+    params(DebugQuery),
+    request_body(content = Option<PollBody>, content_type = "application/json",
+        description = "At most 4 KiB; an empty body is `{}`"),
+    security(("session" = []), ("session_cookie" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The events after `lastId` (at most 100), or without it \
+            the recent tail, and the id to send next time", body = PollAnswer),
+        crate::openapi::DebugPollErrors,
+    ),
+)]
 pub(crate) async fn poll(
     State(state): State<Arc<EdgeState>>,
     Client(client): Client,
@@ -120,16 +163,10 @@ async fn authorize(
         return Err(ApiError::TENANT_MISMATCH);
     }
     let Some(extension) = q.extension_id.clone().filter(|e| !e.trim().is_empty()) else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "extension_id_required",
-        ));
+        return Err(ApiError::EXTENSION_ID_REQUIRED);
     };
     if !crate::identifiers::is_extension(&extension) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_extension_id",
-        ));
+        return Err(ApiError::INVALID_EXTENSION_ID);
     }
     // Accept an install id or slug too; a disabled install still has logs
     // worth reading, so an unresolvable id is passed through as given.
@@ -185,7 +222,7 @@ async fn open(
             Ok(e) => Some(Ok::<Event, Infallible>(
                 Event::default()
                     .id(e.id.clone())
-                    .data(event_json(&e).to_string()),
+                    .data(LogEventBody::from(&e).to_json()),
             )),
             Err(s) => {
                 tracing::debug!(code = ?s.code(), "log stream ended");
@@ -199,10 +236,21 @@ async fn open(
 }
 
 /// A polling request's body.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct PollBody {
+pub(crate) struct PollBody {
+    /// The `lastId` of the previous answer; absent or empty: the recent tail.
+    #[schema(pattern = "^[0-9]{0,20}$")]
     last_id: Option<String>,
+}
+
+/// A poll's answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PollAnswer {
+    events: Vec<LogEventBody>,
+    /// The id to send as `lastId` next time.
+    last_id: String,
 }
 
 /// The largest polling body read.
@@ -223,8 +271,7 @@ async fn page(
     let body: PollBody = if bytes.iter().all(u8::is_ascii_whitespace) {
         PollBody::default()
     } else {
-        serde_json::from_slice(&bytes)
-            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json"))?
+        serde_json::from_slice(&bytes).map_err(|_| ApiError::INVALID_JSON)?
     };
     let after_id = event_id(body.last_id.as_deref())?;
     let limit = if after_id.is_empty() {
@@ -249,8 +296,11 @@ async fn page(
             ApiError::POLICY_UNAVAILABLE
         })?
         .into_inner();
-    let events: Vec<_> = page.events.iter().map(event_json).collect();
-    Ok(axum::Json(serde_json::json!({"events": events, "lastId": page.last_id})).into_response())
+    let answer = PollAnswer {
+        events: page.events.iter().map(LogEventBody::from).collect(),
+        last_id: page.last_id,
+    };
+    Ok(axum::Json(answer).into_response())
 }
 
 /// An event id from a client: empty, or the decimal id an earlier answer
@@ -260,7 +310,7 @@ fn event_id(id: Option<&str>) -> Result<String, ApiError> {
     if id.is_empty() || (id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())) {
         Ok(id.to_owned())
     } else {
-        Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_last_id"))
+        Err(ApiError::INVALID_LAST_ID)
     }
 }
 
@@ -360,20 +410,51 @@ impl StreamCaps {
 
 /// Alga's SSE event shape (the id travels as the SSE event id, and as
 /// `lastId` of a poll).
-pub(crate) fn event_json(e: &pb::LogEvent) -> serde_json::Value {
-    serde_json::json!({
-        "ts": e.ts_ms,
-        "level": e.level,
-        "stream": e.stream,
-        "tenantId": e.tenant_id,
-        "extensionId": e.extension_id,
-        "installId": e.install_id,
-        "requestId": e.request_id,
-        "versionId": e.version_id,
-        "contentHash": e.content_hash,
-        "message": e.message,
-        "truncated": e.truncated,
-    })
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = LogEvent)]
+pub(crate) struct LogEventBody {
+    /// Milliseconds since the Unix epoch.
+    ts: i64,
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    level: String,
+    /// `log`, `stderr`, `stdout` or `system`.
+    stream: String,
+    tenant_id: String,
+    /// The registry id.
+    extension_id: String,
+    install_id: String,
+    request_id: String,
+    version_id: String,
+    content_hash: String,
+    message: String,
+    /// Whether `message` was cut at 8,192 bytes.
+    truncated: bool,
+}
+
+impl From<&pb::LogEvent> for LogEventBody {
+    fn from(e: &pb::LogEvent) -> LogEventBody {
+        LogEventBody {
+            ts: e.ts_ms,
+            level: e.level.clone(),
+            stream: e.stream.clone(),
+            tenant_id: e.tenant_id.clone(),
+            extension_id: e.extension_id.clone(),
+            install_id: e.install_id.clone(),
+            request_id: e.request_id.clone(),
+            version_id: e.version_id.clone(),
+            content_hash: e.content_hash.clone(),
+            message: e.message.clone(),
+            truncated: e.truncated,
+        }
+    }
+}
+
+impl LogEventBody {
+    /// The event as an SSE `data` line's JSON.
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

@@ -74,6 +74,43 @@ fn not_found() -> Response {
     (StatusCode::NOT_FOUND, [(header::CACHE_CONTROL, "no-store")]).into_response()
 }
 
+/// A UI file of the installed bundle.
+#[utoipa::path(
+    get,
+    path = "/ext-ui/{extension_id}/{content_hash}/{path}",
+    operation_id = "ext_ui",
+    tag = "ui",
+    params(
+        ("extension_id" = String, Path, description = "The install id, the registry id or the slug"),
+        ("content_hash" = String, Path,
+            description = "The installed bundle's content hash: `sha256:` and 64 hex digits"),
+        ("path" = String, Path, description = "The file under the bundle's `ui/`; it may hold \
+            `/`; a missing file or a directory is `index.html`"),
+        ("tenant" = Option<String>, Query, description = "The tenant (else `x-tenant-id`, else \
+            the tenant that last loaded this extension and hash on this edge)"),
+        ("x-tenant-id" = Option<String>, Header, description = "The tenant, when `tenant` is absent"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer, or `*`"),
+    ),
+    responses(
+        (status = 200, description = "The file, with `ETag: \"sha256-<hex>\"`, \
+            `Cache-Control: public, max-age=31536000, immutable`, `nosniff`, and for HTML the \
+            UI's `Content-Security-Policy`", content(
+            (String = "text/html"),
+            (String = "text/javascript"),
+            (String = "text/css"),
+            (serde_json::Value = "application/json"),
+            (String = "text/plain"),
+            (String = "image/svg+xml"),
+            (Vec<u8> = "image/png"),
+            (Vec<u8> = "image/jpeg"),
+            (Vec<u8> = "image/webp"),
+            (Vec<u8> = "application/font-woff"),
+            (Vec<u8> = "font/woff2"),
+        )),
+        (status = 304, description = "`If-None-Match` names the file's ETag"),
+        crate::openapi::UiErrors,
+    ),
+)]
 pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
     Client(client): Client,
