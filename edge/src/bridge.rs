@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
@@ -54,9 +54,11 @@ pub(crate) fn host_js(pattern: Option<&UiHostPattern>) -> String {
 )]
 pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
-    Path(file): Path<String>,
+    uri: http::Uri,
     headers: HeaderMap,
 ) -> Response {
+    // Any other name (one that is not UTF-8 included) is simply not a script.
+    let file = crate::gateway::path_segment(&uri, "/ext-bridge/", 0);
     let text: Cow<'static, str> = match file.as_str() {
         "host.js" => Cow::Owned(host_js(state.ui_policy.hosts.as_ref())),
         "sdk.js" => Cow::Borrowed(SDK_JS),

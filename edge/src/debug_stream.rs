@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use annex_proto::pb;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, Uri};
@@ -33,10 +33,10 @@ use crate::gateway::{self, Incoming};
 use crate::installs::ResolveError;
 use crate::state::EdgeState;
 
-/// Whose logs: the stream's and the poll's query.
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[serde(rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
+/// Whose logs: the stream's and the poll's query (for a repeated name the
+/// last value wins, as everywhere on the edge).
+#[derive(Debug, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub(crate) struct DebugQuery {
     /// The extension: its registry id, install id or slug (required).
     extension_id: Option<String>,
@@ -47,6 +47,18 @@ pub(crate) struct DebugQuery {
     install_id: Option<String>,
     /// Only the events of this request.
     request_id: Option<String>,
+}
+
+impl DebugQuery {
+    fn from_uri(uri: &Uri) -> DebugQuery {
+        let mut q = gateway::query_map(uri);
+        DebugQuery {
+            extension_id: q.remove("extensionId"),
+            tenant_id: q.remove("tenantId"),
+            install_id: q.remove("installId"),
+            request_id: q.remove("requestId"),
+        }
+    }
 }
 
 /// Server-sent events of the caller's tenant's logs of one extension.
@@ -71,11 +83,11 @@ pub(crate) struct DebugQuery {
 pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
     Client(client): Client,
-    Query(q): Query<DebugQuery>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let q = DebugQuery::from_uri(&uri);
     let request_id = gateway::request_id(&headers);
     let incoming = Incoming {
         method: &method,
@@ -113,12 +125,12 @@ pub(crate) async fn handle(
 pub(crate) async fn poll(
     State(state): State<Arc<EdgeState>>,
     Client(client): Client,
-    Query(q): Query<DebugQuery>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let q = DebugQuery::from_uri(&uri);
     let request_id = gateway::request_id(&headers);
     let incoming = Incoming {
         method: &method,
@@ -139,6 +151,10 @@ struct Watch {
     user: String,
     /// Registry id.
     extension: String,
+    /// Only this install's events (empty: any).
+    install: String,
+    /// Only this request's events (empty: any).
+    request: String,
 }
 
 async fn authorize(
@@ -168,6 +184,16 @@ async fn authorize(
     if !crate::identifiers::is_extension(&extension) {
         return Err(ApiError::INVALID_EXTENSION_ID);
     }
+    // The filters reach the log's store: one no event can carry (a control
+    // character, which Postgres text cannot even hold) is refused here.
+    let install = q.install_id.clone().unwrap_or_default();
+    if !install.is_empty() && !crate::identifiers::is_extension(&install) {
+        return Err(ApiError::INVALID_INSTALL_ID);
+    }
+    let request = q.request_id.clone().unwrap_or_default();
+    if !request.is_empty() && !crate::identifiers::is_request_id(&request) {
+        return Err(ApiError::INVALID_REQUEST_ID);
+    }
     // Accept an install id or slug too; a disabled install still has logs
     // worth reading, so an unresolvable id is passed through as given.
     let extension = match state.installs.resolve(&principal.tenant, &extension).await {
@@ -179,6 +205,8 @@ async fn authorize(
         user: format!("{}/{}", principal.tenant, principal.audit_id()),
         tenant: principal.tenant,
         extension,
+        install,
+        request,
     })
 }
 
@@ -204,8 +232,8 @@ async fn open(
         .watch_logs(pb::WatchLogsRequest {
             tenant_id: watch.tenant,
             extension_id: watch.extension,
-            install_id: q.install_id.unwrap_or_default(),
-            request_id: q.request_id.unwrap_or_default(),
+            install_id: watch.install,
+            request_id: watch.request,
             tail: state.debug_streams.tail(),
             after_id,
         })
@@ -240,7 +268,7 @@ async fn open(
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PollBody {
     /// The `lastId` of the previous answer; absent or empty: the recent tail.
-    #[schema(pattern = "^[0-9]{0,20}$")]
+    #[schema(pattern = "^[0-9]{0,19}$")]
     last_id: Option<String>,
 }
 
@@ -285,8 +313,8 @@ async fn page(
         .list_logs(pb::ListLogsRequest {
             tenant_id: watch.tenant,
             extension_id: watch.extension,
-            install_id: q.install_id.unwrap_or_default(),
-            request_id: q.request_id.unwrap_or_default(),
+            install_id: watch.install,
+            request_id: watch.request,
             after_id,
             limit,
         })
@@ -304,10 +332,11 @@ async fn page(
 }
 
 /// An event id from a client: empty, or the decimal id an earlier answer
-/// gave; anything else is 400 `invalid_last_id`.
+/// gave (a position in the log, at most `i64::MAX`); anything else is 400
+/// `invalid_last_id`.
 fn event_id(id: Option<&str>) -> Result<String, ApiError> {
     let id = id.unwrap_or_default().trim();
-    if id.is_empty() || (id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())) {
+    if id.is_empty() || (id.bytes().all(|b| b.is_ascii_digit()) && id.parse::<i64>().is_ok()) {
         Ok(id.to_owned())
     } else {
         Err(ApiError::INVALID_LAST_ID)
@@ -460,6 +489,27 @@ impl LogEventBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_ids_are_positions_in_the_log() {
+        for ok in ["", " ", "0", "42", "9223372036854775807"] {
+            assert!(event_id(Some(ok)).is_ok(), "{ok:?}");
+        }
+        // One past `i64::MAX`, past `u64::MAX`, and not a number.
+        for bad in [
+            "9223372036854775808",
+            "99999999999999999999",
+            "-1",
+            "1e3",
+            "x",
+        ] {
+            assert_eq!(
+                event_id(Some(bad)),
+                Err(ApiError::INVALID_LAST_ID),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn streams_are_capped_per_tenant_and_per_user_and_given_back() {

@@ -71,6 +71,12 @@ impl ApiError {
     /// A debug poll whose body is not the JSON it takes.
     pub(crate) const INVALID_JSON: ApiError =
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_json");
+    /// A debug stream's `installId` that no install can have.
+    pub(crate) const INVALID_INSTALL_ID: ApiError =
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_install_id");
+    /// A debug stream's `requestId` that no request can have.
+    pub(crate) const INVALID_REQUEST_ID: ApiError =
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_id");
     /// A debug stream's `Last-Event-ID` or a poll's `lastId` that is not an
     /// event id.
     pub(crate) const INVALID_LAST_ID: ApiError =

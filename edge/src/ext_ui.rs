@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use annex_bundle::ContentHash;
-use axum::extract::{Query, RawPathParams, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 
@@ -61,7 +61,8 @@ impl UiPolicy {
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
+/// The query `/ext-ui` reads (for a repeated name the last value wins).
+#[derive(Debug)]
 pub(crate) struct UiQuery {
     tenant: Option<String>,
 }
@@ -114,14 +115,15 @@ fn not_found() -> Response {
 pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
     Client(client): Client,
-    params: RawPathParams,
-    Query(query): Query<UiQuery>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let query = UiQuery {
+        tenant: crate::gateway::query_map(&uri).remove("tenant"),
+    };
     let started = Instant::now();
-    let extension = crate::gateway::path_param(&params, 0);
-    let hash = crate::gateway::path_param(&params, 1);
+    let extension = crate::gateway::path_segment(&uri, "/ext-ui/", 0);
+    let hash = crate::gateway::path_segment(&uri, "/ext-ui/", 1);
     let req = UiRequest {
         extension: &extension,
         hash: &hash,

@@ -72,12 +72,92 @@ async fn the_served_document_is_the_committed_one_and_lists_what_the_router_take
                     "{method} {path} is not documented but routed"
                 );
             } else {
-                assert_eq!(
-                    (r.status, r.json()),
-                    (404, serde_json::json!({"error": "endpoint_not_found"})),
-                    "{method} {path}"
-                );
+                // Any other method reaches the handler, which refuses it
+                // (an answer to HEAD has no body).
+                assert_eq!(r.status, 404, "{method} {path}");
+                if method != "head" {
+                    assert_eq!(r.json(), serde_json::json!({"error": "endpoint_not_found"}));
+                }
             }
         }
     }
+}
+
+/// What fuzzing the document's parameters turned up: each answer is one the
+/// document lists (a JSON refusal, or the route's own), never a 5xx or a
+/// framework's text.
+#[tokio::test]
+async fn odd_queries_and_names_get_documented_answers() {
+    let w = World::start().await;
+    let auth = bearer(&token(serde_json::json!({})));
+    let h = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let poll = async |query: String, body: String| {
+        let r = w
+            .edge
+            .send(
+                "POST",
+                &format!("/api/ext-debug/stream?{query}"),
+                &h,
+                body.as_bytes(),
+            )
+            .await;
+        (r.status, r.json())
+    };
+    let ext = format!("extensionId={}", w.ext.registry_id);
+    let refusal = |code: &str| (400, serde_json::json!({"error": code}));
+    // Past the log's positions (`i64::MAX` + 1, past `u64::MAX`).
+    for id in ["9223372036854775808", "99999999999999999999"] {
+        let body = format!(r#"{{"lastId":"{id}"}}"#);
+        assert_eq!(poll(ext.clone(), body).await, refusal("invalid_last_id"));
+    }
+    // Filters no event can carry never reach the log's store.
+    assert_eq!(
+        poll(format!("{ext}&installId=a%00b"), "{}".into()).await,
+        refusal("invalid_install_id")
+    );
+    assert_eq!(
+        poll(format!("{ext}&requestId=a%20b"), "{}".into()).await,
+        refusal("invalid_request_id")
+    );
+    // A repeated name: the last value wins (no framework text).
+    let (status, body) = poll(format!("extensionId=x&{ext}"), "{}".into()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["events"].is_array());
+    let ui = format!(
+        "/ext-ui/{}/{}/index.html?tenant=nobody&tenant={TENANT}",
+        w.ext.registry_id, w.ext.content_hash
+    );
+    assert_eq!(w.edge.send("GET", &ui, &[], b"").await.status, 200);
+    // Names that are not UTF-8 name nothing; the route answers as for any
+    // unknown name.
+    let r = w.edge.send("GET", "/ext-bridge/%FF", &[], b"").await;
+    assert_eq!((r.status, r.body.len()), (404, 0));
+    for route in ["ext", "ext-proxy"] {
+        let r = w
+            .edge
+            .send("GET", &format!("/api/{route}/%FF/hello"), &h, b"")
+            .await;
+        assert_eq!(
+            (r.status, r.json()),
+            (404, serde_json::json!({"error": "extension_not_available"})),
+            "{route}"
+        );
+        assert!(r.header("x-request-id").is_some());
+    }
+    let r = w
+        .edge
+        .send(
+            "GET",
+            &format!(
+                "/ext-ui/%FF/{}/index.html?tenant={TENANT}",
+                w.ext.content_hash
+            ),
+            &[],
+            b"",
+        )
+        .await;
+    assert_eq!((r.status, r.text().as_str()), (400, "invalid extension"));
 }

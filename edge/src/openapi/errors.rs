@@ -169,8 +169,16 @@ fn debug() -> Vec<Refusal> {
             "an `extensionId` no extension can have",
         ),
         r(
+            ApiError::INVALID_INSTALL_ID,
+            "an `installId` no install can have (control characters, over 256 bytes)",
+        ),
+        r(
+            ApiError::INVALID_REQUEST_ID,
+            "a `requestId` no request can have (not 1–128 visible ASCII characters)",
+        ),
+        r(
             ApiError::INVALID_LAST_ID,
-            "`Last-Event-ID` or `lastId` is not an event id",
+            "`Last-Event-ID` or `lastId` is not an event id (a decimal up to 2^63−1)",
         ),
         r(
             ApiError::POLICY_UNAVAILABLE,
