@@ -50,6 +50,8 @@ pub(crate) fn host_js(pattern: Option<&UiHostPattern>) -> String {
             body = String, content_type = "text/javascript"),
         (status = 304, description = "`If-None-Match` names the script's ETag"),
         (status = 404, description = "No such script (empty body)"),
+        (status = 500, description = "`{\"error\":\"internal_error\"}`: a bug in the edge (logged)",
+            body = serde_json::Value, content_type = "application/json"),
     ),
 )]
 pub(crate) async fn handle(
