@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
@@ -34,11 +34,33 @@ pub(crate) fn host_js(pattern: Option<&UiHostPattern>) -> String {
     }
 }
 
+/// One of the bridge scripts.
+#[utoipa::path(
+    get,
+    path = "/ext-bridge/{file}",
+    operation_id = "bridge_script",
+    tag = "bridge",
+    params(
+        ("file" = String, Path, description = "`host.js` or `sdk.js`"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer"),
+    ),
+    responses(
+        (status = 200, description = "The script, with `ETag: \"sha256-<hex>\"`, \
+            `Cache-Control: public, max-age=300`, `nosniff` and `Access-Control-Allow-Origin: *`",
+            body = String, content_type = "text/javascript"),
+        (status = 304, description = "`If-None-Match` names the script's ETag"),
+        (status = 404, description = "No such script (empty body)"),
+        (status = 500, description = "`{\"error\":\"internal_error\"}`: a bug in the edge (logged)",
+            body = serde_json::Value, content_type = "application/json"),
+    ),
+)]
 pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
-    Path(file): Path<String>,
+    uri: http::Uri,
     headers: HeaderMap,
 ) -> Response {
+    // Any other name (one that is not UTF-8 included) is simply not a script.
+    let file = crate::gateway::path_segment(&uri, "/ext-bridge/", 0);
     let text: Cow<'static, str> = match file.as_str() {
         "host.js" => Cow::Owned(host_js(state.ui_policy.hosts.as_ref())),
         "sdk.js" => Cow::Borrowed(SDK_JS),

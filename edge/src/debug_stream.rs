@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use annex_proto::pb;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::{HeaderMap, Method, Uri};
 use parking_lot::Mutex;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_stream::StreamExt as _;
@@ -33,23 +33,61 @@ use crate::gateway::{self, Incoming};
 use crate::installs::ResolveError;
 use crate::state::EdgeState;
 
-#[derive(Debug, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// Whose logs: the stream's and the poll's query (for a repeated name the
+/// last value wins, as everywhere on the edge).
+#[derive(Debug, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub(crate) struct DebugQuery {
+    /// The extension: its registry id, install id or slug (required).
     extension_id: Option<String>,
+    /// Alga's tenant selector: when given and not empty, it must be the
+    /// caller's own tenant (else 403 `tenant_mismatch`).
     tenant_id: Option<String>,
+    /// Only the events of this install.
     install_id: Option<String>,
+    /// Only the events of this request.
     request_id: Option<String>,
 }
 
+impl DebugQuery {
+    fn from_uri(uri: &Uri) -> DebugQuery {
+        let mut q = gateway::query_map(uri);
+        DebugQuery {
+            extension_id: q.remove("extensionId"),
+            tenant_id: q.remove("tenantId"),
+            install_id: q.remove("installId"),
+            request_id: q.remove("requestId"),
+        }
+    }
+}
+
+/// Server-sent events of the caller's tenant's logs of one extension.
+#[utoipa::path(
+    get,
+    path = "/api/ext-debug/stream",
+    operation_id = "debug_stream",
+    tag = "debug",
+    params(
+        DebugQuery,
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "Resume after this event id (decimal, at most 20 digits)"),
+    ),
+    security(("session" = []), ("session_cookie" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "An endless stream: the recent tail, then new events; \
+            each event's `id` is its log id and its `data` a `LogEvent` as JSON; a comment \
+            every 15 s keeps the connection open", content_type = "text/event-stream", body = String),
+        crate::openapi::DebugStreamErrors,
+    ),
+)]
 pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
     Client(client): Client,
-    Query(q): Query<DebugQuery>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let q = DebugQuery::from_uri(&uri);
     let request_id = gateway::request_id(&headers);
     let incoming = Incoming {
         method: &method,
@@ -64,18 +102,35 @@ pub(crate) async fn handle(
     }
 }
 
-/// The polling form: `POST` with the stream's query and `{"lastId": …}`
-/// answers `{"events": […], "lastId": …}`: the events after `lastId`, or
-/// without it the recent tail, and the id to send next time.
+/// The debug stream's polling form.
+///
+/// `POST` with the stream's query and `{"lastId": …}` answers
+/// `{"events": […], "lastId": …}`: the events after `lastId`, or without it
+/// the recent tail, and the id to send next time.
+#[utoipa::path(
+    post,
+    path = "/api/ext-debug/stream",
+    operation_id = "debug_poll",
+    tag = "debug",
+    params(DebugQuery),
+    request_body(content = Option<PollBody>, content_type = "application/json",
+        description = "At most 4 KiB; an empty body is `{}`"),
+    security(("session" = []), ("session_cookie" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The events after `lastId` (at most 100), or without it \
+            the recent tail, and the id to send next time", body = PollAnswer),
+        crate::openapi::DebugPollErrors,
+    ),
+)]
 pub(crate) async fn poll(
     State(state): State<Arc<EdgeState>>,
     Client(client): Client,
-    Query(q): Query<DebugQuery>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let q = DebugQuery::from_uri(&uri);
     let request_id = gateway::request_id(&headers);
     let incoming = Incoming {
         method: &method,
@@ -96,6 +151,10 @@ struct Watch {
     user: String,
     /// Registry id.
     extension: String,
+    /// Only this install's events (empty: any).
+    install: String,
+    /// Only this request's events (empty: any).
+    request: String,
 }
 
 async fn authorize(
@@ -120,16 +179,20 @@ async fn authorize(
         return Err(ApiError::TENANT_MISMATCH);
     }
     let Some(extension) = q.extension_id.clone().filter(|e| !e.trim().is_empty()) else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "extension_id_required",
-        ));
+        return Err(ApiError::EXTENSION_ID_REQUIRED);
     };
     if !crate::identifiers::is_extension(&extension) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_extension_id",
-        ));
+        return Err(ApiError::INVALID_EXTENSION_ID);
+    }
+    // The filters reach the log's store: one no event can carry (a control
+    // character, which Postgres text cannot even hold) is refused here.
+    let install = q.install_id.clone().unwrap_or_default();
+    if !install.is_empty() && !crate::identifiers::is_extension(&install) {
+        return Err(ApiError::INVALID_INSTALL_ID);
+    }
+    let request = q.request_id.clone().unwrap_or_default();
+    if !request.is_empty() && !crate::identifiers::is_request_id(&request) {
+        return Err(ApiError::INVALID_REQUEST_ID);
     }
     // Accept an install id or slug too; a disabled install still has logs
     // worth reading, so an unresolvable id is passed through as given.
@@ -142,6 +205,8 @@ async fn authorize(
         user: format!("{}/{}", principal.tenant, principal.audit_id()),
         tenant: principal.tenant,
         extension,
+        install,
+        request,
     })
 }
 
@@ -167,8 +232,8 @@ async fn open(
         .watch_logs(pb::WatchLogsRequest {
             tenant_id: watch.tenant,
             extension_id: watch.extension,
-            install_id: q.install_id.unwrap_or_default(),
-            request_id: q.request_id.unwrap_or_default(),
+            install_id: watch.install,
+            request_id: watch.request,
             tail: state.debug_streams.tail(),
             after_id,
         })
@@ -185,7 +250,7 @@ async fn open(
             Ok(e) => Some(Ok::<Event, Infallible>(
                 Event::default()
                     .id(e.id.clone())
-                    .data(event_json(&e).to_string()),
+                    .data(LogEventBody::from(&e).to_json()),
             )),
             Err(s) => {
                 tracing::debug!(code = ?s.code(), "log stream ended");
@@ -199,10 +264,21 @@ async fn open(
 }
 
 /// A polling request's body.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct PollBody {
+pub(crate) struct PollBody {
+    /// The `lastId` of the previous answer; absent or empty: the recent tail.
+    #[schema(pattern = "^[0-9]{0,19}$")]
     last_id: Option<String>,
+}
+
+/// A poll's answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PollAnswer {
+    events: Vec<LogEventBody>,
+    /// The id to send as `lastId` next time.
+    last_id: String,
 }
 
 /// The largest polling body read.
@@ -223,8 +299,7 @@ async fn page(
     let body: PollBody = if bytes.iter().all(u8::is_ascii_whitespace) {
         PollBody::default()
     } else {
-        serde_json::from_slice(&bytes)
-            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json"))?
+        serde_json::from_slice(&bytes).map_err(|_| ApiError::INVALID_JSON)?
     };
     let after_id = event_id(body.last_id.as_deref())?;
     let limit = if after_id.is_empty() {
@@ -238,8 +313,8 @@ async fn page(
         .list_logs(pb::ListLogsRequest {
             tenant_id: watch.tenant,
             extension_id: watch.extension,
-            install_id: q.install_id.unwrap_or_default(),
-            request_id: q.request_id.unwrap_or_default(),
+            install_id: watch.install,
+            request_id: watch.request,
             after_id,
             limit,
         })
@@ -249,18 +324,22 @@ async fn page(
             ApiError::POLICY_UNAVAILABLE
         })?
         .into_inner();
-    let events: Vec<_> = page.events.iter().map(event_json).collect();
-    Ok(axum::Json(serde_json::json!({"events": events, "lastId": page.last_id})).into_response())
+    let answer = PollAnswer {
+        events: page.events.iter().map(LogEventBody::from).collect(),
+        last_id: page.last_id,
+    };
+    Ok(axum::Json(answer).into_response())
 }
 
 /// An event id from a client: empty, or the decimal id an earlier answer
-/// gave; anything else is 400 `invalid_last_id`.
+/// gave (a position in the log, at most `i64::MAX`); anything else is 400
+/// `invalid_last_id`.
 fn event_id(id: Option<&str>) -> Result<String, ApiError> {
     let id = id.unwrap_or_default().trim();
-    if id.is_empty() || (id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())) {
+    if id.is_empty() || (id.bytes().all(|b| b.is_ascii_digit()) && id.parse::<i64>().is_ok()) {
         Ok(id.to_owned())
     } else {
-        Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_last_id"))
+        Err(ApiError::INVALID_LAST_ID)
     }
 }
 
@@ -360,25 +439,77 @@ impl StreamCaps {
 
 /// Alga's SSE event shape (the id travels as the SSE event id, and as
 /// `lastId` of a poll).
-pub(crate) fn event_json(e: &pb::LogEvent) -> serde_json::Value {
-    serde_json::json!({
-        "ts": e.ts_ms,
-        "level": e.level,
-        "stream": e.stream,
-        "tenantId": e.tenant_id,
-        "extensionId": e.extension_id,
-        "installId": e.install_id,
-        "requestId": e.request_id,
-        "versionId": e.version_id,
-        "contentHash": e.content_hash,
-        "message": e.message,
-        "truncated": e.truncated,
-    })
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = LogEvent)]
+pub(crate) struct LogEventBody {
+    /// Milliseconds since the Unix epoch.
+    ts: i64,
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    level: String,
+    /// `log`, `stderr`, `stdout` or `system`.
+    stream: String,
+    tenant_id: String,
+    /// The registry id.
+    extension_id: String,
+    install_id: String,
+    request_id: String,
+    version_id: String,
+    content_hash: String,
+    message: String,
+    /// Whether `message` was cut at 8,192 bytes.
+    truncated: bool,
+}
+
+impl From<&pb::LogEvent> for LogEventBody {
+    fn from(e: &pb::LogEvent) -> LogEventBody {
+        LogEventBody {
+            ts: e.ts_ms,
+            level: e.level.clone(),
+            stream: e.stream.clone(),
+            tenant_id: e.tenant_id.clone(),
+            extension_id: e.extension_id.clone(),
+            install_id: e.install_id.clone(),
+            request_id: e.request_id.clone(),
+            version_id: e.version_id.clone(),
+            content_hash: e.content_hash.clone(),
+            message: e.message.clone(),
+            truncated: e.truncated,
+        }
+    }
+}
+
+impl LogEventBody {
+    /// The event as an SSE `data` line's JSON.
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_ids_are_positions_in_the_log() {
+        for ok in ["", " ", "0", "42", "9223372036854775807"] {
+            assert!(event_id(Some(ok)).is_ok(), "{ok:?}");
+        }
+        // One past `i64::MAX`, past `u64::MAX`, and not a number.
+        for bad in [
+            "9223372036854775808",
+            "99999999999999999999",
+            "-1",
+            "1e3",
+            "x",
+        ] {
+            assert_eq!(
+                event_id(Some(bad)),
+                Err(ApiError::INVALID_LAST_ID),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn streams_are_capped_per_tenant_and_per_user_and_given_back() {

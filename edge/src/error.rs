@@ -62,6 +62,25 @@ impl ApiError {
     /// A request body that did not arrive within the deadline (Annex).
     pub(crate) const REQUEST_TIMEOUT: ApiError =
         ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout");
+    /// A debug stream or poll without `extensionId`.
+    pub(crate) const EXTENSION_ID_REQUIRED: ApiError =
+        ApiError::new(StatusCode::BAD_REQUEST, "extension_id_required");
+    /// A debug stream's `extensionId` that no extension can have.
+    pub(crate) const INVALID_EXTENSION_ID: ApiError =
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_extension_id");
+    /// A debug poll whose body is not the JSON it takes.
+    pub(crate) const INVALID_JSON: ApiError =
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json");
+    /// A debug stream's `installId` that no install can have.
+    pub(crate) const INVALID_INSTALL_ID: ApiError =
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_install_id");
+    /// A debug stream's `requestId` that no request can have.
+    pub(crate) const INVALID_REQUEST_ID: ApiError =
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_id");
+    /// A debug stream's `Last-Event-ID` or a poll's `lastId` that is not an
+    /// event id.
+    pub(crate) const INVALID_LAST_ID: ApiError =
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_last_id");
 
     pub(crate) fn rate_limited(retry_after: u64) -> ApiError {
         ApiError {

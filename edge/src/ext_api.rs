@@ -8,7 +8,7 @@ use std::sync::Arc;
 use annex_dispatch::Trigger;
 use annex_proto::pb;
 use axum::body::Body;
-use axum::extract::{RawPathParams, State};
+use axum::extract::State;
 use axum::response::Response;
 use http::{HeaderMap, Method, Uri};
 
@@ -22,14 +22,13 @@ use crate::state::EdgeState;
 pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
     Client(client): Client,
-    params: RawPathParams,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let request_id = gateway::request_id(&headers);
-    let extension = crate::gateway::path_param(&params, 0);
+    let extension = gateway::path_segment(&uri, "/api/ext/", 0);
     let incoming = Incoming {
         method: &method,
         uri: &uri,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use annex_bundle::ContentHash;
-use axum::extract::{Query, RawPathParams, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 
@@ -61,7 +61,8 @@ impl UiPolicy {
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
+/// The query `/ext-ui` reads (for a repeated name the last value wins).
+#[derive(Debug)]
 pub(crate) struct UiQuery {
     tenant: Option<String>,
 }
@@ -74,17 +75,55 @@ fn not_found() -> Response {
     (StatusCode::NOT_FOUND, [(header::CACHE_CONTROL, "no-store")]).into_response()
 }
 
+/// A UI file of the installed bundle.
+#[utoipa::path(
+    get,
+    path = "/ext-ui/{extension_id}/{content_hash}/{path}",
+    operation_id = "ext_ui",
+    tag = "ui",
+    params(
+        ("extension_id" = String, Path, description = "The install id, the registry id or the slug"),
+        ("content_hash" = String, Path,
+            description = "The installed bundle's content hash: `sha256:` and 64 hex digits"),
+        ("path" = String, Path, description = "The file under the bundle's `ui/`; it may hold \
+            `/`; a missing file or a directory is `index.html`"),
+        ("tenant" = Option<String>, Query, description = "The tenant (else `x-tenant-id`, else \
+            the tenant that last loaded this extension and hash on this edge)"),
+        ("x-tenant-id" = Option<String>, Header, description = "The tenant, when `tenant` is absent"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer, or `*`"),
+    ),
+    responses(
+        (status = 200, description = "The file, with `ETag: \"sha256-<hex>\"`, \
+            `Cache-Control: public, max-age=31536000, immutable`, `nosniff`, and for HTML the \
+            UI's `Content-Security-Policy`", content(
+            (String = "text/html"),
+            (String = "text/javascript"),
+            (String = "text/css"),
+            (serde_json::Value = "application/json"),
+            (String = "text/plain"),
+            (String = "image/svg+xml"),
+            (Vec<u8> = "image/png"),
+            (Vec<u8> = "image/jpeg"),
+            (Vec<u8> = "image/webp"),
+            (Vec<u8> = "application/font-woff"),
+            (Vec<u8> = "font/woff2"),
+        )),
+        (status = 304, description = "`If-None-Match` names the file's ETag"),
+        crate::openapi::UiErrors,
+    ),
+)]
 pub(crate) async fn handle(
     State(state): State<Arc<EdgeState>>,
     Client(client): Client,
-    params: RawPathParams,
-    Query(query): Query<UiQuery>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let query = UiQuery {
+        tenant: crate::gateway::query_map(&uri).remove("tenant"),
+    };
     let started = Instant::now();
-    let extension = crate::gateway::path_param(&params, 0);
-    let hash = crate::gateway::path_param(&params, 1);
+    let extension = crate::gateway::path_segment(&uri, "/ext-ui/", 0);
+    let hash = crate::gateway::path_segment(&uri, "/ext-ui/", 1);
     let req = UiRequest {
         extension: &extension,
         hash: &hash,

@@ -30,6 +30,15 @@ pub(crate) fn is_extension(extension: &str) -> bool {
             .any(|c| c.is_control() || c == '/' || c == '\\')
 }
 
+/// Longest request id accepted from a client; longer ones are replaced.
+pub(crate) const MAX_REQUEST_ID: usize = 128;
+
+/// A request id as the edge keeps a client's: 1–128 visible ASCII
+/// characters.
+pub(crate) fn is_request_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,9 @@
 //! bytes; `ext_ui` and `ui_store` serve UI files (`ui_hosts`: per-extension
 //! UI origins); `debug_stream` relays logs under per-tenant and per-user
 //! caps; `bridge` serves the postMessage scripts; `listener` accepts
-//! connections under a cap with header-read and idle timeouts; `server`
-//! wires it together. The public surface is what a process needs
+//! connections under a cap with header-read and idle timeouts; `openapi`
+//! describes the routes as an OpenAPI 3.1 document; `server` wires it
+//! together. The public surface is what a process needs
 //! to run an edge: [`Config`], [`Settings`] and its parts, [`Listeners`],
 //! [`run`], and [`jwt`] for minting test sessions.
 //!
@@ -54,6 +55,7 @@ mod identifiers;
 mod installs;
 mod listener;
 mod metrics;
+mod openapi;
 mod quota;
 mod ratelimit;
 mod routing;

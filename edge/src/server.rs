@@ -13,7 +13,7 @@ use annex_ops::upstream::{Upstream, UpstreamSettings};
 use annex_proto::pb;
 use anyhow::Context as _;
 use axum::Router;
-use axum::routing::{any, get};
+use axum::routing::{MethodRouter, any, get};
 use tokio::net::TcpListener;
 
 use crate::audit::{self, AuditSink};
@@ -24,11 +24,12 @@ use crate::cors::Cors;
 use crate::debug_stream::StreamCaps;
 use crate::installs::InstallCache;
 use crate::metrics::Metrics;
+use crate::openapi::ExtRoute;
 use crate::ratelimit::RateLimiter;
 use crate::routing::{self, Routes};
 use crate::state::EdgeState;
 use crate::ui_store::UiStore;
-use crate::{bridge, debug_stream, ext_api, ext_proxy, ext_ui, listener, ui_hosts};
+use crate::{bridge, debug_stream, ext_api, ext_proxy, ext_ui, listener, openapi, ui_hosts};
 use annex_dispatch::WorkerTls;
 
 /// Bound sockets for an edge.
@@ -41,27 +42,79 @@ pub struct Listeners {
 /// How long buffered audit rows may take to ship at shutdown.
 const AUDIT_DRAIN: Duration = Duration::from_secs(5);
 
+/// One public route: its path as the router matches it and its handlers.
+/// The router and the OpenAPI document ([`crate::openapi`]) are both built
+/// from [`ROUTES`], so no route is served undocumented.
+pub(crate) struct Route {
+    pub path: &'static str,
+    pub handlers: fn() -> MethodRouter<Arc<EdgeState>>,
+    /// For a route that takes any method: which extension route it is, whose
+    /// path item the document builds in code. `None`: the handlers carry
+    /// `#[utoipa::path]`.
+    pub any: Option<ExtRoute>,
+}
+
+/// Every public route.
+pub(crate) const ROUTES: &[Route] = &[
+    Route {
+        path: "/api/ext/{extension_id}",
+        handlers: || any(ext_api::handle),
+        any: Some(ExtRoute::Gateway),
+    },
+    Route {
+        path: "/api/ext/{extension_id}/",
+        handlers: || any(ext_api::handle),
+        any: Some(ExtRoute::Gateway),
+    },
+    Route {
+        path: "/api/ext/{extension_id}/{*path}",
+        handlers: || any(ext_api::handle),
+        any: Some(ExtRoute::Gateway),
+    },
+    Route {
+        path: "/api/ext-proxy/{extension_id}",
+        handlers: || any(ext_proxy::handle),
+        any: Some(ExtRoute::Proxy),
+    },
+    Route {
+        path: "/api/ext-proxy/{extension_id}/",
+        handlers: || any(ext_proxy::handle),
+        any: Some(ExtRoute::Proxy),
+    },
+    Route {
+        path: "/api/ext-proxy/{extension_id}/{*route}",
+        handlers: || any(ext_proxy::handle),
+        any: Some(ExtRoute::Proxy),
+    },
+    Route {
+        path: "/ext-ui/{extension_id}/{content_hash}/{*path}",
+        handlers: || get(ext_ui::handle),
+        any: None,
+    },
+    Route {
+        path: "/api/ext-debug/stream",
+        handlers: || get(debug_stream::handle).post(debug_stream::poll),
+        any: None,
+    },
+    Route {
+        path: "/ext-bridge/{file}",
+        handlers: || get(bridge::handle),
+        any: None,
+    },
+    Route {
+        path: "/openapi.json",
+        handlers: || get(openapi::serve),
+        any: None,
+    },
+];
+
 /// The public routes over `state`.
 pub(crate) fn router(state: Arc<EdgeState>) -> Router {
-    Router::new()
-        .route("/api/ext/{extension_id}", any(ext_api::handle))
-        .route("/api/ext/{extension_id}/", any(ext_api::handle))
-        .route("/api/ext/{extension_id}/{*path}", any(ext_api::handle))
-        .route("/api/ext-proxy/{extension_id}", any(ext_proxy::handle))
-        .route("/api/ext-proxy/{extension_id}/", any(ext_proxy::handle))
-        .route(
-            "/api/ext-proxy/{extension_id}/{*route}",
-            any(ext_proxy::handle),
-        )
-        .route(
-            "/ext-ui/{extension_id}/{content_hash}/{*path}",
-            get(ext_ui::handle),
-        )
-        .route(
-            "/api/ext-debug/stream",
-            get(debug_stream::handle).post(debug_stream::poll),
-        )
-        .route("/ext-bridge/{file}", get(bridge::handle))
+    ROUTES
+        .iter()
+        .fold(Router::new(), |router, route| {
+            router.route(route.path, (route.handlers)())
+        })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ui_hosts::guard,

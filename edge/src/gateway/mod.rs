@@ -30,18 +30,13 @@ pub(crate) use execution::{Execution, dispatch, execute_request, traceparent};
 pub(crate) use execution::{guest_response, guest_status};
 pub(crate) use frame::{framed, raw_tail, read_body};
 
-/// Longest client-supplied request id accepted; longer ones are replaced.
-const MAX_REQUEST_ID: usize = 128;
-
 /// The client's `x-request-id` when it is sane, else a new UUID.
 pub(crate) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
-        .filter(|id| {
-            !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_graphic())
-        })
+        .filter(|id| crate::identifiers::is_request_id(id))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
@@ -95,12 +90,15 @@ pub(crate) fn decoded_path(raw_tail: &str) -> Result<String, ApiError> {
     })
 }
 
-/// The `index`th path parameter, percent-decoded (empty when absent or not UTF-8).
-pub(crate) fn path_param(params: &axum::extract::RawPathParams, index: usize) -> String {
-    params
-        .iter()
-        .nth(index)
-        .and_then(|(_, v)| crate::endpoints::percent_decode(v))
+/// The `index`th segment of the request path after `prefix`,
+/// percent-decoded (empty when absent or not UTF-8). Read from the URI
+/// rather than through axum's path extractors, whose refusal of a segment
+/// that is not UTF-8 would be a text body instead of the route's answer.
+pub(crate) fn path_segment(uri: &http::Uri, prefix: &str, index: usize) -> String {
+    uri.path()
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.split('/').nth(index))
+        .and_then(crate::endpoints::percent_decode)
         .unwrap_or_default()
 }
 
@@ -300,7 +298,7 @@ mod tests {
         assert_eq!(request_id(&h), "abc-123");
         h.insert("x-request-id", http::HeaderValue::from_static("has space"));
         assert_ne!(request_id(&h), "has space");
-        let long = "a".repeat(MAX_REQUEST_ID + 1);
+        let long = "a".repeat(crate::identifiers::MAX_REQUEST_ID + 1);
         h.insert(
             "x-request-id",
             http::HeaderValue::from_str(&long).expect("v"),
