@@ -26,7 +26,7 @@ wasmtime="$root/bin/wasmtime"
 addr="${BASELINE_ADDR:-127.0.0.1:8081}"
 component=examples/wasi-http-hello/dist/main.wasm
 
-if [ ! -x "$wasmtime" ] || ! "$wasmtime" --version | grep -q " $version "; then
+if [ ! -x "$wasmtime" ] || ! "$wasmtime" --version | grep -q "^wasmtime $version\b"; then
   echo "installing wasmtime-cli $version into $root (a release build; this takes a while)" >&2
   mkdir -p "$root"
   cargo install --quiet --locked --root "$root" wasmtime-cli --version "$version"
@@ -55,7 +55,7 @@ fi
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
-  if curl -fsS -o /dev/null "http://$addr/hello"; then
+  if curl -fsS -o /dev/null "http://$addr/hello" 2>/dev/null; then
     break
   fi
   sleep 0.1
