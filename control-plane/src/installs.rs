@@ -21,6 +21,7 @@ use annex_proto::{AnnexError, ErrorCode};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::active_installs::ActiveInstalls;
 use crate::egress::EgressEntry;
 use crate::fleet::Fleet;
 use crate::grant::{GRANT_TTL, Grant, VerifiedGrant};
@@ -65,6 +66,8 @@ pub(crate) struct Installs {
     metrics: Arc<Metrics>,
     /// Install changes, for edges following `Dispatch.WatchRoutes`.
     invalidations: tokio::sync::broadcast::Sender<InstallInvalidation>,
+    /// Host calls' "is the grant's install active" answers, briefly.
+    active: ActiveInstalls,
 }
 
 /// What [`Installs`] works with besides the store.
@@ -89,6 +92,7 @@ impl Installs {
             platform_egress_allowlist: parts.platform_egress_allowlist,
             metrics: parts.metrics,
             invalidations,
+            active: ActiveInstalls::default(),
         }
     }
 
@@ -363,16 +367,25 @@ impl Installs {
 
     /// The grant's install if it is still active (enabled, and the one the
     /// grant names); `None` otherwise. Each host service says in its own
-    /// terms what an inactive install means for its call.
+    /// terms what an inactive install means for its call. Answers are kept
+    /// for `active_installs::TTL` (a change through this replica is seen at
+    /// once, through another within the TTL).
     pub(crate) async fn granted_install(
         &self,
         grant: &VerifiedGrant,
     ) -> Result<Option<InstallView>, AnnexError> {
-        Ok(self
+        let (tenant, install) = (grant.tenant(), grant.install());
+        if let Some(kept) = self.active.get(tenant, install) {
+            return Ok(kept);
+        }
+        let generation = self.active.generation();
+        let view = self
             .store
-            .find_install(grant.tenant(), &ExtensionSelector::Id(grant.install()))
+            .find_install(tenant, &ExtensionSelector::Id(install))
             .await?
-            .filter(|v| v.install.id == grant.install() && v.install.is_active()))
+            .filter(|v| v.install.id == install && v.install.is_active());
+        self.active.put(generation, tenant, install, view.clone());
+        Ok(view)
     }
 
     pub(crate) async fn list_installs(
@@ -420,6 +433,7 @@ impl Installs {
     /// Counts the change and tells following edges to drop cached resolutions.
     fn changed(&self, op: &str, tenant: &str, install: Uuid, registry: Uuid) {
         self.metrics.install_change(op);
+        self.active.changed(tenant, install);
         // No edge listening is fine.
         let _ = self.invalidations.send(InstallInvalidation {
             tenant_id: tenant.to_owned(),

@@ -36,6 +36,7 @@
 
 #![warn(unreachable_pub)]
 
+mod active_installs;
 mod apikeys;
 mod blobs;
 mod config;

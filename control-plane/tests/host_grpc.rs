@@ -264,6 +264,56 @@ async fn secrets_reach_the_worker_opened_and_disabled_installs_lose_access() {
     assert_eq!(code(&status), ErrorCode::GrantInvalid);
 }
 
+/// Two replicas over one database: a disable made through one reaches the
+/// other's host-call checks within the bound its answers are kept for (1 s),
+/// though the other had just answered for the install.
+#[tokio::test]
+async fn a_disable_through_another_replica_stops_host_calls_within_a_second() {
+    let (server, resolved) = installed(&["cap:storage.kv"], &["t"]).await;
+    let grant = resolved[0].execution_grant.clone();
+    let other = ControlPlane::start_with(annex_testkit::ControlPlaneOptions {
+        store: annex_testkit::StoreChoice::Given(server.store.clone()),
+        ..Default::default()
+    })
+    .await;
+    let mut there = host(&other).await;
+    there
+        .storage_put(put(&grant, "ns", "k", b"v", None))
+        .await
+        .expect("the other replica answers for the active install");
+
+    server
+        .installs(Role::Operator)
+        .await
+        .disable(pb::InstallRef {
+            tenant_id: "t".into(),
+            extension: "acme.app".into(),
+        })
+        .await
+        .expect("disable");
+    let status = host(&server)
+        .await
+        .storage_put(put(&grant, "ns", "k", b"v", None))
+        .await
+        .expect_err("refused at once where the change was made");
+    assert_eq!(code(&status), ErrorCode::GrantInvalid);
+    let refused = annex_testkit::assert_eventually!(
+        std::time::Duration::from_secs(3),
+        async || {
+            match there
+                .clone()
+                .storage_put(put(&grant, "ns", "k", b"v", None))
+                .await
+            {
+                Err(status) => Some(code(&status)),
+                Ok(_) => None,
+            }
+        },
+        "the other replica to refuse the disabled install"
+    );
+    assert_eq!(refused, ErrorCode::GrantInvalid);
+}
+
 #[tokio::test]
 async fn secrets_past_their_expiry_read_as_absent() {
     let (server, resolved) = installed(&["cap:secrets.get"], &["t"]).await;
