@@ -502,7 +502,10 @@ impl ComponentCache {
                 ),
             }
         }
-        let prepared = self.core.cranelift(digest, bytes).await?;
+        let prepared = self
+            .core
+            .cranelift(digest, bytes, queue::Urgency::Call)
+            .await?;
         Ok((prepared, LoadSource::Compiled))
     }
 }

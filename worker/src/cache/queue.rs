@@ -11,7 +11,11 @@
 //! memory. This module does not decide what to compile or cache.
 //!
 //! Both compiler tiers share the queue (one compile at a time uses every
-//! core either way); each tier keeps its own compile-time estimate.
+//! core either way); each tier keeps its own compile-time estimate. A
+//! compile a call waits for goes before a background one (tiering's
+//! Cranelift compile of a component Winch code already serves): a
+//! background compile that gets its turn while a call's compile waits gives
+//! it up and queues again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -115,6 +119,20 @@ pub(crate) fn estimated_memory(size: u64) -> u64 {
     32 * MIB + size.saturating_mul(36)
 }
 
+/// Whether a caller waits for a compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Urgency {
+    /// A call (or a prewarm) waits for it.
+    Call,
+    /// Nobody waits: tiering's Cranelift compile of a component Winch code
+    /// already serves.
+    Background,
+}
+
+/// How long a background compile that gave its turn up waits before it
+/// queues again.
+const YIELD_PAUSE: Duration = Duration::from_millis(20);
+
 /// What the queue holds right now, and the most compiles that ever ran at
 /// once (for tests and `Worker.Stats`-style reports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -139,6 +157,8 @@ pub(crate) struct CompileQueue {
     queued: AtomicUsize,
     running: AtomicUsize,
     peak_running: AtomicUsize,
+    /// Compiles that calls wait for, queued and not yet started.
+    urgent_waiting: AtomicUsize,
     /// Compiles that produced a component, per tier ([`slot`]).
     compiles: [AtomicU64; 2],
     /// Component bytes queued or compiling per tier, for
@@ -171,6 +191,7 @@ impl CompileQueue {
             queued: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             peak_running: AtomicUsize::new(0),
+            urgent_waiting: AtomicUsize::new(0),
             compiles: [AtomicU64::new(0), AtomicU64::new(0)],
             pending_bytes: [AtomicU64::new(0), AtomicU64::new(0)],
             // 12 MB of JavaScript in about 5.5 s on 2 cores with Cranelift,
@@ -211,6 +232,7 @@ impl CompileQueue {
         &self,
         engine: &Arc<WasmEngine>,
         tier: Tier,
+        urgency: Urgency,
         digest: &ContentHash,
         bytes: Arc<[u8]>,
     ) -> Result<Component, CacheError> {
@@ -234,8 +256,19 @@ impl CompileQueue {
             "component queued for compiling"
         );
         let closed = |_| CacheError::Compile("the compile queue is closed".into());
-        let _memory = self.memory.acquire_many(need).await.map_err(closed)?;
-        let _slot = self.slots.acquire().await.map_err(closed)?;
+        let urgent = (urgency == Urgency::Call).then(|| Urgent::enter(self));
+        let (_memory, _slot) = loop {
+            let memory = self.memory.acquire_many(need).await.map_err(closed)?;
+            let slot = self.slots.acquire().await.map_err(closed)?;
+            if urgency == Urgency::Call || self.urgent_waiting.load(Ordering::Relaxed) == 0 {
+                break (memory, slot);
+            }
+            // A call's compile is waiting: let it have the slot (the
+            // semaphores are fair, so it is next) and queue again.
+            drop((slot, memory));
+            tokio::time::sleep(YIELD_PAUSE).await;
+        };
+        drop(urgent);
         let running = waiting.start();
         tracing::info!(
             component = %digest,
@@ -280,6 +313,23 @@ impl CompileQueue {
         let old = rate.load(Ordering::Relaxed);
         let next = old - old / 4 + sample / 4;
         rate.store(next.max(1), Ordering::Relaxed);
+    }
+}
+
+/// A compile a call waits for, counted until it starts (or its caller
+/// gives up).
+struct Urgent<'a>(&'a CompileQueue);
+
+impl<'a> Urgent<'a> {
+    fn enter(queue: &'a CompileQueue) -> Urgent<'a> {
+        queue.urgent_waiting.fetch_add(1, Ordering::Relaxed);
+        Urgent(queue)
+    }
+}
+
+impl Drop for Urgent<'_> {
+    fn drop(&mut self) {
+        self.0.urgent_waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -18,6 +18,7 @@ use annex_bundle::ContentHash;
 use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use super::queue::Urgency;
 use super::{CacheError, Core, Prepared};
 use crate::bindings::RunnerV2Pre;
 use crate::engine::Tier;
@@ -31,7 +32,7 @@ impl Core {
     ) -> Result<Arc<Prepared>, CacheError> {
         let component = self
             .queue
-            .compile(&self.engine, Tier::Winch, digest, bytes)
+            .compile(&self.engine, Tier::Winch, Urgency::Call, digest, bytes)
             .await?;
         self.prepare(Tier::Winch, digest, &component)
     }
@@ -42,10 +43,11 @@ impl Core {
         &self,
         digest: &ContentHash,
         bytes: Arc<[u8]>,
+        urgency: Urgency,
     ) -> Result<Arc<Prepared>, CacheError> {
         let compiled = self
             .queue
-            .compile(&self.engine, Tier::Cranelift, digest, bytes)
+            .compile(&self.engine, Tier::Cranelift, urgency, digest, bytes)
             .await?;
         let component = match &self.disk {
             Some(disk) => disk
@@ -67,7 +69,7 @@ impl Core {
         let core = self.clone();
         let digest = digest.clone();
         tokio::spawn(async move {
-            match core.cranelift(&digest, bytes).await {
+            match core.cranelift(&digest, bytes, Urgency::Background).await {
                 Ok(prepared) => {
                     core.components.lock().put(digest.clone(), prepared);
                     tracing::info!(component = %digest, "Cranelift code replaced Winch code");

@@ -33,8 +33,11 @@ async fn start(settings: ExecutorSettings) -> TestWorker {
     TestWorker::start(settings, publisher(), None).await
 }
 
-/// What a caller sees of a response (usage and timings excluded).
-fn answer(r: &pb::ExecuteResponse) -> (i32, u32, Vec<(String, String)>, Option<Vec<u8>>, String) {
+/// What a caller sees of a response: outcome, status, sorted headers, body
+/// and error (usage and timings excluded).
+type Answer = (i32, u32, Vec<(String, String)>, Option<Vec<u8>>, String);
+
+fn answer(r: &pb::ExecuteResponse) -> Answer {
     let mut headers: Vec<_> = r
         .headers
         .iter()
@@ -195,4 +198,22 @@ async fn small_components_skip_winch_by_default() {
     assert_eq!(w.executor.served_by(Tier::Cranelift), 1);
     let stats = w.executor.cache().compile_stats();
     assert_eq!((stats.winch_compiles, stats.compiles), (0, 1), "{stats:?}");
+}
+
+#[tokio::test]
+async fn fuel_meters_and_stops_winch_code() {
+    let hash = publisher().publish("misbehave");
+    let mut settings = tiered(Tiering::WinchThenCranelift, None);
+    settings.engine.fuel = true;
+    let w = start(settings).await;
+    let mut call = Call::new(&hash, "GET", "/loop").timeout_ms(60_000).build();
+    if let Some(limits) = call.limits.as_mut() {
+        limits.fuel = Some(1_000_000);
+    }
+    let r = w.execute(call).await;
+    assert_eq!(w.executor.served_by(Tier::Winch), 1);
+    // Out of fuel ends as a timeout, long before the 60 s deadline: the
+    // whole budget was burnt.
+    assert_eq!(outcome(&r), pb::Outcome::Timeout, "{r:?}");
+    assert_eq!(r.usage.expect("usage").fuel_consumed, 1_000_000);
 }
