@@ -423,6 +423,53 @@ impl Drop for Running<'_> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_calls_compile_goes_before_a_background_compile_queued_earlier() {
+        let mut config = crate::engine::EngineConfig::default();
+        config.pool.enabled = false;
+        let engine = WasmEngine::new(&config, true).expect("engine");
+        let hello = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/hello/dist/main.wasm");
+        let bytes: Arc<[u8]> = std::fs::read(hello).expect("examples/hello built").into();
+        let digest = ContentHash::of(&bytes);
+        let settings = CompileSettings {
+            concurrency: 1,
+            ..CompileSettings::default()
+        };
+        let q = Arc::new(CompileQueue::new(&settings, CompileMetrics::default()));
+        let done = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let held = q.slots.acquire().await.expect("slot");
+        let compile = |tier, urgency| {
+            let (q, engine, digest, bytes, done) = (
+                q.clone(),
+                engine.clone(),
+                digest.clone(),
+                bytes.clone(),
+                done.clone(),
+            );
+            tokio::spawn(async move {
+                q.compile(&engine, tier, urgency, &digest, bytes)
+                    .await
+                    .expect("compile");
+                done.lock().push(urgency);
+            })
+        };
+        let background = compile(Tier::Cranelift, Urgency::Background);
+        while q.stats().queued < 1 {
+            tokio::task::yield_now().await;
+        }
+        let call = compile(Tier::Winch, Urgency::Call);
+        while q.stats().queued < 2 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        call.await.expect("call");
+        background.await.expect("background");
+        assert_eq!(*done.lock(), [Urgency::Call, Urgency::Background]);
+        let stats = q.stats();
+        assert_eq!((stats.winch_compiles, stats.compiles), (1, 1));
+    }
+
     #[test]
     fn concurrency_is_one_on_two_cores_and_half_the_cores_beyond() {
         assert_eq!(default_concurrency(1), 1);
