@@ -485,7 +485,7 @@ impl ComponentCache {
             let prepared = self.core.prepare(Tier::Cranelift, digest, &component)?;
             return Ok((prepared, LoadSource::Disk));
         }
-        let bytes: Arc<[u8]> = bytes().await?.into();
+        let bytes = Arc::new(bytes().await?);
         tracing::debug!(component = %digest, size_bytes = size, "component not cached; compiling");
         if self.tiering.uses_winch() && size >= self.winch_min_bytes {
             match self.core.winch(digest, bytes.clone()).await {

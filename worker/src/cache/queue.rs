@@ -234,7 +234,7 @@ impl CompileQueue {
         tier: Tier,
         urgency: Urgency,
         digest: &ContentHash,
-        bytes: Arc<[u8]>,
+        bytes: Arc<Vec<u8>>,
     ) -> Result<Component, CacheError> {
         let Some(compiler) = engine.engine_for(tier).cloned() else {
             return Err(CacheError::Compile(format!(
@@ -430,7 +430,7 @@ mod tests {
         let engine = WasmEngine::new(&config, true).expect("engine");
         let hello = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../examples/hello/dist/main.wasm");
-        let bytes: Arc<[u8]> = std::fs::read(hello).expect("examples/hello built").into();
+        let bytes: Arc<Vec<u8>> = std::fs::read(hello).expect("examples/hello built").into();
         let digest = ContentHash::of(&bytes);
         let settings = CompileSettings {
             concurrency: 1,

@@ -28,7 +28,7 @@ impl Core {
     pub(super) async fn winch(
         &self,
         digest: &ContentHash,
-        bytes: Arc<[u8]>,
+        bytes: Arc<Vec<u8>>,
     ) -> Result<Arc<Prepared>, CacheError> {
         let component = self
             .queue
@@ -42,7 +42,7 @@ impl Core {
     pub(super) async fn cranelift(
         &self,
         digest: &ContentHash,
-        bytes: Arc<[u8]>,
+        bytes: Arc<Vec<u8>>,
         urgency: Urgency,
     ) -> Result<Arc<Prepared>, CacheError> {
         let compiled = self
@@ -62,7 +62,11 @@ impl Core {
     /// Starts the background Cranelift compile of `digest` unless one is
     /// already under way; when it is done its component replaces the Winch
     /// one in memory.
-    pub(super) fn upgrade_in_background(self: &Arc<Self>, digest: &ContentHash, bytes: Arc<[u8]>) {
+    pub(super) fn upgrade_in_background(
+        self: &Arc<Self>,
+        digest: &ContentHash,
+        bytes: Arc<Vec<u8>>,
+    ) {
         if !self.upgrading.lock().insert(digest.clone()) {
             return;
         }
