@@ -4,13 +4,19 @@
 //!
 //! `cargo run --release -p annex-worker --features testing --example latency [N] [GUEST] [PATH]`
 //! (defaults: 5000 requests, `hello`, `/hello`). `PAGEMAP_SCAN=off|on|auto`
-//! (default auto) sets the pool's dirty-page reset. Besides the round trip it
+//! (default auto) sets the pool's dirty-page reset. `TIERING=cranelift`
+//! compiles with Cranelift only, `TIERING=winch` serves Winch code and never
+//! upgrades it, whatever the component's size (to measure Winch code);
+//! unset, the worker's defaults (components of 1 MiB or more tiered), and
+//! the warm requests start once Cranelift code serves. Besides the round trip it
 //! prints the worker's own time per request (`usage.wall_us`: admission,
 //! component lookup, instantiate, call, teardown; no gRPC).
 
 use std::time::{Duration, Instant};
 
 use annex_proto::pb;
+use annex_worker::cache::Tiering;
+use annex_worker::engine::Tier;
 use annex_worker::testing::{Call, Publisher, TestWorker, test_settings};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -40,6 +46,14 @@ async fn main() {
             Ok("on") => wasmtime::Enabled::Yes,
             _ => wasmtime::Enabled::Auto,
         };
+        match std::env::var("TIERING").as_deref() {
+            Ok("cranelift") => s.compile.tiering = Tiering::Cranelift,
+            Ok("winch") => {
+                s.compile.winch_min_bytes = 0;
+                s.compile.hold_winch = true;
+            }
+            _ => {}
+        }
         s
     };
 
@@ -49,6 +63,14 @@ async fn main() {
     let r = cold.execute(request()).await;
     assert_eq!(r.outcome, pb::Outcome::Ok as i32, "{r:?}");
     println!("first request without Prewarm: {:?}", t.elapsed());
+    let upgrades = std::env::var("TIERING").as_deref() != Ok("winch");
+    if upgrades {
+        // Let a background Cranelift compile finish before the next worker.
+        while cold.executor.cache().memory_tier(&hash) != Some(Tier::Cranelift) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        println!("Cranelift code serving after: {:?}", t.elapsed());
+    }
     cold.stop().await;
 
     // Prewarmed.
@@ -68,6 +90,13 @@ async fn main() {
     let r = w.execute(request()).await;
     assert_eq!(r.outcome, pb::Outcome::Ok as i32, "{r:?}");
     println!("first request after Prewarm: {:?}", t.elapsed());
+    if upgrades {
+        let t = Instant::now();
+        while w.executor.cache().memory_tier(&hash) != Some(Tier::Cranelift) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        println!("waited {:?} for Cranelift code", t.elapsed());
+    }
 
     // Warm, one client, sequential.
     for _ in 0..200 {
@@ -97,6 +126,11 @@ async fn main() {
         percentile(&samples, 0.99),
         samples[samples.len() - 1],
         n as f64 / total.as_secs_f64()
+    );
+    println!(
+        "served by Winch {} times, by Cranelift {} times",
+        w.executor.served_by(Tier::Winch),
+        w.executor.served_by(Tier::Cranelift)
     );
     w.stop().await;
 }

@@ -85,6 +85,17 @@ pub struct Config {
     /// it is answered COMPONENT_COMPILING (retry later), in milliseconds.
     #[arg(long, env = "ANNEX_WORKER_COMPILE_WAIT_MS", default_value_t = 2000)]
     pub(crate) compile_wait_ms: u64,
+    /// How a component missing from memory and disk is compiled:
+    /// `winch-then-cranelift` serves its first calls from a quick Winch
+    /// compile while Cranelift compiles it in the background (only the
+    /// Cranelift artifact is cached on disk); `cranelift` waits for
+    /// Cranelift.
+    #[arg(long, env = "ANNEX_WORKER_COMPILE_TIERING", value_enum, default_value_t = CompileTiering::WinchThenCranelift)]
+    pub(crate) compile_tiering: CompileTiering,
+    /// Components smaller than this many bytes skip Winch and go straight
+    /// to Cranelift (their Cranelift compile is already quick).
+    #[arg(long, env = "ANNEX_WORKER_COMPILE_WINCH_MIN_BYTES", default_value_t = crate::cache::DEFAULT_WINCH_MIN_BYTES)]
+    pub(crate) compile_winch_min_bytes: u64,
     /// How long the idempotency record of a running call with a key is held
     /// without a renewal, in milliseconds (1,000 to 600,000; renewed every
     /// third of it): how long a repeat waits after a worker died mid-call.
@@ -158,6 +169,13 @@ pub struct Config {
 }
 
 /// A feature switch that may follow what the host supports.
+/// `--compile-tiering`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum CompileTiering {
+    WinchThenCranelift,
+    Cranelift,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Toggle {
     Auto,

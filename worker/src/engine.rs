@@ -3,8 +3,15 @@
 //!
 //! Fixed here: the component model, async host calls, the pooling allocator
 //! (with a fallback to on-demand allocation when its address space cannot be
-//! reserved), epoch interruption driven by a 10 ms ticker thread, optional
+//! reserved), epoch interruption driven by a 1 ms ticker thread, optional
 //! fuel, and the engine compatibility hash that keys the disk cache.
+//!
+//! With compile tiering on there are two engines with the same settings but
+//! their compiler: Cranelift (the pooling allocator, the disk cache's
+//! artifacts, every steady-state call) and Winch (on-demand allocation, code
+//! that serves a large component's first calls while Cranelift compiles it;
+//! never stored). A component and the stores that instantiate it always
+//! belong to one engine: [`Tier`] says which.
 //! The numbers quoted below were measured with real Alga components; the
 //! engine facts they rest on are recorded in docs/design/wasmtime.md.
 
@@ -14,7 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+    Strategy,
+};
 
 const MIB: usize = 1024 * 1024;
 
@@ -129,6 +139,27 @@ impl Default for EngineConfig {
     }
 }
 
+/// Which compiler produced a component's code (docs/design/wasmtime.md,
+/// "Compile tiering").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// Wasmtime's baseline compiler: about four times faster to compile a
+    /// large JavaScript component, slower code. Serves a component only
+    /// until its Cranelift compile is done; never written to disk.
+    Winch,
+    /// Wasmtime's optimizing compiler: the final tier, cached on disk.
+    Cranelift,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Winch => "winch",
+            Tier::Cranelift => "cranelift",
+        }
+    }
+}
+
 /// Which instance allocator the engine ended up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Allocator {
@@ -139,6 +170,8 @@ pub(crate) enum Allocator {
 /// The process's Wasmtime engine plus its epoch ticker.
 pub(crate) struct WasmEngine {
     engine: Engine,
+    /// The Winch engine, when compile tiering is on.
+    winch: Option<Engine>,
     allocator: Allocator,
     fuel: bool,
     compatibility_hash: String,
@@ -146,8 +179,9 @@ pub(crate) struct WasmEngine {
 }
 
 impl WasmEngine {
-    /// Builds the engine and starts the epoch ticker.
-    pub(crate) fn new(config: &EngineConfig) -> anyhow::Result<Arc<WasmEngine>> {
+    /// Builds the engine (and, with `winch`, the Winch engine) and starts
+    /// the epoch ticker.
+    pub(crate) fn new(config: &EngineConfig, winch: bool) -> anyhow::Result<Arc<WasmEngine>> {
         let (engine, allocator) = if config.pool.enabled {
             match Engine::new(&base_config(config, Some(&config.pool))) {
                 Ok(engine) => (engine, Allocator::Pooling),
@@ -168,10 +202,25 @@ impl WasmEngine {
                 Allocator::OnDemand,
             )
         };
+        // Winch code runs only until Cranelift's replaces it: on-demand
+        // allocation keeps it from reserving a second pool's address space;
+        // each store's memory is still bounded by its request's limiter.
+        let winch = if winch {
+            let mut c = base_config(config, None);
+            c.strategy(Strategy::Winch);
+            // Winch still compiles the trampolines with Cranelift: without
+            // optimizing them the 11.8 MB JavaScript component compiled in
+            // about 12 % less time (docs/design/wasmtime.md).
+            c.cranelift_opt_level(OptLevel::None);
+            Some(Engine::new(&c)?)
+        } else {
+            None
+        };
         let compatibility_hash = compatibility_hash(&engine);
-        let ticker = Ticker::start(engine.clone());
+        let ticker = Ticker::start(std::iter::once(&engine).chain(&winch).cloned().collect());
         Ok(Arc::new(WasmEngine {
             engine,
+            winch,
             allocator,
             fuel: config.fuel,
             compatibility_hash,
@@ -179,8 +228,17 @@ impl WasmEngine {
         }))
     }
 
+    /// The Cranelift engine (the disk cache's and the final tier's).
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The engine of `tier`; `None` for Winch when tiering is off.
+    pub(crate) fn engine_for(&self, tier: Tier) -> Option<&Engine> {
+        match tier {
+            Tier::Cranelift => Some(&self.engine),
+            Tier::Winch => self.winch.as_ref(),
+        }
     }
 
     pub(crate) fn allocator(&self) -> Allocator {
@@ -245,14 +303,14 @@ fn compatibility_hash(engine: &Engine) -> String {
     format!("{:016x}", hasher.finish())
 }
 
-/// The thread that advances the epoch every [`EPOCH_TICK`].
+/// The thread that advances the epoch of every engine every [`EPOCH_TICK`].
 struct Ticker {
     stop: Arc<AtomicBool>,
     handle: JoinHandle<()>,
 }
 
 impl Ticker {
-    fn start(engine: Engine) -> Ticker {
+    fn start(engines: Vec<Engine>) -> Ticker {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
@@ -260,7 +318,9 @@ impl Ticker {
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    for engine in &engines {
+                        engine.increment_epoch();
+                    }
                 }
             })
             .unwrap_or_else(|e| panic!("cannot start the epoch ticker thread: {e}"));
@@ -284,16 +344,22 @@ mod tests {
         let mut config = EngineConfig::default();
         config.pool.total_memories = 1_000_000;
         config.pool.total_component_instances = 1_000_000;
-        let engine = WasmEngine::new(&config).expect("engine");
+        let engine = WasmEngine::new(&config, false).expect("engine");
         assert_eq!(engine.allocator(), Allocator::OnDemand);
     }
 
     #[test]
     fn engine_builds_with_the_default_pool_and_has_a_stable_hash() {
-        let engine = WasmEngine::new(&EngineConfig::default()).expect("engine");
+        let engine = WasmEngine::new(&EngineConfig::default(), true).expect("engine");
         assert_eq!(engine.allocator(), Allocator::Pooling);
         let again = compatibility_hash(engine.engine());
         assert_eq!(engine.compatibility_hash(), again);
         assert_eq!(engine.compatibility_hash().len(), 16);
+        let winch = engine.engine_for(Tier::Winch).expect("a winch engine");
+        assert_ne!(
+            compatibility_hash(winch),
+            engine.compatibility_hash(),
+            "Winch artifacts must never pass for Cranelift ones"
+        );
     }
 }

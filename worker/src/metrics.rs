@@ -17,6 +17,12 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
+/// The compiler tier of a component's code (`winch`, `cranelift`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TierLabel {
+    pub(crate) tier: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabel {
     source: &'static str,
@@ -66,6 +72,7 @@ pub struct Metrics {
     in_flight: Gauge,
     log_batches_dropped: Counter,
     idempotent: Family<OutcomeLabel, Counter>,
+    tiers: Family<TierLabel, Counter>,
     pub(crate) compile: CompileMetrics,
 }
 
@@ -77,6 +84,8 @@ pub(crate) struct CompileMetrics {
     pub(crate) in_flight: Gauge,
     pub(crate) seconds: Histogram,
     pub(crate) refusals: Counter,
+    /// Compiles that produced a component, by tier.
+    pub(crate) compiles: Family<TierLabel, Counter>,
 }
 
 impl Default for CompileMetrics {
@@ -88,6 +97,7 @@ impl Default for CompileMetrics {
             // on a busy machine.
             seconds: Histogram::new(exponential_buckets(0.01, 2.0, 15)),
             refusals: Counter::default(),
+            compiles: Family::default(),
         }
     }
 }
@@ -142,6 +152,16 @@ impl Metrics {
             m.compile.seconds.clone(),
         );
         registry.register(
+            "annex_worker_compiles",
+            "Components compiled, by compiler tier (winch: the fast first tier; cranelift: the final one)",
+            m.compile.compiles.clone(),
+        );
+        registry.register(
+            "annex_worker_executions_by_tier",
+            "Guest runs by the compiler tier of the code that served them",
+            m.tiers.clone(),
+        );
+        registry.register(
             "annex_worker_compiling_refusals",
             "Calls answered COMPONENT_COMPILING because their component was still being prepared",
             m.compile.refusals.clone(),
@@ -161,6 +181,7 @@ impl Metrics {
             in_flight: Gauge::default(),
             log_batches_dropped: Counter::default(),
             idempotent: Family::default(),
+            tiers: Family::default(),
             compile: CompileMetrics::default(),
         }
     }
@@ -189,6 +210,16 @@ impl Metrics {
         self.component_loads
             .get_or_create(&SourceLabel { source })
             .inc();
+    }
+
+    /// Counts a guest run served by code of `tier`.
+    pub(crate) fn served_by(&self, tier: &'static str) {
+        self.tiers.get_or_create(&TierLabel { tier }).inc();
+    }
+
+    /// Guest runs served by code of `tier` so far.
+    pub(crate) fn served(&self, tier: &'static str) -> u64 {
+        self.tiers.get_or_create(&TierLabel { tier }).get()
     }
 
     /// The counter of log batches the shipper dropped.
@@ -264,6 +295,11 @@ mod tests {
         m.compile.queued.set(3);
         m.compile.seconds.observe(5.5);
         m.compile.refusals.inc();
+        m.compile
+            .compiles
+            .get_or_create(&TierLabel { tier: "winch" })
+            .inc();
+        m.served_by("cranelift");
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
         for line in [
@@ -271,6 +307,8 @@ mod tests {
             "annex_worker_compiles_in_flight 0",
             "annex_worker_compile_duration_seconds_count 1",
             "annex_worker_compiling_refusals_total 1",
+            "annex_worker_compiles_total{tier=\"winch\"} 1",
+            "annex_worker_executions_by_tier_total{tier=\"cranelift\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from {text}");
         }

@@ -23,7 +23,7 @@ use crate::bundles::{
 };
 use crate::cache::{CacheParts, ComponentCache};
 use crate::egress::EgressClient;
-use crate::engine::{Allocator, WasmEngine};
+use crate::engine::{Allocator, Tier, WasmEngine};
 use crate::execute::{Executor, ExecutorParts};
 use crate::fleet;
 use crate::grpc::WorkerService;
@@ -48,16 +48,21 @@ pub fn build(
     sources: Sources,
     metrics: Metrics,
 ) -> anyhow::Result<Arc<Executor>> {
-    let engine = WasmEngine::new(&settings.engine)?;
+    let engine = WasmEngine::new(&settings.engine, settings.compile.tiering.uses_winch())?;
     tracing::info!(
         allocator = ?engine.allocator(),
         compatibility = engine.compatibility_hash(),
         "wasmtime engine ready"
     );
     let linker = host::linker(engine.engine())?;
+    let winch_linker = match engine.engine_for(Tier::Winch) {
+        Some(winch) => Some(host::linker(winch)?),
+        None => None,
+    };
     let cache = ComponentCache::new(CacheParts {
         engine: engine.clone(),
         linker,
+        winch_linker,
         capacity: settings.memory_cache_entries,
         disk: settings.cache_dir.clone(),
         compile: settings.compile,
@@ -67,6 +72,8 @@ pub fn build(
         concurrency = settings.compile.concurrency,
         memory_budget_bytes = settings.compile.memory_budget_bytes,
         wait_ms = u64::try_from(settings.compile.wait.as_millis()).unwrap_or(u64::MAX),
+        tiering = ?settings.compile.tiering,
+        winch_min_bytes = settings.compile.winch_min_bytes,
         "compile queue ready"
     );
     let services = Arc::new(Services {

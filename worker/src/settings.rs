@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::admission::AdmissionConfig;
-use crate::cache::CompileSettings;
 use crate::cache::queue::default_concurrency;
-use crate::config::{Config, Toggle};
+use crate::cache::{CompileSettings, Tiering};
+use crate::config::{CompileTiering, Config, Toggle};
 use crate::egress::EgressConfig;
 use crate::engine::EngineConfig;
 use crate::execute::limits::Limits;
@@ -213,6 +213,11 @@ fn executor(config: &Config) -> Result<ExecutorSettings, SettingsError> {
     }
     s.compile.memory_budget_bytes = config.compile_memory_mb.max(1).saturating_mul(1024 * 1024);
     s.compile.wait = Duration::from_millis(config.compile_wait_ms);
+    s.compile.tiering = match config.compile_tiering {
+        CompileTiering::WinchThenCranelift => Tiering::WinchThenCranelift,
+        CompileTiering::Cranelift => Tiering::Cranelift,
+    };
+    s.compile.winch_min_bytes = config.compile_winch_min_bytes;
     s.admission.capacity = config.capacity.min(n as usize);
     s.admission.per_tenant = config.per_tenant;
     s.limits.default_timeout = Duration::from_millis(config.default_timeout_ms.max(1));
@@ -348,15 +353,27 @@ mod tests {
             768 * 1024 * 1024
         );
         assert_eq!(defaults.executor.compile.wait, Duration::from_secs(2));
+        assert_eq!(
+            defaults.executor.compile.tiering,
+            Tiering::WinchThenCranelift
+        );
+        assert_eq!(
+            defaults.executor.compile.winch_min_bytes,
+            crate::cache::DEFAULT_WINCH_MIN_BYTES
+        );
         let set = Settings::try_from(&parse(&[
             cp,
             "--compile-concurrency=3",
             "--compile-memory-mb=2048",
             "--compile-wait-ms=500",
+            "--compile-tiering=cranelift",
+            "--compile-winch-min-bytes=0",
         ]))
         .expect("valid");
         assert_eq!(set.executor.compile.concurrency, 3);
         assert_eq!(set.executor.compile.memory_budget_bytes, 2048 * 1024 * 1024);
         assert_eq!(set.executor.compile.wait, Duration::from_millis(500));
+        assert_eq!(set.executor.compile.tiering, Tiering::Cranelift);
+        assert_eq!(set.executor.compile.winch_min_bytes, 0);
     }
 }

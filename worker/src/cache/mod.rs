@@ -14,15 +14,21 @@
 //!   signature verified (the loader's `load` closure does that) or, for a
 //!   record read from disk, before its signature record passes `recheck`.
 //! - Compilation runs on blocking threads through the queue, at most once at
-//!   a time per component digest (single flight: concurrent callers wait
-//!   for the first).
+//!   a time per component digest and tier (single flight: concurrent
+//!   callers wait for the first).
+//! - With compile tiering ([`tier`]) a large component missing from memory
+//!   and disk is served from a Winch compile while Cranelift compiles it in
+//!   the background; the Cranelift component then replaces it in memory. A
+//!   Winch component is never written to disk, and a Winch entry never
+//!   replaces a Cranelift one.
 //! - A component is handed out only for the world its bundle's manifest
 //!   chose, and only if it exports that world's entry point.
 
 mod disk;
 pub(crate) mod queue;
+mod tier;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,17 +37,18 @@ use annex_bundle::{ContentHash, TrustBundle, World};
 use lru::LruCache;
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
-use wasmtime::component::{Component, Linker};
+use wasmtime::Engine;
+use wasmtime::component::Linker;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::bindings::RunnerV2Pre;
 use crate::bundles::{BundleError, SignatureRecord};
-use crate::engine::WasmEngine;
+use crate::engine::{Tier, WasmEngine};
 use crate::host::HostState;
 use crate::metrics::CompileMetrics;
 use disk::Disk;
 use queue::CompileQueue;
-pub use queue::{CompileSettings, CompileStats};
+pub use queue::{CompileSettings, CompileStats, DEFAULT_WINCH_MIN_BYTES, Tiering};
 
 /// Where a component came from on this call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +117,9 @@ impl KnownBundle {
 /// its entry point for each world it exports.
 pub(crate) struct Prepared {
     pub(crate) digest: ContentHash,
+    /// The compiler of its code; its stores must use `engine`.
+    tier: Tier,
+    engine: Engine,
     runner: Option<RunnerV2Pre<HostState>>,
     proxy: Option<ProxyPre<HostState>>,
 }
@@ -132,6 +142,16 @@ pub(crate) struct Compiled {
 }
 
 impl Compiled {
+    /// The engine every store that instantiates this component must use.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self._prepared.engine
+    }
+
+    /// The compiler tier of the component's code.
+    pub(crate) fn tier(&self) -> Tier {
+        self._prepared.tier
+    }
+
     fn new(bundle: Arc<KnownBundle>, prepared: Arc<Prepared>) -> Result<Compiled, CacheError> {
         let world = bundle.record.world;
         let entry = match world {
@@ -183,6 +203,8 @@ pub(crate) struct Verified {
 pub(crate) struct CacheParts {
     pub(crate) engine: Arc<WasmEngine>,
     pub(crate) linker: Linker<HostState>,
+    /// The linker on the Winch engine, when compile tiering is on.
+    pub(crate) winch_linker: Option<Linker<HostState>>,
     /// Components kept in memory (bundle records: four times as many).
     pub(crate) capacity: NonZeroUsize,
     pub(crate) disk: Option<PathBuf>,
@@ -192,14 +214,28 @@ pub(crate) struct CacheParts {
 
 /// The compiled-component cache.
 pub struct ComponentCache {
+    core: Arc<Core>,
+    bundles: Mutex<LruCache<ContentHash, Arc<KnownBundle>>>,
+    inflight: Mutex<HashMap<ContentHash, Arc<OnceCell<Arc<Prepared>>>>>,
+    wait: std::time::Duration,
+    tiering: Tiering,
+    winch_min_bytes: u64,
+    /// Whether Winch code is replaced by Cranelift's (always, but in
+    /// benchmarks of Winch code).
+    upgrades: bool,
+}
+
+/// What compiles, stores and prepares components: shared with the
+/// background Cranelift compiles of tiering ([`tier`]).
+struct Core {
     engine: Arc<WasmEngine>,
     linker: Linker<HostState>,
-    bundles: Mutex<LruCache<ContentHash, Arc<KnownBundle>>>,
+    winch_linker: Option<Linker<HostState>>,
     components: Mutex<LruCache<ContentHash, Arc<Prepared>>>,
-    inflight: Mutex<HashMap<ContentHash, Arc<OnceCell<Arc<Prepared>>>>>,
     disk: Option<Disk>,
     queue: CompileQueue,
-    wait: std::time::Duration,
+    /// Components whose background Cranelift compile is under way.
+    upgrading: Mutex<HashSet<ContentHash>>,
 }
 
 impl ComponentCache {
@@ -211,26 +247,48 @@ impl ComponentCache {
         let records = parts
             .capacity
             .saturating_mul(NonZeroUsize::MIN.saturating_add(3));
+        let tiering = match (&parts.winch_linker, parts.compile.tiering) {
+            (Some(_), tiering) => tiering,
+            (None, _) => Tiering::Cranelift,
+        };
         Ok(ComponentCache {
-            queue: CompileQueue::new(&parts.compile, parts.metrics),
+            core: Arc::new(Core {
+                queue: CompileQueue::new(&parts.compile, parts.metrics),
+                engine: parts.engine,
+                linker: parts.linker,
+                winch_linker: parts.winch_linker,
+                components: Mutex::new(LruCache::new(parts.capacity)),
+                disk,
+                upgrading: Mutex::new(HashSet::new()),
+            }),
             wait: parts.compile.wait,
-            engine: parts.engine,
-            linker: parts.linker,
+            tiering,
+            winch_min_bytes: parts.compile.winch_min_bytes,
+            upgrades: parts.compile.upgrades(),
             bundles: Mutex::new(LruCache::new(records)),
-            components: Mutex::new(LruCache::new(parts.capacity)),
             inflight: Mutex::new(HashMap::new()),
-            disk,
         })
     }
 
-    /// Components compiled by this process so far.
+    /// Components compiled to the final tier (Cranelift) by this process
+    /// so far.
     pub fn compiles(&self) -> u64 {
-        self.queue.stats().compiles
+        self.core.queue.stats().compiles
     }
 
     /// The compile queue right now.
     pub fn compile_stats(&self) -> CompileStats {
-        self.queue.stats()
+        self.core.queue.stats()
+    }
+
+    /// The tier of bundle `hash`'s component in memory, if it is there.
+    pub fn memory_tier(&self, hash: &ContentHash) -> Option<Tier> {
+        let bundle = self.bundles.lock().peek(hash).cloned()?;
+        self.core
+            .components
+            .lock()
+            .peek(&bundle.record.component)
+            .map(|p| p.tier)
     }
 
     /// How long a call waits for a component being prepared.
@@ -240,13 +298,13 @@ impl ComponentCache {
 
     /// When a call refused while its component is prepared should retry.
     pub(crate) fn retry_after(&self) -> std::time::Duration {
-        self.queue.retry_after()
+        self.core.queue.retry_after()
     }
 
     /// Bundles whose component is compiled in memory, most recently used
     /// first.
     pub fn cached_hashes(&self) -> Vec<String> {
-        let components = self.components.lock();
+        let components = self.core.components.lock();
         self.bundles
             .lock()
             .iter()
@@ -264,6 +322,7 @@ impl ComponentCache {
     pub(crate) fn get_memory(&self, hash: &ContentHash) -> Option<Result<Compiled, CacheError>> {
         let bundle = self.bundles.lock().get(hash).cloned()?;
         let prepared = self
+            .core
             .components
             .lock()
             .get(&bundle.record.component)
@@ -348,7 +407,7 @@ impl ComponentCache {
     where
         R: AsyncFnOnce(&SignatureRecord) -> Result<(), CacheError>,
     {
-        let Some(disk) = &self.disk else {
+        let Some(disk) = &self.core.disk else {
             return Ok(None);
         };
         let Some(record) = disk.record(hash).await else {
@@ -365,7 +424,7 @@ impl ComponentCache {
 
     /// Records a verified bundle in memory and on disk.
     async fn remember(&self, hash: &ContentHash, record: BundleRecord) -> Arc<KnownBundle> {
-        if let Some(disk) = &self.disk {
+        if let Some(disk) = &self.core.disk {
             disk.remember(hash, &record).await;
         }
         tracing::debug!(bundle = %hash, component = %record.component, world = %record.world, "bundle verified");
@@ -384,7 +443,7 @@ impl ComponentCache {
         B: FnOnce() -> BF,
         BF: Future<Output = Result<Vec<u8>, CacheError>>,
     {
-        if let Some(hit) = self.components.lock().get(digest).cloned() {
+        if let Some(hit) = self.core.components.lock().get(digest).cloned() {
             return Ok((hit, LoadSource::Memory));
         }
         let cell = self
@@ -403,7 +462,7 @@ impl ComponentCache {
             .await
             .cloned();
         if let Ok(prepared) = &result {
-            self.components.lock().put(digest.clone(), prepared.clone());
+            self.core.keep(prepared.clone());
         }
         // Done either way: later callers go through memory, or retry afresh.
         self.inflight.lock().remove(digest);
@@ -420,44 +479,33 @@ impl ComponentCache {
         B: FnOnce() -> BF,
         BF: Future<Output = Result<Vec<u8>, CacheError>>,
     {
-        if let Some(disk) = &self.disk
+        if let Some(disk) = &self.core.disk
             && let Some(component) = disk.artifact(digest).await
         {
-            return Ok((self.prepare(digest, &component)?, LoadSource::Disk));
+            let prepared = self.core.prepare(Tier::Cranelift, digest, &component)?;
+            return Ok((prepared, LoadSource::Disk));
         }
-        let bytes = bytes().await?;
+        let bytes = Arc::new(bytes().await?);
         tracing::debug!(component = %digest, size_bytes = size, "component not cached; compiling");
-        let compiled = self.queue.compile(&self.engine, digest, bytes).await?;
-        let component = match &self.disk {
-            Some(disk) => disk
-                .store(digest, compiled.clone())
-                .await
-                .unwrap_or(compiled),
-            None => compiled,
-        };
-        Ok((self.prepare(digest, &component)?, LoadSource::Compiled))
-    }
-
-    fn prepare(
-        &self,
-        digest: &ContentHash,
-        component: &Component,
-    ) -> Result<Arc<Prepared>, CacheError> {
-        let pre = self
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| CacheError::Compile(format!("{e:#}")))?;
-        let runner = RunnerV2Pre::new(pre.clone()).ok();
-        let proxy = ProxyPre::new(pre).ok();
-        if runner.is_none() && proxy.is_none() {
-            return Err(CacheError::Compile(format!(
-                "component {digest} exports neither alga:extension's handler nor wasi:http/incoming-handler"
-            )));
+        if self.tiering.uses_winch() && size >= self.winch_min_bytes {
+            match self.core.winch(digest, bytes.clone()).await {
+                Ok(prepared) => {
+                    if self.upgrades {
+                        self.core.upgrade_in_background(digest, bytes);
+                    }
+                    return Ok((prepared, LoadSource::Compiled));
+                }
+                Err(error) => tracing::warn!(
+                    component = %digest,
+                    %error,
+                    "Winch could not compile the component; waiting for Cranelift"
+                ),
+            }
         }
-        Ok(Arc::new(Prepared {
-            digest: digest.clone(),
-            runner,
-            proxy,
-        }))
+        let prepared = self
+            .core
+            .cranelift(digest, bytes, queue::Urgency::Call)
+            .await?;
+        Ok((prepared, LoadSource::Compiled))
     }
 }

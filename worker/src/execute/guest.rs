@@ -58,7 +58,9 @@ impl Executor {
             ship_logs,
         } = job;
         let state = HostState::new(request.call, caps, services, budget.memory_bytes);
-        let mut store = Store::new(self.engine.engine(), state);
+        // The engine that compiled the component (Winch or Cranelift).
+        let mut store = Store::new(compiled.engine(), state);
+        self.metrics.served_by(compiled.tier().as_str());
         let guest_started = Instant::now();
         let fuel = limit(&mut store, &self.engine, &budget, guest_started);
         let (call, cpu) = match &compiled.entry {

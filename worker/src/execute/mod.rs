@@ -37,7 +37,7 @@ use tracing::Instrument as _;
 use crate::admission::{Admission, Refused};
 use crate::cache::{CacheError, Compiled, ComponentCache, LoadSource};
 use crate::capabilities::Capabilities;
-use crate::engine::WasmEngine;
+use crate::engine::{Tier, WasmEngine};
 use crate::fleet::DrainState;
 use crate::host::Services;
 use crate::loader::Loader;
@@ -209,6 +209,11 @@ impl Executor {
     /// Usage recorded since the last call.
     pub(crate) fn take_usage(&self) -> Vec<pb::ExecutionUsage> {
         self.usage.drain()
+    }
+
+    /// Guest runs served by code `tier` compiled, since the start.
+    pub fn served_by(&self, tier: Tier) -> u64 {
+        self.metrics.served(tier.as_str())
     }
 
     pub fn cache(&self) -> &ComponentCache {

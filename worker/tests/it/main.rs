@@ -15,5 +15,6 @@ mod js;
 mod mtls;
 mod runner_api;
 mod support;
+mod tiering;
 mod trust;
 mod wasi_http;
