@@ -32,6 +32,9 @@ pub struct Settings {
     pub limits: Limits,
     /// Where the host application's internal APIs are.
     pub host_app: HostAppConfig,
+    /// In-process endpoints (`annex dev`): the gRPC services are also
+    /// registered there under the listener's address. None for the binary.
+    pub in_process: Option<annex_ops::in_process::Endpoints>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -283,6 +286,7 @@ impl Config {
             sealer,
             limits: self.limits()?,
             host_app: self.host_app()?,
+            in_process: None,
         })
     }
 

@@ -97,6 +97,7 @@ impl ControlPlane {
             sealer,
             limits,
             host_app,
+            in_process: _,
         } = settings;
         let metrics = Arc::new(Metrics::default());
         let grants = Arc::new(sealer.grants().clone());
@@ -276,6 +277,7 @@ pub async fn run(
     // use the current ones; established connections keep theirs.
     let tls = annex_ops::tls::Tls::new(tls).context("loading the TLS certificate, key and CA")?;
     tls.watch(&admin);
+    let in_process = settings.in_process.clone();
     let cp = ControlPlane::new(settings, tls.clone());
     std::fs::create_dir_all(&cp.spool_dir)
         .with_context(|| format!("creating the upload spool {}", cp.spool_dir.display()))?;
@@ -322,6 +324,16 @@ pub async fn run(
         })
     };
 
+    // Callers in this process (`annex dev`'s worker) reach the same services,
+    // with the same role checks and spans, without the network, while the
+    // server runs.
+    let in_process = match (&in_process, listeners.grpc.local_addr()) {
+        (Some(endpoints), Ok(addr)) => Some(endpoints.register(
+            &addr.to_string(),
+            tower::Layer::layer(&crate::grpc::TRACED, routes.clone()),
+        )),
+        _ => None,
+    };
     let (begun_tx, mut begun_rx) = tokio::sync::watch::channel(false);
     let serve = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
@@ -354,6 +366,7 @@ pub async fn run(
             Ok(())
         }
     };
+    drop(in_process);
     readiness.abort();
     let _ = stop_tx.send(true);
     let _ = scheduler.await;

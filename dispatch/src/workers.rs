@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use annex_ops::Role;
 use annex_ops::in_process;
 use annex_ops::tls::{Tls, TlsConnector};
 use annex_proto::pb;
@@ -122,8 +123,9 @@ pub struct Workers {
     channels: Mutex<HashMap<String, Channel>>,
     /// Worker id → until when it is passed over.
     down: Mutex<HashMap<String, Instant>>,
-    /// Workers running in this process, by the address they advertise.
-    in_process: in_process::Endpoints,
+    /// Workers running in this process, by the address they advertise, and
+    /// the role this process calls them as.
+    in_process: (in_process::Endpoints, Role),
 }
 
 impl std::fmt::Debug for Workers {
@@ -144,14 +146,14 @@ impl Workers {
             turn: AtomicUsize::new(0),
             channels: Mutex::default(),
             down: Mutex::default(),
-            in_process: in_process::Endpoints::default(),
+            in_process: (in_process::Endpoints::default(), Role::Edge),
         }
     }
 
     /// Reaches the workers registered in `endpoints` (same process) through
-    /// their services instead of the network.
-    pub fn with_in_process(mut self, endpoints: in_process::Endpoints) -> Workers {
-        self.in_process = endpoints;
+    /// their services instead of the network, as a caller with `role`.
+    pub fn with_in_process(mut self, endpoints: in_process::Endpoints, role: Role) -> Workers {
+        self.in_process = (endpoints, role);
         self
     }
 
@@ -191,7 +193,8 @@ impl Workers {
     /// A `Worker` client for `target`: its service when it runs in this
     /// process, else over mTLS (channels are reused).
     pub fn client(&self, target: &WorkerTarget) -> Result<WorkerClient<Transport>, ConnectError> {
-        let transport = match self.in_process.get(&target.address) {
+        let (endpoints, role) = &self.in_process;
+        let transport = match endpoints.get(&target.address, *role) {
             Some(service) => Transport::InProcess(service),
             None => Transport::Network(self.channel(&target.address)?),
         };

@@ -61,7 +61,8 @@ impl Routes {
             snapshot: RwLock::default(),
             quotas: QuotaGate::new(),
             received: AtomicBool::new(false),
-            workers: Workers::new(tls, MAX_EXECUTE_MESSAGE_BYTES).with_in_process(in_process),
+            workers: Workers::new(tls, MAX_EXECUTE_MESSAGE_BYTES)
+                .with_in_process(in_process, annex_ops::Role::Edge),
         }
     }
 

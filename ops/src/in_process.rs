@@ -3,12 +3,13 @@
 //! caller may hand its requests straight to the callee's tonic service
 //! instead of sending them through TCP, TLS and HTTP/2 to itself.
 //!
-//! A part that serves a gRPC service registers it here under the address it
-//! advertises; a caller that finds the address it was about to dial takes the
-//! service instead. Nothing crosses a network this way, so nothing weakens
-//! mTLS between hosts: a registration exists only inside the process that
-//! made it. The callee still sees the caller's role (a [`Peer`] in the
-//! request's extensions, as the TLS interceptor would have put there), which
+//! A part that serves gRPC registers its services here under the address it
+//! listens on or advertises; a caller that finds the address it was about to
+//! dial takes the service instead. Nothing crosses a network this way, so
+//! nothing weakens mTLS between hosts: a registration exists only inside the
+//! process that made it. The caller names its own role, as its certificate
+//! would have: the callee finds a [`Peer`] in the request's extensions,
+//! which the TLS interceptor admits like a verified certificate and which
 //! only in-process code can set.
 //!
 //! The messages are still encoded and decoded by tonic on both sides
@@ -40,27 +41,21 @@ impl std::fmt::Debug for Endpoints {
 }
 
 impl Endpoints {
-    /// Serves `service` in-process under `address`, every request arriving
-    /// as from a peer with `caller` role. The registration lasts until the
-    /// returned guard is dropped (the server stops).
-    pub fn register<S>(&self, address: &str, caller: Role, service: S) -> Registration
+    /// Serves `service` in-process under `address` until the returned
+    /// guard is dropped (the server stops).
+    pub fn register<S, B>(&self, address: &str, service: S) -> Registration
     where
-        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        S: tower::Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
             + Clone
             + Send
             + Sync
             + 'static,
         S::Future: Send + 'static,
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let peer = Peer {
-            role: caller,
-            name: "in-process".to_owned(),
-        };
         let service =
-            tower::ServiceExt::map_request(service, move |mut req: http::Request<Body>| {
-                req.extensions_mut().insert(peer.clone());
-                req
-            });
+            tower::ServiceExt::map_response(service, |r: http::Response<B>| r.map(Body::new));
         self.0
             .write()
             .insert(address.to_owned(), BoxCloneSyncService::new(service));
@@ -70,9 +65,21 @@ impl Endpoints {
         }
     }
 
-    /// The service registered under `address`, if any.
-    pub fn get(&self, address: &str) -> Option<Service> {
-        self.0.read().get(address).cloned()
+    /// The service registered under `address`, if any, as called by a peer
+    /// with the `caller` role.
+    pub fn get(&self, address: &str, caller: Role) -> Option<Service> {
+        let service = self.0.read().get(address).cloned()?;
+        let peer = Peer {
+            role: caller,
+            name: "in-process".to_owned(),
+        };
+        Some(BoxCloneSyncService::new(tower::ServiceExt::map_request(
+            service,
+            move |mut req: http::Request<Body>| {
+                req.extensions_mut().insert(peer.clone());
+                req
+            },
+        )))
     }
 }
 

@@ -48,6 +48,8 @@ pub struct ControlPlaneOptions {
     pub host_app: HostAppConfig,
     /// The key-encryption key.
     pub kek: [u8; 32],
+    /// Also serve the gRPC services in-process through these endpoints.
+    pub in_process: Option<annex_ops::in_process::Endpoints>,
 }
 
 impl Default for ControlPlaneOptions {
@@ -58,6 +60,7 @@ impl Default for ControlPlaneOptions {
             limits: Limits::default(),
             host_app: HostAppConfig::new(),
             kek: [42; 32],
+            in_process: None,
         }
     }
 }
@@ -107,6 +110,7 @@ impl ControlPlane {
             sealer: Sealer::from_bytes(&opts.kek).unwrap_or_else(|e| panic!("kek: {e}")),
             limits: opts.limits,
             host_app: opts.host_app,
+            in_process: opts.in_process,
         };
         let ca = DevCa::generate().unwrap_or_else(|e| panic!("dev CA: {e}"));
         let tls = ca

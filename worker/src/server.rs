@@ -205,15 +205,31 @@ fn read_trust(path: &std::path::Path) -> anyhow::Result<Arc<annex_bundle::TrustB
 /// lazily, with deadlines and keep-alive pings: bundle, trust and
 /// host-service calls spread over them, the heartbeat stream stays on one; a
 /// local trust file is read now).
-fn connect(origin: &Origin, tls: &Tls, trust_max_age: Duration) -> anyhow::Result<Connected> {
+fn connect(
+    origin: &Origin,
+    tls: &Tls,
+    trust_max_age: Duration,
+    in_process: Option<&annex_ops::in_process::Endpoints>,
+) -> anyhow::Result<Connected> {
     match origin {
         Origin::ControlPlane { urls, name } => {
             let mut upstream = UpstreamSettings::new(urls.clone(), Some(name.clone()));
             upstream.connect_timeout = CONNECT_TIMEOUT;
             upstream.keepalive = KEEP_ALIVE_INTERVAL;
             upstream.keepalive_timeout = KEEP_ALIVE_TIMEOUT;
-            let upstream = Upstream::new(upstream, tls.clone())
+            let mut upstream = Upstream::new(upstream, tls.clone())
                 .context("configuring the control-plane connection")?;
+            // One control plane in this process (`annex dev`): bundles,
+            // trust and host calls go to its services directly.
+            if let (Some(endpoints), [url]) = (in_process, urls.as_slice())
+                && let Some(authority) = url.authority()
+            {
+                upstream = upstream.prefer_in_process(
+                    endpoints.clone(),
+                    authority.as_str(),
+                    annex_ops::Role::Worker,
+                );
+            }
             let trust = Arc::new(GrpcTrust::with_max_age(
                 upstream.clone(),
                 TRUST_REFRESH,
@@ -284,7 +300,12 @@ pub async fn run(
     // renews them in place); new connections use the current ones.
     let tls = Tls::new(tls).context("loading the TLS certificate, key and CA")?;
     tls.watch(&admin);
-    let connected = connect(&settings.origin, &tls, settings.trust_max_age)?;
+    let connected = connect(
+        &settings.origin,
+        &tls,
+        settings.trust_max_age,
+        settings.in_process.as_ref(),
+    )?;
     let metrics = admin.with_registry(Metrics::register);
     let mut executor_settings = settings.executor.clone();
     deny_platform(&mut executor_settings, &settings, &listeners);
@@ -360,10 +381,13 @@ pub async fn run(
     // Callers in this process reach the same service without the network,
     // for as long as the mTLS server runs.
     let in_process = settings.in_process.as_ref().map(|endpoints| {
+        // The same role check as the mTLS server's.
         endpoints.register(
             &settings.advertise_address,
-            annex_ops::Role::Edge,
-            WorkerService::new(executor.clone()).into_server(),
+            tonic::service::interceptor::InterceptedService::new(
+                WorkerService::new(executor.clone()).into_server(),
+                annex_ops::tls::authenticate(CALLER_ROLES),
+            ),
         )
     });
     serve_mtls(executor, listeners.grpc, tls, drain)

@@ -33,14 +33,17 @@ pub struct Settings {
     pub(crate) runner_api: Option<RunnerApiSettings>,
     /// How long the last listed trust keys stay usable.
     pub(crate) trust_max_age: Duration,
-    /// Where to register the `Worker` service for callers in this process
-    /// (`annex dev`'s edge), under `advertise_address`; none for the binary.
+    /// In-process endpoints (`annex dev`): the `Worker` service is
+    /// registered there under `advertise_address`, and a control plane
+    /// registered there under the one control-plane URL's address is called
+    /// directly. None for the binary.
     pub(crate) in_process: Option<annex_ops::in_process::Endpoints>,
 }
 
 impl Settings {
     /// Also serves the `Worker` service to callers in this process through
-    /// `endpoints`, as from the edge role: they skip TCP, TLS and HTTP/2.
+    /// `endpoints`, and calls a control plane registered there directly:
+    /// both skip TCP, TLS and HTTP/2.
     pub fn serve_in_process(&mut self, endpoints: annex_ops::in_process::Endpoints) {
         self.in_process = Some(endpoints);
     }

@@ -67,6 +67,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
     let jwt_secret = token::load_or_create_secret(&jwt_secret_file)?;
 
     let (store, _postgres) = open_store(&dir, args.memory_store).await?;
+    // The three parts reach each other in this process through their
+    // services (the edge the worker, the worker the control plane), not
+    // through TCP, TLS and HTTP/2 to themselves; the mTLS listeners still
+    // serve every other caller and the long-lived streams.
+    let in_process = annex_ops::in_process::Endpoints::default();
     let cp_settings = Settings {
         // Bundle bytes in the database, as by default in production.
         blobs: store.clone(),
@@ -83,6 +88,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
             ui_proxy_base_url: args.ui_proxy_url.clone(),
             ..HostAppConfig::new()
         },
+        in_process: Some(in_process.clone()),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -117,10 +123,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Report> {
 
     let worker_files = devcerts::role_files(&pki, Role::Worker);
     let worker_addr = local(args.worker_port);
-    // The edge reaches the worker in this process through its service, not
-    // through TCP, TLS and HTTP/2 to itself; the worker's mTLS listener still
-    // serves the control plane and any other caller.
-    let in_process = annex_ops::in_process::Endpoints::default();
     let mut worker_settings = annex_worker::config::Config::try_parse_from([
         "annex-worker".into(),
         format!("--grpc-listen={worker_addr}"),

@@ -214,9 +214,16 @@ pub fn authenticate(
     allowed: &'static [Role],
 ) -> impl Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
     move |mut req: tonic::Request<()>| {
+        // A call handed over in-process (`crate::in_process`) carries the
+        // peer its caller's code set; nothing from a network can set it.
         let peer = req
-            .peer_certs()
-            .and_then(|certs| certs.first().and_then(|c| peer_from_der(c.as_ref())))
+            .extensions()
+            .get::<Peer>()
+            .cloned()
+            .or_else(|| {
+                req.peer_certs()
+                    .and_then(|certs| certs.first().and_then(|c| peer_from_der(c.as_ref())))
+            })
             .ok_or_else(|| {
                 tonic::Status::from(AnnexError::new(
                     ErrorCode::Unauthenticated,

@@ -28,7 +28,8 @@ use futures::future::BoxFuture;
 use tonic::body::Body;
 use tonic::transport::Channel;
 
-use crate::tls::{DialError, Tls};
+use crate::in_process;
+use crate::tls::{DialError, Role, Tls};
 use replay::{Captured, MAX_REPLAY_BYTES};
 use replicas::{Replicas, Target, Timing};
 pub use replicas::{Resolver, system_resolver};
@@ -111,10 +112,19 @@ enum Inner {
     Fixed(Channel),
 }
 
+/// A control plane in this process, preferred while it is registered.
+#[derive(Clone)]
+struct Local {
+    endpoints: in_process::Endpoints,
+    address: String,
+    caller: Role,
+}
+
 /// A balanced, failing-over channel to the control plane's replicas.
 #[derive(Clone)]
 pub struct Upstream {
     inner: Inner,
+    local: Option<Local>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -134,6 +144,7 @@ impl From<Channel> for Upstream {
     fn from(channel: Channel) -> Upstream {
         Upstream {
             inner: Inner::Fixed(channel),
+            local: None,
         }
     }
 }
@@ -172,7 +183,26 @@ impl Upstream {
         ));
         Ok(Upstream {
             inner: Inner::Replicas(replicas),
+            local: None,
         })
+    }
+
+    /// Calls through this client go to the control plane registered in
+    /// `endpoints` under `address` (same process), as a peer with the
+    /// `caller` role, whenever one is; otherwise, and always for
+    /// [`Upstream::stream_channel`], over the network as before.
+    pub fn prefer_in_process(
+        mut self,
+        endpoints: in_process::Endpoints,
+        address: &str,
+        caller: Role,
+    ) -> Upstream {
+        self.local = Some(Local {
+            endpoints,
+            address: address.to_owned(),
+            caller,
+        });
+        self
     }
 
     /// The channel for long-lived streams: one replica at a time; after it
@@ -354,6 +384,20 @@ impl tower::Service<http::Request<Body>> for Upstream {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if let Some(mut service) = self
+            .local
+            .as_ref()
+            .and_then(|l| l.endpoints.get(&l.address, l.caller))
+        {
+            return Box::pin(async move {
+                futures::future::poll_fn(|cx| tower::Service::poll_ready(&mut service, cx))
+                    .await
+                    .map_err(|never| match never {})?;
+                tower::Service::call(&mut service, req)
+                    .await
+                    .map_err(|never| match never {})
+            });
+        }
         match &mut self.inner {
             Inner::Replicas(r) => {
                 let r = r.clone();

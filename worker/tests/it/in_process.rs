@@ -48,7 +48,7 @@ async fn an_in_process_worker_answers_without_a_listener_and_only_while_register
         },
         16 * 1024 * 1024,
     )
-    .with_in_process(endpoints.clone());
+    .with_in_process(endpoints.clone(), Role::Edge);
     let targets = [WorkerTarget {
         id: "w".into(),
         address: address.clone(),
@@ -56,11 +56,8 @@ async fn an_in_process_worker_answers_without_a_listener_and_only_while_register
         in_flight: 0,
     }];
 
-    let registration = endpoints.register(
-        &address,
-        Role::Edge,
-        WorkerService::new(executor.clone()).into_server(),
-    );
+    let registration =
+        endpoints.register(&address, WorkerService::new(executor.clone()).into_server());
     let executed = workers
         .execute(&targets, Call::new(&hash, "GET", "/hello").build())
         .await
