@@ -57,7 +57,7 @@ pub(crate) use quota::merge_usage;
 pub(crate) use registry::{resolve_wildcard, slug};
 
 /// What a store operation can fail with; callers branch on these.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// `(registry, version)` exists already; versions are immutable.
     #[error("version {version} already exists")]

@@ -13,6 +13,7 @@ store_cases!(
     storage_list_orders_by_key_after_key_and_literal_prefix,
     storage_quotas_count_namespaces_keys_and_bytes,
     storage_namespace_quota_holds_under_concurrent_first_writes,
+    concurrent_compare_and_swaps_of_one_key_let_exactly_one_win,
     storage_is_scoped_to_tenant_and_install,
     deleting_an_install_removes_its_storage,
     storage_put_many_applies_every_put_or_none,
@@ -338,6 +339,51 @@ async fn storage_namespace_quota_holds_under_concurrent_first_writes(store: DynS
         }
     }
     assert_eq!((written, refused), (32, 8));
+}
+
+/// Puts of one install that wait for the same transaction (Postgres commits
+/// them as a group) still see each other in order: of many swaps from the
+/// same revision, one wins and the rest find the revision it wrote.
+async fn concurrent_compare_and_swaps_of_one_key_let_exactly_one_win(store: DynStore) {
+    let a = scope_of(&installed(&store, "t1", "alpha").await);
+    put_ok(&store, &a, put("ns", "k", "v0"), NOW).await;
+    let swaps: Vec<_> = (0..24)
+        .map(|i| {
+            let store = store.clone();
+            let a = a.clone();
+            tokio::spawn(async move {
+                store
+                    .storage_put(
+                        &a,
+                        if_revision(put("ns", "k", &format!("v{i}")), 1),
+                        StorageQuota::default(),
+                        at(NOW),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut mismatches = 0;
+    for swap in swaps {
+        match swap.await.expect("task") {
+            Ok(row) => winners.push(row),
+            Err(StoreError::RevisionMismatch) => mismatches += 1,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!((winners.len(), mismatches), (1, 23));
+    assert_eq!(winners[0].revision, 2);
+    let stored = store
+        .storage_get(&a, "ns", "k", at(NOW))
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(
+        (stored.revision, &stored.value),
+        (2, &winners[0].value),
+        "the winner's value is the one stored"
+    );
 }
 
 async fn storage_is_scoped_to_tenant_and_install(store: DynStore) {

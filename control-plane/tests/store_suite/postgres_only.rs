@@ -277,3 +277,71 @@ async fn usage_keeps_algas_cpu_ms_and_mem_mb_ms_columns_in_step() {
     drop(client);
     db.drop_database().await;
 }
+
+/// Puts of one install committed as a group: one the database refuses (a
+/// NUL character, which `jsonb` cannot hold) fails alone with a clear
+/// error; every other put of the same moment is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_put_fails_alone_among_concurrent_puts() {
+    use annex_control_plane::store::{StoragePut, StorageQuota, StorageScope};
+    let Some(db) = TestDatabase::create("grouped_puts").await else {
+        return;
+    };
+    let store: DynStore = Arc::new(db.connect().await);
+    let (_, version) = publish(&store, "acme", "alpha", "1.0.0").await;
+    let installed = install(&store, "t1", &version).await;
+    let scope = StorageScope {
+        tenant_id: installed.tenant_id.clone(),
+        install_id: installed.id,
+    };
+    let put = |key: String, value: &str| {
+        let value = serde_json::json!(value);
+        let metadata = serde_json::json!({});
+        StoragePut {
+            namespace: "ns".into(),
+            key,
+            size_bytes: (value.to_string().len() + 2) as u64,
+            value,
+            metadata,
+            ttl_expires_at: None,
+            if_revision: None,
+        }
+    };
+    let mut tasks = Vec::new();
+    for i in 0..41 {
+        let store = store.clone();
+        let scope = scope.clone();
+        let p = if i == 20 {
+            put("bad".into(), "nul \u{0} inside")
+        } else {
+            put(format!("k{i:02}"), "fine")
+        };
+        tasks.push(tokio::spawn(async move {
+            store
+                .storage_put(&scope, p, StorageQuota::default(), at(NOW))
+                .await
+        }));
+    }
+    let mut stored = 0;
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.expect("task") {
+            Ok(row) => {
+                assert_ne!(i, 20, "the NUL value was stored");
+                assert_eq!(row.revision, 1);
+                stored += 1;
+            }
+            Err(e) => {
+                assert_eq!(i, 20, "put {i} failed: {e:?}");
+                assert!(matches!(e, StoreError::InvalidData(_)), "{e:?}");
+            }
+        }
+    }
+    assert_eq!(stored, 40);
+    let listed = store
+        .storage_list(&scope, "ns", None, None, 100, at(NOW))
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 40);
+    drop(store);
+    db.drop_database().await;
+}

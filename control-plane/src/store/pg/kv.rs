@@ -1,12 +1,26 @@
-//! Extension KV storage on Postgres (`ext_storage_records`). Expired rows of
-//! the scope are deleted at the start of every call; a put holds a
+//! Extension KV storage on Postgres (`ext_storage_records`). Reads skip
+//! expired rows; writes delete the scope's expired rows first (Alga deletes
+//! them lazily on every call), so quotas never count them. A write holds a
 //! transaction-scoped advisory lock per install, so the quotas hold under
 //! concurrent first writes.
+//!
+//! Puts are committed in groups: the puts of one install that arrive while
+//! its previous transaction runs wait for the next one, which applies them in
+//! arrival order, each with its own checks, and commits once. A put is
+//! answered only after that commit, so an acknowledged write is as durable as
+//! before; what the group saves is the lock, the expiry sweep and the commit
+//! (and its WAL flush) per put, which serialised one install's writes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
+use uuid::Uuid;
 
 use super::cached::Cached;
 use super::rows::{col, to_i64, to_u64};
@@ -32,7 +46,7 @@ fn storage_from_row(row: &Row) -> StoreResult<StorageRow> {
     })
 }
 
-/// Deletes the scope's expired rows (Alga deletes lazily on every operation).
+/// Deletes the scope's expired rows (before every write).
 async fn expire(
     client: &(impl Cached + Sync),
     scope: &StorageScope,
@@ -187,14 +201,14 @@ impl KvStore for PgStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<StorageRow>> {
         let client = self.client().await?;
-        expire(&client, scope, now).await?;
         let row = client
             .query_opt_c(
                 &format!(
                     "SELECT {STORAGE_COLUMNS} FROM ext_storage_records \
-                     WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3 AND key = $4"
+                     WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3 AND key = $4 \
+                     AND (ttl_expires_at IS NULL OR ttl_expires_at > $5)"
                 ),
-                &[&scope.tenant_id, &scope.install_id, &namespace, &key],
+                &[&scope.tenant_id, &scope.install_id, &namespace, &key, &now],
             )
             .await
             .map_err(pg_error)?;
@@ -208,13 +222,32 @@ impl KvStore for PgStore {
         quota: StorageQuota,
         now: DateTime<Utc>,
     ) -> StoreResult<StorageRow> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        lock_scope(&tx, scope).await?;
-        expire(&tx, scope, now).await?;
-        let row = put_locked(&tx, scope, put, quota, now).await?;
-        tx.commit().await.map_err(pg_error)?;
-        Ok(row)
+        let (reply, answer) = oneshot::channel();
+        let key = (scope.tenant_id.clone(), scope.install_id);
+        let start = {
+            let mut queues = self.puts.0.lock();
+            let queue = queues.entry(key.clone()).or_default();
+            if queue.waiting.len() >= MAX_WAITING_PUTS {
+                return Err(StoreError::Unavailable(format!(
+                    "more than {MAX_WAITING_PUTS} storage writes of this install are waiting"
+                )));
+            }
+            queue.waiting.push(Pending {
+                put,
+                quota,
+                now,
+                reply,
+            });
+            !std::mem::replace(&mut queue.committing, true)
+        };
+        if start {
+            // Its own task: a caller that goes away must not strand the
+            // puts queued behind its own.
+            tokio::spawn(self.clone().commit_puts(key));
+        }
+        answer.await.map_err(|_| {
+            StoreError::Internal("a storage write's transaction ended without an answer".into())
+        })?
     }
 
     async fn storage_put_many(
@@ -354,7 +387,6 @@ impl KvStore for PgStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<StorageRow>> {
         let client = self.client().await?;
-        expire(&client, scope, now).await?;
         // `starts_with` keeps `%` and `_` in the prefix literal.
         let rows = client
             .query_c(
@@ -362,12 +394,187 @@ impl KvStore for PgStore {
                     "SELECT {STORAGE_COLUMNS} FROM ext_storage_records \
                      WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3 \
                      AND ($4::text IS NULL OR key COLLATE \"C\" > $4) AND ($5::text IS NULL OR starts_with(key, $5)) \
+                     AND (ttl_expires_at IS NULL OR ttl_expires_at > $7) \
                      ORDER BY key COLLATE \"C\" LIMIT $6"
                 ),
-                &[&scope.tenant_id, &scope.install_id, &namespace, &after_key, &prefix, &i64::from(limit)],
+                &[&scope.tenant_id, &scope.install_id, &namespace, &after_key, &prefix, &i64::from(limit), &now],
             )
             .await
             .map_err(pg_error)?;
         rows.iter().map(storage_from_row).collect()
+    }
+}
+
+/// The most puts of one install waiting for its next transaction; beyond
+/// it a put is refused as unavailable (retry later) rather than queued
+/// without bound.
+const MAX_WAITING_PUTS: usize = 256;
+
+/// The most puts one transaction applies.
+const MAX_GROUP_PUTS: usize = 64;
+
+/// Storage puts waiting per install, and whether a transaction for that
+/// install is running.
+#[derive(Default)]
+pub(super) struct PutQueues(Mutex<HashMap<(String, Uuid), PutQueue>>);
+
+#[derive(Default)]
+struct PutQueue {
+    waiting: Vec<Pending>,
+    committing: bool,
+}
+
+struct Pending {
+    put: StoragePut,
+    quota: StorageQuota,
+    now: DateTime<Utc>,
+    reply: oneshot::Sender<StoreResult<StorageRow>>,
+}
+
+/// Ends an install's committing run however it ends (a panic included):
+/// the install's queue is forgotten and whoever still waits in it is
+/// answered with an error rather than left waiting for a transaction that
+/// will not come.
+struct CommitRun {
+    queues: Arc<PutQueues>,
+    key: (String, Uuid),
+    /// Set once the run removed its queue itself, under the lock.
+    done: bool,
+}
+
+impl Drop for CommitRun {
+    fn drop(&mut self) {
+        if !self.done {
+            // Dropping the replies answers their callers with an error.
+            self.queues.0.lock().remove(&self.key);
+        }
+    }
+}
+
+impl PgStore {
+    /// Applies an install's waiting puts, a group per transaction, until
+    /// none waits.
+    async fn commit_puts(self, key: (String, Uuid)) {
+        let mut run = CommitRun {
+            queues: Arc::clone(&self.puts),
+            key,
+            done: false,
+        };
+        let scope = StorageScope {
+            tenant_id: run.key.0.clone(),
+            install_id: run.key.1,
+        };
+        let queues = Arc::clone(&run.queues);
+        loop {
+            let group: Vec<Pending> = {
+                let mut queues = queues.0.lock();
+                match queues.get_mut(&run.key) {
+                    Some(queue) if !queue.waiting.is_empty() => {
+                        let n = queue.waiting.len().min(MAX_GROUP_PUTS);
+                        queue.waiting.drain(..n).collect()
+                    }
+                    _ => {
+                        // Under the lock: a put arriving from now on finds
+                        // no run and starts one.
+                        queues.remove(&run.key);
+                        run.done = true;
+                        return;
+                    }
+                }
+            };
+            self.commit_group(&scope, group).await;
+        }
+    }
+
+    /// One transaction for `group`: every put checked and applied in order;
+    /// a put refused by its own checks (revision, quota) is answered with
+    /// that refusal and the others still apply. Should the database refuse
+    /// a statement (which ends the transaction), the group is applied again
+    /// one put per transaction, so one bad put cannot fail the others.
+    async fn commit_group(&self, scope: &StorageScope, group: Vec<Pending>) {
+        let inputs: Vec<_> = group
+            .iter()
+            .map(|p| (p.put.clone(), p.quota, p.now))
+            .collect();
+        match self.put_group(scope, inputs).await {
+            Ok(results) => {
+                for (pending, result) in group.into_iter().zip(results) {
+                    let _ = pending.reply.send(result);
+                }
+            }
+            Err(GroupError::Statement(_)) if group.len() > 1 => {
+                for pending in group {
+                    let result = self
+                        .put_group(scope, vec![(pending.put, pending.quota, pending.now)])
+                        .await
+                        .map_err(GroupError::into_store_error)
+                        .and_then(|mut results| {
+                            results.pop().unwrap_or_else(|| {
+                                Err(StoreError::Internal("a storage put went unanswered".into()))
+                            })
+                        });
+                    let _ = pending.reply.send(result);
+                }
+            }
+            Err(error) => {
+                let error = error.into_store_error();
+                for pending in group {
+                    let _ = pending.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    async fn put_group(
+        &self,
+        scope: &StorageScope,
+        puts: Vec<(StoragePut, StorageQuota, DateTime<Utc>)>,
+    ) -> Result<Vec<StoreResult<StorageRow>>, GroupError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        lock_scope(&tx, scope).await?;
+        // The group commits after its latest put arrived: rows expired by
+        // then are gone for every put of it.
+        if let Some(latest) = puts.iter().map(|(_, _, now)| *now).max() {
+            expire(&tx, scope, latest).await?;
+        }
+        let mut results = Vec::with_capacity(puts.len());
+        for (put, quota, now) in puts {
+            match put_locked(&tx, scope, put, quota, now).await {
+                Ok(row) => results.push(Ok(row)),
+                // Refused before any statement could fail: the
+                // transaction goes on.
+                Err(e @ (StoreError::RevisionMismatch | StoreError::QuotaExceeded(_))) => {
+                    results.push(Err(e));
+                }
+                Err(e) => return Err(GroupError::Statement(e)),
+            }
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(results)
+    }
+}
+
+/// Why a group's transaction did not commit.
+enum GroupError {
+    /// A put's statement failed: the transaction is over, but the other
+    /// puts of the group are not at fault.
+    Statement(StoreError),
+    /// The transaction itself failed (connection, lock, commit): every put
+    /// of the group gets this error.
+    Store(StoreError),
+}
+
+impl From<StoreError> for GroupError {
+    fn from(error: StoreError) -> GroupError {
+        GroupError::Store(error)
+    }
+}
+
+impl GroupError {
+    fn into_store_error(self) -> StoreError {
+        match self {
+            GroupError::Statement(error) | GroupError::Store(error) => error,
+        }
     }
 }

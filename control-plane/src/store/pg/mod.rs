@@ -69,6 +69,8 @@ fn redact_password(url: &str) -> String {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Storage puts waiting for their install's next transaction.
+    puts: std::sync::Arc<kv::PutQueues>,
 }
 
 /// The migrations in the order they apply; each applies once per database.
@@ -146,7 +148,10 @@ impl PgStore {
             .recycle_timeout(Some(POOL_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Internal(format!("build the connection pool: {e}")))?;
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            puts: std::sync::Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
