@@ -17,6 +17,7 @@ mod author;
 mod edge;
 mod local;
 mod publish;
+mod rollout;
 mod tenant;
 mod values;
 
@@ -24,6 +25,7 @@ pub use author::{BuildArgs, CompletionsArgs, Lang, NewArgs};
 pub use edge::{CallArgs, EdgeArgs, LogsArgs};
 pub use local::{DevArgs, TokenArgs};
 pub use publish::{KeygenArgs, PackArgs, PublishArgs, SignArgs, TrustAddArgs, TrustCommand};
+pub use rollout::{RolloutCommand, RolloutStartArgs};
 pub use tenant::{
     ApiKeyCommand, ConfigCommand, ExtensionArg, InstallArgs, QuotaCommand, SchemaCommand,
     SecretsCommand, StorageCommand, UpgradeArgs, UsageArgs,
@@ -155,6 +157,9 @@ pub enum Command {
     Install(InstallArgs),
     /// Move the tenant's install to another version.
     Upgrade(UpgradeArgs),
+    /// Gradual rollouts of the tenant's install to new versions (start, status, promote, abort).
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Remove the tenant's install (its config and secrets go with it).
     Uninstall(ExtensionArg),
     /// Enable the tenant's install so it serves requests again.

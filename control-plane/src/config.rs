@@ -64,6 +64,9 @@ pub struct Limits {
     pub idempotency_retention: std::time::Duration,
     /// The upload spool and the blob orphan collector.
     pub blobs: BlobLimits,
+    /// How often each replica evaluates the active rollouts
+    /// (docs/design/rollouts.md): 1 s by default, 100 ms to 60 s.
+    pub rollout_tick: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -75,6 +78,7 @@ impl Default for Limits {
             scheduler: SchedulerLimits::default(),
             idempotency_retention: crate::idempotency::DEFAULT_RETENTION,
             blobs: BlobLimits::default(),
+            rollout_tick: crate::rollouts::DEFAULT_TICK,
         }
     }
 }
@@ -250,6 +254,15 @@ pub struct Config {
         default_value_t = 86_400
     )]
     pub idempotency_retention_secs: u64,
+    /// How often rollouts are evaluated (health budgets, steps), in
+    /// milliseconds (100 to 60,000). A breached budget reaches edges within
+    /// this plus about 2 s (docs/design/rollouts.md).
+    #[arg(
+        long,
+        env = "ANNEX_CONTROL_PLANE_ROLLOUT_TICK_MS",
+        default_value_t = 1_000
+    )]
+    pub rollout_tick_ms: u64,
     /// FOR TESTS ONLY: run every enabled schedule once per this many
     /// milliseconds instead of by its cron expression (multi-replica tests of
     /// the scheduler that must not wait for whole minutes). Never set in
@@ -301,7 +314,11 @@ impl Config {
                 crate::idempotency::MAX_RETENTION.as_secs()
             );
         }
+        if !(100..=60_000).contains(&self.rollout_tick_ms) {
+            anyhow::bail!("--rollout-tick-ms must be 100..=60000");
+        }
         Ok(Limits {
+            rollout_tick: std::time::Duration::from_millis(self.rollout_tick_ms),
             max_bundle_bytes: self.max_bundle_bytes,
             platform_egress_allowlist: self.egress_allowlist.clone(),
             scheduler: SchedulerLimits {

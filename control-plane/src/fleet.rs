@@ -139,6 +139,25 @@ impl Fleet {
             hasher.update([1]);
         }
         crate::quota::hash_quotas(&mut hasher, &quotas);
+        let rollouts: Vec<pb::RolloutMark> = self
+            .store
+            .active_rollouts()
+            .await?
+            .into_iter()
+            .map(|r| pb::RolloutMark {
+                tenant_id: r.tenant_id,
+                install_id: r.install_id.to_string(),
+                rollout_id: r.id.to_string(),
+                revision: r.revision,
+            })
+            .collect();
+        hasher.update([2]);
+        for m in &rollouts {
+            hasher.update(m.install_id.as_bytes());
+            hasher.update([0]);
+            hasher.update(m.rollout_id.as_bytes());
+            hasher.update(m.revision.to_be_bytes());
+        }
         let digest = hasher.finalize();
         let mut version = [0u8; 8];
         version.copy_from_slice(&digest[..8]);
@@ -147,6 +166,7 @@ impl Fleet {
             workers: routes,
             placements,
             quotas,
+            rollouts,
         })
     }
 

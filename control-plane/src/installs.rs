@@ -197,6 +197,23 @@ impl Installs {
         self.view(tenant, &row.id.to_string()).await
     }
 
+    /// The checks an upgrade of `view` to `target` makes before writing:
+    /// the signature holds, the manifest's grants are valid and the
+    /// install's schedules map onto the version (or may be disabled).
+    pub(crate) async fn check_upgrade(
+        &self,
+        view: &InstallView,
+        target: &crate::store::VersionRow,
+        disable_missing_schedules: bool,
+    ) -> Result<(), AnnexError> {
+        self.trust.verify_version(target).await?;
+        annex_bundle::capability::granted(&target.capabilities)
+            .map_err(|e| AnnexError::new(ErrorCode::InvalidManifest, e.to_string()))?;
+        crate::scheduler::plan_remap(self.store.as_ref(), view, target, disable_missing_schedules)
+            .await?;
+        Ok(())
+    }
+
     pub(crate) async fn uninstall(
         &self,
         tenant: &TenantId,
@@ -428,6 +445,17 @@ impl Installs {
         if let Err(e) = self.fleet.place().await {
             tracing::warn!(%content_hash, error = %e, "placing a new bundle");
         }
+    }
+
+    /// Places bundles now (a rollout's canaries), as an install does.
+    pub(crate) async fn prewarm_now(&self) {
+        self.prewarm("rollout").await;
+    }
+
+    /// Announces a change to an install's routing made elsewhere (a
+    /// rollout's weights): counted and broadcast like an install change.
+    pub(crate) fn announce(&self, op: &str, tenant: &str, install: Uuid, registry: Uuid) {
+        self.changed(op, tenant, install, registry);
     }
 
     /// Counts the change and tells following edges to drop cached resolutions.

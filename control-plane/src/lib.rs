@@ -24,6 +24,8 @@
 //! - `storage`: the KV host API scoped to a grant's install.
 //! - `idempotency`: idempotency records of keyed executions (claim, renew,
 //!   complete, release), scoped to a grant's install, and their expiry.
+//! - `rollouts`: gradual rollouts: start, promote, abort, the routes edges
+//!   split by, and the evaluator that steps, promotes and rolls back.
 //! - `scheduler`: the scheduler host API, its limits, cron and input rules, and the runner.
 //! - `fleet`: worker membership, routing snapshot, rendezvous placement, worker commands.
 //! - `quota`: fleet-wide quotas and their shares, usage windows, the replica's dispatch gate.
@@ -52,6 +54,7 @@ mod logs;
 mod metrics;
 mod quota;
 mod registry;
+mod rollouts;
 mod scheduler;
 mod seal;
 mod server;

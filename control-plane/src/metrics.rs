@@ -28,6 +28,7 @@ struct KindLabel {
 pub(crate) struct Metrics {
     publishes: Family<ResultLabel, Counter>,
     install_changes: Family<OpLabel, Counter>,
+    rollout_changes: Family<OpLabel, Counter>,
     blobs_collected: Family<KindLabel, Counter>,
 }
 
@@ -42,6 +43,11 @@ impl Metrics {
             "annex_control_plane_install_changes",
             "Install changes by operation",
             self.install_changes.clone(),
+        );
+        registry.register(
+            "annex_control_plane_rollout_changes",
+            "Rollout changes by action (start, step, promote, rollback, abort)",
+            self.rollout_changes.clone(),
         );
         registry.register(
             "annex_control_plane_blobs_collected",
@@ -66,6 +72,14 @@ impl Metrics {
             Err(code) => code.as_str().to_owned(),
         };
         self.publishes.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub(crate) fn rollout_change(&self, action: &str) {
+        self.rollout_changes
+            .get_or_create(&OpLabel {
+                op: action.to_owned(),
+            })
+            .inc();
     }
 
     pub(crate) fn install_change(&self, op: &str) {

@@ -39,6 +39,7 @@ use crate::logs::DebugLogs;
 use crate::metrics::Metrics;
 use crate::quota::Quotas;
 use crate::registry::Registry;
+use crate::rollouts::Rollouts;
 use crate::scheduler::Scheduler;
 use crate::storage::Storage;
 use crate::store::Store;
@@ -73,6 +74,8 @@ struct ControlPlane {
     registry: Arc<Registry>,
     trust: Arc<Trust>,
     installs: Arc<Installs>,
+    rollouts: Arc<Rollouts>,
+    rollout_tick: Duration,
     fleet: Arc<Fleet>,
     quotas: Arc<Quotas>,
     dispatcher: Arc<Dispatcher>,
@@ -135,7 +138,15 @@ impl ControlPlane {
             quotas.clone(),
             worker_tls,
         ));
+        let rollouts = Arc::new(Rollouts::new(
+            store.clone(),
+            installs.clone(),
+            registry.clone(),
+            metrics.clone(),
+        ));
         ControlPlane {
+            rollouts,
+            rollout_tick: limits.rollout_tick,
             scheduler: Arc::new(Scheduler::new(
                 store.clone(),
                 installs.clone(),
@@ -179,6 +190,7 @@ impl ControlPlane {
         });
         let installs = pb::installs_server::InstallsServer::new(InstallsService {
             installs: self.installs.clone(),
+            rollouts: self.rollouts.clone(),
             quotas: self.quotas.clone(),
             api_keys: self.api_keys.clone(),
             storage: self.storage.clone(),
@@ -312,6 +324,11 @@ pub async fn run(
     };
     let idempotency_sweep = tokio::spawn(cp.idempotency.clone().sweep(stop_tx.subscribe()));
     let blob_collector = tokio::spawn(cp.collector.clone().run(stop_tx.subscribe()));
+    let rollout_evaluator = tokio::spawn(
+        cp.rollouts
+            .clone()
+            .run(cp.rollout_tick, stop_tx.subscribe()),
+    );
 
     let readiness = {
         let store = cp.store.clone();
@@ -375,6 +392,7 @@ pub async fn run(
     let _ = quota_upkeep.await;
     let _ = idempotency_sweep.await;
     let _ = blob_collector.await;
+    let _ = rollout_evaluator.await;
     let _ = admin_task.await;
     result
 }

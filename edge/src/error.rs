@@ -81,6 +81,10 @@ impl ApiError {
     /// event id.
     pub(crate) const INVALID_LAST_ID: ApiError =
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_last_id");
+    /// An `x-annex-rollout-key` that is empty, longer than 256 bytes or not
+    /// visible ASCII (Annex).
+    pub(crate) const INVALID_ROLLOUT_KEY: ApiError =
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_rollout_key");
 
     pub(crate) fn rate_limited(retry_after: u64) -> ApiError {
         ApiError {

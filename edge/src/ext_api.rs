@@ -70,6 +70,7 @@ async fn serve(
         method: method.as_str(),
         path: &path,
         request_id,
+        rollout_key: crate::rollout::chosen_key(headers)?,
     };
     let admitted = gateway::admit(state, &principal, &call).await?;
     let body = if matches!(*method, Method::GET | Method::HEAD) {

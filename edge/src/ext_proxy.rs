@@ -138,6 +138,7 @@ async fn serve(
         method: &o.method,
         path: &path,
         request_id,
+        rollout_key: crate::rollout::chosen_key(headers)?,
     };
     let admitted = gateway::admit(state, &principal, &call).await?;
     let mut fwd = headers::forward(headers, headers::PROXY_REQUEST);

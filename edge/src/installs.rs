@@ -31,6 +31,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::byte_lru::ByteLru;
 use crate::clients::{ClientKey, Clients};
 use crate::endpoints::Endpoint;
+use crate::rollout::{BUCKETS, Split};
 
 /// Refresh an execution grant this long before it expires.
 const GRANT_MARGIN: Duration = Duration::from_secs(10);
@@ -54,6 +55,8 @@ pub(crate) struct Install {
     pub endpoints: Vec<Endpoint>,
     pub client_portal_label: Option<String>,
     pub execution_grant: String,
+    /// Every version and its weight while the install has an active rollout.
+    pub rollout: Option<Split>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -86,7 +89,7 @@ impl TryFrom<pb::ResolvedInstall> for Install {
         if !(info.enabled && info.status == "enabled") {
             return Err(ResolveError::NotFound);
         }
-        Ok(Install {
+        let mut install = Install {
             tenant: info.tenant_id,
             install_id: info.install_id,
             registry_id: info.registry_id,
@@ -96,25 +99,102 @@ impl TryFrom<pb::ResolvedInstall> for Install {
             config: r.config.into_iter().collect(),
             secrets_version: info.secrets_version,
             egress_allowlist: info.egress_allowlist,
-            endpoints: r
-                .endpoints
-                .into_iter()
-                .map(|e| Endpoint {
-                    method: e.method,
-                    path: e.path,
-                })
-                .collect(),
+            endpoints: endpoints(r.endpoints),
             client_portal_label: r
                 .ui
                 .and_then(|u| u.hooks)
                 .and_then(|h| h.client_portal_menu_label)
                 .filter(|l| !l.trim().is_empty()),
             execution_grant: r.execution_grant,
-        })
+            rollout: None,
+        };
+        if let Some(route) = r.rollout {
+            install.rollout = Some(split(&install, route)?);
+        }
+        Ok(install)
     }
 }
 
+fn endpoints(list: Vec<pb::Endpoint>) -> Vec<Endpoint> {
+    list.into_iter()
+        .map(|e| Endpoint {
+            method: e.method,
+            path: e.path,
+        })
+        .collect()
+}
+
+/// The arms of a rollout route, each the install as its version runs it
+/// (config, secrets and egress are the install's).
+fn split(base: &Install, route: pb::RolloutRoute) -> Result<Split, ResolveError> {
+    const INCOMPLETE: ResolveError = ResolveError::Incomplete("rollout");
+    // At most four versions; weights in buckets that add up to all of them.
+    if route.arms.is_empty() || route.arms.len() > 4 || route.rollout_id.is_empty() {
+        return Err(INCOMPLETE);
+    }
+    let total: u64 = route.arms.iter().map(|a| u64::from(a.weight)).sum();
+    if total != u64::from(BUCKETS) {
+        return Err(INCOMPLETE);
+    }
+    let mut arms = Vec::with_capacity(route.arms.len());
+    for arm in route.arms {
+        let info = arm.install.ok_or(INCOMPLETE)?;
+        if info.install_id != base.install_id
+            || info.content_hash.is_empty()
+            || arm.execution_grant.is_empty()
+        {
+            return Err(INCOMPLETE);
+        }
+        let version = Install {
+            version_id: info.version_id,
+            content_hash: info.content_hash,
+            providers: info.granted_caps,
+            endpoints: endpoints(arm.endpoints),
+            execution_grant: arm.execution_grant,
+            rollout: None,
+            ..base.clone()
+        };
+        arms.push((arm.weight, Arc::new(version)));
+    }
+    Ok(Split {
+        rollout_id: route.rollout_id,
+        arms,
+    })
+}
+
 impl Install {
+    /// The version `key`'s calls go to: the install itself, or during a
+    /// rollout the arm `key` hashes into, with the arm's name.
+    pub(crate) fn pick(self: &Arc<Self>, key: &str) -> (Arc<Install>, Option<crate::rollout::Arm>) {
+        match self
+            .rollout
+            .as_ref()
+            .and_then(|s| s.pick(&self.install_id, key))
+        {
+            Some((arm, name)) => (arm, Some(name)),
+            None => (self.clone(), None),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(install_id: &str) -> Install {
+        Install {
+            tenant: "t".into(),
+            install_id: install_id.into(),
+            registry_id: String::new(),
+            version_id: String::new(),
+            content_hash: String::new(),
+            providers: vec![],
+            config: HashMap::new(),
+            secrets_version: String::new(),
+            egress_allowlist: vec![],
+            endpoints: vec![],
+            client_portal_label: None,
+            execution_grant: String::new(),
+            rollout: None,
+        }
+    }
+
     /// What the install holds on the heap, roughly, for the cache's bound.
     fn weight(&self) -> usize {
         let strings = [
@@ -132,7 +212,10 @@ impl Install {
             .endpoints
             .iter()
             .map(|e| e.method.len() + e.path.len() + 48);
-        std::mem::size_of::<Install>()
+        let arms = self.rollout.as_ref().map_or(0, |s| {
+            s.rollout_id.len() + s.arms.iter().map(|(_, a)| a.weight()).sum::<usize>()
+        });
+        arms + std::mem::size_of::<Install>()
             + strings.iter().map(|s| s.len()).sum::<usize>()
             + lists.map(|s| s.len() + 24).sum::<usize>()
             + config.sum::<usize>()
@@ -416,18 +499,8 @@ mod tests {
 
     fn install(id: &str, registry: &str) -> Option<Arc<Install>> {
         Some(Arc::new(Install {
-            tenant: "t".into(),
-            install_id: id.into(),
             registry_id: registry.into(),
-            version_id: String::new(),
-            content_hash: String::new(),
-            providers: vec![],
-            config: HashMap::new(),
-            secrets_version: String::new(),
-            egress_allowlist: vec![],
-            endpoints: vec![],
-            client_portal_label: None,
-            execution_grant: String::new(),
+            ..Install::for_tests(id)
         }))
     }
 

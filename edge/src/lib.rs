@@ -58,6 +58,7 @@ mod metrics;
 mod openapi;
 mod quota;
 mod ratelimit;
+mod rollout;
 mod routing;
 mod server;
 mod state;

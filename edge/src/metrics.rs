@@ -16,8 +16,52 @@ pub(crate) struct RouteLabels {
     pub class: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ArmLabels {
+    /// `stable`, `canary-1` … `canary-3`: the version's place in its rollout.
+    pub arm: &'static str,
+    /// `ok` or `failed` (5xx, trap, timeout, out of memory).
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ArmLabel {
+    pub arm: &'static str,
+}
+
+/// Calls of installs with an active rollout, per version of the split
+/// (labelled by its place in the rollout, never by tenant or extension).
+#[derive(Debug, Clone)]
+pub(crate) struct RolloutMetrics {
+    pub calls: Family<ArmLabels, Counter>,
+    pub duration: Family<ArmLabel, Histogram>,
+}
+
+impl Default for RolloutMetrics {
+    fn default() -> Self {
+        RolloutMetrics {
+            calls: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+            }),
+        }
+    }
+}
+
+impl RolloutMetrics {
+    pub(crate) fn record(&self, arm: &'static str, failed: bool, took: std::time::Duration) {
+        let outcome = if failed { "failed" } else { "ok" };
+        self.calls.get_or_create(&ArmLabels { arm, outcome }).inc();
+        self.duration
+            .get_or_create(&ArmLabel { arm })
+            .observe(took.as_secs_f64());
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Metrics {
+    /// Calls split by a rollout, per arm.
+    pub rollout: RolloutMetrics,
     pub requests: Family<RouteLabels, Counter>,
     pub duration: Family<RouteLabels, Histogram>,
     pub worker_retries: Counter,
@@ -49,6 +93,7 @@ pub(crate) struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
+            rollout: RolloutMetrics::default(),
             requests: Family::default(),
             duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 18))
@@ -73,6 +118,16 @@ impl Default for Metrics {
 
 impl Metrics {
     pub(crate) fn register(&self, r: &mut Registry) {
+        r.register(
+            "annex_edge_rollout_calls",
+            "Calls of installs in a rollout, by arm (stable, canary-N) and outcome",
+            self.rollout.calls.clone(),
+        );
+        r.register(
+            "annex_edge_rollout_call_duration_seconds",
+            "Latency of calls of installs in a rollout, by arm",
+            self.rollout.duration.clone(),
+        );
         r.register(
             "annex_edge_requests",
             "Requests answered, by route and status class",

@@ -12,6 +12,7 @@
 //! must be resolved again (invalidations may have been missed), the old
 //! answers kept only as a fallback while the control plane cannot answer.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -121,6 +122,36 @@ impl Routes {
     }
 }
 
+/// The active rollouts of the last snapshot, by install id: (tenant,
+/// rollout id, revision). A rollout's change made through another replica
+/// reaches this edge as a changed mark, not as an invalidation.
+#[derive(Debug, Default)]
+struct RolloutMarks(HashMap<String, (String, String, i64)>);
+
+impl RolloutMarks {
+    /// Takes the snapshot's marks; returns (tenant, install) of every
+    /// install whose rollout started, changed or ended since the last one.
+    fn changes(&mut self, now: Vec<pb::RolloutMark>) -> Vec<(String, String)> {
+        let now: HashMap<String, (String, String, i64)> = now
+            .into_iter()
+            .map(|m| (m.install_id, (m.tenant_id, m.rollout_id, m.revision)))
+            .collect();
+        let mut changed: Vec<(String, String)> = now
+            .iter()
+            .filter(|(install, mark)| self.0.get(*install) != Some(*mark))
+            .map(|(install, (tenant, _, _))| (tenant.clone(), install.clone()))
+            .collect();
+        changed.extend(
+            self.0
+                .iter()
+                .filter(|(install, _)| !now.contains_key(*install))
+                .map(|(install, (tenant, _, _))| (tenant.clone(), install.clone())),
+        );
+        self.0 = now;
+        changed
+    }
+}
+
 /// Delays between attempts to reopen the routing stream.
 const RECONNECT: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 
@@ -134,6 +165,7 @@ pub(crate) async fn watch(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut delays = RECONNECT.delays();
+    let mut marks = RolloutMarks::default();
     loop {
         let attempt = async {
             let mut delivered = false;
@@ -153,7 +185,13 @@ pub(crate) async fn watch(
                     delays = RECONNECT.delays();
                 }
                 match update.update {
-                    Some(pb::routing_update::Update::Snapshot(s)) => routes.apply(s),
+                    Some(pb::routing_update::Update::Snapshot(mut s)) => {
+                        for (tenant, install) in marks.changes(std::mem::take(&mut s.rollouts)) {
+                            tracing::debug!(tenant = %tenant, install = %install, "rollout changed");
+                            installs.invalidate(&tenant, &install, "");
+                        }
+                        routes.apply(s);
+                    }
                     Some(pb::routing_update::Update::Invalidation(i)) => {
                         tracing::debug!(tenant = %i.tenant_id, install = %i.install_id, "install invalidated");
                         installs.invalidate(&i.tenant_id, &i.install_id, &i.registry_id);
@@ -180,6 +218,25 @@ pub(crate) async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rollout_marks_name_the_installs_whose_rollout_moved() {
+        let mark = |install: &str, revision| pb::RolloutMark {
+            tenant_id: "t".into(),
+            install_id: install.into(),
+            rollout_id: format!("r-{install}"),
+            revision,
+        };
+        let mut marks = RolloutMarks::default();
+        let mut first = marks.changes(vec![mark("a", 1), mark("b", 1)]);
+        first.sort();
+        assert_eq!(first, [("t".into(), "a".into()), ("t".into(), "b".into())]);
+        assert!(marks.changes(vec![mark("a", 1), mark("b", 1)]).is_empty());
+        // a stepped, b ended.
+        let mut next = marks.changes(vec![mark("a", 2)]);
+        next.sort();
+        assert_eq!(next, [("t".into(), "a".into()), ("t".into(), "b".into())]);
+    }
 
     fn routes() -> Routes {
         let ca = annex_ops::devcerts::DevCa::generate().expect("ca");

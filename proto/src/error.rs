@@ -93,6 +93,10 @@ error_codes! {
     ScheduleRemapFailed => ("SCHEDULE_REMAP_FAILED", FailedPrecondition, 409),
     /// Storage compare-and-swap failed.
     RevisionMismatch => ("REVISION_MISMATCH", Aborted, 409),
+    /// The install already has an active rollout.
+    RolloutActive => ("ROLLOUT_ACTIVE", AlreadyExists, 409),
+    /// The install has no (active) rollout.
+    RolloutNotFound => ("ROLLOUT_NOT_FOUND", NotFound, 404),
     /// A storage or scheduler limit was exceeded.
     LimitExceeded => ("LIMIT_EXCEEDED", InvalidArgument, 400),
     /// A quota was exceeded.

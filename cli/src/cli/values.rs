@@ -47,6 +47,40 @@ impl FromStr for KeyValue {
     }
 }
 
+/// One step of a rollout's schedule: each canary's percentage (`10`, `2.5`, `5+5` for two
+/// canaries) and optionally its own hold (`10@30s`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutStepArg {
+    /// In buckets of 10,000 (a percentage times 100).
+    pub weights: Vec<u32>,
+    pub hold: Option<std::time::Duration>,
+}
+
+impl FromStr for RolloutStepArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<RolloutStepArg, String> {
+        let (weights, hold) = match s.split_once('@') {
+            Some((w, h)) => (w, Some(parse_duration(h)?)),
+            None => (s, None),
+        };
+        let weights = weights
+            .split('+')
+            .map(|p| {
+                let pct: f64 = p
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("`{p}` in `{s}` is not a percentage"))?;
+                if !(0.0..=100.0).contains(&pct) {
+                    return Err(format!("`{p}` in `{s}` is not 0 to 100"));
+                }
+                Ok((pct * 100.0).round() as u32)
+            })
+            .collect::<Result<Vec<u32>, String>>()?;
+        Ok(RolloutStepArg { weights, hold })
+    }
+}
+
 /// `90`, `90s`, `15m`, `1h`, `7d`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();

@@ -18,6 +18,7 @@ mod new;
 mod pack;
 mod publish;
 mod quota;
+mod rollout;
 mod secrets;
 mod sign;
 mod storage;
@@ -76,6 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         Command::Versions(args) => publish::versions(&cx, &args.extension).await,
         Command::Install(args) => installs::install(&cx, args).await,
         Command::Upgrade(args) => installs::upgrade(&cx, args).await,
+        Command::Rollout(cmd) => rollout::run(&cx, cmd).await,
         Command::Uninstall(args) => installs::uninstall(&cx, &args.extension).await,
         Command::Enable(args) => installs::set_enabled(&cx, &args.extension, true).await,
         Command::Disable(args) => installs::set_enabled(&cx, &args.extension, false).await,

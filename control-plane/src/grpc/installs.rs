@@ -15,6 +15,9 @@ use super::{from_ts, ts};
 use crate::apikeys::ApiKeys;
 use crate::installs::{InstallSpec, SecretsUpdate};
 use crate::quota::Quotas;
+use crate::rollouts::StartRollout;
+
+use super::rollouts;
 use crate::storage::Storage;
 use crate::store::{InstallView, QuotaLimits, QuotaRow, StorageSchema, StorageScope, UsageRow};
 
@@ -23,6 +26,7 @@ const WRITERS: &[Role] = &[Role::Operator];
 
 pub(crate) struct InstallsService {
     pub(crate) installs: Arc<crate::installs::Installs>,
+    pub(crate) rollouts: Arc<crate::rollouts::Rollouts>,
     pub(crate) quotas: Arc<Quotas>,
     pub(crate) api_keys: Arc<ApiKeys>,
     pub(crate) storage: Arc<Storage>,
@@ -84,6 +88,66 @@ fn usage_pb(u: &UsageRow) -> pb::ExecutionUsage {
 
 #[tonic::async_trait]
 impl Installs for InstallsService {
+    async fn start_rollout(
+        &self,
+        req: Request<pb::StartRolloutRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
+        let peer = require(&req, WRITERS)?;
+        let r = req.into_inner();
+        let (tenant, extension) = install_ref(r.install)?;
+        let start = StartRollout {
+            tenant,
+            extension,
+            versions: r.versions,
+            policy: rollouts::policy_from_pb(r.policy, r.disable_missing_schedules),
+        };
+        let view = self.rollouts.start(start, &rollouts::actor(&peer)).await?;
+        Ok(Response::new(rollouts::rollout_pb(&view)))
+    }
+
+    async fn get_rollout(
+        &self,
+        req: Request<pb::InstallRef>,
+    ) -> Result<Response<pb::Rollout>, Status> {
+        require(&req, WRITERS)?;
+        let (tenant, extension) = install_ref(Some(req.into_inner()))?;
+        let view = self.rollouts.get(&tenant, &extension).await?;
+        Ok(Response::new(rollouts::rollout_pb(&view)))
+    }
+
+    async fn promote_rollout(
+        &self,
+        req: Request<pb::PromoteRolloutRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
+        let peer = require(&req, WRITERS)?;
+        let r = req.into_inner();
+        let (tenant, extension) = install_ref(r.install)?;
+        let view = self
+            .rollouts
+            .promote(
+                &tenant,
+                &extension,
+                Some(&r.version),
+                &rollouts::actor(&peer),
+            )
+            .await?;
+        Ok(Response::new(rollouts::rollout_pb(&view)))
+    }
+
+    async fn abort_rollout(
+        &self,
+        req: Request<pb::AbortRolloutRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
+        let peer = require(&req, WRITERS)?;
+        let r = req.into_inner();
+        let (tenant, extension) = install_ref(r.install)?;
+        let view = self
+            .rollouts
+            .abort(&tenant, &extension, &r.reason, &rollouts::actor(&peer))
+            .await?;
+        Ok(Response::new(rollouts::rollout_pb(&view)))
+    }
+
     async fn set_quota(
         &self,
         req: Request<pb::SetQuotaRequest>,
@@ -361,7 +425,11 @@ impl Installs for InstallsService {
         let tenant = TenantId::parse(&r.tenant_id)?;
         let view = self.installs.resolve(&tenant, &r.extension).await?;
         let (grant, grant_expires) = self.installs.issue_grant(&view);
+        let rollout = self.rollouts.route(&view).await?;
         Ok(Response::new(pb::ResolvedInstall {
+            rollout: rollout
+                .as_ref()
+                .map(|r| super::rollouts::route_pb(&self.installs, r)),
             execution_grant: grant,
             grant_expires_at: ts(grant_expires),
             install: Some(info_pb(&view)),
@@ -401,7 +469,7 @@ fn config_pb(view: &InstallView) -> pb::InstallConfig {
     }
 }
 
-fn info_pb(view: &InstallView) -> pb::InstallInfo {
+pub(super) fn info_pb(view: &InstallView) -> pb::InstallInfo {
     let i = &view.install;
     pb::InstallInfo {
         install_id: i.id.to_string(),

@@ -10,6 +10,7 @@ pub(crate) mod fleet;
 pub(crate) mod host;
 pub(crate) mod installs;
 pub(crate) mod registry;
+mod rollouts;
 mod scheduler;
 mod storage;
 pub(crate) mod trust;

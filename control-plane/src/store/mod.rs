@@ -2,7 +2,7 @@
 //! area ([`RegistryStore`], [`BlobStore`], [`TrustStore`], [`InstallStore`],
 //! [`KvStore`], [`ScheduleStore`], [`FleetStore`], [`QuotaStore`],
 //! [`ApiKeyStore`], [`ExecutionLogStore`], [`DebugLogStore`],
-//! [`IdempotencyStore`], [`HealthStore`]), each in its own
+//! [`IdempotencyStore`], [`RolloutStore`], [`HealthStore`]), each in its own
 //! file with the rows it reads and writes, and [`Store`], the umbrella the
 //! control plane holds as `Arc<dyn Store>`.
 //!
@@ -28,6 +28,7 @@ mod memory;
 mod pg;
 mod quota;
 mod registry;
+mod rollouts;
 mod schedules;
 mod trust;
 
@@ -48,6 +49,10 @@ pub use quota::{QuotaLimits, QuotaRow, QuotaStore, UsageRow};
 pub use registry::{
     BundleRow, EndpointRow, ExtensionRow, ExtensionSelector, NewVersion, RegistryStore, UiRow,
     VersionRow, VersionSpec,
+};
+pub use rollouts::{
+    NewRollout, ROLLOUT_BUCKETS, RolloutChange, RolloutEvent, RolloutPolicy, RolloutRow,
+    RolloutState, RolloutStep, RolloutStore, RolloutVariant, VersionStats, is_failure, p99,
 };
 pub use schedules::{ScheduleFields, ScheduleRemap, ScheduleRow, ScheduleRun, ScheduleStore};
 pub use trust::{KeyRow, TrustStore};
@@ -116,6 +121,7 @@ pub trait Store:
     + ExecutionLogStore
     + DebugLogStore
     + IdempotencyStore
+    + RolloutStore
     + HealthStore
     + Send
     + Sync
@@ -136,6 +142,7 @@ impl<T> Store for T where
         + ExecutionLogStore
         + DebugLogStore
         + IdempotencyStore
+        + RolloutStore
         + HealthStore
         + Send
         + Sync

@@ -218,6 +218,7 @@ mod logs;
 mod postgres_only;
 mod quota;
 mod registry;
+mod rollouts;
 mod schedules;
 mod trust;
 
@@ -226,7 +227,7 @@ mod trust;
 /// case runs on both stores.
 #[test]
 fn every_case_runs_on_both_stores() {
-    let areas: [(&str, &[&str], &str); 13] = [
+    let areas: [(&str, &[&str], &str); 14] = [
         ("apikeys", apikeys::CASES, include_str!("apikeys.rs")),
         ("blobs", blobs::CASES, include_str!("blobs.rs")),
         (
@@ -246,6 +247,7 @@ fn every_case_runs_on_both_stores() {
         ("logs", logs::CASES, include_str!("logs.rs")),
         ("quota", quota::CASES, include_str!("quota.rs")),
         ("registry", registry::CASES, include_str!("registry.rs")),
+        ("rollouts", rollouts::CASES, include_str!("rollouts.rs")),
         ("schedules", schedules::CASES, include_str!("schedules.rs")),
         ("trust", trust::CASES, include_str!("trust.rs")),
     ];

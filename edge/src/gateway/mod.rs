@@ -164,6 +164,8 @@ pub(crate) struct Admitted {
     pub install: Arc<Install>,
     pub audit: AuditCtx,
     pub slot: AuditSlot,
+    /// During a rollout: where the call's outcome is counted, and its arm.
+    pub rollout: Option<(crate::metrics::RolloutMetrics, crate::rollout::Arm)>,
     /// The tenant's quota slot, held until the request is finished and
     /// released when this value is dropped.
     pub _quota: QuotaPermit,
@@ -172,6 +174,10 @@ pub(crate) struct Admitted {
 impl Admitted {
     /// Writes the request's audit row.
     pub(crate) fn finish(self, status: &str, error: &str, http_status: u16) {
+        if let Some((metrics, arm)) = &self.rollout {
+            let failed = crate::rollout::is_failure(status, error, http_status);
+            metrics.record(arm, failed, self.audit.started.elapsed());
+        }
         self.slot.record(self.audit.row(status, error, http_status));
     }
 }
@@ -184,6 +190,8 @@ pub(crate) struct Call<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub request_id: &'a str,
+    /// The caller's `x-annex-rollout-key`, if it sent one.
+    pub rollout_key: Option<&'a str>,
 }
 
 /// The access check (Alga's `assertAccess`) and the audit reservation.
@@ -216,6 +224,8 @@ pub(crate) async fn admit(
                 ApiError::bad_gateway(call.request_id)
             }
         })?;
+    // During a rollout: the version this caller sticks to.
+    let (install, arm) = install.pick(call.rollout_key.unwrap_or(&principal.audit_id()));
     let endpoint = endpoints::find(&install.endpoints, call.method, call.path);
     let audit = AuditCtx {
         request_id: call.request_id.to_owned(),
@@ -259,6 +269,7 @@ pub(crate) async fn admit(
         install,
         audit,
         slot,
+        rollout: arm.map(|arm| (state.metrics.rollout.clone(), arm)),
         _quota: quota,
     })
 }

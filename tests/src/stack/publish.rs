@@ -89,6 +89,14 @@ impl Stack {
         publish_and_install(&operator, &self.publisher_key, manifest, &bundle).await
     }
 
+    /// Publishes a signed bundle of `component` under `manifest` without
+    /// installing it (a further version of an installed extension).
+    pub async fn publish(&self, manifest: &serde_json::Value, component: &[u8]) {
+        let bundle = pack(self.dir.path(), manifest, component, &[]);
+        let operator = self.channel(Role::Operator).await;
+        publish(&operator, &self.publisher_key, manifest, &bundle).await;
+    }
+
     /// Installs an already published extension (registry id or slug) for another tenant.
     pub async fn install_for(&self, tenant: &str, extension: &str) -> Installed {
         let info = pb::installs_client::InstallsClient::new(self.channel(Role::Operator).await)
@@ -120,22 +128,7 @@ pub async fn publish_and_install(
     bytes: &[u8],
 ) -> Installed {
     let name = manifest["name"].as_str().unwrap_or_default();
-    let version = manifest["version"].as_str().unwrap_or_default();
-    let signature =
-        annex_bundle::signing::sign_bundle(key, &ContentHash::of(bytes), PUBLISHER, name, version);
-    let mut parts = vec![pb::PublishRequest {
-        part: Some(pb::publish_request::Part::Header(pb::PublishHeader {
-            signature,
-            ..Default::default()
-        })),
-    }];
-    parts.extend(bytes.chunks(64 * 1024).map(|c| pb::PublishRequest {
-        part: Some(pb::publish_request::Part::Chunk(c.to_vec())),
-    }));
-    pb::registry_client::RegistryClient::new(operator.clone())
-        .publish(futures::stream::iter(parts))
-        .await
-        .unwrap_or_else(|e| panic!("publishing {name}: {e}"));
+    publish(operator, key, manifest, bytes).await;
     let slug = format!("{PUBLISHER}.{name}").to_lowercase();
     let info = pb::installs_client::InstallsClient::new(operator.clone())
         .install(pb::InstallRequest {
@@ -152,4 +145,30 @@ pub async fn publish_and_install(
         content_hash: info.content_hash,
         slug: slug.replace(' ', "%20"),
     }
+}
+
+/// Publishes `bytes` signed with `key` for [`PUBLISHER`].
+pub async fn publish(
+    operator: &Channel,
+    key: &KeyPair,
+    manifest: &serde_json::Value,
+    bytes: &[u8],
+) {
+    let name = manifest["name"].as_str().unwrap_or_default();
+    let version = manifest["version"].as_str().unwrap_or_default();
+    let signature =
+        annex_bundle::signing::sign_bundle(key, &ContentHash::of(bytes), PUBLISHER, name, version);
+    let mut parts = vec![pb::PublishRequest {
+        part: Some(pb::publish_request::Part::Header(pb::PublishHeader {
+            signature,
+            ..Default::default()
+        })),
+    }];
+    parts.extend(bytes.chunks(64 * 1024).map(|c| pb::PublishRequest {
+        part: Some(pb::publish_request::Part::Chunk(c.to_vec())),
+    }));
+    pb::registry_client::RegistryClient::new(operator.clone())
+        .publish(futures::stream::iter(parts))
+        .await
+        .unwrap_or_else(|e| panic!("publishing {name}: {e}"));
 }

@@ -13,6 +13,12 @@ pub(super) struct Executions {
     rows: Vec<ExecutionRow>,
 }
 
+impl Executions {
+    pub(super) fn rows(&self) -> &[ExecutionRow] {
+        &self.rows
+    }
+}
+
 #[async_trait]
 impl ExecutionLogStore for MemoryStore {
     async fn record_executions(&self, rows: Vec<ExecutionRow>) -> StoreResult<()> {

@@ -47,6 +47,21 @@ impl FleetStore for MemoryStore {
             .filter_map(|i| state.registry.versions.get(&i.version_id))
             .map(|v| v.bundle.content_hash.clone())
             .collect();
+        // Canaries of active rollouts run beside their install's version.
+        let canaries = state
+            .rollouts
+            .canaries()
+            .filter(|(install, _)| {
+                state
+                    .installs
+                    .rows
+                    .get(install)
+                    .is_some_and(|i| i.is_active())
+            })
+            .filter_map(|(_, version)| state.registry.versions.get(&version))
+            .map(|v| v.bundle.content_hash.clone())
+            .collect::<Vec<_>>();
+        hashes.extend(canaries);
         hashes.sort();
         hashes.dedup();
         Ok(hashes)

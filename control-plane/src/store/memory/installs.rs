@@ -132,6 +132,7 @@ impl InstallStore for MemoryStore {
         state.schedules.delete_install(install_id);
         state.kv.delete_install(install_id);
         state.quotas.delete_install(install_id);
+        state.rollouts.delete_install(install_id);
         Ok(state.installs.rows.remove(&install_id).is_some())
     }
 

@@ -29,6 +29,7 @@ mod kv;
 mod logs;
 mod quota;
 mod registry;
+mod rollouts;
 mod schedules;
 mod trust;
 
@@ -66,6 +67,7 @@ struct State {
     executions: executions::Executions,
     logs: logs::Logs,
     idempotency: idempotency::Idempotency,
+    rollouts: rollouts::Rollouts,
 }
 
 impl State {

@@ -38,7 +38,14 @@ impl FleetStore for PgStore {
             .query_c(
                 "SELECT DISTINCT b.content_hash FROM tenant_extension_install i \
                  JOIN extension_bundle b ON b.version_id = i.version_id \
-                 WHERE i.is_enabled AND i.status = 'enabled' ORDER BY b.content_hash",
+                 WHERE i.is_enabled AND i.status = 'enabled' \
+                 UNION \
+                 SELECT b.content_hash FROM extension_rollouts r \
+                 JOIN tenant_extension_install i ON i.id = r.install_id \
+                 CROSS JOIN LATERAL jsonb_array_elements(r.variants) AS v(variant) \
+                 JOIN extension_bundle b ON b.version_id = (v.variant->>'version_id')::uuid \
+                 WHERE r.state = 'active' AND i.is_enabled AND i.status = 'enabled' \
+                 ORDER BY content_hash",
                 &[],
             )
             .await

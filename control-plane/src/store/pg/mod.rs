@@ -115,6 +115,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_bundle_blobs_external",
         include_str!("../../../../migrations/0010_bundle_blobs_external.sql"),
     ),
+    (
+        "0011_rollouts",
+        include_str!("../../../../migrations/0011_rollouts.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("annexmig" in ASCII), so replicas
@@ -218,6 +222,7 @@ mod kv;
 mod logs;
 mod quota;
 mod registry;
+mod rollouts;
 mod schedules;
 mod trust;
 
