@@ -304,6 +304,7 @@ async fn a_canary_that_traps_is_rolled_back_and_no_call_reaches_it_after_the_bou
     let t0 = Instant::now();
     let mut first_trap: Option<Duration> = None;
     let mut last_failure: Option<Duration> = None;
+    let mut first_clean: Option<Duration> = None;
     let mut batch = 0;
     let done = eventually(ROLLBACK_DEADLINE * 2, async || {
         let keys: Vec<String> = (0..64).map(|i| format!("trap-{batch}-{i}")).collect();
@@ -317,6 +318,9 @@ async fn a_canary_that_traps_is_rolled_back_and_no_call_reaches_it_after_the_bou
         if failures > 0 {
             first_trap.get_or_insert(sent);
             last_failure = Some(t0.elapsed());
+            first_clean = None;
+        } else if first_trap.is_some() {
+            first_clean.get_or_insert(sent);
         }
         // Rolled back (state recorded) and a whole batch of fresh keys clean.
         first_trap.is_some() && failures == 0 && rollout(&s, &ext).await.state == "rolled_back"
@@ -345,15 +349,20 @@ async fn a_canary_that_traps_is_rolled_back_and_no_call_reaches_it_after_the_bou
         .collect();
     assert_eq!(rollbacks.len(), 1, "one replica acted: {:?}", r.history);
     assert_eq!(rollbacks[0].actor, "evaluator");
-    let (first, last) = (
+    let (first, last, clean) = (
         first_trap.unwrap_or_default(),
         last_failure.unwrap_or_default(),
+        first_clean.unwrap_or_default(),
     );
     eprintln!(
-        "[rollout rollback] first trapping call sent at {} ms, last failed call answered at {} ms: rollback observed at the edge {} ms after the first trap",
+        "[rollout rollback] batches of 64 fresh keys on /panic: first trapping batch sent at {} ms, \
+         last failed call answered at {} ms, first all-200 batch sent at {} ms: \
+         weight 0 observed at the edge {}..{} ms after the first trapping batch",
         first.as_millis(),
         last.as_millis(),
-        last.saturating_sub(first).as_millis()
+        clean.as_millis(),
+        last.saturating_sub(first).as_millis(),
+        clean.saturating_sub(first).as_millis()
     );
 
     // After the bound, no call reaches the canary: 1,000 fresh keys all 200.
