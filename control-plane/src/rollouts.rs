@@ -683,7 +683,8 @@ mod tests {
             None
         );
         // Failing on every call.
-        let (i, reason) = breach(&p, &names, &[stats(100, 0, 5), stats(10, 10, 5)]).unwrap();
+        let (i, reason) =
+            breach(&p, &names, &[stats(100, 0, 5), stats(10, 10, 5)]).expect("a breach");
         assert_eq!(i, 0);
         assert!(
             reason.contains("1.1.0") && reason.contains("100.0%"),
@@ -695,7 +696,8 @@ mod tests {
             None
         );
         // Slower by more than the budget.
-        let (_, reason) = breach(&p, &names, &[stats(100, 0, 5), stats(100, 0, 200)]).unwrap();
+        let (_, reason) =
+            breach(&p, &names, &[stats(100, 0, 5), stats(100, 0, 200)]).expect("a breach");
         assert!(reason.contains("p99"), "{reason}");
     }
 

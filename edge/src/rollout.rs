@@ -126,9 +126,9 @@ mod tests {
         let s = split(1000);
         for i in 0..100 {
             let key = format!("user-{i}");
-            let first = s.pick("i1", &key).unwrap().0.version_id.clone();
+            let first = s.pick("i1", &key).expect("an arm").0.version_id.clone();
             for _ in 0..3 {
-                assert_eq!(s.pick("i1", &key).unwrap().0.version_id, first);
+                assert_eq!(s.pick("i1", &key).expect("an arm").0.version_id, first);
             }
         }
     }
@@ -139,11 +139,14 @@ mod tests {
         let mut canary = 0;
         for i in 0..20_000 {
             let key = format!("user-{i}");
-            let (v, name) = ten.pick("i1", &key).unwrap();
+            let (v, name) = ten.pick("i1", &key).expect("an arm");
             if v.version_id == "canary" {
                 canary += 1;
                 assert_eq!(name, "canary-1");
-                assert_eq!(fifty.pick("i1", &key).unwrap().0.version_id, "canary");
+                assert_eq!(
+                    fifty.pick("i1", &key).expect("an arm").0.version_id,
+                    "canary"
+                );
             } else {
                 assert_eq!(name, "stable");
             }
@@ -152,18 +155,20 @@ mod tests {
         assert!((1800..=2200).contains(&canary), "{canary}");
         // Weight 0: nobody.
         let zero = split(0);
-        assert!((0..1000).all(|i| zero.pick("i1", &format!("u{i}")).unwrap().1 == "stable"));
+        assert!(
+            (0..1000).all(|i| zero.pick("i1", &format!("u{i}")).expect("an arm").1 == "stable")
+        );
     }
 
     #[test]
     fn chosen_keys_are_bounded() {
         let mut h = http::HeaderMap::new();
         assert_eq!(chosen_key(&h), Ok(None));
-        h.insert(KEY_HEADER, "account-42".parse().unwrap());
+        h.insert(KEY_HEADER, "account-42".parse().expect("a header value"));
         assert_eq!(chosen_key(&h), Ok(Some("account-42")));
-        h.insert(KEY_HEADER, "x".repeat(257).parse().unwrap());
+        h.insert(KEY_HEADER, "x".repeat(257).parse().expect("a header value"));
         assert_eq!(chosen_key(&h), Err(ApiError::INVALID_ROLLOUT_KEY));
-        h.insert(KEY_HEADER, "a b".parse().unwrap());
+        h.insert(KEY_HEADER, "a b".parse().expect("a header value"));
         assert_eq!(chosen_key(&h), Err(ApiError::INVALID_ROLLOUT_KEY));
     }
 }

@@ -270,6 +270,7 @@ mod tests {
                 worker_ids: vec!["c".into(), "gone".into(), "a".into()],
             }],
             quotas: vec![],
+            rollouts: vec![],
         });
         for _ in 0..3 {
             let mut ids: Vec<String> = r.candidates("h").into_iter().map(|w| w.id).collect();
@@ -307,6 +308,7 @@ mod tests {
                 worker_ids: vec!["a".into(), "b".into(), "c".into()],
             }],
             quotas: vec![],
+            rollouts: vec![],
         });
         let mut firsts = std::collections::HashSet::new();
         for _ in 0..6 {
@@ -353,6 +355,7 @@ mod tests {
                 worker_ids: vec!["a".into()],
             }],
             quotas: vec![],
+            rollouts: vec![],
         });
         assert_eq!(r.candidates("h")[0].id, "a");
         r.workers.mark_down("a");
