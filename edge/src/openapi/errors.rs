@@ -78,6 +78,10 @@ fn pipeline() -> Vec<Refusal> {
             "the decoded path holds a control character",
         ),
         r(
+            ApiError::INVALID_ROLLOUT_KEY,
+            "`x-annex-rollout-key` is empty, over 256 bytes or not visible ASCII",
+        ),
+        r(
             ApiError::ENDPOINT_NOT_FOUND,
             "a method the route does not take, a malformed escape in the path, or a method \
              and path the install's `api.endpoints` do not declare",

@@ -238,6 +238,17 @@ fn call(route: ExtRoute, method: &HttpMethod, id: &str) -> Operation {
             .build(),
         );
     }
+    params.push(
+        param(
+            "x-annex-rollout-key",
+            ParameterIn::Header,
+            false,
+            "The sticky key of a rollout (1–256 visible ASCII characters): while the install \
+             serves several versions, calls with the same key reach the same version \
+             (default: the caller's user or API-key id)",
+        )
+        .build(),
+    );
     if write(method) {
         let what = match route {
             ExtRoute::Gateway => {
