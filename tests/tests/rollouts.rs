@@ -15,6 +15,7 @@
 //! Figures (split, rollback time) are printed, never asserted.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -118,12 +119,23 @@ enum Answer {
 }
 
 async fn call(s: &Stack, auth: &str, ext: &Installed, path: &str, key: Option<&str>) -> Answer {
+    call_at(s.edge.http, auth, ext, path, key).await
+}
+
+/// As [`call`], through the edge at `edge`.
+async fn call_at(
+    edge: SocketAddr,
+    auth: &str,
+    ext: &Installed,
+    path: &str,
+    key: Option<&str>,
+) -> Answer {
     let url = format!("/api/ext/{}{path}", ext.registry_id);
     let mut headers = vec![("authorization", auth)];
     if let Some(k) = key {
         headers.push(("x-annex-rollout-key", k));
     }
-    match try_send(s.edge.http, "GET", &url, &headers, b"").await {
+    match try_send(edge, "GET", &url, &headers, b"").await {
         Ok(r) if r.status == 200 && r.text().contains("\"message\":\"hello\"") => Answer::Stable,
         Ok(r) if r.status == 200 && r.text().contains("fine") => Answer::Canary,
         Ok(r) => Answer::Failed(r.status, r.text()),
@@ -288,6 +300,39 @@ async fn a_90_10_split_is_accurate_sticky_and_holds_while_the_control_plane_is_d
     eprintln!(
         "[rollout split] control plane down {} ms: {rounds} rounds of {} keys and 60 users, all on their versions",
         down.elapsed().as_millis(),
+        sample.len()
+    );
+
+    // The control plane comes back; a freshly started edge (nothing cached,
+    // as after an edge restart) sends every key and user where it was.
+    let mut s = Arc::try_unwrap(s).unwrap_or_else(|_| panic!("stack still shared"));
+    let dir = s.dir.path().to_owned();
+    for cp in &mut s.control_planes {
+        Stack::restart(cp, &dir).await;
+    }
+    let fresh = s.spawn_edge("edge-fresh", &[]).await;
+    let edge = fresh.http;
+    assert_eventually!(
+        Duration::from_secs(30),
+        async || !matches!(
+            call_at(edge, &auth, &ext, "/who", Some("key-0")).await,
+            Answer::Failed(..)
+        ),
+        "the fresh edge to serve:\n{}",
+        s.logs()
+    );
+    for (key, first) in sample.iter().zip(&before) {
+        assert_eq!(
+            &call_at(edge, &auth, &ext, "/who", Some(key)).await,
+            first,
+            "{key} moved on a fresh edge"
+        );
+    }
+    for (auth, first) in &by_user {
+        assert_eq!(&call_at(edge, auth, &ext, "/who", None).await, first);
+    }
+    eprintln!(
+        "[rollout split] a fresh edge after the outage: {} keys and 60 users on the same versions",
         sample.len()
     );
 }
