@@ -182,6 +182,17 @@ pub(crate) fn breach(
     None
 }
 
+/// Whether every canary with weight in the current step has served the
+/// policy's `min_calls` (`stats` as for [`breach`]), so the step may pass.
+pub(crate) fn served_enough(row: &RolloutRow, stats: &[VersionStats]) -> bool {
+    row.variants.iter().enumerate().all(|(i, v)| {
+        v.weight == 0
+            || stats
+                .get(i + 1)
+                .is_some_and(|s| s.calls >= u64::from(row.policy.min_calls))
+    })
+}
+
 fn store_error(e: StoreError) -> AnnexError {
     match e {
         StoreError::AlreadyExists(_) => AnnexError::new(
@@ -562,6 +573,10 @@ impl Rollouts {
         let Some(current) = row.policy.steps.get(step) else {
             return Ok(());
         };
+        if !served_enough(&row, &live) {
+            // No step passes on time alone: each canary must have been judged.
+            return Ok(());
+        }
         let held = Utc::now() - row.step_started_at;
         if held < chrono::Duration::seconds(i64::try_from(current.hold_secs).unwrap_or(i64::MAX)) {
             return Ok(());
@@ -699,6 +714,47 @@ mod tests {
         let (_, reason) =
             breach(&p, &names, &[stats(100, 0, 5), stats(100, 0, 200)]).expect("a breach");
         assert!(reason.contains("p99"), "{reason}");
+    }
+
+    #[test]
+    fn a_step_passes_only_once_every_canary_with_weight_has_served_enough() {
+        let now = Utc::now();
+        let row = RolloutRow {
+            id: Uuid::nil(),
+            tenant_id: "t".into(),
+            install_id: Uuid::nil(),
+            registry_id: Uuid::nil(),
+            stable_version_id: Uuid::nil(),
+            variants: vec![
+                RolloutVariant {
+                    version_id: Uuid::nil(),
+                    weight: 1000,
+                },
+                RolloutVariant {
+                    version_id: Uuid::nil(),
+                    weight: 0,
+                },
+            ],
+            policy: policy(),
+            state: RolloutState::Active,
+            step: 0,
+            step_started_at: now,
+            revision: 1,
+            reason: None,
+            history: vec![],
+            created_at: now,
+            updated_at: now,
+        };
+        let idle = stats(0, 0, 0);
+        assert!(!served_enough(
+            &row,
+            &[stats(100, 0, 1), stats(9, 0, 1), idle.clone()]
+        ));
+        // The canary at weight 0 is not waited for.
+        assert!(served_enough(
+            &row,
+            &[stats(100, 0, 1), stats(10, 0, 1), idle]
+        ));
     }
 
     #[test]
