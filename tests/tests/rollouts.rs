@@ -410,6 +410,28 @@ async fn a_canary_that_traps_is_rolled_back_and_no_call_reaches_it_after_the_bou
         clean.saturating_sub(first).as_millis()
     );
 
+    // The edge counted the canary's failures by arm, with no tenant label.
+    let metrics = try_send(s.edge.admin, "GET", "/metrics", &[], b"")
+        .await
+        .map(|r| r.text())
+        .unwrap_or_default();
+    let failed = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("annex_edge_rollout_calls_total")
+                && l.contains("arm=\"canary-1\"")
+                && l.contains("outcome=\"failed\"")
+        })
+        .unwrap_or_else(|| panic!("no canary failures in the edge's metrics:\n{metrics}"));
+    assert!(!failed.contains("tenant"), "{failed}");
+    assert!(
+        metrics.lines().any(|l| {
+            l.starts_with("annex_edge_rollout_call_duration_seconds_bucket")
+                && l.contains("arm=\"stable\"")
+        }),
+        "{metrics}"
+    );
+
     // After the bound, no call reaches the canary: 1,000 fresh keys all 200.
     let keys: Vec<String> = (0..1000).map(|i| format!("after-{i}")).collect();
     let answers = call_each(&s, &auth, &ext, "/panic", &keys).await;
