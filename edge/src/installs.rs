@@ -555,6 +555,68 @@ mod tests {
         k
     }
 
+    fn resolved(arms: &[(u32, &str, &str)]) -> pb::ResolvedInstall {
+        let info = |install: &str, version: &str| pb::InstallInfo {
+            install_id: install.into(),
+            tenant_id: "t".into(),
+            version_id: version.into(),
+            content_hash: format!("sha256:{version}"),
+            enabled: true,
+            status: "enabled".into(),
+            granted_caps: vec![format!("cap:{version}")],
+            ..Default::default()
+        };
+        pb::ResolvedInstall {
+            install: Some(info("i1", "v1")),
+            execution_grant: "grant-v1".into(),
+            config: [("k".to_owned(), "v".to_owned())].into(),
+            rollout: Some(pb::RolloutRoute {
+                rollout_id: "r1".into(),
+                revision: 1,
+                arms: arms
+                    .iter()
+                    .map(|(weight, install, version)| pb::RolloutArm {
+                        weight: *weight,
+                        install: Some(info(install, version)),
+                        execution_grant: format!("grant-{version}"),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_rollout_route_becomes_arms_with_their_own_version_and_grant() {
+        let install =
+            Install::try_from(resolved(&[(1000, "i1", "v2"), (9000, "i1", "v1")])).expect("ok");
+        let split = install.rollout.as_ref().expect("a split");
+        assert_eq!(split.rollout_id, "r1");
+        let (weight, canary) = &split.arms[0];
+        assert_eq!(*weight, 1000);
+        assert_eq!(canary.version_id, "v2");
+        assert_eq!(canary.content_hash, "sha256:v2");
+        assert_eq!(canary.execution_grant, "grant-v2");
+        assert_eq!(canary.providers, ["cap:v2"]);
+        // The install's config travels with every version.
+        assert_eq!(canary.config.get("k").map(String::as_str), Some("v"));
+        // Weights that do not cover every bucket, an arm of another install,
+        // more than four versions: refused, never guessed.
+        for arms in [
+            vec![(1000, "i1", "v2"), (8000, "i1", "v1")],
+            vec![(1000, "i2", "v2"), (9000, "i1", "v1")],
+            vec![(2000, "i1", "v1"); 5],
+            vec![],
+        ] {
+            assert_eq!(
+                Install::try_from(resolved(&arms)),
+                Err(ResolveError::Incomplete("rollout")),
+                "{arms:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn an_expired_install_is_served_while_the_control_plane_is_unreachable() {
         let c = cache();
