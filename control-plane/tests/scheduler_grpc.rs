@@ -804,3 +804,54 @@ async fn upgrades_remap_schedules_and_uninstall_removes_them() {
         .expect("list");
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test]
+async fn rollouts_follow_the_schedule_rules_of_an_upgrade() {
+    let f = Fixture::roomy().await;
+    let grant = f.app("tenant-a").await;
+    let sync = f.created(every_10_min(&grant, "POST /sync")).await;
+    // 2.0.0 drops POST /sync.
+    f.publish("app", "2.0.0", &[("GET", "/status")], SCHEDULER)
+        .await;
+    let mut ops = f.server.installs(Role::Operator).await;
+    let start = |disable: bool| pb::StartRolloutRequest {
+        install: Some(pb::InstallRef {
+            tenant_id: "tenant-a".into(),
+            extension: "acme.app".into(),
+        }),
+        versions: vec!["2.0.0".into()],
+        policy: Some(pb::RolloutPolicy {
+            steps: vec![pb::RolloutStep {
+                weights: vec![1000],
+                hold_secs: 3600,
+            }],
+            max_error_rate: 0.05,
+            max_p99_ms: 0,
+            min_calls: 20,
+        }),
+        disable_missing_schedules: disable,
+    };
+    // Refused at start, as the upgrade would be refused at promotion.
+    let refused = ops
+        .start_rollout(start(false))
+        .await
+        .expect_err("POST /sync is gone in 2.0.0");
+    assert_eq!(code(&refused), ErrorCode::ScheduleRemapFailed);
+    assert!(refused.message().contains(&sync), "{}", refused.message());
+
+    // Allowed to disable it: schedules keep running on 1.0.0 during the
+    // rollout and are remapped at promotion.
+    ops.start_rollout(start(true)).await.expect("start");
+    let grant = f.grant("tenant-a", "app").await;
+    assert!(f.list(&grant).await.iter().all(|s| s.enabled));
+    ops.promote_rollout(pb::PromoteRolloutRequest {
+        install: start(true).install,
+        version: "2.0.0".into(),
+    })
+    .await
+    .expect("promote");
+    let grant = f.grant("tenant-a", "app").await;
+    let after = f.list(&grant).await;
+    let disabled = after.iter().find(|s| s.id == sync).expect("kept");
+    assert!(!disabled.enabled, "{disabled:?}");
+}
