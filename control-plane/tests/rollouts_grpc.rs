@@ -193,6 +193,22 @@ async fn rollouts_start_route_abort_and_promote() {
     assert!(!stable.granted_caps.contains(&"cap:secrets.get".to_owned()));
     assert_ne!(route.arms[0].execution_grant, route.arms[1].execution_grant);
     assert!(!route.arms[0].endpoints.is_empty());
+    // Host services honour each grant's own capabilities: the canary's calls
+    // may read secrets, the stable version's may not.
+    let mut host =
+        pb::host_services_client::HostServicesClient::new(server.channel(Role::Worker).await);
+    host.get_secrets(pb::GetSecretsRequest {
+        grant: route.arms[0].execution_grant.clone(),
+    })
+    .await
+    .expect("the canary's grant has cap:secrets.get");
+    let denied = host
+        .get_secrets(pb::GetSecretsRequest {
+            grant: route.arms[1].execution_grant.clone(),
+        })
+        .await
+        .expect_err("the stable version's grant lacks it");
+    assert_eq!(code(&denied), ErrorCode::PermissionDenied);
     // The install itself is still on 1.0.0.
     assert_eq!(resolved.install.expect("info").version, "1.0.0");
 
