@@ -43,6 +43,12 @@ pub(crate) const MAX_CANARIES: usize = 3;
 const MAX_STEPS: usize = 20;
 /// Longest hold of one step: a week.
 const MAX_HOLD_SECS: u64 = 7 * 24 * 3600;
+/// Health is judged on the current step's calls, at most this far back: the
+/// aggregate's cost is bounded by the install's traffic over the window,
+/// not by the length of a step, and a canary that went bad late in a long
+/// step is not diluted by its good hours.
+const HEALTH_WINDOW: chrono::Duration = chrono::Duration::minutes(10);
+
 /// The evaluator's actor name in a rollout's history.
 const EVALUATOR: &str = "evaluator";
 
@@ -191,6 +197,11 @@ pub(crate) fn served_enough(row: &RolloutRow, stats: &[VersionStats]) -> bool {
                 .get(i + 1)
                 .is_some_and(|s| s.calls >= u64::from(row.policy.min_calls))
     })
+}
+
+/// Where the health window of `row` starts.
+fn health_since(row: &RolloutRow) -> chrono::DateTime<Utc> {
+    row.step_started_at.max(Utc::now() - HEALTH_WINDOW)
 }
 
 fn store_error(e: StoreError) -> AnnexError {
@@ -469,7 +480,7 @@ impl Rollouts {
         }
         let health = self
             .store
-            .version_stats(&row.tenant_id, row.registry_id, &ids, row.step_started_at)
+            .version_stats(&row.tenant_id, row.registry_id, &ids, health_since(&row))
             .await?;
         Ok(RolloutView {
             row,
