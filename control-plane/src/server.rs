@@ -29,6 +29,8 @@ use crate::grpc::Closing;
 use crate::grpc::dispatch::DispatchService;
 use crate::grpc::fleet::FleetService;
 use crate::grpc::host::HostService;
+use crate::captures::Captures;
+use crate::grpc::captures::CapturesService;
 use crate::grpc::installs::InstallsService;
 use crate::grpc::registry::RegistryService;
 use crate::grpc::trust::TrustService;
@@ -52,6 +54,7 @@ const ANY_ROLE: &[Role] = &[Role::Operator, Role::Edge, Role::Worker, Role::Cont
 const INSTALL_ROLES: &[Role] = &[Role::Operator, Role::Edge, Role::ControlPlane];
 const DISPATCH_ROLES: &[Role] = &[Role::Operator, Role::Edge, Role::ControlPlane];
 const FLEET_ROLES: &[Role] = &[Role::Worker];
+const CAPTURE_ROLES: &[Role] = &[Role::Operator];
 const HOST_ROLES: &[Role] = &[Role::Worker, Role::Edge, Role::Operator];
 
 /// How long in-flight calls may take to finish after shutdown begins.
@@ -84,6 +87,7 @@ struct ControlPlane {
     api_keys: Arc<ApiKeys>,
     audit: Arc<Audit>,
     collector: Arc<Collector>,
+    captures: Arc<Captures>,
     spool_dir: std::path::PathBuf,
 }
 
@@ -128,13 +132,21 @@ impl ControlPlane {
             },
         ));
         let quotas = Arc::new(Quotas::new(store.clone(), installs.clone()));
+
+        let captures = Arc::new(Captures::new(
+            store.clone(),
+            installs.clone(),
+            installs.sealer(),
+        ));
         let dispatcher = Arc::new(Dispatcher::new(
             installs.clone(),
             fleet.clone(),
             quotas.clone(),
+            captures.clone(),
             worker_tls,
         ));
         ControlPlane {
+            captures,
             scheduler: Arc::new(Scheduler::new(
                 store.clone(),
                 installs.clone(),
@@ -181,8 +193,13 @@ impl ControlPlane {
             quotas: self.quotas.clone(),
             api_keys: self.api_keys.clone(),
             storage: self.storage.clone(),
+            captures: self.captures.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let captures = pb::captures_server::CapturesServer::new(CapturesService {
+            captures: self.captures.clone(),
+        })
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let dispatch = pb::dispatch_server::DispatchServer::new(DispatchService {
             dispatcher: self.dispatcher.clone(),
             fleet: self.fleet.clone(),
@@ -206,6 +223,7 @@ impl ControlPlane {
             host: self.host.clone(),
             logs: self.logs.clone(),
             scheduler: self.scheduler.clone(),
+            captures: self.captures.clone(),
             closing: closing.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -245,6 +263,10 @@ impl ControlPlane {
             .add_service(InterceptedService::new(
                 dispatch,
                 authenticate(DISPATCH_ROLES),
+            ))
+            .add_service(InterceptedService::new(
+                captures,
+                authenticate(CAPTURE_ROLES),
             ))
             .add_service(InterceptedService::new(fleet, authenticate(FLEET_ROLES)))
             .add_service(InterceptedService::new(host, authenticate(HOST_ROLES)))

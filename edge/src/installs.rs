@@ -54,6 +54,29 @@ pub(crate) struct Install {
     pub endpoints: Vec<Endpoint>,
     pub client_portal_label: Option<String>,
     pub execution_grant: String,
+    /// The install's capture policy, passed to the worker with each call.
+    pub capture: Option<Capture>,
+}
+
+/// An install's capture policy as the edge passes it on
+/// (docs/design/replay.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Capture {
+    pub sample_ppm: u32,
+    pub failures: bool,
+    pub max_bytes: u64,
+    pub config_version: String,
+}
+
+impl Capture {
+    pub(crate) fn to_pb(&self) -> pb::CaptureSettings {
+        pb::CaptureSettings {
+            sample_ppm: self.sample_ppm,
+            failures: self.failures,
+            max_bytes: self.max_bytes,
+            config_version: self.config_version.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -110,6 +133,12 @@ impl TryFrom<pb::ResolvedInstall> for Install {
                 .and_then(|h| h.client_portal_menu_label)
                 .filter(|l| !l.trim().is_empty()),
             execution_grant: r.execution_grant,
+            capture: r.capture.map(|c| Capture {
+                sample_ppm: c.sample_ppm,
+                failures: c.failures,
+                max_bytes: c.max_bytes,
+                config_version: c.config_version,
+            }),
         })
     }
 }
@@ -428,6 +457,7 @@ mod tests {
             endpoints: vec![],
             client_portal_label: None,
             execution_grant: String::new(),
+            capture: None,
         }))
     }
 

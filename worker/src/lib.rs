@@ -47,6 +47,7 @@ pub mod backend;
 mod bindings;
 pub mod bundles;
 pub mod cache;
+pub mod capture;
 mod capabilities;
 pub mod config;
 mod cputime;

@@ -26,6 +26,7 @@ pub(crate) struct InstallsService {
     pub(crate) quotas: Arc<Quotas>,
     pub(crate) api_keys: Arc<ApiKeys>,
     pub(crate) storage: Arc<Storage>,
+    pub(crate) captures: Arc<crate::captures::Captures>,
 }
 
 fn install_ref(r: Option<pb::InstallRef>) -> Result<(TenantId, String), Status> {
@@ -361,7 +362,16 @@ impl Installs for InstallsService {
         let tenant = TenantId::parse(&r.tenant_id)?;
         let view = self.installs.resolve(&tenant, &r.extension).await?;
         let (grant, grant_expires) = self.installs.issue_grant(&view);
+        let capture = self
+            .captures
+            .settings(
+                &view.install.tenant_id,
+                view.install.id,
+                &view.install.config_version,
+            )
+            .await?;
         Ok(Response::new(pb::ResolvedInstall {
+            capture,
             execution_grant: grant,
             grant_expires_at: ts(grant_expires),
             install: Some(info_pb(&view)),

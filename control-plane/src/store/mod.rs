@@ -2,7 +2,7 @@
 //! area ([`RegistryStore`], [`BlobStore`], [`TrustStore`], [`InstallStore`],
 //! [`KvStore`], [`ScheduleStore`], [`FleetStore`], [`QuotaStore`],
 //! [`ApiKeyStore`], [`ExecutionLogStore`], [`DebugLogStore`],
-//! [`IdempotencyStore`], [`HealthStore`]), each in its own
+//! [`IdempotencyStore`], [`CaptureStore`], [`HealthStore`]), each in its own
 //! file with the rows it reads and writes, and [`Store`], the umbrella the
 //! control plane holds as `Arc<dyn Store>`.
 //!
@@ -18,6 +18,7 @@ use async_trait::async_trait;
 
 mod apikeys;
 mod blobs;
+mod captures;
 mod executions;
 mod fleet;
 mod idempotency;
@@ -36,6 +37,7 @@ pub use blobs::{
     BlobEntry, BlobRead, BlobStore, BlobStoreSpec, FsBlobStore, READ_CHUNK, S3BlobStore,
     S3Settings, open_blob_store,
 };
+pub use captures::{CaptureAccessRow, CapturePolicyRow, CaptureRow, CaptureStore};
 pub use executions::{ExecutionLogStore, ExecutionRow};
 pub use fleet::{FleetStore, WorkerRow};
 pub use idempotency::{ClaimOutcome, IdempotencyClaim, IdempotencyScope, IdempotencyStore};
@@ -116,6 +118,7 @@ pub trait Store:
     + ExecutionLogStore
     + DebugLogStore
     + IdempotencyStore
+    + CaptureStore
     + HealthStore
     + Send
     + Sync
@@ -136,6 +139,7 @@ impl<T> Store for T where
         + ExecutionLogStore
         + DebugLogStore
         + IdempotencyStore
+        + CaptureStore
         + HealthStore
         + Send
         + Sync

@@ -21,6 +21,7 @@ use super::{HealthStore, StoreResult};
 
 mod apikeys;
 mod blobs;
+mod captures;
 mod executions;
 mod fleet;
 mod idempotency;
@@ -66,6 +67,7 @@ struct State {
     executions: executions::Executions,
     logs: logs::Logs,
     idempotency: idempotency::Idempotency,
+    captures: captures::Captures,
 }
 
 impl State {

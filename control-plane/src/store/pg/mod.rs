@@ -113,6 +113,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_bundle_blobs_external",
         include_str!("../../../../migrations/0010_bundle_blobs_external.sql"),
     ),
+    (
+        "0012_captures",
+        include_str!("../../../../migrations/0012_captures.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("annexmig" in ASCII), so replicas
@@ -205,6 +209,7 @@ mod rows;
 mod apikeys;
 mod blobs;
 mod cached;
+mod captures;
 mod executions;
 mod fleet;
 mod idempotency;
