@@ -183,14 +183,19 @@ impl Captures {
         if size > policy.max_bytes.min(MAX_BYTES) + 64 * 1024 {
             return Err(AnnexError::new(
                 ErrorCode::PayloadTooLarge,
-                format!("a capture of this install is at most {} bytes", policy.max_bytes),
+                format!(
+                    "a capture of this install is at most {} bytes",
+                    policy.max_bytes
+                ),
             ));
         }
         if serde_json::from_slice::<serde::de::IgnoredAny>(&capture.tape).is_err() {
             return Err(AnnexError::invalid("the capture's tape is not JSON"));
         }
         if !matches!(capture.reason.as_str(), "sampled" | "failure") {
-            return Err(AnnexError::invalid("capture reason must be sampled or failure"));
+            return Err(AnnexError::invalid(
+                "capture reason must be sampled or failure",
+            ));
         }
         let id = Uuid::now_v7();
         let secrets: BTreeMap<String, String> = capture.secrets.into_iter().collect();

@@ -65,7 +65,11 @@ pub enum CaptureCommand {
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// The capture to replay (fetched from the control plane with its bundle).
-    #[arg(value_name = "CAPTURE_ID", required_unless_present = "file", conflicts_with = "file")]
+    #[arg(
+        value_name = "CAPTURE_ID",
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
     pub id: Option<String>,
     /// Replay a capture exported with `annex capture export` (no control plane needed).
     #[arg(long, value_name = "PATH")]

@@ -110,7 +110,11 @@ async fn start(
     let text = format!(
         "capturing {extension}: {} of calls{}, kept {} h, at most {} bytes each",
         percent(policy.sample_ppm),
-        if policy.failures { " and every failure" } else { "" },
+        if policy.failures {
+            " and every failure"
+        } else {
+            ""
+        },
         policy.retention_hours,
         policy.max_bytes
     );
@@ -192,7 +196,9 @@ async fn list(cx: &Context, extension: Option<&str>, limit: u32) -> anyhow::Resu
         text.push_str("no captures");
     } else {
         text.push_str(&table(
-            &["CAPTURE", "CREATED", "REQUEST", "OUTCOME", "REASON", "BYTES"],
+            &[
+                "CAPTURE", "CREATED", "REQUEST", "OUTCOME", "REASON", "BYTES",
+            ],
             &rows,
         ));
     }
@@ -235,7 +241,9 @@ fn answer_line(answer: &Answer) -> String {
     match answer {
         Answer::Failed { status, message } => format!("failed {status}: {message}"),
         Answer::Record(None) => "no record".to_owned(),
-        Answer::Record(Some(r)) => format!("revision {} ({} bytes)", r.revision, r.value.decode().len()),
+        Answer::Record(Some(r)) => {
+            format!("revision {} ({} bytes)", r.revision, r.value.decode().len())
+        }
         Answer::Records(r) => format!("{} records", r.len()),
         Answer::Deleted(d) => format!("deleted: {d}"),
         Answer::SecretKeys(keys) => format!("keys {}", keys.join(", ")),
@@ -266,13 +274,22 @@ async fn show(cx: &Context, id: &str, reveal: bool) -> anyhow::Result<Report> {
         ("reason", summary.reason.clone()),
         (
             "clock readings",
-            format!("{} wall, {} monotonic", tape.wall_clock.len(), tape.monotonic_clock.len()),
+            format!(
+                "{} wall, {} monotonic",
+                tape.wall_clock.len(),
+                tape.monotonic_clock.len()
+            ),
         ),
         ("created", time(summary.created_at.as_ref())),
         ("expires", time(summary.expires_at.as_ref())),
     ]);
     for (i, call) in tape.calls.iter().enumerate() {
-        let _ = writeln!(text, "#{i} {} -> {}", call.ask.describe(), answer_line(&call.answer));
+        let _ = writeln!(
+            text,
+            "#{i} {} -> {}",
+            call.ask.describe(),
+            answer_line(&call.answer)
+        );
     }
     if tape.truncated {
         text.push_str("(the capture reached its size cap; later calls are missing)\n");
@@ -280,7 +297,12 @@ async fn show(cx: &Context, id: &str, reveal: bool) -> anyhow::Result<Report> {
     for (k, v) in &secrets {
         let _ = writeln!(text, "secret {k} = {v}");
     }
-    let _ = write!(text, "response {}\n{}", response.status, body_text(response.body.as_deref()));
+    let _ = write!(
+        text,
+        "response {}\n{}",
+        response.status,
+        body_text(response.body.as_deref())
+    );
     Ok(Report::new(
         text,
         json!({
@@ -362,7 +384,10 @@ fn read_export(path: &Path) -> anyhow::Result<Export> {
         .with_context(|| format!("reading {}", path.display()))?
         .len();
     if size > MAX_EXPORT_BYTES {
-        return Err(usage(format!("{} is larger than any export", path.display())));
+        return Err(usage(format!(
+            "{} is larger than any export",
+            path.display()
+        )));
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let export: Export = serde_json::from_slice(&bytes)

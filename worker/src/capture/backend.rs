@@ -171,10 +171,8 @@ impl HostBackend for RecordingBackend {
             .inner
             .storage_put_with(grant, namespace, item, options)
             .await;
-        self.recorder.call(
-            ask,
-            answer(&result, |r| Answer::Record(Some(to_tape(r)))),
-        );
+        self.recorder
+            .call(ask, answer(&result, |r| Answer::Record(Some(to_tape(r)))));
         result
     }
 
@@ -192,7 +190,9 @@ impl HostBackend for RecordingBackend {
             .await;
         self.recorder.call(
             ask,
-            answer(&result, |r| Answer::Records(r.iter().map(to_tape).collect())),
+            answer(&result, |r| {
+                Answer::Records(r.iter().map(to_tape).collect())
+            }),
         );
         result
     }
@@ -226,7 +226,9 @@ impl HostBackend for RecordingBackend {
         };
         self.recorder.call(
             ask,
-            answer(&result, |r| Answer::Records(r.iter().map(to_tape).collect())),
+            answer(&result, |r| {
+                Answer::Records(r.iter().map(to_tape).collect())
+            }),
         );
         result
     }

@@ -23,8 +23,8 @@ pub mod tape;
 
 use std::sync::Arc;
 
-pub use play::{Divergence, SEALED};
 pub(crate) use play::Player;
+pub use play::{Divergence, SEALED};
 pub(crate) use record::{Plan, Reason, Recorder};
 pub use tape::Tape;
 

@@ -23,7 +23,7 @@ use prost::Message as _;
 use serde::Serialize;
 
 use super::backend::PlayingBackend;
-use super::{Divergence, Player, Taping, Tape};
+use super::{Divergence, Player, Tape, Taping};
 use crate::backend::NoHostBackend;
 use crate::bundles::{BundleError, BundleSource, FetchedBundle, SignatureRecord, StaticTrust};
 use crate::cache::Tiering;

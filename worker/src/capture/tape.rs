@@ -193,7 +193,10 @@ pub struct HttpAnswer {
 #[serde(rename_all = "snake_case")]
 pub enum Answer {
     /// The host service failed (HTTP-equivalent status, message).
-    Failed { status: u16, message: String },
+    Failed {
+        status: u16,
+        message: String,
+    },
     Record(Option<Record>),
     Records(Vec<Record>),
     Deleted(bool),
