@@ -15,9 +15,13 @@ function failure(e) {
 }
 
 function mix(query) {
+  // The secret's length and byte sum, not its value: what the guest answers is recorded as it is.
   let secret;
   try {
-    secret = getSecret('api_key');
+    const value = getSecret('api_key');
+    let sum = 0;
+    for (const b of new TextEncoder().encode(value)) sum += b;
+    secret = { len: value.length, sum };
   } catch (e) {
     secret = failure(e);
   }

@@ -186,6 +186,7 @@ impl HostState {
             allowlist: call.allowlist.clone(),
             egress: services.egress.clone(),
             bytes: Arc::default(),
+            taping: taping.clone(),
         };
         HostState {
             wasi,

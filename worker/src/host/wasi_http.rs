@@ -16,6 +16,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use crate::capture::Taping;
+use crate::capture::tape::{Answer, Ask, Bytes};
 use crate::egress::{Allowlist, EgressClient, EgressError};
 
 /// The per-execution hooks: what this execution may reach.
@@ -25,6 +27,10 @@ pub(crate) struct EgressHooks {
     pub egress: Arc<EgressClient>,
     /// Request and response body bytes that crossed the wire, for usage.
     pub bytes: Arc<AtomicU64>,
+    /// A captured or replayed execution: `wasi:http` responses are not on
+    /// the tape, so a recording notes the request and a replay refuses it
+    /// as a divergence (docs/design/replay.md).
+    pub taping: Taping,
 }
 
 /// Adds the size of each data frame to `counter` as it passes.
@@ -62,6 +68,24 @@ impl WasiHttpHooks for EgressHooks {
         _options: Option<RequestOptions>,
         _fut: IoFuture,
     ) -> SendFuture {
+        let ask = Ask::Message {
+            name: format!("wasi:http {} {}", request.method(), request.uri()),
+            request: Bytes::default(),
+        };
+        match &self.taping {
+            Taping::Play(player) => {
+                player.unrecorded(&ask);
+                return Box::new(async { Err(Error::HttpRequestDenied) });
+            }
+            Taping::Record(recorder) => recorder.call(
+                ask,
+                Answer::Failed {
+                    status: 0,
+                    message: "wasi:http responses are not recorded".into(),
+                },
+            ),
+            Taping::Off => {}
+        }
         let allowed = self.allowed;
         let allowlist = self.allowlist.clone();
         let egress = self.egress.clone();
