@@ -174,3 +174,58 @@ fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     assert!(found, "the literal is in the component");
     out
 }
+
+/// A call with failures kept and no sample: shipped only when it fails,
+/// and its replay fails the same way.
+#[tokio::test]
+async fn failures_are_kept_and_successes_are_not() {
+    let backend = Arc::new(StubBackend::default());
+    let w = worker_with(backend.clone()).await;
+    let failures_only = Some(pb::CaptureSettings {
+        sample_ppm: 0,
+        failures: true,
+        max_bytes: 0,
+        config_version: String::new(),
+    });
+    let misbehave = publisher().publish("misbehave");
+    let hello = publisher().publish("hello");
+
+    let mut ok = Call::new(&hello, "GET", "/hello").build();
+    ok.capture = failures_only.clone();
+    let answered = w.execute(ok).await;
+    assert_eq!(answered.outcome, pb::Outcome::Ok as i32, "{answered:?}");
+    let mut trap = Call::new(&misbehave, "GET", "/panic").build();
+    trap.capture = failures_only;
+    let trapped = w.execute(trap).await;
+    assert_eq!(trapped.outcome, pb::Outcome::Trap as i32, "{trapped:?}");
+
+    let capture = assert_eventually!(
+        std::time::Duration::from_secs(10),
+        async || { backend.captures.lock().first().cloned() },
+        "the failed call's capture"
+    );
+    w.stop().await;
+    // Only the trap: the successful call's recording was dropped. The
+    // queue ships in order, so the trap's capture would follow the other.
+    assert_eq!(backend.captures.lock().len(), 1);
+    assert_eq!(
+        (capture.reason.as_str(), capture.outcome.as_str()),
+        ("failure", "trap")
+    );
+    assert_eq!(capture.path, "/panic");
+
+    let bundle = std::fs::read(
+        publisher()
+            .bundles
+            .dir()
+            .join(format!("{}.tar.zst", misbehave.hex())),
+    )
+    .expect("bundle");
+    let replayed = replayed(&capture, bundle, false).await;
+    assert_eq!(replayed.response.outcome, pb::Outcome::Trap as i32);
+    assert!(
+        replayed.same_response,
+        "{:?}\n{:?}",
+        replayed.response, replayed.recorded
+    );
+}
