@@ -428,6 +428,16 @@ pub async fn replay(cx: &Context, args: ReplayArgs) -> anyhow::Result<Report> {
         Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
         None => captured_bundle.unwrap_or_default(),
     };
+    let read_secrets = tape
+        .calls
+        .iter()
+        .any(|c| matches!(c.answer, Answer::SecretKeys(ref keys) if !keys.is_empty()));
+    if read_secrets && secrets.is_empty() {
+        note(format!(
+            "the guest read secrets; without --reveal-secrets it sees {} for each",
+            annex_worker::capture::SEALED
+        ));
+    }
     let started = Instant::now();
     let replayed = replay::replay(ReplayInput {
         tape,

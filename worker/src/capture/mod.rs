@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 pub(crate) use play::Player;
 pub use play::{Divergence, SEALED};
-pub(crate) use record::{Plan, Reason, Recorder};
+pub(crate) use record::{Reason, Recorder, recorder_for};
 pub use tape::Tape;
 
 /// What one execution does with what its guest sees.

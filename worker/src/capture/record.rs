@@ -1,4 +1,4 @@
-//! Recording: whether a call is captured ([`Plan`]), and the [`Recorder`]
+//! Recording: whether a call is captured ([`recorder_for`]), and the [`Recorder`]
 //! its host state writes into while the guest runs. The recorder keeps the
 //! tape under the policy's size cap: past it, further calls and readings
 //! are dropped and the tape is marked truncated, so a capture never holds
@@ -37,23 +37,18 @@ impl Reason {
     }
 }
 
-/// The capture decision for one request.
-pub(crate) struct Plan;
-
-impl Plan {
-    /// A recorder for `request` when its install's policy asks for one:
-    /// drawn by the sample, or kept for failures.
-    pub(crate) fn of(request: &pb::ExecuteRequest) -> Option<std::sync::Arc<Recorder>> {
-        let settings = request.capture.as_ref()?;
-        let reason = if sampled(settings.sample_ppm) {
-            Reason::Sampled
-        } else if settings.failures {
-            Reason::Failure
-        } else {
-            return None;
-        };
-        Some(std::sync::Arc::new(Recorder::new(request, reason)))
-    }
+/// The capture decision for one request: a recorder when its install's
+/// policy asks for one (drawn by the sample, or kept for failures).
+pub(crate) fn recorder_for(request: &pb::ExecuteRequest) -> Option<std::sync::Arc<Recorder>> {
+    let settings = request.capture.as_ref()?;
+    let reason = if sampled(settings.sample_ppm) {
+        Reason::Sampled
+    } else if settings.failures {
+        Reason::Failure
+    } else {
+        return None;
+    };
+    Some(std::sync::Arc::new(Recorder::new(request, reason)))
 }
 
 fn sampled(ppm: u32) -> bool {

@@ -298,7 +298,7 @@ impl Executor {
         deadline: Option<Instant>,
     ) -> Result<pb::ExecuteResponse, ExecuteError> {
         let keyed = idempotency::Keyed::of(&request);
-        let taping = capture::Plan::of(&request).map_or(Taping::Off, Taping::Record);
+        let taping = capture::recorder_for(&request).map_or(Taping::Off, Taping::Record);
         let request = Request::try_from(request)?;
         let budget = self.limits.budget(&request.limits);
         let caps = Capabilities::from_providers(&request.providers)

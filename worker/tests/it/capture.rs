@@ -229,3 +229,64 @@ async fn failures_are_kept_and_successes_are_not() {
         replayed.response, replayed.recorded
     );
 }
+
+/// Every host interface the probe reaches records and replays: context,
+/// user, config, logging, the scheduler, the host-application relays and
+/// ui-proxy (answered as the stub backend answers them: unavailable).
+#[tokio::test]
+async fn every_host_interface_replays() {
+    let backend = Arc::new(StubBackend::default());
+    let w = worker_with(backend.clone()).await;
+    let hash = publisher().publish("probe");
+    let bundle = std::fs::read(
+        publisher()
+            .bundles
+            .dir()
+            .join(format!("{}.tar.zst", hash.hex())),
+    )
+    .expect("bundle");
+    let paths = [
+        "/context",
+        "/user",
+        "/config/list",
+        "/log",
+        "/scheduler/list",
+        "/scheduler/get",
+        "/scheduler/endpoints",
+        "/clients/list",
+        "/services/get",
+        "/storage/list",
+    ];
+    for path in paths {
+        let mut call = Call::new(&hash, "GET", path)
+            .caps(&[
+                "cap:context.read",
+                "cap:user.read",
+                "cap:log.emit",
+                "cap:scheduler.manage",
+                "cap:client.read",
+                "cap:service.read",
+                "cap:storage.kv",
+            ])
+            .config("region", "eu")
+            .build();
+        call.capture = Some(pb::CaptureSettings {
+            sample_ppm: 1_000_000,
+            ..Default::default()
+        });
+        let live = w.execute(call).await;
+        let capture = assert_eventually!(
+            std::time::Duration::from_secs(10),
+            async || { backend.captures.lock().pop() },
+            "the capture of {path}"
+        );
+        let replayed = replayed(&capture, bundle.clone(), false).await;
+        assert_eq!(replayed.divergence, None, "{path}");
+        assert!(
+            replayed.same_response,
+            "{path}: {live:?}\n{:?}",
+            replayed.response
+        );
+    }
+    w.stop().await;
+}
