@@ -319,7 +319,12 @@ async fn captured_calls_replay_to_the_same_response_and_a_changed_bundle_diverge
             .expect("manifest");
     js_manifest["name"] = json!("com.annex.e2e.replay-js");
     let js = install(&s, "js-echo", js_manifest, stub).await;
-    annex_json(&s, TENANT, &["capture", "start", &js, "--sample", "100%"]).await;
+    annex_json(
+        &s,
+        TENANT,
+        &["capture", "start", "--install", &js, "--sample", "100%"],
+    )
+    .await;
     let live = call(&s, &js, "/dynamic/mix", stub).await;
     assert_eq!(live["secret"], secret_seen(SECRET), "{live}");
     let js_capture = captures(&s, &js, 1).await.remove(0);

@@ -10,9 +10,8 @@ use clap::{Args, Subcommand};
 pub enum CaptureCommand {
     /// Start capturing an install's executions: a sample of them, its failures, or both.
     Start {
-        /// Extension slug, registry id or install id.
-        #[arg(value_name = "EXTENSION")]
-        extension: String,
+        #[command(flatten)]
+        install: InstallArg,
         /// Share of calls recorded, as a percentage (`1%`, `0.1%`, `100%`).
         #[arg(long, value_name = "PERCENT", value_parser = parse_sample)]
         sample: Option<u32>,
@@ -28,9 +27,8 @@ pub enum CaptureCommand {
     },
     /// Stop capturing an install's executions (captures kept so far stay until they expire).
     Stop {
-        /// Extension slug, registry id or install id.
-        #[arg(value_name = "EXTENSION")]
-        extension: String,
+        #[command(flatten)]
+        install: InstallArg,
     },
     /// List the tenant's captures, newest first.
     List {
@@ -60,6 +58,30 @@ pub enum CaptureCommand {
         #[arg(long)]
         reveal_secrets: bool,
     },
+}
+
+/// The install, as `EXTENSION` or `--install EXTENSION`.
+#[derive(Debug, Args)]
+pub struct InstallArg {
+    /// Extension slug, registry id or install id.
+    #[arg(value_name = "EXTENSION", required_unless_present = "install")]
+    pub extension: Option<String>,
+    /// The same, as a flag.
+    #[arg(
+        long = "install",
+        value_name = "EXTENSION",
+        conflicts_with = "extension"
+    )]
+    pub install: Option<String>,
+}
+
+impl InstallArg {
+    pub fn name(&self) -> &str {
+        self.extension
+            .as_deref()
+            .or(self.install.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Args)]

@@ -33,7 +33,7 @@ const EXPORT_FORMAT: &str = "annex-capture-export/1";
 pub async fn run(cx: &Context, cmd: CaptureCommand) -> anyhow::Result<Report> {
     match cmd {
         CaptureCommand::Start {
-            extension,
+            install,
             sample,
             failures,
             retention_hours,
@@ -41,7 +41,7 @@ pub async fn run(cx: &Context, cmd: CaptureCommand) -> anyhow::Result<Report> {
         } => {
             start(
                 cx,
-                &extension,
+                install.name(),
                 pb::StartCaptureRequest {
                     install: None,
                     sample_ppm: sample.unwrap_or(0),
@@ -52,7 +52,7 @@ pub async fn run(cx: &Context, cmd: CaptureCommand) -> anyhow::Result<Report> {
             )
             .await
         }
-        CaptureCommand::Stop { extension } => stop(cx, &extension).await,
+        CaptureCommand::Stop { install } => stop(cx, install.name()).await,
         CaptureCommand::List { extension, limit } => {
             list(cx, extension.as_deref(), limit.unwrap_or(0)).await
         }
