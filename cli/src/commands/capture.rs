@@ -250,6 +250,9 @@ fn answer_line(answer: &Answer) -> String {
         Answer::Http(h) => format!("{} ({} bytes)", h.status, h.body.decode().len()),
         Answer::HttpError(e) => e.clone(),
         Answer::Message(b) => format!("{} bytes", b.decode().len()),
+        Answer::WasiHttp { status, body, .. } => {
+            format!("{status} ({} bytes)", body.decode().len())
+        }
     }
 }
 

@@ -154,21 +154,6 @@ impl Player {
         );
     }
 
-    /// A request whose answer is never recorded (a `wasi:http` request):
-    /// a divergence at the current host call.
-    pub(crate) fn unrecorded(&self, ask: &Ask) {
-        let mut s = self.state.lock();
-        let index = s.next_call;
-        Self::diverge(
-            &mut s,
-            Divergence {
-                index,
-                recorded: Some("no answer (wasi:http responses are not recorded)".to_string()),
-                asked: ask.describe(),
-            },
-        );
-    }
-
     /// The secret values for a secrets answer with `keys`.
     pub(crate) fn secret_values(&self, keys: &[String]) -> BTreeMap<String, String> {
         let s = self.state.lock();

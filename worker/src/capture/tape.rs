@@ -139,6 +139,13 @@ pub enum Ask {
         headers: Vec<(String, String)>,
         body: Option<Bytes>,
     },
+    /// A `wasi:http/outgoing-handler` request (the body read whole).
+    WasiHttp {
+        method: String,
+        url: String,
+        headers: Vec<(String, Bytes)>,
+        body: Bytes,
+    },
     /// A call whose request is a protobuf message: the scheduler, the
     /// endpoints list, the host-application and ui-proxy relays.
     Message {
@@ -166,6 +173,7 @@ impl Ask {
             ),
             Ask::Secrets => "secrets".to_string(),
             Ask::HttpFetch { method, url, .. } => format!("http fetch {method} {url}"),
+            Ask::WasiHttp { method, url, .. } => format!("wasi:http {method} {url}"),
             Ask::Message { name, .. } => name.clone(),
         }
     }
@@ -205,6 +213,12 @@ pub enum Answer {
     Http(HttpAnswer),
     /// `invalid-url`, `not-allowed` or `transport`.
     HttpError(String),
+    /// A `wasi:http` response, its body read whole.
+    WasiHttp {
+        status: u16,
+        headers: Vec<(String, Bytes)>,
+        body: Bytes,
+    },
     /// A protobuf answer (base64).
     Message(Bytes),
 }

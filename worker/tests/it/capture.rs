@@ -290,3 +290,53 @@ async fn every_host_interface_replays() {
     }
     w.stop().await;
 }
+
+/// A `wasi:http/outgoing-handler` request is recorded with both bodies and
+/// replayed without reaching the network.
+#[tokio::test]
+async fn wasi_http_requests_record_and_replay() {
+    let stub = stub_http_server().await;
+    let backend = Arc::new(StubBackend::default());
+    let w = worker_with(backend.clone()).await;
+    let hash = publisher().publish("probe");
+    let mut call = Call::new(&hash, "POST", "/wasi-http")
+        .caps(&["cap:http.fetch"])
+        .allow(&[stub.to_string().as_str()])
+        .body(crate::interfaces::wasi_http_body(stub, "/recorded"))
+        .timeout_ms(10_000)
+        .build();
+    call.capture = Some(pb::CaptureSettings {
+        sample_ppm: 1_000_000,
+        ..Default::default()
+    });
+    let live = w.execute(call).await;
+    assert_eq!(live.outcome, pb::Outcome::Ok as i32, "{live:?}");
+    assert!(
+        String::from_utf8_lossy(live.body.as_deref().unwrap_or_default()).contains("/recorded"),
+        "{live:?}"
+    );
+    let capture = assert_eventually!(
+        std::time::Duration::from_secs(10),
+        async || { backend.captures.lock().pop() },
+        "the capture"
+    );
+    w.stop().await;
+    let tape = Tape::from_json(&capture.tape).expect("tape");
+    assert_eq!(tape.calls.len(), 1, "{tape:?}");
+    assert!(
+        tape.calls[0]
+            .ask
+            .describe()
+            .starts_with("wasi:http GET http://")
+    );
+    let bundle = std::fs::read(
+        publisher()
+            .bundles
+            .dir()
+            .join(format!("{}.tar.zst", hash.hex())),
+    )
+    .expect("bundle");
+    let replayed = replayed(&capture, bundle, false).await;
+    assert_eq!(replayed.divergence, None);
+    assert!(replayed.same_response, "{live:?}\n{:?}", replayed.response);
+}
