@@ -63,7 +63,7 @@ if [ ! -f "$out" ] \
   || [ "$js/package-lock.json" -nt "$out" ]; then
   mkdir -p "$js/dist"
   (cd "$js" && npx --no-install jco componentize src/echo.js \
-    --wit ../wit/alga-extension.wit --world-name runner --disable all \
+    --wit ../wit/alga-extension.wit --world-name runner --disable http fetch-event \
     --out dist/main.wasm.tmp >/dev/null)
   mv "$out.tmp" "$out"
 fi

@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "annex/v1/fleet.proto",
         "annex/v1/host.proto",
         "annex/v1/worker.proto",
+        "annex/v1/captures.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 mod author;
+mod capture;
 mod edge;
 mod local;
 mod publish;
@@ -22,6 +23,7 @@ mod tenant;
 mod values;
 
 pub use author::{BuildArgs, CompletionsArgs, Lang, NewArgs};
+pub use capture::{CaptureCommand, ReplayArgs};
 pub use edge::{CallArgs, EdgeArgs, LogsArgs};
 pub use local::{DevArgs, TokenArgs};
 pub use publish::{KeygenArgs, PackArgs, PublishArgs, SignArgs, TrustAddArgs, TrustCommand};
@@ -198,6 +200,11 @@ pub enum Command {
     Call(CallArgs),
     /// Follow an extension's logs (guest logging, stderr, failures) through the edge.
     Logs(LogsArgs),
+    /// Capture an install's real executions for replay (start, stop, list, show, export).
+    #[command(subcommand)]
+    Capture(CaptureCommand),
+    /// Replay a captured execution in this process, offline, and report the first divergence.
+    Replay(ReplayArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions(CompletionsArgs),
 }

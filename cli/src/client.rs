@@ -13,6 +13,7 @@ use std::time::Duration;
 use annex_ops::tls::TlsFiles;
 use annex_proto::AnnexError;
 use annex_proto::pb;
+use annex_proto::pb::captures_client::CapturesClient;
 use annex_proto::pb::installs_client::InstallsClient;
 use annex_proto::pb::registry_client::RegistryClient;
 use annex_proto::pb::trust_client::TrustClient;
@@ -119,6 +120,10 @@ impl ControlPlane {
 
     pub fn trust(&self) -> TrustClient<Channel> {
         TrustClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    pub fn captures(&self) -> CapturesClient<Channel> {
+        CapturesClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
     pub fn installs(&self) -> InstallsClient<Channel> {

@@ -23,6 +23,7 @@ use annex_proto::domain::TenantId;
 use annex_proto::pb;
 use annex_proto::{AnnexError, ErrorCode};
 
+use crate::captures::Captures;
 use crate::fleet::{Fleet, placed_workers};
 use crate::installs::Installs;
 use crate::quota::{DispatchQuotas, Quotas};
@@ -56,6 +57,8 @@ pub(crate) struct Dispatcher {
     gate: DispatchQuotas,
     /// Channels to workers, health marks and rotation.
     workers: Workers,
+    /// Capture policies, sent with each execution.
+    captures: Arc<Captures>,
 }
 
 impl Dispatcher {
@@ -64,6 +67,7 @@ impl Dispatcher {
         installs: Arc<Installs>,
         fleet: Arc<Fleet>,
         quotas: Arc<Quotas>,
+        captures: Arc<Captures>,
         worker_tls: annex_ops::tls::Tls,
     ) -> Dispatcher {
         let workers = Workers::new(
@@ -79,6 +83,7 @@ impl Dispatcher {
             quotas,
             gate: DispatchQuotas::default(),
             workers,
+            captures,
         }
     }
 
@@ -97,7 +102,15 @@ impl Dispatcher {
                 &view.install.id.to_string(),
             )
             .await?;
-        let execute = self.execute_request(&view, req);
+        let capture = self
+            .captures
+            .settings(
+                &view.install.tenant_id,
+                view.install.id,
+                &view.install.config_version,
+            )
+            .await?;
+        let execute = self.execute_request(&view, req, capture);
         let rows = self.fleet.live_workers().await?;
         let hash = view.version.bundle.content_hash.as_str();
         let workers = &self.workers;
@@ -138,7 +151,12 @@ impl Dispatcher {
     }
 
     /// The request a worker executes for `view`.
-    fn execute_request(&self, view: &InstallView, req: DispatchRequest) -> pb::ExecuteRequest {
+    fn execute_request(
+        &self,
+        view: &InstallView,
+        req: DispatchRequest,
+        capture: Option<pb::CaptureSettings>,
+    ) -> pb::ExecuteRequest {
         let (grant, _) = self.installs.issue_grant(view);
         annex_dispatch::execute_request(
             Installed {
@@ -156,6 +174,7 @@ impl Dispatcher {
                     .unwrap_or_default(),
                 execution_grant: grant,
                 egress_allowlist: view.install.egress_allowlist.clone(),
+                capture,
             },
             Invocation {
                 request_id: req.request_id,

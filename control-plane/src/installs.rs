@@ -458,6 +458,17 @@ impl Installs {
         self.changed(op, tenant, install, registry);
     }
 
+    /// The install's capture policy changed: following edges drop their
+    /// cached resolutions, so the next calls carry the new settings.
+    pub(crate) fn policy_changed(&self, tenant: &str, install: Uuid, registry: Uuid) {
+        self.changed("capture", tenant, install, registry);
+    }
+
+    /// The key-encryption key's sealer (captures seal with it too).
+    pub(crate) fn sealer(&self) -> Arc<Sealer> {
+        self.sealer.clone()
+    }
+
     /// Counts the change and tells following edges to drop cached resolutions.
     fn changed(&self, op: &str, tenant: &str, install: Uuid, registry: Uuid) {
         self.metrics.install_change(op);

@@ -19,6 +19,7 @@
 //! - `installs`: install lifecycle, config, sealed secrets, resolve, grant issuing, invalidations.
 //! - `grant`: the execution-grant format, its signer and the verified grant value.
 //! - `seal`: sealing install secrets under the key-encryption key.
+//! - `captures`: capture policies, recorded executions with sealed secrets, their audited reads.
 //! - `host`: host services for guests: secrets, host-app and ui-proxy relays.
 //! - `logs`: guest logs for the debug stream, kept in the store and followed from any replica.
 //! - `storage`: the KV host API scoped to a grant's install.
@@ -41,6 +42,7 @@
 mod active_installs;
 mod apikeys;
 mod blobs;
+mod captures;
 mod config;
 mod dispatch;
 mod egress;

@@ -22,10 +22,12 @@ use tonic::transport::Server;
 use crate::Settings;
 use crate::apikeys::{ApiKeys, Audit};
 use crate::blobs::Collector;
+use crate::captures::Captures;
 use crate::dispatch::Dispatcher;
 use crate::fleet::Fleet;
 use crate::grant::GrantSigner;
 use crate::grpc::Closing;
+use crate::grpc::captures::CapturesService;
 use crate::grpc::dispatch::DispatchService;
 use crate::grpc::fleet::FleetService;
 use crate::grpc::host::HostService;
@@ -53,6 +55,7 @@ const ANY_ROLE: &[Role] = &[Role::Operator, Role::Edge, Role::Worker, Role::Cont
 const INSTALL_ROLES: &[Role] = &[Role::Operator, Role::Edge, Role::ControlPlane];
 const DISPATCH_ROLES: &[Role] = &[Role::Operator, Role::Edge, Role::ControlPlane];
 const FLEET_ROLES: &[Role] = &[Role::Worker];
+const CAPTURE_ROLES: &[Role] = &[Role::Operator];
 const HOST_ROLES: &[Role] = &[Role::Worker, Role::Edge, Role::Operator];
 
 /// How long in-flight calls may take to finish after shutdown begins.
@@ -87,6 +90,7 @@ struct ControlPlane {
     api_keys: Arc<ApiKeys>,
     audit: Arc<Audit>,
     collector: Arc<Collector>,
+    captures: Arc<Captures>,
     spool_dir: std::path::PathBuf,
 }
 
@@ -132,10 +136,17 @@ impl ControlPlane {
             },
         ));
         let quotas = Arc::new(Quotas::new(store.clone(), installs.clone()));
+
+        let captures = Arc::new(Captures::new(
+            store.clone(),
+            installs.clone(),
+            installs.sealer(),
+        ));
         let dispatcher = Arc::new(Dispatcher::new(
             installs.clone(),
             fleet.clone(),
             quotas.clone(),
+            captures.clone(),
             worker_tls,
         ));
         let rollouts = Arc::new(Rollouts::new(
@@ -147,6 +158,7 @@ impl ControlPlane {
         ControlPlane {
             rollouts,
             rollout_tick: limits.rollout_tick,
+            captures,
             scheduler: Arc::new(Scheduler::new(
                 store.clone(),
                 installs.clone(),
@@ -194,8 +206,13 @@ impl ControlPlane {
             quotas: self.quotas.clone(),
             api_keys: self.api_keys.clone(),
             storage: self.storage.clone(),
+            captures: self.captures.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let captures = pb::captures_server::CapturesServer::new(CapturesService {
+            captures: self.captures.clone(),
+        })
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let dispatch = pb::dispatch_server::DispatchServer::new(DispatchService {
             dispatcher: self.dispatcher.clone(),
             fleet: self.fleet.clone(),
@@ -219,6 +236,7 @@ impl ControlPlane {
             host: self.host.clone(),
             logs: self.logs.clone(),
             scheduler: self.scheduler.clone(),
+            captures: self.captures.clone(),
             closing: closing.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -258,6 +276,10 @@ impl ControlPlane {
             .add_service(InterceptedService::new(
                 dispatch,
                 authenticate(DISPATCH_ROLES),
+            ))
+            .add_service(InterceptedService::new(
+                captures,
+                authenticate(CAPTURE_ROLES),
             ))
             .add_service(InterceptedService::new(fleet, authenticate(FLEET_ROLES)))
             .add_service(InterceptedService::new(host, authenticate(HOST_ROLES)))

@@ -47,6 +47,9 @@ pub struct Installed {
     pub secrets_version: String,
     pub execution_grant: String,
     pub egress_allowlist: Vec<String>,
+    /// The install's capture policy (docs/design/replay.md); `None`:
+    /// nothing is recorded.
+    pub capture: Option<pb::CaptureSettings>,
 }
 
 /// One call of an installed extension.
@@ -94,6 +97,7 @@ pub fn execute_request(install: Installed, call: Invocation) -> pb::ExecuteReque
         execution_grant: install.execution_grant,
         egress_allowlist: install.egress_allowlist,
         traceparent: call.traceparent,
+        capture: install.capture,
     }
 }
 
@@ -134,8 +138,13 @@ mod tests {
             secrets_version: "sv".into(),
             execution_grant: "g".into(),
             egress_allowlist: vec!["example.com".into()],
+            capture: Some(pb::CaptureSettings {
+                sample_ppm: 10_000,
+                ..Default::default()
+            }),
         };
         let req = execute_request(install, call());
+        assert_eq!(req.capture.as_ref().map(|c| c.sample_ppm), Some(10_000));
         let ctx = req.context.expect("context");
         assert_eq!(
             (

@@ -57,6 +57,29 @@ pub(crate) struct Install {
     pub execution_grant: String,
     /// Every version and its weight while the install has an active rollout.
     pub rollout: Option<Split>,
+    /// The install's capture policy, passed to the worker with each call.
+    pub capture: Option<Capture>,
+}
+
+/// An install's capture policy as the edge passes it on
+/// (docs/design/replay.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Capture {
+    pub sample_ppm: u32,
+    pub failures: bool,
+    pub max_bytes: u64,
+    pub config_version: String,
+}
+
+impl Capture {
+    pub(crate) fn to_pb(&self) -> pb::CaptureSettings {
+        pb::CaptureSettings {
+            sample_ppm: self.sample_ppm,
+            failures: self.failures,
+            max_bytes: self.max_bytes,
+            config_version: self.config_version.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -107,6 +130,12 @@ impl TryFrom<pb::ResolvedInstall> for Install {
                 .filter(|l| !l.trim().is_empty()),
             execution_grant: r.execution_grant,
             rollout: None,
+            capture: r.capture.map(|c| Capture {
+                sample_ppm: c.sample_ppm,
+                failures: c.failures,
+                max_bytes: c.max_bytes,
+                config_version: c.config_version,
+            }),
         };
         if let Some(route) = r.rollout {
             install.rollout = Some(split(&install, route)?);
@@ -192,6 +221,7 @@ impl Install {
             client_portal_label: None,
             execution_grant: String::new(),
             rollout: None,
+            capture: None,
         }
     }
 

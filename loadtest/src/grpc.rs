@@ -137,6 +137,7 @@ fn prepare(service: Service, s: &Shape) -> anyhow::Result<Prepared> {
             execution_grant: s.grant.clone(),
             egress_allowlist: s.egress_allowlist.clone(),
             traceparent: String::new(),
+            capture: None,
         })),
         Service::Dispatch => Prepared::Dispatch(Box::new(pb::DispatchExecuteRequest {
             tenant_id: s.tenant.clone(),

@@ -275,6 +275,11 @@ pub trait HostBackend: Send + Sync + 'static {
     async fn idempotency_release(&self, _record: &RecordRef) -> Result<bool, HostError> {
         Err(no_records())
     }
+    /// Stores one execution's capture (docs/design/replay.md); hosts
+    /// without captures answer "unavailable".
+    async fn record_capture(&self, _capture: pb::RecordCaptureRequest) -> Result<(), HostError> {
+        Err(HostError::unavailable("no capture store configured"))
+    }
 }
 
 /// Deadline of a storage, secrets, scheduler or endpoints call.
@@ -714,6 +719,16 @@ impl HostBackend for GrpcHostBackend {
         )
         .await?;
         Ok(response.owned)
+    }
+
+    async fn record_capture(&self, capture: pb::RecordCaptureRequest) -> Result<(), HostError> {
+        let mut client = self.client();
+        within(
+            PUBLISH_TIMEOUT,
+            client.record_capture(timed(capture, PUBLISH_TIMEOUT)),
+        )
+        .await?;
+        Ok(())
     }
 
     async fn idempotency_release(&self, record: &RecordRef) -> Result<bool, HostError> {

@@ -48,6 +48,7 @@ mod bindings;
 pub mod bundles;
 pub mod cache;
 mod capabilities;
+pub mod capture;
 pub mod config;
 mod cputime;
 mod egress;

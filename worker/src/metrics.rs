@@ -71,6 +71,7 @@ pub struct Metrics {
     component_loads: Family<SourceLabel, Counter>,
     in_flight: Gauge,
     log_batches_dropped: Counter,
+    captures_dropped: Counter,
     idempotent: Family<OutcomeLabel, Counter>,
     tiers: Family<TierLabel, Counter>,
     pub(crate) compile: CompileMetrics,
@@ -132,6 +133,11 @@ impl Metrics {
             m.log_batches_dropped.clone(),
         );
         registry.register(
+            "annex_worker_captures_dropped",
+            "Captured executions not delivered to the control plane (queue full, refused or timed out)",
+            m.captures_dropped.clone(),
+        );
+        registry.register(
             "annex_worker_idempotent_calls",
             "Calls with an idempotency key by outcome (claimed, replayed, waited, conflict, in_progress, unavailable, lease_lost)",
             m.idempotent.clone(),
@@ -180,6 +186,7 @@ impl Metrics {
             component_loads: Family::default(),
             in_flight: Gauge::default(),
             log_batches_dropped: Counter::default(),
+            captures_dropped: Counter::default(),
             idempotent: Family::default(),
             tiers: Family::default(),
             compile: CompileMetrics::default(),
@@ -225,6 +232,10 @@ impl Metrics {
     /// The counter of log batches the shipper dropped.
     pub(crate) fn log_batches_dropped(&self) -> Counter {
         self.log_batches_dropped.clone()
+    }
+
+    pub(crate) fn captures_dropped(&self) -> Counter {
+        self.captures_dropped.clone()
     }
 
     /// Counts an execution holding a slot until the guard is dropped.

@@ -231,6 +231,8 @@ pub struct StubBackend {
     pub log_calls: std::sync::atomic::AtomicUsize,
     pub log_in_flight: std::sync::atomic::AtomicUsize,
     pub log_peak: std::sync::atomic::AtomicUsize,
+    /// Captures the worker shipped (docs/design/replay.md).
+    pub captures: parking_lot::Mutex<Vec<pb::RecordCaptureRequest>>,
 }
 
 /// Counts a log publish out when it ends (or is dropped).
@@ -344,6 +346,10 @@ impl HostBackend for StubBackend {
             std::future::pending::<()>().await;
         }
         self.logs.lock().extend(events);
+        Ok(())
+    }
+    async fn record_capture(&self, capture: pb::RecordCaptureRequest) -> Result<(), HostError> {
+        self.captures.lock().push(capture);
         Ok(())
     }
 }

@@ -9,6 +9,7 @@
 mod api_keys;
 mod build;
 mod call;
+mod capture;
 mod completions;
 mod config;
 mod dev;
@@ -94,6 +95,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         Command::Call(args) => call::call(&cx, args).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Logs(args) => call::logs(&cx, args).await,
+        Command::Capture(cmd) => capture::run(&cx, cmd).await,
+        Command::Replay(args) => capture::replay(&cx, args).await,
     }
 }
 

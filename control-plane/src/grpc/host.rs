@@ -34,6 +34,7 @@ pub(crate) struct HostService {
     pub(crate) host: Arc<Host>,
     pub(crate) logs: Arc<DebugLogs>,
     pub(crate) scheduler: Arc<Scheduler>,
+    pub(crate) captures: Arc<crate::captures::Captures>,
     pub(crate) closing: Closing,
 }
 
@@ -151,6 +152,17 @@ impl HostServices for HostService {
             records: records.iter().map(storage::record_pb).collect(),
             next_cursor: next.unwrap_or_default(),
         }))
+    }
+
+    async fn record_capture(
+        &self,
+        req: Request<pb::RecordCaptureRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        require(&req, WORKERS)?;
+        let mut capture = req.into_inner();
+        let grant = self.verified(&std::mem::take(&mut capture.grant))?;
+        self.captures.record(&grant, capture).await?;
+        Ok(Response::new(pb::Empty {}))
     }
 
     async fn get_secrets(

@@ -30,6 +30,7 @@ pub(crate) struct InstallsService {
     pub(crate) quotas: Arc<Quotas>,
     pub(crate) api_keys: Arc<ApiKeys>,
     pub(crate) storage: Arc<Storage>,
+    pub(crate) captures: Arc<crate::captures::Captures>,
 }
 
 fn install_ref(r: Option<pb::InstallRef>) -> Result<(TenantId, String), Status> {
@@ -426,10 +427,19 @@ impl Installs for InstallsService {
         let view = self.installs.resolve(&tenant, &r.extension).await?;
         let (grant, grant_expires) = self.installs.issue_grant(&view);
         let rollout = self.rollouts.route(&view).await?;
+        let capture = self
+            .captures
+            .settings(
+                &view.install.tenant_id,
+                view.install.id,
+                &view.install.config_version,
+            )
+            .await?;
         Ok(Response::new(pb::ResolvedInstall {
             rollout: rollout
                 .as_ref()
                 .map(|r| super::rollouts::route_pb(&self.installs, r)),
+            capture,
             execution_grant: grant,
             grant_expires_at: ts(grant_expires),
             install: Some(info_pb(&view)),

@@ -5,6 +5,7 @@
 //! use `?`. `HostServices` verifies the execution grant here, once per call.
 //! No logic lives here beyond that.
 
+pub(crate) mod captures;
 pub(crate) mod dispatch;
 pub(crate) mod fleet;
 pub(crate) mod host;

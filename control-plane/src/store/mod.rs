@@ -2,7 +2,8 @@
 //! area ([`RegistryStore`], [`BlobStore`], [`TrustStore`], [`InstallStore`],
 //! [`KvStore`], [`ScheduleStore`], [`FleetStore`], [`QuotaStore`],
 //! [`ApiKeyStore`], [`ExecutionLogStore`], [`DebugLogStore`],
-//! [`IdempotencyStore`], [`RolloutStore`], [`HealthStore`]), each in its own
+//! [`IdempotencyStore`], [`RolloutStore`], [`CaptureStore`],
+//! [`HealthStore`]), each in its own
 //! file with the rows it reads and writes, and [`Store`], the umbrella the
 //! control plane holds as `Arc<dyn Store>`.
 //!
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 
 mod apikeys;
 mod blobs;
+mod captures;
 mod executions;
 mod fleet;
 mod idempotency;
@@ -37,6 +39,7 @@ pub use blobs::{
     BlobEntry, BlobRead, BlobStore, BlobStoreSpec, FsBlobStore, READ_CHUNK, S3BlobStore,
     S3Settings, open_blob_store,
 };
+pub use captures::{CaptureAccessRow, CapturePolicyRow, CaptureRow, CaptureStore};
 pub use executions::{ExecutionLogStore, ExecutionRow};
 pub use fleet::{FleetStore, WorkerRow};
 pub use idempotency::{ClaimOutcome, IdempotencyClaim, IdempotencyScope, IdempotencyStore};
@@ -122,6 +125,7 @@ pub trait Store:
     + DebugLogStore
     + IdempotencyStore
     + RolloutStore
+    + CaptureStore
     + HealthStore
     + Send
     + Sync
@@ -143,6 +147,7 @@ impl<T> Store for T where
         + DebugLogStore
         + IdempotencyStore
         + RolloutStore
+        + CaptureStore
         + HealthStore
         + Send
         + Sync

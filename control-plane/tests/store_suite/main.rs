@@ -208,6 +208,7 @@ fn versions_of(list: &[VersionRow]) -> Vec<&str> {
 
 mod apikeys;
 mod blobs;
+mod captures;
 mod executions;
 mod fleet;
 mod health;
@@ -227,9 +228,10 @@ mod trust;
 /// case runs on both stores.
 #[test]
 fn every_case_runs_on_both_stores() {
-    let areas: [(&str, &[&str], &str); 14] = [
+    let areas: [(&str, &[&str], &str); 15] = [
         ("apikeys", apikeys::CASES, include_str!("apikeys.rs")),
         ("blobs", blobs::CASES, include_str!("blobs.rs")),
+        ("captures", captures::CASES, include_str!("captures.rs")),
         (
             "executions",
             executions::CASES,

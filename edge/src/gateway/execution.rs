@@ -91,6 +91,7 @@ pub(crate) fn execute_request(
             secrets_version: i.secrets_version.clone(),
             execution_grant: i.execution_grant.clone(),
             egress_allowlist: i.egress_allowlist.clone(),
+            capture: i.capture.as_ref().map(|c| c.to_pb()),
         },
         Invocation {
             request_id: admitted.audit.request_id.clone(),

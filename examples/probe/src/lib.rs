@@ -64,6 +64,7 @@ impl Guest for Probe {
                 json!({"keys": keys})
             }
             "/fetch" => fetch(&body),
+            "/mix" => mix(q.get("url").unwrap_or("")),
             "/wasi-http" => wasi_http(&body),
             "/config/get" => json!({"value": config::get(q.get("key").unwrap_or(""))}),
             "/config/list" => json!({"entries": config::list()}),
@@ -266,6 +267,57 @@ fn context_json() -> Value {
     json!({
         "requestId": c.request_id, "tenantId": c.tenant_id, "extensionId": c.extension_id,
         "installId": c.install_id, "versionId": c.version_id,
+    })
+}
+
+/// The storage key `/mix` reads and writes. Tests of replay patch this
+/// literal in the built component to make a bundle that reads another key.
+const MIX_KEY: &str = "mix-key-a";
+
+/// `GET /mix?url=U`: what a capture records, in a fixed order: the secret
+/// `api_key`, the stored value of [`MIX_KEY`], a put of the current time
+/// under it, a fetch of `U`, then the clocks and both random sources.
+fn mix(url: &str) -> Value {
+    // The secret's length and byte sum, not its value: what the guest
+    // answers is recorded as it is.
+    let secret = match secrets::get("api_key") {
+        Ok(v) => json!({"len": v.len(), "sum": v.bytes().map(u64::from).sum::<u64>()}),
+        Err(e) => json!({"err": e.name()}),
+    };
+    let stored = match storage::get("replay", MIX_KEY) {
+        Ok(e) => json!(String::from_utf8_lossy(&e.value)),
+        Err(e) => json!({"err": e.name()}),
+    };
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let written = storage::put(&StorageEntry {
+        namespace: "replay".to_string(),
+        key: MIX_KEY.to_string(),
+        value: wall.to_string().into_bytes(),
+        revision: None,
+    })
+    .map(|e| json!(e.revision))
+    .unwrap_or_else(|e| json!({"err": e.name()}));
+    let fetched = match http::fetch(&HttpRequest {
+        method: "GET".to_string(),
+        url: url.to_string(),
+        headers: Vec::new(),
+        body: None,
+    }) {
+        Ok(r) => json!({"status": r.status, "body": r.body.map(|b| String::from_utf8_lossy(&b).into_owned())}),
+        Err(e) => json!({"err": e.name()}),
+    };
+    let started = std::time::Instant::now();
+    let secure = wasip2::random::random::get_random_bytes(8);
+    let insecure = wasip2::random::insecure::get_insecure_random_bytes(8);
+    let (seed_a, seed_b) = wasip2::random::insecure_seed::insecure_seed();
+    json!({
+        "key": MIX_KEY, "secret": secret, "stored": stored, "written": written,
+        "fetched": fetched, "wall_ns": wall,
+        "monotonic_ns": started.elapsed().as_nanos() as u64,
+        "random": secure, "insecure": insecure, "seed": [seed_a, seed_b],
     })
 }
 

@@ -21,6 +21,7 @@ use super::response::{CallResult, Failure, check_response, classify, micros, ok_
 use crate::bindings::{RunnerV2Pre, types};
 use crate::cache::{Compiled, Entry};
 use crate::capabilities::Capabilities;
+use crate::capture::{Reason, Recorder, Taping};
 use crate::cputime::CpuTimed;
 use crate::engine::{EPOCH_TICK, WasmEngine};
 use crate::host::{HostState, Services};
@@ -40,6 +41,8 @@ pub(super) struct Job {
     /// Whether its log events go to the control plane (the runner API's
     /// executions log to the worker's own log only).
     pub(super) ship_logs: bool,
+    /// Recording or replaying it (docs/design/replay.md).
+    pub(super) taping: Taping,
 }
 
 impl Executor {
@@ -56,8 +59,15 @@ impl Executor {
             started,
             services,
             ship_logs,
+            taping,
         } = job;
-        let state = HostState::new(request.call, caps, services, budget.memory_bytes);
+        let state = HostState::new(
+            request.call,
+            caps,
+            services,
+            budget.memory_bytes,
+            taping.clone(),
+        );
         // The engine that compiled the component (Winch or Cranelift).
         let mut store = Store::new(compiled.engine(), state);
         self.metrics.served_by(compiled.tier().as_str());
@@ -89,13 +99,37 @@ impl Executor {
         if ship_logs {
             self.logs.ship(logs.finish());
         }
-        match result {
+        let answer = match result {
             Ok(response) => Ok(ok_response(response, usage, &self.worker_id)),
             Err(failure) => Err(Failure {
                 usage: Some(usage),
                 ..failure
             }),
+        };
+        if let Taping::Record(recorder) = &taping {
+            self.keep_capture(recorder, &answer);
         }
+        answer
+    }
+
+    /// Ships a recorded execution's capture: a sampled one always, one
+    /// recorded for failures only when it failed (trap, timeout, oom,
+    /// rejected, or a 5xx answer).
+    fn keep_capture(&self, recorder: &Recorder, answer: &Result<pb::ExecuteResponse, Failure>) {
+        let response = match answer {
+            Ok(response) => response.clone(),
+            Err(failure) => pb::ExecuteResponse {
+                status: failure.status,
+                outcome: pb::Outcome::from(failure.outcome) as i32,
+                error: failure.error.clone(),
+                ..Default::default()
+            },
+        };
+        let failed = response.outcome != pb::Outcome::Ok as i32 || response.status >= 500;
+        if recorder.reason == Reason::Failure && !failed {
+            return;
+        }
+        self.captures.ship(recorder.finish(&response));
     }
 
     /// Adds what the run used to the usage ledger for heartbeats, with the

@@ -37,6 +37,7 @@ use tracing::Instrument as _;
 use crate::admission::{Admission, Refused};
 use crate::cache::{CacheError, Compiled, ComponentCache, LoadSource};
 use crate::capabilities::Capabilities;
+use crate::capture::{self, Taping, ship::CaptureShipper};
 use crate::engine::{Tier, WasmEngine};
 use crate::fleet::DrainState;
 use crate::host::Services;
@@ -146,6 +147,8 @@ pub struct Executor {
     usage: UsageLedger,
     /// Executions' log events on their way to the control plane.
     logs: LogShipper,
+    /// Captured executions on their way to the control plane.
+    captures: CaptureShipper,
 }
 
 /// The runtime guests run on (see the module documentation).
@@ -182,7 +185,13 @@ impl Executor {
             runtime.handle(),
             parts.metrics.log_batches_dropped(),
         );
+        let captures = CaptureShipper::start(
+            parts.services.backend.clone(),
+            runtime.handle(),
+            parts.metrics.captures_dropped(),
+        );
         Ok(Executor {
+            captures,
             engine: parts.engine,
             loader: parts.loader,
             services: parts.services,
@@ -289,12 +298,13 @@ impl Executor {
         deadline: Option<Instant>,
     ) -> Result<pb::ExecuteResponse, ExecuteError> {
         let keyed = idempotency::Keyed::of(&request);
+        let taping = capture::recorder_for(&request).map_or(Taping::Off, Taping::Record);
         let request = Request::try_from(request)?;
         let budget = self.limits.budget(&request.limits);
         let caps = Capabilities::from_providers(&request.providers)
             .map_err(|unknown| Failure::rejected(400, unknown.to_string()))?;
         let Some(keyed) = keyed else {
-            return self.admitted(request, caps, budget, started).await;
+            return self.admitted(request, caps, budget, started, taping).await;
         };
         let wait_until = idempotency::wait_until(started, budget.timeout, deadline);
         let claim = idempotency::claim(
@@ -312,7 +322,7 @@ impl Executor {
             idempotency::Claim::Run(held) => *held,
         };
         let result = match held
-            .renewing(self.admitted(request, caps, budget, started))
+            .renewing(self.admitted(request, caps, budget, started, taping))
             .await
         {
             Ok(result) => result,
@@ -332,6 +342,7 @@ impl Executor {
         caps: Capabilities,
         budget: limits::Budget,
         started: Instant,
+        taping: Taping,
     ) -> Result<pb::ExecuteResponse, ExecuteError> {
         let permit = self
             .admission
@@ -340,13 +351,25 @@ impl Executor {
             .map_err(NotStarted::Overloaded)?;
         let _in_flight = self.metrics.in_flight();
         let compiled = self.component(&request.hash).await?;
+        let services = match &taping {
+            Taping::Record(recorder) => Arc::new(Services {
+                backend: Arc::new(capture::backend::RecordingBackend {
+                    inner: self.services.backend.clone(),
+                    recorder: recorder.clone(),
+                }),
+                egress: self.services.egress.clone(),
+                log_rates: self.services.log_rates.clone(),
+            }),
+            _ => self.services.clone(),
+        };
         let job = Job {
             request,
             caps,
             budget,
             started,
-            services: self.services.clone(),
+            services,
             ship_logs: true,
+            taping,
         };
         let result = self.run_on_guest_runtime(compiled, job).await;
         drop(permit);

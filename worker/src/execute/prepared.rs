@@ -25,6 +25,7 @@ use super::{ExecuteError, Executor, NotStarted, load_failure};
 use crate::backend::HostBackend;
 use crate::cache::{CacheError, Compiled, LoadSource};
 use crate::capabilities::Capabilities;
+use crate::capture::Taping;
 use crate::host::Services;
 use crate::loader::LoadPlan;
 
@@ -44,6 +45,8 @@ pub(crate) struct Prepared {
     /// the worker's own).
     pub(crate) backend: Arc<dyn HostBackend>,
     pub(crate) refusal: Option<Refusal>,
+    /// A replay's tape (docs/design/replay.md), or `Off`.
+    pub(crate) taping: Taping,
 }
 
 impl Executor {
@@ -82,6 +85,7 @@ impl Executor {
             plan,
             backend,
             refusal,
+            taping,
         } = prepared;
         let request = Request::try_from(request)?;
         let budget = self.limits.budget(&request.limits);
@@ -109,6 +113,7 @@ impl Executor {
             started,
             services,
             ship_logs: false,
+            taping,
         };
         let result = self.run_on_guest_runtime(compiled, job).await;
         drop(permit);

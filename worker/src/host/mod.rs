@@ -45,6 +45,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::backend::HostBackend;
 use crate::bindings::RunnerV2;
 use crate::capabilities::Capabilities;
+use crate::capture::Taping;
 use crate::egress::{Allowlist, EgressClient};
 use crate::logs::{CapturedOutput, LogRates, LogScope, LogSink};
 
@@ -152,6 +153,8 @@ pub(crate) struct HostState {
     pub egress_bytes: u64,
     http_ctx: WasiHttpCtx,
     http_hooks: wasi_http::EgressHooks,
+    /// Recording or replaying what the guest sees (docs/design/replay.md).
+    pub taping: Taping,
 }
 
 impl HostState {
@@ -160,25 +163,30 @@ impl HostState {
         caps: Capabilities,
         services: Arc<Services>,
         memory_limit_bytes: usize,
+        taping: Taping,
     ) -> HostState {
         let stdout = CapturedOutput::new();
         let stderr = CapturedOutput::new();
         // No args, env, preopens or stdin; TCP, UDP and name lookup off
         // (docs/design/wasmtime.md: this gives a WASI context with nothing
         // inherited).
-        let wasi = WasiCtx::builder()
-            .allow_tcp(false)
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
+            .stderr(stderr.clone());
+        // Captured and replayed executions read clocks and randomness
+        // through their tape.
+        taping.configure(&mut wasi);
+        let wasi = wasi.build();
         let logs = LogSink::new(call.log_scope(), services.log_rates.clone());
         let http_hooks = wasi_http::EgressHooks {
             allowed: caps.has(crate::capabilities::Capability::HttpFetch),
             allowlist: call.allowlist.clone(),
             egress: services.egress.clone(),
             bytes: Arc::default(),
+            taping: taping.clone(),
         };
         HostState {
             wasi,
@@ -198,6 +206,7 @@ impl HostState {
             egress_bytes: 0,
             http_ctx: WasiHttpCtx::new(),
             http_hooks,
+            taping,
         }
     }
 }

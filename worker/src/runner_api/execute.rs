@@ -200,6 +200,7 @@ impl RunnerApi {
             plan,
             backend,
             refusal,
+            taping: crate::capture::Taping::Off,
         };
         match self.executor.execute_prepared(prepared).await {
             Ok(response) => Answer::from_response(response),

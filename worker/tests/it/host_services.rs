@@ -264,6 +264,12 @@ impl HostServices for FakeControlPlane {
     async fn publish_logs(&self, _: Request<pb::LogBatch>) -> Result<Response<pb::Empty>, Status> {
         Ok(Response::new(pb::Empty {}))
     }
+    async fn record_capture(
+        &self,
+        _: Request<pb::RecordCaptureRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
     async fn idempotency_claim(
         &self,
         _: Request<pb::IdempotencyClaimRequest>,

@@ -1,4 +1,4 @@
-//! The JavaScript guest (jco componentize, `--disable all`) answers Alga's
+//! The JavaScript guest (jco componentize, WASI clocks and random on) answers Alga's
 //! echo case exactly as Alga's runner test
 //! `executes_dynamic_component_in_process` expects
 //! (docs/design/alga-compatibility.md, "Handler mapping").

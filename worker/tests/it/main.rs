@@ -3,6 +3,7 @@
 //! below) so the worker links once.
 
 mod bundles;
+mod capture;
 mod compile;
 mod containment;
 mod egress;

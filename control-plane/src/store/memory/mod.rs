@@ -21,6 +21,7 @@ use super::{HealthStore, StoreResult};
 
 mod apikeys;
 mod blobs;
+mod captures;
 mod executions;
 mod fleet;
 mod idempotency;
@@ -68,6 +69,7 @@ struct State {
     logs: logs::Logs,
     idempotency: idempotency::Idempotency,
     rollouts: rollouts::Rollouts,
+    captures: captures::Captures,
 }
 
 impl State {

@@ -119,6 +119,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_rollouts",
         include_str!("../../../../migrations/0011_rollouts.sql"),
     ),
+    (
+        "0012_captures",
+        include_str!("../../../../migrations/0012_captures.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("annexmig" in ASCII), so replicas
@@ -214,6 +218,7 @@ mod rows;
 mod apikeys;
 mod blobs;
 mod cached;
+mod captures;
 mod executions;
 mod fleet;
 mod idempotency;
