@@ -9,7 +9,9 @@
 //! arrival order, each with its own checks, and commits once. A put is
 //! answered only after that commit, so an acknowledged write is as durable as
 //! before; what the group saves is the lock, the expiry sweep and the commit
-//! (and its WAL flush) per put, which serialised one install's writes.
+//! (and its WAL flush) per put, which serialised one install's writes. The
+//! quota and revision checks read the install's usage and the rows the group
+//! names once per transaction, so a put costs one statement, its upsert.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -86,28 +88,79 @@ fn schema_from_row(row: &Row) -> StoreResult<StorageSchema> {
     })
 }
 
-/// One put inside a transaction that holds the scope's lock: revision and
-/// quota checks, then the upsert.
+/// What the quota and revision checks of a transaction's puts need of the
+/// install's rows: read once, after the lock and the expiry sweep, and kept
+/// current as the puts apply, instead of two queries per put.
+struct Usage {
+    /// Namespace → (keys, bytes).
+    namespaces: HashMap<String, (i64, i64)>,
+    /// (namespace, key) → (revision, size) of the rows the puts name that
+    /// exist.
+    rows: HashMap<(String, String), (u64, i64)>,
+}
+
+impl Usage {
+    async fn load(
+        tx: &(impl Cached + Sync),
+        scope: &StorageScope,
+        puts: &[&StoragePut],
+    ) -> StoreResult<Usage> {
+        let per_namespace = tx
+            .query_c(
+                "SELECT namespace, COUNT(*)::bigint AS keys, \
+                 COALESCE(SUM(value_size_bytes + metadata_size_bytes), 0)::bigint AS bytes \
+                 FROM ext_storage_records WHERE tenant_id = $1 AND extension_install_id = $2 \
+                 GROUP BY namespace",
+                &[&scope.tenant_id, &scope.install_id],
+            )
+            .await
+            .map_err(pg_error)?;
+        let mut namespaces = HashMap::with_capacity(per_namespace.len());
+        for row in &per_namespace {
+            namespaces.insert(
+                col::<String>(row, "namespace")?,
+                (col::<i64>(row, "keys")?, col::<i64>(row, "bytes")?),
+            );
+        }
+        let names: Vec<&str> = puts.iter().map(|p| p.namespace.as_str()).collect();
+        let keys: Vec<&str> = puts.iter().map(|p| p.key.as_str()).collect();
+        let existing = tx
+            .query_c(
+                "SELECT r.namespace, r.key, r.revision, r.value_size_bytes + r.metadata_size_bytes AS size \
+                 FROM ext_storage_records r \
+                 WHERE r.tenant_id = $1 AND r.extension_install_id = $2 \
+                 AND (r.namespace, r.key) IN (SELECT n, k FROM unnest($3::text[], $4::text[]) AS w(n, k))",
+                &[&scope.tenant_id, &scope.install_id, &names, &keys],
+            )
+            .await
+            .map_err(pg_error)?;
+        let mut rows = HashMap::with_capacity(existing.len());
+        for row in &existing {
+            rows.insert(
+                (col::<String>(row, "namespace")?, col::<String>(row, "key")?),
+                (
+                    to_u64(col::<i64>(row, "revision")?, "revision")?,
+                    i64::from(col::<i32>(row, "size")?),
+                ),
+            );
+        }
+        Ok(Usage { namespaces, rows })
+    }
+}
+
+/// One put inside a transaction that holds the scope's lock, checked
+/// against `usage` (revision, quotas), then the upsert; `usage` follows it.
 async fn put_locked(
     tx: &(impl Cached + Sync),
     scope: &StorageScope,
+    usage: &mut Usage,
     put: StoragePut,
     quota: StorageQuota,
     now: DateTime<Utc>,
 ) -> StoreResult<StorageRow> {
-    let existing = tx
-            .query_opt_c(
-                "SELECT revision, value_size_bytes + metadata_size_bytes AS size FROM ext_storage_records \
-                 WHERE tenant_id = $1 AND extension_install_id = $2 AND namespace = $3 AND key = $4",
-                &[&scope.tenant_id, &scope.install_id, &put.namespace, &put.key],
-            )
-            .await
-            .map_err(pg_error)?;
-    let (old_revision, old_size) = match &existing {
-        Some(row) => (
-            Some(to_u64(col::<i64>(row, "revision")?, "revision")?),
-            i64::from(col::<i32>(row, "size")?),
-        ),
+    let slot = (put.namespace.clone(), put.key.clone());
+    let (old_revision, old_size) = match usage.rows.get(&slot) {
+        Some(&(revision, size)) => (Some(revision), size),
         None => (None, 0),
     };
     match (old_revision, put.if_revision) {
@@ -117,21 +170,15 @@ async fn put_locked(
         (None, Some(_)) => return Err(StoreError::RevisionMismatch),
         _ => {}
     }
-    let usage = tx
-        .query_one_c(
-            "SELECT COALESCE(SUM(value_size_bytes + metadata_size_bytes), 0)::bigint AS bytes, \
-                 COUNT(DISTINCT namespace)::bigint AS namespaces, \
-                 COUNT(*) FILTER (WHERE namespace = $3)::bigint AS keys, \
-                 BOOL_OR(namespace = $3) AS has_namespace \
-                 FROM ext_storage_records WHERE tenant_id = $1 AND extension_install_id = $2",
-            &[&scope.tenant_id, &scope.install_id, &put.namespace],
-        )
-        .await
-        .map_err(pg_error)?;
-    let bytes: i64 = col(&usage, "bytes")?;
-    let namespaces: i64 = col(&usage, "namespaces")?;
-    let keys: i64 = col(&usage, "keys")?;
-    let has_namespace = col::<Option<bool>>(&usage, "has_namespace")?.unwrap_or(false);
+    let (keys, _) = usage
+        .namespaces
+        .get(&put.namespace)
+        .copied()
+        .unwrap_or((0, 0));
+    let has_namespace = keys > 0;
+    let namespaces = usage.namespaces.values().filter(|(k, _)| *k > 0).count();
+    let namespaces = i64::try_from(namespaces).unwrap_or(i64::MAX);
+    let bytes: i64 = usage.namespaces.values().map(|(_, b)| *b).sum();
     if old_revision.is_none() {
         if !has_namespace && namespaces >= to_i64(quota.max_namespaces, "quota")? {
             return Err(StoreError::QuotaExceeded(format!(
@@ -188,7 +235,15 @@ async fn put_locked(
                 Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => StoreError::NotFound("install".into()),
                 _ => pg_error(e),
             })?;
-    storage_from_row(&row)
+    let row = storage_from_row(&row)?;
+    let stored_size = i64::from(value_size.saturating_add(metadata_size));
+    usage.rows.insert(slot, (row.revision, stored_size));
+    let entry = usage.namespaces.entry(put.namespace).or_insert((0, 0));
+    if old_revision.is_none() {
+        entry.0 += 1;
+    }
+    entry.1 += stored_size - old_size;
+    Ok(row)
 }
 
 #[async_trait]
@@ -261,10 +316,11 @@ impl KvStore for PgStore {
         let tx = client.transaction().await.map_err(pg_error)?;
         lock_scope(&tx, scope).await?;
         expire(&tx, scope, now).await?;
+        let mut usage = Usage::load(&tx, scope, &puts.iter().collect::<Vec<_>>()).await?;
         let mut rows = Vec::with_capacity(puts.len());
         for put in puts {
             // An error drops the transaction: none of the puts stays.
-            rows.push(put_locked(&tx, scope, put, quota, now).await?);
+            rows.push(put_locked(&tx, scope, &mut usage, put, quota, now).await?);
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(rows)
@@ -538,9 +594,15 @@ impl PgStore {
         if let Some(latest) = puts.iter().map(|(_, _, now)| *now).max() {
             expire(&tx, scope, latest).await?;
         }
+        let mut usage = Usage::load(
+            &tx,
+            scope,
+            &puts.iter().map(|(p, _, _)| p).collect::<Vec<_>>(),
+        )
+        .await?;
         let mut results = Vec::with_capacity(puts.len());
         for (put, quota, now) in puts {
-            match put_locked(&tx, scope, put, quota, now).await {
+            match put_locked(&tx, scope, &mut usage, put, quota, now).await {
                 Ok(row) => results.push(Ok(row)),
                 // Refused before any statement could fail: the
                 // transaction goes on.
