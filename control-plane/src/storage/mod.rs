@@ -12,19 +12,26 @@
 //! ([`schema`]) takes only values that match it. Bulk puts apply up to 20
 //! puts of one namespace as one transaction.
 //!
-//! [`Storage`] holds only compiled schemas; the scope of every call comes
-//! from its verified execution grant, never from the request.
+//! [`Storage`] holds compiled schemas and, for [`NEWEST_SCHEMA_TTL`], which
+//! schema is a namespace's newest (most puts name none, so without it every
+//! put queried for one); the scope of every call comes from its verified
+//! execution grant, never from the request.
 
 mod schema;
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use annex_bundle::capability::Capability;
 use annex_proto::{AnnexError, ErrorCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::grant::VerifiedGrant;
 use crate::installs::Installs;
@@ -97,6 +104,51 @@ pub(crate) struct Storage {
     store: Arc<dyn Store>,
     installs: Arc<Installs>,
     schemas: schema::Compiled,
+    newest: NewestSchemas,
+}
+
+/// How long the answer to "which schema is this namespace's newest (or has
+/// it none)" is used: a schema added through this replica applies to the
+/// next put at once, one added through another replica within this time.
+pub(crate) const NEWEST_SCHEMA_TTL: Duration = Duration::from_secs(1);
+
+/// Entries kept at most; when full, the cache starts over.
+const MAX_NEWEST_SCHEMAS: usize = 4096;
+
+type NamespaceKey = (String, Uuid, String);
+
+/// Newest schema per (tenant, install, namespace). A schema added through
+/// this replica bumps the generation and empties the cache; a lookup that
+/// read before that stores nothing.
+#[derive(Default)]
+struct NewestSchemas {
+    entries: Mutex<HashMap<NamespaceKey, (Instant, Option<StorageSchema>)>>,
+    generation: AtomicU64,
+}
+
+impl NewestSchemas {
+    fn get(&self, key: &NamespaceKey) -> Option<Option<StorageSchema>> {
+        let entries = self.entries.lock();
+        let (at, schema) = entries.get(key)?;
+        (at.elapsed() < NEWEST_SCHEMA_TTL).then(|| schema.clone())
+    }
+
+    fn put(&self, key: NamespaceKey, generation: u64, schema: Option<StorageSchema>) {
+        let mut entries = self.entries.lock();
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
+        if entries.len() >= MAX_NEWEST_SCHEMAS {
+            entries.clear();
+        }
+        entries.insert(key, (Instant::now(), schema));
+    }
+
+    fn changed(&self) {
+        let mut entries = self.entries.lock();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        entries.clear();
+    }
 }
 
 impl Storage {
@@ -105,6 +157,7 @@ impl Storage {
             store,
             installs,
             schemas: schema::Compiled::default(),
+            newest: NewestSchemas::default(),
         }
     }
 
@@ -230,11 +283,25 @@ impl Storage {
         namespace: &str,
         version: Option<u32>,
     ) -> Result<Option<StorageSchema>, AnnexError> {
+        let key = (
+            scope.tenant_id.clone(),
+            scope.install_id,
+            namespace.to_owned(),
+        );
+        if version.is_none()
+            && let Some(newest) = self.newest.get(&key)
+        {
+            return Ok(newest);
+        }
+        let generation = self.newest.generation.load(Ordering::SeqCst);
         let schema = self
             .store
             .storage_schema(scope, namespace, version)
             .await
             .map_err(AnnexError::from)?;
+        if version.is_none() {
+            self.newest.put(key, generation, schema.clone());
+        }
         match (version, &schema) {
             (Some(v), None) => Err(AnnexError::invalid(format!(
                 "namespace {namespace} has no schema version {v}"
@@ -313,10 +380,15 @@ impl Storage {
     ) -> Result<StorageSchema, AnnexError> {
         check_namespace(namespace)?;
         let document = schema::parse(schema_json)?;
-        self.store
+        let added = self
+            .store
             .add_storage_schema(scope, namespace, document)
             .await
-            .map_err(AnnexError::from)
+            .map_err(AnnexError::from);
+        // Also after a failure: the add may have committed before its
+        // answer was lost.
+        self.newest.changed();
+        added
     }
 
     /// Every schema version of an install.
@@ -471,6 +543,23 @@ fn decode(row: StorageRow) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_newest_schema_read_before_a_schema_is_added_is_never_kept() {
+        let newest = NewestSchemas::default();
+        let key = ("t".to_owned(), Uuid::nil(), "ns".to_owned());
+        // Kept: the namespace has no schema.
+        newest.put(key.clone(), newest.generation.load(Ordering::SeqCst), None);
+        assert_eq!(newest.get(&key), Some(None));
+        // A lookup starts, a schema is added through this replica, the
+        // lookup's (older) answer arrives: it is not stored, so the next
+        // put reads again and finds the schema.
+        let before = newest.generation.load(Ordering::SeqCst);
+        newest.changed();
+        assert_eq!(newest.get(&key), None, "the add empties the cache");
+        newest.put(key.clone(), before, None);
+        assert_eq!(newest.get(&key), None, "a stale answer was stored");
+    }
 
     #[test]
     fn values_decode_by_algas_rules() {
