@@ -154,7 +154,7 @@ async fn put_locked(
     tx: &(impl Cached + Sync),
     scope: &StorageScope,
     usage: &mut Usage,
-    put: StoragePut,
+    put: &StoragePut,
     quota: StorageQuota,
     now: DateTime<Utc>,
 ) -> StoreResult<StorageRow> {
@@ -238,7 +238,10 @@ async fn put_locked(
     let row = storage_from_row(&row)?;
     let stored_size = i64::from(value_size.saturating_add(metadata_size));
     usage.rows.insert(slot, (row.revision, stored_size));
-    let entry = usage.namespaces.entry(put.namespace).or_insert((0, 0));
+    let entry = usage
+        .namespaces
+        .entry(put.namespace.clone())
+        .or_insert((0, 0));
     if old_revision.is_none() {
         entry.0 += 1;
     }
@@ -320,7 +323,7 @@ impl KvStore for PgStore {
         let mut rows = Vec::with_capacity(puts.len());
         for put in puts {
             // An error drops the transaction: none of the puts stays.
-            rows.push(put_locked(&tx, scope, &mut usage, put, quota, now).await?);
+            rows.push(put_locked(&tx, scope, &mut usage, &put, quota, now).await?);
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(rows)
@@ -548,10 +551,7 @@ impl PgStore {
     /// a statement (which ends the transaction), the group is applied again
     /// one put per transaction, so one bad put cannot fail the others.
     async fn commit_group(&self, scope: &StorageScope, group: Vec<Pending>) {
-        let inputs: Vec<_> = group
-            .iter()
-            .map(|p| (p.put.clone(), p.quota, p.now))
-            .collect();
+        let inputs: Vec<_> = group.iter().map(|p| (&p.put, p.quota, p.now)).collect();
         match self.put_group(scope, inputs).await {
             Ok(results) => {
                 for (pending, result) in group.into_iter().zip(results) {
@@ -561,7 +561,7 @@ impl PgStore {
             Err(GroupError::Statement(_)) if group.len() > 1 => {
                 for pending in group {
                     let result = self
-                        .put_group(scope, vec![(pending.put, pending.quota, pending.now)])
+                        .put_group(scope, vec![(&pending.put, pending.quota, pending.now)])
                         .await
                         .map_err(GroupError::into_store_error)
                         .and_then(|mut results| {
@@ -584,7 +584,7 @@ impl PgStore {
     async fn put_group(
         &self,
         scope: &StorageScope,
-        puts: Vec<(StoragePut, StorageQuota, DateTime<Utc>)>,
+        puts: Vec<(&StoragePut, StorageQuota, DateTime<Utc>)>,
     ) -> Result<Vec<StoreResult<StorageRow>>, GroupError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
@@ -597,7 +597,7 @@ impl PgStore {
         let mut usage = Usage::load(
             &tx,
             scope,
-            &puts.iter().map(|(p, _, _)| p).collect::<Vec<_>>(),
+            &puts.iter().map(|(p, _, _)| *p).collect::<Vec<_>>(),
         )
         .await?;
         let mut results = Vec::with_capacity(puts.len());
